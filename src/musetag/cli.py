@@ -1,0 +1,58 @@
+"""The ``musetag`` command line: thin argument parsing over library functions.
+
+Each subcommand lives in ``musetag/commands/<name>.py`` and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (a callable taking the parsed namespace and returning an exit
+code). Commands are discovered, so adding one never touches this file.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from musetag import __version__
+from musetag.errors import MusetagError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="musetag",
+        description="Recognise the emotions, themes and genres of music from its audio.",
+    )
+    parser.add_argument("--version", action="version", version=f"musetag {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import musetag.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"musetag.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except MusetagError as exc:
+        print(f"musetag {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"musetag {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the musetag CLI: one module each, discovered by musetag.cli."""
