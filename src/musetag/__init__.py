@@ -24,8 +24,8 @@ _PUBLIC = {
     "get_preset": "musetag.features:get_preset",
     "create_model": "musetag.models:create_model",
     "list_models": "musetag.models:list_models",
-    "train": "musetag.train:train",
-    "evaluate": "musetag.evaluate:evaluate",
+    "train": "musetag.training:train",
+    "evaluate_predictions": "musetag.evaluate:evaluate",
     "Tagger": "musetag.tag:Tagger",
 }
 
