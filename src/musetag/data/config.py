@@ -1,0 +1,182 @@
+"""Dataset configuration: one TOML file names the reader, its paths, the feature preset and the
+task, so ``musetag prepare``, ``train`` and ``evaluate`` all take the same ``--data FILE``.
+
+Example (paths are relative to the TOML file)::
+
+    name = "gtzan3"
+    reader = "gtzan"            # jamendo | fma | gtzan | csv
+    task = "multiclass"         # multilabel | multiclass
+    preset = "fusion64"         # a musetag.features preset
+    # tags = "tags.txt"         # optional fixed vocabulary, one tag per line
+    # cache = "cache/gtzan3"    # optional default output of `musetag prepare`
+
+    [paths]                     # the reader's inputs
+    root = "../shared/data/gtzan3"
+
+    [options]                   # the reader's options (see each reader's docstring)
+
+    [split]                     # only used when the reader gives no split
+    seed = 0
+    fractions = [0.8, 0.1, 0.1]
+
+    [features]                  # optional overrides of the preset (FeatureConfig field names)
+    # n_mels = 128
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musetag.errors import ConfigError, DatasetError
+
+TASKS = ("multilabel", "multiclass")
+_TOP_KEYS = {"name", "reader", "task", "preset", "tags", "cache", "paths", "options", "split", "features"}
+_SPLIT_KEYS = {"seed", "fractions", "stratify", "group_disjoint"}
+
+
+@dataclass
+class DatasetConfig:
+    """A resolved dataset config. ``paths`` are absolute; ``source`` is the TOML file (if any)."""
+
+    reader: str
+    task: str = "multilabel"
+    preset: str | None = None
+    name: str | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    stratify: bool = True
+    group_disjoint: bool = True
+    tags_file: Path | None = None
+    cache_dir: Path | None = None
+    features: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        where = f"{self.source}: " if self.source else ""
+        if self.task not in TASKS:
+            raise ConfigError(f"{where}task = {self.task!r}; use one of {', '.join(TASKS)}")
+        from musetag.data.datasets import READERS
+
+        if self.reader not in READERS:
+            raise ConfigError(f"{where}reader = {self.reader!r}; use one of {', '.join(sorted(READERS))}")
+        fr = tuple(float(x) for x in self.split_fractions)
+        if len(fr) != 3 or any(x < 0 for x in fr) or abs(sum(fr) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"{where}[split] fractions = {list(self.split_fractions)}; give three non-negative "
+                "numbers (train, validation, test) that sum to 1, e.g. [0.8, 0.1, 0.1]"
+            )
+        self.split_fractions = fr  # type: ignore[assignment]
+        READERS[self.reader].validate(self)
+        if self.name is None:
+            self.name = self.source.stem if self.source else self.reader
+
+    @property
+    def where(self) -> str:
+        return str(self.source) if self.source else f"dataset config (reader {self.reader})"
+
+    def feature_config(self):
+        """The preset's FeatureConfig with the ``[features]`` overrides applied."""
+        from musetag.features import FeatureConfig, get_preset
+
+        if self.preset is None and not self.features:
+            raise ConfigError(f"{self.where}: no feature preset; add e.g. preset = \"jamendo96\"")
+        base = get_preset(self.preset).to_dict() if self.preset else {}
+        unknown = set(self.features) - set(base or FeatureConfig().to_dict())
+        if unknown:
+            raise ConfigError(
+                f"{self.where}: unknown [features] key(s) {sorted(unknown)}; "
+                f"valid keys: {', '.join(sorted(base or FeatureConfig().to_dict()))}"
+            )
+        base.update(self.features)
+        return FeatureConfig.from_dict(base)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, TOML/JSON-serialisable form (absolute paths)."""
+        out: dict[str, Any] = {"name": self.name, "reader": self.reader, "task": self.task}
+        if self.preset:
+            out["preset"] = self.preset
+        if self.tags_file:
+            out["tags"] = str(self.tags_file)
+        if self.cache_dir:
+            out["cache"] = str(self.cache_dir)
+        out["paths"] = {k: str(v) for k, v in self.paths.items()}
+        out["options"] = dict(self.options)
+        out["split"] = {
+            "seed": self.split_seed, "fractions": list(self.split_fractions),
+            "stratify": self.stratify, "group_disjoint": self.group_disjoint,
+        }
+        if self.features:
+            out["features"] = dict(self.features)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base_dir: str | Path = ".", source: Path | None = None) -> "DatasetConfig":
+        where = str(source) if source else "dataset config"
+        unknown = set(data) - _TOP_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys: {', '.join(sorted(_TOP_KEYS))}")
+        if "reader" not in data:
+            raise ConfigError(f"{where}: missing reader = \"jamendo\" | \"fma\" | \"gtzan\" | \"csv\"")
+        base = Path(base_dir)
+
+        def resolve(value: Any, key: str) -> Path:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: {key} must be a path string, got {value!r}")
+            path = Path(value).expanduser()
+            return (path if path.is_absolute() else base / path).resolve()
+
+        paths_raw = data.get("paths", {})
+        if not isinstance(paths_raw, dict):
+            raise ConfigError(f"{where}: [paths] must be a table of name = \"path\"")
+        split = data.get("split", {})
+        if not isinstance(split, dict) or set(split) - _SPLIT_KEYS:
+            raise ConfigError(f"{where}: [split] accepts only {', '.join(sorted(_SPLIT_KEYS))}")
+        options = data.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: [options] must be a table")
+        features = data.get("features", {})
+        if not isinstance(features, dict):
+            raise ConfigError(f"{where}: [features] must be a table")
+        return cls(
+            reader=str(data["reader"]),
+            task=str(data.get("task", "multilabel")),
+            preset=data.get("preset"),
+            name=data.get("name"),
+            paths={k: resolve(v, f"paths.{k}") for k, v in paths_raw.items()},
+            options=dict(options),
+            split_seed=int(split.get("seed", 0)),
+            split_fractions=tuple(split.get("fractions", (0.8, 0.1, 0.1))),
+            stratify=bool(split.get("stratify", True)),
+            group_disjoint=bool(split.get("group_disjoint", True)),
+            tags_file=resolve(data["tags"], "tags") if data.get("tags") else None,
+            cache_dir=resolve(data["cache"], "cache") if data.get("cache") else None,
+            features=dict(features),
+            source=source,
+        )
+
+
+def load_dataset_config(path: str | Path) -> DatasetConfig:
+    """Read a dataset TOML file; relative paths in it are resolved against its folder."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path}: dataset config not found; pass the TOML file describing the dataset")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    return DatasetConfig.from_dict(data, base_dir=path.parent, source=path)
+
+
+def require_path(config: DatasetConfig, key: str, *, kind: str = "any") -> Path:
+    """``config.paths[key]``, checked to exist (``kind``: file | dir | any)."""
+    if key not in config.paths:
+        raise ConfigError(f"{config.where}: [paths] needs {key} = \"...\" for reader {config.reader!r}")
+    path = config.paths[key]
+    ok = path.is_file() if kind == "file" else path.is_dir() if kind == "dir" else path.exists()
+    if not ok:
+        raise DatasetError(f"{config.where}: paths.{key} = {path} does not exist (expected a {kind}); fix the path")
+    return path

@@ -1,0 +1,110 @@
+"""Corpus readers: each turns a corpus on disk into a list of :class:`TrackRecord` (a manifest).
+
+A reader is registered with the ``[paths]`` and ``[options]`` keys it accepts, so a dataset config
+with a misspelt key fails with the list of valid ones.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from musetag.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    name: str
+    read: Callable[..., list]  # read(config) -> list[TrackRecord]
+    required_paths: tuple[str, ...] = ()
+    optional_paths: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)  # name -> default
+    one_of_paths: tuple[str, ...] = ()  # at least one of these is needed
+
+    def validate(self, config) -> None:
+        where = config.where
+        allowed = set(self.required_paths) | set(self.optional_paths) | set(self.one_of_paths)
+        unknown = set(config.paths) - allowed
+        if unknown:
+            raise ConfigError(
+                f"{where}: reader {self.name!r} does not use paths {sorted(unknown)}; "
+                f"valid [paths] keys: {', '.join(sorted(allowed))}"
+            )
+        missing = [k for k in self.required_paths if k not in config.paths]
+        if missing:
+            raise ConfigError(f"{where}: reader {self.name!r} needs [paths] {', '.join(missing)}")
+        if self.one_of_paths and not any(k in config.paths for k in self.one_of_paths):
+            raise ConfigError(
+                f"{where}: reader {self.name!r} needs at least one of [paths] {', '.join(self.one_of_paths)}"
+            )
+        unknown = set(config.options) - set(self.options)
+        if unknown:
+            raise ConfigError(
+                f"{where}: reader {self.name!r} has no option(s) {sorted(unknown)}; "
+                f"valid [options]: {', '.join(sorted(self.options)) or '(none)'}"
+            )
+
+    def option(self, config, key: str) -> Any:
+        return config.options.get(key, self.options[key])
+
+
+READERS: dict[str, ReaderSpec] = {}
+
+
+def register_reader(spec: ReaderSpec) -> ReaderSpec:
+    READERS[spec.name] = spec
+    return spec
+
+
+def load_records(config, *, check_vocab: bool = True) -> list:
+    """Read the corpus a :class:`DatasetConfig` describes, split it if the reader gave no split,
+    and validate it (unique ids, labels per task, tags inside the vocabulary file if one is set)."""
+    from musetag.data.manifest import check_group_disjoint, check_unique_ids, seeded_split
+    from musetag.data.tags import TagVocab
+
+    spec = READERS[config.reader]
+    records = spec.read(config)
+    where = config.where
+    if not records:
+        raise DatasetError(f"{where}: the {config.reader} reader found no tracks; check [paths]")
+    check_unique_ids(records, source=where)
+    if config.task == "multiclass":
+        for r in records:
+            if len(r.tags) != 1:
+                raise DatasetError(
+                    f"{where}: track {r.id!r} has {len(r.tags)} labels {list(r.tags)} but task = "
+                    "\"multiclass\" needs exactly one; use task = \"multilabel\" or fix the labels"
+                )
+    with_split = sum(r.split is not None for r in records)
+    if with_split == 0:
+        records = seeded_split(
+            records, config.split_fractions, seed=config.split_seed,
+            stratify=config.stratify, group_disjoint=config.group_disjoint,
+        )
+        if config.group_disjoint:
+            check_group_disjoint(records, (("train", "test"), ("train", "validation"), ("validation", "test")), source=where)
+    elif with_split != len(records):
+        missing = [r.id for r in records if r.split is None]
+        raise DatasetError(
+            f"{where}: {len(missing)} track(s) have no split (e.g. {', '.join(missing[:5])}) while others do; "
+            "give every track a split, or none to let musetag split them"
+        )
+    if check_vocab and config.tags_file is not None:
+        vocab = TagVocab.from_file(config.tags_file)
+        vocab.check_records(records, source=where)
+    return records
+
+
+def dataset_vocab(config, records) -> "TagVocab":
+    """The tag vocabulary: the config's tag file when set, otherwise every tag in the records, sorted."""
+    from musetag.data.tags import TagVocab
+
+    if config.tags_file is not None:
+        return TagVocab.from_file(config.tags_file)
+    return TagVocab.from_records(records)
+
+
+# Register the built-in readers (import for side effects).
+from musetag.data.datasets import csv_manifest, fma, gtzan, jamendo  # noqa: E402,F401
