@@ -1,0 +1,71 @@
+"""``musetag train``: train a recipe on a dataset, or resume a killed run."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a recipe (or resume a run)",
+        description=(
+            "Train a model. RECIPE is a shipped recipe name (see --list) or a TOML file that overrides "
+            "the defaults; --data is the dataset TOML (its features are cached automatically); the run "
+            "folder receives config.toml, metrics.jsonl, checkpoints/, predictions/ and plots/. "
+            "Distributed: torchrun --nproc_per_node=N -m musetag train ..."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  musetag train demo --data corpus/dataset.toml --out runs/demo\n"
+            "  musetag train bour2021-filters-m128-i224-wbce --data jamendo.toml --out runs/bour --set epochs=20\n"
+            "  musetag train --resume runs/bour\n"
+            "  musetag train --list"
+        ),
+    )
+    p.add_argument("recipe", nargs="?", help="recipe name or TOML file")
+    p.add_argument("--data", metavar="DATASET.toml", help="dataset config (sets data.dataset)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set optim.lr=0.01 --set model.args.width=16 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.pt")
+    p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from musetag.errors import ConfigError
+    from musetag.training.config import dumps_toml, list_recipes, load_config, read_recipe
+
+    if args.list:
+        for name in list_recipes():
+            desc = read_recipe(name).get("description", "")
+            print(f"{name:45s} {desc}")
+        return 0
+    sets = list(args.sets)
+    if args.no_progress:
+        sets.append("progress=false")
+    from musetag.training import train
+
+    if args.resume:
+        if args.recipe:
+            raise ConfigError("--resume continues a run with its own config.toml; do not give a recipe too")
+        result = train(resume=args.resume, sets=sets)
+    else:
+        if not args.recipe:
+            raise ConfigError("give a RECIPE (see `musetag train --list`) or --resume RUN_DIR")
+        if args.print_config:
+            overrides = {"data": {"dataset": args.data}} if args.data else {}
+            if args.out:
+                overrides["out"] = args.out
+            print(dumps_toml(load_config(args.recipe, sets=sets, overrides=overrides).to_dict()), end="")
+            return 0
+        result = train(args.recipe, data=args.data, out=args.out, sets=sets)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    return 0

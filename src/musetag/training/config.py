@@ -1,0 +1,632 @@
+"""Typed training configuration, TOML recipes and ``--set`` overrides.
+
+A run is described by one :class:`TrainConfig` made of small section dataclasses. A recipe (a TOML
+file, or the name of one shipped in ``musetag/recipes``) only overrides what differs from the
+defaults; ``--set section.key=value`` overrides a recipe. Every key is checked against the
+dataclasses before any work starts, and a bad key or value raises :class:`ConfigError` naming the
+key, what was found and the valid choices. The resolved configuration is written to
+``RUN_DIR/config.toml`` by :func:`dump_toml` and reloads to the same object.
+
+Sections (TOML tables): ``model``, ``features``, ``data``, ``loss``, ``optim``, ``schedule``,
+``augment``, ``swa``, ``snapshots``, ``coteaching``, ``early_stopping``, plus top-level keys
+(``seed``, ``epochs``, ``final``...) and an optional ``[[members]]`` list for multi-model
+ensembles (each member: ``name``, ``weight``, ``set`` = a table of overrides).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from musetag.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+@dataclass
+class ModelSection:
+    """The network: a registry name (``musetag.models.list_models()``) and its keyword arguments."""
+
+    name: str = "simplecnn"
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Where the data comes from and how tracks become batches.
+
+    ``crop`` is the training excerpt length in frames (spectrogram models) or samples (waveform
+    models); 0 uses whole tracks (padded to the longest in the batch). Evaluation cuts each track
+    into segments of ``eval_crop`` (0: same as ``crop``) every ``eval_hop`` (0: no overlap), keeps
+    at most ``eval_max_segments`` evenly spaced ones (0: all) and aggregates the per-segment
+    outputs with ``aggregation``.
+    """
+
+    dataset: str = ""
+    cache_dir: str = ""
+    crop: int = 128
+    eval_crop: int = 0
+    eval_hop: int = 0
+    eval_max_segments: int = 0
+    aggregation: str = "mean"
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    label_mode: str = "multi"
+    normalize: bool = True
+    drop_last: bool = False
+
+
+@dataclass
+class LossSection:
+    """``auto`` = ``bce`` for multilabel tasks, ``ce`` for multiclass ones."""
+
+    name: str = "auto"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimSection:
+    """Optimiser. ``switch_to_sgd_epoch`` > 0 replaces Adam by SGD (Nesterov) at that epoch (AMLAG)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    switch_to_sgd_epoch: int = 0
+    switch_lr: float = 0.0
+    grad_clip: float = 0.0
+    grad_clip_mode: str = "norm"
+
+
+@dataclass
+class ScheduleSection:
+    """Learning-rate schedule, stepped once per epoch (warm-up is per step).
+
+    ``cosine``: cosine decay over ``t_max`` epochs (0: all epochs) to ``min_lr``;
+    ``plateau``: multiply by ``factor`` after ``patience`` epochs without a lower validation loss;
+    ``step``: multiply by ``factor`` every ``step_size`` epochs; ``cosine_restarts``: ``cycles``
+    equal cosine cycles (snapshot ensembles); ``constant``.
+    """
+
+    name: str = "constant"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    t_max: int = 0
+    factor: float = 0.1
+    patience: int = 5
+    step_size: int = 30
+    cycles: int = 1
+
+
+@dataclass
+class AugmentSection:
+    """Training-only augmentation (``musetag.features.augment``)."""
+
+    mixup_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    specaugment: bool = False
+    time_masks: int = 2
+    freq_masks: int = 2
+    max_time_fraction: float = 0.1
+    max_freq_fraction: float = 0.1
+    specaugment_prob: float = 1.0
+    random_scale: list = field(default_factory=lambda: [1.0, 1.0])
+    noise_std: float = 0.0
+    gain_db: float = 0.0
+
+
+@dataclass
+class SWASection:
+    """Stochastic weight averaging over the last ``length`` fraction of epochs; ``lr`` > 0 switches
+    to ``SWALR`` (constant SWA learning rate after ``anneal_epochs``), 0 keeps the schedule."""
+
+    enabled: bool = False
+    length: float = 0.2
+    lr: float = 0.0
+    anneal_epochs: int = 5
+
+
+@dataclass
+class SnapshotSection:
+    """Snapshot ensemble: the model is saved at the end of each of ``count`` equal cycles (with a
+    ``cosine_restarts`` schedule: the end of each cosine cycle) and the snapshots' predictions
+    are averaged."""
+
+    count: int = 0
+
+
+@dataclass
+class CoTeachingSection:
+    """Co-teaching (Han et al. 2018; SELAB-HCMUS 2021): a peer network trains alongside the
+    model; each keeps the ``1 - forget rate`` smallest-loss samples of a batch to update the other.
+    The forget rate ramps linearly (``exponent``) from 0 to ``forget_rate`` over ``num_gradual``
+    epochs. ``weights`` mixes the two networks' predictions (model, peer) for the final outputs."""
+
+    enabled: bool = False
+    peer: str = ""
+    peer_args: dict = field(default_factory=dict)
+    forget_rate: float = 0.05
+    num_gradual: int = 10
+    exponent: float = 1.0
+    weights: list = field(default_factory=lambda: [1.0, 0.0])
+
+
+@dataclass
+class EarlyStoppingSection:
+    """``patience`` > 0 stops after that many epochs without a better validation metric.
+    ``per_class`` (AMLAG 2019) takes each tag's output from its own best epoch by validation loss."""
+
+    patience: int = 0
+    per_class: bool = False
+
+
+@dataclass
+class MemberSpec:
+    """One member of a multi-model ensemble: overrides applied to the enclosing config."""
+
+    name: str = ""
+    weight: float = 1.0
+    set: dict = field(default_factory=dict)
+
+
+FINAL_CHOICES = ("auto", "best", "last", "swa", "snapshots", "per_class")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. See the module docstring for the sections."""
+
+    recipe: str = ""
+    description: str = ""
+    seed: int = 0
+    epochs: int = 10
+    device: str = "auto"
+    amp: str = "off"
+    compile: bool = False
+    final: str = "auto"
+    out: str = ""
+    checkpoint_every_steps: int = 0
+    progress: bool = True
+    max_steps_per_epoch: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    features: dict = field(default_factory=dict)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    swa: SWASection = field(default_factory=SWASection)
+    snapshots: SnapshotSection = field(default_factory=SnapshotSection)
+    coteaching: CoTeachingSection = field(default_factory=CoTeachingSection)
+    early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
+    members: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> "TrainConfig":
+        return _build(cls, data, prefix="", source=source)
+
+    def replace(self, overrides: dict | None = None, sets: list[str] | None = None) -> "TrainConfig":
+        """A new config with a nested dict of ``overrides`` and ``key=value`` strings applied."""
+        data = self.to_dict()
+        if overrides:
+            data = merge(data, overrides)
+        for item in sets or []:
+            key, value = parse_set(item)
+            data = merge(data, _nest(key, value))
+        return TrainConfig.from_dict(data, source="--set")
+
+
+CHOICES: dict[str, tuple] = {
+    "device": ("auto", "cpu", "cuda", "mps", "cuda:N"),
+    "amp": ("off", "bf16", "fp16", "auto"),
+    "final": FINAL_CHOICES,
+    "data.aggregation": ("mean", "mean_logits", "max"),
+    "data.label_mode": ("multi", "single"),
+    "loss.name": ("auto", "bce", "wbce", "focal", "ce"),
+    "optim.name": ("sgd", "adam", "adamw", "amsgrad"),
+    "optim.grad_clip_mode": ("norm", "value"),
+    "schedule.name": ("constant", "cosine", "plateau", "step", "cosine_restarts"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_choice(key: str, value: Any) -> None:
+    choices = CHOICES[key]
+    if key == "device":
+        if value in choices or (isinstance(value, str) and value.startswith("cuda:")):
+            return
+    elif value in choices:
+        return
+    raise ConfigError(f"{key} = {value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+    if not isinstance(value, (int, float)) or math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} = {value!r} is not valid; expected a number {expected}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check values that types alone do not catch. Raises ConfigError naming the key."""
+    for key in CHOICES:
+        section, _, name = key.rpartition(".")
+        obj = getattr(cfg, section) if section else cfg
+        _check_choice(key, getattr(obj, name))
+    _positive("epochs", cfg.epochs)
+    _positive("data.crop", cfg.data.crop, allow_zero=True)
+    _positive("data.eval_crop", cfg.data.eval_crop, allow_zero=True)
+    _positive("data.eval_hop", cfg.data.eval_hop, allow_zero=True)
+    _positive("data.eval_max_segments", cfg.data.eval_max_segments, allow_zero=True)
+    _positive("data.batch_size", cfg.data.batch_size)
+    _positive("data.eval_batch_size", cfg.data.eval_batch_size)
+    _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    _positive("optim.lr", cfg.optim.lr)
+    _positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
+    _positive("optim.grad_clip", cfg.optim.grad_clip, allow_zero=True)
+    _positive("optim.switch_to_sgd_epoch", cfg.optim.switch_to_sgd_epoch, allow_zero=True)
+    _positive("optim.switch_lr", cfg.optim.switch_lr, allow_zero=True)
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"optim.betas = {cfg.optim.betas!r} is not valid; expected two numbers in [0, 1)")
+    if not 0 <= cfg.optim.momentum < 1:
+        raise ConfigError(f"optim.momentum = {cfg.optim.momentum!r} is not valid; expected a number in [0, 1)")
+    _positive("schedule.warmup_epochs", cfg.schedule.warmup_epochs, allow_zero=True)
+    _positive("schedule.min_lr", cfg.schedule.min_lr, allow_zero=True)
+    _positive("schedule.factor", cfg.schedule.factor)
+    _positive("schedule.cycles", cfg.schedule.cycles)
+    _positive("schedule.step_size", cfg.schedule.step_size)
+    a = cfg.augment
+    _positive("augment.mixup_alpha", a.mixup_alpha, allow_zero=True)
+    _positive("augment.noise_std", a.noise_std, allow_zero=True)
+    _positive("augment.gain_db", a.gain_db, allow_zero=True)
+    for key in ("mixup_prob", "specaugment_prob", "max_time_fraction", "max_freq_fraction"):
+        value = getattr(a, key)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"augment.{key} = {value!r} is not valid; expected a number in [0, 1]")
+    if len(a.random_scale) != 2 or not 0 < a.random_scale[0] <= a.random_scale[1]:
+        raise ConfigError(
+            f"augment.random_scale = {a.random_scale!r} is not valid; expected [low, high] with 0 < low <= high"
+        )
+    if not 0 < cfg.swa.length <= 1:
+        raise ConfigError(f"swa.length = {cfg.swa.length!r} is not valid; expected a fraction of the epochs in (0, 1]")
+    _positive("snapshots.count", cfg.snapshots.count, allow_zero=True)
+    ct = cfg.coteaching
+    if not 0 <= ct.forget_rate < 1:
+        raise ConfigError(f"coteaching.forget_rate = {ct.forget_rate!r} is not valid; expected a number in [0, 1)")
+    if ct.enabled and not ct.peer:
+        raise ConfigError("coteaching.enabled = true needs coteaching.peer (a model name, e.g. 'rexnet_100')")
+    if len(ct.weights) != 2 or any(w < 0 for w in ct.weights) or sum(ct.weights) <= 0:
+        raise ConfigError(f"coteaching.weights = {ct.weights!r} is not valid; expected [model, peer] weights >= 0")
+    _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)
+    if cfg.final == "swa" and not cfg.swa.enabled:
+        raise ConfigError("final = 'swa' needs swa.enabled = true")
+    if cfg.final == "snapshots" and cfg.snapshots.count < 1:
+        raise ConfigError("final = 'snapshots' needs snapshots.count >= 1")
+    if cfg.final == "per_class" and not cfg.early_stopping.per_class:
+        raise ConfigError("final = 'per_class' needs early_stopping.per_class = true")
+    if cfg.snapshots.count > cfg.epochs:
+        raise ConfigError(f"snapshots.count = {cfg.snapshots.count} is larger than epochs = {cfg.epochs}")
+    members = []
+    for i, member in enumerate(cfg.members):
+        if isinstance(member, MemberSpec):
+            members.append(member)
+            continue
+        if not isinstance(member, dict):
+            raise ConfigError(f"members[{i}] must be a table with name, weight and set")
+        members.append(_build(MemberSpec, member, prefix=f"members[{i}].", source="config"))
+    for i, member in enumerate(members):
+        if not member.name:
+            raise ConfigError(f"members[{i}].name is empty; give each ensemble member a folder name")
+        _positive(f"members[{i}].weight", member.weight)
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"members have duplicate names: {names}")
+    cfg.members = members
+
+
+def resolved_final(cfg: TrainConfig) -> str:
+    """The model whose outputs are the run's result when ``final = 'auto'``."""
+    if cfg.final != "auto":
+        return cfg.final
+    if cfg.swa.enabled:
+        return "swa"
+    if cfg.snapshots.count:
+        return "snapshots"
+    if cfg.early_stopping.per_class:
+        return "per_class"
+    return "best"
+
+
+# ---------------------------------------------------------------------------------------------
+# building dataclasses from plain data, with errors that name the key
+
+
+_FREE_DICTS = {"model.args", "coteaching.peer_args", "features", "set"}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected a string")
+        return value
+    if tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected a list")
+        return list(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} = {value!r} is not valid; expected a table")
+        return dict(value)
+    return value
+
+
+def _build(cls: type, data: Any, *, prefix: str, source: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} must be a table, found {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            full = prefix + key
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            valid = ", ".join(prefix + n for n in names)
+            raise ConfigError(f"{source}: unknown key {full!r}{hint}; valid keys: {valid}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, prefix=f"{prefix}{key}.", source=source)
+        else:
+            kwargs[key] = _coerce(prefix + key, tp, value, source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge; tables merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _nest(key: str, value: Any) -> dict:
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set: {key!r} is not a valid key; use section.name=value, e.g. optim.lr=0.01")
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``"optim.lr=0.01"`` -> ``("optim.lr", 0.01)``. The value is read as a TOML value when it
+    parses as one (numbers, booleans, ``[lists]``, quoted strings), otherwise as a bare string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.01")
+    key, raw = item.split("=", 1)
+    key, raw = key.strip(), raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes
+
+
+def recipes_dir() -> Path:
+    return Path(str(resources.files("musetag") / "recipes"))
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with musetag."""
+    return sorted(p.stem for p in recipes_dir().glob("*.toml") if not p.stem.startswith("_"))
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {str(path)!r} does not exist")
+        return path
+    candidate = recipes_dir() / f"{name_or_path}.toml"
+    if candidate.is_file():
+        return candidate
+    names = list_recipes()
+    close = difflib.get_close_matches(str(name_or_path), names, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"no recipe named {str(name_or_path)!r}: give a .toml file or one of the shipped recipes "
+        f"(musetag train --list).{hint}"
+    )
+
+
+def read_recipe(name_or_path: str | Path, _seen: tuple = ()) -> dict:
+    """The recipe's table, with ``base = "other-recipe"`` inheritance resolved."""
+    path = find_recipe(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"recipe {path}: not valid TOML ({exc}); fix the syntax") from None
+    base = data.pop("base", None)
+    if base:
+        if str(base) in _seen:
+            raise ConfigError(f"recipe {path}: 'base' chain loops back to {base!r}")
+        data = merge(read_recipe(base, _seen + (str(base),)), data)
+    data.setdefault("recipe", path.stem)
+    return data
+
+
+def load_config(
+    recipe: str | Path | dict | TrainConfig | None = None,
+    *,
+    sets: list[str] | None = None,
+    overrides: dict | None = None,
+) -> TrainConfig:
+    """Resolve a recipe (name, path, dict or config) plus overrides into a validated TrainConfig."""
+    if isinstance(recipe, TrainConfig):
+        data = recipe.to_dict()
+        source = "config"
+    elif isinstance(recipe, dict):
+        data = dict(recipe)
+        source = "config"
+    elif recipe is None:
+        data = {}
+        source = "defaults"
+    else:
+        path = find_recipe(recipe)
+        data = read_recipe(recipe)
+        source = str(path)
+    if overrides:
+        data = merge(data, overrides)
+    for item in sets or []:
+        key, value = parse_set(item)
+        data = merge(data, _nest(key, value))
+    source = "--set" if sets else source
+    return TrainConfig.from_dict(data, source=source)
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML writing (the subset the config uses: tables, arrays of tables, scalars, lists)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        raise ConfigError("TOML cannot hold None values")
+    raise ConfigError(f"cannot write {type(value).__name__} value {value!r} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "_-" for c in key):
+        return key
+    return json.dumps(key)
+
+
+def _emit_table(lines: list[str], name: str, table: dict) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_list(v)}
+    subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    lists = {k: v for k, v in table.items() if _is_table_list(v)}
+    if name and (scalars or not (subtables or lists)):
+        lines.append(f"\n[{name}]")
+    for key, value in scalars.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in subtables.items():
+        _emit_table(lines, f"{name}.{_toml_key(key)}" if name else _toml_key(key), value)
+    for key, items in lists.items():
+        full = f"{name}.{_toml_key(key)}" if name else _toml_key(key)
+        for item in items:
+            lines.append(f"\n[[{full}]]")
+            for k, v in item.items():
+                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+
+
+def _is_table_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def dumps_toml(data: dict) -> str:
+    lines: list[str] = []
+    _emit_table(lines, "", data)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def dump_toml(cfg: TrainConfig, path: str | Path, header: str = "") -> Path:
+    path = Path(path)
+    text = dumps_toml(cfg.to_dict())
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_toml_config(path: str | Path) -> TrainConfig:
+    """Read a resolved ``config.toml`` (as written into a run folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; is this a musetag run folder?")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return TrainConfig.from_dict(data, source=str(path))

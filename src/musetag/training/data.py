@@ -1,0 +1,361 @@
+"""From a dataset config to the tensors a training run consumes.
+
+:func:`load_training_data` reads the dataset config (``musetag.data``), resolves the feature
+configuration (the recipe's ``[features]`` over the dataset's preset), prepares or reuses the
+feature cache, computes the normalisation statistics on the training split, and returns a
+:class:`TrainingData` whose splits keep the dataset's row order (so ``predictions/*.npy`` rows
+match the dataset's rows).
+
+Batches are a pure function of ``(seed, epoch)``: :class:`EpochSampler` draws the epoch's order
+and every item's crop seed from ``numpy.random.default_rng([seed, epoch])``, shards it across DDP
+ranks and can start part-way through an epoch (resume). :class:`CropDataset` cuts the excerpt from
+that seed, so results do not depend on DataLoader workers.
+
+Item shapes: spectrograms ``(channels, n_mels, frames)``, waveforms ``(channels, samples)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from musetag.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    name: str
+    ids: list[str]
+    paths: list[Path]
+    targets: np.ndarray  # (n, n_tags) float32 multi-hot, or (n,) int64 class indices
+    lengths: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class TrainingData:
+    task: str
+    tags: list[str]
+    feature_config: Any  # musetag.features.FeatureConfig with mean/std
+    splits: dict[str, SplitData]
+    cache_dir: Path
+    dataset_name: str = ""
+    normalize: bool = True
+
+    @property
+    def kind(self) -> str:
+        return self.feature_config.kind
+
+    @property
+    def in_channels(self) -> int:
+        return self.feature_config.channels
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.tags)
+
+    def load(self, split: str, index: int) -> np.ndarray:
+        """Track ``index`` of ``split`` as float32 ``(C, F, T)`` / ``(C, S)``, normalised."""
+        path = self.splits[split].paths[index]
+        try:
+            x = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cached features {path} cannot be read ({exc}); delete the cache folder "
+                               f"{self.cache_dir} and run again") from None
+        x = np.asarray(x, dtype=np.float32)
+        if self.kind == "mel":
+            if x.ndim == 2:
+                x = x[None]
+        elif x.ndim == 1:
+            x = x[None]
+        if self.normalize and self.feature_config.mean is not None:
+            mean = np.asarray(self.feature_config.mean, dtype=np.float32)
+            std = np.asarray(self.feature_config.std, dtype=np.float32)
+            if self.kind == "mel" and mean.ndim == 1 and mean.size > 1:
+                mean, std = mean[:, None], std[:, None]
+            x = (x - mean) / std
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# feature configuration and cache
+
+
+def resolve_feature_config(features: dict, dataset_config=None):
+    """The recipe's ``[features]`` table (``preset`` + FeatureConfig fields) over the dataset's."""
+    from musetag.features.presets import FeatureConfig, get_preset
+
+    features = dict(features or {})
+    preset = features.pop("preset", None)
+    if preset:
+        base = get_preset(preset).to_dict()
+    elif dataset_config is not None:
+        base = dataset_config.feature_config().to_dict()
+    else:
+        raise ConfigError("features: no preset; set features.preset (e.g. 'jamendo96') or give a dataset config")
+    known = set(base)
+    unknown = sorted(set(features) - known)
+    if unknown:
+        raise ConfigError(f"unknown features key(s) {unknown}; valid keys: preset, {', '.join(sorted(known))}")
+    base.update(features)
+    base["mean"] = None
+    base["std"] = None
+    return FeatureConfig.from_dict(base)
+
+
+def feature_key(feature_config) -> str:
+    d = feature_config.to_dict()
+    d.pop("mean", None)
+    d.pop("std", None)
+    d.pop("name", None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def default_cache_dir(dataset_config, feature_config, run_dir: Path | None) -> Path:
+    if dataset_config.cache_dir is not None:
+        return Path(dataset_config.cache_dir)
+    if dataset_config.source is not None:
+        base = Path(dataset_config.source).parent / ".musetag-cache"
+    else:
+        base = Path(run_dir or ".") / "cache"
+    return base / f"{dataset_config.name}-{feature_key(feature_config)}"
+
+
+def _safe_name(track_id: str) -> str:
+    digest = hashlib.sha1(track_id.encode()).hexdigest()[:10]
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in track_id)[-60:]
+    return f"{stem}-{digest}.npy"
+
+
+def prepare_cache(records, feature_config, cache_dir: Path, *, progress: bool = True) -> dict[str, Path]:
+    """Feature file for every record (computed once, then reused): ``{track id: .npy path}``.
+
+    Uses the data package's feature cache (``musetag prepare``) when it is available, otherwise
+    computes the features itself into ``cache_dir`` (same layout: one ``.npy`` per track).
+    """
+    try:
+        from musetag.data import cache as data_cache  # noqa: F401
+    except ImportError:
+        data_cache = None
+    if data_cache is not None and hasattr(data_cache, "training_cache"):
+        return data_cache.training_cache(records, feature_config, cache_dir, progress=progress)
+    return _internal_cache(records, feature_config, cache_dir, progress=progress)
+
+
+def _internal_cache(records, feature_config, cache_dir: Path, *, progress: bool) -> dict[str, Path]:
+    from tqdm.auto import tqdm
+
+    from musetag.audio import load_audio
+    from musetag.features.frontend import compute_features
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / "features.json").write_text(json.dumps(feature_config.to_dict(), indent=1, default=str))
+    out = {}
+    todo = []
+    for r in records:
+        path = cache_dir / _safe_name(r.id)
+        out[r.id] = path
+        if not path.exists():
+            todo.append((r, path))
+    for r, path in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
+        if r.audio_path is None:
+            if r.feature_path is not None:
+                out[r.id] = Path(r.feature_path)
+                continue
+            raise DatasetError(f"track {r.id!r} has neither audio nor features; fix the dataset")
+        audio, sr = load_audio(r.audio_path, sample_rate=feature_config.sample_rate, mono=feature_config.mono)
+        feats = compute_features(audio, sr, feature_config).astype(np.float32)
+        tmp = path.with_name(path.name + ".tmp.npy")
+        np.save(tmp, feats)
+        tmp.replace(path)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_training_data(cfg, run_dir: Path | None = None, *, progress: bool = True, prepare: bool = True) -> TrainingData:
+    """Records, vocabulary, cached features and normalisation for ``cfg`` (a TrainConfig)."""
+    from musetag.data import load_dataset_config
+    from musetag.data.datasets import dataset_vocab, load_records
+
+    if not cfg.data.dataset:
+        raise ConfigError("no dataset: pass --data DATASET.toml (or set data.dataset in the recipe)")
+    ds = load_dataset_config(cfg.data.dataset)
+    feature_config = resolve_feature_config(cfg.features, ds)
+    records = load_records(ds)
+    vocab = dataset_vocab(ds, records)
+    tags = vocab.to_list()
+    cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(ds, feature_config, run_dir)
+    if not prepare and not cache_dir.exists():
+        raise DatasetError(f"feature cache {cache_dir} does not exist yet")
+    paths = prepare_cache(records, feature_config, cache_dir, progress=progress)
+
+    splits: dict[str, SplitData] = {}
+    wanted = {"train": cfg.data.train_split, "validation": cfg.data.validation_split, "test": cfg.data.test_split}
+    for role, split_name in wanted.items():
+        chosen = [r for r in records if r.split == split_name]
+        if not chosen and role != "test":
+            raise DatasetError(f"{ds.where}: no tracks in split {split_name!r}; "
+                               f"the dataset has {sorted({str(r.split) for r in records})}")
+        if ds.task == "multiclass":
+            targets = np.array([vocab.encode_class(r.tags) for r in chosen], dtype=np.int64)
+        else:
+            targets = (vocab.encode_many([r.tags for r in chosen]).astype(np.float32)
+                       if chosen else np.zeros((0, len(tags)), np.float32))
+        splits[role] = SplitData(role, [r.id for r in chosen], [paths[r.id] for r in chosen], targets)
+
+    if cfg.data.label_mode == "single" and ds.task == "multilabel":
+        splits["train"] = _single_label(splits["train"])
+
+    data = TrainingData(ds.task, tags, feature_config, splits, cache_dir, dataset_name=ds.name or "",
+                        normalize=False)
+    if cfg.data.normalize:
+        mean, std = _train_stats(data, cache_dir)
+        data.feature_config = feature_config.with_stats(mean, std)
+        data.normalize = True
+    return data
+
+
+def _single_label(split: SplitData) -> SplitData:
+    """SELAB-HCMUS 'data balancing': a track with k tags becomes k examples with one tag each."""
+    ids, paths, rows = [], [], []
+    for i in range(len(split)):
+        on = np.flatnonzero(split.targets[i] > 0)
+        for j in on if on.size else [None]:
+            row = np.zeros_like(split.targets[i])
+            if j is not None:
+                row[j] = 1.0
+            ids.append(split.ids[i])
+            paths.append(split.paths[i])
+            rows.append(row)
+    return SplitData(split.name, ids, paths, np.stack(rows).astype(np.float32))
+
+
+def _train_stats(data: TrainingData, cache_dir: Path) -> tuple[float, float]:
+    """Global mean/std of the training features (cached in ``stats-<hash>.json``)."""
+    from musetag.features.frontend import compute_stats
+
+    train = data.splits["train"]
+    key = hashlib.sha1("\n".join(sorted(set(train.ids))).encode()).hexdigest()[:12]
+    stats_path = Path(cache_dir) / f"stats-train-{key}.json"
+    if stats_path.exists():
+        d = json.loads(stats_path.read_text())
+        return d["mean"], d["std"]
+    unique = list(dict.fromkeys(train.paths))
+    mean, std = compute_stats(np.load(p) for p in unique)
+    try:
+        stats_path.write_text(json.dumps({"mean": mean, "std": std, "tracks": len(unique)}))
+    except OSError:
+        pass
+    return mean, std
+
+
+# ---------------------------------------------------------------------------------------------
+# torch datasets and the deterministic sampler
+
+
+class EpochSampler(Sampler):
+    """Yields ``(track index, crop seed)`` for one epoch: a permutation drawn from
+    ``default_rng([seed, epoch])``, this rank's shard of it, from position ``start`` on."""
+
+    def __init__(self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        self.n = int(n)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = int(epoch)
+        self.start = int(start)
+
+    def order(self) -> list[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 7919])
+        perm = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        crop_seeds = rng.integers(0, 2**62, size=self.n)
+        items = [(int(i), int(s)) for i, s in zip(perm, crop_seeds)]
+        if self.world_size > 1:
+            total = -(-self.n // self.world_size) * self.world_size
+            items = (items + items[: total - self.n])[self.rank:total:self.world_size]
+        return items
+
+    def __iter__(self):
+        return iter(self.order()[self.start:])
+
+    def __len__(self) -> int:
+        per_rank = -(-self.n // self.world_size)
+        return max(0, per_rank - self.start)
+
+
+class CropDataset(Dataset):
+    """Training items: a random excerpt of ``crop`` frames/samples (0: the whole track)."""
+
+    def __init__(self, data: TrainingData, split: str, crop: int) -> None:
+        self.data = data
+        self.split = split
+        self.crop = int(crop)
+        self.targets = data.splits[split].targets
+
+    def __len__(self) -> int:
+        return len(self.data.splits[self.split])
+
+    def __getitem__(self, key):
+        index, crop_seed = key
+        x = self.data.load(self.split, index)
+        if self.crop:
+            length = x.shape[-1]
+            if length > self.crop:
+                start = int(np.random.default_rng(crop_seed).integers(0, length - self.crop + 1))
+                x = x[..., start:start + self.crop]
+            elif length < self.crop:
+                pad = [(0, 0)] * (x.ndim - 1) + [(0, self.crop - length)]
+                x = np.pad(x, pad)
+        y = torch.as_tensor(self.targets[index])
+        return {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": y, "index": index}
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack items, zero-padding the last axis to the longest (whole-track training)."""
+    length = max(it["x"].shape[-1] for it in items)
+    xs = []
+    for it in items:
+        x = it["x"]
+        if x.shape[-1] < length:
+            x = torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+        xs.append(x)
+    return {"x": torch.stack(xs), "y": torch.stack([it["y"] for it in items]),
+            "index": torch.tensor([it["index"] for it in items])}
+
+
+def segments(x: np.ndarray, crop: int, hop: int, max_segments: int = 0) -> np.ndarray:
+    """Cut a track ``(C, F, T)`` / ``(C, S)`` into ``(n, C, F, crop)`` segments every ``hop``
+    (the last one aligned to the end); ``max_segments`` > 0 keeps that many, evenly spaced."""
+    length = x.shape[-1]
+    if crop <= 0 or length <= crop:
+        if crop > 0 and length < crop:
+            pad = [(0, 0)] * (x.ndim - 1) + [(0, crop - length)]
+            x = np.pad(x, pad)
+        return x[None]
+    starts = list(range(0, length - crop + 1, hop))
+    if starts[-1] != length - crop:
+        starts.append(length - crop)
+    if max_segments and len(starts) > max_segments:
+        pick = np.linspace(0, len(starts) - 1, max_segments).round().astype(int)
+        starts = [starts[i] for i in pick]
+    return np.stack([x[..., s:s + crop] for s in starts])

@@ -1,0 +1,821 @@
+"""The training loop, top to bottom: setup -> epochs -> final model -> run folder.
+
+:func:`train` is ``musetag.train``. One epoch is :func:`_train_epoch` (augment, forward, loss,
+backward, clip, step; co-teaching when a peer network is configured), then :func:`_evaluate` on
+the validation tracks (segments aggregated per track), then the bookkeeping: best epoch on the
+reported metric, SWA averaging, snapshots, per-class early stopping, plateau schedule, metrics.jsonl
+and ``checkpoints/last.pt``. After the last epoch the final model (best / SWA / snapshots /
+per-class / last) produces validation and test predictions in the dataset's row order, thresholds
+are tuned on validation, and plots and ``summary.json`` are written.
+
+Run folder (docs/CONTRACTS.md)::
+
+    RUN_DIR/config.toml                    resolved config
+    RUN_DIR/metrics.jsonl                  one JSON object per epoch
+    RUN_DIR/summary.json                   final choice, best epoch, validation and test scores
+    RUN_DIR/checkpoints/{last,best,swa}.pt (+ peer_best.pt, snapshot-K.pt, epochs/ for per-class)
+    RUN_DIR/predictions/{validation,test}.npy and {validation,test}_targets.npy
+    RUN_DIR/plots/{loss,metric,lr}.png
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from musetag.errors import ConfigError, MusetagError
+from musetag.features.augment import BatchAugment
+from musetag.training import checkpoint as ckpt
+from musetag.training import distributed as D
+from musetag.training.config import TrainConfig, dump_toml, load_config, load_toml_config, resolved_final
+from musetag.training.coteaching import coteaching_losses, forget_rate_at
+from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data, segments
+from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
+from musetag.training.losses import build_loss
+from musetag.training.schedules import LRSchedule, build_optimizer
+from musetag.training.scoring import loss_value, max_f1_thresholds, per_class_loss, reported_metric, score
+from musetag.training.swa import SWA, Snapshots, swa_start_epoch
+
+log = logging.getLogger("musetag.train")
+
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns: the run folder and the final scores."""
+
+    run_dir: Path
+    final: str
+    metric: str
+    best_epoch: int
+    validation: dict
+    test: dict
+    epochs_run: int
+    history: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"run_dir": str(self.run_dir), "final": self.final, "metric": self.metric,
+                "best_epoch": self.best_epoch, "validation": self.validation, "test": self.test,
+                "epochs_run": self.epochs_run}
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry points
+
+
+def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | Path | None = None,
+          out: str | Path | None = None, sets: list[str] | None = None, resume: str | Path | None = None,
+          training_data: TrainingData | None = None) -> RunResult:
+    """Train a model; the Python form of ``musetag train``.
+
+    ``config``: a :class:`TrainConfig`, a dict, a recipe name or a TOML path. ``data``: the dataset
+    TOML (sets ``data.dataset``). ``out``: the run folder (sets ``out``). ``sets``: ``key=value``
+    overrides. ``resume``: a run folder to continue from its ``checkpoints/last.pt`` (its
+    ``config.toml`` is used; ``config`` must then be None).
+    """
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("resume takes the run folder's own config.toml; do not pass a recipe too")
+        run_dir = Path(resume)
+        cfg = load_toml_config(run_dir / "config.toml")
+        if sets:
+            cfg = cfg.replace(sets=sets)
+        cfg = cfg.replace({"out": str(run_dir)})
+        if cfg.members:
+            return _run_members(cfg, run_dir, training_data=training_data)
+        return _run(cfg, run_dir, resume=True, training_data=training_data)
+    overrides: dict[str, Any] = {}
+    if data is not None:
+        overrides["data"] = {"dataset": str(Path(data).resolve())}
+    if out is not None:
+        overrides["out"] = str(out)
+    cfg = load_config(config, sets=sets, overrides=overrides)
+    if cfg.data.dataset and not Path(cfg.data.dataset).is_absolute():
+        cfg = cfg.replace({"data": {"dataset": str(Path(cfg.data.dataset).resolve())}})
+    if not cfg.out:
+        raise ConfigError("no run folder: pass --out RUN_DIR (or out= in Python)")
+    run_dir = Path(cfg.out)
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run; continue it with `musetag train --resume {run_dir}` "
+            "or choose another --out folder"
+        )
+    if cfg.members:
+        return _run_members(cfg, run_dir, training_data=training_data)
+    return _run(cfg, run_dir, resume=False, training_data=training_data)
+
+
+# ---------------------------------------------------------------------------------------------
+# setup helpers
+
+
+def _device(cfg: TrainConfig, dist: D.DistInfo) -> torch.device:
+    if cfg.device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank if dist.enabled else 0)
+        return torch.device("cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device = {cfg.device!r} but CUDA is not available here; use device = 'cpu' or 'auto'")
+    if cfg.device == "cuda" and dist.enabled:
+        return torch.device("cuda", dist.local_rank)
+    return torch.device(cfg.device)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    mode = cfg.amp
+    if mode == "auto":
+        mode = "fp16" if device.type == "cuda" else "off"
+    if mode == "off":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ConfigError("amp = 'fp16' needs a CUDA device; use amp = 'bf16' on CPU")
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.default_rng([seed, epoch, rank, 104729]).integers(0, 2**62))
+
+
+def _build_model(name: str, args: dict, data: TrainingData) -> nn.Module:
+    from musetag.models import create_model
+
+    args = dict(args)
+    for reserved in ("n_classes", "in_channels"):
+        if reserved in args:
+            raise ConfigError(f"model.args.{reserved} is set from the dataset ({reserved} = "
+                              f"{data.n_classes if reserved == 'n_classes' else data.in_channels}); remove it")
+    return create_model(name, n_classes=data.n_classes, in_channels=data.in_channels, **args)
+
+
+def _segment_meta(cfg: TrainConfig, data: TrainingData) -> dict:
+    crop = cfg.data.eval_crop or cfg.data.crop
+    key = "samples" if data.kind == "waveform" else "frames"
+    return {key: int(crop), "hop": int(cfg.data.eval_hop or crop), "aggregation": cfg.data.aggregation,
+            "max_segments": int(cfg.data.eval_max_segments)}
+
+
+def _meta(model: nn.Module, data: TrainingData, cfg: TrainConfig, thresholds=None) -> dict:
+    plain = ckpt.unwrap(model)
+    spec = getattr(plain, "musetag_config", None) or {"name": cfg.model.name, "args": dict(cfg.model.args)}
+    return {"model": spec, "features": data.feature_config.to_dict(), "tags": list(data.tags),
+            "task": data.task, "segment": _segment_meta(cfg, data), "thresholds": thresholds}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def _predict(models: list[nn.Module], weights: list[float], data: TrainingData, split: str, cfg: TrainConfig,
+             device: torch.device, dist: D.DistInfo, autocast) -> np.ndarray:
+    """Track-level probabilities ``(tracks, n_classes)`` for ``split`` (rows in dataset order).
+    Each rank scores its share of the tracks; the result is gathered on every rank."""
+    n = len(data.splits[split])
+    n_out = data.n_classes
+    if n == 0:
+        return np.zeros((0, n_out), np.float32)
+    for m in models:
+        m.eval()
+    crop = cfg.data.eval_crop or cfg.data.crop
+    hop = cfg.data.eval_hop or crop
+    mine = list(range(dist.rank, n, dist.world_size)) if dist.enabled else list(range(n))
+    results: dict[int, np.ndarray] = {}
+    buffer: list[tuple[int, np.ndarray]] = []
+
+    def flush():
+        if not buffer:
+            return
+        x = torch.from_numpy(np.concatenate([b[1] for b in buffer])).to(device)
+        counts = [b[1].shape[0] for b in buffer]
+        mixed = None
+        for model, w in zip(models, weights):
+            if w == 0:
+                continue
+            outs = []
+            for chunk in torch.split(x, cfg.data.eval_batch_size):
+                with autocast():
+                    outs.append(model(chunk).float())
+            logits = torch.cat(outs)
+            probs = _aggregate(logits, counts, cfg.data.aggregation, data.task)
+            mixed = probs * w if mixed is None else mixed + probs * w
+        mixed = mixed / sum(w for w in weights if w)
+        for (index, _), row in zip(buffer, mixed.cpu().numpy()):
+            results[index] = row
+        buffer.clear()
+
+    pending = 0
+    for index in mine:
+        segs = segments(data.load(split, index), crop, hop, cfg.data.eval_max_segments)
+        buffer.append((index, segs))
+        pending += segs.shape[0]
+        if pending >= cfg.data.eval_batch_size:
+            flush()
+            pending = 0
+    flush()
+    gathered = D.gather_objects(results, dist)
+    out = np.zeros((n, n_out), np.float32)
+    for part in gathered:
+        for index, row in part.items():
+            out[index] = row
+    return out
+
+
+def _aggregate(logits: torch.Tensor, counts: list[int], how: str, task: str) -> torch.Tensor:
+    act = (lambda z: torch.softmax(z, dim=-1)) if task == "multiclass" else torch.sigmoid
+    rows = []
+    for part in torch.split(logits, counts):
+        if how == "mean_logits":
+            rows.append(act(part.mean(dim=0)))
+        elif how == "max":
+            rows.append(act(part).max(dim=0).values)
+        else:
+            rows.append(act(part).mean(dim=0))
+    return torch.stack(rows)
+
+
+def _scores(preds: np.ndarray, data: TrainingData, split: str) -> dict:
+    targets = data.splits[split].targets
+    if len(targets) == 0:
+        return {}
+    out = score(preds, targets, data.task)
+    out["loss"] = loss_value(preds, targets, data.task)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# one epoch of training
+
+
+class _State:
+    """Everything that changes during a run (and is saved in last.pt)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0          # epochs completed
+        self.step = 0           # batches completed inside the current epoch (mid-epoch checkpoints)
+        self.partial = {"loss_sum": 0.0, "count": 0}
+        self.history: list[dict] = []
+        self.optimizer_name = ""
+        self.global_step = 0
+
+
+def _train_epoch(epoch: int, *, models, optimizers, schedules, loader, sampler, loss_fn, augment, cfg, data,
+                 device, dist, autocast, scaler, state: _State, save_mid_epoch) -> float:
+    for m in models:
+        m.train()
+    augment.train()
+    per_rank_batch = loader.batch_size
+    n_items = len(sampler.order())
+    steps_per_epoch = max(1, (n_items // per_rank_batch) if cfg.data.drop_last else -(-n_items // per_rank_batch))
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    forget = forget_rate_at(epoch, cfg.coteaching.forget_rate, cfg.coteaching.num_gradual,
+                            cfg.coteaching.exponent) if len(models) > 1 else 0.0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps_per_epoch, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not (cfg.progress and dist.is_main), leave=False, dynamic_ncols=True)
+    step = state.step
+    for batch in loader:
+        if step >= steps_per_epoch:
+            break
+        progress = step / steps_per_epoch
+        for opt, sched in zip(optimizers, schedules):
+            sched.apply(opt, epoch, progress, steps_per_epoch)
+        rng = np.random.default_rng([cfg.seed, epoch, step, dist.rank, 31337])
+        x = batch["x"].to(device, non_blocking=True)
+        y = batch["y"].to(device)
+        x, y = augment(x, y, rng)
+        with autocast():
+            logits = [_forward_train(m, x) for m in models]
+        if len(models) == 1:
+            loss = _loss(loss_fn, logits[0], y, "mean")
+            losses = [loss]
+        else:
+            la = _loss(loss_fn, logits[0], y, "sample")
+            lb = _loss(loss_fn, logits[1], y, "sample")
+            loss_a, loss_b, _ = coteaching_losses(la, lb, forget)
+            losses = [loss_a, loss_b]
+            loss = loss_a
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        total = sum(losses)
+        if scaler is not None:
+            scaler.scale(total).backward()
+        else:
+            total.backward()
+        for m, opt in zip(models, optimizers):
+            if scaler is not None:
+                scaler.unscale_(opt)
+            if cfg.optim.grad_clip > 0:
+                if cfg.optim.grad_clip_mode == "value":
+                    torch.nn.utils.clip_grad_value_(m.parameters(), cfg.optim.grad_clip)
+                else:
+                    torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.optim.grad_clip)
+            if scaler is not None:
+                scaler.step(opt)
+            else:
+                opt.step()
+        if scaler is not None:
+            scaler.update()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise MusetagError(
+                f"training loss became {value} at epoch {epoch + 1}, step {step + 1}; lower optim.lr "
+                f"(now {optimizers[0].param_groups[0]['lr']:.3g}) or set optim.grad_clip"
+            )
+        state.partial["loss_sum"] += value * x.shape[0]
+        state.partial["count"] += x.shape[0]
+        step += 1
+        state.step = step
+        state.global_step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{state.partial['loss_sum'] / max(1, state.partial['count']):.4f}")
+        if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and step < steps_per_epoch:
+            save_mid_epoch()
+    bar.close()
+    loss_sum = D.all_reduce_mean(state.partial["loss_sum"], dist)
+    count = D.all_reduce_mean(state.partial["count"], dist)
+    return loss_sum / max(1e-12, count)
+
+
+def _forward_train(model: nn.Module, x: torch.Tensor):
+    """Training forward; models with an auxiliary training output (AMLAG's MobileNetV2 with
+    self-attention returns the attention logits and the averaged per-segment logits) expose
+    ``forward_train`` returning a tuple whose losses are summed."""
+    inner = ckpt.unwrap(model)
+    if hasattr(inner, "forward_train") and not isinstance(model, nn.parallel.DistributedDataParallel):
+        return inner.forward_train(x)
+    return model(x)
+
+
+def _loss(loss_fn, logits, y, reduction):
+    if isinstance(logits, (tuple, list)):
+        return sum(loss_fn(z, y, reduction=reduction) for z in logits)
+    return loss_fn(logits, y, reduction=reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def _run(cfg: TrainConfig, run_dir: Path, *, resume: bool, training_data: TrainingData | None = None) -> RunResult:
+    device_type = "cuda" if (cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())) else "cpu"
+    dist = D.setup(device_type)
+    try:
+        return _run_inner(cfg, run_dir, resume=resume, dist=dist, training_data=training_data)
+    finally:
+        D.teardown(dist)
+
+
+def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInfo,
+               training_data: TrainingData | None) -> RunResult:
+    t0 = time.time()
+    device = _device(cfg, dist)
+    autocast = _autocast(cfg, device)
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last_path = ckpt_dir / "last.pt"
+    if resume and not last_path.exists():
+        raise ConfigError(f"{run_dir} has no checkpoints/last.pt to resume from; start a new run instead")
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            dump_toml(cfg, run_dir / "config.toml",
+                      header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'})")
+
+    # -- data (rank 0 fills the cache first) --------------------------------------------------
+    if training_data is None:
+        if dist.is_main:
+            data = load_training_data(cfg, run_dir, progress=cfg.progress)
+        D.barrier(dist)
+        if not dist.is_main:
+            data = load_training_data(cfg, run_dir, progress=False)
+    else:
+        data = training_data
+    metric = reported_metric(data.task)
+
+    # -- models, loss, optimisers -------------------------------------------------------------
+    _seed_everything(cfg.seed)
+    model = _build_model(cfg.model.name, cfg.model.args, data).to(device)
+    models = [model]
+    weights = [1.0]
+    if cfg.coteaching.enabled:
+        torch.manual_seed(cfg.seed + 1)
+        peer = _build_model(cfg.coteaching.peer, cfg.coteaching.peer_args, data).to(device)
+        models.append(peer)
+        weights = [float(w) for w in cfg.coteaching.weights]
+    train_targets = data.splits["train"].targets
+    loss_fn = build_loss(cfg.loss.name, task=data.task, train_targets=train_targets,
+                         focal_alpha=cfg.loss.focal_alpha, focal_gamma=cfg.loss.focal_gamma,
+                         label_smoothing=cfg.loss.label_smoothing).to(device)
+    swa_start = swa_start_epoch(cfg.epochs, cfg.swa.length) if cfg.swa.enabled else None
+    state = _State()
+    state.optimizer_name = cfg.optim.name
+    optimizers = [build_optimizer(m.parameters(), cfg.optim) for m in models]
+    schedules = [LRSchedule(cfg.schedule, epochs=cfg.epochs, base_lr=cfg.optim.lr, swa_start=swa_start,
+                            swa_lr=cfg.swa.lr, swa_anneal_epochs=cfg.swa.anneal_epochs) for _ in models]
+    swa = SWA(models[0], epochs=cfg.epochs, length=cfg.swa.length) if cfg.swa.enabled else None
+    snapshots = Snapshots(cfg.snapshots.count, cfg.epochs)
+    stopper = EarlyStopping(cfg.early_stopping.patience, mode="max")
+    per_class = PerClassEarlyStopping(data.n_classes) if cfg.early_stopping.per_class else None
+    scaler = torch.amp.GradScaler("cuda") if (cfg.amp in ("fp16", "auto") and device.type == "cuda") else None
+    augment = BatchAugment(cfg.augment, kind=data.kind, n_classes=data.n_classes, task=data.task)
+
+    # -- resume -------------------------------------------------------------------------------
+    if resume:
+        saved = ckpt.load_checkpoint(last_path, map_location="cpu")
+        tr = saved["training"]
+        if tr["optimizer_name"] != cfg.optim.name:
+            optimizers = [build_optimizer(m.parameters(), cfg.optim, name=tr["optimizer_name"]) for m in models]
+        for m, sd in zip(models, tr["models"]):
+            m.load_state_dict(sd)
+        for opt, sd in zip(optimizers, tr["optimizers"]):
+            opt.load_state_dict(sd)
+        for sch, sd in zip(schedules, tr["schedules"]):
+            sch.load_state_dict(sd)
+        if swa is not None and tr.get("swa") is not None:
+            swa.load_state_dict(tr["swa"])
+        stopper.load_state_dict(tr["early_stopping"])
+        if per_class is not None and tr.get("per_class") is not None:
+            per_class.load_state_dict(tr["per_class"])
+        state.epoch, state.step = int(tr["epoch"]), int(tr["step"])
+        state.partial = dict(tr["partial"])
+        state.history = list(tr["history"])
+        state.optimizer_name = tr["optimizer_name"]
+        state.global_step = int(tr.get("global_step", 0))
+        ckpt.set_rng_state(tr["rng"])
+        if dist.is_main:
+            _rewrite_metrics(run_dir, state.history)
+            log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
+
+    # -- wrappers: compile, DDP ---------------------------------------------------------------
+    train_models = []
+    for m in models:
+        wrapped = m
+        if dist.enabled:
+            wrapped = nn.parallel.DistributedDataParallel(
+                m, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            wrapped = torch.compile(wrapped)
+        train_models.append(wrapped)
+
+    per_rank_batch = cfg.data.batch_size // dist.world_size if dist.enabled else cfg.data.batch_size
+    if dist.enabled and cfg.data.batch_size % dist.world_size:
+        raise ConfigError(f"data.batch_size = {cfg.data.batch_size} is the global batch; it must be divisible "
+                          f"by the {dist.world_size} processes")
+    sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    train_set = CropDataset(data, "train", cfg.data.crop)
+    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
+                        collate_fn=collate, drop_last=cfg.data.drop_last,
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+
+    def training_payload() -> dict:
+        return {
+            "epoch": state.epoch, "step": state.step, "partial": dict(state.partial),
+            "models": [ckpt.unwrap(m).state_dict() for m in models],
+            "optimizers": [o.state_dict() for o in optimizers],
+            "optimizer_name": state.optimizer_name,
+            "schedules": [s.state_dict() for s in schedules],
+            "swa": swa.state_dict() if swa is not None else None,
+            "early_stopping": stopper.state_dict(),
+            "per_class": per_class.state_dict() if per_class is not None else None,
+            "history": list(state.history), "rng": ckpt.rng_state(), "global_step": state.global_step,
+            "sampler": {"seed": cfg.seed, "epoch": state.epoch, "position": state.step * per_rank_batch},
+        }
+
+    def save_last() -> None:
+        if dist.is_main:
+            payload = ckpt.model_payload(models[0], meta=_meta(models[0], data, cfg), kind="last", epoch=state.epoch)
+            payload["training"] = training_payload()
+            ckpt.save_checkpoint(payload, last_path)
+        D.barrier(dist)
+
+    if dist.is_main:
+        n_params = sum(p.numel() for p in models[0].parameters())
+        log.info("training %s (%.2fM parameters) on %d train / %d validation / %d test tracks, %s, device %s%s",
+                 cfg.model.name, n_params / 1e6, len(data.splits["train"]), len(data.splits["validation"]),
+                 len(data.splits["test"]), data.feature_config.describe(), device,
+                 f", {dist.world_size} processes" if dist.enabled else "")
+
+    # -- epochs -------------------------------------------------------------------------------
+    stopped_early = False
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        if cfg.optim.switch_to_sgd_epoch and epoch >= cfg.optim.switch_to_sgd_epoch and state.optimizer_name != "sgd":
+            switch_lr = cfg.optim.switch_lr or cfg.optim.lr
+            optimizers = [build_optimizer(m.parameters(), cfg.optim, name="sgd", lr=switch_lr) for m in models]
+            for s in schedules:
+                s.base_lr = switch_lr
+            state.optimizer_name = "sgd"
+            if dist.is_main:
+                log.info("epoch %d: switching the optimiser from %s to SGD (Nesterov), lr %g", epoch + 1,
+                         cfg.optim.name, switch_lr)
+        if state.step == 0:
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch, dist.rank))
+            state.partial = {"loss_sum": 0.0, "count": 0}
+        sampler.set_epoch(epoch, start=state.step * per_rank_batch)
+
+        def save_mid_epoch():
+            save_last()
+
+        train_loss = _train_epoch(epoch, models=train_models, optimizers=optimizers, schedules=schedules,
+                                  loader=loader, sampler=sampler, loss_fn=loss_fn, augment=augment, cfg=cfg,
+                                  data=data, device=device, dist=dist, autocast=autocast, scaler=scaler,
+                                  state=state, save_mid_epoch=save_mid_epoch)
+        lr = optimizers[0].param_groups[0]["lr"]
+        # validation
+        val_pred = _predict(models, weights, data, "validation", cfg, device, dist, autocast)
+        val = _scores(val_pred, data, "validation")
+        record = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "optimizer": state.optimizer_name}
+        record.update({f"val_{k}": v for k, v in val.items()})
+        if len(models) > 1:
+            for i, m in enumerate(models):
+                single = _scores(_predict([m], [1.0], data, "validation", cfg, device, dist, autocast), data, "validation")
+                record[f"val_{metric}_model{i}"] = single.get(metric)
+        value = val.get(metric, float("nan"))
+        is_best = stopper.update(value, epoch)
+        record["best"] = is_best
+        if is_best and dist.is_main:
+            for i, m in enumerate(models):
+                name = "best.pt" if i == 0 else "peer_best.pt"
+                ckpt.save_checkpoint(ckpt.model_payload(m, meta=_meta(m, data, cfg), kind=name[:-3], epoch=epoch,
+                                                        metrics=val), ckpt_dir / name)
+        if swa is not None and swa.update(models[0], epoch):
+            record["swa_models"] = swa.n_averaged
+        if snapshots.is_snapshot(epoch) and dist.is_main:
+            k = snapshots.index(epoch)
+            ckpt.save_checkpoint(ckpt.model_payload(models[0], meta=_meta(models[0], data, cfg), kind="snapshot",
+                                                    epoch=epoch, metrics=val), ckpt_dir / f"snapshot-{k}.pt")
+            record["snapshot"] = k
+        if per_class is not None:
+            improved = per_class.update(per_class_loss(val_pred, data.splits["validation"].targets, data.task), epoch)
+            if improved.any():
+                per_class.store("validation", val_pred, improved)
+                if len(data.splits["test"]):
+                    test_pred = _predict(models, weights, data, "test", cfg, device, dist, autocast)
+                    per_class.store("test", test_pred, improved)
+                if dist.is_main:
+                    ckpt.save_checkpoint(ckpt.model_payload(models[0], meta=_meta(models[0], data, cfg),
+                                                            kind="epoch", epoch=epoch),
+                                         ckpt_dir / "epochs" / f"epoch-{epoch:04d}.pt")
+                    _prune_epochs(ckpt_dir / "epochs", per_class.epochs_in_use())
+            record["per_class_improved"] = int(improved.sum())
+        for s in schedules:
+            s.end_epoch(val.get("loss"))
+        record["time"] = round(time.time() - t0, 2)
+        state.history.append(record)
+        if dist.is_main:
+            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(_jsonable(record)) + "\n")
+            log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val %s %.4f%s  lr %.3g", epoch + 1, cfg.epochs,
+                     train_loss, val.get("loss", float("nan")), metric, value, "  (best)" if is_best else "", lr)
+        state.epoch += 1
+        state.step = 0
+        state.partial = {"loss_sum": 0.0, "count": 0}
+        save_last()
+        if stopper.should_stop:
+            stopped_early = True
+            if dist.is_main:
+                log.info("early stopping: no better validation %s for %d epochs", metric, stopper.patience)
+            break
+
+    # -- final model --------------------------------------------------------------------------
+    final = resolved_final(cfg)
+    if final == "swa" and swa is not None and swa.n_averaged == 0:
+        log.warning("SWA never started (stopped at epoch %d before epoch %d); using the best epoch instead",
+                    state.epoch, swa.start_epoch + 1)
+        final = "best"
+    if final == "snapshots" and stopped_early:
+        log.warning("training stopped early, snapshots are incomplete; averaging those taken")
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def both(ms, ws):
+        return (_predict(ms, ws, data, "validation", cfg, device, dist, autocast),
+                _predict(ms, ws, data, "test", cfg, device, dist, autocast))
+
+    candidates["last"] = both(models, weights)
+    best_models = _load_best(models, ckpt_dir, dist, device)
+    candidates["best"] = both(best_models, weights) if best_models else candidates["last"]
+    swa_model = None
+    if swa is not None and swa.n_averaged > 0:
+        swa_model = swa.finalize(_bn_inputs(data, cfg, device), device=device)
+        candidates["swa"] = both([swa_model], [1.0])
+    if snapshots.count:
+        snap_models = _load_snapshots(models[0], ckpt_dir, snapshots, dist, device)
+        if snap_models:
+            preds = [both([m], [1.0]) for m in snap_models]
+            candidates["snapshots"] = (Snapshots.average([p[0] for p in preds]), Snapshots.average([p[1] for p in preds]))
+    if per_class is not None and "validation" in per_class.predictions:
+        test_pc = per_class.predictions.get("test", np.zeros((0, data.n_classes), np.float32))
+        candidates["per_class"] = (per_class.composite("validation"), test_pc)
+    if final not in candidates:
+        final = "best"
+
+    val_final, test_final = candidates[final]
+    summary_candidates = {}
+    for name, (v, t) in candidates.items():
+        summary_candidates[name] = {"validation": _scores(v, data, "validation"), "test": _scores(t, data, "test")}
+    val_scores = summary_candidates[final]["validation"]
+    test_scores = summary_candidates[final]["test"]
+    thresholds = (max_f1_thresholds(val_final, data.splits["validation"].targets)
+                  if data.task == "multilabel" else None)
+
+    if dist.is_main:
+        pred_dir = run_dir / "predictions"
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        for split, arr in (("validation", val_final), ("test", test_final)):
+            np.save(pred_dir / f"{split}.npy", arr.astype(np.float32))
+            np.save(pred_dir / f"{split}_targets.npy", data.splits[split].targets)
+            (pred_dir / f"{split}_ids.txt").write_text("\n".join(data.splits[split].ids) + "\n", encoding="utf-8")
+        for name, (v, t) in candidates.items():
+            if name != final:
+                np.save(pred_dir / f"{name}-validation.npy", v.astype(np.float32))
+                np.save(pred_dir / f"{name}-test.npy", t.astype(np.float32))
+        # checkpoints carry the thresholds tuned on the final predictions
+        final_source = {"swa": swa_model, "last": models[0]}.get(final)
+        if swa_model is not None:
+            ckpt.save_checkpoint(ckpt.model_payload(swa_model, meta=_meta(models[0], data, cfg, thresholds),
+                                                    kind="swa", epoch=state.epoch - 1,
+                                                    metrics=summary_candidates["swa"]["validation"]),
+                                 ckpt_dir / "swa.pt")
+        best_path = ckpt_dir / "best.pt"
+        if best_path.exists():
+            payload = ckpt.load_checkpoint(best_path)
+            best_thr = (max_f1_thresholds(candidates["best"][0], data.splits["validation"].targets)
+                        if data.task == "multilabel" else None)
+            payload["thresholds"] = best_thr
+            ckpt.save_checkpoint(payload, best_path)
+        package_ckpt = {"swa": "swa.pt", "last": "last.pt"}.get(final, "best.pt")
+        if final_source is not None and final == "last":
+            payload = ckpt.load_checkpoint(last_path)
+            payload["thresholds"] = thresholds
+            ckpt.save_checkpoint(payload, last_path)
+        summary = {
+            "recipe": cfg.recipe, "task": data.task, "metric": metric, "final": final,
+            "checkpoint": f"checkpoints/{package_ckpt}",
+            "best_epoch": stopper.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,
+            "validation": val_scores, "test": test_scores, "candidates": summary_candidates,
+            "tags": list(data.tags), "n_tracks": {k: len(v) for k, v in data.splits.items()},
+            "seconds": round(time.time() - t0, 1), "world_size": dist.world_size,
+        }
+        if per_class is not None:
+            summary["per_class_best_epoch"] = [int(e) for e in per_class.best_epoch]
+        (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2), encoding="utf-8")
+        try:
+            from musetag.training.plots import plot_training_curves
+
+            plot_training_curves(state.history, run_dir / "plots", metric=metric)
+        except Exception as exc:  # noqa: BLE001 - plots never lose a finished run
+            log.warning("could not draw the training plots: %s", exc)
+        log.info("done: final = %s, validation %s %.4f, test %s %s", final, metric, val_scores.get(metric, float("nan")),
+                 metric, f"{test_scores[metric]:.4f}" if metric in test_scores else "n/a")
+    D.barrier(dist)
+    return RunResult(run_dir, final, metric, stopper.best_epoch, val_scores, test_scores, state.epoch, state.history)
+
+
+def _load_best(models, ckpt_dir: Path, dist, device) -> list[nn.Module] | None:
+    import copy
+
+    D.barrier(dist)
+    out = []
+    for i, m in enumerate(models):
+        path = ckpt_dir / ("best.pt" if i == 0 else "peer_best.pt")
+        if not path.exists():
+            return None
+        clone = copy.deepcopy(ckpt.unwrap(m))
+        clone.load_state_dict(ckpt.load_checkpoint(path)["state_dict"])
+        out.append(clone.to(device))
+    return out
+
+
+def _load_snapshots(model, ckpt_dir: Path, snapshots: Snapshots, dist, device) -> list[nn.Module]:
+    import copy
+
+    D.barrier(dist)
+    out = []
+    for k in range(snapshots.count):
+        path = ckpt_dir / f"snapshot-{k}.pt"
+        if path.exists():
+            clone = copy.deepcopy(ckpt.unwrap(model))
+            clone.load_state_dict(ckpt.load_checkpoint(path)["state_dict"])
+            out.append(clone.to(device))
+    return out
+
+
+def _bn_inputs(data: TrainingData, cfg: TrainConfig, device):
+    """Training crops (no augmentation, fixed order) for recomputing SWA batch-norm statistics."""
+    sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed + 1, shuffle=False)
+    loader = DataLoader(CropDataset(data, "train", cfg.data.crop), batch_size=cfg.data.batch_size, sampler=sampler,
+                        collate_fn=collate, num_workers=0)
+    for batch in loader:
+        yield batch["x"].to(device)
+
+
+def _prune_epochs(folder: Path, keep: list[int]) -> None:
+    keep_names = {f"epoch-{e:04d}.pt" for e in keep}
+    for path in folder.glob("epoch-*.pt"):
+        if path.name not in keep_names:
+            path.unlink(missing_ok=True)
+
+
+def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
+    """After a resume, metrics.jsonl holds exactly the epochs the checkpoint knows about."""
+    with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
+        for record in history:
+            fh.write(json.dumps(_jsonable(record)) + "\n")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-model ensembles ([[members]])
+
+
+def _run_members(cfg: TrainConfig, run_dir: Path, *, training_data=None) -> RunResult:
+    """Train every member (``RUN_DIR/members/<name>``) and average their predictions (weighted)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.toml").exists():
+        dump_toml(cfg, run_dir / "config.toml", header=f"resolved musetag ensemble config (recipe: {cfg.recipe or 'custom'})")
+    base = cfg.to_dict()
+    base["members"] = []
+    results = []
+    for member in cfg.members:
+        member_dir = run_dir / "members" / member.name
+        member_cfg = load_config(base, overrides={**_nested_sets(member.set), "out": str(member_dir)})
+        if (member_dir / "summary.json").exists():
+            log.info("member %s already trained", member.name)
+        elif (member_dir / "checkpoints" / "last.pt").exists():
+            _run(member_cfg, member_dir, resume=True, training_data=training_data)
+        else:
+            _run(member_cfg, member_dir, resume=False, training_data=training_data)
+        results.append(json.loads((member_dir / "summary.json").read_text()))
+    weights = np.array([m.weight for m in cfg.members], dtype=np.float64)
+    weights = weights / weights.sum()
+    out = {}
+    for split in ("validation", "test"):
+        preds = [np.load(run_dir / "members" / m.name / "predictions" / f"{split}.npy") for m in cfg.members]
+        out[split] = np.tensordot(weights, np.stack(preds), axes=1).astype(np.float32)
+        targets = np.load(run_dir / "members" / cfg.members[0].name / "predictions" / f"{split}_targets.npy")
+        (run_dir / "predictions").mkdir(exist_ok=True)
+        np.save(run_dir / "predictions" / f"{split}.npy", out[split])
+        np.save(run_dir / "predictions" / f"{split}_targets.npy", targets)
+        ids = run_dir / "members" / cfg.members[0].name / "predictions" / f"{split}_ids.txt"
+        (run_dir / "predictions" / f"{split}_ids.txt").write_text(ids.read_text(encoding="utf-8"), encoding="utf-8")
+    task = results[0]["task"]
+    metric = results[0]["metric"]
+    scores = {}
+    for split in ("validation", "test"):
+        targets = np.load(run_dir / "predictions" / f"{split}_targets.npy")
+        scores[split] = score(out[split], targets, task) if len(targets) else {}
+        if len(targets):
+            scores[split]["loss"] = loss_value(out[split], targets, task)
+    summary = {"recipe": cfg.recipe, "task": task, "metric": metric, "final": "ensemble",
+               "members": {m.name: {"weight": float(w), "validation": r["validation"], "test": r["test"]}
+                           for m, w, r in zip(cfg.members, weights, results)},
+               "validation": scores["validation"], "test": scores["test"]}
+    (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2), encoding="utf-8")
+    log.info("ensemble of %d: validation %s %.4f", len(cfg.members), metric, scores["validation"].get(metric, float("nan")))
+    return RunResult(run_dir, "ensemble", metric, -1, scores["validation"], scores["test"],
+                     sum(r.get("epochs_run", 0) for r in results))
+
+
+def _nested_sets(sets: dict) -> dict:
+    """``{"model.name": "x", "optim": {"lr": 1}}`` -> nested dict (dotted keys allowed)."""
+    from musetag.training.config import _nest, merge
+
+    out: dict = {}
+    for key, value in sets.items():
+        out = merge(out, _nest(key, value) if "." in key else {key: value})
+    return out
