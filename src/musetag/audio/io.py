@@ -1,0 +1,460 @@
+"""Decoding audio: paths, bytes and file objects; seeking; streaming fixed-length blocks.
+
+soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF...) does the decoding. Containers it
+cannot read (MP4/M4A/AAC, WMA, WebM...) are decoded by ``ffmpeg`` when it is on ``PATH``. Every
+failure becomes an :class:`~musetag.errors.AudioError` naming the source, what is wrong and the fix.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import soundfile as sf
+
+from musetag.audio.ops import resample as _resample
+from musetag.audio.ops import to_mono
+from musetag.errors import AudioError
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+# A decoded length more than this much shorter than the header announces means the file was cut.
+_TRUNCATION_TOLERANCE_S = 0.5
+_TRUNCATION_TOLERANCE_FRAC = 0.02
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header (nothing is decoded)."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: float
+    format: str
+    subtype: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------------------- naming
+def describe_source(source: AudioSource) -> str:
+    """A human name for ``source`` in messages: the path, the upload's name, or its size."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes of uploaded audio>"
+    name = getattr(source, "name", None)
+    if isinstance(name, (str, bytes)) and name:
+        return os.fsdecode(name)
+    return "<audio file object>"
+
+
+# ------------------------------------------------------------------------------------ sniffing
+_FFMPEG_CONTAINERS = {
+    "mp4": "MP4/M4A (AAC or ALAC)",
+    "asf": "ASF/WMA",
+    "mkv": "Matroska/WebM",
+    "aac": "raw AAC (ADTS)",
+    "amr": "AMR",
+    "ac3": "AC-3",
+}
+
+
+def _sniff(head: bytes) -> str:
+    """Classify the first bytes of a file: an ffmpeg-only container, 'mp3', 'text' or 'unknown'."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "asf"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "mkv"
+    if head.startswith(b"#!AMR"):
+        return "amr"
+    if head.startswith(b"\x0b\x77"):
+        return "ac3"
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xF6) == 0xF0:
+        return "aac"
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0):
+        return "mp3"
+    if head.startswith((b"RIFF", b"fLaC", b"OggS", b"FORM")):
+        return "known"
+    if head and _looks_like_text(head):
+        return "text"
+    return "unknown"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    sample = head[:512]
+    if b"\x00" in sample:
+        return False
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError:
+        # a multi-byte character cut at the end of the sample is still text
+        try:
+            text = sample[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return printable >= 0.95 * max(1, len(text))
+
+
+# ------------------------------------------------------------------------------------- opening
+def _read_head(source: AudioSource, n: int = 4096) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fh:
+            return fh.read(n)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:n])
+    pos = source.tell()
+    try:
+        return source.read(n)
+    finally:
+        source.seek(pos)
+
+
+def _normalise_source(source: AudioSource) -> tuple[AudioSource, str]:
+    """Check existence/emptiness; make bytes and unseekable streams seekable."""
+    name = describe_source(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioError(f"{name}: file not found; check the path (and that the disk is mounted)")
+        if path.is_dir():
+            raise AudioError(f"{name}: is a directory, not an audio file; pass the files inside it")
+        if path.stat().st_size == 0:
+            raise AudioError(
+                f"{name}: the file is empty (0 bytes); the copy or download did not finish, fetch it again"
+            )
+        return path, name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioError(f"{name}: the upload is empty (0 bytes); send the audio file's content")
+        return io.BytesIO(bytes(source)), name
+    if not hasattr(source, "read"):
+        raise AudioError(
+            f"{name}: cannot read audio from a {type(source).__name__}; pass a path, bytes or a binary file object"
+        )
+    seekable = getattr(source, "seekable", None)
+    if seekable is None or not seekable():
+        data = source.read()
+        if isinstance(data, str):
+            raise AudioError(f"{name}: the file object is opened in text mode; open it with 'rb'")
+        source = io.BytesIO(data)
+    pos = source.tell()
+    probe = source.read(1)
+    source.seek(pos)
+    if isinstance(probe, str):
+        raise AudioError(f"{name}: the file object is opened in text mode; open it with 'rb'")
+    if not probe:
+        raise AudioError(f"{name}: the file object is empty (no bytes to read); send the audio file's content")
+    return source, name
+
+
+def _explain_open_failure(source: AudioSource, name: str, exc: Exception) -> AudioError:
+    head = _read_head(source)
+    kind = _sniff(head)
+    if kind == "text":
+        preview = head[:40].decode("utf-8", "replace").splitlines()[0] if head.strip() else ""
+        return AudioError(
+            f"{name}: this is a text file, not audio (it starts with {preview!r}); "
+            "point to the real audio file (WAV, FLAC, MP3, OGG)"
+        )
+    if kind == "mp3":
+        return AudioError(
+            f"{name}: the MP3 data is truncated or corrupt (no decodable audio frame found); "
+            "re-download or re-encode the file"
+        )
+    if kind == "known":
+        return AudioError(
+            f"{name}: the file header is recognised but the audio data is truncated or corrupt ({exc}); "
+            "re-download or re-export the file"
+        )
+    return AudioError(
+        f"{name}: not a recognised audio format (the content is neither WAV, FLAC, OGG, MP3 nor a known "
+        "container; the file may be corrupt or misnamed); convert it to WAV or FLAC"
+    )
+
+
+@contextmanager
+def _open_soundfile(source: AudioSource, name: str) -> Iterator[sf.SoundFile]:
+    try:
+        handle = sf.SoundFile(source if not isinstance(source, Path) else str(source))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise _explain_open_failure(source, name, exc) from exc
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+# ---------------------------------------------------------------------------------- ffmpeg path
+def _ffmpeg_container(source: AudioSource) -> str | None:
+    kind = _sniff(_read_head(source))
+    return kind if kind in _FFMPEG_CONTAINERS else None
+
+
+def _decode_with_ffmpeg(
+    source: AudioSource, name: str, kind: str, offset: float, duration: float | None
+) -> tuple[np.ndarray, int]:
+    """Decode through ``ffmpeg`` to 32-bit float WAV on a pipe; returns ``(channels, samples)``."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError(
+            f"{name}: {_FFMPEG_CONTAINERS[kind]} audio cannot be decoded by libsndfile and ffmpeg is not on PATH; "
+            "install ffmpeg (e.g. 'apt install ffmpeg' or 'conda install ffmpeg') or convert the file to WAV/FLAC"
+        )
+    cmd = [ffmpeg, "-nostdin", "-v", "error"]
+    if offset > 0:
+        cmd += ["-ss", f"{offset:.6f}"]
+    if duration is not None:
+        cmd += ["-t", f"{duration:.6f}"]
+    stdin_data = None
+    if isinstance(source, Path):
+        cmd += ["-i", str(source)]
+    else:
+        cmd += ["-i", "pipe:0"]
+        source.seek(0)
+        stdin_data = source.read()
+    cmd += ["-vn", "-f", "wav", "-acodec", "pcm_f32le", "pipe:1"]
+    proc = subprocess.run(cmd, input=stdin_data, capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(
+            f"{name}: ffmpeg could not decode this {_FFMPEG_CONTAINERS[kind]} file "
+            f"({detail[-1] if detail else 'no output'}); the file is probably truncated or corrupt"
+        )
+    data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data.T), int(sr)
+
+
+# ---------------------------------------------------------------------------------------- public
+def audio_info(source: AudioSource) -> AudioInfo:
+    """Sample rate, channels, frames, duration, format and subtype of ``source`` (header only).
+
+    For containers that need ffmpeg the file is decoded once to count its frames.
+    """
+    src, name = _normalise_source(source)
+    kind = _ffmpeg_container(src)
+    if kind is not None:
+        data, sr = _decode_with_ffmpeg(src, name, kind, 0.0, None)
+        return AudioInfo(sr, data.shape[0], data.shape[1], data.shape[1] / sr, kind.upper(), "ffmpeg")
+    with _open_soundfile(src, name) as f:
+        frames = int(f.frames)
+        return AudioInfo(int(f.samplerate), int(f.channels), frames, frames / f.samplerate, f.format, f.subtype)
+
+
+def load_audio(
+    source: AudioSource,
+    *,
+    sample_rate: int | None = None,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+    resample_method: str = "soxr_hq",
+) -> tuple[np.ndarray, int]:
+    """Decode ``source`` into float32 samples in [-1, 1].
+
+    Parameters
+    ----------
+    source: a path (``str``/``Path``), ``bytes`` (an upload) or a binary file object.
+    sample_rate: resample to this rate (soxr, high quality); ``None`` keeps the file's rate.
+    mono: average the channels; the result is ``(samples,)``. Otherwise ``(channels, samples)``.
+    offset, duration: in seconds. Only that part is decoded: the decoder seeks to ``offset``
+        instead of decoding the file from its start.
+    resample_method: see :func:`musetag.audio.ops.resample`.
+
+    Returns ``(audio, sample_rate)``. Silence is valid audio; a file with no frames at all, or an
+    offset past its end, is an :class:`AudioError`.
+    """
+    if offset < 0:
+        raise AudioError(f"{describe_source(source)}: offset must be >= 0 seconds, got {offset}")
+    if duration is not None and duration <= 0:
+        raise AudioError(f"{describe_source(source)}: duration must be > 0 seconds, got {duration}")
+    src, name = _normalise_source(source)
+    kind = _ffmpeg_container(src)
+    if kind is not None:
+        data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
+    else:
+        data, sr = _read_soundfile(src, name, offset, duration)
+    if data.shape[1] == 0:
+        raise AudioError(
+            f"{name}: no audio samples decoded"
+            + (f" from {offset:.2f} s on (the file is shorter)" if offset > 0 else " (the file holds no audio frames)")
+        )
+    audio = to_mono(data) if mono else data
+    if sample_rate is not None and int(sample_rate) != sr:
+        audio = _resample(audio, sr, int(sample_rate), method=resample_method)
+        sr = int(sample_rate)
+    return audio, sr
+
+
+def _read_soundfile(
+    source: AudioSource, name: str, offset: float, duration: float | None
+) -> tuple[np.ndarray, int]:
+    with _open_soundfile(source, name) as f:
+        sr = int(f.samplerate)
+        total = int(f.frames)
+        start = int(round(offset * sr))
+        if total > 0 and start >= total:
+            raise AudioError(
+                f"{name}: offset {offset:.2f} s is past the end of the audio ({total / sr:.2f} s); use a smaller offset"
+            )
+        want = -1 if duration is None else max(1, int(round(duration * sr)))
+        try:
+            if start:
+                f.seek(start)
+            data = f.read(frames=want, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
+    expected = (total - start) if want < 0 else min(want, total - start)
+    got = data.shape[0]
+    if total > 0 and expected - got > max(_TRUNCATION_TOLERANCE_S * sr, _TRUNCATION_TOLERANCE_FRAC * expected):
+        raise AudioError(
+            f"{name}: the file is truncated: its header announces {total / sr:.1f} s but the audio data ends "
+            f"after {(start + got) / sr:.1f} s; re-download or re-encode the file"
+        )
+    if not np.isfinite(data).all():
+        raise AudioError(f"{name}: the decoded samples contain NaN or infinity; the file is corrupt, re-encode it")
+    return np.ascontiguousarray(data.T), sr
+
+
+def stream_blocks(
+    source: AudioSource,
+    block_seconds: float,
+    *,
+    sample_rate: int | None = None,
+    mono: bool = True,
+    overlap_seconds: float = 0.0,
+    resample_method: str = "soxr_hq",
+) -> Iterator[np.ndarray]:
+    """Yield consecutive float32 blocks of ``block_seconds`` (the last one may be shorter).
+
+    Consecutive blocks start ``block_seconds - overlap_seconds`` apart. Memory stays bounded by a
+    few blocks whatever the length of the file (a 3-hour recording is fine): the file is read
+    incrementally and resampled with soxr's streaming resampler, so the concatenation of
+    non-overlapping blocks equals ``load_audio(source, sample_rate=...)`` up to resampler edge
+    effects. Mono blocks are ``(samples,)``; otherwise ``(channels, samples)``.
+    ffmpeg-only containers are decoded whole first (no streaming decoder for them).
+    """
+    if block_seconds <= 0:
+        raise AudioError(f"{describe_source(source)}: block_seconds must be > 0, got {block_seconds}")
+    if not 0 <= overlap_seconds < block_seconds:
+        raise AudioError(
+            f"{describe_source(source)}: overlap_seconds must be in [0, block_seconds), got {overlap_seconds}"
+        )
+    src, name = _normalise_source(source)
+    kind = _ffmpeg_container(src)
+    if kind is not None:
+        audio, sr = load_audio(src, sample_rate=sample_rate, mono=mono, resample_method=resample_method)
+        yield from _blocks_from_array(audio, sr, block_seconds, overlap_seconds)
+        return
+    yield from _stream_soundfile(src, name, block_seconds, sample_rate, mono, overlap_seconds, resample_method)
+
+
+def _blocks_from_array(audio: np.ndarray, sr: int, block_seconds: float, overlap_seconds: float) -> Iterator[np.ndarray]:
+    block = max(1, int(round(block_seconds * sr)))
+    step = max(1, block - int(round(overlap_seconds * sr)))
+    n = audio.shape[-1]
+    start = 0
+    while start < n:
+        yield audio[..., start : start + block]
+        if start + block >= n:
+            break
+        start += step
+
+
+def _stream_soundfile(
+    source: AudioSource,
+    name: str,
+    block_seconds: float,
+    sample_rate: int | None,
+    mono: bool,
+    overlap_seconds: float,
+    resample_method: str,
+) -> Iterator[np.ndarray]:
+    import soxr
+
+    from musetag.audio.ops import _SOXR_QUALITY
+
+    with _open_soundfile(source, name) as f:
+        in_sr = int(f.samplerate)
+        out_sr = int(sample_rate) if sample_rate else in_sr
+        channels = 1 if mono else int(f.channels)
+        block = max(1, int(round(block_seconds * out_sr)))
+        step = max(1, block - int(round(overlap_seconds * out_sr)))
+        resampler = None
+        if out_sr != in_sr:
+            if resample_method not in _SOXR_QUALITY:
+                # linear interpolation has no state worth streaming: resample each read exactly
+                resampler = "linear"
+            else:
+                resampler = soxr.ResampleStream(
+                    in_sr, out_sr, channels, dtype="float32", quality=_SOXR_QUALITY[resample_method]
+                )
+        read_frames = max(4096, int(block * in_sr / out_sr))
+        buf = np.zeros((channels, 0), dtype=np.float32)
+        emitted_any = False
+        linear_pos = 0.0  # next output sample position in input samples (linear method)
+        linear_tail = np.zeros((channels, 0), dtype=np.float32)
+        while True:
+            try:
+                raw = f.read(frames=read_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
+            last = raw.shape[0] < read_frames
+            chunk = raw.T
+            if mono:
+                chunk = to_mono(chunk)[None, :]
+            if resampler is None:
+                out = chunk
+            elif resampler == "linear":
+                out, linear_pos, linear_tail = _linear_stream(chunk, linear_tail, linear_pos, in_sr / out_sr, last)
+            else:
+                out = resampler.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T
+            if out.shape[1]:
+                buf = np.concatenate([buf, out.astype(np.float32, copy=False)], axis=1)
+            while buf.shape[1] >= block:
+                yield _shape(buf[:, :block], mono)
+                emitted_any = True
+                buf = buf[:, step:].copy()
+            if last:
+                break
+        if buf.shape[1] > (block - step if emitted_any else 0):
+            yield _shape(buf, mono)
+        elif not emitted_any:
+            raise AudioError(f"{name}: no audio samples decoded (the file holds no audio frames)")
+
+
+def _linear_stream(chunk, tail, pos, step, last):
+    """Linear-interpolation resampling across chunk boundaries (same result as resampling at once)."""
+    data = np.concatenate([tail, chunk], axis=1)
+    n = data.shape[1]
+    # emit output positions strictly below `bound`; until the last chunk the right neighbour of a
+    # position must already be here
+    bound = n if last else n - 1
+    count = int(np.ceil((bound - pos) / step)) if bound > pos else 0
+    if count <= 0:
+        return np.zeros((data.shape[0], 0), np.float32), pos, data
+    p = pos + step * np.arange(count)
+    p = np.minimum(p, n - 1)
+    left = np.floor(p).astype(np.int64)
+    right = np.minimum(left + 1, n - 1)
+    frac = (p - left).astype(np.float32)
+    out = data[:, left] + frac * (data[:, right] - data[:, left])
+    new_pos = pos + step * count
+    keep_from = min(int(np.floor(new_pos)), n)
+    return out, new_pos - keep_from, data[:, keep_from:]
+
+
+def _shape(block: np.ndarray, mono: bool) -> np.ndarray:
+    return np.ascontiguousarray(block[0] if mono else block)

@@ -1,0 +1,67 @@
+"""``musetag features``: compute a feature preset for audio files into ``.npy`` files."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from musetag.features.presets import PRESETS
+
+
+def _shapes_help() -> str:
+    lines = []
+    for name in sorted(PRESETS):
+        cfg = PRESETS[name]
+        lines.append(f"  {name:<12} {cfg.output_shape:<20} {cfg.describe()}")
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "features",
+        help="compute a feature preset (mel-spectrograms, waveforms) for audio files",
+        description=(
+            "Decode each audio file (WAV, FLAC, MP3, OGG; M4A/AAC through ffmpeg when installed), resample it and "
+            "compute the preset's features into one .npy file per input, float32. Directories are searched "
+            "recursively and their layout is mirrored below --out. Files that cannot be decoded are reported and "
+            "skipped; the exit status is non-zero only when no file could be processed."
+        ),
+        epilog="presets and the shape of each .npy file:\n" + _shapes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR", help="audio files and/or directories")
+    parser.add_argument(
+        "--preset", required=True, choices=sorted(PRESETS), help="feature preset (see the list below)"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="files processed in parallel processes (default 1)"
+    )
+    parser.add_argument(
+        "--skip-existing", action="store_true", help="keep .npy files that already exist instead of recomputing them"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musetag.features.extract import extract_to_directory
+
+    def on_error(path, message):
+        print(f"musetag features: skipped: {message}", file=sys.stderr)
+
+    report = extract_to_directory(
+        args.inputs,
+        args.preset,
+        args.out,
+        workers=max(1, args.workers),
+        overwrite=not args.skip_existing,
+        progress=not args.quiet,
+        on_error=on_error,
+    )
+    done = len(report.written) + len(report.skipped)
+    print(
+        f"wrote {len(report.written)} feature file(s) to {args.out}"
+        + (f", kept {len(report.skipped)} existing" if report.skipped else "")
+        + (f", {len(report.failed)} file(s) failed" if report.failed else "")
+    )
+    return 0 if done else 1

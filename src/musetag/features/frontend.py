@@ -1,0 +1,270 @@
+"""The feature front end: a ``torch.nn.Module`` (STFT -> power -> mel -> dB) driven by a FeatureConfig.
+
+It runs batched on CPU or GPU (move it with ``.to(device)``) and exports to ONNX. The mel filterbank
+is ``librosa.filters.mel`` computed once and stored as a buffer.
+
+Two exact STFT implementations are kept: ``torch.stft`` (FFT; the default, fast) and a
+convolution with a windowed DFT basis (``stft_impl="dft"``), which uses only ``Conv1d`` and so
+exports to any ONNX runtime; ``"auto"`` (default) picks the DFT path while an ONNX export is
+running and the FFT otherwise. Both give the same result to float32 rounding.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import librosa
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musetag.audio.ops import resample, to_mono
+from musetag.errors import ConfigError
+from musetag.features.presets import FeatureConfig
+
+
+def mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """``(n_mels, 1 + n_fft // 2)`` float32 filterbank for ``config`` (librosa's construction)."""
+    return librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        n_mels=config.n_mels,
+        fmin=config.f_min,
+        fmax=config.f_max,
+        htk=config.htk,
+        norm=config.mel_norm,
+        dtype=np.float32,
+    )
+
+
+def analysis_window(config: FeatureConfig) -> np.ndarray:
+    """The ``n_fft``-long window: ``win_length`` samples of ``config.window`` centred in zeros."""
+    win_length = config.win_length or config.n_fft
+    window = librosa.filters.get_window(config.window, win_length, fftbins=config.window_periodic)
+    return librosa.util.pad_center(window.astype(np.float32), size=config.n_fft)
+
+
+class FeatureExtractor(nn.Module):
+    """Waveform -> features for one :class:`FeatureConfig`.
+
+    ``forward(wave)``: ``(batch, samples)`` or ``(batch, channels, samples)`` float tensor at
+    ``config.sample_rate`` -> ``(batch, channels, n_mels, frames)`` (mel) or
+    ``(batch, channels, samples)`` (waveform). A mono config averages the input channels; a
+    stereo config needs 2 channels (mono input is duplicated).
+
+    ``normalize=True`` applies the config's ``(x - mean) / std`` at the end (for end-to-end
+    exported models); by default features come out un-normalised.
+    The Koutini frequency-coordinate channel is not added here: it is a model layer.
+    """
+
+    def __init__(self, config: FeatureConfig, *, normalize: bool = False, stft_impl: str = "auto") -> None:
+        super().__init__()
+        if stft_impl not in ("auto", "fft", "dft"):
+            raise ConfigError(f"stft_impl must be 'auto', 'fft' or 'dft', got {stft_impl!r}")
+        self.config = config
+        self.stft_impl = stft_impl
+        self.normalize = bool(normalize)
+        if normalize and (config.mean is None or config.std is None):
+            raise ConfigError(
+                f"feature config {config.name!r} has no mean/std; compute them first "
+                "(musetag.features.compute_stats) or build the extractor with normalize=False"
+            )
+        if config.kind == "mel":
+            self.register_buffer("window", torch.from_numpy(analysis_window(config)), persistent=False)
+            self.register_buffer("mel_basis", torch.from_numpy(mel_filterbank(config)), persistent=False)
+        if normalize:
+            mean = torch.as_tensor(np.asarray(config.mean, dtype=np.float32)).reshape(-1)
+            std = torch.as_tensor(np.asarray(config.std, dtype=np.float32)).reshape(-1)
+            shape = (1, 1, -1, 1) if config.kind == "mel" else (1, 1, 1)
+            if config.kind == "waveform" and mean.numel() > 1:
+                raise ConfigError("waveform features take a single mean/std value")
+            self.register_buffer("norm_mean", mean.reshape(shape), persistent=False)
+            self.register_buffer("norm_std", std.reshape(shape), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"{self.config.name}: {self.config.describe()}"
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if wave.dim() == 2:
+            wave = wave.unsqueeze(1)  # (batch, 1, samples)
+        if wave.dim() != 3:
+            raise ValueError(f"expected (batch, samples) or (batch, channels, samples), got {tuple(wave.shape)}")
+        wave = wave.to(torch.float32)
+        if cfg.mono:
+            if wave.shape[1] != 1:
+                wave = wave.mean(dim=1, keepdim=True)
+        elif wave.shape[1] == 1:
+            wave = wave.expand(-1, 2, -1)
+        elif wave.shape[1] != 2:
+            raise ValueError(f"config {cfg.name!r} is stereo: expected 1 or 2 channels, got {wave.shape[1]}")
+        if cfg.kind == "waveform":
+            out = wave  # (batch, channels, samples)
+        else:
+            out = self._mel(wave)  # (batch, channels, n_mels, frames)
+        if self.normalize:
+            out = (out - self.norm_mean) / self.norm_std
+        return out
+
+    def _mel(self, wave: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        batch, channels, samples = wave.shape
+        x = wave.reshape(batch * channels, samples)  # (batch*channels, samples)
+        if cfg.pad_end:
+            x = F.pad(x, (0, (-samples) % cfg.hop_length))
+        if cfg.center:
+            half = cfg.n_fft // 2
+            x = F.pad(x.unsqueeze(1), (half, half), mode=cfg.pad_mode).squeeze(1)
+        power = self._power_spectrum(x)  # (batch*channels, n_freq, frames)
+        mel = torch.matmul(self.mel_basis, power)  # (batch*channels, n_mels, frames)
+        if cfg.to_db:
+            mel = cfg.db_multiplier * torch.log10(torch.clamp(mel, min=cfg.db_amin))
+        if cfg.drop_first_frames:
+            mel = mel[..., cfg.drop_first_frames :]
+        mel = mel.reshape(batch, channels, cfg.n_mels, mel.shape[-1])
+        if cfg.to_db and cfg.top_db is not None:
+            peak = mel.amax(dim=(1, 2, 3), keepdim=True)
+            mel = torch.maximum(mel, peak - cfg.top_db)
+        return mel
+
+    def _power_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        impl = self.stft_impl
+        if impl == "auto":
+            impl = "dft" if _exporting() else "fft"
+        if impl == "fft":
+            spec = torch.stft(
+                x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=self.window, center=False, return_complex=True
+            )
+            power = spec.real.square() + spec.imag.square()
+        else:
+            basis = self._dft_basis(x.device)  # (2 * n_freq, 1, n_fft)
+            frames = F.conv1d(x.unsqueeze(1), basis, stride=cfg.hop_length)  # (N, 2 * n_freq, frames)
+            n_freq = cfg.n_fft // 2 + 1
+            power = frames[:, :n_freq].square() + frames[:, n_freq:].square()
+        if cfg.power != 2.0:
+            power = power.pow(cfg.power / 2.0)
+        return power
+
+    def _dft_basis(self, device) -> torch.Tensor:
+        cfg = self.config
+        n = torch.arange(cfg.n_fft, dtype=torch.float64)
+        k = torch.arange(cfg.n_fft // 2 + 1, dtype=torch.float64)
+        angle = 2 * math.pi * torch.outer(k, n) / cfg.n_fft
+        window = self.window.to(torch.float64).cpu()
+        basis = torch.cat([torch.cos(angle) * window, -torch.sin(angle) * window], dim=0)
+        return basis.to(torch.float32).unsqueeze(1).to(device)
+
+    def n_frames(self, n_samples: int) -> int:
+        return self.config.n_frames(n_samples)
+
+
+def _exporting() -> bool:
+    try:
+        if torch.onnx.is_in_onnx_export():
+            return True
+    except Exception:  # pragma: no cover
+        pass
+    compiler = getattr(torch, "compiler", None)
+    is_exporting = getattr(compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
+
+
+# ----------------------------------------------------------------------------- numpy helpers
+@functools.lru_cache(maxsize=16)
+def _cached_extractor(key: str) -> FeatureExtractor:
+    config = FeatureConfig.from_dict(json.loads(key))
+    return FeatureExtractor(config).eval()
+
+
+def get_extractor(config: FeatureConfig) -> FeatureExtractor:
+    """A shared (cached) CPU extractor for ``config`` without normalisation."""
+    return _cached_extractor(json.dumps(config.to_dict(), sort_keys=True))
+
+
+def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig) -> np.ndarray:
+    """Resample, downmix or up-mix, and trim ``audio`` as ``config`` asks.
+
+    Returns ``(channels, samples)`` float32 at ``config.sample_rate`` with ``config.channels`` rows.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim not in (1, 2):
+        raise ConfigError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
+    if config.mono:
+        audio = to_mono(audio)[None, :]
+    else:
+        if audio.ndim == 1:
+            audio = audio[None, :]
+        if audio.shape[0] == 1:
+            audio = np.repeat(audio, 2, axis=0)
+        elif audio.shape[0] != 2:
+            raise ConfigError(
+                f"feature config {config.name!r} is stereo but the audio has {audio.shape[0]} channels; "
+                "downmix it to stereo first"
+            )
+    if int(sample_rate) != config.sample_rate:
+        audio = resample(audio, int(sample_rate), config.sample_rate, method=config.resample_method)
+    if config.trim_silence and audio.shape[-1] > 0:
+        trimmed, _ = librosa.effects.trim(audio if audio.shape[0] > 1 else audio[0], top_db=config.trim_top_db)
+        audio = trimmed if trimmed.ndim == 2 else trimmed[None, :]
+        if audio.shape[-1] == 0:  # all silence (or below the threshold): keep a valid, silent signal
+            audio = np.zeros((audio.shape[0], 1), dtype=np.float32)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def compute_features(audio: np.ndarray, sample_rate: int, config: FeatureConfig) -> np.ndarray:
+    """Features of one signal as numpy (never normalised; see :func:`normalize`).
+
+    ``audio``: ``(samples,)`` or ``(channels, samples)`` at ``sample_rate`` (resampled as needed).
+    Returns mel mono ``(n_mels, frames)``, mel stereo ``(2, n_mels, frames)``, waveform
+    ``(samples,)`` or ``(2, samples)``; float32.
+    """
+    wave = prepare_audio(audio, sample_rate, config)  # (channels, samples)
+    if config.kind == "waveform":
+        return wave[0] if config.mono else wave
+    extractor = get_extractor(config)
+    with torch.inference_mode():
+        out = extractor(torch.from_numpy(wave).unsqueeze(0))[0].numpy()  # (channels, n_mels, frames)
+    return out[0] if config.mono else out
+
+
+def normalize(features: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``(features - mean) / std`` with the config's statistics (per band when they are lists)."""
+    if config.mean is None or config.std is None:
+        raise ConfigError(f"feature config {config.name!r} has no mean/std to normalise with")
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    if config.kind == "mel" and mean.ndim == 1 and mean.size > 1:
+        mean, std = mean[:, None], std[:, None]  # (n_mels, 1) broadcasts over frames
+    return ((features - mean) / std).astype(np.float32)
+
+
+def compute_stats(features, *, per_band: bool = False) -> tuple:
+    """Mean and standard deviation over an iterable of feature arrays (streaming, float64).
+
+    ``per_band``: one value per mel band (axis -2) instead of one global value. Returns floats or
+    lists, ready for :meth:`FeatureConfig.with_stats`.
+    """
+    count = 0
+    total = None
+    total_sq = None
+    for feats in features:
+        x = np.asarray(feats, dtype=np.float64)
+        if per_band:
+            x = np.moveaxis(x, -2, 0).reshape(x.shape[-2], -1)  # (n_mels, everything else)
+            s, sq, n = x.sum(axis=1), np.square(x).sum(axis=1), x.shape[1]
+        else:
+            s, sq, n = x.sum(), np.square(x).sum(), x.size
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += n
+    if not count:
+        raise ConfigError("compute_stats: no features given")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 1e-12))
+    if per_band:
+        return [float(v) for v in mean], [float(v) for v in std]
+    return float(mean), float(std)
