@@ -1,0 +1,52 @@
+"""``musetag package RUN_DIR --out MODEL``: turn a training run into a self-describing model package."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "package",
+        help="package a training run's checkpoint for tagging",
+        description=(
+            "Write a model package: a folder (or .zip/.tar/.tar.gz archive when --out ends so) with "
+            "model.safetensors and musetag.json (model, feature config with normalisation, tags, "
+            "thresholds, segmenting, musetag version, weights checksum). Use it with `musetag tag`, "
+            "`musetag serve`, `musetag export` or musetag.Tagger.from_package()."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `musetag train` (or a checkpoint .pt)")
+    p.add_argument("--out", required=True, metavar="MODEL", help="package folder, or archive path (.zip/.tar/.tar.gz)")
+    p.add_argument(
+        "--checkpoint",
+        default="auto",
+        choices=("auto", "swa", "best", "last"),
+        help="which checkpoint: auto = swa if the run has one, else best, else last",
+    )
+    p.add_argument("--segment-seconds", type=float, default=None, help="override the segment length used for tagging")
+    p.add_argument("--hop-seconds", type=float, default=None, help="override the hop between segments")
+    p.add_argument("--aggregation", choices=("mean", "mean_logits", "max"), default=None,
+                   help="override how segment scores are combined (default: as in training)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musetag.tag.package import create_package, load_package
+
+    out = create_package(
+        args.run_dir,
+        args.out,
+        checkpoint=args.checkpoint,
+        segment_seconds=args.segment_seconds,
+        hop_seconds=args.hop_seconds,
+        aggregation=args.aggregation,
+        overwrite=args.force,
+    )
+    pkg = load_package(out)  # verify what was written
+    print(
+        f"wrote {out}: {pkg.model_name}, {pkg.n_tags} tags ({pkg.task}), checkpoint {pkg.source.get('checkpoint')}, "
+        f"sha256 {pkg.sha256[:12]}"
+    )
+    return 0

@@ -1,0 +1,85 @@
+"""``musetag tag MODEL PATH...``: tag audio files and folders into a CSV/JSON/JSONL results file."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tag",
+        help="tag audio files and folders with a model package",
+        description=(
+            "Tag audio files with a model package. Decoding runs in worker processes, segments go "
+            "through the network in batches and are averaged as in training. Each file gets one row "
+            "with a status column (ok, or the error message), the top tags with probabilities, the "
+            "tags decided present and the full score vector. A failing file never stops the run; "
+            "running again with the same --out skips files already done; the output is never torn "
+            "by a kill. Files longer than --stream-minutes are decoded in blocks with bounded memory."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`)")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files and/or folders")
+    p.add_argument("--recursive", "-r", action="store_true", help="also tag files in subfolders")
+    p.add_argument("--out", "-o", default=None,
+                   help="results file (.csv, .json or .jsonl); without it, one line per file is printed")
+    p.add_argument("--top-k", type=int, default=5, help="how many top tags to list per file")
+    p.add_argument("--threshold", default=None,
+                   help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
+                        "the package has them, else 0.5")
+    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
+                   help="decoding processes (0 = decode in this process)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="run the network with PyTorch or onnxruntime (the exported graph; see `musetag export`)")
+    p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
+    p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
+    p.add_argument("--stream-minutes", type=float, default=10.0,
+                   help="files longer than this are decoded in blocks (bounded memory)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musetag.errors import ConfigError
+    from musetag.tag.batch import collect_audio_files, tag_files
+    from musetag.tag.tagger import Tagger
+
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    tagger = Tagger.from_package(
+        args.model,
+        backend=args.backend,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        stream_seconds=args.stream_minutes * 60.0,
+    )
+    if args.out is None:
+        files = collect_audio_files(args.paths, recursive=args.recursive)
+        failed = 0
+        for result in tagger.tag_many(files, workers=args.workers):
+            if result.ok:
+                tops = ", ".join(f"{t} {s:.3f}" for t, s in result.top(args.top_k))
+                print(f"{result.path}\tok\t{tops}")
+            else:
+                failed += 1
+                print(f"{result.path}\terror\t{result.status}")
+        return 1 if failed and failed == len(files) else 0
+    summary = tag_files(
+        tagger,
+        args.paths,
+        args.out,
+        recursive=args.recursive,
+        workers=args.workers,
+        top_k=args.top_k,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
+    )
+    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    print(
+        f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
+        f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time)",
+        file=sys.stderr,
+    )
+    return 0

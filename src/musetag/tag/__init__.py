@@ -1,0 +1,33 @@
+"""Tagging with trained models: packages, the Tagger, result writers, export.
+
+Imports are lazy so ``import musetag.tag`` does not load torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "Tagger": "musetag.tag.tagger:Tagger",
+    "TagResult": "musetag.tag.tagger:TagResult",
+    "ModelPackage": "musetag.tag.package:ModelPackage",
+    "load_package": "musetag.tag.package:load_package",
+    "save_package": "musetag.tag.package:save_package",
+    "create_package": "musetag.tag.package:create_package",
+    "tag_files": "musetag.tag.batch:tag_files",
+    "collect_audio_files": "musetag.tag.batch:collect_audio_files",
+    "read_results": "musetag.tag.writers:read_results",
+    "export_model": "musetag.tag.export:export_model",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    target = _PUBLIC.get(name)
+    if target is None:
+        raise AttributeError(f"module 'musetag.tag' has no attribute {name!r}")
+    module_name, attr = target.split(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value

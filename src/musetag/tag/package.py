@@ -1,0 +1,508 @@
+"""Self-describing model packages: everything tagging needs, nothing it could get wrong.
+
+A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) holding
+
+``model.safetensors``
+    the network weights (safetensors: no pickle, loads without running code);
+``musetag.json``
+    the description: ``format`` (package format version), ``musetag_version`` (who wrote it),
+    ``model`` {``name``, ``args``} (rebuilt with :func:`musetag.models.create_model`), ``features``
+    (:class:`musetag.features.FeatureConfig` as a dict, with the dataset ``mean``/``std``), ``tags``
+    (the vocabulary in output order), ``task`` (``multilabel`` | ``multiclass``), ``thresholds``
+    (per-tag decision thresholds tuned on validation, or ``null``), ``segment`` {``frames`` (or
+    ``samples`` for waveform models), ``hop``, ``aggregation``}, ``weights`` {``file``, ``sha256``,
+    ``bytes``} and ``source`` (the run folder and checkpoint it came from).
+
+Loading checks the format and musetag versions and the weights' checksum, and every failure says
+what is wrong and how to fix it, so tagging can never silently drift from what was trained.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musetag.errors import ModelError
+
+PACKAGE_FORMAT = 1
+DESCRIPTION_FILE = "musetag.json"
+WEIGHTS_FILE = "model.safetensors"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
+AGGREGATIONS = ("mean", "max")
+TASKS = ("multilabel", "multiclass")
+
+
+def _installed_version() -> str:
+    from musetag import __version__
+
+    return __version__
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        parts.append(int(match.group()) if match else 0)
+    while len(parts) < 3:
+        parts.append(0)
+    return tuple(parts)
+
+
+def is_archive(path: str | os.PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(ARCHIVE_SUFFIXES)
+
+
+@dataclass
+class ModelPackage:
+    """A loaded (validated) model package. ``state_dict`` holds the weights as CPU tensors."""
+
+    model_name: str
+    model_args: dict[str, Any]
+    features: dict[str, Any]
+    tags: list[str]
+    task: str
+    segment: dict[str, Any]
+    thresholds: list[float] | None = None
+    musetag_version: str = ""
+    sha256: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    state_dict: dict[str, Any] | None = field(default=None, repr=False)
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def n_tags(self) -> int:
+        return len(self.tags)
+
+    def feature_config(self):
+        from musetag.features import FeatureConfig
+
+        return FeatureConfig.from_dict(dict(self.features))
+
+    @property
+    def segment_length(self) -> int:
+        """Segment length in feature frames (mel) or samples (waveform)."""
+        return int(self.segment.get("frames") or self.segment.get("samples"))
+
+    @property
+    def segment_hop(self) -> int:
+        return int(self.segment.get("hop") or self.segment_length)
+
+    @property
+    def aggregation(self) -> str:
+        return str(self.segment.get("aggregation", "mean"))
+
+    def description(self) -> dict[str, Any]:
+        """The ``musetag.json`` content (without the weights)."""
+        return {
+            "format": PACKAGE_FORMAT,
+            "musetag_version": self.musetag_version or _installed_version(),
+            "model": {"name": self.model_name, "args": self.model_args},
+            "features": self.features,
+            "tags": list(self.tags),
+            "task": self.task,
+            "thresholds": None if self.thresholds is None else [float(t) for t in self.thresholds],
+            "segment": self.segment,
+            "weights": {"file": WEIGHTS_FILE, "sha256": self.sha256},
+            "source": self.source,
+        }
+
+    def build_model(self):
+        """Rebuild the network with :func:`musetag.models.create_model` and load the weights (eval mode)."""
+        from musetag.models import create_model
+
+        args = dict(self.model_args)
+        args.setdefault("n_classes", self.n_tags)
+        try:
+            model = create_model(self.model_name, **args)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - name the package and the cause
+            raise ModelError(
+                f"{self._where()}: cannot rebuild model {self.model_name!r} with arguments {args}: {exc}. "
+                "The package may come from a newer musetag; upgrade musetag or re-package the run."
+            ) from exc
+        if self.state_dict is None:
+            raise ModelError(f"{self._where()}: the package was loaded without its weights")
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"{self._where()}: the weights do not fit model {self.model_name!r}: {exc}. "
+                "Re-create the package with `musetag package RUN_DIR --out MODEL`."
+            ) from exc
+        model.eval()
+        return model
+
+    def _where(self) -> str:
+        return f"model package {self.path}" if self.path else "model package"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def _clean_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """CPU, contiguous, unshared tensors; SWA wrappers (``module.`` prefix, ``n_averaged``) removed."""
+    import torch
+
+    tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if "n_averaged" in tensors and any(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def _validate_description(desc: dict[str, Any], where: str) -> None:
+    missing = [k for k in ("model", "features", "tags", "task", "segment") if desc.get(k) in (None, "")]
+    if missing:
+        raise ModelError(f"{where}: missing {', '.join(missing)} in the description; re-create the package")
+    if not isinstance(desc["model"], dict) or not desc["model"].get("name"):
+        raise ModelError(f"{where}: 'model' must be {{'name': ..., 'args': {{...}}}}, found {desc['model']!r}")
+    tags = desc["tags"]
+    if not isinstance(tags, list) or not tags or not all(isinstance(t, str) for t in tags):
+        raise ModelError(f"{where}: 'tags' must be a non-empty list of tag names")
+    if len(set(tags)) != len(tags):
+        raise ModelError(f"{where}: 'tags' contains duplicates")
+    if desc["task"] not in TASKS:
+        raise ModelError(f"{where}: task {desc['task']!r} is not one of {', '.join(TASKS)}")
+    seg = desc["segment"]
+    length = seg.get("frames") or seg.get("samples") if isinstance(seg, dict) else None
+    if not length or int(length) <= 0:
+        raise ModelError(
+            f"{where}: segment {seg!r} needs a positive 'frames' (or 'samples'); "
+            "pass --segment-seconds to `musetag package`"
+        )
+    if int(seg.get("hop") or length) <= 0:
+        raise ModelError(f"{where}: segment hop must be positive, found {seg.get('hop')!r}")
+    if seg.get("aggregation", "mean") not in AGGREGATIONS:
+        raise ModelError(
+            f"{where}: segment aggregation {seg.get('aggregation')!r} is not one of {', '.join(AGGREGATIONS)}"
+        )
+    thresholds = desc.get("thresholds")
+    if thresholds is not None and len(thresholds) != len(tags):
+        raise ModelError(f"{where}: {len(thresholds)} thresholds for {len(tags)} tags")
+
+
+def save_package(
+    out: str | os.PathLike,
+    *,
+    model_name: str,
+    model_args: dict[str, Any],
+    state_dict: dict[str, Any],
+    features: dict[str, Any],
+    tags: list[str],
+    task: str,
+    segment: dict[str, Any],
+    thresholds: list[float] | None = None,
+    source: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a package folder, or an archive when ``out`` ends in .zip/.tar/.tar.gz/.tgz. Returns ``out``."""
+    from safetensors.torch import save as st_save
+
+    out = Path(out)
+    features = dict(features)
+    segment = {k: v for k, v in dict(segment).items() if v is not None}
+    segment.setdefault("aggregation", "mean")
+    desc = {
+        "format": PACKAGE_FORMAT,
+        "musetag_version": _installed_version(),
+        "model": {"name": model_name, "args": dict(model_args or {})},
+        "features": features,
+        "tags": [str(t) for t in tags],
+        "task": task,
+        "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+        "segment": segment,
+        "weights": {"file": WEIGHTS_FILE},
+        "source": dict(source or {}),
+    }
+    _validate_description(desc, f"package {out}")
+    weights = st_save(_clean_state_dict(state_dict), metadata={"format": "pt"})
+    desc["weights"]["sha256"] = hashlib.sha256(weights).hexdigest()
+    desc["weights"]["bytes"] = len(weights)
+    text = json.dumps(desc, indent=2, ensure_ascii=False) + "\n"
+
+    if out.exists() and not overwrite:
+        raise ModelError(f"{out} already exists; choose another --out or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if is_archive(out):
+        _write_archive(out, {DESCRIPTION_FILE: text.encode("utf-8"), WEIGHTS_FILE: weights})
+        return out
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out} exists and is not a folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    # weights first, description last: a folder with a description always has matching weights
+    _atomic_write(out / WEIGHTS_FILE, weights)
+    _atomic_write(out / DESCRIPTION_FILE, text.encode("utf-8"))
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_archive(out: Path, members: dict[str, bytes]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if str(out).lower().endswith(".zip"):
+            with zipfile.ZipFile(tmp, "w") as zf:
+                for name, data in members.items():
+                    compress = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
+                    zf.writestr(name, data, compress_type=compress)
+        else:
+            mode = "w:gz" if str(out).lower().endswith((".gz", ".tgz")) else "w"
+            with tarfile.open(tmp, mode) as tf:
+                for name, data in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    info.mode = 0o644
+                    tf.addfile(info, io.BytesIO(data))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# from a training run
+# ---------------------------------------------------------------------------------------------
+def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Path:
+    """The checkpoint file to package: ``swa``, ``best``, ``last``, or ``auto`` (swa, else best, else last).
+
+    ``run_dir`` may also be a checkpoint file itself.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
+    if not run_dir.is_dir():
+        raise ModelError(f"run folder {run_dir} does not exist; pass the folder `musetag train` wrote")
+    ckpt_dir = run_dir / "checkpoints"
+    if checkpoint not in CHECKPOINT_CHOICES:
+        raise ModelError(f"--checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINT_CHOICES)}")
+    order = ("swa", "best", "last") if checkpoint == "auto" else (checkpoint,)
+    for name in order:
+        path = ckpt_dir / f"{name}.pt"
+        if path.is_file():
+            return path
+    found = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+    raise ModelError(
+        f"{run_dir}: no {' or '.join(f'checkpoints/{n}.pt' for n in order)} "
+        f"(found: {', '.join(found) or 'nothing'}); "
+        + ("choose one of the found checkpoints with --checkpoint" if found else "is this a musetag run folder?")
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - training state (rng, numpy) may need full unpickling
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"cannot read checkpoint {path}: {exc}; the file is corrupt or not a checkpoint") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
+        raise ModelError(
+            f"{path} is not a musetag checkpoint (expected a dict with 'model' and 'state_dict'); "
+            "pass a run folder written by `musetag train`"
+        )
+    return ckpt
+
+
+def create_package(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    checkpoint: str = "auto",
+    segment_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    aggregation: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Package a training run's checkpoint (SWA by default, else best, else last) into ``out``.
+
+    ``segment_seconds`` / ``hop_seconds`` / ``aggregation`` override (or supply) the segmenting
+    the run used; by default the checkpoint's own ``segment`` is kept.
+    """
+    path = find_checkpoint(run_dir, checkpoint)
+    ckpt = load_checkpoint(path)
+    model = ckpt["model"]
+    features = dict(ckpt.get("features") or {})
+    if not features:
+        raise ModelError(f"{path}: the checkpoint has no 'features' config; it cannot be tagged faithfully")
+    segment = dict(ckpt.get("segment") or {})
+    if segment_seconds is not None or hop_seconds is not None:
+        segment = _segment_from_seconds(features, segment, segment_seconds, hop_seconds)
+    if aggregation is not None:
+        segment["aggregation"] = aggregation
+    source = {"run_dir": str(Path(run_dir).resolve()), "checkpoint": path.name}
+    for key in ("epoch", "metrics"):
+        if key in ckpt and isinstance(ckpt[key], (int, float, str, dict)):
+            source[key] = ckpt[key]
+    return save_package(
+        out,
+        model_name=model["name"],
+        model_args=dict(model.get("args") or {}),
+        state_dict=ckpt["state_dict"],
+        features=features,
+        tags=list(ckpt.get("tags") or []),
+        task=ckpt.get("task", "multilabel"),
+        segment=segment,
+        thresholds=ckpt.get("thresholds"),
+        source=source,
+        overwrite=overwrite,
+    )
+
+
+def _segment_from_seconds(features, segment, segment_seconds, hop_seconds):
+    sr = int(features["sample_rate"])
+    seg = dict(segment)
+    if features.get("kind", "mel") == "waveform":
+        unit, per_second = "samples", float(sr)
+    else:
+        unit, per_second = "frames", sr / float(features["hop_length"])
+    if segment_seconds is not None:
+        seg.pop("frames", None)
+        seg.pop("samples", None)
+        seg[unit] = max(1, int(round(segment_seconds * per_second)))
+    length = seg.get(unit)
+    if not length:
+        raise ModelError("pass --segment-seconds too: the checkpoint records no segment length")
+    seg["hop"] = max(1, int(round(hop_seconds * per_second))) if hop_seconds is not None else seg.get("hop", length)
+    return seg
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+def _read_members(path: Path) -> tuple[bytes, bytes | None]:
+    """(description bytes, weights bytes or None) from a folder or an archive."""
+    if path.is_dir():
+        desc_path = path / DESCRIPTION_FILE
+        if not desc_path.is_file():
+            hint = (
+                " It looks like a training run: package it first with `musetag package RUN_DIR --out MODEL`."
+                if (path / "checkpoints").is_dir()
+                else ""
+            )
+            raise ModelError(f"{path} is not a model package: {DESCRIPTION_FILE} is missing.{hint}")
+        weights_path = path / WEIGHTS_FILE
+        return desc_path.read_bytes(), weights_path.read_bytes() if weights_path.is_file() else None
+    if not path.exists():
+        raise ModelError(f"model package {path} does not exist; create one with `musetag package RUN_DIR --out MODEL`")
+    members: dict[str, bytes] = {}
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for name in zf.namelist():
+                    base = name.rstrip("/").split("/")[-1]
+                    if base in (DESCRIPTION_FILE, WEIGHTS_FILE) and name.count("/") <= 1:
+                        members[base] = zf.read(name)
+        elif tarfile.is_tarfile(path):
+            with tarfile.open(path) as tf:
+                for info in tf.getmembers():
+                    base = info.name.rstrip("/").split("/")[-1]
+                    if info.isfile() and base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.name.count("/") <= 1:
+                        members[base] = tf.extractfile(info).read()
+        else:
+            raise ModelError(
+                f"{path} is neither a package folder nor a .zip/.tar archive of one; "
+                "pass the folder written by `musetag package`"
+            )
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        raise ModelError(f"cannot read package archive {path}: {exc}; the archive is damaged, re-create it") from exc
+    if DESCRIPTION_FILE not in members:
+        raise ModelError(f"archive {path} holds no {DESCRIPTION_FILE}; it is not a musetag model package")
+    return members[DESCRIPTION_FILE], members.get(WEIGHTS_FILE)
+
+
+def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> ModelPackage:
+    """Read and validate a package folder or archive.
+
+    Raises :class:`ModelError` naming the problem: not a package, unreadable description, a
+    package format or musetag version newer than this installation, missing weights, or weights
+    whose SHA-256 differs from the recorded one (a damaged or replaced file).
+    """
+    from safetensors.torch import load as st_load
+
+    path = Path(path)
+    where = f"model package {path}"
+    desc_bytes, weights = _read_members(path)
+    try:
+        desc = json.loads(desc_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{where}: {DESCRIPTION_FILE} is not valid JSON ({exc}); re-create the package") from exc
+    if not isinstance(desc, dict):
+        raise ModelError(f"{where}: {DESCRIPTION_FILE} must hold a JSON object")
+
+    fmt = desc.get("format")
+    if not isinstance(fmt, int):
+        raise ModelError(f"{where}: {DESCRIPTION_FILE} has no integer 'format'; it was not written by musetag")
+    written_by = str(desc.get("musetag_version", "?"))
+    installed = _installed_version()
+    if fmt > PACKAGE_FORMAT:
+        raise ModelError(
+            f"{where}: package format {fmt} (written by musetag {written_by}) is newer than this musetag "
+            f"{installed} reads (format {PACKAGE_FORMAT}); upgrade with `pip install -U 'musetag>={written_by}'`"
+        )
+    if written_by != "?" and _version_tuple(written_by)[:2] > _version_tuple(installed)[:2]:
+        raise ModelError(
+            f"{where}: written by musetag {written_by}, but this is musetag {installed}; models and features "
+            f"may have changed since. Upgrade with `pip install -U 'musetag>={written_by}'`"
+        )
+    _validate_description(desc, where)
+
+    weights_info = desc.get("weights") or {}
+    expected = weights_info.get("sha256")
+    state_dict = None
+    if load_weights:
+        if weights is None:
+            raise ModelError(f"{where}: {WEIGHTS_FILE} is missing; copy the whole package folder")
+        if not expected:
+            raise ModelError(f"{where}: {DESCRIPTION_FILE} records no weights checksum; re-create the package")
+        actual = hashlib.sha256(weights).hexdigest()
+        if actual != expected:
+            raise ModelError(
+                f"{where}: {WEIGHTS_FILE} is damaged or was replaced (sha256 {actual[:12]}..., expected "
+                f"{expected[:12]}...); copy the package again or re-create it with `musetag package`"
+            )
+        try:
+            state_dict = st_load(weights)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{where}: cannot read {WEIGHTS_FILE}: {exc}") from exc
+
+    return ModelPackage(
+        model_name=desc["model"]["name"],
+        model_args=dict(desc["model"].get("args") or {}),
+        features=dict(desc["features"]),
+        tags=list(desc["tags"]),
+        task=desc["task"],
+        segment=dict(desc["segment"]),
+        thresholds=None if desc.get("thresholds") is None else [float(t) for t in desc["thresholds"]],
+        musetag_version=written_by,
+        sha256=expected or "",
+        source=dict(desc.get("source") or {}),
+        path=path,
+        state_dict=state_dict,
+    )

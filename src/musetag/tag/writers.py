@@ -1,0 +1,248 @@
+"""Result writers for ``musetag tag``, chosen by the output file's extension.
+
+Every format survives a kill and can be resumed:
+
+``.jsonl``
+    one JSON object per line, appended whole and flushed + fsynced after each file;
+``.csv``
+    ``path, status, duration, top_tags, decisions`` then one score column per tag, appended the
+    same way; ``top_tags`` reads ``tag:0.912;tag2:0.431``, ``decisions`` ``tag;tag2``;
+``.json``
+    one document ``{"tags": [...], "results": [...]}`` rewritten to a temporary file and renamed
+    over the output (every few seconds and at the end), so it is always whole.
+
+On start an existing output is read back: rows it holds are "done" and are skipped, a torn last
+line (from a kill in the middle of a write) is dropped, and with ``retry_errors`` error rows are
+removed so those files are tagged again.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from musetag.errors import ConfigError
+
+FIXED_COLUMNS = ("path", "status", "duration", "top_tags", "decisions")
+FORMATS = (".csv", ".json", ".jsonl")
+
+
+def output_format(path: str | os.PathLike) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".ndjson":
+        suffix = ".jsonl"
+    if suffix not in FORMATS:
+        raise ConfigError(f"--out {path}: unknown output format {suffix or '(none)'}; use .csv, .json or .jsonl")
+    return suffix
+
+
+def row_key(path: str) -> str:
+    """Key used to recognise a file already done (absolute, normalised path)."""
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def row_to_csv(row: dict[str, Any], tags: list[str]) -> list[str]:
+    scores = row.get("scores") or {}
+    duration = row.get("duration")
+    return [
+        row["path"],
+        row["status"],
+        "" if duration is None else f"{duration:.3f}",
+        ";".join(f"{t['tag']}:{t['score']:.4f}" for t in row.get("top_tags") or []),
+        ";".join(row.get("decisions") or []),
+        *("" if tag not in scores else _fmt(scores[tag]) for tag in tags),
+    ]
+
+
+def csv_to_row(values: list[str], tags: list[str]) -> dict[str, Any]:
+    path, status, duration, top, decisions, *scores = values
+    top_tags = []
+    for item in filter(None, top.split(";")):
+        tag, _, score = item.rpartition(":")
+        top_tags.append({"tag": tag, "score": float(score)})
+    return {
+        "path": path,
+        "status": status,
+        "duration": float(duration) if duration else None,
+        "top_tags": top_tags,
+        "decisions": [d for d in decisions.split(";") if d],
+        "scores": {t: float(s) for t, s in zip(tags, scores) if s != ""},
+    }
+
+
+def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list[dict[str, Any]]:
+    """Read the complete rows of a results file (any format); a torn last line is ignored."""
+    path = Path(path)
+    fmt = output_format(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    if fmt == ".json":
+        if not data.strip():
+            return []
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not a musetag JSON results file ({exc}); choose another --out") from exc
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ConfigError(f"{path} is not a musetag JSON results file; choose another --out")
+        return list(doc["results"])
+    complete = data[: data.rfind(b"\n") + 1]
+    text = complete.decode("utf-8", errors="replace")
+    rows: list[dict[str, Any]] = []
+    if fmt == ".jsonl":
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "path" in row and "status" in row:
+                rows.append(row)
+        return rows
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if tuple(header[: len(FIXED_COLUMNS)]) != FIXED_COLUMNS:
+        raise ConfigError(f"{path} is not a musetag CSV results file (header {header[:5]}); choose another --out")
+    file_tags = header[len(FIXED_COLUMNS):]
+    if tags is not None and file_tags != list(tags):
+        raise ConfigError(
+            f"{path} was written by a model with different tags ({len(file_tags)} columns, this model has "
+            f"{len(tags)}); choose another --out or delete the file"
+        )
+    for values in reader:
+        if len(values) == len(header):
+            rows.append(csv_to_row(values, file_tags))
+    return rows
+
+
+class ResultWriter:
+    """Append-safe writer of result rows; ``done`` holds the keys of files already in the output."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        tags: list[str],
+        *,
+        resume: bool = True,
+        retry_errors: bool = False,
+        meta: dict[str, Any] | None = None,
+        json_flush_seconds: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        self.tags = list(tags)
+        self.meta = dict(meta or {})
+        self.json_flush_seconds = json_flush_seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        if self.path.exists() and resume:
+            rows = read_results(self.path, self.tags)
+            if rows and self.format != ".csv":
+                names = list((rows[0].get("scores") or {}).keys()) if rows[0].get("status") == "ok" else None
+                if names is not None and names != self.tags:
+                    raise ConfigError(
+                        f"{self.path} was written by a model with different tags; choose another --out or delete it"
+                    )
+            if retry_errors:
+                rows = [r for r in rows if r.get("status") == "ok"]
+        self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
+        self.done = {row_key(r["path"]) for r in rows}
+        self._fh = None
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        self._start(rewrite=self.path.exists())
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _start(self, rewrite: bool) -> None:
+        if self.format == ".json":
+            self._write_json()
+            return
+        # rewrite what was kept (drops a torn tail and retried error rows), atomically
+        if rewrite or not self.path.exists():
+            self._atomic_write(self._render(self.rows))
+        self._fh = open(self.path, "a", encoding="utf-8", newline="")
+
+    def _render(self, rows: Iterable[dict[str, Any]]) -> str:
+        buf = io.StringIO(newline="")
+        if self.format == ".csv":
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow([*FIXED_COLUMNS, *self.tags])
+            for row in rows:
+                writer.writerow(row_to_csv(row, self.tags))
+        elif self.format == ".jsonl":
+            for row in rows:
+                buf.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            doc = {**self.meta, "tags": self.tags, "results": list(rows)}
+            buf.write(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+        return buf.getvalue()
+
+    def _atomic_write(self, text: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _write_json(self) -> None:
+        self._atomic_write(self._render(self.rows))
+        self._last_flush = time.monotonic()
+        self._dirty = False
+
+    # -- use -------------------------------------------------------------------------------------
+    def is_done(self, path: str) -> bool:
+        return row_key(path) in self.done
+
+    def write(self, row: dict[str, Any]) -> None:
+        row = dict(row)
+        row["status"] = " ".join(str(row["status"]).split())  # one line, always
+        self.done.add(row_key(row["path"]))
+        if self.format == ".json":
+            self.rows.append(row)
+            self._dirty = True
+            if time.monotonic() - self._last_flush >= self.json_flush_seconds:
+                self._write_json()
+            return
+        if self.format == ".csv":
+            buf = io.StringIO(newline="")
+            csv.writer(buf, lineterminator="\n").writerow(row_to_csv(row, self.tags))
+            line = buf.getvalue()
+        else:
+            line = json.dumps(row, ensure_ascii=False) + "\n"
+        # one write of a complete line, then flush + fsync: a kill leaves whole rows (or a torn
+        # tail that the next run drops)
+        self._fh.write(line)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self.format == ".json":
+            if self._dirty:
+                self._write_json()
+        elif self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
