@@ -514,11 +514,12 @@ def read_recipe(name_or_path: str | Path, _seen: tuple = ()) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"recipe {path}: not valid TOML ({exc}); fix the syntax") from None
     base = data.pop("base", None)
+    own_name = data.get("recipe") or path.stem
     if base:
         if str(base) in _seen:
             raise ConfigError(f"recipe {path}: 'base' chain loops back to {base!r}")
         data = merge(read_recipe(base, _seen + (str(base),)), data)
-    data.setdefault("recipe", path.stem)
+    data["recipe"] = own_name
     return data
 
 

@@ -89,9 +89,11 @@ class LRSchedule:
         lr = self.base_lr * self.decay(epoch)
         warm = self.cfg.warmup_epochs
         if warm > 0:
-            t = epoch + progress
-            if t < warm:
-                lr *= max(t, 1.0 / max(1, steps_per_epoch)) / warm
+            steps = max(1, steps_per_epoch)
+            done = (epoch + progress) * steps  # optimisation steps before this one
+            total = warm * steps
+            if done < total:
+                lr *= (done + 1.0) / total  # linear ramp, never exactly zero
         return lr
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, progress: float = 0.0,
