@@ -1,0 +1,48 @@
+"""``musetag serve MODEL``: the HTTP tagging service and its web page."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model package over HTTP (API + web page)",
+        description=(
+            "Serve a model package with FastAPI + uvicorn: POST /v1/tag (multipart field 'file' or the raw "
+            "body), GET /v1/tags, GET /healthz, OpenAPI docs at /docs, and a web page at / to drop a file, "
+            "play it and see its tags. Uploads beyond --max-upload-mb get 413, undecodable ones 422, a "
+            "decode running past --decode-timeout is stopped (422), and when all --max-concurrency "
+            "decoders are busy requests get 503 with Retry-After."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
+    p.add_argument("--max-concurrency", type=int, default=2, help="uploads decoded at the same time (decoder processes)")
+    p.add_argument("--decode-timeout", type=float, default=60.0, help="seconds one upload may take to decode")
+    p.add_argument("--top-k", type=int, default=10, help="default number of top tags in responses")
+    p.add_argument("--threshold", default=None, help="'tuned' or a probability (default: tuned if available, else 0.5)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="network runtime")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musetag.serve.app import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        max_upload_mb=args.max_upload_mb,
+        max_concurrency=args.max_concurrency,
+        decode_timeout=args.decode_timeout,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        backend=args.backend,
+    )
+    return 0

@@ -1,0 +1,418 @@
+"""HTTP tagging service (FastAPI): ``create_app(package_path, ...)`` and ``serve(...)``.
+
+Endpoints
+---------
+``POST /v1/tag``
+    multipart upload (field ``file``) or the raw audio as the request body; query ``top_k``.
+    Returns ``{"filename", "duration", "top_tags": [{"tag", "score"}], "decisions", "scores",
+    "n_segments", "elapsed_ms"}``.
+``GET /v1/tags``
+    the model's tag vocabulary, task, thresholds and model description.
+``GET /healthz``
+    ``{"status": "ok", ...}`` once the decoders are running.
+``GET /``
+    a web page: choose or drop a file, play it, see its tags as bars.
+``/docs``, ``/openapi.json``
+    the OpenAPI description.
+
+Robustness: uploads beyond ``max_upload_mb`` get 413 (checked on ``Content-Length`` and while
+reading); decoding runs in ``max_concurrency`` worker processes, each request needs an idle one
+or gets 503 with ``Retry-After``; a decode that runs past ``decode_timeout`` seconds is stopped
+(its process is replaced) and answered 422; a decoder that crashes is replaced too. Every error
+is a JSON body ``{"error": code, "message": text}`` with a 4xx status; the network itself runs
+in this process.
+
+Extending: ``create_app`` returns a FastAPI app holding the loaded :class:`Tagger` as
+``app.state.tagger``; more routes (``POST /v1/similar``) can be added to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from musetag.errors import ConfigError, MusetagError
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).with_name("static")
+MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers on top of the file itself
+
+
+# ---------------------------------------------------------------------------------------------
+# decoder processes (killable, so a decode timeout really stops the work)
+# ---------------------------------------------------------------------------------------------
+def _decoder_main(conn, features: dict, segment: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from musetag.tag.tagger import FrontEnd, error_message
+
+    front = FrontEnd(features, segment)
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        name, data = msg
+        try:
+            segs, duration = front.segments(data)
+            conn.send(("ok", segs, duration))
+        except MusetagError as exc:
+            text = str(exc)
+            generic = f"<{len(data)} bytes of uploaded audio>"
+            if name != "upload" and generic in text:
+                text = text.replace(generic, f"{name} ({len(data)} bytes)")
+            conn.send(("error", text, None))
+        except Exception as exc:  # noqa: BLE001 - reported to the client as an undecodable upload
+            conn.send(("error", error_message(name, exc), None))
+
+
+class DecodeTimeout(Exception):
+    pass
+
+
+class DecoderCrashed(Exception):
+    pass
+
+
+class _Decoder:
+    def __init__(self, features: dict, segment: dict) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_decoder_main, args=(child, features, segment), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        if self.ready:
+            return
+        if not self.conn.poll(timeout):
+            raise RuntimeError("decoder process did not start")
+        self.conn.recv()
+        self.ready = True
+
+    def run(self, name: str, data: bytes, timeout: float):
+        self.wait_ready()
+        try:
+            self.conn.send((name, data))
+            if not self.conn.poll(timeout):
+                raise DecodeTimeout
+            return self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            raise DecoderCrashed from exc
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.join(5)
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except Exception:  # noqa: BLE001
+            pass
+        self.process.join(2)
+        if self.process.is_alive():
+            self.kill()
+
+
+class DecoderPool:
+    """``size`` decoder processes; ``try_acquire`` never waits (the service answers 503 instead)."""
+
+    def __init__(self, features: dict, segment: dict, size: int) -> None:
+        self.features, self.segment, self.size = features, segment, size
+        self._lock = threading.Lock()
+        self._idle: list[_Decoder] = [_Decoder(features, segment) for _ in range(size)]
+        self._all = list(self._idle)
+
+    def wait_ready(self) -> None:
+        for dec in list(self._all):
+            dec.wait_ready()
+
+    def try_acquire(self) -> _Decoder | None:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def release(self, dec: _Decoder, *, broken: bool = False) -> None:
+        if broken:
+            dec.kill()
+            fresh = _Decoder(self.features, self.segment)
+            with self._lock:
+                self._all = [d for d in self._all if d is not dec] + [fresh]
+            dec = fresh
+        with self._lock:
+            self._idle.append(dec)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        for dec in self._all:
+            dec.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+# ---------------------------------------------------------------------------------------------
+def create_app(
+    package_path: str | os.PathLike,
+    *,
+    max_upload_mb: float = 50.0,
+    max_concurrency: int = 2,
+    decode_timeout: float = 60.0,
+    top_k: int = 10,
+    backend: str = "torch",
+    threshold: float | str | None = None,
+    batch_size: int = 32,
+):
+    """Build the FastAPI app serving the model package at ``package_path``.
+
+    The package is loaded (and verified) now, so a bad package fails before the server starts;
+    the decoder processes start with the app (lifespan) and ``/healthz`` answers once they run.
+    """
+    from musetag import __version__
+    from musetag.tag.tagger import Tagger
+
+    if max_upload_mb <= 0:
+        raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
+    if max_concurrency < 1:
+        raise ConfigError(f"--max-concurrency must be at least 1, got {max_concurrency}")
+    if decode_timeout <= 0:
+        raise ConfigError(f"--decode-timeout must be positive, got {decode_timeout}")
+    tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
+    max_bytes = int(max_upload_mb * 1024 * 1024)
+    package = tagger.package
+    model_info = {
+        "name": package.model_name,
+        "task": package.task,
+        "n_tags": package.n_tags,
+        "sha256": package.sha256,
+        "musetag_version": package.musetag_version,
+        "feature_config": package.features.get("name", "custom"),
+    }
+
+    @asynccontextmanager
+    async def lifespan(app):
+        pool = DecoderPool(package.features, package.segment, max_concurrency)
+        await asyncio.to_thread(pool.wait_ready)
+        app.state.decoders = pool
+        log.info("musetag serve: %s ready (%d decoders)", package.model_name, max_concurrency)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="musetag",
+        version=__version__,
+        description=(
+            f"Tags music with the model package `{package.path}` ({package.model_name}, {package.n_tags} tags, "
+            f"{package.task}). POST audio to /v1/tag."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.tagger = tagger
+    app.state.settings = {
+        "max_upload_mb": max_upload_mb,
+        "max_concurrency": max_concurrency,
+        "decode_timeout": decode_timeout,
+        "top_k": top_k,
+    }
+
+    def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body"))
+            parts.append(f"{where}: {err.get('msg')}")
+        return error(400, "bad_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - last resort
+        log.exception("unexpected error on %s", request.url.path)
+        return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    # -- upload reading ------------------------------------------------------------------------
+    async def read_upload(request: Request) -> tuple[str, bytes] | JSONResponse:
+        ctype = request.headers.get("content-type", "")
+        is_multipart = ctype.startswith("multipart/form-data")
+        limit = max_bytes + (MULTIPART_SLACK if is_multipart else 0)
+        too_big = error(
+            413,
+            "upload_too_large",
+            f"the upload is larger than the server's limit of {max_upload_mb:g} MB; send a shorter or "
+            "more compressed file (the limit is set with --max-upload-mb)",
+        )
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                if int(length) > limit:
+                    return too_big
+            except ValueError:
+                return error(400, "bad_request", f"invalid Content-Length header {length!r}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return too_big
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        name = request.query_params.get("filename") or request.headers.get("x-filename") or "upload"
+        if not is_multipart:
+            if not body:
+                return error(
+                    400, "empty_upload", "the request body is empty; send the audio file as the body or as "
+                    "a multipart field named 'file'"
+                )
+            return name, body
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form(max_files=2, max_fields=20)
+        except Exception as exc:  # noqa: BLE001 - malformed multipart is the client's problem
+            return error(400, "bad_multipart", f"the multipart body could not be parsed: {exc}")
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            upload = next((v for v in form.values() if not isinstance(v, str)), None)
+        if upload is None:
+            return error(400, "missing_file", "the multipart upload has no file; send it in a field named 'file'")
+        data = await upload.read()
+        await form.close()
+        if len(data) > max_bytes:
+            return too_big
+        if not data:
+            return error(400, "empty_upload", f"the uploaded file {upload.filename or ''} is empty (0 bytes)")
+        return upload.filename or name, data
+
+    # -- routes -----------------------------------------------------------------------------------
+    @app.post(
+        "/v1/tag",
+        summary="Tag one audio file",
+        description=(
+            "Send the audio as a multipart upload (field `file`) or as the raw request body (any content type; "
+            "the filename can be given with `?filename=` or an `X-Filename` header). WAV, FLAC, MP3 and OGG decode. "
+            "Errors: 400 (empty or malformed request), 413 (larger than the upload limit), 422 (not decodable "
+            "audio, or decoding ran past the time limit), 503 (all decoders busy: retry after `Retry-After` seconds)."
+        ),
+        responses={
+            400: {"description": "empty or malformed request"},
+            413: {"description": "upload larger than --max-upload-mb"},
+            422: {"description": "the upload is not decodable audio, or decoding timed out"},
+            503: {"description": "saturated: every decoder is busy; see Retry-After"},
+        },
+    )
+    async def tag_upload(request: Request, top_k: int = Query(default=top_k, ge=0, le=10_000)):
+        started = time.perf_counter()
+        got = await read_upload(request)
+        if isinstance(got, JSONResponse):
+            return got
+        name, data = got
+        pool: DecoderPool = request.app.state.decoders
+        decoder = pool.try_acquire()
+        if decoder is None:
+            return error(
+                503,
+                "busy",
+                f"all {max_concurrency} decoders are busy; retry shortly (the limit is set with --max-concurrency)",
+                headers={"Retry-After": "1"},
+            )
+        broken = False
+        try:
+            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, decode_timeout)
+        except DecodeTimeout:
+            broken = True
+            return error(
+                422,
+                "decode_timeout",
+                f"{name}: decoding took longer than the server's limit of {decode_timeout:g} s and was stopped; "
+                "send a shorter file (the limit is set with --decode-timeout)",
+            )
+        except DecoderCrashed:
+            broken = True
+            return error(422, "decoder_crashed", f"{name}: the audio decoder crashed on this upload; it is damaged or unsupported")
+        finally:
+            await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
+        if status != "ok":
+            return error(422, "undecodable_audio", payload)
+        result = await asyncio.to_thread(tagger.score_segments, payload, path=name, duration=duration)
+        row = result.to_row(top_k)
+        return {
+            "filename": name,
+            "duration": row["duration"],
+            "top_tags": row["top_tags"],
+            "decisions": row["decisions"],
+            "scores": row["scores"],
+            "n_segments": result.n_segments,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
+        }
+
+    @app.get("/v1/tags", summary="The model's tags, thresholds and description")
+    async def list_tags():
+        return {
+            "tags": tagger.tags,
+            "task": tagger.task,
+            "thresholds": [float(t) for t in tagger.thresholds],
+            "model": model_info,
+        }
+
+    @app.get("/healthz", summary="Liveness and readiness")
+    async def healthz(request: Request):
+        pool: DecoderPool | None = getattr(request.app.state, "decoders", None)
+        return {
+            "status": "ok",
+            "model": package.model_name,
+            "decoders": max_concurrency,
+            "idle_decoders": pool.idle if pool else 0,
+            "version": __version__,
+        }
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def serve(
+    package_path: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    **app_kwargs: Any,
+) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(package_path, **app_kwargs)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
