@@ -1,0 +1,55 @@
+"""The VGG-ish baseline of the MediaEval 2019 Emotion and Theme Recognition task (Bogdanov et al.
+2019, "MediaEval 2019: Emotion and Theme Recognition in Music Using Jamendo"; test PR-AUC .1077),
+after the fully convolutional tagger of Choi et al. 2016 ("Automatic tagging using deep
+convolutional neural networks").
+
+Five 3x3 convolutions (64, 128, 128, 128, 64 channels) with batch normalisation, ReLU and max
+pooling ((2,4), (2,4), (2,4), (3,5), (4,4)) on 96-band mels of 1366 frames (29.1 s); dropout 0.5
+and a dense output layer. The last pooling is a global max pool, which equals the (4,4) pool at
+the documented size and lets any clip of at least 320 frames through.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from musetag.models.base import SPECTROGRAM, InputSpec, MusetagModel
+from musetag.models.layers import ConvBnAct
+from musetag.models.registry import register_model
+
+PAPER = "Bogdanov et al. 2019, MediaEval 2019 Emotion and Theme Recognition baseline (VGG-ish, after Choi et al. 2016)"
+_INPUT = InputSpec(SPECTROGRAM, (1, 96, 1366), preset="jamendo96", min_length=320)
+
+
+class VGGishBaseline(MusetagModel):
+    def __init__(self, *, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (64, 128, 128, 128, 64),
+                 pools: tuple[tuple[int, int], ...] = ((2, 4), (2, 4), (2, 4), (3, 5)), dropout: float = 0.5) -> None:
+        super().__init__()
+        self.input_bn = nn.BatchNorm2d(in_channels)
+        blocks, cin = [], in_channels
+        for i, cout in enumerate(channels):
+            blocks.append(ConvBnAct(cin, cout, 3, 1, 1, bias=True))
+            if i < len(pools):
+                blocks.append(nn.MaxPool2d(pools[i]))
+            cin = cout
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.num_features = cin
+        self.head_drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cin, n_classes)
+        min_t = 1
+        for p in pools:
+            min_t *= p[1]
+        self.default_input = InputSpec(SPECTROGRAM, (in_channels, *_INPUT.shape[1:]), preset="jamendo96", min_length=min_t)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.input_bn(x))  # (B, 64, F/96, T/320)
+        return self.pool(x).flatten(1)  # (B, 64)
+
+
+@register_model("vggish_baseline", family="mediaeval-baseline", paper=PAPER, default_input=_INPUT,
+                description="MediaEval 2019 VGG-ish baseline: 5 conv layers on 96-band mels")
+def vggish_baseline(*, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (64, 128, 128, 128, 64),
+                    dropout: float = 0.5) -> VGGishBaseline:
+    """MediaEval 2019 VGG-ish baseline: 5 conv layers on 96-band mels."""
+    return VGGishBaseline(n_classes=n_classes, in_channels=in_channels, channels=tuple(channels), dropout=dropout)
