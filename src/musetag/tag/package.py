@@ -246,8 +246,16 @@ def save_package(
     return out
 
 
+def _file_mode() -> int:
+    """0o666 minus the umask: what a plain open() would create (mkstemp makes 0o600 files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _file_mode())
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -262,6 +270,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _write_archive(out: Path, members: dict[str, bytes]) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _file_mode())
     try:
         if str(out).lower().endswith(".zip"):
             with zipfile.ZipFile(tmp, "w") as zf:

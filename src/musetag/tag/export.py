@@ -1,0 +1,242 @@
+"""Export a package's network to ONNX or TorchScript, with a parity check against PyTorch.
+
+The split (also in docs/CONTRACTS.md): the exported graph is the **network only**, from
+normalised feature windows to logits, ``features (batch, C, n_mels, frames) -> logits (batch,
+n_tags)`` (waveform models: ``(batch, C, samples)``), with a dynamic batch axis. The front end
+(decode, resample, STFT, mel, dB, normalisation, windowing, aggregation) stays in musetag's
+:class:`~musetag.tag.tagger.FrontEnd`, which every backend shares. Reason: features are computed
+once over the whole file and then cut into (often overlapping) windows, exactly as training
+evaluated; a graph that started from waveform windows would recompute the STFT for every overlap
+and see zero padding at each window's edges instead of the neighbouring audio, so its scores would
+drift from the validated ones. ``musetag tag --backend onnx`` uses the exported graph for the
+network and the same front end.
+
+Metadata stored in the ONNX file (``metadata_props``): ``musetag_weights_sha256`` (the package's
+checksum: a graph exported from other weights is refused), ``musetag_tags`` (JSON list),
+``musetag_task``, ``musetag_input`` (shape description) and ``musetag_version``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from musetag.errors import ConfigError, ModelError
+from musetag.tag.package import ModelPackage, _file_mode, load_package
+
+log = logging.getLogger(__name__)
+FORMATS = ("onnx", "torchscript")
+DEFAULT_TOLERANCE = 1e-4
+
+
+def example_input(package: ModelPackage, batch: int = 2, seed: int = 0) -> np.ndarray:
+    """Random normalised features of one window's shape: ``(batch, C, n_mels, frames)`` or ``(batch, C, samples)``."""
+    cfg = package.features
+    channels = 1 if cfg.get("mono", True) else 2
+    rng = np.random.default_rng(seed)
+    if cfg.get("kind", "mel") == "waveform":
+        shape = (batch, channels, package.segment_length)
+        return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    shape = (batch, channels, int(cfg["n_mels"]), package.segment_length)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def default_output(package_path: str | os.PathLike, fmt: str) -> Path:
+    path = Path(package_path)
+    name = "model.onnx" if fmt == "onnx" else "model.torchscript.pt"
+    if path.is_dir():
+        return path / name
+    stem = path.name
+    for suffix in (".tar.gz", ".tgz", ".zip", ".tar"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return path.with_name(f"{stem}.{name}")
+
+
+def export_model(
+    package_path: str | os.PathLike,
+    fmt: str = "onnx",
+    out: str | os.PathLike | None = None,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    opset: int = 18,
+) -> tuple[Path, float]:
+    """Export and verify; returns ``(path, max |difference|)`` of logits against eager PyTorch.
+
+    Raises :class:`ModelError` when the exported graph differs by more than ``tolerance``.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    package = load_package(package_path)
+    out = Path(out) if out is not None else default_output(package_path, fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = package.build_model()
+    if fmt == "onnx":
+        _export_onnx(model, package, out, opset)
+        diff = check_parity(model, package, out, "onnx", tolerance)
+    else:
+        _export_torchscript(model, package, out)
+        diff = check_parity(model, package, out, "torchscript", tolerance)
+    return out, diff
+
+
+def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
+    import onnx
+    import torch
+
+    x = torch.from_numpy(example_input(package, batch=2))
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.onnx")
+    os.close(fd)
+    os.chmod(tmp, _file_mode())
+    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.WARNING)
+    try:
+        errors = []
+        for dynamo in (True, False):
+            try:
+                kwargs: dict[str, Any] = dict(
+                    input_names=["features"], output_names=["logits"], opset_version=opset, dynamo=dynamo
+                )
+                if dynamo:
+                    kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+                    kwargs["external_data"] = False
+                    kwargs["report"] = False
+                    kwargs["verbose"] = False
+                else:
+                    kwargs["dynamic_axes"] = {"features": {0: "batch"}, "logits": {0: "batch"}}
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(model, (x,), tmp, **kwargs)
+                break
+            except Exception as exc:  # noqa: BLE001 - try the other exporter, then report both
+                errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {type(exc).__name__}: {exc}")
+        else:
+            raise ModelError(
+                f"cannot export {package.model_name} to ONNX: " + " | ".join(errors)
+                + "; try --format torchscript"
+            )
+        proto = onnx.load(tmp)
+        meta = {
+            "musetag_weights_sha256": package.sha256,
+            "musetag_tags": json.dumps(package.tags, ensure_ascii=False),
+            "musetag_task": package.task,
+            "musetag_model": package.model_name,
+            "musetag_input": "normalised feature windows " + str(list(example_input(package, 1).shape[1:]))
+            + " with a dynamic batch axis; see musetag.tag.export",
+            "musetag_version": package.musetag_version,
+        }
+        del proto.metadata_props[:]
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
+
+
+def _export_torchscript(model, package: ModelPackage, out: Path) -> None:
+    import torch
+
+    x = torch.from_numpy(example_input(package, batch=2))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shape checks in the models are constants for one window size
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+    extra = {"musetag.json": json.dumps(package.description(), ensure_ascii=False)}
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, _file_mode())
+    try:
+        torch.jit.save(traced, tmp, _extra_files=extra)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def check_parity(model, package: ModelPackage, path: Path, fmt: str, tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """Max |logit difference| between eager PyTorch and the exported file on random windows
+    (batch sizes 1 and 3, so the dynamic batch axis is exercised)."""
+    import torch
+
+    worst = 0.0
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
+    else:
+        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+
+        def run(x):
+            with torch.no_grad():
+                return loaded(torch.from_numpy(x)).numpy()
+
+    for batch, seed in ((1, 1), (3, 2)):
+        x = example_input(package, batch=batch, seed=seed)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = np.asarray(run(x))
+        if got.shape != ref.shape:
+            raise ModelError(f"{path}: exported graph returns shape {got.shape}, PyTorch {ref.shape}")
+        worst = max(worst, float(np.max(np.abs(got - ref))))
+    if not np.isfinite(worst) or worst > tolerance:
+        raise ModelError(
+            f"{path}: the exported {fmt} graph differs from PyTorch by {worst:.2e} (tolerance {tolerance:g}); "
+            "the model uses an operation the exporter does not translate faithfully. Use the torch backend "
+            "or report the model name"
+        )
+    return worst
+
+
+def _onnx_meta(path: Path) -> dict[str, str]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_for_package(package: ModelPackage, onnx_path: str | os.PathLike | None = None) -> Path:
+    """The ONNX graph for ``package``: ``onnx_path``, else ``model.onnx`` in the package folder,
+    else one exported (with the parity check) into the user cache. Refuses a graph exported from
+    other weights."""
+    candidates = []
+    if onnx_path is not None:
+        candidates.append(Path(onnx_path))
+    elif package.path is not None:
+        candidates.append(default_output(package.path, "onnx"))
+    for path in candidates:
+        if path.is_file():
+            sha = _onnx_meta(path).get("musetag_weights_sha256")
+            if sha != package.sha256:
+                raise ModelError(
+                    f"{path} was exported from other weights (sha256 {str(sha)[:12]}..., package "
+                    f"{package.sha256[:12]}...); re-run `musetag export {package.path} --format onnx`"
+                )
+            return path
+        if onnx_path is not None:
+            raise ModelError(f"ONNX file {path} does not exist; create it with `musetag export MODEL --format onnx`")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "musetag" / "onnx"
+    cached = cache / f"{package.sha256}.onnx"
+    if cached.is_file():
+        return cached
+    log.info("exporting %s to ONNX (cached in %s)", package.model_name, cached)
+    cache.mkdir(parents=True, exist_ok=True)
+    model = package.build_model()
+    _export_onnx(model, package, cached, 18)
+    check_parity(model, package, cached, "onnx")
+    return cached
