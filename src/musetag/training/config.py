@@ -177,9 +177,11 @@ class EarlyStoppingSection:
 
 @dataclass
 class MemberSpec:
-    """One member of a multi-model ensemble: overrides applied to the enclosing config."""
+    """One member of a multi-model ensemble: a shipped recipe (or, without one, the enclosing
+    config) with ``set`` overrides; its outputs are weighted by ``weight``."""
 
     name: str = ""
+    recipe: str = ""
     weight: float = 1.0
     set: dict = field(default_factory=dict)
 
@@ -215,6 +217,7 @@ class TrainConfig:
     coteaching: CoTeachingSection = field(default_factory=CoTeachingSection)
     early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
     members: list = field(default_factory=list)
+    member_sets: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -242,7 +245,7 @@ CHOICES: dict[str, tuple] = {
     "device": ("auto", "cpu", "cuda", "mps", "cuda:N"),
     "amp": ("off", "bf16", "fp16", "auto"),
     "final": FINAL_CHOICES,
-    "data.aggregation": ("mean", "mean_logits", "max"),
+    "data.aggregation": ("mean", "max"),
     "data.label_mode": ("multi", "single"),
     "loss.name": ("auto", "bce", "wbce", "focal", "ce"),
     "optim.name": ("sgd", "adam", "adamw", "amsgrad"),

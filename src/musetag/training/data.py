@@ -59,7 +59,11 @@ class TrainingData:
 
     @property
     def in_channels(self) -> int:
-        return self.feature_config.channels
+        """Channels of the cached features (a mono file under a stereo preset gives 1)."""
+        if getattr(self, "_channels", None) is None:
+            split = self.splits["train"]
+            self._channels = int(self.load("train", 0).shape[0]) if len(split) else self.feature_config.channels
+        return self._channels
 
     @property
     def n_classes(self) -> int:
@@ -124,8 +128,8 @@ def feature_key(feature_config) -> str:
 
 def default_cache_dir(dataset_config, feature_config, run_dir: Path | None) -> Path:
     if dataset_config.cache_dir is not None:
-        return Path(dataset_config.cache_dir)
-    if dataset_config.source is not None:
+        base = Path(dataset_config.cache_dir)
+    elif dataset_config.source is not None:
         base = Path(dataset_config.source).parent / ".musetag-cache"
     else:
         base = Path(run_dir or ".") / "cache"
@@ -343,19 +347,32 @@ def collate(items: list[dict]) -> dict:
             "index": torch.tensor([it["index"] for it in items])}
 
 
-def segments(x: np.ndarray, crop: int, hop: int, max_segments: int = 0) -> np.ndarray:
-    """Cut a track ``(C, F, T)`` / ``(C, S)`` into ``(n, C, F, crop)`` segments every ``hop``
-    (the last one aligned to the end); ``max_segments`` > 0 keeps that many, evenly spaced."""
-    length = x.shape[-1]
-    if crop <= 0 or length <= crop:
-        if crop > 0 and length < crop:
-            pad = [(0, 0)] * (x.ndim - 1) + [(0, crop - length)]
-            x = np.pad(x, pad)
-        return x[None]
-    starts = list(range(0, length - crop + 1, hop))
-    if starts[-1] != length - crop:
-        starts.append(length - crop)
+def segment_starts(n: int, length: int, hop: int, max_segments: int = 0) -> list[int]:
+    """Window starts over ``n`` frames: every ``hop``, plus one zero-padded window covering the tail
+    when the regular ones miss it; ``max_segments`` > 0 keeps that many, evenly spaced. The same
+    rule as ``musetag.tag.tagger.segment_starts`` so tagging sees what validation saw."""
+    if n <= length:
+        starts = [0]
+    else:
+        starts = list(range(0, n - length + 1, hop))
+        last = starts[-1]
+        if last + hop < n and last + length < n:
+            starts.append(last + hop)
     if max_segments and len(starts) > max_segments:
-        pick = np.linspace(0, len(starts) - 1, max_segments).round().astype(int)
+        pick = np.unique(np.round(np.linspace(0, len(starts) - 1, max_segments)).astype(int))
         starts = [starts[i] for i in pick]
-    return np.stack([x[..., s:s + crop] for s in starts])
+    return starts
+
+
+def segments(x: np.ndarray, crop: int, hop: int, max_segments: int = 0) -> np.ndarray:
+    """Cut a track ``(C, F, T)`` / ``(C, S)`` into ``(n, C, F, crop)`` windows (see
+    :func:`segment_starts`; short windows are zero-padded). ``crop`` 0: the whole track."""
+    if crop <= 0:
+        return x[None]
+    out = []
+    for start in segment_starts(x.shape[-1], crop, hop or crop, max_segments):
+        seg = x[..., start:start + crop]
+        if seg.shape[-1] < crop:
+            seg = np.pad(seg, [(0, 0)] * (seg.ndim - 1) + [(0, crop - seg.shape[-1])])
+        out.append(seg)
+    return np.stack(out)

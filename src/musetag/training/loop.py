@@ -112,6 +112,7 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
             "or choose another --out folder"
         )
     if cfg.members:
+        cfg = cfg.replace({"member_sets": list(sets or [])})
         return _run_members(cfg, run_dir, training_data=training_data)
     return _run(cfg, run_dir, resume=False, training_data=training_data)
 
@@ -242,9 +243,7 @@ def _aggregate(logits: torch.Tensor, counts: list[int], how: str, task: str) -> 
     act = (lambda z: torch.softmax(z, dim=-1)) if task == "multiclass" else torch.sigmoid
     rows = []
     for part in torch.split(logits, counts):
-        if how == "mean_logits":
-            rows.append(act(part.mean(dim=0)))
-        elif how == "max":
+        if how == "max":
             rows.append(act(part).max(dim=0).values)
         else:
             rows.append(act(part).mean(dim=0))
@@ -356,13 +355,24 @@ def _train_epoch(epoch: int, *, models, optimizers, schedules, loader, sampler, 
     return loss_sum / max(1e-12, count)
 
 
+class _WithSegments(nn.Module):
+    """Training view of a model with an auxiliary output: AMLAG's MobileNetV2 with self-attention
+    has ``forward_with_segments(x) -> (logits, segment_logits)``; the loss is the sum of the loss
+    on the attention output and on the per-segment MobileNetV2 predictions averaged over segments
+    (as in the paper). Wrapping it as a module keeps DDP's gradient hooks on this forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        logits, segment_logits = self.model.forward_with_segments(x)
+        if segment_logits.dim() == 3:  # (batch, segments, n_classes) -> (batch, n_classes)
+            segment_logits = segment_logits.mean(dim=1)
+        return logits, segment_logits
+
+
 def _forward_train(model: nn.Module, x: torch.Tensor):
-    """Training forward; models with an auxiliary training output (AMLAG's MobileNetV2 with
-    self-attention returns the attention logits and the averaged per-segment logits) expose
-    ``forward_train`` returning a tuple whose losses are summed."""
-    inner = ckpt.unwrap(model)
-    if hasattr(inner, "forward_train") and not isinstance(model, nn.parallel.DistributedDataParallel):
-        return inner.forward_train(x)
     return model(x)
 
 
@@ -470,10 +480,10 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     # -- wrappers: compile, DDP ---------------------------------------------------------------
     train_models = []
     for m in models:
-        wrapped = m
+        wrapped = _WithSegments(m) if hasattr(m, "forward_with_segments") else m
         if dist.enabled:
             wrapped = nn.parallel.DistributedDataParallel(
-                m, device_ids=[device.index] if device.type == "cuda" else None)
+                wrapped, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             wrapped = torch.compile(wrapped)
         train_models.append(wrapped)
@@ -770,10 +780,18 @@ def _run_members(cfg: TrainConfig, run_dir: Path, *, training_data=None) -> RunR
         dump_toml(cfg, run_dir / "config.toml", header=f"resolved musetag ensemble config (recipe: {cfg.recipe or 'custom'})")
     base = cfg.to_dict()
     base["members"] = []
+    base["member_sets"] = []
+    shared = {"data": {"dataset": cfg.data.dataset, "cache_dir": cfg.data.cache_dir}, "device": cfg.device,
+              "amp": cfg.amp, "compile": cfg.compile, "progress": cfg.progress}
     results = []
     for member in cfg.members:
         member_dir = run_dir / "members" / member.name
-        member_cfg = load_config(base, overrides={**_nested_sets(member.set), "out": str(member_dir)})
+        from musetag.training.config import merge, read_recipe
+
+        start = read_recipe(member.recipe) if member.recipe else base
+        member_data = merge(merge(start, shared), _nested_sets(member.set))
+        member_data["out"] = str(member_dir)
+        member_cfg = load_config(member_data, sets=list(cfg.member_sets))
         if (member_dir / "summary.json").exists():
             log.info("member %s already trained", member.name)
         elif (member_dir / "checkpoints" / "last.pt").exists():
