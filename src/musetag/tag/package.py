@@ -92,7 +92,7 @@ class ModelPackage:
     @property
     def segment_length(self) -> int:
         """Segment length in feature frames (mel) or samples (waveform)."""
-        return int(self.segment.get("frames") or self.segment.get("samples"))
+        return int(self.segment.get("frames", self.segment.get("samples")) or 0)
 
     @property
     def segment_hop(self) -> int:
@@ -175,13 +175,13 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     if desc["task"] not in TASKS:
         raise ModelError(f"{where}: task {desc['task']!r} is not one of {', '.join(TASKS)}")
     seg = desc["segment"]
-    length = seg.get("frames") or seg.get("samples") if isinstance(seg, dict) else None
-    if not length or int(length) <= 0:
+    length = seg.get("frames", seg.get("samples")) if isinstance(seg, dict) else None
+    if length is None or int(length) < 0:
         raise ModelError(
-            f"{where}: segment {seg!r} needs a positive 'frames' (or 'samples'); "
+            f"{where}: segment {seg!r} needs 'frames' (or 'samples'): the window length, 0 for whole files; "
             "pass --segment-seconds to `musetag package`"
         )
-    if int(seg.get("hop") or length) <= 0:
+    if int(seg.get("hop") or length or 1) <= 0:
         raise ModelError(f"{where}: segment hop must be positive, found {seg.get('hop')!r}")
     if seg.get("aggregation", "mean") not in AGGREGATIONS:
         raise ModelError(

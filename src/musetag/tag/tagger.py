@@ -197,10 +197,10 @@ class FrontEnd:
         self._stream_extractor = FeatureExtractor(
             dataclasses.replace(self.config, drop_first_frames=0), normalize=normalize
         ).eval()
-        self.length = int(segment.get("frames") or segment.get("samples"))
+        self.length = int(segment.get("frames", segment.get("samples")) or 0)  # 0: the whole file at once
         self.hop = int(segment.get("hop") or self.length)
         self.max_segments = int(segment.get("max_segments") or 0)
-        self.stream_seconds = float(stream_seconds)
+        self.stream_seconds = float(stream_seconds) if self.length else math.inf
         self.block_seconds = float(block_seconds)
         self.last_duration = 0.0
         self._samples = 0
@@ -257,6 +257,8 @@ class FrontEnd:
         audio = self.decode(source, sample_rate)
         duration = audio.shape[-1] / self.sample_rate
         feats = self.features(audio)
+        if self.length == 0:
+            return feats[None], duration
         starts = segment_starts(feats.shape[-1], self.length, self.hop, self.max_segments)
         return np.stack([_window(feats, s, self.length) for s in starts]), duration
 
