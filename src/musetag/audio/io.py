@@ -20,7 +20,6 @@ import numpy as np
 import soundfile as sf
 
 from musetag.audio.ops import resample as _resample
-from musetag.audio.ops import to_mono
 from musetag.errors import AudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -28,6 +27,7 @@ AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 # A decoded length more than this much shorter than the header announces means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
 _TRUNCATION_TOLERANCE_FRAC = 0.02
+_MP3_PREROLL_FRAMES = 16 * 1152  # 16 MPEG-1 Layer III frames
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,7 @@ def _decode_with_ffmpeg(
             f"({detail[-1] if detail else 'no output'}); the file is probably truncated or corrupt"
         )
     data, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), int(sr)
+    return data, int(sr)  # (frames, channels)
 
 
 # ---------------------------------------------------------------------------------------- public
@@ -247,7 +247,7 @@ def audio_info(source: AudioSource) -> AudioInfo:
     kind = _ffmpeg_container(src)
     if kind is not None:
         data, sr = _decode_with_ffmpeg(src, name, kind, 0.0, None)
-        return AudioInfo(sr, data.shape[0], data.shape[1], data.shape[1] / sr, kind.upper(), "ffmpeg")
+        return AudioInfo(sr, data.shape[1], data.shape[0], data.shape[0] / sr, kind.upper(), "ffmpeg")
     with _open_soundfile(src, name) as f:
         frames = int(f.frames)
         return AudioInfo(int(f.samplerate), int(f.channels), frames, frames / f.samplerate, f.format, f.subtype)
@@ -285,13 +285,13 @@ def load_audio(
     if kind is not None:
         data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
     else:
-        data, sr = _read_soundfile(src, name, offset, duration)
-    if data.shape[1] == 0:
+        data, sr = _read_soundfile(src, name, offset, duration)  # (frames, channels)
+    if data.shape[0] == 0:
         raise AudioError(
             f"{name}: no audio samples decoded"
             + (f" from {offset:.2f} s on (the file is shorter)" if offset > 0 else " (the file holds no audio frames)")
         )
-    audio = to_mono(data) if mono else data
+    audio = _downmix_frames(data) if mono else np.ascontiguousarray(data.T)
     if sample_rate is not None and int(sample_rate) != sr:
         audio = _resample(audio, sr, int(sample_rate), method=resample_method)
         sr = int(sample_rate)
@@ -310,10 +310,14 @@ def _read_soundfile(
                 f"{name}: offset {offset:.2f} s is past the end of the audio ({total / sr:.2f} s); use a smaller offset"
             )
         want = -1 if duration is None else max(1, int(round(duration * sr)))
+        # libsndfile's MP3 decoder (mpg123) can return silence for the first frames after a seek
+        # (bit reservoir not primed): seek a little earlier and drop the pre-roll.
+        preroll = min(start, _MP3_PREROLL_FRAMES) if f.format == "MP3" else 0
         try:
             if start:
-                f.seek(start)
-            data = f.read(frames=want, dtype="float32", always_2d=True)
+                f.seek(start - preroll)
+            data = f.read(frames=want if want < 0 else want + preroll, dtype="float32", always_2d=True)
+            data = data[preroll:]
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
     expected = (total - start) if want < 0 else min(want, total - start)
@@ -325,7 +329,18 @@ def _read_soundfile(
         )
     if not np.isfinite(data).all():
         raise AudioError(f"{name}: the decoded samples contain NaN or infinity; the file is corrupt, re-encode it")
-    return np.ascontiguousarray(data.T), sr
+    return data, sr
+
+
+def _downmix_frames(data: np.ndarray) -> np.ndarray:
+    """``(frames, channels)`` -> ``(frames,)`` channel average (column adds: much faster than mean(axis=1))."""
+    channels = data.shape[1]
+    out = np.array(data[:, 0], dtype=np.float32, copy=True)
+    for c in range(1, channels):
+        out += data[:, c]
+    if channels > 1:
+        out *= np.float32(1.0 / channels)
+    return out
 
 
 def stream_blocks(
@@ -384,7 +399,7 @@ def _stream_soundfile(
 ) -> Iterator[np.ndarray]:
     import soxr
 
-    from musetag.audio.ops import _SOXR_QUALITY
+    from musetag.audio.ops import _SOXR_QUALITY, LinearResampler
 
     with _open_soundfile(source, name) as f:
         in_sr = int(f.samplerate)
@@ -395,8 +410,7 @@ def _stream_soundfile(
         resampler = None
         if out_sr != in_sr:
             if resample_method not in _SOXR_QUALITY:
-                # linear interpolation has no state worth streaming: resample each read exactly
-                resampler = "linear"
+                resampler = LinearResampler(in_sr, out_sr)
             else:
                 resampler = soxr.ResampleStream(
                     in_sr, out_sr, channels, dtype="float32", quality=_SOXR_QUALITY[resample_method]
@@ -404,21 +418,17 @@ def _stream_soundfile(
         read_frames = max(4096, int(block * in_sr / out_sr))
         buf = np.zeros((channels, 0), dtype=np.float32)
         emitted_any = False
-        linear_pos = 0.0  # next output sample position in input samples (linear method)
-        linear_tail = np.zeros((channels, 0), dtype=np.float32)
         while True:
             try:
                 raw = f.read(frames=read_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
             last = raw.shape[0] < read_frames
-            chunk = raw.T
-            if mono:
-                chunk = to_mono(chunk)[None, :]
+            chunk = _downmix_frames(raw)[None, :] if mono else raw.T
             if resampler is None:
                 out = chunk
-            elif resampler == "linear":
-                out, linear_pos, linear_tail = _linear_stream(chunk, linear_tail, linear_pos, in_sr / out_sr, last)
+            elif isinstance(resampler, LinearResampler):
+                out = resampler.process(chunk, last=last)
             else:
                 out = resampler.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T
             if out.shape[1]:
@@ -433,27 +443,6 @@ def _stream_soundfile(
             yield _shape(buf, mono)
         elif not emitted_any:
             raise AudioError(f"{name}: no audio samples decoded (the file holds no audio frames)")
-
-
-def _linear_stream(chunk, tail, pos, step, last):
-    """Linear-interpolation resampling across chunk boundaries (same result as resampling at once)."""
-    data = np.concatenate([tail, chunk], axis=1)
-    n = data.shape[1]
-    # emit output positions strictly below `bound`; until the last chunk the right neighbour of a
-    # position must already be here
-    bound = n if last else n - 1
-    count = int(np.ceil((bound - pos) / step)) if bound > pos else 0
-    if count <= 0:
-        return np.zeros((data.shape[0], 0), np.float32), pos, data
-    p = pos + step * np.arange(count)
-    p = np.minimum(p, n - 1)
-    left = np.floor(p).astype(np.int64)
-    right = np.minimum(left + 1, n - 1)
-    frac = (p - left).astype(np.float32)
-    out = data[:, left] + frac * (data[:, right] - data[:, left])
-    new_pos = pos + step * count
-    keep_from = min(int(np.floor(new_pos)), n)
-    return out, new_pos - keep_from, data[:, keep_from:]
 
 
 def _shape(block: np.ndarray, mono: bool) -> np.ndarray:

@@ -60,17 +60,51 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, *, method: str = "
 
 
 def _resample_linear(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    # Output sample n sits at input position n * orig_sr / target_sr (the first output sample is
-    # the first input sample), as in libsamplerate's linear converter. The output length is
-    # ceil(n_in * ratio); libsamplerate may emit one sample less at the very end.
-    n_in = audio.shape[-1]
-    n_out = int(np.ceil(n_in * target_sr / orig_sr))
-    pos = np.arange(n_out, dtype=np.float64) * (orig_sr / target_sr)
-    pos = np.minimum(pos, n_in - 1)
-    left = np.floor(pos).astype(np.int64)
-    right = np.minimum(left + 1, n_in - 1)
-    frac = (pos - left).astype(np.float32)
-    return (audio[..., left] + frac * (audio[..., right] - audio[..., left])).astype(np.float32, copy=False)
+    return LinearResampler(orig_sr, target_sr).process(audio, last=True)
+
+
+class LinearResampler:
+    """Linear-interpolation resampling, chunk by chunk, equal to libsamplerate's ``SRC_LINEAR``.
+
+    libsamplerate's linear converter puts output sample ``n`` at input position
+    ``n * orig_sr / target_sr - 1`` (one input sample of delay; before the first sample it holds
+    the first sample's value) and emits ``ceil(n_in * target_sr / orig_sr)`` samples in total.
+    Feeding the signal in chunks gives exactly the same samples as one call.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        self.step = orig_sr / target_sr
+        self.ratio = target_sr / orig_sr
+        self.pos = -1.0  # next output position, relative to the first sample held in self.tail
+        self.tail: np.ndarray | None = None
+        self.consumed = 0  # input samples seen
+        self.emitted = 0  # output samples produced
+
+    def process(self, chunk: np.ndarray, *, last: bool = False) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype=np.float32)
+        data = chunk if self.tail is None else np.concatenate([self.tail, chunk], axis=-1)
+        self.consumed += chunk.shape[-1]
+        n = data.shape[-1]
+        if last:
+            count = int(np.ceil(self.consumed * self.ratio - 1e-9)) - self.emitted
+        else:
+            # only positions whose right neighbour has arrived: pos + k * step < n - 1
+            count = int(np.ceil((n - 1 - self.pos) / self.step)) if n - 1 > self.pos else 0
+        count = max(0, count)
+        if n == 0 or count == 0:
+            self.tail = data
+            return np.zeros(data.shape[:-1] + (0,), dtype=np.float32)
+        pos = np.clip(self.pos + self.step * np.arange(count), 0.0, n - 1)
+        left = np.floor(pos).astype(np.int64)
+        right = np.minimum(left + 1, n - 1)
+        frac = (pos - left).astype(np.float32)
+        out = data[..., left] + frac * (data[..., right] - data[..., left])
+        self.emitted += count
+        new_pos = self.pos + self.step * count
+        keep_from = int(min(max(np.floor(new_pos), 0), n))
+        self.tail = data[..., keep_from:]
+        self.pos = new_pos - keep_from
+        return out.astype(np.float32, copy=False)
 
 
 def crop(audio: np.ndarray, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:

@@ -42,8 +42,16 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
 def analysis_window(config: FeatureConfig) -> np.ndarray:
     """The ``n_fft``-long window: ``win_length`` samples of ``config.window`` centred in zeros."""
     win_length = config.win_length or config.n_fft
-    window = librosa.filters.get_window(config.window, win_length, fftbins=config.window_periodic)
-    return librosa.util.pad_center(window.astype(np.float32), size=config.n_fft)
+    if config.window in ("hann", "hann_window"):
+        # numpy directly: scipy.signal.get_window (librosa's path) costs seconds of import time
+        n = win_length + 1 if config.window_periodic else win_length
+        window = np.hanning(n)[:win_length] if n > 1 else np.ones(1)
+    else:
+        import scipy.signal
+
+        window = scipy.signal.get_window(config.window, win_length, fftbins=config.window_periodic)
+    left = (config.n_fft - win_length) // 2
+    return np.pad(window.astype(np.float32), (left, config.n_fft - win_length - left))
 
 
 class FeatureExtractor(nn.Module):

@@ -1,0 +1,330 @@
+"""musetag.audio: decoding real and generated files, seeking, uploads, resampling, streaming, errors."""
+from __future__ import annotations
+
+import io
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import shared_path
+from musetag.audio import audio_info, chunks, load_audio, resample, stream_blocks, to_mono
+from musetag.audio.ops import LinearResampler
+from musetag.errors import AudioError, MusetagError
+
+SR = 44100
+
+
+def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def peak_hz(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * sr / len(x))
+
+
+@pytest.fixture
+def stereo_wav(tmp_path):
+    left, right = tone(440, 3.0), tone(880, 3.0, amp=0.25)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), SR, subtype="FLOAT")
+    return path, left, right
+
+
+@pytest.fixture
+def mp3_file(tmp_path):
+    """A real MP3 encoded here (libsndfile + LAME), 4 s of a 440 Hz tone, stereo."""
+    x = tone(440, 4.0)
+    path = tmp_path / "tone.mp3"
+    sf.write(path, np.stack([x, x], axis=1), SR, format="MP3", subtype="MPEG_LAYER_III")
+    return path
+
+
+# ------------------------------------------------------------------------------- decoding
+def test_wav_mono_and_stereo_layout(stereo_wav):
+    path, left, right = stereo_wav
+    stereo, sr = load_audio(path, mono=False)
+    assert sr == SR and stereo.shape == (2, len(left)) and stereo.dtype == np.float32
+    np.testing.assert_array_equal(stereo[0], left)
+    np.testing.assert_array_equal(stereo[1], right)
+    mono, _ = load_audio(path)
+    assert mono.shape == (len(left),)
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-7)
+
+
+def test_flac_round_trip_and_info(tmp_path):
+    x = tone(1000, 2.0, sr=48000)
+    path = tmp_path / "a.flac"
+    sf.write(path, x, 48000, subtype="PCM_24")
+    info = audio_info(path)
+    assert (info.sample_rate, info.channels, info.frames, info.format) == (48000, 1, 96000, "FLAC")
+    assert info.duration == pytest.approx(2.0)
+    y, sr = load_audio(path)
+    assert sr == 48000
+    np.testing.assert_allclose(y, x, atol=2e-7)  # 24-bit quantisation
+
+
+def test_generated_mp3_and_ogg_decode(tmp_path, mp3_file):
+    y, sr = load_audio(mp3_file)
+    assert sr == SR and abs(len(y) - 4 * SR) < SR // 10
+    assert peak_hz(y[SR : 2 * SR], SR) == pytest.approx(440, abs=2)
+    ogg = tmp_path / "tone.ogg"
+    sf.write(ogg, tone(660, 2.0), SR, format="OGG", subtype="VORBIS")
+    y, sr = load_audio(ogg, sample_rate=22050)
+    assert sr == 22050 and abs(len(y) - 2 * 22050) <= 1
+    assert peak_hz(y, sr) == pytest.approx(660, abs=2)
+
+
+@pytest.mark.shared
+def test_real_mp3_and_ogg():
+    mp3 = sorted(shared_path("jamendo-songs", "mp3").glob("*.mp3"))[0]
+    info = audio_info(mp3)
+    assert info.sample_rate == 44100 and info.channels == 2 and 140 < info.duration < 200
+    y, sr = load_audio(mp3, sample_rate=12000, offset=60, duration=10)
+    assert sr == 12000 and y.shape == (120000,) and 0.01 < np.abs(y).max() <= 1.0
+    ogg = shared_path("misc", "Kevin_MacLeod_-_Vibe_Ace.ogg")
+    info = audio_info(ogg)
+    assert info.format == "OGG" and info.duration == pytest.approx(61.5, abs=0.2)
+    y, sr = load_audio(ogg, mono=False, duration=5)
+    assert y.shape == (info.channels, 5 * info.sample_rate)
+
+
+@pytest.mark.shared
+def test_non_ascii_real_file_name():
+    names = [p for p in shared_path("jamendo-songs", "mp3").glob("*.mp3") if not p.name.isascii()]
+    assert names, "the shared songs include non-ASCII names"
+    y, sr = load_audio(names[0], duration=2)
+    assert y.shape == (2 * sr,)
+
+
+def test_non_ascii_path(tmp_path):
+    folder = tmp_path / "musique_é_音楽"
+    folder.mkdir()
+    path = folder / "Séculaire_Nÿme_ß.flac"
+    sf.write(path, tone(440, 1.0), SR)
+    y, sr = load_audio(path)
+    assert len(y) == SR
+    assert audio_info(str(path)).frames == SR
+
+
+# -------------------------------------------------------------------------------- seeking
+def test_offset_duration_seek_instead_of_full_decode(tmp_path, monkeypatch):
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 20 * SR).astype(np.float32)
+    path = tmp_path / "long.wav"
+    sf.write(path, x, SR, subtype="FLOAT")
+    seeks, reads = [], []
+    real_seek, real_read = sf.SoundFile.seek, sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "seek", lambda self, frames, *a, **k: seeks.append(frames) or real_seek(self, frames, *a, **k))
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, *a, **k: reads.append(frames) or real_read(self, frames, *a, **k))
+    y, _ = load_audio(path, offset=12.5, duration=1.0)
+    assert seeks[0] == int(12.5 * SR) and reads == [SR]  # seek, then decode only one second
+    np.testing.assert_array_equal(y, x[int(12.5 * SR) : int(13.5 * SR)])
+
+
+def test_mp3_seek_matches_full_decode(mp3_file):
+    full, _ = load_audio(mp3_file)
+    for offset in (0.1, 0.3, 1.5, 2.9):
+        part, _ = load_audio(mp3_file, offset=offset, duration=1.0)
+        np.testing.assert_allclose(part, full[int(offset * SR) : int(offset * SR) + SR], atol=1e-6)
+
+
+def test_offset_past_end_is_an_error(stereo_wav):
+    with pytest.raises(AudioError, match="past the end"):
+        load_audio(stereo_wav[0], offset=10)
+
+
+# ------------------------------------------------------------------------ bytes and files
+def test_bytes_file_objects_and_streams_decode_alike(stereo_wav, mp3_file):
+    for path in (stereo_wav[0], mp3_file):
+        ref, sr = load_audio(path)
+        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            from_file, _ = load_audio(fh)
+
+        class Unseekable(io.RawIOBase):
+            def __init__(self, payload):
+                self._buf = io.BytesIO(payload)
+
+            def readable(self):
+                return True
+
+            def seekable(self):
+                return False
+
+            def readinto(self, b):
+                return self._buf.readinto(b)
+
+        for other in (load_audio(data)[0], load_audio(io.BytesIO(data))[0], from_file, load_audio(Unseekable(data))[0]):
+            np.testing.assert_array_equal(other, ref)
+
+
+# ------------------------------------------------------------------------------ resampling
+def test_soxr_resample_keeps_pitch_and_length():
+    x = tone(440, 2.0)
+    for target in (12000, 22050, 48000):
+        y = resample(x, SR, target)
+        assert y.dtype == np.float32 and abs(len(y) - 2 * target) <= 1
+        assert peak_hz(y, target) == pytest.approx(440, abs=1)
+    stereo = np.stack([x, tone(880, 2.0)])
+    y = resample(stereo, SR, 16000)
+    assert y.shape == (2, 32000)
+    assert peak_hz(y[1], 16000) == pytest.approx(880, abs=1)
+
+
+def test_linear_resampler_matches_libsamplerate_src_linear():
+    samplerate = pytest.importorskip("samplerate")  # python binding of libsamplerate, Essentia's resampler
+    x = np.random.default_rng(1).standard_normal(30011).astype(np.float32)
+    for orig, target in ((44100, 12000), (48000, 12000), (22050, 44100)):
+        ref = samplerate.resample(x, target / orig, "linear").astype(np.float32)
+        ours = resample(x, orig, target, method="linear")
+        assert len(ours) == len(ref)
+        np.testing.assert_allclose(ours, ref, atol=1e-6)
+        # fed in chunks, the same samples come out
+        r = LinearResampler(orig, target)
+        parts = [r.process(x[i : i + 1000], last=i + 1000 >= len(x)) for i in range(0, len(x), 1000)]
+        np.testing.assert_allclose(np.concatenate(parts), ours, atol=1e-6)
+
+
+def test_to_mono_chunks():
+    stereo = np.stack([np.ones(10, np.float32), np.zeros(10, np.float32)])
+    np.testing.assert_array_equal(to_mono(stereo), np.full(10, 0.5, np.float32))
+    parts = list(chunks(np.arange(10, dtype=np.float32), 4, 3))
+    assert [p.tolist() for p in parts] == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    parts = list(chunks(np.arange(10, dtype=np.float32), 4))
+    assert parts[-1].tolist() == [8, 9, 0, 0]
+    assert list(chunks(np.arange(3, dtype=np.float32), 4))[0].tolist() == [0, 1, 2, 0]
+
+
+# ------------------------------------------------------------------------------- streaming
+@pytest.mark.parametrize("method", ["soxr_hq", "linear"])
+def test_stream_blocks_equal_whole_decode(stereo_wav, method):
+    path = stereo_wav[0]
+    whole, _ = load_audio(path, sample_rate=12000, resample_method=method)
+    blocks = list(stream_blocks(path, 0.5, sample_rate=12000, resample_method=method))
+    assert all(len(b) == 6000 for b in blocks[:-1])
+    np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-5)
+    overlapped = list(stream_blocks(path, 1.0, sample_rate=12000, overlap_seconds=0.5, resample_method=method))
+    np.testing.assert_allclose(overlapped[1][:6000], overlapped[0][6000:])
+    stereo_blocks = list(stream_blocks(path, 1.0, mono=False))
+    assert stereo_blocks[0].shape == (2, SR)
+
+
+@pytest.mark.slow
+def test_stream_blocks_three_hour_file_bounded_memory(tmp_path):
+    """A 3-hour recording streams in blocks with a small, length-independent memory peak."""
+    sr, hours = 4000, 3
+    path = tmp_path / "three_hours.wav"
+    block = np.tile(tone(440, 60.0, sr=sr), 1)
+    with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as fh:
+        for _ in range(hours * 60):
+            fh.write(block)
+    assert audio_info(path).duration == pytest.approx(hours * 3600)
+    whole_bytes = hours * 3600 * sr * 4  # what load_audio would hold as float32: 173 MB
+    tracemalloc.start()
+    try:
+        n, total = 0, 0
+        for b in stream_blocks(path, 30.0, sample_rate=2000):
+            n += 1
+            total += len(b)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == hours * 120 and total == hours * 3600 * 2000
+    assert peak < 8 * 2**20 < whole_bytes / 20, f"peak {peak / 2**20:.1f} MiB"
+
+
+# --------------------------------------------------------------------------------- errors
+def test_missing_file(tmp_path):
+    with pytest.raises(AudioError, match="not found") as err:
+        load_audio(tmp_path / "nope.mp3")
+    assert "nope.mp3" in str(err.value)
+    assert isinstance(err.value, MusetagError)
+
+
+def test_empty_file_and_empty_upload(tmp_path):
+    path = tmp_path / "empty.mp3"
+    path.write_bytes(b"")
+    with pytest.raises(AudioError, match=r"empty.mp3: the file is empty"):
+        load_audio(path)
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(b"")
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(io.BytesIO())
+
+
+def test_truncated_mp3(tmp_path, mp3_file):
+    data = mp3_file.read_bytes()
+    half = tmp_path / "half.mp3"
+    half.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match=r"half.mp3: the file is truncated.*re-download"):
+        load_audio(half)
+    stub = tmp_path / "stub.mp3"
+    stub.write_bytes(data[:300])
+    with pytest.raises(AudioError, match=r"stub.mp3: .*(truncated or corrupt|not a recognised)"):
+        load_audio(stub)
+
+
+@pytest.mark.shared
+def test_truncated_real_mp3(tmp_path):
+    song = sorted(shared_path("jamendo-songs", "mp3").glob("*.mp3"))[0]
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(song.read_bytes()[:1_000_000])
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(cut)
+
+
+def test_random_bytes_and_text_renamed_mp3(tmp_path):
+    noise = tmp_path / "noise.mp3"
+    noise.write_bytes(np.random.default_rng(0).bytes(20000))
+    with pytest.raises(AudioError, match=r"noise.mp3: not a recognised audio format"):
+        load_audio(noise)
+    text = tmp_path / "notes.mp3"
+    text.write_text("These are my lyrics, not a song.\n" * 50, encoding="utf-8")
+    with pytest.raises(AudioError, match=r"notes.mp3: this is a text file, not audio"):
+        load_audio(text)
+    with pytest.raises(AudioError, match=r"upload.mp3: this is a text file"):
+        load_audio(_named(text.read_bytes(), "upload.mp3"))
+
+
+def _named(data: bytes, name: str) -> io.BytesIO:
+    buf = io.BytesIO(data)
+    buf.name = name
+    return buf
+
+
+def test_m4a_needs_ffmpeg(tmp_path, monkeypatch):
+    m4a = tmp_path / "song.m4a"
+    m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isomiso2" + b"\x00" * 2000)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(AudioError, match=r"song.m4a: MP4/M4A .*ffmpeg is not on PATH.*install ffmpeg"):
+        load_audio(m4a)
+
+
+def test_m4a_through_ffmpeg_when_available(tmp_path):
+    import shutil
+    import subprocess
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg not installed")
+    wav = tmp_path / "a.wav"
+    sf.write(wav, tone(440, 2.0), SR)
+    m4a = tmp_path / "a.m4a"
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
+    y, sr = load_audio(m4a, sample_rate=22050)
+    assert sr == 22050 and peak_hz(y[:22050], sr) == pytest.approx(440, abs=2)
+
+
+def test_directory_is_not_audio(tmp_path):
+    with pytest.raises(AudioError, match="is a directory"):
+        load_audio(tmp_path)
+
+
+def test_silence_is_valid(tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(SR, np.float32), SR)
+    y, sr = load_audio(path, sample_rate=12000)
+    assert y.shape == (12000,) and not y.any()
