@@ -38,7 +38,10 @@ from musetag.errors import ConfigError, DatasetError, MusetagError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingTable", "EmbedReport", "read_embeddings", "write_embeddings", "embed_files", "side_files"]
+__all__ = [
+    "Embedder", "EmbeddingTable", "EmbedReport", "embed_files", "load_embedder", "read_embeddings", "side_files",
+    "write_embeddings",
+]
 
 FORMAT = "musetag-embeddings"
 FORMAT_VERSION = 1
@@ -168,3 +171,279 @@ def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     if vectors.ndim != 2 or len(vectors) != len(paths):
         raise DatasetError(f"{path}: {len(paths)} tracks listed but {vectors.shape} vectors; the files do not belong together")
     return EmbeddingTable(paths=paths, vectors=vectors.astype(np.float32, copy=False), meta=meta)
+
+
+# ------------------------------------------------------------------------------------ extraction
+
+
+def _embedder_class():
+    """:class:`Embedder` is built on first use so that importing this module does not load torch."""
+    if "Embedder" in globals():
+        return globals()["Embedder"]
+    from musetag.tag.tagger import Tagger, _TorchRunner
+
+    class _FeatureRunner(_TorchRunner):
+        def __call__(self, batch: np.ndarray) -> np.ndarray:
+            torch = self.torch
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+                return self.model.forward_features(x).float().cpu().numpy()
+
+    class _Embedder(Tagger):
+        """A :class:`~musetag.tag.Tagger` whose network output is the pooled penultimate layer.
+
+        It decodes, computes features, segments (streaming long files) and parallelises exactly as
+        the tagger; each segment's ``forward_features`` vector is averaged over the track.
+        ``embed(source)`` returns that vector; ``tag_many`` yields results whose ``scores_array``
+        is the vector (``status`` as for tagging).
+        """
+
+        def __init__(self, package, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any) -> None:
+            super().__init__(package, backend="torch", batch_size=batch_size, device=device, **kwargs)
+            if not hasattr(self.model, "forward_features"):
+                raise MusetagError(f"model {package.model_name!r} has no forward_features(); it cannot embed")
+            self.runner = _FeatureRunner(self.model, device)
+            self.tags = []
+
+        def score_segments(self, segments, *, path=None, duration=None):
+            total, n = None, 0
+            for i in range(0, len(segments), self.batch_size):
+                feats = self.runner(segments[i : i + self.batch_size]).astype(np.float64)
+                total = feats.sum(0) if total is None else total + feats.sum(0)
+                n += len(feats)
+            return self._result((total / n).astype(np.float32), path, duration, n)
+
+        def _tag_stream(self, path):
+            total, n = None, 0
+            for segs in self.front.stream_segments(path):
+                for i in range(0, len(segs), self.batch_size):
+                    feats = self.runner(segs[i : i + self.batch_size]).astype(np.float64)
+                    total = feats.sum(0) if total is None else total + feats.sum(0)
+                    n += len(feats)
+            return self._result((total / n).astype(np.float32), path, self.front.last_duration, n)
+
+        def embed(self, source: Any, sample_rate: int | None = None) -> np.ndarray:
+            """The embedding of one file (path, bytes, file object) or array (``sample_rate`` needed)."""
+            return self.tag(source, sample_rate).scores_array
+
+        @property
+        def dim(self) -> int:
+            return int(getattr(self.model, "num_features", 0))
+
+    _Embedder.__name__ = _Embedder.__qualname__ = "Embedder"
+    _Embedder.__module__ = __name__
+    globals()["Embedder"] = _Embedder
+    return _Embedder
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Embedder":
+        return _embedder_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any):
+    """An :class:`Embedder` from a package path (or a loaded ``ModelPackage``, or an Embedder)."""
+    cls = _embedder_class()
+    if isinstance(model, cls):
+        return model
+    from musetag.tag.package import ModelPackage, load_package
+
+    package = model if isinstance(model, ModelPackage) else load_package(model)
+    return cls(package, batch_size=batch_size, device=device, **kwargs)
+
+
+@dataclass
+class EmbedReport:
+    """What :func:`embed_files` did."""
+
+    out: Path
+    total: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    dim: int = 0
+
+    @property
+    def tracks_per_second(self) -> float:
+        return self.ok / self.wall_seconds if self.wall_seconds else 0.0
+
+    def summary(self) -> str:
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        return (
+            f"{self.out}: {self.ok} embedded ({self.dim}-d), {self.failed} failed, {self.skipped} already done "
+            f"({self.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time, {self.tracks_per_second:.2f} tracks/s)"
+        )
+
+
+def _read_errors(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["path"]: row.get("error", "") for row in csv.DictReader(f) if row.get("path")}
+
+
+def _write_errors(path: Path, errors: dict[str, str]) -> None:
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["path", "error"])
+        for p in sorted(errors):
+            w.writerow([p, errors[p]])
+    os.replace(tmp, path)
+
+
+class _Chunks:
+    """Finished tracks saved every few tracks under ``<out>.partial/`` (a kill loses at most one chunk)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.paths: list[str] = []
+        self.vectors: list[np.ndarray] = []
+
+    def read(self) -> tuple[list[str], list[np.ndarray]]:
+        paths, vecs = [], []
+        for f in sorted(self.folder.glob("chunk-*.npz")) if self.folder.is_dir() else []:
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    paths.extend(str(p) for p in z["paths"])
+                    vecs.extend(np.asarray(z["vectors"], dtype=np.float32))
+            except (OSError, ValueError, KeyError):
+                log.warning("%s: unreadable partial chunk (an interrupted write); its tracks are embedded again", f)
+        return paths, vecs
+
+    def add(self, path: str, vector: np.ndarray) -> None:
+        self.paths.append(path)
+        self.vectors.append(vector)
+
+    def flush(self) -> None:
+        if not self.paths:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n = len(list(self.folder.glob("chunk-*.npz")))
+        target = self.folder / f"chunk-{n:06d}.npz"
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".chunk-", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, paths=np.asarray(self.paths, dtype=str), vectors=np.stack(self.vectors))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        self.paths, self.vectors = [], []
+
+
+def embed_files(
+    model: Any,
+    paths: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    recursive: bool = False,
+    shard: Any = None,
+    workers: int = 0,
+    batch_size: int = 32,
+    device: str = "cpu",
+    retry_errors: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+    flush_every: int = 64,
+) -> EmbedReport:
+    """Embed every audio file under ``paths`` into ``out`` (``.npy`` or ``.parquet``).
+
+    ``model``: a model package (path) or an :class:`Embedder`. Files and folders are listed as
+    ``musetag tag`` lists them; ``shard`` (``"I/N"`` or a :class:`musetag.shard.Shard`) keeps this
+    worker's part. Failed files go to ``<name>.errors.csv`` and never stop the run; finished tracks
+    are saved to ``<out>.partial/`` every ``flush_every`` tracks, so a killed run resumes where it
+    stopped (``resume=False`` starts over); ``retry_errors`` embeds failed files again.
+    """
+    from tqdm.auto import tqdm
+
+    from musetag import __version__
+    from musetag.shard import Shard, collect_shard_files, parse_shard
+
+    out = Path(out)
+    _check_ext(out)
+    if out.suffix.lower() == ".parquet":
+        _pyarrow()
+    shard = shard if isinstance(shard, Shard) else parse_shard(shard)
+    embedder = load_embedder(model, batch_size=batch_size, device=device)
+    package = embedder.package
+    side = side_files(out)
+    files = collect_shard_files(paths, shard, recursive=recursive)
+    report = EmbedReport(out=out, total=len(files), dim=embedder.dim)
+
+    done: dict[str, tuple[str, np.ndarray]] = {}  # abspath -> (path as listed, vector)
+    errors = _read_errors(side["errors"]) if resume else {}
+    if retry_errors:
+        errors = {}
+    if resume and out.exists():
+        table = read_embeddings(out)
+        if table.meta.get("model_sha256") not in (None, package.sha256):
+            raise ConfigError(
+                f"{out} holds embeddings of another model (sha256 {str(table.meta.get('model_sha256'))[:12]}...); "
+                "choose another --out, or delete it to start over"
+            )
+        for p, v in zip(table.paths, table.vectors):
+            done[os.path.abspath(p)] = (p, v)
+    elif not resume:
+        shutil.rmtree(side["partial"], ignore_errors=True)
+    chunks = _Chunks(side["partial"])
+    for p, v in zip(*chunks.read()):
+        done[os.path.abspath(p)] = (p, v)
+    error_keys = {os.path.abspath(p) for p in errors}
+    todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
+    report.skipped = len(files) - len(todo)
+    if report.skipped:
+        log.info("%s: %d of %d files already done, skipping them", out, report.skipped, len(files))
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="file", disable=not progress, dynamic_ncols=True, desc="embed")
+    try:
+        for result in embedder.tag_many(todo, workers=workers):
+            path = str(result.path)
+            vec = result.scores_array
+            if result.ok and vec is not None and np.all(np.isfinite(vec)):
+                chunks.add(path, vec)
+                done[os.path.abspath(path)] = (path, vec)
+                errors.pop(path, None)
+                report.ok += 1
+                report.audio_seconds += result.duration or 0.0
+                if len(chunks.paths) >= flush_every:
+                    chunks.flush()
+            else:
+                message = result.status if not result.ok else f"{path}: the embedding has NaN/inf values"
+                errors[path] = message
+                report.failed += 1
+                bar.write(f"error: {message}")
+                _write_errors(side["errors"], errors)
+            bar.update(1)
+            bar.set_postfix(ok=report.ok, failed=report.failed, refresh=False)
+    finally:
+        bar.close()
+        chunks.flush()
+    report.wall_seconds = time.perf_counter() - start
+
+    rows = sorted(done.values(), key=lambda pv: pv[0])
+    vectors = np.stack([v for _, v in rows]) if rows else np.zeros((0, max(1, report.dim)), np.float32)
+    meta = {
+        "model": package.model_name,
+        "model_args": package.model_args,
+        "model_package": str(Path(package.path).resolve()) if package.path else None,
+        "model_sha256": package.sha256,
+        "layer": "forward_features",
+        "pooling": "mean over the tagger's segments",
+        "segment": package.segment,
+        "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
+        "shard": str(shard) if not shard.is_whole else None,
+        "musetag_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if rows:
+        report.dim = int(vectors.shape[1])
+    write_embeddings(out, [p for p, _ in rows], vectors, meta)
+    _write_errors(side["errors"], errors)
+    shutil.rmtree(side["partial"], ignore_errors=True)
+    return report

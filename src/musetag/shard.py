@@ -41,6 +41,8 @@ __all__ = [
     "select_shard",
     "distributed_shard",
     "shard_output_path",
+    "collect_shard_files",
+    "torchrun_device",
     "merge_outputs",
     "MergeReport",
 ]
@@ -164,6 +166,40 @@ def select_shard(
         return items
     keyf = key or (lambda item: shard_key(item, root))  # type: ignore[arg-type]
     return [item for item in items if shard.contains(keyf(item))]
+
+
+def collect_shard_files(
+    paths: Iterable[str | os.PathLike], shard: Shard | str | None, *, recursive: bool = False,
+) -> list[str]:
+    """The audio files of ``paths`` (files and folders, as ``musetag tag`` lists them) that belong to
+    ``shard``. A file found in a folder is keyed relative to that folder, a file named directly by
+    its normalised path, so machines that mount the catalogue at different places agree."""
+    from musetag.tag.batch import collect_audio_files
+
+    if not isinstance(shard, Shard):
+        shard = parse_shard(shard)
+    out: list[str] = []
+    seen: set[str] = set()
+    for path in paths:
+        root = path if Path(path).is_dir() else None
+        for f in collect_audio_files([path], recursive=recursive):
+            key = os.path.abspath(f)
+            if key in seen:
+                continue
+            seen.add(key)
+            if shard.is_whole or shard.contains(shard_key(f, root)):
+                out.append(f)
+    return out
+
+
+def torchrun_device(default: str = "cpu") -> str:
+    """``cuda:LOCAL_RANK`` under torchrun when CUDA is available, else ``default``."""
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return default
 
 
 def shard_output_path(out: str | os.PathLike, shard: Shard) -> Path:

@@ -426,3 +426,66 @@ def read_tag_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
         raise DatasetError(f"{path}: no numeric tag-score columns; write scores (not only decisions) with musetag tag")
     df = df.dropna(subset=tags)
     return [str(p) for p in df[key]], tags, df[tags].to_numpy(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- queries
+
+
+def parse_tag_weights(text: str) -> dict[str, float]:
+    """``"happy,-sad,calm:0.5"`` -> ``{"happy": 1.0, "sad": -1.0, "calm": 0.5}``."""
+    weights: dict[str, float] = {}
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        sign = -1.0 if item.startswith("-") else 1.0
+        item = item.lstrip("+-")
+        name, sep, w = item.rpartition(":")
+        if not sep:
+            name, w = item, "1"
+        try:
+            weight = float(w)
+        except ValueError:
+            raise ConfigError(f"--tags {text!r}: weight {w!r} of {name!r} is not a number (write tag:0.5)") from None
+        weights[name] = weights.get(name, 0.0) + sign * weight
+    if not weights:
+        raise ConfigError("--tags is empty: give tags such as happy,energetic or happy,-sad")
+    return weights
+
+
+def find_similar(
+    index: SimilarityIndex, query: Any, *, k: int = 10, embedder: Any = None, sample_rate: int | None = None,
+) -> list[Match]:
+    """Tracks of ``index`` closest to ``query``: a track of the index (its stored vector is used and
+    it is left out of the results), or audio (path, bytes, file object or array with
+    ``sample_rate``) embedded with ``embedder`` (:func:`musetag.embed.load_embedder`; by default the
+    model package recorded in the index)."""
+    if isinstance(query, (str, os.PathLike)) and str(query) in index:
+        return index.search_track(str(query), k)
+    if embedder is None:
+        embedder = embedder_for(index)
+    vector = embedder.embed(query, sample_rate)
+    exclude = [str(query)] if isinstance(query, (str, os.PathLike)) else None
+    return index.search(vector, k, exclude=exclude)  # type: ignore[return-value]
+
+
+def embedder_for(index: SimilarityIndex, model: str | os.PathLike | None = None, **kwargs: Any) -> Any:
+    """The :class:`~musetag.embed.Embedder` of the model that built ``index`` (or ``model``), after
+    checking that its checksum is the one recorded in the index."""
+    from musetag.embed import load_embedder
+
+    path = model or index.meta.get("model_package")
+    if not path:
+        raise ConfigError("the index does not record its model package; pass it with --model PACKAGE")
+    if not Path(path).exists():
+        raise ConfigError(
+            f"the index was built with the model package {path}, which is not here; pass its new place with --model"
+        )
+    embedder = load_embedder(path, **kwargs)
+    recorded = index.meta.get("model_sha256")
+    if recorded and embedder.package.sha256 != recorded:
+        raise ConfigError(
+            f"model package {path} is not the one that built the index (sha256 {embedder.package.sha256[:12]}... vs "
+            f"{str(recorded)[:12]}...); embed the catalogue again with this model or pass the right --model"
+        )
+    return embedder

@@ -1,0 +1,52 @@
+"""``musetag embed MODEL PATH... --out embeddings.npy|.parquet``: one vector per track."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "embed",
+        help="write one embedding vector per track (for similarity search and downstream models)",
+        description=(
+            "Embed audio files with a model package: the pooled penultimate layer (forward_features) on "
+            "the tagger's segments, averaged over the track. Files are listed, decoded and segmented as "
+            "`musetag tag` does; a failing file is recorded in NAME.errors.csv and never stops the run; "
+            "running again with the same --out resumes (finished tracks are saved to OUT.partial/ as the "
+            "run goes). --shard I/N keeps one part of the catalogue (merge the parts with `musetag "
+            "merge`); under torchrun each process embeds its share on its own GPU."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`)")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files and/or folders")
+    p.add_argument("--out", "-o", required=True,
+                   help="embeddings file: .npy (+ NAME.tracks.csv, NAME.meta.json) or .parquet")
+    p.add_argument("--recursive", "-r", action="store_true", help="also embed files in subfolders")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="embed only part I of N (1-based) of the file list; deterministic by relative path")
+    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
+                   help="decoding processes (0 = decode in this process)")
+    p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
+    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)")
+    p.add_argument("--retry-errors", action="store_true", help="embed again files that failed before")
+    p.add_argument("--restart", action="store_true", help="ignore earlier partial results and start over")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musetag.embed import embed_files
+    from musetag.shard import distributed_shard, parse_shard, shard_output_path, torchrun_device
+
+    shard = distributed_shard(parse_shard(args.shard))
+    out = shard_output_path(args.out, shard)
+    report = embed_files(
+        args.model, args.paths, out, recursive=args.recursive, shard=shard, workers=args.workers,
+        batch_size=args.batch_size, device=args.device or torchrun_device(), retry_errors=args.retry_errors,
+        resume=not args.restart, progress=not args.no_progress,
+    )
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.ok or not report.failed else 1

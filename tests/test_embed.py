@@ -1,0 +1,180 @@
+"""`musetag embed` and `musetag similar` on generated audio with a small random model package."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musetag.cli import main
+from musetag.errors import ConfigError
+
+SR = 16000
+
+
+def _features():
+    from musetag.features import get_preset
+
+    cfg = get_preset("fusion64").to_dict()
+    cfg.update(sample_rate=SR, mono=True, n_fft=512, hop_length=256)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    import torch
+
+    from musetag.models import create_model
+    from musetag.tag.package import save_package
+
+    torch.manual_seed(0)
+    model = create_model("simplecnn", n_classes=3)
+    out = tmp_path_factory.mktemp("pkg") / "model"
+    return save_package(
+        out, model_name="simplecnn", model_args=model.musetag_config["args"], state_dict=model.state_dict(),
+        features=_features(), tags=["happy", "sad", "calm"], task="multilabel",
+        segment={"frames": 32, "hop": 16, "aggregation": "mean"},
+    )
+
+
+def _tone(freq, seconds=1.5, noise=0.0, seed=0):
+    t = np.arange(int(seconds * SR)) / SR
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.normal(size=t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def music(tmp_path_factory):
+    root = tmp_path_factory.mktemp("music")
+    (root / "low").mkdir()
+    (root / "high").mkdir()
+    for i in range(3):
+        sf.write(root / "low" / f"low{i}.wav", _tone(110 * (1 + 0.02 * i), seed=i), SR)
+        sf.write(root / "high" / f"high{i}.flac", _tone(3000 * (1 + 0.02 * i), noise=0.05, seed=i), SR)
+    (root / "high" / "broken.mp3").write_bytes(b"this is not audio")
+    return root
+
+
+def test_embedding_is_the_mean_of_the_tagger_segments_features(package, music):
+    import torch
+
+    from musetag.embed import load_embedder
+
+    embedder = load_embedder(package)
+    path = music / "low" / "low0.wav"
+    vec = embedder.embed(path)
+    assert vec.shape == (embedder.model.num_features,) and vec.dtype == np.float32
+    segments, _ = embedder.front.segments(path)
+    assert len(segments) > 1  # 1.5 s at 62.5 frames/s in windows of 32 hop 16
+    with torch.no_grad():
+        expected = embedder.model.forward_features(torch.from_numpy(segments)).mean(0).numpy()
+    np.testing.assert_allclose(vec, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ext", [".npy", ".parquet"])
+def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext, capsys):
+    if ext == ".parquet":
+        pytest.importorskip("pyarrow")
+    from musetag.embed import read_embeddings, side_files
+
+    out = tmp_path / f"emb{ext}"
+    args = ["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    table = read_embeddings(out)
+    assert len(table) == 6 and table.paths == sorted(table.paths)
+    assert table.meta["model"] == "simplecnn" and table.meta["dim"] == table.vectors.shape[1]
+    errors = side_files(out)["errors"].read_text()
+    assert "broken.mp3" in errors
+    assert "6 embedded" in capsys.readouterr().err
+    # a second run does nothing new and leaves the same file
+    assert main(args) == 0
+    assert "0 embedded" in capsys.readouterr().err
+    again = read_embeddings(out)
+    assert again.paths == table.paths and np.array_equal(again.vectors, table.vectors)
+
+
+def test_an_interrupted_run_resumes_from_its_partial_chunks(package, music, tmp_path):
+    from musetag.embed import embed_files, load_embedder, read_embeddings, side_files
+
+    out = tmp_path / "emb.npy"
+    embedder = load_embedder(package)
+    calls = {"n": 0}
+    original = embedder.score_segments
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # a kill after three files
+        return original(*a, **k)
+
+    embedder.score_segments = dying
+    with pytest.raises(KeyboardInterrupt):
+        embed_files(embedder, [music], out, recursive=True, flush_every=1, progress=False)
+    assert not out.exists() and len(list(side_files(out)["partial"].glob("chunk-*.npz"))) == 3
+    embedder.score_segments = original
+    report = embed_files(embedder, [music], out, recursive=True, progress=False)
+    assert report.skipped == 4  # three saved tracks and the broken file (listed first, sorted)
+    assert report.ok == 3
+    assert len(read_embeddings(out)) == 6 and not side_files(out)["partial"].exists()
+
+
+def test_sharded_embedding_merges_to_the_single_run(package, music, tmp_path):
+    from musetag.embed import embed_files, read_embeddings
+    from musetag.shard import merge_outputs
+
+    embed_files(package, [music], tmp_path / "all.npy", recursive=True, progress=False)
+    parts = []
+    for i in (1, 2, 3):
+        part = tmp_path / f"part{i}.npy"
+        embed_files(package, [music], part, recursive=True, shard=f"{i}/3", progress=False)
+        parts.append(part)
+    sizes = [len(read_embeddings(p)) for p in parts]
+    assert sum(sizes) == 6
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged.npy")]) == 0
+    merged, single = read_embeddings(tmp_path / "merged.npy"), read_embeddings(tmp_path / "all.npy")
+    assert merged.paths == single.paths
+    np.testing.assert_allclose(merged.vectors, single.vectors, rtol=1e-5, atol=1e-6)
+    assert "broken.mp3" in (tmp_path / "merged.errors.csv").read_text()
+
+
+def test_similar_command_finds_tracks_that_sound_alike(package, music, tmp_path, capsys):
+    out = tmp_path / "emb.npy"
+    assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    query = tmp_path / "query.wav"
+    sf.write(query, _tone(112), SR)  # a new low tone: its neighbours are the low tones
+    assert main(["similar", str(out), str(query), "--k", "3", "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [m["rank"] for m in found["matches"]] == [1, 2, 3]
+    assert all("/low/" in m["path"] for m in found["matches"])
+    # a track of the index as the query: itself excluded
+    indexed = str(music / "high" / "high0.flac")
+    assert main(["similar", str(out), indexed, "--k", "2", "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [m["path"] for m in found["matches"]] and indexed not in [m["path"] for m in found["matches"]]
+    assert all("/high/" in m["path"] for m in found["matches"])
+    # the index saved with --save-index loads the same
+    assert main(["similar", str(out), str(query), "--k", "3", "--save-index", str(tmp_path / "idx")]) == 0
+    table_out = capsys.readouterr().out
+    assert "low" in table_out
+    assert main(["similar", str(tmp_path / "idx"), str(query), "--k", "3", "--format", "json"]) == 0
+    assert all("/low/" in m["path"] for m in json.loads(capsys.readouterr().out)["matches"])
+
+
+def test_mood_search_from_tag_scores(package, music, tmp_path, capsys):
+    scores = tmp_path / "tags.csv"
+    assert main(["tag", str(package), str(music), "-r", "--out", str(scores), "--workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["similar", str(scores), "--tags", "happy,-sad", "--k", "2", "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)["matches"]
+    assert len(found) == 2
+    query = music / "low" / "low1.wav"
+    assert main(["similar", str(scores), str(query), "--mood", "--k", "2", "--model", str(package),
+                 "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)["matches"]
+    assert str(query) not in [m["path"] for m in found]
+    with pytest.raises(ConfigError):
+        from musetag.similarity import MoodIndex
+
+        MoodIndex.from_file(scores).search_tags("joyful")
