@@ -101,7 +101,8 @@ class FeatureExtractor(nn.Module):
             wave = wave.unsqueeze(1)  # (batch, 1, samples)
         if wave.dim() != 3:
             raise ValueError(f"expected (batch, samples) or (batch, channels, samples), got {tuple(wave.shape)}")
-        wave = wave.to(torch.float32)
+        # float32 by default; float64 after ``.double()`` (the buffers set the precision)
+        wave = wave.to(self.mel_basis.dtype if cfg.kind == "mel" else torch.float32)
         if cfg.mono:
             if wave.shape[1] != 1:
                 wave = wave.mean(dim=1, keepdim=True)
