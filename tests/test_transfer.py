@@ -1,0 +1,178 @@
+"""Transfer learning: weights from runs, checkpoints, packages and foreign files (musetag.transfer)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from musetag.errors import ConfigError, ModelError
+from musetag.models import create_model
+from musetag.transfer import (
+    StageFreezer,
+    init_from,
+    list_key_mappings,
+    load_source,
+    model_from_source,
+    model_stages,
+    transfer_weights,
+)
+
+
+def _source(n_classes=4, seed=1):
+    torch.manual_seed(seed)
+    model = create_model("simplecnn", n_classes=n_classes)
+    with torch.no_grad():  # make every tensor distinguishable from a fresh init
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+        for name, b in model.named_buffers():
+            if "running" in name:
+                b.add_(torch.rand_like(b))
+    return model
+
+
+def _body_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("classifier."))
+
+
+@pytest.mark.parametrize("form", ["state_dict.pt", "wrapped.pt", "weights.safetensors", "checkpoint.pt", "package"])
+def test_every_source_form_loads_the_body_and_recreates_the_classifier(tmp_path, form):
+    from safetensors.torch import save_file
+
+    from musetag.tag.package import save_package
+
+    src = _source()
+    sd = src.state_dict()
+    path = tmp_path / form
+    if form == "state_dict.pt":
+        torch.save(sd, path)
+    elif form == "wrapped.pt":  # DDP / AveragedModel wrapper inside a foreign training state
+        torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    elif form == "weights.safetensors":
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    elif form == "checkpoint.pt":
+        torch.save({"model": src.musetag_config, "state_dict": sd, "tags": list("abcd"), "task": "multilabel"}, path)
+    else:
+        save_package(path, model_name="simplecnn", model_args=src.musetag_config["args"], state_dict=sd,
+                     features={"kind": "mel", "sample_rate": 16000}, tags=list("abcd"), task="multilabel",
+                     segment={"frames": 64})
+    target = create_model("simplecnn", n_classes=6)
+    fresh_head = target.classifier.weight.detach().clone()
+    report = transfer_weights(target, path, tags=list("uvwxyz"))
+    assert _body_equal(src, target)
+    assert torch.equal(target.classifier.weight, fresh_head)
+    assert set(report.skipped_classifier) == {"classifier.weight", "classifier.bias"}
+    assert report.not_initialised == ["classifier.weight", "classifier.bias"]
+    assert 0.9 < report.fraction_loaded < 1.0
+    assert "classifier re-created" in report.summary()
+
+
+def test_shared_tags_keep_their_classifier_rows(tmp_path):
+    src = _source(n_classes=4)
+    torch.save({"model": src.musetag_config, "state_dict": src.state_dict(), "tags": ["a", "b", "c", "d"]},
+               tmp_path / "c.pt")
+    target = create_model("simplecnn", n_classes=3)
+    fresh = target.classifier.weight.detach().clone()
+    report = transfer_weights(target, tmp_path / "c.pt", tags=["c", "new", "a"])
+    w, sw = target.classifier.weight, src.classifier.weight
+    assert torch.equal(w[0], sw[2]) and torch.equal(w[2], sw[0]) and torch.equal(w[1], fresh[1])
+    assert torch.equal(target.classifier.bias[0], src.classifier.bias[2])
+    assert report.classifier_rows["classifier.weight"] == ["c", "a"]
+    # the same tags in the same order: the classifier is kept whole
+    same = create_model("simplecnn", n_classes=4)
+    transfer_weights(same, tmp_path / "c.pt", tags=["a", "b", "c", "d"])
+    assert torch.equal(same.classifier.weight, sw)
+
+
+def test_imagenet_style_weights_go_through_the_timm_mapping(tmp_path):
+    from musetag._compat import import_timm
+
+    timm = import_timm()
+    torch.manual_seed(0)
+    imagenet = timm.create_model("mobilenetv3_small_050", num_classes=1000, in_chans=3)  # RGB stem, 1000 classes
+    torch.save(imagenet.state_dict(), tmp_path / "mobilenetv3_small_050.pth")
+    target = create_model("timm:mobilenetv3_small_050", n_classes=5, in_channels=1)
+    with pytest.raises(ModelError, match="--init-map"):  # bare timm names do not match musetag's by themselves
+        transfer_weights(target, tmp_path / "mobilenetv3_small_050.pth")
+    report = transfer_weights(target, tmp_path / "mobilenetv3_small_050.pth", key_map="timm")
+    stem = imagenet.conv_stem.weight
+    assert report.adapted == ["body.conv_stem.weight"]
+    torch.testing.assert_close(target.body.conv_stem.weight, stem.sum(dim=1, keepdim=True))
+    assert torch.equal(target.body.blocks[2][0].conv_pw.weight, imagenet.blocks[2][0].conv_pw.weight)
+    assert "body.classifier.weight" in report.unused  # the ImageNet head has no place here
+    assert report.fraction_loaded > 0.9
+
+
+def test_prefix_and_user_mappings(tmp_path):
+    src = _source()
+    foreign = {f"encoder.{k}": v for k, v in src.state_dict().items()}
+    torch.save({"state_dict": foreign}, tmp_path / "other_toolkit.ckpt")
+    target = create_model("simplecnn", n_classes=4)
+    transfer_weights(target, tmp_path / "other_toolkit.ckpt", key_map="prefix:encoder.=")
+    assert _body_equal(src, target)
+    (tmp_path / "mymap.py").write_text(
+        "def rename(state_dict, model):\n"
+        "    return {k.replace('encoder.', '', 1): v for k, v in state_dict.items()}\n"
+    )
+    target2 = create_model("simplecnn", n_classes=4)
+    transfer_weights(target2, tmp_path / "other_toolkit.ckpt", key_map=f"{tmp_path / 'mymap.py'}:rename")
+    assert _body_equal(src, target2)
+    target3 = create_model("simplecnn", n_classes=4)
+    transfer_weights(target3, foreign, key_map=lambda sd, model: {k[8:]: v for k, v in sd.items()})
+    assert _body_equal(src, target3)
+    assert {"none", "strip-wrappers", "lightning", "timm"} <= set(list_key_mappings())
+    with pytest.raises(ConfigError, match="unknown key mapping"):
+        transfer_weights(target3, foreign, key_map="no-such-map")
+
+
+def test_bad_sources_say_what_to_do(tmp_path):
+    target = create_model("simplecnn", n_classes=4)
+    with pytest.raises(ModelError, match="Nothing is downloaded"):
+        transfer_weights(target, tmp_path / "missing.pt")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelError, match="unknown weights format"):
+        transfer_weights(target, tmp_path / "notes.txt")
+    (tmp_path / "broken.pt").write_bytes(b"not a pickle")
+    with pytest.raises(ModelError, match="broken.pt"):
+        transfer_weights(target, tmp_path / "broken.pt")
+    torch.save(create_model("resnet18", n_classes=4).state_dict(), tmp_path / "resnet.pt")
+    with pytest.raises(ModelError, match="no weight matches"):
+        transfer_weights(target, tmp_path / "resnet.pt")
+
+
+def test_model_from_source_rebuilds_the_architecture_for_new_tags(tmp_path):
+    src = _source()
+    torch.save({"model": src.musetag_config, "state_dict": src.state_dict()}, tmp_path / "c.pt")
+    model = model_from_source(tmp_path / "c.pt", n_classes=9)
+    assert model.musetag_config["name"] == "simplecnn" and model.classifier.out_features == 9
+    assert load_source(tmp_path / "c.pt").kind == "checkpoint"
+
+
+def test_freezing_the_first_stages_for_some_epochs():
+    src = _source()
+    model = create_model("simplecnn", n_classes=3)
+    report, freezer = init_from(model, src.state_dict(), freeze_stages=2, freeze_epochs=1)
+    names = [n for n, _ in model_stages(model)]
+    assert report.frozen_stages == names[:2] == freezer.stage_names
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    x = torch.randn(4, *model.default_input.shape[:2], 96)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step(epoch):
+        model.train()
+        assert freezer.apply(epoch) == (epoch < 1)
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+
+    step(0)
+    after = model.state_dict()
+    frozen = [k for k in after if k.startswith(("features.0.", "features.1."))]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)  # weights and BN statistics
+    assert not torch.equal(after["features.2.0.weight"], before["features.2.0.weight"])
+    assert freezer.trainable_parameters() < sum(p.numel() for p in model.parameters())
+    step(1)  # unfrozen from the second epoch
+    assert not torch.equal(model.state_dict()["features.0.0.weight"], before["features.0.0.weight"])
+    assert all(p.requires_grad for p in model.parameters())
+    with pytest.raises(ConfigError, match="at most 4"):
+        StageFreezer(model, 5)
