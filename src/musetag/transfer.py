@@ -584,8 +584,9 @@ class StageFreezer:
     """Freeze the first ``n_stages`` stages for the first ``epochs`` epochs (None: always).
 
     Frozen parameters get ``requires_grad = False`` (no gradient is computed, optimisers skip them)
-    and frozen batch-norm layers stay in eval mode (their running statistics keep the pretrained
-    values). Call :meth:`apply` with the 0-based epoch after ``model.train()`` in every epoch.
+    and frozen batch-norm layers run in eval mode even while the model trains (a forward pre-hook),
+    so their running statistics keep the pretrained values. Call :meth:`apply` with the 0-based
+    epoch at the start of every epoch (before or after ``model.train()``).
     """
 
     def __init__(self, model: nn.Module, n_stages: int, epochs: int | None = None) -> None:
@@ -605,6 +606,10 @@ class StageFreezer:
         self._modules = [m for _, m in stages[:n_stages]]
         self._params = [p for m in self._modules for p in m.parameters()]
         self._trainable = [p.requires_grad for p in self._params]
+        self._norms = [
+            sub for m in self._modules for sub in m.modules() if isinstance(sub, nn.modules.batchnorm._BatchNorm)
+        ]
+        self._hooks: list[Any] = []
         self.frozen = False
 
     def is_frozen_at(self, epoch: int) -> bool:
@@ -613,19 +618,25 @@ class StageFreezer:
     def apply(self, epoch: int) -> bool:
         """Freeze or unfreeze for ``epoch`` (0-based); returns whether the stages are frozen."""
         frozen = self.is_frozen_at(epoch)
-        if frozen != self.frozen:
-            for p, trainable in zip(self._params, self._trainable):
-                p.requires_grad_(trainable and not frozen)
-                if frozen:
-                    p.grad = None
-            log.info("%s stages %s (epoch %d)", "froze" if frozen else "unfroze", ", ".join(self.stage_names), epoch)
-            self.frozen = frozen
+        if frozen == self.frozen:
+            return frozen
+        for p, trainable in zip(self._params, self._trainable):
+            p.requires_grad_(trainable and not frozen)
+            if frozen:
+                p.grad = None
         if frozen:
-            for m in self._modules:
-                for sub in m.modules():
-                    if isinstance(sub, nn.modules.batchnorm._BatchNorm):
-                        sub.eval()
+            self._hooks = [m.register_forward_pre_hook(_eval_mode) for m in self._norms]
+        else:
+            for h in self._hooks:
+                h.remove()
+            self._hooks = []
+        log.info("%s stages %s (epoch %d)", "froze" if frozen else "unfroze", ", ".join(self.stage_names), epoch + 1)
+        self.frozen = frozen
         return frozen
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def _eval_mode(module: nn.Module, inputs: Any) -> None:
+    module.training = False  # a frozen batch norm normalises with (and keeps) its running statistics
