@@ -178,3 +178,35 @@ def test_mood_search_from_tag_scores(package, music, tmp_path, capsys):
         from musetag.similarity import MoodIndex
 
         MoodIndex.from_file(scores).search_tags("joyful")
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl"])
+def test_sharded_tagging_merges_to_the_single_run(package, music, tmp_path, ext):
+    from musetag.tag.writers import read_results
+
+    base = ["tag", str(package), str(music), "-r", "--workers", "0", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / f"all{ext}")]) == 0
+    parts = [tmp_path / f"part{i}{ext}" for i in (1, 2)]
+    for i, part in enumerate(parts, 1):
+        assert main([*base, "--shard", f"{i}/2", "--out", str(part)]) == 0
+    sizes = [len(read_results(p)) for p in parts]
+    assert sum(sizes) == 7 and all(sizes)  # six tones and the broken file, each in exactly one shard
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / f"merged{ext}")]) == 0
+    single = sorted(read_results(tmp_path / f"all{ext}"), key=lambda r: r["path"])
+    merged = read_results(tmp_path / f"merged{ext}")
+    assert [r["path"] for r in merged] == [r["path"] for r in single]
+    assert merged == single
+
+
+def test_torchrun_ranks_write_their_own_parts(package, music, tmp_path, monkeypatch):
+    from musetag.tag.writers import read_results
+
+    for rank in (0, 1):  # what torchrun --nproc_per_node=2 sets in each process
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert main(["tag", str(package), str(music), "-r", "--workers", "0", "--no-progress",
+                     "--out", str(tmp_path / "tags.csv")]) == 0
+    parts = sorted(tmp_path.glob("tags.rank-*-of-2.csv"))
+    assert [p.name for p in parts] == ["tags.rank-0-of-2.csv", "tags.rank-1-of-2.csv"]
+    assert sum(len(read_results(p)) for p in parts) == 7

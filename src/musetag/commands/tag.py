@@ -38,25 +38,36 @@ def register(subparsers) -> None:
     p.add_argument("--stream-minutes", type=float, default=10.0,
                    help="files longer than this are decoded in blocks (bounded memory)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="tag only part I of N (1-based) of the file list, chosen by a stable hash of each file's "
+                        "path relative to its folder, so N machines or array-job tasks split a catalogue without "
+                        "overlap; join the outputs with `musetag merge`. Under torchrun each process takes its "
+                        "share (and its own GPU) and writes OUT with a .rank-R-of-W suffix")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from musetag.errors import ConfigError
-    from musetag.tag.batch import collect_audio_files, tag_files
+    from musetag.tag.batch import tag_files
     from musetag.tag.tagger import Tagger
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    from musetag.shard import collect_shard_files, distributed_shard, parse_shard, shard_output_path, torchrun_device
+
+    shard = distributed_shard(parse_shard(args.shard))
+    if args.out is not None:
+        args.out = str(shard_output_path(args.out, shard))
     tagger = Tagger.from_package(
         args.model,
         backend=args.backend,
         threshold=args.threshold,
         batch_size=args.batch_size,
         stream_seconds=args.stream_minutes * 60.0,
+        **({"device": torchrun_device()} if args.backend == "torch" else {}),
     )
     if args.out is None:
-        files = collect_audio_files(args.paths, recursive=args.recursive)
+        files = collect_shard_files(args.paths, shard, recursive=args.recursive)
         failed = 0
         for result in tagger.tag_many(files, workers=args.workers):
             if result.ok:
@@ -75,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
+        shard=shard,
     )
     speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
     print(

@@ -69,15 +69,23 @@ def tag_files(
     top_k: int = 5,
     retry_errors: bool = False,
     progress: bool = True,
+    shard=None,
 ) -> TagSummary:
     """Tag every file under ``paths`` into ``out`` (.csv, .json or .jsonl).
 
     Files already in ``out`` are skipped (``retry_errors`` tags failed ones again); each result is
     written as soon as it is known, so a killed run loses at most the files in flight.
+    ``shard`` (``"I/N"`` or a :class:`musetag.shard.Shard`) tags only that part of the file list
+    (see :mod:`musetag.shard`; merge the parts with ``musetag merge``).
     """
     from tqdm.auto import tqdm
 
-    files = collect_audio_files(paths, recursive=recursive)
+    if shard is None:
+        files = collect_audio_files(paths, recursive=recursive)
+    else:
+        from musetag.shard import collect_shard_files
+
+        files = collect_shard_files(paths, shard, recursive=recursive)
     meta = {"model": {"name": tagger.package.model_name, "package": str(tagger.package.path), "sha256": tagger.package.sha256}}
     summary = TagSummary(total=len(files))
     start = time.perf_counter()
