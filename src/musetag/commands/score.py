@@ -1,0 +1,95 @@
+"""``musetag score``: the official MediaEval result table for a prediction matrix."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score predictions with the official MediaEval metrics",
+        description=(
+            "Prints and writes the official MediaEval table (ROC-AUC and PR-AUC macro/micro on the scores; "
+            "precision, recall and F-score macro/micro on boolean decisions). Decisions come from --decisions, "
+            "or are tuned per tag (maximum F1) on validation with --thresholds-from VAL_PRED.npy VAL_GT.npy. "
+            "Example: musetag score test.npy --groundtruth groundtruth.npy --thresholds-from val.npy val_gt.npy "
+            "--out results.tsv"),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("predictions", help="NPY file of scores (tracks x tags)")
+    p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
+    p.add_argument("--tags", help="tag list, one per line (names tags in warnings and --per-tag)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--decisions", "-d", help="NPY file of boolean decisions (tracks x tags)")
+    src.add_argument("--thresholds-from", nargs=2, metavar=("VAL_PRED", "VAL_GT"),
+                     help="tune per-tag F1-optimal thresholds on these validation predictions and ground truth")
+    src.add_argument("--thresholds", help="thresholds file (tag<TAB>value per line) to apply")
+    p.add_argument("--out", "-o", help="write the table here (TSV, official format)")
+    p.add_argument("--save-decisions", help="with --thresholds-from/--thresholds: write the boolean decisions (NPY)")
+    p.add_argument("--per-tag", action="store_true", help="also print per-tag PR-AUC and ROC-AUC")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="add 95%% bootstrap confidence intervals for ROC-AUC/PR-AUC macro from N resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--ci-method", default="percentile", choices=["percentile", "basic"],
+                   help="bootstrap interval: percentile, or basic (corrects the upward bias of AP on resamples)")
+    p.add_argument("--json", help="write everything (table, per-tag, thresholds, intervals) as JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from musetag.evaluate import evaluate, format_table, load_array, load_tags, save_thresholds, write_table
+
+    pred = load_array(args.predictions, "predictions")
+    gt = load_array(args.groundtruth, "ground truth")
+    tags = load_tags(args.tags) if args.tags else None
+    kw = {}
+    if args.decisions:
+        kw["decisions"] = load_array(args.decisions, "decisions")
+    elif args.thresholds_from:
+        kw["thresholds_from"] = (load_array(args.thresholds_from[0], "validation predictions"),
+                                 load_array(args.thresholds_from[1], "validation ground truth"))
+    elif args.thresholds:
+        from musetag.evaluate import load_thresholds
+
+        kw["thresholds"] = load_thresholds(args.thresholds)[1]
+    result = evaluate(pred, gt, tags=tags, **kw)
+    table = result["table"]
+    print(format_table(table), end="")
+    if args.bootstrap:
+        from musetag.evaluate.stats import bootstrap_ci
+
+        ci = bootstrap_ci(gt, pred, n_resamples=args.bootstrap, seed=args.seed, method=args.ci_method,
+                          progress=True)
+        result["bootstrap"] = ci
+        for name, row in ci.items():
+            print(f"{name}\t{row['value']:.6f}\t95% CI [{row['low']:.6f}, {row['high']:.6f}]  "
+                  f"({args.bootstrap} resamples, {row['method']}; resample mean {row['mean']:.6f})")
+    if args.per_tag:
+        rows = sorted(result["per_tag"], key=lambda r: -(r["pr_auc"] if r["pr_auc"] is not None else -1))
+        print(f"{'tag':40s} {'PR-AUC':>8s} {'ROC-AUC':>8s} {'pos':>5s}")
+        for r in rows:
+            pr = f"{r['pr_auc']:.4f}" if r["pr_auc"] is not None else "-"
+            roc = f"{r['roc_auc']:.4f}" if r["roc_auc"] is not None else "-"
+            print(f"{r['tag']:40s} {pr:>8s} {roc:>8s} {r['positives']:5d}")
+    if args.out:
+        write_table(table, args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    if "thresholds" in result and args.out:
+        th_path = Path(args.out).with_name(Path(args.out).stem + "_thresholds.txt")
+        save_thresholds(result["thresholds"], th_path, tags)
+    if args.save_decisions:
+        import numpy as np
+
+        if "thresholds" not in result:
+            from musetag.errors import ConfigError
+
+            raise ConfigError("--save-decisions needs --thresholds-from or --thresholds")
+        from musetag.evaluate import apply_thresholds
+
+        np.save(args.save_decisions, apply_thresholds(pred, result["thresholds"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0

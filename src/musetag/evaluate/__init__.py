@@ -1,0 +1,125 @@
+"""Evaluation identical to the official MediaEval scoring, decision thresholds, ensembles,
+bootstrap statistics, reports and submissions.
+
+``evaluate(predictions, targets, task="multilabel")`` is the one-call entry point (exposed as
+``musetag.evaluate_predictions``)::
+
+    from musetag.evaluate import evaluate
+    result = evaluate(test_pred, test_gt, tags=tags, thresholds_from=(val_pred, val_gt))
+    result["table"]["PR-AUC-macro"]
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from musetag.errors import EvaluationError
+from musetag.evaluate.metrics import (
+    TABLE_ROWS,
+    EvaluationWarning,
+    aggregate_segments,
+    average_precision_per_tag,
+    format_table,
+    mediaeval_table,
+    multiclass_metrics,
+    per_tag_scores,
+    pr_auc_macro,
+    read_table,
+    roc_auc_per_tag,
+    write_table,
+)
+from musetag.evaluate.thresholds import apply_thresholds, fit_thresholds, load_thresholds, save_thresholds
+
+__all__ = [
+    "evaluate", "mediaeval_table", "format_table", "write_table", "read_table", "TABLE_ROWS",
+    "per_tag_scores", "average_precision_per_tag", "roc_auc_per_tag", "pr_auc_macro",
+    "multiclass_metrics", "aggregate_segments", "fit_thresholds", "apply_thresholds",
+    "save_thresholds", "load_thresholds", "load_array", "load_tags", "EvaluationWarning",
+]
+
+
+def load_array(path: str | Path, what: str = "array") -> np.ndarray:
+    """``np.load`` with errors that name the file and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise EvaluationError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise EvaluationError(f"{what}: {path} is a folder; pass the .npy file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any decode failure is the same user error
+        raise EvaluationError(f"{what}: cannot read {path} as a NumPy .npy file ({exc}); "
+                              "save it with numpy.save") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        raise EvaluationError(f"{what}: {path} is an .npz archive; save a single array with numpy.save")
+    return arr
+
+
+def load_tags(path: str | Path) -> list[str]:
+    """Tag names, one per line (the official ``moodtheme_split.txt``); a TSV takes the first column."""
+    path = Path(path)
+    if not path.exists():
+        raise EvaluationError(f"tag list not found: {path}")
+    tags = [line.rstrip("\r").split("\t")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    tags = [t for t in tags if t]
+    if len(set(tags)) != len(tags):
+        raise EvaluationError(f"{path}: the tag list has duplicates")
+    return tags
+
+
+def evaluate(predictions, targets, *, task: str = "multilabel", tags: Sequence[str] | None = None,
+             decisions=None, thresholds=None, thresholds_from: tuple | None = None) -> dict:
+    """Score predictions against ground truth.
+
+    Multilabel (``task="multilabel"``): ``predictions`` ``(tracks, tags)`` scores, ``targets``
+    multi-hot. Returns ``{"task", "table" (the official MediaEval rows), "per_tag" (list of
+    dicts), "excluded_tags", "thresholds" (when decisions were derived), "n_tracks"}``. Decisions
+    come from ``decisions`` (boolean matrix), or ``thresholds`` (one per tag), or are tuned on
+    ``thresholds_from=(validation_predictions, validation_targets)`` as in MediaEval.
+
+    Multiclass (``task="multiclass"``): ``targets`` class indices, ``predictions`` scores
+    ``(tracks, classes)`` or indices; returns accuracy, balanced accuracy, macro-F1 and the
+    confusion matrix (plus one-vs-rest ROC-AUC when scores are given).
+    """
+    if task == "multiclass":
+        out = {"task": task, **multiclass_metrics(targets, predictions, classes=tags)}
+        p = np.asarray(predictions)
+        if p.ndim == 2:
+            onehot = np.eye(p.shape[1], dtype=bool)[_class_indices(targets)]
+            auc = roc_auc_per_tag(onehot, p.astype(np.float64))
+            out["roc_auc_macro"] = float(np.nanmean(auc)) if np.isfinite(auc).any() else None
+        out["n_tracks"] = int(len(p))
+        return out
+    if task != "multilabel":
+        raise EvaluationError(f"unknown task {task!r}: use 'multilabel' or 'multiclass'")
+    if sum(x is not None for x in (decisions, thresholds, thresholds_from)) > 1:
+        raise EvaluationError("give only one of decisions, thresholds or thresholds_from")
+    th = None
+    if thresholds_from is not None:
+        val_pred, val_gt = thresholds_from
+        th = fit_thresholds(val_pred, val_gt, tags=tags)
+    elif thresholds is not None:
+        th = np.asarray(thresholds, dtype=np.float64)
+    if th is not None:
+        decisions = apply_thresholds(predictions, th)
+    gt = np.asarray(targets)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = mediaeval_table(targets, predictions, decisions, tags=tags)
+    for w in caught:  # re-emit so callers see them once, from here
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    per_tag = per_tag_scores(targets, predictions, tags)
+    excluded = [row["tag"] for row in per_tag if row["positives"] == 0]
+    out = {"task": task, "table": table, "per_tag": per_tag, "excluded_tags": excluded,
+           "n_tracks": int(gt.shape[0])}
+    if th is not None:
+        out["thresholds"] = th.tolist()
+    return out
+
+
+def _class_indices(targets) -> np.ndarray:
+    y = np.asarray(targets)
+    return y.argmax(axis=1) if y.ndim == 2 else y.astype(np.int64)

@@ -1,0 +1,83 @@
+"""Decision thresholds as in MediaEval: per tag, the score that maximises F1 on the
+precision-recall curve, tuned on validation and applied to test.
+
+This follows the organisers' ``calculate_decisions.py``: for each tag,
+``precision_recall_curve`` gives the candidate thresholds, F1 = 2PR/(P+R) (NaN -> 0) is computed
+at each point and the threshold of the first maximum is kept; decisions are
+``predictions > threshold`` (strictly greater, as in the official script, so the tuned
+threshold itself is not a positive).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from musetag.errors import EvaluationError
+from musetag.evaluate.metrics import as_scores, as_targets, check_same_shape, EvaluationWarning
+
+
+def fit_thresholds(predictions, targets, *, tags: Sequence[str] | None = None) -> np.ndarray:
+    """Per-tag thresholds maximising F1 (official MediaEval procedure). A tag without positives
+    gets +inf (never predicted), with a warning naming it."""
+    from sklearn.metrics import precision_recall_curve
+
+    pred = as_scores(predictions, name="validation predictions")
+    gt = as_targets(targets, name="validation ground truth")
+    check_same_shape(pred, gt, "validation predictions", "validation ground truth")
+    thresholds = np.empty(gt.shape[1])
+    missing = []
+    for i in range(gt.shape[1]):
+        if not gt[:, i].any():
+            thresholds[i] = np.inf
+            missing.append(tags[i] if tags is not None else f"column {i}")
+            continue
+        precision, recall, cand = precision_recall_curve(gt[:, i], pred[:, i])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+        # f1 has one more point than cand (recall 0, precision 1); it is never the maximum when a
+        # positive exists, but guard anyway
+        thresholds[i] = cand[min(int(np.argmax(f1)), len(cand) - 1)]
+    if missing:
+        warnings.warn(f"no positive example to tune a threshold for: {', '.join(missing)} "
+                      "(threshold set to +inf: never predicted)", EvaluationWarning, stacklevel=2)
+    return thresholds
+
+
+def apply_thresholds(predictions, thresholds) -> np.ndarray:
+    """Boolean decisions ``predictions > thresholds`` (per column)."""
+    pred = as_scores(predictions)
+    th = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if pred.ndim != 2 or pred.shape[1] != len(th):
+        raise EvaluationError(f"{len(th)} thresholds for predictions of shape {pred.shape}: "
+                              "one threshold per tag column is needed")
+    return pred > th[None, :]
+
+
+def save_thresholds(thresholds, path: str | Path, tags: Sequence[str] | None = None) -> Path:
+    """Write ``tag<TAB>threshold`` lines (the organisers' ``thresholds.txt`` layout)."""
+    th = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    names = list(tags) if tags is not None else [str(i) for i in range(len(th))]
+    if len(names) != len(th):
+        raise EvaluationError(f"{len(names)} tags for {len(th)} thresholds")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{n}\t{repr(float(t))}\n" for n, t in zip(names, th)), encoding="utf-8")
+    return path
+
+
+def load_thresholds(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read a thresholds file (``tag<TAB>value`` per line, or one value per line)."""
+    names, values = [], []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\r").split("\t")
+        try:
+            values.append(float(parts[-1]))
+        except ValueError:
+            raise EvaluationError(f"{path}:{n}: expected 'tag<TAB>threshold', found {line!r}") from None
+        names.append(parts[0] if len(parts) > 1 else str(len(names)))
+    return names, np.asarray(values)

@@ -1,0 +1,69 @@
+"""Bootstrap intervals and the paired bootstrap test."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from musetag.cli import main
+from musetag.errors import EvaluationError
+from musetag.evaluate.stats import bootstrap_ci, paired_bootstrap
+
+
+def _data(rng, n=300, k=5, signal=1.0):
+    y = rng.random((n, k)) < 0.2
+    y[:3] = True
+    return y, y * signal + rng.normal(size=(n, k))
+
+
+def test_bootstrap_interval_contains_value_and_narrows_with_more_tracks(rng):
+    y, s = _data(rng, n=200)
+    ci = bootstrap_ci(y, s, n_resamples=60, seed=1)
+    for row in ci.values():
+        assert row["low"] < row["value"] < row["high"]
+    y2, s2 = _data(rng, n=2000)
+    ci2 = bootstrap_ci(y2, s2, n_resamples=60, seed=1)
+    width = lambda c: c["ROC-AUC-macro"]["high"] - c["ROC-AUC-macro"]["low"]  # noqa: E731
+    assert width(ci2) < width(ci)
+    basic = bootstrap_ci(y, s, n_resamples=60, seed=1, method="basic")["PR-AUC-macro"]
+    assert basic["low"] == pytest.approx(2 * basic["value"] - ci["PR-AUC-macro"]["high"])
+
+
+def test_paired_bootstrap_detects_a_real_difference_and_not_a_fake_one(rng):
+    y, good = _data(rng, n=600, signal=1.5)
+    bad = y * 0.3 + rng.normal(size=y.shape)
+    r = paired_bootstrap(y, good, bad, n_resamples=100, seed=0)
+    assert r["difference"] > 0 and r["p_value"] < 0.05 and r["low"] > 0
+    reverse = paired_bootstrap(y, bad, good, n_resamples=100, seed=0)
+    assert reverse["p_value"] > 0.9 and reverse["p_value_two_sided"] < 0.05
+    same = paired_bootstrap(y, good, good + 1e-9 * rng.normal(size=y.shape), n_resamples=50)
+    assert same["p_value"] > 0.05
+
+
+def test_bad_inputs(rng):
+    y, s = _data(rng)
+    with pytest.raises(EvaluationError, match="shape"):
+        paired_bootstrap(y, s, s[:-1])
+    with pytest.raises(EvaluationError, match="unknown metric"):
+        bootstrap_ci(y, s, metrics=("accuracy",))
+
+
+@pytest.mark.shared
+def test_compare_cli_on_bour_submissions(capsys):
+    gt = shared_path("mtg-jamendo", "mediaeval-results", "groundtruth.npy")
+    sub = shared_path("bour2021-predictions", "submitted")
+    rc = main(["compare", str(sub / "3-average/predictions.npy"), str(sub / "1-convs/predictions.npy"),
+               "-g", str(gt), "-n", "30"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "A PR-AUC-macro\t0.150872" in out and "B PR-AUC-macro\t0.146867" in out
+    assert "p-value" in out
+
+
+@pytest.mark.shared
+def test_score_cli_bootstrap(capsys):
+    res = shared_path("mtg-jamendo", "mediaeval-results")
+    rc = main(["score", str(res / "baseline_vggish_predictions.npy"), "-g", str(res / "groundtruth.npy"),
+               "--bootstrap", "20"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "ROC-AUC-macro\t0.725821\t95% CI [" in out
