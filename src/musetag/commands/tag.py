@@ -53,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    import torch
+
+    # the decoding workers use one core each; the network gets the rest (oversubscribed OpenMP
+    # threads slow small tensors down many times)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
     from musetag.shard import collect_shard_files, distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))

@@ -90,9 +90,19 @@ class DecoderCrashed(Exception):
     pass
 
 
+def _context():
+    """forkserver where available: decoders (and replacements for killed ones) fork from a clean
+    server process that has imported the heavy modules once; never from the threaded app process."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["musetag.tag.tagger", "musetag.features", "musetag.audio"])
+        return ctx
+    return mp.get_context("spawn")
+
+
 class _Decoder:
     def __init__(self, features: dict, segment: dict) -> None:
-        ctx = mp.get_context("spawn")
+        ctx = _context()
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_decoder_main, args=(child, features, segment), daemon=True)
         self.process.start()

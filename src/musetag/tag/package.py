@@ -37,7 +37,7 @@ DESCRIPTION_FILE = "musetag.json"
 WEIGHTS_FILE = "model.safetensors"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
-AGGREGATIONS = ("mean", "max")
+AGGREGATIONS = ("mean", "mean_logits", "max")
 TASKS = ("multilabel", "multiclass")
 
 

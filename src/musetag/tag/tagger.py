@@ -599,7 +599,8 @@ class Tagger:
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
-        ctx = mp.get_context("spawn")
+        # fork: the workers inherit the imported modules (torch, scipy, librosa take seconds to import)
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         initargs = (self.package.features, self.package.segment, self.stream_seconds, self.block_seconds)
 
         def new_pool() -> ProcessPoolExecutor:

@@ -1,0 +1,212 @@
+"""The Python tagging API: known answers from a quickly fitted model, the training evaluation path
+reproduced independently, exact streaming, thresholds, and bounded memory on a 1-hour file."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musetag.errors import AudioError, ConfigError
+from musetag.features import compute_features, normalize
+from musetag.features.presets import FeatureConfig
+from musetag.tag import Tagger
+from musetag.tag.package import load_package
+from musetag.tag.tagger import FrontEnd, segment_starts
+from test_package import feature_dict, make_package, tiny_model
+
+SR = 12000
+
+
+def tone(freq: float, seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    phase = rng.uniform(0, 2 * np.pi)
+    return (0.5 * np.sin(2 * np.pi * freq * t + phase) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fitted_package(tmp_path_factory):
+    """simplecnn fitted in a few steps to tell low tones (100-600 Hz) from high ones (2-4 kHz)."""
+    root = tmp_path_factory.mktemp("fitted")
+    features = feature_dict()
+    front = FrontEnd(features, {"frames": 64, "hop": 64})
+    xs, ys = [], []
+    for i in range(12):
+        low = i % 2 == 0
+        freq = (100 + 40 * i) if low else (2000 + 150 * i)
+        segs, _ = front.segments(tone(freq, 3.0, seed=i), SR)
+        xs.append(segs)
+        ys += [[1.0, 0.0] if low else [0.0, 1.0]] * len(segs)
+    x = torch.from_numpy(np.concatenate(xs))
+    y = torch.tensor(ys)
+    torch.manual_seed(0)
+    model = tiny_model(n_tags=2, width=4).train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(80):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        opt.step()
+    model.eval()
+    return make_package(root / "pkg", model=model, tags=["low", "high"], frames=64, hop=32, thresholds=[0.5, 0.4])
+
+
+def test_known_answers_from_a_fitted_model(fitted_package):
+    tagger = Tagger.from_package(fitted_package)
+    low = tagger.tag(tone(180, 4.0, sr=44100, seed=99), sample_rate=44100)  # another rate: resampled
+    high = tagger.tag(tone(3100, 4.0, sr=22050, seed=98), sample_rate=22050)
+    assert low.ok and high.ok
+    assert low.scores["low"] > 0.6 and low.scores["high"] < 0.4, low.scores
+    assert high.scores["high"] > 0.6 and high.scores["low"] < 0.4, high.scores
+    assert low.top(1)[0][0] == "low" and low.decisions == ["low"]
+    assert high.decisions == ["high"]
+    assert low.duration == pytest.approx(4.0, abs=1e-3)
+    row = high.to_row(top_k=1)
+    assert row["status"] == "ok" and row["top_tags"][0]["tag"] == "high" and set(row["scores"]) == {"low", "high"}
+
+
+def test_same_scores_as_the_training_evaluation_path(fitted_package, tmp_path):
+    """Reproduce evaluation independently: features -> normalise -> windows -> network -> mean of sigmoids."""
+    from musetag.training.data import segments as train_segments
+
+    audio = np.concatenate([tone(150, 3.3, seed=1), tone(2500, 2.9, seed=2)])
+    path = tmp_path / "clip.wav"
+    sf.write(path, audio, SR, subtype="FLOAT")
+    pkg = load_package(fitted_package)
+    config = FeatureConfig.from_dict(pkg.features)
+    feats = normalize(compute_features(audio, SR, config), config)[None]  # (1, n_mels, frames)
+    windows = train_segments(feats, 64, 32)
+    with torch.no_grad():
+        expected = torch.sigmoid(pkg.build_model()(torch.from_numpy(windows))).mean(0).numpy()
+    result = Tagger.from_package(fitted_package, batch_size=3).tag(path)
+    assert result.n_segments == len(windows) == len(segment_starts(feats.shape[-1], 64, 32))
+    np.testing.assert_allclose(result.scores_array, expected, atol=1e-5)
+    for how, agg in (("max", lambda p: p.max(0)), ("mean_logits", None)):
+        other = make_package(tmp_path / how, model=pkg.build_model(), tags=pkg.tags, frames=64, hop=32, aggregation=how)
+        with torch.no_grad():
+            logits = pkg.build_model()(torch.from_numpy(windows))
+        want = torch.sigmoid(logits).max(0).values if how == "max" else torch.sigmoid(logits.mean(0))
+        np.testing.assert_allclose(Tagger.from_package(other).tag(path).scores_array, want.numpy(), atol=1e-5)
+
+
+def test_segment_starts_known_cases():
+    assert segment_starts(3, 4, 4) == [0]  # shorter than a window: one padded window
+    assert segment_starts(8, 4, 4) == [0, 4]
+    assert segment_starts(10, 4, 4) == [0, 4, 8]  # the tail gets a padded window
+    assert segment_starts(10, 4, 2) == [0, 2, 4, 6]  # 6 + 4 reaches the end: no extra window
+    assert segment_starts(11, 4, 2) == [0, 2, 4, 6, 8]
+    assert segment_starts(100, 10, 10, max_segments=3) == [0, 40, 90]  # evenly spaced (rounded) of 10
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # jamendo96: constant padding, pad_end (Essentia framing)
+        {"pad_mode": "reflect", "pad_end": False, "drop_first_frames": 1, "n_fft": 1024, "hop_length": 300},
+    ],
+)
+def test_streaming_equals_whole_file(tmp_path, overrides):
+    features = feature_dict(**overrides)
+    pkg = make_package(tmp_path / "pkg", features=features, frames=50, hop=30)
+    rng = np.random.default_rng(3)
+    audio = (0.3 * rng.standard_normal(int(41.37 * SR))).astype(np.float32) * np.linspace(0.1, 1, int(41.37 * SR))
+    path = tmp_path / "long.wav"
+    sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
+    whole = Tagger.from_package(pkg).tag(path)
+    streamed = Tagger.from_package(pkg, stream_seconds=5.0, block_seconds=3.7).tag(path)
+    assert streamed.n_segments == whole.n_segments
+    assert streamed.duration == pytest.approx(whole.duration, abs=1e-3)
+    np.testing.assert_allclose(streamed.scores_array, whole.scores_array, atol=2e-6)
+
+
+def test_thresholds_and_multiclass(tmp_path):
+    tuned = make_package(tmp_path / "tuned", thresholds=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    plain = make_package(tmp_path / "plain")
+    audio = tone(440, 2.0)
+    result = Tagger.from_package(tuned).tag(audio, sample_rate=SR)
+    assert set(result.decisions) == {"calm", "energetic", "sad"}  # threshold 0 always, 1 never
+    assert Tagger.from_package(tuned, threshold=0.0).tag(audio, sample_rate=SR).decisions.__len__() == 6
+    assert Tagger.from_package(plain).thresholds.tolist() == [0.5] * 6
+    with pytest.raises(ConfigError, match="no tuned thresholds"):
+        Tagger.from_package(plain, threshold="tuned")
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        Tagger.from_package(plain, threshold=1.5)
+    multi = make_package(tmp_path / "multi", task="multiclass")
+    res = Tagger.from_package(multi).tag(audio, sample_rate=SR)
+    assert res.scores_array.sum() == pytest.approx(1.0, abs=1e-5)
+    assert res.decisions == [res.top(1)[0][0]]
+
+
+def test_tag_many_reports_bad_inputs_and_keeps_going(tmp_path):
+    pkg = make_package(tmp_path / "pkg")
+    good = tmp_path / "good.wav"
+    sf.write(good, tone(300, 2.0), SR)
+    text = tmp_path / "text.mp3"
+    text.write_text("not audio at all, just words\n")
+    tagger = Tagger.from_package(pkg)
+    results = list(tagger.tag_many([str(good), str(tmp_path / "missing.wav"), str(text), str(good)]))
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert "missing.wav" in results[1].status and "not found" in results[1].status
+    assert "text" in results[2].status
+    np.testing.assert_array_equal(results[0].scores_array, results[3].scores_array)
+    with pytest.raises(AudioError):
+        tagger.tag(str(text))
+    with pytest.raises(ConfigError, match="sample_rate"):
+        tagger.tag(tone(300, 1.0))
+    with pytest.raises(AudioError, match="NaN"):
+        tagger.tag(np.full(1000, np.nan, dtype=np.float32), sample_rate=SR)
+
+
+@pytest.mark.slow
+def test_one_hour_file_streams_with_bounded_memory(tmp_path):
+    """Tag a generated 1-hour file in a fresh process; peak RSS must grow by less than 1 GB."""
+    pkg = make_package(tmp_path / "pkg", frames=128, hop=128)
+    path = tmp_path / "hour.wav"
+    block = SR * 60
+    with sf.SoundFile(path, "w", samplerate=SR, channels=1, subtype="PCM_16") as f:
+        rng = np.random.default_rng(0)
+        for minute in range(60):
+            t = np.arange(block) / SR
+            f.write((0.2 * np.sin(2 * np.pi * (200 + 20 * minute) * t) + 0.05 * rng.standard_normal(block)).astype(np.float32))
+    script = textwrap.dedent(
+        f"""
+        import json, resource, torch
+        torch.set_num_threads(1)
+        from musetag.tag import Tagger
+        tagger = Tagger.from_package({str(pkg)!r}, batch_size=64)
+        tagger.tag({str(tmp_path / 'warm.wav')!r})  # warm up torch and the extractor first
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result = tagger.tag({str(path)!r})
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({{"before_kb": before, "after_kb": after, "n": result.n_segments,
+                          "duration": result.duration, "ok": result.ok}}))
+        """
+    )
+    sf.write(tmp_path / "warm.wav", tone(300, 20.0), SR)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["ok"] and info["duration"] == pytest.approx(3600.0, abs=0.01)
+    frames = 1 + -(-3600 * SR // 256)  # jamendo96 framing: 1 + ceil(samples / hop)
+    assert info["n"] == len(segment_starts(frames, 128, 128))
+    grown_mb = (info["after_kb"] - info["before_kb"]) / 1024
+    print(f"1-hour file: peak RSS grew by {grown_mb:.0f} MB")
+    # the whole file in memory would be 165 MB of samples + 65 MB of features (+ copies); streamed
+    # it stays near one block
+    assert grown_mb < 1024, f"peak RSS grew by {grown_mb:.0f} MB"
+    assert grown_mb < 150, f"peak RSS grew by {grown_mb:.0f} MB: not streaming?"
