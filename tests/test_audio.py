@@ -318,6 +318,15 @@ def test_m4a_through_ffmpeg_when_available(tmp_path):
     assert sr == 22050 and peak_hz(y[:22050], sr) == pytest.approx(440, abs=2)
 
 
+def test_float_wav_with_nan_is_corrupt(tmp_path):
+    x = tone(440, 0.5)
+    x[100] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, SR, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan.wav: the decoded samples contain NaN"):
+        load_audio(path)
+
+
 def test_directory_is_not_audio(tmp_path):
     with pytest.raises(AudioError, match="is a directory"):
         load_audio(tmp_path)

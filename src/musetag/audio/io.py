@@ -304,6 +304,7 @@ def _read_soundfile(
     with _open_soundfile(source, name) as f:
         sr = int(f.samplerate)
         total = int(f.frames)
+        subtype = f.subtype
         start = int(round(offset * sr))
         if total > 0 and start >= total:
             raise AudioError(
@@ -327,7 +328,8 @@ def _read_soundfile(
             f"{name}: the file is truncated: its header announces {total / sr:.1f} s but the audio data ends "
             f"after {(start + got) / sr:.1f} s; re-download or re-encode the file"
         )
-    if not np.isfinite(data).all():
+    # only floating-point PCM can hold NaN/inf; decoders of compressed formats never produce them
+    if subtype in ("FLOAT", "DOUBLE") and not np.isfinite(data).all():
         raise AudioError(f"{name}: the decoded samples contain NaN or infinity; the file is corrupt, re-encode it")
     return data, sr
 

@@ -5,6 +5,7 @@ Layout convention (the same as librosa): mono audio is ``(samples,)``, multichan
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -60,7 +61,34 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, *, method: str = "
 
 
 def _resample_linear(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    return LinearResampler(orig_sr, target_sr).process(audio, last=True)
+    """Whole-signal version of :class:`LinearResampler`, polyphase and in exact integer arithmetic.
+
+    With ``orig_sr / target_sr = P / Q`` in lowest terms, output ``n = Q k + j`` lies at input
+    position ``P k + j P / Q - 1``: the ``Q`` fractional phases repeat every ``P`` input samples, so
+    the interpolation is two gathers of ``Q`` columns from a strided ``(K, width)`` view of the
+    signal, without per-sample position and index arrays.
+    """
+    g = math.gcd(orig_sr, target_sr)
+    P, Q = orig_sr // g, target_sr // g
+    n_in = audio.shape[-1]
+    n_out = -(-n_in * Q // P)  # ceil(n_in * target / orig)
+    rows = -(-n_out // Q)
+    j = np.arange(Q, dtype=np.int64)
+    base = (j * P) // Q  # integer part of j * P / Q
+    frac = ((j * P) % Q).astype(np.float32) / np.float32(Q)
+    width = int(base[-1]) + 2
+    # position p = n * P / Q - 1 in the signal is p + 1 in `ext`, whose sample 0 repeats the first
+    # sample (libsamplerate holds it before the start) and whose tail repeats the last one
+    need = P * (rows - 1) + width
+    pad_end = max(0, need - (n_in + 1))
+    ext = np.concatenate(
+        [audio[..., :1], audio, np.repeat(audio[..., -1:], pad_end, axis=-1)], axis=-1
+    ).astype(np.float32, copy=False)
+    windows = np.lib.stride_tricks.sliding_window_view(ext, width, axis=-1)[..., ::P, :][..., :rows, :]
+    left = windows[..., base]  # (..., rows, Q)
+    right = windows[..., base + 1]
+    out = left + frac * (right - left)
+    return np.ascontiguousarray(out.reshape(audio.shape[:-1] + (rows * Q,))[..., :n_out], dtype=np.float32)
 
 
 class LinearResampler:

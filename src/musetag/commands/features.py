@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="files processed in parallel processes (default 1)"
+        "--workers", type=int, default=1, metavar="N", help="files processed in parallel (threads; default 1)"
     )
     parser.add_argument(
         "--skip-existing", action="store_true", help="keep .npy files that already exist instead of recomputing them"

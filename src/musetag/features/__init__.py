@@ -9,6 +9,7 @@ from musetag.features.extract import (
     extract_file,
     extract_to_directory,
     find_audio_files,
+    iter_extract,
 )
 from musetag.features.frontend import (
     FeatureExtractor,
@@ -36,6 +37,7 @@ __all__ = [
     "find_audio_files",
     "get_extractor",
     "get_preset",
+    "iter_extract",
     "list_presets",
     "mel_filterbank",
     "normalize",

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from musetag.audio.io import AudioSource, load_audio
+from musetag.audio.io import AudioSource, describe_source, load_audio
 from musetag.errors import ConfigError, MusetagError
 from musetag.features.frontend import compute_features
 from musetag.features.presets import FeatureConfig, get_preset
@@ -99,26 +100,56 @@ def _output_paths(files: Sequence[Path], roots: Sequence[Path], out_dir: Path) -
     return unique
 
 
-def _work(args: tuple[str, str, dict]) -> tuple[str, str | None, tuple[int, ...] | None]:
-    src, dst, cfg = args
-    try:
-        feats = extract_file(src, FeatureConfig.from_dict(cfg))
-        Path(dst).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(dst).with_name(Path(dst).name + ".part")
-        with open(tmp, "wb") as fh:
-            np.save(fh, feats, allow_pickle=False)
-        os.replace(tmp, dst)
-        return src, None, tuple(feats.shape)
-    except MusetagError as exc:
-        return src, str(exc), None
-    except Exception as exc:  # a decoder crash on one file must not stop the batch
-        return src, f"{src}: unexpected {type(exc).__name__}: {exc}", None
+def iter_extract(
+    sources: Iterable[AudioSource],
+    config: FeatureConfig | str,
+    *,
+    workers: int = 1,
+) -> Iterator[tuple[AudioSource, np.ndarray | None, str | None]]:
+    """Features for many sources, in order: yields ``(source, features, None)`` or ``(source, None, error)``.
 
+    ``workers > 1`` overlaps files on threads: decoding (libsndfile), resampling (soxr / numpy) and
+    the torch front end release the GIL, so threads use several cores without the start-up cost of
+    processes. At most ``2 * workers`` results are held at once, so any number of files streams
+    through in bounded memory. A bad file yields its error message and the others go on.
+    """
+    config = _as_config(config)
 
-def _init_worker() -> None:
+    def one(source):
+        try:
+            return source, extract_file(source, config), None
+        except MusetagError as exc:
+            return source, None, str(exc)
+        except Exception as exc:  # a decoder crash on one file must not stop the batch
+            return source, None, f"{describe_source(source)}: unexpected {type(exc).__name__}: {exc}"
+
+    if workers <= 1:
+        for source in sources:
+            yield one(source)
+        return
     import torch
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # parallelism comes from the files; avoid oversubscribing the cores
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="musetag-features") as pool:
+            pending: deque = deque()
+            for source in sources:
+                pending.append(pool.submit(one, source))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _save(path: Path, features: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        np.save(fh, features, allow_pickle=False)
+    os.replace(tmp, path)  # never leave a half-written .npy behind
 
 
 def extract_to_directory(
@@ -135,7 +166,8 @@ def extract_to_directory(
 
     One ``.npy`` per input, mirroring its path below the directory given (a file given directly
     lands at the top). Bad files are reported (``on_error`` and the returned report) and skipped;
-    the others are still written. ``workers > 1`` processes files in parallel processes.
+    the others are still written. ``workers > 1`` processes files in parallel threads
+    (see :func:`iter_extract`).
     """
     config = _as_config(config)
     items = list(inputs)
@@ -147,47 +179,35 @@ def extract_to_directory(
     out_dir.mkdir(parents=True, exist_ok=True)
     outs = _output_paths(files, roots, out_dir)
     report = ExtractionReport()
-    jobs = []
+    jobs: list[tuple[Path, Path]] = []
     for src, dst in zip(files, outs):
         if not overwrite and dst.exists():
             report.skipped.append(dst)
             continue
-        jobs.append((str(src), str(dst), config.to_dict()))
-    dst_of = {j[0]: Path(j[1]) for j in jobs}
+        jobs.append((src, dst))
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(jobs), unit="file", desc=f"features ({config.name})", disable=not progress)
-
-    def handle(result):
-        src, error, shape = result
-        if error is None:
-            report.written.append(dst_of[src])
-            report.shapes[str(dst_of[src])] = shape
-        else:
-            report.failed.append((Path(src), error))
-            if on_error is not None:
-                on_error(Path(src), error)
-            else:
-                log.warning("skipped %s", error)
-        bar.update(1)
-
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                handle(_work(job))
-        else:
-            import multiprocessing as mp
-
-            # spawn, not fork: forking after torch/OpenMP started threads can deadlock the children
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_init_worker) as pool:
-                for result in pool.map(_work, jobs, chunksize=1):
-                    handle(result)
-    finally:
-        bar.close()
+    with tqdm(total=len(jobs), unit="file", desc=f"features ({config.name})", disable=not progress) as bar:
+        results = iter_extract([src for src, _ in jobs], config, workers=workers)
+        for (src, dst), (_, feats, error) in zip(jobs, results):
+            if error is None:
+                try:
+                    _save(dst, feats)
+                except OSError as exc:
+                    error = f"{dst}: cannot write the features ({exc}); check the output directory"
+                else:
+                    report.written.append(dst)
+                    report.shapes[str(dst)] = tuple(feats.shape)
+            if error is not None:
+                report.failed.append((src, error))
+                if on_error is not None:
+                    on_error(src, error)
+                else:
+                    log.warning("skipped %s", error)
+            bar.update(1)
     return report
 
 
-__all__ = ["AUDIO_EXTENSIONS", "ExtractionReport", "extract_file", "extract_to_directory", "find_audio_files"]
+__all__ = ["AUDIO_EXTENSIONS", "ExtractionReport", "extract_file", "extract_to_directory", "find_audio_files", "iter_extract"]
 
