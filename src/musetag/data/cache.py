@@ -1,0 +1,457 @@
+"""The feature cache that ``musetag prepare`` builds and the datasets read.
+
+Layout of ``CACHE_DIR``::
+
+    cache.json        settings (feature config, dtype, dataset); a resumed run must match them
+    features/*.npy    one array per track, float16 or float32, time on the last axis
+                      (mel mono (n_mels, frames), stereo (2, n_mels, frames), waveform (samples,)...)
+    journal.jsonl     one line per finished track (shape and sums for the statistics): the resume log
+    failures.csv      tracks that could not be processed (id, path, error)
+    index.json        the result: tags, task, feature config with mean/std, and one entry per track
+    index.csv         the same entries for people (id, file, split, tags, frames)
+    stats.json        mean/std over the training split (global and per mel band)
+
+Every ``.npy`` is written to a temporary name and renamed into place (``os.replace``), so a killed
+run never leaves a half-written file; the next run skips what is done and continues. Official
+MTG-Jamendo mel-spectrograms (records with a ``feature_path``) are used in place, without audio.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from musetag.data.manifest import TrackRecord
+from musetag.data.tags import TagVocab
+from musetag.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+DTYPES = ("float16", "float32")
+
+
+def safe_name(track_id: str) -> str:
+    """A file name for ``track_id`` (unsafe characters replaced; a hash keeps names unique)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", track_id).strip(".") or "track"
+    if name != track_id:
+        name = f"{name[:80]}-{hashlib.sha1(track_id.encode('utf-8')).hexdigest()[:8]}"
+    return name
+
+
+# ------------------------------------------------------------------------------------ worker side
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _band_axis_sums(array: np.ndarray, kind: str) -> tuple[float, float, int, list[float] | None, list[float] | None]:
+    x = np.asarray(array, dtype=np.float64)
+    total, total_sq, count = float(x.sum()), float(np.square(x).sum()), int(x.size)
+    if kind == "mel" and x.ndim >= 2:
+        per = np.moveaxis(x, -2, 0).reshape(x.shape[-2], -1)
+        return total, total_sq, count, per.sum(axis=1).tolist(), np.square(per).sum(axis=1).tolist()
+    return total, total_sq, count, None, None
+
+
+def _summary(array: np.ndarray, kind: str) -> dict[str, Any]:
+    total, total_sq, count, band, band_sq = _band_axis_sums(array, kind)
+    return {"shape": list(array.shape), "sum": total, "sumsq": total_sq, "count": count,
+            "band_sum": band, "band_sumsq": band_sq}
+
+
+def _process_track(job: dict[str, Any]) -> dict[str, Any]:
+    """Compute (or check) one track's features and store them; never raises."""
+    track_id = job["id"]
+    try:
+        from musetag.features import FeatureConfig
+
+        config = FeatureConfig.from_dict(job["features"])
+        if job.get("official"):
+            source = Path(job["official"])
+            if not source.is_file():
+                raise DatasetError(f"official feature file {source} not found")
+            array = np.load(source, mmap_mode="r")
+            if config.kind == "mel" and (array.ndim != 2 or array.shape[0] != config.n_mels):
+                raise DatasetError(
+                    f"{source}: expected an official mel-spectrogram of shape ({config.n_mels}, frames), "
+                    f"found {array.shape}; use the jamendo96 preset with official features"
+                )
+            if not np.isfinite(np.asarray(array, dtype=np.float32)).all():
+                raise DatasetError(f"{source}: contains NaN or infinite values")
+            return {"id": track_id, "file": str(source), **_summary(array, config.kind)}
+        audio = job["audio"]
+        if audio is None:
+            raise DatasetError("no audio path (and no precomputed features) for this track")
+        if not Path(audio).is_file():
+            raise DatasetError(f"audio file {audio} not found")
+        from musetag.features import extract_file
+
+        array = extract_file(audio, config)
+        if array.shape[-1] == 0:
+            raise DatasetError(f"{audio}: too short, no feature frames")
+        array = np.ascontiguousarray(array.astype(job["dtype"]))
+        if not np.isfinite(array).all():
+            raise DatasetError(f"{audio}: features contain NaN or infinite values (float16 overflow?)")
+        final = Path(job["out"])
+        tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        return {"id": track_id, "file": f"features/{final.name}", **_summary(array, config.kind)}
+    except Exception as exc:  # reported, never fatal: the other tracks continue
+        message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        return {"id": track_id, "error": message}
+
+
+# ------------------------------------------------------------------------------------ main side
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    n_tracks: int
+    n_cached: int
+    n_computed: int
+    n_resumed: int
+    failures: list[dict[str, str]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def index_path(self) -> Path:
+        return self.out_dir / "index.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / "failures.csv"
+
+
+def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that track is simply redone/re-summarised
+            if isinstance(entry, dict) and "id" in entry and "error" not in entry:
+                done[entry["id"]] = entry
+    return done
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _settings(feature_dict: dict[str, Any], dtype: str, config, official: bool) -> dict[str, Any]:
+    return {"version": CACHE_VERSION, "features": feature_dict, "dtype": dtype, "official_features": official,
+            "dataset": config.to_dict() if config is not None else None}
+
+
+def prepare(
+    config,
+    out_dir: str | Path | None = None,
+    *,
+    workers: int | None = None,
+    dtype: str = "float16",
+    progress: bool = True,
+    from_audio: bool = False,
+    overwrite: bool = False,
+    records: Sequence[TrackRecord] | None = None,
+) -> PrepareResult:
+    """Build (or resume) the feature cache of the dataset ``config`` describes.
+
+    ``config``: a :class:`~musetag.data.DatasetConfig` or a path to its TOML file. ``out_dir``
+    defaults to the config's ``cache``. ``workers``: processes (default: all cores; 0 = in this
+    process). ``dtype``: ``float16`` (half the disk, plenty for log-mel) or ``float32``.
+    ``from_audio``: ignore official precomputed features and decode the audio.
+    Failing tracks are written to ``failures.csv`` and left out of the index; the rest continue.
+    """
+    from musetag.data.config import DatasetConfig, load_dataset_config
+    from musetag.data.datasets import dataset_vocab, load_records
+
+    started = time.perf_counter()
+    if not isinstance(config, DatasetConfig):
+        config = load_dataset_config(config)
+    if dtype not in DTYPES:
+        raise DatasetError(f"dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    out = Path(out_dir) if out_dir is not None else config.cache_dir
+    if out is None:
+        raise DatasetError(f"{config.where}: no output folder; pass --out CACHE_DIR or set cache = \"...\" in the config")
+    out = out.expanduser().resolve()
+    records = list(records) if records is not None else load_records(config)
+    vocab = dataset_vocab(config, records)
+    features = config.feature_config()
+    feature_dict = features.replace(mean=None, std=None).to_dict()
+    official = (not from_audio) and all(r.feature_path is not None for r in records)
+    if not official and any(r.audio_path is None for r in records):
+        missing = [r.id for r in records if r.audio_path is None]
+        raise DatasetError(
+            f"{config.where}: {len(missing)} track(s) have no audio path (e.g. {', '.join(missing[:3])}); "
+            "set paths.audio_root (or melspec_root for official features)"
+        )
+    if official and features.name != "jamendo96":
+        log.warning("official MTG-Jamendo features are used, but the preset is %r (they match jamendo96)", features.name)
+
+    settings = _settings(feature_dict, "float32" if official else dtype, config, official)
+    settings_path = out / "cache.json"
+    if overwrite and out.exists():
+        for name in ("journal.jsonl", "index.json", "index.csv", "stats.json", "failures.csv", "cache.json"):
+            (out / name).unlink(missing_ok=True)
+        if (out / "features").is_dir():
+            for f in (out / "features").glob("*.npy"):
+                f.unlink()
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    if settings_path.exists():
+        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        comparable = ("version", "features", "dtype", "official_features")
+        if any(previous.get(k) != settings.get(k) for k in comparable):
+            diff = [k for k in comparable if previous.get(k) != settings.get(k)]
+            raise DatasetError(
+                f"{out}: this cache was prepared with different settings ({', '.join(diff)} differ); "
+                "use another --out folder, or --overwrite to rebuild it"
+            )
+    else:
+        _atomic_write_text(settings_path, json.dumps({**settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                                                     indent=1))
+    for stale in (out / "features").glob("*.tmp-*.npy"):
+        stale.unlink(missing_ok=True)  # left by a killed run; never renamed, so never trusted
+
+    journal_path = out / "journal.jsonl"
+    done = _read_journal(journal_path)
+    names = {r.id: safe_name(r.id) for r in records}
+    if len(set(names.values())) != len(names):
+        raise DatasetError(f"{config.where}: two track ids map to the same cache file name; make the ids unique")
+    jobs, resumed = [], 0
+    journal = open(journal_path, "a", encoding="utf-8")
+    try:
+        for r in records:
+            final = out / "features" / f"{names[r.id]}.npy"
+            entry = done.get(r.id)
+            if official:
+                if entry is not None and entry.get("file") == str(r.feature_path):
+                    resumed += 1
+                    continue
+            elif final.exists():
+                if entry is None or entry.get("file") != f"features/{final.name}":
+                    # Renamed into place but killed before the journal line: summarise the file.
+                    array = np.load(final, mmap_mode="r")
+                    entry = {"id": r.id, "file": f"features/{final.name}", **_summary(array, features.kind)}
+                    journal.write(json.dumps(entry) + "\n")
+                    done[r.id] = entry
+                resumed += 1
+                continue
+            jobs.append({"id": r.id, "audio": str(r.audio_path) if r.audio_path else None,
+                         "official": str(r.feature_path) if official else None,
+                         "features": feature_dict, "dtype": dtype, "out": str(final)})
+        journal.flush()
+        if resumed:
+            log.info("%s: %d of %d tracks already cached; resuming", out, resumed, len(records))
+        failures: dict[str, str] = {}
+
+        def handle(result: dict[str, Any]) -> None:
+            if "error" in result:
+                failures[result["id"]] = result["error"]
+                return
+            journal.write(json.dumps(result) + "\n")
+            journal.flush()
+            done[result["id"]] = result
+
+        _run_jobs(jobs, handle, workers=workers, progress=progress)
+    finally:
+        journal.close()
+
+    by_id = {r.id: r for r in records}
+    failure_rows = [{"id": r.id, "path": str(r.feature_path if official else r.audio_path), "error": failures[r.id]}
+                    for r in records if r.id in failures]
+    with open(out / ".failures.csv.tmp", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "path", "error"])
+        writer.writeheader()
+        writer.writerows(failure_rows)
+    os.replace(out / ".failures.csv.tmp", out / "failures.csv")
+    if failure_rows:
+        log.warning("%d track(s) failed; see %s", len(failure_rows), out / "failures.csv")
+    cached = [r for r in records if r.id in done and r.id not in failures]
+    if not cached:
+        raise DatasetError(
+            f"{out}: no track could be processed ({len(failure_rows)} failures; first: "
+            f"{failure_rows[0]['error'] if failure_rows else 'none'}); see {out / 'failures.csv'}"
+        )
+    stats = _combine_stats([done[r.id] for r in cached if r.split == "train"] or [done[r.id] for r in cached],
+                           split="train" if any(r.split == "train" for r in cached) else "all")
+    _write_index(out, config, settings, vocab, cached, done, stats)
+    result = PrepareResult(out, len(records), len(cached), len(jobs) - len(failure_rows), resumed, failure_rows,
+                           stats, time.perf_counter() - started)
+    del by_id
+    return result
+
+
+def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc="prepare", unit="track", disable=not progress or not jobs, dynamic_ncols=True)
+    try:
+        if workers == 0 or len(jobs) <= 1:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # same arithmetic as a worker process: results never depend on it
+            try:
+                for job in jobs:
+                    handle(_process_track(job))
+                    bar.update(1)
+            finally:
+                torch.set_num_threads(threads)
+            return
+        import multiprocessing
+
+        n_workers = min(workers or os.cpu_count() or 1, len(jobs))
+        # spawn: workers never inherit the parent's pipes, so they exit if the parent is killed.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker) as pool:
+            pending = set()
+            queue = iter(jobs)
+            window = 4 * n_workers
+            for job in queue:
+                pending.add(pool.submit(_process_track, job))
+                if len(pending) >= window:
+                    break
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    handle(future.result())
+                    bar.update(1)
+                for job in queue:
+                    pending.add(pool.submit(_process_track, job))
+                    if len(pending) >= window:
+                        break
+    finally:
+        bar.close()
+
+
+def _combine_stats(entries: list[dict[str, Any]], *, split: str) -> dict[str, Any]:
+    count = sum(e["count"] for e in entries)
+    total = math.fsum(e["sum"] for e in entries)
+    total_sq = math.fsum(e["sumsq"] for e in entries)
+    mean = total / count
+    std = math.sqrt(max(total_sq / count - mean * mean, 1e-12))
+    stats: dict[str, Any] = {"split": split, "tracks": len(entries), "values": count, "mean": mean, "std": std}
+    if entries and entries[0].get("band_sum") is not None:
+        band = np.array([e["band_sum"] for e in entries], dtype=np.float64)
+        band_sq = np.array([e["band_sumsq"] for e in entries], dtype=np.float64)
+        per_band = count / band.shape[1]
+        band_mean = band.sum(axis=0) / per_band
+        band_std = np.sqrt(np.maximum(band_sq.sum(axis=0) / per_band - band_mean ** 2, 1e-12))
+        stats["band_mean"] = band_mean.tolist()
+        stats["band_std"] = band_std.tolist()
+    return stats
+
+
+def _write_index(out: Path, config, settings, vocab: TagVocab, records, done, stats) -> None:
+    entries = []
+    for r in records:
+        e = done[r.id]
+        entries.append({"id": r.id, "file": e["file"], "shape": e["shape"], "split": r.split, "tags": list(r.tags),
+                        "group": r.group, "duration": r.duration,
+                        "audio_path": str(r.audio_path) if r.audio_path else None})
+    features = dict(settings["features"], mean=stats["mean"], std=stats["std"])
+    index = {"version": CACHE_VERSION, "name": config.name, "task": config.task, "tags": vocab.to_list(),
+             "dtype": settings["dtype"], "official_features": settings["official_features"],
+             "features": features, "stats": stats, "dataset": settings["dataset"], "tracks": entries}
+    _atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
+    tmp = out / ".index.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "file", "split", "tags", "frames"])
+        for e in entries:
+            writer.writerow([e["id"], e["file"], e["split"] or "", ";".join(e["tags"]), e["shape"][-1]])
+    os.replace(tmp, out / "index.csv")
+    _atomic_write_text(out / "index.json", json.dumps(index, indent=1))
+
+
+# ------------------------------------------------------------------------------------ reading
+class FeatureCache:
+    """A prepared cache, opened read-only. Arrays are memory-mapped (``np.load(mmap_mode='r')``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+        index_path = self.path / "index.json"
+        if not index_path.is_file():
+            hint = " (an interrupted run: run musetag prepare again to finish it)" if (self.path / "journal.jsonl").exists() else ""
+            raise DatasetError(f"{self.path}: no index.json; not a finished feature cache{hint}. "
+                               "Build it with: musetag prepare --data DATASET.toml --out CACHE_DIR")
+        self.index = json.loads(index_path.read_text(encoding="utf-8"))
+        self.tracks: list[dict[str, Any]] = self.index["tracks"]
+        self.task: str = self.index["task"]
+        self.vocab = TagVocab(self.index["tags"])
+        self.stats: dict[str, Any] = self.index["stats"]
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({self.path}, {len(self)} tracks, {len(self.vocab)} tags, task={self.task})"
+
+    @property
+    def feature_config(self):
+        """The FeatureConfig used, carrying the training split's global mean/std."""
+        from musetag.features import FeatureConfig
+
+        return FeatureConfig.from_dict(self.index["features"])
+
+    @property
+    def records(self) -> list[TrackRecord]:
+        return [TrackRecord(id=t["id"], audio_path=Path(t["audio_path"]) if t.get("audio_path") else None,
+                            feature_path=self.file(i), tags=tuple(t["tags"]), split=t["split"], group=t["group"],
+                            duration=t["duration"]) for i, t in enumerate(self.tracks)]
+
+    def file(self, i: int) -> Path:
+        name = Path(self.tracks[i]["file"])
+        return name if name.is_absolute() else self.path / name
+
+    def indices(self, split: str | None = None) -> list[int]:
+        """Positions of the tracks of ``split`` (all tracks when None)."""
+        if split is None:
+            return list(range(len(self.tracks)))
+        found = [i for i, t in enumerate(self.tracks) if t["split"] == split]
+        return found
+
+    def frames(self, i: int) -> int:
+        return int(self.tracks[i]["shape"][-1])
+
+    def load(self, i: int, *, mmap: bool = True) -> np.ndarray:
+        path = self.file(i)
+        try:
+            return np.load(path, mmap_mode="r" if mmap else None)
+        except FileNotFoundError:
+            raise DatasetError(f"{path}: cached features missing; run musetag prepare again to rebuild") from None
+        except ValueError as exc:
+            raise DatasetError(f"{path}: unreadable cached features ({exc}); delete it and run musetag prepare again") from None
+
+    def targets(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Targets in index order: multi-hot (n, n_tags) float32 or class indices (n,) int64."""
+        indices = range(len(self.tracks)) if indices is None else indices
+        if self.task == "multiclass":
+            return np.array([self.vocab.encode_class(self.tracks[i]["tags"]) for i in indices], dtype=np.int64)
+        return self.vocab.encode_many(self.tracks[i]["tags"] for i in indices)
+
+
+def open_cache(path: str | Path) -> FeatureCache:
+    return FeatureCache(path)
