@@ -188,6 +188,22 @@ def test_linear_resampler_matches_libsamplerate_src_linear():
         np.testing.assert_allclose(np.concatenate(parts), ours, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_trim_silence_equals_librosa_trim():
+    import librosa
+
+    from musetag.audio import trim_silence
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.zeros(SR), tone(440, 2.0), 1e-4 * rng.standard_normal(SR).astype(np.float32)])
+    for y in (x, np.stack([x, x[::-1].copy()]), np.zeros(5000, np.float32)):
+        ours, span = trim_silence(y)
+        ref, ref_span = librosa.effects.trim(y)
+        assert span == tuple(ref_span)
+        np.testing.assert_array_equal(ours, ref)
+    assert trim_silence(x)[1] == (43520, 133632)  # 1 s of silence minus the 2048-sample frame reach
+
+
 def test_to_mono_chunks():
     stereo = np.stack([np.ones(10, np.float32), np.zeros(10, np.float32)])
     np.testing.assert_array_equal(to_mono(stereo), np.full(10, 0.5, np.float32))

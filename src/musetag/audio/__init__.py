@@ -5,7 +5,7 @@
 (:mod:`musetag.audio.ops`).
 """
 from musetag.audio.io import AudioInfo, AudioSource, audio_info, describe_source, load_audio, stream_blocks
-from musetag.audio.ops import RESAMPLE_METHODS, chunks, crop, pad_or_crop, resample, to_mono
+from musetag.audio.ops import RESAMPLE_METHODS, chunks, crop, pad_or_crop, resample, to_mono, trim_silence
 
 __all__ = [
     "AudioInfo",
@@ -20,4 +20,5 @@ __all__ = [
     "resample",
     "stream_blocks",
     "to_mono",
+    "trim_silence",
 ]

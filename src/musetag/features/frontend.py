@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musetag.audio.ops import resample, to_mono
+from musetag.audio.ops import resample, to_mono, trim_silence
 from musetag.errors import ConfigError
 from musetag.features.presets import FeatureConfig
 
@@ -217,8 +217,7 @@ def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig) ->
     if int(sample_rate) != config.sample_rate:
         audio = resample(audio, int(sample_rate), config.sample_rate, method=config.resample_method)
     if config.trim_silence and audio.shape[-1] > 0:
-        trimmed, _ = librosa.effects.trim(audio if audio.shape[0] > 1 else audio[0], top_db=config.trim_top_db)
-        audio = trimmed if trimmed.ndim == 2 else trimmed[None, :]
+        audio, _ = trim_silence(audio, top_db=config.trim_top_db)  # librosa.effects.trim defaults
         if audio.shape[-1] == 0:  # all silence (or below the threshold): keep a valid, silent signal
             audio = np.zeros((audio.shape[0], 1), dtype=np.float32)
     return np.ascontiguousarray(audio, dtype=np.float32)

@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from musetag.errors import ConfigError
@@ -113,7 +113,6 @@ class FeatureConfig:
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
     name: str = "custom"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"feature config {self.name!r}"
@@ -336,4 +335,4 @@ def get_preset(name: str) -> FeatureConfig:
         preset = PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown feature preset {name!r}; choose one of {', '.join(list_presets())}") from None
-    return dataclasses.replace(preset, extra=dict(preset.extra))
+    return dataclasses.replace(preset)
