@@ -210,3 +210,42 @@ def test_torchrun_ranks_write_their_own_parts(package, music, tmp_path, monkeypa
     parts = sorted(tmp_path.glob("tags.rank-*-of-2.csv"))
     assert [p.name for p in parts] == ["tags.rank-0-of-2.csv", "tags.rank-1-of-2.csv"]
     assert sum(len(read_results(p)) for p in parts) == 7
+
+
+@pytest.mark.slow
+def test_http_service_answers_similar_uploads(package, music, tmp_path):
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from musetag.embed import embed_files
+    from musetag.serve.app import create_app
+
+    embed_files(package, [music], tmp_path / "emb.npy", recursive=True, progress=False)
+    buf = io.BytesIO()
+    sf.write(buf, _tone(108), SR, format="WAV")
+    with TestClient(create_app(package, similar_index=tmp_path / "emb.npy", max_concurrency=1)) as client:
+        r = client.post("/v1/similar?k=3", files={"file": ("query.wav", buf.getvalue(), "audio/wav")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["filename"] == "query.wav" and body["index"]["tracks"] == 6
+        assert [m["rank"] for m in body["matches"]] == [1, 2, 3]
+        assert all("/low/" in m["path"] for m in body["matches"])
+        r = client.post("/v1/similar", content=b"not audio at all", headers={"X-Filename": "junk.mp3"})
+        assert r.status_code == 422 and r.json()["error"] == "undecodable_audio"
+
+
+def test_http_similar_without_an_index_says_how_to_enable_it(package):
+    from fastapi.testclient import TestClient
+
+    from musetag.serve.app import create_app
+
+    client = TestClient(create_app(package, max_concurrency=1))  # no lifespan: no decoders needed for this
+    r = client.post("/v1/similar", content=b"RIFF")
+    assert r.status_code == 404 and r.json()["error"] == "no_index" and "--similar-index" in r.json()["message"]
+    with pytest.raises(ConfigError, match="another model"):
+        from musetag.embed import write_embeddings
+
+        bad = package.parent / "other.npy"
+        write_embeddings(bad, ["x.wav"], np.ones((1, 64), np.float32), {"model_sha256": "0" * 64})
+        create_app(package, similar_index=bad)

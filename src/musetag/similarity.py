@@ -489,3 +489,31 @@ def embedder_for(index: SimilarityIndex, model: str | os.PathLike | None = None,
             f"{str(recorded)[:12]}...); embed the catalogue again with this model or pass the right --model"
         )
     return embedder
+
+
+class SimilarityService:
+    """What ``POST /v1/similar`` of ``musetag serve`` runs: an index built by ``musetag embed`` with the
+    served model package, and an embedder of that package for the uploaded audio's segments."""
+
+    def __init__(self, index_path: str | os.PathLike, package: Any, *, backend: str | None = None,
+                 device: str = "cpu") -> None:
+        from musetag.embed import load_embedder
+
+        self.path = Path(index_path)
+        self.index = SimilarityIndex.load(index_path, backend=backend)
+        recorded = self.index.meta.get("model_sha256")
+        if recorded and recorded != package.sha256:
+            raise ConfigError(
+                f"--similar-index {index_path} was embedded with another model (sha256 {str(recorded)[:12]}...) than "
+                f"the served package {package.path} ({package.sha256[:12]}...); embed the catalogue with this package"
+            )
+        self.embedder = load_embedder(package, device=device)
+
+    def search_segments(self, segments: np.ndarray, k: int = 10) -> list[Match]:
+        """Neighbours of a track given as the served model's feature windows (what the decoders return)."""
+        vector = self.embedder.score_segments(segments).scores_array
+        return self.index.search(vector, k)  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": str(self.path), "tracks": len(self.index), "dim": self.index.dim,
+                "backend": self.index.backend}

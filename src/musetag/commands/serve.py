@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=10, help="default number of top tags in responses")
     p.add_argument("--threshold", default=None, help="'tuned' or a probability (default: tuned if available, else 0.5)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="network runtime")
+    p.add_argument("--similar-index", default=None, metavar="EMBEDDINGS",
+                   help="enable POST /v1/similar over these embeddings (`musetag embed` with the same MODEL; "
+                        ".npy, .parquet or a folder saved by `musetag similar --save-index`)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -44,5 +47,6 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         threshold=args.threshold,
         backend=args.backend,
+        similar_index=args.similar_index,
     )
     return 0

@@ -8,6 +8,11 @@ Endpoints
     "n_segments", "elapsed_ms"}``.
 ``GET /v1/tags``
     the model's tag vocabulary, task, thresholds and model description.
+``POST /v1/similar``
+    the same upload; query ``k``. Returns the ``k`` catalogue tracks that sound closest
+    (``{"filename", "matches": [{"rank", "path", "score"}], "index", "elapsed_ms"}``), searched in
+    the embeddings given with ``similar_index`` (``musetag embed`` with the same package; see
+    :mod:`musetag.similarity`). Without an index it answers 404 ``no_index``.
 ``GET /healthz``
     ``{"status": "ok", ...}`` once the decoders are running.
 ``GET /``
@@ -194,6 +199,7 @@ def create_app(
     backend: str = "torch",
     threshold: float | str | None = None,
     batch_size: int = 32,
+    similar_index: str | os.PathLike | None = None,
 ):
     """Build the FastAPI app serving the model package at ``package_path``.
 
@@ -212,6 +218,11 @@ def create_app(
     tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     package = tagger.package
+    similarity = None
+    if similar_index is not None:
+        from musetag.similarity import SimilarityService
+
+        similarity = SimilarityService(similar_index, package)
     model_info = {
         "name": package.model_name,
         "task": package.task,
@@ -392,6 +403,53 @@ def create_app(
             "task": tagger.task,
             "thresholds": [float(t) for t in tagger.thresholds],
             "model": model_info,
+        }
+
+    @app.post(
+        "/v1/similar",
+        summary="Find the catalogue tracks that sound like an uploaded audio file",
+        description=(
+            "Upload as for /v1/tag; returns the `k` closest tracks (cosine similarity of the model's embeddings) "
+            "of the index the server was started with (`musetag serve MODEL --similar-index embeddings.npy`). "
+            "Errors as for /v1/tag, plus 404 when the server has no index."
+        ),
+        responses={404: {"description": "the server was started without --similar-index"}},
+    )
+    async def similar_upload(request: Request, k: int = Query(default=10, ge=1, le=1000)):
+        started = time.perf_counter()
+        if similarity is None:
+            return error(404, "no_index", "this server has no similarity index; start it with "
+                         "`musetag serve MODEL --similar-index EMBEDDINGS` (written by `musetag embed`)")
+        got = await read_upload(request)
+        if isinstance(got, JSONResponse):
+            return got
+        name, data = got
+        pool: DecoderPool = request.app.state.decoders
+        decoder = pool.try_acquire()
+        if decoder is None:
+            return error(503, "busy", f"all {max_concurrency} decoders are busy; retry shortly",
+                         headers={"Retry-After": "1"})
+        broken = False
+        try:
+            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, decode_timeout)
+        except DecodeTimeout:
+            broken = True
+            return error(422, "decode_timeout", f"{name}: decoding took longer than the server's limit of "
+                         f"{decode_timeout:g} s and was stopped; send a shorter file")
+        except DecoderCrashed:
+            broken = True
+            return error(422, "decoder_crashed", f"{name}: the audio decoder crashed on this upload")
+        finally:
+            await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
+        if status != "ok":
+            return error(422, "undecodable_audio", payload)
+        matches = await asyncio.to_thread(similarity.search_segments, payload, k)
+        return {
+            "filename": name,
+            "duration": None if duration is None else round(float(duration), 3),
+            "matches": [m.to_dict() for m in matches],
+            "index": similarity.describe(),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
 
     @app.get("/healthz", summary="Liveness and readiness")
