@@ -57,7 +57,7 @@ def default_output(package_path: str | os.PathLike, fmt: str) -> Path:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    return path.with_name(f"{stem}.{name}")
+    return path.with_name(f"{stem}.onnx" if fmt == "onnx" else f"{stem}.torchscript.pt")
 
 
 def export_model(

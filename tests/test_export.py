@@ -1,0 +1,77 @@
+"""ONNX / TorchScript export: parity with PyTorch, metadata, and the tagger's onnx backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musetag.cli import main
+from musetag.errors import ModelError
+from musetag.tag import Tagger
+from musetag.tag.export import _onnx_meta, check_parity, export_model
+from musetag.tag.package import load_package
+from test_package import make_package, tiny_model
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,frames",
+    [("simplecnn", {"width": 2}, 96), pytest.param("vggish_baseline", {}, 320, marks=pytest.mark.slow)],
+)
+def test_onnx_parity_and_backend(tmp_path, name, kwargs, frames):
+    torch.manual_seed(0)
+    from musetag.models import create_model
+
+    model = create_model(name, n_classes=6, in_channels=1, **kwargs).eval()
+    pkg = make_package(tmp_path / "pkg", model=model, frames=frames, hop=frames // 2)
+    path, diff = export_model(pkg, "onnx")
+    assert path == pkg / "model.onnx" and diff <= 1e-4
+    meta = _onnx_meta(path)
+    assert meta["musetag_weights_sha256"] == load_package(pkg).sha256
+    assert meta["musetag_task"] == "multilabel"
+
+    rng = np.random.default_rng(0)
+    audio = (0.2 * rng.standard_normal(12000 * 9)).astype(np.float32)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, audio, 12000, subtype="FLOAT")
+    eager = Tagger.from_package(pkg).tag(wav)
+    onnx = Tagger.from_package(pkg, backend="onnx").tag(wav)
+    assert onnx.n_segments == eager.n_segments > 1
+    np.testing.assert_allclose(onnx.scores_array, eager.scores_array, atol=1e-4)
+
+
+def test_torchscript_parity(tmp_path, capsys):
+    pkg = make_package(tmp_path / "pkg")
+    assert main(["export", str(pkg), "--format", "torchscript"]) == 0
+    assert "max |logit difference|" in capsys.readouterr().out
+    loaded = torch.jit.load(str(pkg / "model.torchscript.pt"))
+    x = torch.randn(3, 1, 96, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), load_package(pkg).build_model()(x).numpy(), atol=1e-5)
+
+
+def test_archive_cli_export_and_refusals(tmp_path, capsys):
+    first = make_package(tmp_path / "model.zip", model=tiny_model(seed=1))
+    assert main(["export", str(first), "--format", "onnx"]) == 0
+    onnx_path = tmp_path / "model.onnx"  # beside the archive
+    assert onnx_path.is_file() and "tolerance" in capsys.readouterr().out
+    pkg = load_package(first)
+    with pytest.raises(ModelError, match="differs from PyTorch"):
+        check_parity(pkg.build_model(), pkg, onnx_path, "onnx", tolerance=-1.0)
+    assert Tagger.from_package(first, backend="onnx").backend == "onnx"  # found beside the archive
+
+    second = make_package(tmp_path / "b", model=tiny_model(seed=2))
+    with pytest.raises(ModelError, match="exported from other weights"):
+        Tagger.from_package(second, backend="onnx", onnx_path=onnx_path)
+    with pytest.raises(ModelError, match="does not exist"):
+        Tagger.from_package(second, backend="onnx", onnx_path=tmp_path / "none.onnx")
