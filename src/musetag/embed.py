@@ -305,6 +305,7 @@ class _Chunks:
         self.folder = folder
         self.paths: list[str] = []
         self.vectors: list[np.ndarray] = []
+        self.count = len(list(folder.glob("chunk-*.npz"))) if folder.is_dir() else 0
 
     def read(self) -> tuple[list[str], list[np.ndarray]]:
         paths, vecs = [], []
@@ -325,8 +326,8 @@ class _Chunks:
         if not self.paths:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        n = len(list(self.folder.glob("chunk-*.npz")))
-        target = self.folder / f"chunk-{n:06d}.npz"
+        target = self.folder / f"chunk-{self.count:06d}.npz"
+        self.count += 1
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".chunk-", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, paths=np.asarray(self.paths, dtype=str), vectors=np.stack(self.vectors))
@@ -349,7 +350,7 @@ def embed_files(
     retry_errors: bool = False,
     resume: bool = True,
     progress: bool = True,
-    flush_every: int = 64,
+    flush_every: int = 256,
 ) -> EmbedReport:
     """Embed every audio file under ``paths`` into ``out`` (``.npy`` or ``.parquet``).
 
@@ -391,6 +392,14 @@ def embed_files(
     elif not resume:
         shutil.rmtree(side["partial"], ignore_errors=True)
     chunks = _Chunks(side["partial"])
+    owner = side["partial"] / "model.json"
+    if owner.exists() and json.loads(owner.read_text()).get("model_sha256") != package.sha256:
+        raise ConfigError(
+            f"{side['partial']} holds unfinished embeddings of another model; delete it, or pass --restart, "
+            "or choose another --out"
+        )
+    side["partial"].mkdir(parents=True, exist_ok=True)
+    owner.write_text(json.dumps({"model_sha256": package.sha256}))
     for p, v in zip(*chunks.read()):
         done[os.path.abspath(p)] = (p, v)
     error_keys = {os.path.abspath(p) for p in errors}
