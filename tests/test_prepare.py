@@ -173,3 +173,45 @@ def test_prepare_gtzan3_subset_real_mp3_kill_and_resume(tmp_path):
     assert all(abs(cache.frames(i) - 30 * 12000 / 256) < 60 for i in range(len(cache)))
     reference = prepare(toml, tmp_path / "reference", workers=0, progress=False)
     _assert_same_cache(reference.out_dir, out)
+
+
+def test_official_jamendo_npy_used_in_place(tmp_path, rng):
+    header = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\r\n"
+    folder = tmp_path / "splits" / "split-0"
+    folder.mkdir(parents=True)
+    arrays = {}
+    for k, part in enumerate(("train", "validation", "test")):
+        lines = []
+        for j in range(2):
+            tid = 10 * k + j
+            rel = f"{tid % 100:02d}/{tid}.mp3"
+            lines.append(f"track_{tid:07d}\tartist_{k}\talbum_{k}\t{rel}\t30.0\tmood/theme---happy\tmood/theme---calm")
+            mel = tmp_path / "mel" / rel.replace(".mp3", ".npy")
+            mel.parent.mkdir(parents=True, exist_ok=True)
+            arrays[f"track_{tid:07d}"] = rng.normal(-40, 10, size=(96, 50 + tid)).astype(np.float32)
+            np.save(mel, arrays[f"track_{tid:07d}"])
+        (folder / f"autotagging_moodtheme-{part}.tsv").write_text(header + "\r\n".join(lines) + "\r\n")
+    toml = tmp_path / "jamendo.toml"
+    toml.write_text('reader = "jamendo"\npreset = "jamendo96"\n[paths]\nsplits_dir = "splits"\nmelspec_root = "mel"\n')
+    result = prepare(toml, tmp_path / "cache", workers=0, progress=False)
+    assert result.n_cached == 6 and not list((tmp_path / "cache" / "features").glob("*.npy"))
+    cache = FeatureCache(tmp_path / "cache")
+    for i, track in enumerate(cache.tracks):
+        assert cache.file(i) == tmp_path / "mel" / f"{int(track['id'][6:]) % 100:02d}" / f"{int(track['id'][6:])}.npy"
+        np.testing.assert_array_equal(cache.load(i), arrays[track["id"]])
+    train = np.concatenate([arrays["track_0000000"], arrays["track_0000001"]], axis=1).astype(np.float64)
+    assert cache.stats["mean"] == pytest.approx(train.mean()) and cache.stats["std"] == pytest.approx(train.std())
+    # another preset without audio cannot be computed: clear error
+    toml.write_text('reader = "jamendo"\npreset = "bour128"\n[paths]\nsplits_dir = "splits"\nmelspec_root = "mel"\n')
+    with pytest.raises(DatasetError, match="audio_root"):
+        prepare(toml, tmp_path / "cache2", workers=0, progress=False)
+
+
+def test_training_cache_maps_ids_to_files(corpus, tmp_path):
+    from musetag.data.cache import training_cache
+
+    config = load_dataset_config(corpus)
+    records = load_records(config)[:3]
+    paths = training_cache(records, config.feature_config(), tmp_path / "tc", progress=False)
+    assert list(paths) == [r.id for r in records]
+    assert all(p.is_file() and np.load(p).dtype == np.float32 for p in paths.values())

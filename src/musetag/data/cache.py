@@ -160,9 +160,34 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _settings(feature_dict: dict[str, Any], dtype: str, config, official: bool) -> dict[str, Any]:
+def _settings(feature_dict: dict[str, Any], dtype: str, dataset: dict | None, official: bool) -> dict[str, Any]:
     return {"version": CACHE_VERSION, "features": feature_dict, "dtype": dtype, "official_features": official,
-            "dataset": config.to_dict() if config is not None else None}
+            "dataset": dataset}
+
+
+def _feature_key(config) -> dict[str, Any]:
+    d = config.to_dict()
+    for k in ("mean", "std", "name", "extra"):
+        d.pop(k, None)
+    return d
+
+
+def _use_official(records: Sequence[TrackRecord], features, from_audio: bool, where: str) -> bool:
+    """Official MTG-Jamendo mel-spectrograms are used when every record has one and either the
+    features asked for are the official ones (jamendo96) or there is no audio to compute others."""
+    from musetag.features import get_preset
+
+    if from_audio or not records or any(r.feature_path is None for r in records):
+        return False
+    matches = _feature_key(features) == _feature_key(get_preset("jamendo96"))
+    if matches:
+        return True
+    if any(r.audio_path is None for r in records):
+        raise DatasetError(
+            f"{where}: only official MTG-Jamendo mel-spectrograms are available (no audio_root), but the features "
+            f"asked for are {features.name!r}; use preset = \"jamendo96\" or set paths.audio_root"
+        )
+    return False
 
 
 def prepare(
@@ -175,6 +200,7 @@ def prepare(
     from_audio: bool = False,
     overwrite: bool = False,
     records: Sequence[TrackRecord] | None = None,
+    feature_config=None,
 ) -> PrepareResult:
     """Build (or resume) the feature cache of the dataset ``config`` describes.
 
@@ -182,39 +208,62 @@ def prepare(
     defaults to the config's ``cache``. ``workers``: processes (default: all cores; 0 = in this
     process). ``dtype``: ``float16`` (half the disk, plenty for log-mel) or ``float32``.
     ``from_audio``: ignore official precomputed features and decode the audio.
+    ``records`` / ``feature_config``: use these instead of reading the corpus / the config's preset.
     Failing tracks are written to ``failures.csv`` and left out of the index; the rest continue.
     """
     from musetag.data.config import DatasetConfig, load_dataset_config
     from musetag.data.datasets import dataset_vocab, load_records
 
-    started = time.perf_counter()
     if not isinstance(config, DatasetConfig):
         config = load_dataset_config(config)
-    if dtype not in DTYPES:
-        raise DatasetError(f"dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     out = Path(out_dir) if out_dir is not None else config.cache_dir
     if out is None:
         raise DatasetError(f"{config.where}: no output folder; pass --out CACHE_DIR or set cache = \"...\" in the config")
-    out = out.expanduser().resolve()
     records = list(records) if records is not None else load_records(config)
-    vocab = dataset_vocab(config, records)
-    features = config.feature_config()
+    return build_cache(
+        records, feature_config or config.feature_config(), out, vocab=dataset_vocab(config, records),
+        task=config.task, name=config.name, dataset=config.to_dict(), where=config.where, workers=workers,
+        dtype=dtype, progress=progress, from_audio=from_audio, overwrite=overwrite,
+    )
+
+
+def build_cache(
+    records: Sequence[TrackRecord],
+    features,
+    out_dir: str | Path,
+    *,
+    vocab: TagVocab | None = None,
+    task: str = "multilabel",
+    name: str | None = None,
+    dataset: dict | None = None,
+    where: str = "dataset",
+    workers: int | None = None,
+    dtype: str = "float16",
+    progress: bool = True,
+    from_audio: bool = False,
+    overwrite: bool = False,
+) -> PrepareResult:
+    """The work behind :func:`prepare`, for records and a FeatureConfig given directly."""
+    started = time.perf_counter()
+    if dtype not in DTYPES:
+        raise DatasetError(f"dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    out = Path(out_dir).expanduser().resolve()
+    records = list(records)
+    vocab = vocab or TagVocab.from_records(records)
     feature_dict = features.replace(mean=None, std=None).to_dict()
-    official = (not from_audio) and all(r.feature_path is not None for r in records)
+    official = _use_official(records, features, from_audio, where)
     if not official and any(r.audio_path is None for r in records):
         missing = [r.id for r in records if r.audio_path is None]
         raise DatasetError(
-            f"{config.where}: {len(missing)} track(s) have no audio path (e.g. {', '.join(missing[:3])}); "
+            f"{where}: {len(missing)} track(s) have no audio path (e.g. {', '.join(missing[:3])}); "
             "set paths.audio_root (or melspec_root for official features)"
         )
-    if official and features.name != "jamendo96":
-        log.warning("official MTG-Jamendo features are used, but the preset is %r (they match jamendo96)", features.name)
 
-    settings = _settings(feature_dict, "float32" if official else dtype, config, official)
+    settings = _settings(feature_dict, "float32" if official else dtype, dataset, official)
     settings_path = out / "cache.json"
     if overwrite and out.exists():
-        for name in ("journal.jsonl", "index.json", "index.csv", "stats.json", "failures.csv", "cache.json"):
-            (out / name).unlink(missing_ok=True)
+        for fname in ("journal.jsonl", "index.json", "index.csv", "stats.json", "failures.csv", "cache.json"):
+            (out / fname).unlink(missing_ok=True)
         if (out / "features").is_dir():
             for f in (out / "features").glob("*.npy"):
                 f.unlink()
@@ -222,8 +271,8 @@ def prepare(
     if settings_path.exists():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         comparable = ("version", "features", "dtype", "official_features")
-        if any(previous.get(k) != settings.get(k) for k in comparable):
-            diff = [k for k in comparable if previous.get(k) != settings.get(k)]
+        diff = [k for k in comparable if previous.get(k) != settings.get(k)]
+        if diff:
             raise DatasetError(
                 f"{out}: this cache was prepared with different settings ({', '.join(diff)} differ); "
                 "use another --out folder, or --overwrite to rebuild it"
@@ -238,8 +287,9 @@ def prepare(
     done = _read_journal(journal_path)
     names = {r.id: safe_name(r.id) for r in records}
     if len(set(names.values())) != len(names):
-        raise DatasetError(f"{config.where}: two track ids map to the same cache file name; make the ids unique")
+        raise DatasetError(f"{where}: two track ids map to the same cache file name; make the ids unique")
     jobs, resumed = [], 0
+    failures: dict[str, str] = {}
     journal = open(journal_path, "a", encoding="utf-8")
     try:
         for r in records:
@@ -264,7 +314,6 @@ def prepare(
         journal.flush()
         if resumed:
             log.info("%s: %d of %d tracks already cached; resuming", out, resumed, len(records))
-        failures: dict[str, str] = {}
 
         def handle(result: dict[str, Any]) -> None:
             if "error" in result:
@@ -278,7 +327,6 @@ def prepare(
     finally:
         journal.close()
 
-    by_id = {r.id: r for r in records}
     failure_rows = [{"id": r.id, "path": str(r.feature_path if official else r.audio_path), "error": failures[r.id]}
                     for r in records if r.id in failures]
     with open(out / ".failures.csv.tmp", "w", newline="", encoding="utf-8") as handle:
@@ -294,13 +342,34 @@ def prepare(
             f"{out}: no track could be processed ({len(failure_rows)} failures; first: "
             f"{failure_rows[0]['error'] if failure_rows else 'none'}); see {out / 'failures.csv'}"
         )
-    stats = _combine_stats([done[r.id] for r in cached if r.split == "train"] or [done[r.id] for r in cached],
-                           split="train" if any(r.split == "train" for r in cached) else "all")
-    _write_index(out, config, settings, vocab, cached, done, stats)
-    result = PrepareResult(out, len(records), len(cached), len(jobs) - len(failure_rows), resumed, failure_rows,
-                           stats, time.perf_counter() - started)
-    del by_id
-    return result
+    train = [done[r.id] for r in cached if r.split == "train"]
+    stats = _combine_stats(train or [done[r.id] for r in cached], split="train" if train else "all")
+    _write_index(out, name, task, settings, vocab, cached, done, stats)
+    return PrepareResult(out, len(records), len(cached), len(jobs) - len(failure_rows), resumed, failure_rows,
+                         stats, time.perf_counter() - started)
+
+
+def training_cache(records: Sequence[TrackRecord], feature_config, cache_dir: str | Path, *, progress: bool = True,
+                   workers: int | None = None, dtype: str | None = None) -> dict[str, Path]:
+    """Features for ``records`` under ``feature_config`` in ``cache_dir`` (built or resumed):
+    ``{track id: .npy path}``. Used by training; raises after processing everything else when a
+    track fails (its error is in ``failures.csv``). ``dtype`` None: the existing cache's, else float32."""
+    cache_dir = Path(cache_dir)
+    if dtype is None:
+        dtype = "float32"
+        settings = cache_dir / "cache.json"
+        if settings.exists():
+            dtype = json.loads(settings.read_text(encoding="utf-8")).get("dtype", "float32")
+    result = build_cache(records, feature_config, cache_dir, where=str(cache_dir), workers=workers,
+                         dtype=dtype, progress=progress)
+    if result.failures:
+        first = result.failures[0]
+        raise DatasetError(
+            f"{len(result.failures)} track(s) could not be processed (first: {first['id']}: {first['error']}); "
+            f"see {result.report_path}; fix or remove them from the dataset"
+        )
+    cache = FeatureCache(cache_dir)
+    return {t["id"]: cache.file(i) for i, t in enumerate(cache.tracks)}
 
 
 def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
@@ -308,6 +377,8 @@ def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
 
     bar = tqdm(total=len(jobs), desc="prepare", unit="track", disable=not progress or not jobs, dynamic_ncols=True)
     try:
+        if workers is None and len(jobs) < 16:
+            workers = 0  # starting processes (each imports torch) costs more than a few tracks
         if workers == 0 or len(jobs) <= 1:
             import torch
 
@@ -364,7 +435,7 @@ def _combine_stats(entries: list[dict[str, Any]], *, split: str) -> dict[str, An
     return stats
 
 
-def _write_index(out: Path, config, settings, vocab: TagVocab, records, done, stats) -> None:
+def _write_index(out: Path, name, task, settings, vocab: TagVocab, records, done, stats) -> None:
     entries = []
     for r in records:
         e = done[r.id]
@@ -372,7 +443,7 @@ def _write_index(out: Path, config, settings, vocab: TagVocab, records, done, st
                         "group": r.group, "duration": r.duration,
                         "audio_path": str(r.audio_path) if r.audio_path else None})
     features = dict(settings["features"], mean=stats["mean"], std=stats["std"])
-    index = {"version": CACHE_VERSION, "name": config.name, "task": config.task, "tags": vocab.to_list(),
+    index = {"version": CACHE_VERSION, "name": name, "task": task, "tags": vocab.to_list(),
              "dtype": settings["dtype"], "official_features": settings["official_features"],
              "features": features, "stats": stats, "dataset": settings["dataset"], "tracks": entries}
     _atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
