@@ -133,6 +133,16 @@ def test_jamendo96_filterbank_is_essentia_unit_tri():
     assert analysis_window(cfg)[0] == 0 and analysis_window(cfg)[-1] == 0  # symmetric Hann
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_very_short_clips(name):
+    cfg = get_preset(name)
+    for n in (1, 100, 700):
+        feats = compute_features(np.full(n, 0.1, np.float32), cfg.sample_rate, cfg)
+        assert np.isfinite(feats).all() and feats.shape[-1] >= 1
+    with pytest.raises(AudioError, match="no samples"):
+        compute_features(np.zeros(0, np.float32), cfg.sample_rate, cfg)
+
+
 def test_silence_gives_finite_floor():
     for name in MEL_PRESETS:
         cfg = get_preset(name)

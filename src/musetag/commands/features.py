@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from musetag.features.presets import PRESETS
@@ -13,6 +14,10 @@ def _shapes_help() -> str:
         cfg = PRESETS[name]
         lines.append(f"  {name:<12} {cfg.output_shape:<20} {cfg.describe()}")
     return "\n".join(lines)
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def register(subparsers) -> None:
@@ -34,7 +39,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument(
-        "--workers", type=int, default=1, metavar="N", help="files processed in parallel (threads; default 1)"
+        "--workers",
+        type=int,
+        default=_default_workers(),
+        metavar="N",
+        help=f"files processed at the same time, on threads (default: one per core, here {_default_workers()})",
     )
     parser.add_argument(
         "--skip-existing", action="store_true", help="keep .npy files that already exist instead of recomputing them"

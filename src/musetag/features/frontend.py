@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musetag.audio.ops import resample, to_mono, trim_silence
-from musetag.errors import ConfigError
+from musetag.errors import AudioError, ConfigError
 from musetag.features.presets import FeatureConfig
 
 
@@ -121,6 +121,11 @@ class FeatureExtractor(nn.Module):
     def _mel(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         batch, channels, samples = wave.shape
+        if cfg.center and cfg.pad_mode == "reflect" and not _exporting() and samples <= cfg.n_fft // 2:
+            raise ValueError(
+                f"config {cfg.name!r} pads by reflection: it needs more than {cfg.n_fft // 2} samples, got {samples}; "
+                "zero-pad short clips first (compute_features does)"
+            )
         x = wave.reshape(batch * channels, samples)  # (batch*channels, samples)
         if cfg.pad_end:
             x = F.pad(x, (0, (-samples) % cfg.hop_length))
@@ -202,6 +207,8 @@ def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig) ->
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim not in (1, 2):
         raise ConfigError(f"audio must be (samples,) or (channels, samples), got shape {audio.shape}")
+    if audio.shape[-1] == 0:
+        raise AudioError("the audio has no samples; there is nothing to compute features from")
     if config.mono:
         audio = to_mono(audio)[None, :]
     else:
@@ -216,10 +223,13 @@ def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig) ->
             )
     if int(sample_rate) != config.sample_rate:
         audio = resample(audio, int(sample_rate), config.sample_rate, method=config.resample_method)
-    if config.trim_silence and audio.shape[-1] > 0:
+    if config.trim_silence:
         audio, _ = trim_silence(audio, top_db=config.trim_top_db)  # librosa.effects.trim defaults
-        if audio.shape[-1] == 0:  # all silence (or below the threshold): keep a valid, silent signal
-            audio = np.zeros((audio.shape[0], 1), dtype=np.float32)
+    if config.kind == "mel" and config.center and config.pad_mode == "reflect":
+        # reflect padding needs more than n_fft // 2 samples: zero-extend very short clips (< ~25 ms)
+        short = config.n_fft // 2 + 1 - audio.shape[-1]
+        if short > 0:
+            audio = np.pad(audio, [(0, 0), (0, short)])
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 

@@ -65,11 +65,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from musetag.audio.ops import RESAMPLE_METHODS
 from musetag.errors import ConfigError
 
 _KINDS = ("mel", "waveform")
 _PAD_MODES = ("constant", "reflect")
-_RESAMPLE = ("soxr_vhq", "soxr_hq", "soxr_mq", "soxr_lq", "linear")
+_RESAMPLE = RESAMPLE_METHODS
 
 
 @dataclass
