@@ -6,8 +6,12 @@ A :class:`FeatureConfig` travels with every checkpoint and model package (``to_d
 Presets (``get_preset(name)``):
 
 ``jamendo96``
-    The official MTG-Jamendo mel-spectrograms (the ``.npy`` files users download), used as input by
-    Koutini 2019, Sukhavasi & Adapa 2019 (AMLAG), SELAB-HCMUS 2021 and Bour 2021's ``m96`` models.
+    The official MTG-Jamendo mel-spectrograms (the ``.npy`` files users download), the input of
+    Sukhavasi & Adapa 2019 (AMLAG: "pre-computed Mel-spectrograms ... no additional pre-processing"
+    beyond normalisation), SELAB-HCMUS 2021 (96 x 960 random crops of them), Bour 2021's ``m96``
+    models and Koutini 2019 (whose slides describe no other front end). None of these seeds needs
+    a preset of its own: their crops, segments and normalisation belong to the data and training
+    stages.
     Essentia pipeline, step by step, and our equivalent:
 
     * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: downmix by averaging, then
