@@ -21,8 +21,22 @@ from musetag.data.manifest import (
 )
 from musetag.data.tags import TagVocab, strip_prefix
 
+
+def __getattr__(name: str):
+    # torch-dependent parts load on first use, so reading manifests stays light
+    lazy = {"FeatureCache": "cache", "prepare": "cache", "build_cache": "cache", "open_cache": "cache",
+            "RandomCropDataset": "sampling", "SegmentDataset": "sampling", "SegmentItemDataset": "sampling",
+            "ClassAwareSampler": "sampling", "collate_segments": "sampling", "aggregate_segments": "sampling",
+            "make_corpus": "synth"}
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(f"musetag.data.{lazy[name]}"), name)
+    raise AttributeError(f"module 'musetag.data' has no attribute {name!r}")
+
 __all__ = [
     "DatasetConfig", "load_dataset_config", "READERS", "load_records", "dataset_vocab", "SPLITS", "TrackRecord",
     "check_group_disjoint", "read_manifest", "write_manifest", "seeded_split", "split_records", "TagVocab",
-    "strip_prefix",
+    "strip_prefix", "FeatureCache", "prepare", "build_cache", "open_cache", "RandomCropDataset", "SegmentDataset",
+    "SegmentItemDataset", "ClassAwareSampler", "collate_segments", "aggregate_segments", "make_corpus",
 ]

@@ -202,7 +202,8 @@ def _drum_kit(rng: np.random.Generator, sr: int) -> dict[str, np.ndarray]:
     snare = (0.7 * _filtered_noise(rng, len(ts), sr, 1000, 0.45 * sr) + 0.3 * np.sin(2 * np.pi * 190 * ts))
     snare *= np.exp(-ts / rng.uniform(0.05, 0.09))
     th = t[: int(0.08 * sr)]
-    hat = _filtered_noise(rng, len(th), sr, min(6000, 0.3 * sr), 0.45 * sr) * np.exp(-th / rng.uniform(0.015, 0.03))
+    # hats between 3 kHz and 7 kHz: audible, and inside a 0-6 kHz mel range (jamendo96)
+    hat = _filtered_noise(rng, len(th), sr, 3000, min(7000, 0.45 * sr)) * np.exp(-th / rng.uniform(0.02, 0.04))
     return {"kick": kick.astype(np.float32), "snare": snare.astype(np.float32), "hat": hat.astype(np.float32)}
 
 
@@ -240,7 +241,7 @@ def render_clip(spec: ClipSpec, rng: np.random.Generator, *, seconds: float = 10
             # soft pulse on every beat so the tempo is audible even in pads
             for k in range(chord_beats):
                 _add(harmony, int((b + k) * beat * sr) + humanise(),
-                     0.25 * chord_voice.render(_midi_hz(triad[k % 3] + 12), int(0.45 * beat * sr), rng)
+                     0.4 * chord_voice.render(_midi_hz(triad[k % 3] + 12), int(0.45 * beat * sr), rng)
                      * np.exp(-np.arange(int(0.45 * beat * sr)) / (0.1 * sr)).astype(np.float32))
         elif spec.texture == "strum":
             vel = rng.uniform(0.6, 1.0)
@@ -288,13 +289,13 @@ def render_clip(spec: ClipSpec, rng: np.random.Generator, *, seconds: float = 10
                     _add(drums, start, 0.5 * kit["snare"])
             elif spec.drums == "rock":
                 _add(drums, start + humanise(), kit["kick"] if b % 2 == 0 else 0.8 * kit["snare"])
-                _add(drums, start + humanise(), 0.35 * kit["hat"])
+                _add(drums, start + humanise(), 0.5 * kit["hat"])
             else:  # half-time: kick on 1, snare on 3, hats on beats
                 if b % 4 == 0:
                     _add(drums, start, kit["kick"])
                 elif b % 4 == 2:
                     _add(drums, start, 0.8 * kit["snare"])
-                _add(drums, start + humanise(), 0.35 * kit["hat"])
+                _add(drums, start + humanise(), 0.5 * kit["hat"])
         layers.append(0.9 * drums)
 
     mix = np.sum(layers, axis=0)
