@@ -1,6 +1,8 @@
 """ONNX / TorchScript export: parity with PyTorch, metadata, and the tagger's onnx backend."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -54,7 +56,9 @@ def test_torchscript_parity(tmp_path, capsys):
     pkg = make_package(tmp_path / "pkg")
     assert main(["export", str(pkg), "--format", "torchscript"]) == 0
     assert "max |logit difference|" in capsys.readouterr().out
-    loaded = torch.jit.load(str(pkg / "model.torchscript.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        loaded = torch.jit.load(str(pkg / "model.torchscript.pt"))
     x = torch.randn(3, 1, 96, 64)
     with torch.no_grad():
         np.testing.assert_allclose(loaded(x).numpy(), load_package(pkg).build_model()(x).numpy(), atol=1e-5)

@@ -100,7 +100,7 @@ def _context():
     server process that has imported the heavy modules once; never from the threaded app process."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["musetag.tag.tagger", "musetag.features", "musetag.audio"])
+        ctx.set_forkserver_preload(["torch", "musetag.features", "musetag.audio", "musetag.tag.tagger"])
         return ctx
     return mp.get_context("spawn")
 
@@ -215,7 +215,16 @@ def create_app(
         raise ConfigError(f"--max-concurrency must be at least 1, got {max_concurrency}")
     if decode_timeout <= 0:
         raise ConfigError(f"--decode-timeout must be positive, got {decode_timeout}")
-    tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
+    from musetag.tag.package import load_package
+
+    # start the decoders first: their process imports torch & co. while this one loads the model
+    described = load_package(package_path, load_weights=False)
+    pool = DecoderPool(described.features, described.segment, max_concurrency)
+    try:
+        tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
+    except BaseException:
+        pool.close()
+        raise
     max_bytes = int(max_upload_mb * 1024 * 1024)
     package = tagger.package
     similarity = None
@@ -234,7 +243,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app):
-        pool = DecoderPool(package.features, package.segment, max_concurrency)
         await asyncio.to_thread(pool.wait_ready)
         app.state.decoders = pool
         log.info("musetag serve: %s ready (%d decoders)", package.model_name, max_concurrency)
@@ -367,14 +375,15 @@ def create_app(
                 headers={"Retry-After": "1"},
             )
         broken = False
+        limit_s = float(request.app.state.settings["decode_timeout"])
         try:
-            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, decode_timeout)
+            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, limit_s)
         except DecodeTimeout:
             broken = True
             return error(
                 422,
                 "decode_timeout",
-                f"{name}: decoding took longer than the server's limit of {decode_timeout:g} s and was stopped; "
+                f"{name}: decoding took longer than the server's limit of {limit_s:g} s and was stopped; "
                 "send a shorter file (the limit is set with --decode-timeout)",
             )
         except DecoderCrashed:
@@ -430,8 +439,9 @@ def create_app(
             return error(503, "busy", f"all {max_concurrency} decoders are busy; retry shortly",
                          headers={"Retry-After": "1"})
         broken = False
+        limit_s = float(request.app.state.settings["decode_timeout"])
         try:
-            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, decode_timeout)
+            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, limit_s)
         except DecodeTimeout:
             broken = True
             return error(422, "decode_timeout", f"{name}: decoding took longer than the server's limit of "

@@ -159,7 +159,9 @@ def _export_torchscript(model, package: ModelPackage, out: Path) -> None:
     os.close(fd)
     os.chmod(tmp, _file_mode())
     try:
-        torch.jit.save(traced, tmp, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated but still loads everywhere
+            torch.jit.save(traced, tmp, _extra_files=extra)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -180,7 +182,9 @@ def check_parity(model, package: ModelPackage, path: Path, fmt: str, tolerance: 
         name = session.get_inputs()[0].name
         run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
     else:
-        loaded = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            loaded = torch.jit.load(str(path), map_location="cpu").eval()
 
         def run(x):
             with torch.no_grad():

@@ -453,8 +453,6 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
     package format or musetag version newer than this installation, missing weights, or weights
     whose SHA-256 differs from the recorded one (a damaged or replaced file).
     """
-    from safetensors.torch import load as st_load
-
     path = Path(path)
     where = f"model package {path}"
     desc_bytes, weights = _read_members(path)
@@ -496,6 +494,8 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
                 f"{where}: {WEIGHTS_FILE} is damaged or was replaced (sha256 {actual[:12]}..., expected "
                 f"{expected[:12]}...); copy the package again or re-create it with `musetag package`"
             )
+        from safetensors.torch import load as st_load
+
         try:
             state_dict = st_load(weights)
         except Exception as exc:  # noqa: BLE001
