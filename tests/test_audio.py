@@ -319,6 +319,60 @@ def test_m4a_needs_ffmpeg(tmp_path, monkeypatch):
         load_audio(m4a)
 
 
+FAKE_FFMPEG = """#!{python}
+# Stands in for ffmpeg's command-line contract: records its arguments, writes 32-bit float WAV
+# (a 2 s, 440 Hz stereo tone cut by -ss/-t) to stdout, or fails like ffmpeg on a bad file.
+import io, json, sys
+import numpy as np, soundfile as sf
+args = sys.argv[1:]
+open({log!r}, "w").write(json.dumps(args))
+data = sys.stdin.buffer.read() if "pipe:0" in args else open(args[args.index("-i") + 1], "rb").read()
+if b"BROKEN" in data:
+    sys.stderr.write("[mov,mp4] moov atom not found\\nInvalid data found when processing input\\n")
+    sys.exit(1)
+sr = 44100
+t = np.arange(2 * sr) / sr
+x = np.stack([0.5 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1).astype(np.float32)
+start = int(float(args[args.index("-ss") + 1]) * sr) if "-ss" in args else 0
+stop = start + int(float(args[args.index("-t") + 1]) * sr) if "-t" in args else len(x)
+buf = io.BytesIO()
+sf.write(buf, x[start:stop], sr, format="WAV", subtype="FLOAT")
+sys.stdout.buffer.write(buf.getvalue())
+"""
+
+
+def test_m4a_decoded_through_the_ffmpeg_command_line(tmp_path, monkeypatch):
+    """The ffmpeg path: arguments (seek, duration, pipe), WAV parsing and ffmpeg's own errors."""
+    import json
+    import os
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "ffmpeg_args.json"
+    fake = bindir / "ffmpeg"
+    fake.write_text(FAKE_FFMPEG.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    m4a = tmp_path / "song.m4a"
+    m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isomiso2" + b"\x00" * 2000)
+
+    y, sr = load_audio(m4a, sample_rate=22050, offset=0.5, duration=1.0)
+    args = json.loads(log.read_text())
+    assert args[args.index("-i") + 1] == str(m4a) and "-ss" in args and "-t" in args
+    assert sr == 22050 and abs(len(y) - 22050) <= 1
+    assert peak_hz(y, sr) == pytest.approx(440, abs=2)
+    info = audio_info(m4a)
+    assert (info.sample_rate, info.channels, info.frames) == (44100, 2, 88200)
+    # uploads are piped through stdin
+    y2, _ = load_audio(m4a.read_bytes(), mono=False)
+    assert y2.shape == (2, 88200) and "pipe:0" in json.loads(log.read_text())
+    broken = tmp_path / "broken.m4a"
+    broken.write_bytes(m4a.read_bytes() + b"BROKEN")
+    with pytest.raises(AudioError, match=r"broken.m4a: ffmpeg could not decode .*Invalid data found"):
+        load_audio(broken)
+
+
 def test_m4a_through_ffmpeg_when_available(tmp_path):
     import shutil
     import subprocess
