@@ -1,0 +1,95 @@
+"""The web page in a real headless Chromium: choose a song, play it, see its tags as sorted bars.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped with a
+message when they are missing.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_package import TAGS, make_package
+from test_serve import Server, wav_bytes
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("headless browser test needs Debian's chromium and chromium-driver: "
+                    "apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--mute-audio", "--window-size=1000,1100",
+                f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    """A real Jamendo song when the shared data is there, else a generated clip."""
+    from conftest import SHARED_DATA
+
+    songs = sorted((SHARED_DATA / "jamendo-songs" / "mp3").glob("*.mp3"))
+    if songs:
+        return songs[0]
+    path = tmp_path / "tone.wav"
+    path.write_bytes(wav_bytes(20.0))
+    return path
+
+
+def test_page_tags_a_song(browser, song, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
+    server = Server(pkg, tmp_path / "serve.log", "--max-upload-mb", "20", "--max-concurrency", "1")
+    try:
+        server.wait()
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))
+        browser.find_element(By.ID, "file").send_keys(str(song))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+        bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+        shown = [b.get_attribute("data-tag") for b in bars]
+        scores = [float(b.get_attribute("data-score")) for b in bars]
+        assert sorted(shown) == sorted(TAGS)  # 6 tags, all shown (fewer than the top 15)
+        assert scores == sorted(scores, reverse=True)
+        assert all(0.0 <= s <= 1.0 for s in scores)
+        assert bars[0].find_element(By.CSS_SELECTOR, ".value").text.endswith("%")
+        # the bars are drawn: their width follows the probability
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .fill")[0].size["width"] > 0)
+        src = browser.find_element(By.ID, "audio").get_attribute("src")
+        assert src.startswith("blob:")  # plays the chosen file locally (object URL)
+        assert song.name in browser.find_element(By.ID, "status").text
+        shot = tmp_path / "tagged-page.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+
+        # a file that is not audio: the page shows the server's error message
+        bad = tmp_path / "notes.mp3"
+        bad.write_text("These are my notes about the concert, not a song.\n" * 3)
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(lambda d: "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
+        assert "text file" in browser.find_element(By.ID, "status").text
+    finally:
+        server.stop()
