@@ -8,7 +8,7 @@ key, what was found and the valid choices. The resolved configuration is written
 ``RUN_DIR/config.toml`` by :func:`dump_toml` and reloads to the same object.
 
 Sections (TOML tables): ``model``, ``features``, ``data``, ``loss``, ``optim``, ``schedule``,
-``augment``, ``swa``, ``snapshots``, ``coteaching``, ``early_stopping``, plus top-level keys
+``augment``, ``swa``, ``snapshots``, ``coteaching``, ``early_stopping``, ``init``, plus top-level keys
 (``seed``, ``epochs``, ``final``...) and an optional ``[[members]]`` list for multi-model
 ensembles (each member: ``name``, ``weight``, ``set`` = a table of overrides).
 """
@@ -176,6 +176,21 @@ class EarlyStoppingSection:
 
 
 @dataclass
+class InitSection:
+    """Transfer learning (:mod:`musetag.transfer`): start from the weights in ``path`` (a run folder,
+    checkpoint, model package or local ``.safetensors``/``.pt`` file; never downloaded). Weights are
+    matched by name and shape after the key mapping ``map`` (a registered name such as ``timm``,
+    ``prefix:OLD=NEW`` or ``module:function``); the classifier is re-created for this dataset's tags.
+    ``freeze_stages`` > 0 freezes the model's first stages for ``freeze_epochs`` epochs (0: the
+    whole run). What was loaded and skipped is written to ``RUN_DIR/transfer.json``."""
+
+    path: str = ""
+    map: str = ""
+    freeze_stages: int = 0
+    freeze_epochs: int = 0
+
+
+@dataclass
 class MemberSpec:
     """One member of a multi-model ensemble: a shipped recipe (or, without one, the enclosing
     config) with ``set`` overrides; its outputs are weighted by ``weight``."""
@@ -216,6 +231,7 @@ class TrainConfig:
     snapshots: SnapshotSection = field(default_factory=SnapshotSection)
     coteaching: CoTeachingSection = field(default_factory=CoTeachingSection)
     early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
+    init: InitSection = field(default_factory=InitSection)
     members: list = field(default_factory=list)
     member_sets: list = field(default_factory=list)
 
@@ -325,6 +341,10 @@ def validate(cfg: TrainConfig) -> None:
     if len(ct.weights) != 2 or any(w < 0 for w in ct.weights) or sum(ct.weights) <= 0:
         raise ConfigError(f"coteaching.weights = {ct.weights!r} is not valid; expected [model, peer] weights >= 0")
     _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)
+    _positive("init.freeze_stages", cfg.init.freeze_stages, allow_zero=True)
+    _positive("init.freeze_epochs", cfg.init.freeze_epochs, allow_zero=True)
+    if cfg.init.freeze_stages and not cfg.init.path:
+        raise ConfigError("init.freeze_stages needs init.path (--init-from): freezing random weights teaches nothing")
     if cfg.final == "swa" and not cfg.swa.enabled:
         raise ConfigError("final = 'swa' needs swa.enabled = true")
     if cfg.final == "snapshots" and cfg.snapshots.count < 1:
@@ -521,7 +541,14 @@ def read_recipe(name_or_path: str | Path, _seen: tuple = ()) -> dict:
     if base:
         if str(base) in _seen:
             raise ConfigError(f"recipe {path}: 'base' chain loops back to {base!r}")
-        data = merge(read_recipe(base, _seen + (str(base),)), data)
+        parent = read_recipe(base, _seen + (str(base),))
+        child_model = data.get("model", {})
+        if "name" in child_model and child_model["name"] != parent.get("model", {}).get("name"):
+            parent.setdefault("model", {})["args"] = {}  # another architecture: its own arguments only
+        child_ct = data.get("coteaching", {})
+        if "peer" in child_ct and child_ct["peer"] != parent.get("coteaching", {}).get("peer"):
+            parent.setdefault("coteaching", {})["peer_args"] = {}
+        data = merge(parent, data)
     data["recipe"] = own_name
     return data
 

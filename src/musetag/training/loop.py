@@ -15,7 +15,7 @@ Run folder (docs/CONTRACTS.md)::
     RUN_DIR/summary.json                   final choice, best epoch, validation and test scores
     RUN_DIR/checkpoints/{last,best,swa}.pt (+ peer_best.pt, snapshot-K.pt, epochs/ for per-class)
     RUN_DIR/predictions/{validation,test}.npy and {validation,test}_targets.npy
-    RUN_DIR/plots/{loss,metric,lr}.png
+    RUN_DIR/plots/training.png
 """
 from __future__ import annotations
 
@@ -623,8 +623,11 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
                 _predict(ms, ws, data, "test", cfg, device, dist, autocast))
 
     candidates["last"] = both(models, weights)
-    best_models = _load_best(models, ckpt_dir, dist, device)
-    candidates["best"] = both(best_models, weights) if best_models else candidates["last"]
+    if stopper.best_epoch == state.epoch - 1 or stopper.best_epoch < 0:
+        candidates["best"] = candidates["last"]  # the last epoch is the best one: same weights
+    else:
+        best_models = _load_best(models, ckpt_dir, dist, device)
+        candidates["best"] = both(best_models, weights) if best_models else candidates["last"]
     swa_model = None
     if swa is not None and swa.n_averaged > 0:
         swa_model = swa.finalize(_bn_inputs(data, cfg, device), device=device)

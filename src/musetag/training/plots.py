@@ -7,65 +7,47 @@ import numpy as np
 
 
 def plot_training_curves(history: list[dict], out_dir: str | Path, *, metric: str) -> list[Path]:
-    """``loss.png`` (train/validation loss), ``metric.png`` (the reported validation metric and
-    ROC-AUC where present) and ``lr.png`` (learning rate) from the per-epoch records."""
+    """``plots/training.png``: train/validation loss, the reported validation metric (with
+    ROC-AUC where present and the best epoch marked) and the learning rate, per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not history:
         return []
     epochs = np.array([h["epoch"] for h in history]) + 1
-    written = []
 
     def series(key):
-        return np.array([h.get(key, np.nan) if h.get(key) is not None else np.nan for h in history], dtype=float)
+        return np.array([np.nan if h.get(key) is None else h[key] for h in history], dtype=float)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, series("train_loss"), label="train loss", marker=".")
-    ax.plot(epochs, series("val_loss"), label="validation loss", marker=".")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "loss.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    fig = Figure(figsize=(12, 3.6))
+    ax_loss, ax_metric, ax_lr = fig.subplots(1, 3)
+    ax_loss.plot(epochs, series("train_loss"), label="train", marker=".")
+    ax_loss.plot(epochs, series("val_loss"), label="validation", marker=".")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, series(f"val_{metric}"), label=f"validation {metric}", marker=".")
-    for extra in ("val_roc_auc_macro", "val_accuracy", "val_pr_auc_macro"):
-        if extra != f"val_{metric}" and any(extra in h for h in history):
-            ax.plot(epochs, series(extra), label=extra.replace("val_", "validation "), marker=".", alpha=0.7)
-    if any("swa_val_" + metric in h for h in history):
-        ax.plot(epochs, series("swa_val_" + metric), label=f"SWA validation {metric}", marker="x")
-    best = int(np.nanargmax(series(f"val_{metric}"))) if np.isfinite(series(f"val_{metric}")).any() else None
-    if best is not None:
-        ax.axvline(epochs[best], color="grey", linestyle="--", linewidth=1, label=f"best epoch {epochs[best]}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("score")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "metric.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    main = series(f"val_{metric}")
+    ax_metric.plot(epochs, main, label=f"validation {metric}", marker=".")
+    for extra in ("val_roc_auc_macro", "val_pr_auc_macro"):
+        if extra != f"val_{metric}" and any(h.get(extra) is not None for h in history):
+            ax_metric.plot(epochs, series(extra), label=extra.replace("val_", "validation "), marker=".", alpha=0.6)
+    if np.isfinite(main).any():
+        best = int(np.nanargmax(main))
+        ax_metric.axvline(epochs[best], color="grey", linestyle="--", linewidth=1, label=f"best epoch {epochs[best]}")
+    ax_metric.set(xlabel="epoch", ylabel="score", title=f"validation {metric}")
+    ax_metric.legend(fontsize="small")
 
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot(epochs, series("lr"), marker=".")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "lr.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
-    return written
+    ax_lr.plot(epochs, series("lr"), marker=".")
+    ax_lr.set(xlabel="epoch", ylabel="learning rate", title="learning rate")
+    if np.nanmin(series("lr")) > 0:
+        ax_lr.set_yscale("log")
+    for ax in (ax_loss, ax_metric, ax_lr):
+        ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.9, wspace=0.3)
+    path = out_dir / "training.png"
+    fig.savefig(path, dpi=80)
+    return [path]
