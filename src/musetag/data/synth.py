@@ -3,7 +3,7 @@
 Each clip is rendered from a few musical decisions, and its tags are exactly those decisions, so a
 model that learns them has learnt something audible:
 
-multilabel tags (3 to 5 per clip)
+multilabel tags (1 to 5 per clip, about 3 on average)
     ``fast`` (140-180 BPM) / ``slow`` (60-85 BPM) / neither (mid tempo, 95-125 BPM);
     ``major`` / ``minor`` (the chords and melody use that scale, in a random key);
     ``bright`` (rich, slowly decaying harmonics up to several kHz) / ``dark`` (few, soft harmonics,
