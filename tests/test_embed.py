@@ -121,7 +121,6 @@ def test_an_interrupted_run_resumes_from_its_partial_chunks(package, music, tmp_
 
 def test_sharded_embedding_merges_to_the_single_run(package, music, tmp_path):
     from musetag.embed import embed_files, read_embeddings
-    from musetag.shard import merge_outputs
 
     embed_files(package, [music], tmp_path / "all.npy", recursive=True, progress=False)
     parts = []
@@ -138,7 +137,7 @@ def test_sharded_embedding_merges_to_the_single_run(package, music, tmp_path):
     assert "broken.mp3" in (tmp_path / "merged.errors.csv").read_text()
 
 
-def test_similar_command_finds_tracks_that_sound_alike(package, music, tmp_path, capsys):
+def test_similar_command_finds_tracks_that_sound_alike(package, music, tmp_path, capsys, monkeypatch):
     out = tmp_path / "emb.npy"
     assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
     capsys.readouterr()
@@ -154,6 +153,10 @@ def test_similar_command_finds_tracks_that_sound_alike(package, music, tmp_path,
     found = json.loads(capsys.readouterr().out)
     assert [m["path"] for m in found["matches"]] and indexed not in [m["path"] for m in found["matches"]]
     assert all("/high/" in m["path"] for m in found["matches"])
+    # the same track spelled relative to the current folder is recognised (not embedded again)
+    monkeypatch.chdir(music)
+    assert main(["similar", str(out), "high/high0.flac", "--k", "2", "--format", "json"]) == 0
+    assert indexed not in [m["path"] for m in json.loads(capsys.readouterr().out)["matches"]]
     # the index saved with --save-index loads the same
     assert main(["similar", str(out), str(query), "--k", "3", "--save-index", str(tmp_path / "idx")]) == 0
     table_out = capsys.readouterr().out

@@ -175,6 +175,15 @@ class SimilarityIndex:
     def __contains__(self, path: object) -> bool:
         return path in self._row
 
+    def find(self, path: str | os.PathLike) -> str | None:
+        """The index's name for a file given by any spelling of its path (relative, absolute), or None."""
+        text = str(path)
+        if text in self._row:
+            return text
+        if getattr(self, "_abs", None) is None:
+            self._abs = {os.path.normcase(os.path.abspath(p)): p for p in self.paths}
+        return self._abs.get(os.path.normcase(os.path.abspath(text)))
+
     def vector(self, path: str) -> np.ndarray:
         """The stored (normalised) vector of a track of the index."""
         try:
@@ -460,12 +469,14 @@ def find_similar(
     it is left out of the results), or audio (path, bytes, file object or array with
     ``sample_rate``) embedded with ``embedder`` (:func:`musetag.embed.load_embedder`; by default the
     model package recorded in the index)."""
-    if isinstance(query, (str, os.PathLike)) and str(query) in index:
-        return index.search_track(str(query), k)
+    if isinstance(query, (str, os.PathLike)):
+        known = index.find(query)
+        if known is not None:
+            return index.search_track(known, k)
     if embedder is None:
         embedder = embedder_for(index)
     vector = embedder.embed(query, sample_rate)
-    exclude = [str(query)] if isinstance(query, (str, os.PathLike)) else None
+    exclude = None
     return index.search(vector, k, exclude=exclude)  # type: ignore[return-value]
 
 

@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
             answers.append((args.tags, moods.search_tags(weights, k=args.k)))
         tagger = None
         for query in args.queries:
-            if query in moods.index:
-                answers.append((query, moods.search_track(query, k=args.k)))
+            known = moods.index.find(query)
+            if known is not None:
+                answers.append((query, moods.search_track(known, k=args.k)))
                 continue
             if tagger is None:
                 tagger = _tagger(args.model, moods.tags, args.device)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         index = SimilarityIndex.load(args.index, backend=args.backend)
         embedder = None
         for query in args.queries:
-            if query not in index and embedder is None:
+            if index.find(query) is None and embedder is None:
                 embedder = embedder_for(index, args.model, device=args.device)
             answers.append((query, find_similar(index, query, k=args.k, embedder=embedder)))
         if args.save_index:
