@@ -10,7 +10,9 @@ from musetag.errors import ModelError
 from musetag.models import count_parameters, create_model, list_models, model_info
 
 EXPECTED = {
-    "vggish_baseline", "resnet18", "resnet34", "resnet50", "resnet2d", "bour_convs", "bour_filters", "simplecnn",
+    "vggish_baseline", "resnet18", "resnet34", "resnet50", "resnet2d", "crnn", "cp_resnet", "fa_resnet",
+    "shake_fa_resnet", "bour_convs", "bour_filters", "mobilenetv2", "mobilenetv2_attention", "efficientnet_b0",
+    "rexnet_100", "mixnet_s", "regnety_002", "simplecnn", "nnet1", "nnet2", "vgg16", "resnet1d", "soundfusion",
 }
 # second input lengths (last axis) for models that accept variable length; chosen near the minimum
 # so the extra pass stays cheap
@@ -31,32 +33,44 @@ def test_registry_lists_the_zoo():
         assert info.family and info.paper and info.default_input.kind in ("spectrogram", "waveform")
 
 
+# models whose batch statistics need two examples in training (a BatchNorm on a length-1 map)
+_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2}
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_model_contract(name):
     """Forward + backward at the documented input (no NaN, right shape), embedding + classifier,
     a second input length where allowed, and a rebuild from musetag_config (one build per model
-    to keep the suite cheap)."""
+    and small batches to keep the suite cheap)."""
     model = _build(name)
     model.train()
     spec = model.default_input
-    x = spec.example(batch=2)
-    logits = model(x)
-    assert logits.shape == (2, N_CLASSES)
+    batch = _TRAIN_BATCH.get(name, 1)
+    x = spec.example(batch=batch)
+    if hasattr(model, "forward_with_segments"):
+        logits, segment_logits = model.forward_with_segments(x)
+        assert segment_logits.shape == (batch, N_CLASSES) and torch.isfinite(segment_logits).all()
+        loss = logits.pow(2).mean() + segment_logits.pow(2).mean()
+    else:
+        logits = model(x)
+        loss = logits.pow(2).mean()
+    assert logits.shape == (batch, N_CLASSES)
     assert torch.isfinite(logits).all()
-    logits.float().pow(2).mean().backward()
+    loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads), "missing or non-finite gradients"
     assert sum(float(g.abs().sum()) for g in grads) > 0
     model.eval()
+    # a second input length where the model accepts one (chosen short to keep this cheap)
+    length = max(spec.min_length, spec.shape[-1] // 2 + 3) if spec.variable_length else spec.shape[-1]
+    x2 = spec.example(batch=1, length=length, seed=1)
     with torch.no_grad():
-        feats = model.forward_features(x[:1])
+        feats = model.forward_features(x2)
         assert feats.shape == (1, model.num_features)
+        out = model(x2)
+        assert out.shape == (1, N_CLASSES) and torch.isfinite(out).all()
         # the classifier is the documented head: features -> logits
-        assert torch.allclose(model.get_classifier()(feats), model(x[:1]), atol=1e-4)
-        if spec.variable_length:
-            other = max(spec.min_length, spec.shape[-1] // 2 + 3)
-            out = model(spec.example(batch=1, length=other))
-            assert out.shape == (1, N_CLASSES) and torch.isfinite(out).all()
+        assert torch.allclose(model.get_classifier()(feats), out, atol=1e-4)
     cfg = model.musetag_config
     assert cfg["name"] == name and cfg["args"]["n_classes"] == N_CLASSES
     twin = create_model(cfg["name"], **cfg["args"])
@@ -64,9 +78,8 @@ def test_model_contract(name):
     twin.load_state_dict(model.state_dict())  # same shapes, or this raises
     model.reset_classifier(3)
     assert model.musetag_config["args"]["n_classes"] == 3
-    head = model.get_classifier()
     with torch.no_grad():
-        assert head(feats).shape == (1, 3)
+        assert model.get_classifier()(feats).shape == (1, 3)
 
 
 def test_simplecnn_exact_parameter_count():

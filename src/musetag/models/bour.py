@@ -95,7 +95,7 @@ class BourNet(MusetagModel):
         return self.fc(x)  # (B, 1024)
 
 
-@register_model("bour_convs", family="bour2021", paper=PAPER, default_input=_INPUT,
+@register_model("bour_convs", family="bour-cnn", paper=PAPER, default_input=_INPUT,
                 description="Bour 2021 Table 1 CNN with ordinary 3x3 convolutions")
 def bour_convs(*, n_classes: int, in_channels: int = 1, n_mels: int = 128,
                channels: tuple[int, ...] = (128, 256, 256, 256), dropout: float = 0.2) -> BourNet:
@@ -104,7 +104,7 @@ def bour_convs(*, n_classes: int, in_channels: int = 1, n_mels: int = 128,
                    dropout=dropout, frequency_dependent=False)
 
 
-@register_model("bour_filters", family="bour2021", paper=PAPER, default_input=_INPUT,
+@register_model("bour_filters", family="bour-cnn", paper=PAPER, default_input=_INPUT,
                 description="Bour 2021 Table 1 CNN with frequency-dependent convolutions in filter1-4")
 def bour_filters(*, n_classes: int, in_channels: int = 1, n_mels: int = 128,
                  channels: tuple[int, ...] = (128, 256, 256, 256), dropout: float = 0.2) -> BourNet:

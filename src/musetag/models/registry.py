@@ -19,11 +19,11 @@ from musetag.models.base import InputSpec, MusetagModel, _check_positive
 _FAMILY_MODULES = (
     "musetag.models.vggish",
     "musetag.models.resnet",
-    # "musetag.models.crnn",
-    # "musetag.models.koutini",
+    "musetag.models.crnn",
+    "musetag.models.koutini",
     "musetag.models.bour",
-    # "musetag.models.mobilenet",
-    # "musetag.models.timm_models",
+    "musetag.models.mobilenet",
+    "musetag.models.timm_models",
     "musetag.models.soundfusion",
 )
 

@@ -119,7 +119,7 @@ _register_imagenet("resnet34", (3, 4, 6, 3), "basic")
 _register_imagenet("resnet50", (3, 4, 6, 3), "bottleneck")
 
 
-@register_model("resnet2d", family="soundfusion", paper=SOUNDFUSION, default_input=_FUSION,
+@register_model("resnet2d", family="resnet", paper=SOUNDFUSION, default_input=_FUSION,
                 description="width-scalable ResNet34-layout 2-D ResNet (SoundFusion; F = 16/32/64)")
 def resnet2d(*, n_classes: int, in_channels: int = 1, width: int = 16, layers: tuple[int, ...] = (3, 4, 6, 3),
              dropout: float = 0.3) -> ResNet:

@@ -47,7 +47,7 @@ class VGGishBaseline(MusetagModel):
         return self.pool(x).flatten(1)  # (B, 64)
 
 
-@register_model("vggish_baseline", family="mediaeval-baseline", paper=PAPER, default_input=_INPUT,
+@register_model("vggish_baseline", family="vgg", paper=PAPER, default_input=_INPUT,
                 description="MediaEval 2019 VGG-ish baseline: 5 conv layers on 96-band mels")
 def vggish_baseline(*, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (64, 128, 128, 128, 64),
                     dropout: float = 0.5) -> VGGishBaseline:
