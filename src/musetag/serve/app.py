@@ -61,8 +61,10 @@ MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers on top of the fi
 def _decoder_main(conn, features: dict, segment: dict) -> None:
     import torch
 
+    from musetag.tag.tagger import FrontEnd, die_with_parent, error_message
+
+    die_with_parent()
     torch.set_num_threads(1)
-    from musetag.tag.tagger import FrontEnd, error_message
 
     front = FrontEnd(features, segment)
     conn.send(("ready", None, None))

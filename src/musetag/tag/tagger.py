@@ -416,9 +416,23 @@ class _Aggregator:
 _WORKER: dict[str, Any] = {}
 
 
+def die_with_parent() -> None:
+    """Linux: have the kernel end this worker when its parent dies (a ``kill -9`` of ``musetag tag``
+    would otherwise leave idle workers behind). Elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 def _init_worker(features: dict, segment: dict, stream_seconds: float, block_seconds: float) -> None:
     import torch
 
+    die_with_parent()
     torch.set_num_threads(1)
     _WORKER["front"] = FrontEnd(features, segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
 
