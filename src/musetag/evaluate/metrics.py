@@ -215,6 +215,24 @@ def average_precision_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.nda
     order = np.argsort(-st, axis=1)
     ss = np.take_along_axis(st, order, axis=1)
     yy = np.take_along_axis(yt, order, axis=1)
+    # without ties, the j-th positive (1-based) at sorted position p contributes precision j / (p + 1):
+    # only the positives are visited
+    rows, pos = np.nonzero(yy)
+    positives = np.bincount(rows, minlength=k)
+    starts = np.cumsum(positives) - positives
+    j = np.arange(len(rows)) - starts[rows] + 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ap = np.bincount(rows, weights=j / (pos + 1.0), minlength=k) / positives
+    tied = (ss[:, 1:] == ss[:, :-1]).any(axis=1)
+    if tied.any():
+        ap[tied] = _ap_sorted_with_ties(ss[tied], yy[tied])
+    ap[positives == 0] = np.nan
+    return ap
+
+
+def _ap_sorted_with_ties(ss: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """AP of rows already sorted by decreasing score, tied scores forming one threshold."""
+    k, n = ss.shape
     tp = np.cumsum(yy, axis=1, dtype=np.float64)
     precision = tp / np.arange(1, n + 1, dtype=np.float64)
     group_end = np.empty((k, n), dtype=bool)
@@ -224,11 +242,8 @@ def average_precision_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.nda
     ends = np.where(group_end, np.arange(n), n)
     ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
     precision_at_end = np.take_along_axis(precision, ends, axis=1)
-    positives = tp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = (precision_at_end * yy).sum(axis=1) / positives
-    ap[positives == 0] = np.nan
-    return ap
+        return (precision_at_end * yy).sum(axis=1) / tp[:, -1]
 
 
 def roc_auc_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""``musetag ensemble``: combine several models' outputs, fitted on validation, scored on test."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from musetag.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ensemble",
+        help="ensemble model outputs (mean, rank/logit mean, optimised weights, greedy, per-tag, auto)",
+        description=(
+            "Fits an ensemble on validation predictions only and applies it to test. Methods: mean, rank_mean, "
+            "logit_mean, weights (simplex weights optimised for validation PR-AUC-macro), greedy (Caruana 2004 "
+            "forward selection with replacement, bagged), per_tag (best model per tag shrunk towards the mean), "
+            "auto (the method with the best cross-validated validation score). Inputs are .npy files (one per "
+            "model, same order for --validation and --test) or training run folders (--runs). Writes DIR/test.npy, "
+            "DIR/validation.npy, DIR/ensemble.json (weights and choices) and, with --test-targets, DIR/results.tsv "
+            "(official table, thresholds tuned on validation)."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--validation", nargs="+", default=[], metavar="V.npy", help="validation predictions, one per model")
+    p.add_argument("--test", nargs="+", default=[], metavar="T.npy", help="test predictions, same models, same order")
+    p.add_argument("--runs", nargs="+", default=[], metavar="RUN_DIR",
+                   help="training run folders (RUN_DIR/predictions/{validation,test}.npy and _targets.npy)")
+    p.add_argument("--validation-targets", help="validation ground truth (.npy); default: from the first run folder")
+    p.add_argument("--test-targets", help="test ground truth (.npy), only to score the result")
+    p.add_argument("--groups", help="one group id (artist) per validation row, so CV folds never split an artist: "
+                   "a text file with one id per line, or a split TSV with an ARTIST_ID column")
+    p.add_argument("--method", "-m", default="auto",
+                   choices=["auto", "mean", "rank_mean", "logit_mean", "weights", "greedy", "per_tag"])
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds inside validation")
+    p.add_argument("--seed", type=int, default=0, help="seed of greedy's bagging")
+    p.add_argument("--tags", help="tag list (one per line) recorded in ensemble.json")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def _load_groups(path: str) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if lines and "ARTIST_ID" in lines[0].split("\t"):
+        col = lines[0].split("\t").index("ARTIST_ID")
+        return [ln.rstrip("\r").split("\t")[col] for ln in lines[1:] if ln.strip()]
+    return [ln.strip() for ln in lines if ln.strip()]
+
+
+def collect_inputs(args):
+    """(names, validation arrays, test arrays or None, validation targets, test targets or None)."""
+    from musetag.evaluate import load_array
+
+    names, val, test = [], [], []
+    vt_path = Path(args.validation_targets).resolve() if args.validation_targets else None
+    val_files = [f for f in args.validation if vt_path is None or Path(f).resolve() != vt_path]
+    if len(val_files) < len(args.validation):
+        log.info("left the validation targets file out of the model list")
+    for f in val_files:
+        names.append(Path(f).stem)
+        val.append(load_array(f, "validation predictions"))
+    for f in args.test:
+        test.append(load_array(f, "test predictions"))
+    if args.test and len(args.test) != len(val_files):
+        raise ConfigError(f"{len(val_files)} validation files but {len(args.test)} test files: give each model's "
+                          "test predictions in the same order as its validation predictions")
+    for f, g in zip(val_files, args.test):
+        if Path(f).stem != Path(g).stem:
+            log.warning("pairing %s with %s: the file names differ, check the order", f, g)
+    vt = load_array(args.validation_targets, "validation targets") if args.validation_targets else None
+    tt = load_array(args.test_targets, "test targets") if args.test_targets else None
+    for run in args.runs:
+        pred = Path(run) / "predictions"
+        if not (pred / "validation.npy").exists():
+            raise ConfigError(f"{run}: no predictions/validation.npy; is it a finished musetag training run folder?")
+        names.append(Path(run).name)
+        val.append(load_array(pred / "validation.npy", "validation predictions"))
+        if (pred / "test.npy").exists():
+            test.append(load_array(pred / "test.npy", "test predictions"))
+        if vt is None and (pred / "validation_targets.npy").exists():
+            vt = load_array(pred / "validation_targets.npy", "validation targets")
+        if tt is None and (pred / "test_targets.npy").exists():
+            tt = load_array(pred / "test_targets.npy", "test targets")
+    if len(val) < 2:
+        raise ConfigError("an ensemble needs at least two models: give --validation files or --runs")
+    if test and len(test) != len(val):
+        raise ConfigError(f"{len(val)} models but only {len(test)} have test predictions")
+    if vt is None:
+        raise ConfigError("no validation targets: pass --validation-targets VT.npy")
+    return names, val, (test or None), vt, tt
+
+
+def run(args) -> int:
+    from musetag.evaluate import evaluate, load_tags, save_thresholds, write_table
+    from musetag.evaluate.ensemble import ensemble, save_ensemble
+
+    names, val, test, vt, tt = collect_inputs(args)
+    groups = _load_groups(args.groups) if args.groups else None
+    tags = load_tags(args.tags) if args.tags else None
+    result = ensemble(val, vt, test=test, test_targets=tt, method=args.method, names=names, folds=args.folds,
+                      groups=groups, seed=args.seed)
+    out = save_ensemble(result, args.out, tags=tags)
+    if result.candidates:
+        print(f"{'method':12s} {'CV':>9s} {'validation':>11s} {'test':>9s}")
+        for m, row in result.candidates.items():
+            t = f"{row['test']:.6f}" if "test" in row else "-"
+            mark = "  <- chosen" if m == result.method else ""
+            print(f"{m:12s} {row['cv']:9.6f} {row['validation']:11.6f} {t:>9s}{mark}")
+    print(f"method {result.method} ({len(names)} models)")
+    if result.cv_score is not None:
+        print(f"validation PR-AUC-macro ({args.folds}-fold CV inside validation) {result.cv_score:.6f}")
+    print(f"validation PR-AUC-macro {result.validation_score:.6f}")
+    if result.test_score is not None:
+        print(f"test PR-AUC-macro {result.test_score:.6f}")
+        scored = evaluate(result.test_predictions, tt, tags=tags,
+                          thresholds_from=(result.validation_predictions, vt))
+        write_table(scored["table"], out / "results.tsv")
+        save_thresholds(scored["thresholds"], out / "thresholds.txt", tags)
+    print(f"wrote {out}/test.npy, validation.npy, ensemble.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,48 @@
+"""``musetag report``: an HTML page, PNGs and JSON for a run folder or a prediction file."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="write a readable evaluation report (HTML + PNG + JSON)",
+        description=(
+            "Training curves (run folders), per-tag PR-AUC bars (validation beside test), PR curves of the best "
+            "and worst tags, score distributions, and for multiclass tasks the confusion matrix. "
+            "Examples: musetag report runs/bour-convs --out report/ ; "
+            "musetag report test.npy --groundtruth gt.npy --validation val.npy val_gt.npy --tags tags.txt --out report/"),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("source", help="training run folder, or test predictions (.npy)")
+    p.add_argument("--groundtruth", "-g", help="test ground truth (.npy) when SOURCE is a prediction file")
+    p.add_argument("--validation", nargs=2, metavar=("VAL_PRED", "VAL_GT"),
+                   help="validation predictions and ground truth (bars beside test, thresholds)")
+    p.add_argument("--tags", help="tag or class names, one per line")
+    p.add_argument("--task", choices=["multilabel", "multiclass"], help="default: from the run or the targets' shape")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from musetag.evaluate import load_array, load_tags
+    from musetag.evaluate.report import make_report
+
+    validation = None
+    if args.validation:
+        validation = (load_array(args.validation[0], "validation predictions"),
+                      load_array(args.validation[1], "validation ground truth"))
+    gt = load_array(args.groundtruth, "ground truth") if args.groundtruth else None
+    source = args.source
+    from pathlib import Path
+
+    if not Path(source).is_dir():
+        source = load_array(source, "predictions")
+    page = make_report(source, args.out, groundtruth=gt, validation=validation,
+                       tags=load_tags(args.tags) if args.tags else None, task=args.task, title=args.title)
+    print(f"wrote {page}", file=sys.stderr)
+    print(page)
+    return 0
