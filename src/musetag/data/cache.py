@@ -25,6 +25,7 @@ import math
 import os
 import re
 import time
+from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,6 +474,9 @@ class FeatureCache:
         self.task: str = self.index["task"]
         self.vocab = TagVocab(self.index["tags"])
         self.stats: dict[str, Any] = self.index["stats"]
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()  # open memory maps, least recent first
+
+    MAX_OPEN_MAPS = 256
 
     def __len__(self) -> int:
         return len(self.tracks)
@@ -508,9 +512,18 @@ class FeatureCache:
         return int(self.tracks[i]["shape"][-1])
 
     def load(self, i: int, *, mmap: bool = True) -> np.ndarray:
+        """Track ``i``'s array; memory-mapped (and the map kept open for the next call) by default."""
+        if mmap and i in self._maps:
+            self._maps.move_to_end(i)
+            return self._maps[i]
         path = self.file(i)
         try:
-            return np.load(path, mmap_mode="r" if mmap else None)
+            array = np.load(path, mmap_mode="r" if mmap else None)
+            if mmap:
+                self._maps[i] = array
+                if len(self._maps) > self.MAX_OPEN_MAPS:
+                    self._maps.popitem(last=False)
+            return array
         except FileNotFoundError:
             raise DatasetError(f"{path}: cached features missing; run musetag prepare again to rebuild") from None
         except ValueError as exc:

@@ -119,6 +119,7 @@ class _CacheDataset(Dataset):
         self.kind = self.cache.index["features"]["kind"]
         self.task = self.cache.task
         self.targets = self.cache.targets(self.tracks)  # rows follow self.tracks
+        self._target_tensors = torch.from_numpy(self.targets)
         stats = self.cache.stats
         self._mean = self._std = None
         if normalize == "global":
@@ -152,7 +153,7 @@ class _CacheDataset(Dataset):
         return np.ascontiguousarray(x)
 
     def target(self, row: int) -> torch.Tensor:
-        return torch.as_tensor(self.targets[row])
+        return self._target_tensors[row].clone()
 
 
 # ---------------------------------------------------------------------------------------- training
