@@ -176,3 +176,31 @@ def test_freezing_the_first_stages_for_some_epochs():
     assert all(p.requires_grad for p in model.parameters())
     with pytest.raises(ConfigError, match="at most 4"):
         StageFreezer(model, 5)
+
+
+@pytest.mark.slow
+def test_train_init_from_a_run_with_another_tag_set(tmp_path):
+    """The issue's flow from the command line: train on corpus A (4 genres), fine-tune on corpus B
+    (8 other tags) with --init-from the A run and two frozen stages for the first epoch."""
+    import json
+
+    from musetag.cli import main
+    from musetag.data.synth import GENRES, MULTILABEL_TAGS, make_corpus
+
+    a = make_corpus(tmp_path / "a", n_clips=12, seconds=3, seed=1, task="multiclass", clips_per_artist=1)
+    b = make_corpus(tmp_path / "b", n_clips=12, seconds=3, seed=2, task="multilabel", clips_per_artist=1)
+    small = ["--set", "epochs=1", "--set", "data.crop=64", "--set", "data.eval_crop=64", "--no-progress"]
+    assert main(["train", "demo", "--data", str(a.parent / "dataset.toml"), "--out", str(tmp_path / "ra"), *small]) == 0
+    assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "rb"),
+                 "--init-from", str(tmp_path / "ra"), "--freeze-stages", "2", "--freeze-epochs", "1", *small]) == 0
+    report = json.loads((tmp_path / "rb" / "transfer.json").read_text())
+    assert report["skipped_classifier"] == ["classifier.weight", "classifier.bias"]
+    assert report["frozen_stages"] == ["features.0", "features.1"] and report["fraction_loaded"] > 0.9
+    source = torch.load(tmp_path / "ra" / "checkpoints" / "best.pt", weights_only=False)
+    tuned = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=False)
+    assert source["tags"] == list(GENRES) and tuned["tags"] == list(MULTILABEL_TAGS)
+    src, new = source["state_dict"], tuned["state_dict"]
+    frozen = [k for k in src if k.startswith(("features.0.", "features.1."))]
+    assert frozen and all(torch.equal(src[k], new[k]) for k in frozen)  # weights and BN statistics kept
+    assert not torch.equal(src["features.3.0.weight"], new["features.3.0.weight"])  # the rest trained
+    assert "[init]" in (tmp_path / "rb" / "config.toml").read_text()

@@ -33,6 +33,18 @@ def register(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t = p.add_argument_group(
+        "transfer learning",
+        "start from another model's weights (matched by name and shape; the classifier is re-created for "
+        "this dataset's tags; RUN_DIR/transfer.json lists what was loaded and skipped). Nothing is downloaded.",
+    )
+    t.add_argument("--init-from", metavar="SOURCE",
+                   help="run folder, checkpoint (.pt), model package, or local weights file (.safetensors/.pt/.pth)")
+    t.add_argument("--init-map", metavar="MAP",
+                   help="key mapping for foreign weights: timm, lightning, none, prefix:OLD=NEW, module:function "
+                        "or file.py:function")
+    t.add_argument("--freeze-stages", type=int, metavar="N", help="freeze the model's first N stages")
+    t.add_argument("--freeze-epochs", type=int, metavar="K", help="... for the first K epochs (default: the whole run)")
     p.set_defaults(func=run)
 
 
@@ -48,6 +60,7 @@ def run(args) -> int:
     sets = list(args.sets)
     if args.no_progress:
         sets.append("progress=false")
+    sets.extend(_init_sets(args))
     from musetag.training import train
 
     if args.resume:
@@ -69,3 +82,19 @@ def run(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     return 0
+
+
+def _init_sets(args) -> list[str]:
+    """--init-from and friends as ``init.*`` settings (values quoted so that they stay strings)."""
+    import os
+
+    sets = []
+    if args.init_from:
+        sets.append(f"init.path={json.dumps(os.path.abspath(args.init_from))}")
+    if args.init_map:
+        sets.append(f"init.map={json.dumps(args.init_map)}")
+    if args.freeze_stages is not None:
+        sets.append(f"init.freeze_stages={int(args.freeze_stages)}")
+    if args.freeze_epochs is not None:
+        sets.append(f"init.freeze_epochs={int(args.freeze_epochs)}")
+    return sets

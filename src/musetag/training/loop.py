@@ -166,6 +166,28 @@ def _build_model(name: str, args: dict, data: TrainingData) -> nn.Module:
     return create_model(name, n_classes=data.n_classes, in_channels=data.in_channels, **args)
 
 
+def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_dir: Path, dist: D.DistInfo,
+                   resume: bool):
+    """``init.path`` (--init-from): load the matching weights (not on resume: last.pt holds them) and
+    write RUN_DIR/transfer.json; returns the StageFreezer of ``init.freeze_stages`` or None."""
+    from musetag.transfer import StageFreezer, transfer_weights
+
+    freezer = None
+    if cfg.init.freeze_stages:
+        if dist.enabled and cfg.init.freeze_epochs:
+            raise ConfigError("init.freeze_epochs cannot unfreeze stages under DDP (torchrun): freeze for the whole "
+                              "run (init.freeze_epochs = 0) or train on one process")
+        freezer = StageFreezer(model, cfg.init.freeze_stages, cfg.init.freeze_epochs or None)
+    if not resume:
+        report = transfer_weights(model, cfg.init.path, key_map=cfg.init.map or None, tags=list(data.tags))
+        if freezer is not None:
+            report.frozen_stages = freezer.stage_names
+        if dist.is_main:
+            report.save(run_dir / "transfer.json")
+            log.info("%s", report.summary())
+    return freezer
+
+
 def _segment_meta(cfg: TrainConfig, data: TrainingData) -> dict:
     crop = cfg.data.eval_crop or cfg.data.crop
     key = "samples" if data.kind == "waveform" else "frames"
@@ -426,6 +448,7 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     # -- models, loss, optimisers -------------------------------------------------------------
     _seed_everything(cfg.seed)
     model = _build_model(cfg.model.name, cfg.model.args, data).to(device)
+    freezer = _init_transfer(cfg, model, data, run_dir, dist, resume) if cfg.init.path else None
     models = [model]
     weights = [1.0]
     if cfg.coteaching.enabled:
@@ -478,6 +501,8 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
             log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
 
     # -- wrappers: compile, DDP ---------------------------------------------------------------
+    if freezer is not None:
+        freezer.apply(state.epoch)  # before DDP wraps the model: it registers the trainable parameters
     train_models = []
     for m in models:
         wrapped = _WithSegments(m) if hasattr(m, "forward_with_segments") else m
@@ -539,6 +564,8 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
             if dist.is_main:
                 log.info("epoch %d: switching the optimiser from %s to SGD (Nesterov), lr %g", epoch + 1,
                          cfg.optim.name, switch_lr)
+        if freezer is not None:
+            freezer.apply(epoch)
         if state.step == 0:
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, dist.rank))
             state.partial = {"loss_sum": 0.0, "count": 0}
