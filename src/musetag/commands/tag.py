@@ -29,8 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", default=None,
                    help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
                         "the package has them, else 0.5")
-    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
-                   help="decoding processes (0 = decode in this process)")
+    p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
+                   help="decoding processes (0 = decode in this process); the network runs in this process")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the network with PyTorch or onnxruntime (the exported graph; see `musetag export`)")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")

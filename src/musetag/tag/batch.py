@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,16 +95,16 @@ def tag_files(
         summary.skipped = len(files) - len(todo)
         if summary.skipped:
             log.info("%s: %d of %d files already done, skipping them", out, summary.skipped, len(files))
-        bar = tqdm(total=len(todo), unit="file", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="file", disable=not progress, dynamic_ncols=True, file=sys.stderr)
         try:
-            for result in tagger.tag_many(todo, workers=workers):
+            for result in tagger.tag_many(todo, workers=workers if todo else 0):
                 writer.write(result.to_row(top_k))
                 if result.ok:
                     summary.ok += 1
                     summary.audio_seconds += result.duration or 0.0
                 else:
                     summary.failed += 1
-                    bar.write(f"error: {result.status}")
+                    bar.write(f"error: {result.status}", file=sys.stderr)
                 bar.update(1)
                 bar.set_postfix(ok=summary.ok, failed=summary.failed, refresh=False)
         finally:
