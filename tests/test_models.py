@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from musetag.errors import ModelError
-from musetag.models import count_parameters, create_model, list_models, model_info
+from musetag.models import count_parameters, create_model, list_models, model_info, receptive_field
 
 EXPECTED = {
     "vggish_baseline", "resnet18", "resnet34", "resnet50", "resnet2d", "crnn", "cp_resnet", "fa_resnet",
@@ -33,8 +33,9 @@ def test_registry_lists_the_zoo():
         assert info.family and info.paper and info.default_input.kind in ("spectrogram", "waveform")
 
 
-# models whose batch statistics need two examples in training (a BatchNorm on a length-1 map)
-_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2}
+# models whose batch statistics need two examples in training (a BatchNorm on a 1-element map:
+# resnet1d's last 1x1 convolution, ReXNet's squeeze-excitation)
+_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2, "rexnet_100": 2}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -71,6 +72,11 @@ def test_model_contract(name):
         assert out.shape == (1, N_CLASSES) and torch.isfinite(out).all()
         # the classifier is the documented head: features -> logits
         assert torch.allclose(model.get_classifier()(feats), out, atol=1e-4)
+    rows = receptive_field(model, x2)  # the Koutini receptive-field walk works on every CNN
+    if name != "soundfusion":  # two parallel branches: no single path (reported per branch)
+        assert rows and all(r >= 1 for r in rows[-1].receptive_field)
+        for before, after in zip(rows, rows[1:]):
+            assert all(b <= a for b, a in zip(before.receptive_field, after.receptive_field))
     cfg = model.musetag_config
     assert cfg["name"] == name and cfg["args"]["n_classes"] == N_CLASSES
     twin = create_model(cfg["name"], **cfg["args"])

@@ -15,7 +15,10 @@ Layers are discovered by running the model once on its documented input with for
 any registered CNN works (timm models included). Shortcut/projection paths and the second branch
 of a shake-shake block run in parallel with the main path and never widen the receptive field;
 they are skipped (names ``downsample``/``shortcut``/``branch2``/``se``, or ``rf_skip = True``).
-Walking stops at the first global (adaptive) pooling, recurrent or attention layer.
+Parallel convolutions of different sizes over channel groups (MixConv, timm ``MixedConv2d``) count
+as one layer with their largest kernel. 1-D layers after a 2-D input (models that read every mel
+band as a channel, such as nnet1/nnet2) see all bands at once; their rows show kernel 1 along
+frequency. Walking stops at the first global (adaptive) pooling, recurrent or attention layer.
 """
 from __future__ import annotations
 
@@ -52,10 +55,26 @@ def _as_tuple(v, n: int) -> tuple[int, ...]:
     return (int(v),) * n
 
 
+def _module_axes(module: nn.Module, n_axes: int) -> int:
+    if isinstance(module, (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d)):
+        return 1
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, FrequencyDependentConv2d)) or _is_mixed(module):
+        return 2
+    return n_axes
+
+
+def _is_mixed(module: nn.Module) -> bool:
+    return type(module).__name__ == "MixedConv2d"
+
+
 def _layer_geometry(module: nn.Module, n_axes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Effective (dilated) kernel and stride of a conv/pool module."""
     if isinstance(module, FrequencyDependentConv2d):
         return module.kernel_size, module.stride
+    if _is_mixed(module):  # parallel convolutions: the largest kernel bounds the receptive field
+        parts = [_layer_geometry(m, n_axes) for m in module.children() if isinstance(m, nn.Conv2d)]
+        kernel = tuple(max(p[0][i] for p in parts) for i in range(2))
+        return kernel, parts[0][1]
     kernel = _as_tuple(module.kernel_size, n_axes)
     stride = _as_tuple(module.stride if module.stride is not None else module.kernel_size, n_axes)
     dilation = _as_tuple(getattr(module, "dilation", 1), n_axes)
@@ -89,6 +108,7 @@ def receptive_field(model: nn.Module, x: torch.Tensor | None = None) -> list[RFL
         if name and (name.rsplit(".", 1)[-1] in _SKIP_NAMES or getattr(m, "rf_skip", False))
     ]
     inner = {id(m.conv) for m in named.values() if isinstance(m, FrequencyDependentConv2d)}
+    inner |= {id(c) for m in named.values() if _is_mixed(m) for c in m.modules() if c is not m}
 
     def skipped(name: str) -> bool:
         return any((name + ".").startswith(p) for p in skip_prefixes)
@@ -98,7 +118,7 @@ def receptive_field(model: nn.Module, x: torch.Tensor | None = None) -> list[RFL
     for name, module in named.items():
         if id(module) in inner or skipped(name):
             continue
-        if isinstance(module, _CONVS + _POOLS + _GLOBAL):
+        if isinstance(module, _CONVS + _POOLS + _GLOBAL) or _is_mixed(module):
             def hook(mod, _inp, out, name=name):
                 shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
                 events.append((name, mod, shape))
@@ -117,7 +137,7 @@ def receptive_field(model: nn.Module, x: torch.Tensor | None = None) -> list[RFL
     for name, module, shape in events:
         if isinstance(module, _GLOBAL):
             break
-        kernel, stride = _layer_geometry(module, n_axes)
+        kernel, stride = _layer_geometry(module, _module_axes(module, n_axes))
         if len(kernel) != n_axes:  # e.g. a 1-D conv after a 2-D stack collapsed frequency
             if len(kernel) == 1 and n_axes == 2:
                 kernel, stride = (1, kernel[0]), (1, stride[0])

@@ -72,5 +72,8 @@ def receptive_field_report(name: str, *, n_classes: int = 56, input_shape: tuple
     model = create_model(name, n_classes=n_classes, in_channels=channels, **kwargs)
     x = model.default_input.example(1) if input_shape is None else torch.zeros(1, *input_shape)
     rows = receptive_field(model, x)
+    if not rows:
+        return (f"{name}: no single convolutional path to report (e.g. a fusion of two branches); "
+                f"show the branches instead, e.g. `musetag models --rf resnet2d` and `--rf resnet1d`.")
     title = f"{name} ({info.paper}); input {'x'.join(map(str, x.shape[1:]))}"
     return format_receptive_field(rows, title)
