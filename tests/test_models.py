@@ -94,6 +94,26 @@ def test_simplecnn_exact_parameter_count():
     assert count_parameters(model) == 25_472
 
 
+def test_resnet1d_exact_parameter_count_and_table_shapes():
+    """SoundFusion seed table (Allamy & Koerich ResNet1D): 4,086,794 trainable parameters for 10
+    classes, and every output shape of the table for a 110,250-sample input."""
+    model = create_model("resnet1d", n_classes=10)
+    assert count_parameters(model) == 4_086_794
+    table = [(128, 36750), (128, 36750), (128, 12250), (128, 12250), (128, 4083), (256, 4083), (256, 1361),
+             (256, 1361), (256, 453), (256, 453), (256, 151), (256, 151), (256, 50), (256, 50), (256, 16),
+             (256, 16), (256, 5), (512, 5), (512, 1), (512, 1)]
+    seen = []
+    model = model.to("meta").eval()  # shapes only, no arithmetic
+    layers = [model.stem, *model.blocks, model.head_conv]
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[1:]))) for m in layers]
+    with torch.no_grad():
+        out = model(torch.empty(1, 1, 110_250, device="meta"))
+    for h in handles:
+        h.remove()
+    assert seen == table
+    assert out.shape == (1, 10)
+
+
 def _shapes(model, x, names):
     seen = {}
     handles = [getattr(model, n).register_forward_hook(
