@@ -21,6 +21,7 @@ def register(subparsers) -> None:
             "  musetag train demo --data corpus/dataset.toml --out runs/demo\n"
             "  musetag train bour2021-filters-m128-i224-wbce --data jamendo.toml --out runs/bour --set epochs=20\n"
             "  musetag train --resume runs/bour\n"
+            "  musetag train demo --data fma.toml --out runs/fma --init-from runs/gtzan --freeze-stages 2 --freeze-epochs 3\n"
             "  musetag train --list"
         ),
     )
