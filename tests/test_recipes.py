@@ -174,6 +174,10 @@ def tiny_for(name, cfg):
         model = member_cfgs[0].model.name
     if cfg.snapshots.count or any(m.snapshots.count for m in member_cfgs):
         sets.append("snapshots.count=1")
+    if len(cfg.members) > 2:
+        # the ensemble machinery with its first two members (every member recipe runs on its own too)
+        two = ", ".join(f'{{name = "{m.name}", recipe = "{m.recipe}", weight = {m.weight}}}' for m in cfg.members[:2])
+        sets.append(f"members=[{two}]")
     spec = model_info(model).default_input
     crop = max(spec.min_length, 16384 if spec.kind == "waveform" else 32)
     if model == "mobilenetv2_attention":

@@ -220,6 +220,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     progress: bool = True
     max_steps_per_epoch: int = 0
+    sync_batchnorm: bool = True
     model: ModelSection = field(default_factory=ModelSection)
     features: dict = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)

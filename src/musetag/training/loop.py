@@ -112,7 +112,9 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
             "or choose another --out folder"
         )
     if cfg.members:
-        cfg = cfg.replace({"member_sets": list(sets or [])})
+        # --set options apply to every member (except those choosing the members themselves)
+        member_sets = [item for item in sets or [] if item.split("=", 1)[0].strip() not in ("members", "member_sets")]
+        cfg = cfg.replace({"member_sets": member_sets})
         return _run_members(cfg, run_dir, training_data=training_data)
     return _run(cfg, run_dir, resume=False, training_data=training_data)
 
@@ -503,6 +505,10 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     # -- wrappers: compile, DDP ---------------------------------------------------------------
     if freezer is not None:
         freezer.apply(state.epoch)  # before DDP wraps the model: it registers the trainable parameters
+    if dist.enabled and cfg.sync_batchnorm and device.type == "cuda":
+        # batch statistics over the global batch, as one process would compute them (CUDA only:
+        # on CPU each process normalises its own part of the batch)
+        models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in models]  # same Parameter objects
     train_models = []
     for m in models:
         wrapped = _WithSegments(m) if hasattr(m, "forward_with_segments") else m
@@ -519,8 +525,9 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
                           f"by the {dist.world_size} processes")
     sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     train_set = CropDataset(data, "train", cfg.data.crop)
+    # own generator: creating an iterator never draws from the global RNG (exact resume)
     loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
-                        collate_fn=collate, drop_last=cfg.data.drop_last,
+                        collate_fn=collate, drop_last=cfg.data.drop_last, generator=torch.Generator().manual_seed(cfg.seed),
                         persistent_workers=False, pin_memory=device.type == "cuda")
 
     def training_payload() -> dict:
@@ -765,7 +772,7 @@ def _bn_inputs(data: TrainingData, cfg: TrainConfig, device):
     """Training crops (no augmentation, fixed order) for recomputing SWA batch-norm statistics."""
     sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed + 1, shuffle=False)
     loader = DataLoader(CropDataset(data, "train", cfg.data.crop), batch_size=cfg.data.batch_size, sampler=sampler,
-                        collate_fn=collate, num_workers=0)
+                        collate_fn=collate, num_workers=0, generator=torch.Generator().manual_seed(cfg.seed))
     for batch in loader:
         yield batch["x"].to(device)
 
