@@ -172,6 +172,38 @@ def test_tag_many_reports_bad_inputs_and_keeps_going(tmp_path):
         tagger.tag(np.full(1000, np.nan, dtype=np.float32), sample_rate=SR)
 
 
+def _crash_on_some_files(source):
+    """Stands in for a decoder that kills its process (a segfault in a C library) on one file."""
+    import os
+
+    if os.path.basename(str(source)).startswith("crash"):
+        os._exit(3)
+    return _ORIGINAL_PREPARE(source)
+
+
+_ORIGINAL_PREPARE = None
+
+
+def test_a_crashing_decoder_fails_only_its_file(tmp_path, monkeypatch):
+    global _ORIGINAL_PREPARE
+    import musetag.tag.tagger as tagger_module
+
+    _ORIGINAL_PREPARE = tagger_module._prepare_in_worker
+    monkeypatch.setattr(tagger_module, "_prepare_in_worker", _crash_on_some_files)
+    pkg = make_package(tmp_path / "pkg")
+    paths = []
+    for name in ("a", "b", "crash", "c", "d", "e"):
+        paths.append(tmp_path / f"{name}.wav")
+        sf.write(paths[-1], tone(200 + 50 * len(paths), 1.5), SR)
+    tagger = Tagger.from_package(pkg)
+    results = list(tagger.tag_many([str(p) for p in paths], workers=2))
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert [r.ok for r in results] == [True, True, False, True, True, True], [r.status for r in results]
+    assert "decoder crashed" in results[2].status and "crash.wav" in results[2].status
+    alone = tagger.tag(str(paths[0]))
+    np.testing.assert_allclose(results[0].scores_array, alone.scores_array, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_one_hour_file_streams_with_bounded_memory(tmp_path):
     """Tag a generated 1-hour file in a fresh process; peak RSS must grow by less than 1 GB."""

@@ -621,22 +621,31 @@ class Tagger:
             return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=initargs)
 
         pool = new_pool()
-        window: deque = deque()
+        window: deque = deque()  # (source, future or None, attempts), in input order
+        backlog: deque = deque()  # (source, attempts) to submit before new sources
         ahead = 2 * workers + 1  # bounded: results never pile up in memory
+        end = object()
 
-        def submit(src) -> None:
+        def submit(src, attempts: int = 0) -> None:
             if isinstance(src, (str, os.PathLike)):
-                window.append((src, pool.submit(_prepare_in_worker, str(src))))
+                window.append((src, pool.submit(_prepare_in_worker, str(src)), attempts))
             else:
-                window.append((src, None))
+                window.append((src, None, attempts))
+
+        def refill() -> None:
+            while len(window) < ahead:
+                if backlog:
+                    submit(*backlog.popleft())
+                    continue
+                nxt = next(sources, end)
+                if nxt is end:
+                    return
+                submit(nxt)
 
         try:
-            for src in sources:
-                submit(src)
-                if len(window) >= ahead:
-                    break
+            refill()
             while window:
-                src, fut = window.popleft()
+                src, fut, attempts = window.popleft()
                 result = None
                 if fut is None:
                     result = self._tag_safe(src)
@@ -644,13 +653,18 @@ class Tagger:
                     try:
                         status, payload, duration = fut.result()
                     except BrokenProcessPool:
-                        result = self.error_result(src, f"{src}: the decoder crashed on this file (damaged or unsupported)")
+                        # a worker died (a decoder crash): every file in flight failed with it. Retry
+                        # this one alone in a fresh pool; only a file that crashes alone is to blame.
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = new_pool()
-                        pending = [s for s, _ in window]
+                        backlog.extendleft(reversed([(s, a) for s, _, a in window]))
                         window.clear()
-                        for s in pending:
-                            submit(s)
+                        if attempts == 0:
+                            submit(src, 1)
+                            continue
+                        result = self.error_result(
+                            src, f"{src}: the decoder crashed on this file (damaged or unsupported format)"
+                        )
                     except Exception as exc:  # noqa: BLE001
                         result = self.error_result(src, error_message(src, exc))
                     else:
@@ -663,9 +677,7 @@ class Tagger:
                             result = self._tag_safe(src)
                         else:
                             result = self.error_result(src, payload)
-                nxt = next(sources, None)
-                if nxt is not None:
-                    submit(nxt)
+                refill()
                 yield result
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
