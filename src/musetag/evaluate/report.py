@@ -85,6 +85,8 @@ def plot_training_curves(history: list[dict], path: Path) -> Path | None:
               and not k.endswith(("_improved",)) and "_model" not in k]
     panels = [(t, ks) for t, ks in (("loss", losses), ("validation score", scores), ("learning rate", lrs)) if ks]
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
     for ax, (title, keys) in zip(axes[0], panels):
         for k in keys:
@@ -92,6 +94,9 @@ def plot_training_curves(history: list[dict], path: Path) -> Path | None:
             ax.plot(np.asarray(e) + 1, v, marker="o" if len(e) < 30 else None, ms=3, label=k)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if title == "learning rate" and all(v > 0 for k in keys for _, v in numeric[k]):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -160,9 +165,10 @@ def plot_pr_curves(targets: np.ndarray, scores: np.ndarray, rows: list[dict], pa
 
 
 def plot_score_distributions(targets: np.ndarray, scores: np.ndarray, path: Path,
-                             thresholds: np.ndarray | None = None) -> Path:
+                             thresholds: np.ndarray | None = None, per_track: bool = True) -> Path:
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2 if per_track else 1, figsize=(11 if per_track else 6, 4), squeeze=False)
+    axes = axes[0]
     pos, neg = scores[targets], scores[~targets]
     bins = np.linspace(min(scores.min(), 0), max(scores.max(), 1), 51)
     axes[0].hist(neg, bins=bins, alpha=0.6, density=True, label=f"negatives ({neg.size:,})", color="#999999")
@@ -170,8 +176,14 @@ def plot_score_distributions(targets: np.ndarray, scores: np.ndarray, path: Path
     axes[0].set_yscale("log")
     axes[0].set_xlabel("score")
     axes[0].set_ylabel("density (log)")
-    axes[0].set_title("Scores of positive and negative (track, tag) pairs")
+    axes[0].set_title("Scores of positive and negative (track, tag) pairs" if per_track
+                      else "Scores of the true class and of the other classes")
     axes[0].legend(fontsize=8)
+    if not per_track:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
     # per track: how many tags score above threshold vs how many are true
     if thresholds is not None:
         predicted = (scores > thresholds[None, :]).sum(axis=1)
@@ -374,7 +386,8 @@ def _multiclass_section(test_pred, test_gt, validation, tags, out, figures, data
     if pred.ndim == 2:
         onehot = np.eye(pred.shape[1], dtype=bool)[y]
         figures.append(("Score distributions", "Scores of the true class against the others.",
-                        plot_score_distributions(onehot, pred.astype(np.float64), out / "score_distributions.png")))
+                        plot_score_distributions(onehot, pred.astype(np.float64), out / "score_distributions.png",
+                                                 per_track=False)))
 
 
 def _fmt(v):

@@ -1,0 +1,74 @@
+"""Reports: a run folder and prediction files give a self-contained page, PNGs and JSON."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from musetag.cli import main
+from musetag.evaluate.report import make_report
+
+
+def _run_folder(tmp_path, rng, task="multilabel"):
+    run = tmp_path / "run"
+    (run / "predictions").mkdir(parents=True)
+    if task == "multilabel":
+        tags = [f"mood/theme---tag{i:02d}" for i in range(12)]
+        for split, n in (("validation", 120), ("test", 150)):
+            y = rng.random((n, 12)) < 0.2
+            y[:2] = True
+            np.save(run / f"predictions/{split}.npy", np.clip(y * 0.4 + rng.random((n, 12)) * 0.6, 0, 1))
+            np.save(run / f"predictions/{split}_targets.npy", y)
+    else:
+        tags = ["classical", "jazz", "rock"]
+        for split, n in (("validation", 60), ("test", 90)):
+            y = rng.integers(0, 3, n)
+            p = np.eye(3)[y] * 1.5 + rng.random((n, 3))
+            np.save(run / f"predictions/{split}.npy", p / p.sum(1, keepdims=True))
+            np.save(run / f"predictions/{split}_targets.npy", y)
+    (run / "summary.json").write_text(json.dumps({"tags": tags, "task": task}))
+    with open(run / "metrics.jsonl", "w") as fh:
+        for e in range(5):
+            fh.write(json.dumps({"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1),
+                                 "val_pr_auc_macro": 0.1 + 0.02 * e, "lr": 0.1 * 0.5 ** e, "best": True}) + "\n")
+    return run
+
+
+def test_run_folder_report_multilabel(tmp_path, rng):
+    page = make_report(_run_folder(tmp_path, rng), tmp_path / "rep")
+    out = page.parent
+    for name in ("training_curves.png", "per_tag_pr_auc.png", "pr_curves.png", "score_distributions.png"):
+        assert (out / name).stat().st_size > 5000, name
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 4  # self-contained
+    data = json.loads((out / "report.json").read_text())
+    assert set(data["test"]) >= {"PR-AUC-macro", "F-score-macro"} and len(data["per_tag"]) == 12
+    assert "validation_pr_auc" in data["per_tag"][0] and "threshold" in data["per_tag"][0]
+    assert len(data["history"]) == 5
+
+
+def test_run_folder_report_multiclass_has_confusion_matrix(tmp_path, rng):
+    page = make_report(_run_folder(tmp_path, rng, "multiclass"), tmp_path / "rep")
+    data = json.loads((page.parent / "report.json").read_text())
+    assert np.asarray(data["confusion_matrix"]).shape == (3, 3)
+    assert {"accuracy", "balanced_accuracy", "f1_macro"} <= set(data["test"])
+    assert (page.parent / "confusion_matrix.png").exists()
+
+
+@pytest.mark.shared
+def test_cli_report_on_bour_predictions(tmp_path):
+    bour = shared_path("bour2021-predictions")
+    gt = shared_path("mtg-jamendo", "mediaeval-results", "groundtruth.npy")
+    tags = shared_path("mtg-jamendo", "tags", "moodtheme_split.txt")
+    rc = main(["report", str(bour / "test/convs-m96-i224-wbce.npy"), "-g", str(gt), "--validation",
+               str(bour / "validation/convs-m96-i224-wbce.npy"), str(bour / "validation/targets.npy"),
+               "--tags", str(tags), "--out", str(tmp_path)])
+    assert rc == 0
+    data = json.loads((tmp_path / "report.json").read_text())
+    from sklearn.metrics import average_precision_score
+    expected = average_precision_score(np.load(gt), np.load(bour / "test/convs-m96-i224-wbce.npy"), average="macro")
+    assert data["test"]["PR-AUC-macro"] == pytest.approx(expected, abs=1e-12)
+    assert len(data["per_tag"]) == 56 and (tmp_path / "per_tag_pr_auc.png").exists()
+    assert "deep" in (tmp_path / "index.html").read_text()
