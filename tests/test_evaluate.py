@@ -243,3 +243,14 @@ def test_thresholds_from_in_evaluate(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate(s, y)
+
+
+def test_score_cli_multiclass(tmp_path, capsys):
+    np.save(tmp_path / "p.npy", np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]))
+    np.save(tmp_path / "y.npy", np.array([0, 1, 1, 1]))
+    (tmp_path / "c.txt").write_text("jazz\nrock\n")
+    rc = main(["score", str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"), "--task", "multiclass",
+               "--tags", str(tmp_path / "c.txt")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "accuracy\t0.750000" in out and "balanced_accuracy\t0.833333" in out
+    assert "jazz      1      0" in out and "rock      1      2" in out

@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     p.add_argument("predictions", help="NPY file of scores (tracks x tags)")
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
     p.add_argument("--tags", help="tag list, one per line (names tags in warnings and --per-tag)")
+    p.add_argument("--task", choices=["multilabel", "multiclass"], default="multilabel",
+                   help="multiclass: ground truth holds class indices; prints accuracy, balanced accuracy, "
+                        "macro-F1 and the confusion matrix")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--decisions", "-d", help="NPY file of boolean decisions (tracks x tags)")
     src.add_argument("--thresholds-from", nargs=2, metavar=("VAL_PRED", "VAL_GT"),
@@ -45,6 +48,8 @@ def run(args) -> int:
     pred = load_array(args.predictions, "predictions")
     gt = load_array(args.groundtruth, "ground truth")
     tags = load_tags(args.tags) if args.tags else None
+    if args.task == "multiclass":
+        return _multiclass(args, pred, gt, tags)
     kw = {}
     if args.decisions:
         kw["decisions"] = load_array(args.decisions, "decisions")
@@ -92,4 +97,23 @@ def run(args) -> int:
         np.save(args.save_decisions, apply_thresholds(pred, result["thresholds"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+def _multiclass(args, pred, gt, tags) -> int:
+    from musetag.evaluate import evaluate
+
+    r = evaluate(pred, gt, task="multiclass", tags=tags)
+    lines = [f"{k}\t{r[k]:.6f}" for k in ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro")
+             if r.get(k) is not None]
+    print("\n".join(lines))
+    width = max(len(c) for c in r["classes"])
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(" " * (width + 1) + " ".join(f"{c[:6]:>6s}" for c in r["classes"]))
+    for c, row in zip(r["classes"], r["confusion_matrix"]):
+        print(f"{c:>{width}s} " + " ".join(f"{v:6d}" for v in row))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2), encoding="utf-8")
     return 0
