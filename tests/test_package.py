@@ -238,3 +238,33 @@ def test_cli_package(tmp_path, capsys):
     assert load_package(tmp_path / "m").source["checkpoint"] == "best.pt"
     assert main(["package", str(tmp_path / "nope"), "--out", str(tmp_path / "m2")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_packaged_training_run_reproduces_its_test_predictions(tmp_path):
+    """End to end with the real trainer: train a tiny run, package its SWA weights, tag the test
+    files from audio, and find the run's own predictions/test.npy (computed from its feature cache)."""
+    from musetag.cli import main
+    from musetag.data.synth import make_corpus
+    from musetag.tag import Tagger
+
+    make_corpus(tmp_path / "corpus", n_clips=12, seconds=3.5, seed=5, clips_per_artist=1,
+                split_fractions=(0.5, 0.25, 0.25))
+    run = tmp_path / "run"
+    sets = ["epochs=2", "progress=false", "data.crop=32", "data.batch_size=4", "model.args.width=4",
+            "swa.enabled=true", "swa.length=0.5", "final=swa"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(["train", "demo", "--data", str(tmp_path / "corpus" / "dataset.toml"), "--out", str(run),
+                     *sum((["--set", s] for s in sets), [])]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    pkg = load_package(create_package(run, tmp_path / "model.zip"))
+    assert pkg.source["checkpoint"] == "swa.pt" and pkg.features["mean"] is not None
+    assert pkg.segment["frames"] < 3.5 * 12000 / 256  # several windows per clip, the last one padded
+    ids = (run / "predictions" / "test_ids.txt").read_text().split()
+    expected = np.load(run / "predictions" / "test.npy")
+    tagger = Tagger.from_package(tmp_path / "model.zip")
+    got = np.stack([tagger.tag(tmp_path / "corpus" / f"{i}.flac").scores_array for i in ids])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
