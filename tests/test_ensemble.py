@@ -196,3 +196,11 @@ def test_bour_auto_beats_the_published_average(tmp_path, capsys):
     assert rc == 0
     line = next(ln for ln in text.splitlines() if ln.startswith("test PR-AUC-macro"))
     assert float(line.split()[-1]) > PUBLISHED_3_AVERAGE
+
+
+def test_per_tag_tag_without_positives_keeps_uniform_weights(rng):
+    vy, vp, _, _ = _models(rng)
+    vy[:, 3] = False
+    r = ensemble(vp, vy, method="per_tag", shrinkage=1.0, progress=False)
+    np.testing.assert_allclose(np.asarray(r.weights)[:, 3], 1 / len(vp))
+    assert np.isfinite(r.validation_score)

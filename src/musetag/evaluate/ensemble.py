@@ -185,9 +185,11 @@ def _fit_greedy(stack, y, *, steps: int = 8, init: int = 5, bags: int = 3, fract
 def _per_tag_weights(ap: np.ndarray, shrinkage: float) -> np.ndarray:
     """``ap`` ``(models, tags)`` validation AP -> per-tag weights mixing the best model with uniform."""
     m, k = ap.shape
+    scored = np.isfinite(ap).any(axis=0)  # a tag without positives keeps uniform weights
     ap = np.nan_to_num(ap, nan=-1.0)
     w = np.full((m, k), (1 - shrinkage) / m)
-    w[ap.argmax(axis=0), np.arange(k)] += shrinkage
+    w[ap.argmax(axis=0)[scored], np.nonzero(scored)[0]] += shrinkage
+    w[:, ~scored] = 1.0 / m
     return w
 
 
