@@ -137,6 +137,18 @@ def to_markdown(rows: list[dict], ratios: dict[str, float | None], machine: str,
     return "\n".join(lines) + "\n"
 
 
+_ONNX_RATIO = "median speed-up of ONNX Runtime over eager PyTorch (eager ms / ONNX ms)"
+_COMPILE_RATIO = "median speed-up of torch.compile over eager PyTorch (eager ms / compiled ms)"
+
+
+def _ratios(rows: list[dict]) -> dict[str, float | None]:
+    def median_ratio(key: str) -> float | None:
+        vals = [r["eager_ms"] / r[key] for r in rows if r.get(key)]
+        return statistics.median(vals) if vals else None
+
+    return {_ONNX_RATIO: median_ratio("onnx_ms"), _COMPILE_RATIO: median_ratio("compile_ms")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="only these models (default: all registered)")
@@ -149,30 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(list_models()))
     if unknown:
         parser.error(f"unknown model(s): {', '.join(unknown)}; see `musetag models`")
-    rows = []
-    for name in tqdm(names, desc="models", unit="model"):
-        row = bench_model(name, args.repeats, not args.no_compile, not args.no_onnx)
-        rows.append(row)
-        tqdm.write(f"{name:24s} params {row['params']:>11,}  MFLOPs/s {row['mflops_per_s']:>9,.0f}  eager "
-                   f"{_ms(row['eager_ms']):>7} ms  compile {_ms(row['compile_ms']):>7} ms  onnx {_ms(row['onnx_ms']):>7} ms"
-                   + (f"  ({row['compile_note']}{row['onnx_note']})" if row['compile_note'] or row['onnx_note'] else ""))
-
-    def median_ratio(key: str) -> float | None:
-        vals = [r["eager_ms"] / r[key] for r in rows if r.get(key)]
-        return statistics.median(vals) if vals else None
-
-    ratios = {"median speed-up of ONNX Runtime over eager PyTorch (eager ms / ONNX ms)": median_ratio("onnx_ms"),
-              "median speed-up of torch.compile over eager PyTorch (eager ms / compiled ms)": median_ratio("compile_ms")}
-    onnx_ratio = ratios["median speed-up of ONNX Runtime over eager PyTorch (eager ms / ONNX ms)"]
-    compile_ratio = ratios["median speed-up of torch.compile over eager PyTorch (eager ms / compiled ms)"]
-    print(f"ratio: {onnx_ratio:.2f} (eager / onnxruntime, median over models)" if onnx_ratio else "ratio: n/a")
-    if compile_ratio:
-        print(f"ratio (compile): {compile_ratio:.2f} (eager / torch.compile, median over models)")
     import os
     import platform
 
     machine = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in tqdm(names, desc="models", unit="model"):
+        row = bench_model(name, args.repeats, not args.no_compile, not args.no_onnx)
+        rows.append(row)
+        # written after every model, so an interrupted run still leaves its measurements
+        args.output.write_text(to_markdown(rows, _ratios(rows), machine, args.repeats))
+        tqdm.write(f"{name:24s} params {row['params']:>11,}  MFLOPs/s {row['mflops_per_s']:>9,.0f}  eager "
+                   f"{_ms(row['eager_ms']):>7} ms  compile {_ms(row['compile_ms']):>7} ms  onnx {_ms(row['onnx_ms']):>7} ms"
+                   + (f"  ({row['compile_note']}{row['onnx_note']})" if row['compile_note'] or row['onnx_note'] else ""))
+
+    ratios = _ratios(rows)
+    onnx_ratio, compile_ratio = ratios[_ONNX_RATIO], ratios[_COMPILE_RATIO]
+    print(f"ratio: {onnx_ratio:.2f} (eager / onnxruntime, median over models)" if onnx_ratio else "ratio: n/a")
+    if compile_ratio:
+        print(f"ratio (compile): {compile_ratio:.2f} (eager / torch.compile, median over models)")
     args.output.write_text(to_markdown(rows, ratios, machine, args.repeats))
     print(f"wrote {args.output}")
     return 0

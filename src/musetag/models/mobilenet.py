@@ -4,7 +4,8 @@ theme recognition using CNN and self-attention", MediaEval 2019, team AMLAG; aft
 
 * ``mobilenetv2``: two 1x1 convolutions map the single-channel spectrogram to three channels,
   which feed an unmodified MobileNetV2 (Sandler et al. 2018; timm ``mobilenetv2_100``) whose
-  last linear layer is replaced for the tag set.
+  last linear layer is replaced for the tag set. Documented input 96 x 4096 frames (the paper's
+  first submission padded tracks to 6590 frames); global pooling accepts any length.
 * ``mobilenetv2_attention``: the input (96 bands x 4096 frames in the paper) is split along time
   into segments of 256 frames (16 segments); each segment goes through the same modified
   MobileNetV2; the 16 segment embeddings, projected to 256 dimensions, pass through a 2-layer,
