@@ -38,7 +38,13 @@ def test_registry_lists_the_zoo():
 _TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2, "rexnet_100": 2}
 
 
-@pytest.mark.parametrize("name", list_models())
+# documented inputs that take more than a few seconds forward + backward on 2 CPU cores
+_HEAVY = {"mixnet_s", "rexnet_100", "shake_fa_resnet", "soundfusion", "mobilenetv2", "mobilenetv2_attention",
+          "efficientnet_b0", "resnet50", "resnet1d", "regnety_002", "fa_resnet", "vgg16", "resnet34", "bour_filters",
+          "cp_resnet", "crnn"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n for n in list_models()])
 def test_model_contract(name):
     """Forward + backward at the documented input (no NaN, right shape), embedding + classifier,
     a second input length where allowed, and a rebuild from musetag_config (one build per model
