@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    make_corpus(root, n_clips=30, seconds=2.0, seed=5)
+    make_corpus(root, n_clips=60, seconds=2.0, seed=5)
     return root / "dataset.toml"
 
 
@@ -58,7 +58,7 @@ def _kill_after(out: Path, proc: subprocess.Popen, min_done: int, timeout: float
     while time.monotonic() < deadline and proc.poll() is None:
         if journal.exists() and journal.read_text().count("\n") >= min_done:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "prepare finished before it could be killed:\n" + proc.stdout.read().decode()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -68,12 +68,12 @@ def _kill_after(out: Path, proc: subprocess.Popen, min_done: int, timeout: float
 @pytest.mark.slow
 def test_prepare_killed_then_resumed_equals_uninterrupted(corpus, tmp_path):
     reference = prepare(corpus, tmp_path / "reference", workers=0, progress=False)
-    assert reference.n_cached == 30 and not reference.failures
+    assert reference.n_cached == 60 and not reference.failures
 
     out = tmp_path / "killed"
     proc = _run_cli(["prepare", "--data", str(corpus), "--out", str(out), "--workers", "2"], start_new_session=True)
     journaled = _kill_after(out, proc, min_done=3)
-    assert 3 <= journaled < 30
+    assert 3 <= journaled < 60
     assert not (out / "index.json").exists()
     # Every .npy in place is complete (temporary names only for unfinished ones).
     for path in (out / "features").glob("*.npy"):
@@ -91,7 +91,7 @@ def test_prepare_killed_then_resumed_equals_uninterrupted(corpus, tmp_path):
 
     # A third run finds everything done and computes nothing.
     again = prepare(corpus, out, workers=0, progress=False)
-    assert again.n_computed == 0 and again.n_resumed == 30
+    assert again.n_computed == 0 and again.n_resumed == 60
 
 
 def test_cache_contents_and_stats(corpus, tmp_path):
