@@ -164,6 +164,9 @@ def test_tag_many_reports_bad_inputs_and_keeps_going(tmp_path):
     assert "missing.wav" in results[1].status and "not found" in results[1].status
     assert "text" in results[2].status
     np.testing.assert_array_equal(results[0].scores_array, results[3].scores_array)
+    with open(good, "rb") as fh:  # file objects and bytes (uploads) give the same scores
+        np.testing.assert_allclose(tagger.tag(fh).scores_array, results[0].scores_array, atol=1e-6)
+    np.testing.assert_allclose(tagger.tag(good.read_bytes()).scores_array, results[0].scores_array, atol=1e-6)
     with pytest.raises(AudioError):
         tagger.tag(str(text))
     with pytest.raises(ConfigError, match="sample_rate"):
