@@ -114,6 +114,13 @@ def test_cache_contents_and_stats(corpus, tmp_path):
     from musetag.features import extract_file
 
     np.testing.assert_array_equal(extract_file(records[0].audio_path, config.feature_config()), cache.load(0))
+    # cache.json: the settings that decide the arrays (what a resumed run and training compare against)
+    saved = json.loads((result.out_dir / "cache.json").read_text())
+    expected = config.feature_config().to_dict()
+    for key in ("mean", "std", "name", "extra"):
+        expected.pop(key)
+    assert saved["features"] == expected and saved["dtype"] == "float32"
+    assert cache.feature_config.name == "jamendo96"
     # other settings on the same folder: refused with the fix
     with pytest.raises(DatasetError, match="different settings.*--overwrite"):
         prepare(config, tmp_path / "c", workers=0, progress=False, dtype="float16", records=records)

@@ -260,7 +260,10 @@ def build_cache(
             "set paths.audio_root (or melspec_root for official features)"
         )
 
-    settings = _settings(feature_dict, "float32" if official else dtype, dataset, official)
+    # cache.json keeps the settings that decide the arrays (no name, mean/std or extra): a resumed run
+    # and training (musetag.training.data) compare against them
+    settings = json.loads(json.dumps(_settings(_feature_key(features), "float32" if official else dtype, dataset,
+                                               official), default=str))
     settings_path = out / "cache.json"
     if overwrite and out.exists():
         for fname in ("journal.jsonl", "index.json", "index.csv", "stats.json", "failures.csv", "cache.json"):
@@ -345,7 +348,7 @@ def build_cache(
         )
     train = [done[r.id] for r in cached if r.split == "train"]
     stats = _combine_stats(train or [done[r.id] for r in cached], split="train" if train else "all")
-    _write_index(out, name, task, settings, vocab, cached, done, stats)
+    _write_index(out, name, task, settings, feature_dict, vocab, cached, done, stats)
     return PrepareResult(out, len(records), len(cached), len(jobs) - len(failure_rows), resumed, failure_rows,
                          stats, time.perf_counter() - started)
 
@@ -436,14 +439,14 @@ def _combine_stats(entries: list[dict[str, Any]], *, split: str) -> dict[str, An
     return stats
 
 
-def _write_index(out: Path, name, task, settings, vocab: TagVocab, records, done, stats) -> None:
+def _write_index(out: Path, name, task, settings, feature_dict, vocab: TagVocab, records, done, stats) -> None:
     entries = []
     for r in records:
         e = done[r.id]
         entries.append({"id": r.id, "file": e["file"], "shape": e["shape"], "split": r.split, "tags": list(r.tags),
                         "group": r.group, "duration": r.duration,
                         "audio_path": str(r.audio_path) if r.audio_path else None})
-    features = dict(settings["features"], mean=stats["mean"], std=stats["std"])
+    features = json.loads(json.dumps(dict(feature_dict, mean=stats["mean"], std=stats["std"]), default=str))
     index = {"version": CACHE_VERSION, "name": name, "task": task, "tags": vocab.to_list(),
              "dtype": settings["dtype"], "official_features": settings["official_features"],
              "features": features, "stats": stats, "dataset": settings["dataset"], "tracks": entries}
