@@ -354,6 +354,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("final = 'per_class' needs early_stopping.per_class = true")
     if cfg.snapshots.count > cfg.epochs:
         raise ConfigError(f"snapshots.count = {cfg.snapshots.count} is larger than epochs = {cfg.epochs}")
+    _check_features(cfg.features)
     members = []
     for i, member in enumerate(cfg.members):
         if isinstance(member, MemberSpec):
@@ -370,6 +371,26 @@ def validate(cfg: TrainConfig) -> None:
     if len(set(names)) != len(names):
         raise ConfigError(f"members have duplicate names: {names}")
     cfg.members = members
+
+
+def _check_features(features: dict) -> None:
+    """``[features]``: ``preset`` (a musetag preset) and FeatureConfig field names."""
+    if not features:
+        return
+    try:
+        from musetag.features.presets import FeatureConfig, list_presets
+    except ImportError:  # pragma: no cover - features package missing
+        return
+    known = {f.name for f in dataclasses.fields(FeatureConfig)} - {"mean", "std"}
+    unknown = sorted(set(features) - known - {"preset"})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean 'features.{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown key 'features.{unknown[0]}'{hint}; valid keys: features.preset, "
+                          + ", ".join(f"features.{k}" for k in sorted(known)))
+    preset = features.get("preset")
+    if preset is not None and preset not in list_presets():
+        raise ConfigError(f"features.preset = {preset!r} is not valid; choose one of: {', '.join(list_presets())}")
 
 
 def resolved_final(cfg: TrainConfig) -> str:

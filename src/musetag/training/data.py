@@ -126,8 +126,27 @@ def feature_key(feature_config) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _prepared_with(cache_dir: Path, feature_config) -> bool:
+    """Whether ``cache_dir`` is a ``musetag prepare`` cache of exactly these features."""
+    settings = Path(cache_dir) / "cache.json"
+    if not settings.is_file():
+        return False
+    try:
+        saved = json.loads(settings.read_text(encoding="utf-8")).get("features")
+    except (OSError, ValueError):
+        return False
+    mine = feature_config.to_dict()
+    for k in ("mean", "std", "name", "extra"):
+        mine.pop(k, None)
+    return json.loads(json.dumps(mine, default=str)) == saved
+
+
 def default_cache_dir(dataset_config, feature_config, run_dir: Path | None) -> Path:
+    """The dataset's own cache (``cache = ...``, as built by ``musetag prepare``) when it holds
+    these features, else ``<cache or .musetag-cache beside the dataset TOML>/<name>-<features hash>``."""
     if dataset_config.cache_dir is not None:
+        if _prepared_with(dataset_config.cache_dir, feature_config):
+            return Path(dataset_config.cache_dir)
         base = Path(dataset_config.cache_dir)
     elif dataset_config.source is not None:
         base = Path(dataset_config.source).parent / ".musetag-cache"

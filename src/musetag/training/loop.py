@@ -190,6 +190,30 @@ def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_d
     return freezer
 
 
+def check_models(cfg: TrainConfig) -> None:
+    """Model names and arguments, checked before any data is prepared (a typo costs nothing)."""
+    import inspect
+
+    from musetag.models import model_info
+
+    specs = [("model", cfg.model.name, cfg.model.args)]
+    if cfg.coteaching.enabled:
+        specs.append(("coteaching.peer", cfg.coteaching.peer, cfg.coteaching.peer_args))
+    for key, name, args in specs:
+        try:
+            info = model_info(name)
+        except MusetagError as exc:
+            raise ConfigError(f"{key} = {name!r}: {exc}") from None
+        params = inspect.signature(info.builder).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        accepted = [p for p in params if p not in ("n_classes", "in_channels")]
+        unknown = sorted(set(args) - set(accepted))
+        if unknown:
+            raise ConfigError(f"{key.replace('peer', 'peer_args') if key != 'model' else 'model.args'}: "
+                              f"{name!r} has no argument(s) {', '.join(unknown)}; it accepts: {', '.join(accepted)}")
+
+
 def _segment_meta(cfg: TrainConfig, data: TrainingData) -> dict:
     crop = cfg.data.eval_crop or cfg.data.crop
     key = "samples" if data.kind == "waveform" else "frames"
@@ -422,6 +446,7 @@ def _run(cfg: TrainConfig, run_dir: Path, *, resume: bool, training_data: Traini
 def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInfo,
                training_data: TrainingData | None) -> RunResult:
     t0 = time.time()
+    check_models(cfg)
     device = _device(cfg, dist)
     autocast = _autocast(cfg, device)
     run_dir = Path(run_dir)

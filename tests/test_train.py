@@ -1,0 +1,142 @@
+"""End-to-end training runs on a tiny synthetic corpus: the run folder, self-describing
+checkpoints, the final-model strategies and the errors raised before any work."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from musetag.errors import ConfigError
+from musetag.training import train
+from musetag.training.checkpoint import load_checkpoint, load_model
+
+TINY = ["progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32", "data.batch_size=4",
+        "model.args.width=4"]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    from musetag.data.synth import make_corpus
+
+    root = tmp_path_factory.mktemp("train")
+    out = {}
+    for task in ("multilabel", "multiclass"):
+        make_corpus(root / task, n_clips=16, seconds=1.5, seed=11, task=task, clips_per_artist=1,
+                    split_fractions=(0.5, 0.25, 0.25))
+        out[task] = root / task / "dataset.toml"
+    return out
+
+
+def _segments_predict(model, payload, arrays):
+    """Predict whole tracks from a checkpoint alone: its normalisation, segments and aggregation."""
+    from musetag.training.data import segments
+
+    mean, std = payload["features"]["mean"], payload["features"]["std"]
+    seg = payload["segment"]
+    out = []
+    with torch.no_grad():
+        for x in arrays:
+            x = (x[None] if x.ndim == 2 else x).astype(np.float32)
+            windows = segments((x - mean) / std, seg["frames"], seg["hop"], seg["max_segments"])
+            probs = torch.sigmoid(model(torch.from_numpy(windows).float()))
+            out.append(probs.mean(dim=0).numpy())
+    return np.stack(out)
+
+
+def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
+    run = tmp_path / "run"
+    result = train("demo", data=corpora["multilabel"], out=run, sets=TINY + ["epochs=2", "final=best"])
+    for rel in ("config.toml", "metrics.jsonl", "summary.json", "plots/training.png", "checkpoints/best.pt",
+                "checkpoints/last.pt", "predictions/validation.npy", "predictions/test.npy",
+                "predictions/validation_targets.npy", "predictions/validation_ids.txt"):
+        assert (run / rel).exists(), rel
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "pr_auc_macro" and summary["final"] == "best"
+    best = max(range(2), key=lambda e: records[e]["val_pr_auc_macro"])
+    assert summary["best_epoch"] == result.best_epoch == best  # chosen on the reported metric
+    # the checkpoint alone rebuilds model + features and reproduces the saved predictions
+    model, payload = load_model(run / "checkpoints" / "best.pt")
+    assert payload["tags"] == ["bright", "dark", "dense", "drums", "fast", "major", "minor", "slow"]
+    assert payload["task"] == "multilabel" and payload["features"]["n_mels"] == 96
+    assert isinstance(payload["features"]["mean"], float) and len(payload["thresholds"]) == 8
+    assert payload["segment"] == {"frames": 32, "hop": 32, "aggregation": "mean", "max_segments": 0}
+    ids = (run / "predictions" / "validation_ids.txt").read_text().split()
+    from musetag.training.config import load_toml_config
+    from musetag.training.data import load_training_data
+
+    data = load_training_data(load_toml_config(run / "config.toml"), run, progress=False)
+    assert data.splits["validation"].ids == ids
+    raw = [np.load(p).astype(np.float32) for p in data.splits["validation"].paths]
+    again = _segments_predict(model, payload, raw)
+    np.testing.assert_allclose(again, np.load(run / "predictions" / "validation.npy"), atol=1e-5)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["training"]["epoch"] == 2
+
+
+def test_multiclass_uses_accuracy_and_softmax(corpora, tmp_path):
+    result = train("demo", data=corpora["multiclass"], out=tmp_path / "run", sets=TINY + ["epochs=1"])
+    assert result.metric == "accuracy" and "accuracy" in result.validation
+    preds = np.load(tmp_path / "run" / "predictions" / "validation.npy")
+    np.testing.assert_allclose(preds.sum(axis=1), 1.0, atol=1e-5)
+    assert np.load(tmp_path / "run" / "predictions" / "validation_targets.npy").dtype == np.int64
+
+
+def test_per_class_snapshots_and_swa_candidates(corpora, tmp_path):
+    run = tmp_path / "run"
+    sets = TINY + ["epochs=3", "early_stopping.per_class=true", "snapshots.count=3", "swa.enabled=true",
+                   "swa.length=0.67", "final=per_class"]
+    train("demo", data=corpora["multilabel"], out=run, sets=sets)
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["candidates"]) >= {"best", "last", "swa", "snapshots", "per_class"}
+    assert summary["final"] == "per_class" and len(summary["per_class_best_epoch"]) == 8
+    # each tag's column is that tag's validation output at its own best epoch
+    used = sorted(set(summary["per_class_best_epoch"]))
+    assert sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints" / "epochs").glob("*.pt")) == used
+    assert all((run / "checkpoints" / f"snapshot-{k}.pt").exists() for k in range(3))
+    swa = load_checkpoint(run / "checkpoints" / "swa.pt")
+    assert swa["kind"] == "swa"
+    assert (run / "predictions" / "swa-validation.npy").exists()
+
+
+def test_coteaching_pair(corpora, tmp_path):
+    run = tmp_path / "run"
+    sets = TINY + ["epochs=1", "coteaching.enabled=true", "coteaching.peer=simplecnn",
+                   "coteaching.peer_args={width = 4}", "coteaching.weights=[0.65, 0.35]", "coteaching.num_gradual=0"]
+    train("demo", data=corpora["multilabel"], out=run, sets=sets)
+    assert (run / "checkpoints" / "peer_best.pt").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "val_pr_auc_macro_model0" in records[0] and "val_pr_auc_macro_model1" in records[0]
+
+
+def test_errors_come_before_any_work(corpora, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        train("demo", data=corpora["multilabel"], out=run, sets=["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="has no argument"):
+        train("demo", data=corpora["multilabel"], out=run, sets=["model.args.depth=3"])
+    assert not (run / "metrics.jsonl").exists()
+    with pytest.raises(ConfigError, match="--data"):
+        train("demo", out=tmp_path / "nodata")
+    with pytest.raises(ConfigError, match="dataset config not found"):
+        train("demo", data=tmp_path / "missing.toml", out=tmp_path / "x")
+
+
+def test_refuses_to_overwrite_a_run(corpora, tmp_path):
+    run = tmp_path / "run"
+    train("demo", data=corpora["multilabel"], out=run, sets=TINY + ["epochs=1", "max_steps_per_epoch=1"])
+    with pytest.raises(ConfigError, match="--resume"):
+        train("demo", data=corpora["multilabel"], out=run, sets=TINY)
+
+
+def test_cli_lists_recipes_and_prints_config():
+    out = subprocess.run([sys.executable, "-m", "musetag", "train", "--list"], capture_output=True, text=True)
+    assert out.returncode == 0 and "bour2021-filters-m128-i224-wbce" in out.stdout
+    cfg = subprocess.run([sys.executable, "-m", "musetag", "train", "bour2021-convs-m96-i128-bce", "--print-config",
+                          "--set", "epochs=3"], capture_output=True, text=True)
+    assert cfg.returncode == 0 and "epochs = 3" in cfg.stdout and 'name = "bour_convs"' in cfg.stdout
+    bad = subprocess.run([sys.executable, "-m", "musetag", "train", "demo", "--set", "optim.name=sgdd"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "optim.name" in bad.stderr and "amsgrad" in bad.stderr
