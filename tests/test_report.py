@@ -32,7 +32,8 @@ def _run_folder(tmp_path, rng, task="multilabel"):
     with open(run / "metrics.jsonl", "w") as fh:
         for e in range(5):
             fh.write(json.dumps({"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1),
-                                 "val_pr_auc_macro": 0.1 + 0.02 * e, "lr": 0.1 * 0.5 ** e, "best": True}) + "\n")
+                                 "val_pr_auc_macro": 0.1 + 0.02 * e, "val_scored_tags": 12, "lr": 0.1 * 0.5 ** e,
+                                 "best": True}) + "\n")
     return run
 
 
@@ -47,6 +48,27 @@ def test_run_folder_report_multilabel(tmp_path, rng):
     assert set(data["test"]) >= {"PR-AUC-macro", "F-score-macro"} and len(data["per_tag"]) == 12
     assert "validation_pr_auc" in data["per_tag"][0] and "threshold" in data["per_tag"][0]
     assert len(data["history"]) == 5
+
+
+def test_training_curves_plot_scores_not_counts(tmp_path):
+    from musetag.evaluate.report import plot_training_curves
+    import matplotlib.pyplot as plt
+
+    history = [{"epoch": e, "train_loss": 1.0, "val_pr_auc_macro": 0.1, "val_scored_tags": 56, "lr": 0.1}
+               for e in range(3)]
+    captured = {}
+    orig = plt.Figure.savefig
+
+    def spy(fig, *a, **k):
+        captured["labels"] = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+        return orig(fig, *a, **k)
+
+    plt.Figure.savefig = spy
+    try:
+        plot_training_curves(history, tmp_path / "c.png")
+    finally:
+        plt.Figure.savefig = orig
+    assert "val_pr_auc_macro" in captured["labels"] and "val_scored_tags" not in captured["labels"]
 
 
 def test_run_folder_report_multiclass_has_confusion_matrix(tmp_path, rng):

@@ -81,8 +81,10 @@ def plot_training_curves(history: list[dict], path: Path) -> Path | None:
         return None
     losses = [k for k in numeric if "loss" in k]
     lrs = [k for k in numeric if k == "lr" or k.endswith("_lr")]
+    # validation scores only (not counts such as val_scored_tags, which would flatten the axis)
+    score_words = ("auc", "acc", "f1", "precision", "recall", "map", "ap_")
     scores = [k for k in numeric if k not in losses and k not in lrs and k.startswith("val_")
-              and not k.endswith(("_improved",)) and "_model" not in k]
+              and "_model" not in k and any(w in k for w in score_words)]
     panels = [(t, ks) for t, ks in (("loss", losses), ("validation score", scores), ("learning rate", lrs)) if ks]
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
