@@ -222,18 +222,18 @@ def create_app(
     # start the decoders first: their process imports torch & co. while this one loads the model
     described = load_package(package_path, load_weights=False)
     pool = DecoderPool(described.features, described.segment, max_concurrency)
+    similarity = None
     try:
         tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
+        if similar_index is not None:
+            from musetag.similarity import SimilarityService
+
+            similarity = SimilarityService(similar_index, tagger.package)
     except BaseException:
-        pool.close()
+        pool.close()  # a bad package or index must not leave decoder processes behind
         raise
     max_bytes = int(max_upload_mb * 1024 * 1024)
     package = tagger.package
-    similarity = None
-    if similar_index is not None:
-        from musetag.similarity import SimilarityService
-
-        similarity = SimilarityService(similar_index, package)
     model_info = {
         "name": package.model_name,
         "task": package.task,
