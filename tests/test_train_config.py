@@ -72,3 +72,13 @@ def test_final_auto_follows_the_strategy():
     assert resolved_final(load_config(None, sets=["swa.enabled=true"])) == "swa"
     assert resolved_final(load_config(None, sets=["snapshots.count=3"])) == "snapshots"
     assert resolved_final(load_config(None, sets=["early_stopping.per_class=true"])) == "per_class"
+
+
+def test_choosing_another_architecture_starts_from_its_own_arguments():
+    cfg = load_config("demo", sets=["model.name=crnn"])
+    assert cfg.model.args == {}
+    cfg = load_config("demo", sets=["model.name=crnn", "model.args.hidden=8"])
+    assert cfg.model.args == {"hidden": 8}
+    assert load_config("demo", sets=["model.args.width=3"]).model.args["width"] == 3
+    nnet = load_config("soundfusion-nnet1")  # its base recipe's SimpleCNN width does not leak in
+    assert nnet.model.name == "nnet1" and "width" not in nnet.model.args

@@ -254,7 +254,7 @@ class TrainConfig:
             data = merge(data, overrides)
         for item in sets or []:
             key, value = parse_set(item)
-            data = merge(data, _nest(key, value))
+            data = _apply_set(data, key, value)
         return TrainConfig.from_dict(data, source="--set")
 
 
@@ -506,6 +506,21 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
+_ARGS_OF = {"model.name": ("model", "args"), "coteaching.peer": ("coteaching", "peer_args")}
+
+
+def _apply_set(data: dict, key: str, value: Any) -> dict:
+    """Merge one ``key=value``; choosing another architecture (``model.name``, ``coteaching.peer``)
+    starts from that model's own arguments (later ``model.args.*`` settings still apply)."""
+    if key in _ARGS_OF:
+        section, args_key = _ARGS_OF[key]
+        current = data.get(section, {}) if isinstance(data.get(section), dict) else {}
+        if current.get(key.split(".")[1]) != value and current.get(args_key):
+            data = merge(data, {section: {}})
+            data[section] = {**data[section], args_key: {}}
+    return merge(data, _nest(key, value))
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """``"optim.lr=0.01"`` -> ``("optim.lr", 0.01)``. The value is read as a TOML value when it
     parses as one (numbers, booleans, ``[lists]``, quoted strings), otherwise as a bare string."""
@@ -599,7 +614,7 @@ def load_config(
         data = merge(data, overrides)
     for item in sets or []:
         key, value = parse_set(item)
-        data = merge(data, _nest(key, value))
+        data = _apply_set(data, key, value)
     source = "--set" if sets else source
     return TrainConfig.from_dict(data, source=source)
 
