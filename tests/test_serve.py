@@ -196,11 +196,18 @@ def test_concurrent_requests_are_bounded(server):
     assert httpx.post(server.url + "/v1/tag", content=wav_bytes(1.0), timeout=60).status_code == 200
 
 
-def test_decode_timeout_stops_the_work_and_recovers(tmp_path):
+def test_decode_timeout_stops_the_work_and_recovers(tmp_path, monkeypatch):
     """In-process app: a decode past the limit is answered 422 and its decoder is replaced."""
+    import multiprocessing as mp
+
     from fastapi.testclient import TestClient
 
+    import musetag.serve.app as serve_app
     from musetag.serve.app import create_app
+
+    # decoders forked from this (already importing) process: the forkserver start-up that
+    # `musetag serve` pays once is covered by the tests above
+    monkeypatch.setattr(serve_app, "_context", lambda: mp.get_context("fork"))
 
     pkg = make_package(tmp_path / "pkg")
     app = create_app(pkg, decode_timeout=0.001, max_concurrency=1)
