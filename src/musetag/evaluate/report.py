@@ -130,9 +130,12 @@ def plot_per_tag(rows_test: list[dict] | None, rows_val: list[dict] | None, path
     ax.set_xlabel("PR-AUC (average precision)")
     ax.set_title(f"Per-tag PR-AUC, sorted by {primary} score")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    # legend between the title and the axis: never on top of a bar, whatever the scores
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
+    ax.title.set_position((0.5, 1.0))
+    ax.set_title(ax.get_title(), pad=22)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
