@@ -56,14 +56,18 @@ class Match:
 
 def available_backends() -> list[str]:
     """Backends importable here (``exact`` always is)."""
-    out = ["exact"]
-    for name in ("faiss", "hnswlib"):
-        try:
-            __import__(name)
-            out.append(name)
-        except ImportError:
-            pass
-    return out
+    import importlib.util
+
+    return ["exact", *(name for name in ("faiss", "hnswlib") if importlib.util.find_spec(name) is not None)]
+
+
+def _import_faiss():
+    import logging
+
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every CPU-feature probe at INFO
+    import faiss
+
+    return faiss
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -121,10 +125,10 @@ class SimilarityIndex:
         return cls(table.vectors, table.paths, meta={**table.meta, "source": str(path)}, **kwargs)
 
     def _choose_backend(self, backend: str) -> str:
+        if backend == "exact" or (backend == "auto" and len(self.paths) <= AUTO_EXACT_LIMIT):
+            return "exact"
         have = available_backends()
         if backend == "auto":
-            if len(self.paths) <= AUTO_EXACT_LIMIT:
-                return "exact"
             for name in ("faiss", "hnswlib"):
                 if name in have:
                     return name
@@ -142,7 +146,7 @@ class SimilarityIndex:
     def _build_ann(self, stored: Path | None = None) -> Any:
         dim = self.dim
         if self.backend == "faiss":
-            import faiss
+            faiss = _import_faiss()
 
             if stored is not None:
                 index = faiss.read_index(str(stored))
@@ -275,7 +279,7 @@ class SimilarityIndex:
         }
         if self._ann is not None:
             if self.backend == "faiss":
-                import faiss
+                faiss = _import_faiss()
 
                 faiss.write_index(self._ann, str(folder / "ann.faiss"))
             else:
