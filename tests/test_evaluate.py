@@ -75,6 +75,15 @@ def test_random_baseline_table_reproduced():
 
 
 @pytest.mark.shared
+def test_popular_baseline_table_reproduced_from_its_decisions():
+    """The organisers scored the most-popular baseline with its decisions as the scores too."""
+    gt = np.load(shared_path(RESULTS, "groundtruth.npy"))
+    dec = np.load(shared_path(RESULTS, "baseline_popular_decisions.npy"))
+    table = mediaeval_table(gt, dec.astype(np.float64), dec)
+    assert format_table(table) == shared_path(RESULTS, "baseline_popular_results.tsv").read_text()
+
+
+@pytest.mark.shared
 def test_score_cli_writes_the_official_file(tmp_path, capsys):
     folder = shared_path(RESULTS)
     out = tmp_path / "results.tsv"
