@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from musetag.errors import EvaluationError
-from musetag.evaluate.metrics import as_scores, as_targets, average_precision_per_tag
+from musetag.evaluate.metrics import as_scores, as_targets, average_precision_per_tag, average_precision_rows
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,9 @@ def _score(y: np.ndarray, s: np.ndarray) -> float:
 def _score_many(y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """PR-AUC-macro of each candidate ``(c, tracks, tags)`` in one vectorised call."""
     c, n, k = candidates.shape
-    cols = candidates.astype(np.float32, copy=False).transpose(1, 0, 2).reshape(n, c * k)
-    ys = np.tile(y, (1, c))
-    ap = average_precision_per_tag(ys, cols).reshape(c, k)
+    rows = np.ascontiguousarray(candidates.astype(np.float32, copy=False).transpose(0, 2, 1)).reshape(c * k, n)
+    ys = np.tile(np.ascontiguousarray(y.T), (c, 1))
+    ap = average_precision_rows(ys, rows).reshape(c, k)
     return np.nanmean(ap, axis=1)
 
 
@@ -123,7 +123,7 @@ def _fit_uniform(method, stack, y, **_):
     return Fitted(method, kind, np.full(m, 1.0 / m))
 
 
-def _fit_weights(stack, y, *, steps=(0.5, 0.25), moves_per_step: int = 3, shrink: float = 0.5, **_):
+def _fit_weights(stack, y, *, steps=(0.5, 0.25), moves_per_step: int = 2, shrink: float = 0.5, **_):
     """Coordinate ascent on the simplex for validation PR-AUC-macro.
 
     A move shifts a share ``a`` of the total weight onto one model (``w <- (1-a) w + a e_j``) or

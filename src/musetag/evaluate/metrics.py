@@ -209,8 +209,11 @@ def average_precision_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.nda
     if s.ndim == 1:
         return average_precision_per_tag(y[:, None], s[:, None])[0]
     # work on rows of a (k, n) contiguous array: sorting along the last axis is the fast path
-    st = np.ascontiguousarray(s.T)
-    yt = np.ascontiguousarray(y.T)
+    return average_precision_rows(np.ascontiguousarray(y.T), np.ascontiguousarray(s.T))
+
+
+def average_precision_rows(yt: np.ndarray, st: np.ndarray) -> np.ndarray:
+    """:func:`average_precision_per_tag` on transposed inputs: ``(columns, tracks)`` arrays."""
     k, n = st.shape
     order = np.argsort(-st, axis=1)
     ss = np.take_along_axis(st, order, axis=1)
