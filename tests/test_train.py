@@ -77,7 +77,8 @@ def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
 
 
 def test_multiclass_uses_accuracy_and_softmax(corpora, tmp_path):
-    result = train("demo", data=corpora["multiclass"], out=tmp_path / "run", sets=TINY + ["epochs=1"])
+    # also exercises mixed precision (bfloat16 autocast on CPU)
+    result = train("demo", data=corpora["multiclass"], out=tmp_path / "run", sets=TINY + ["epochs=1", "amp=bf16"])
     assert result.metric == "accuracy" and "accuracy" in result.validation
     preds = np.load(tmp_path / "run" / "predictions" / "validation.npy")
     np.testing.assert_allclose(preds.sum(axis=1), 1.0, atol=1e-5)

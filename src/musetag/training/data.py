@@ -175,7 +175,13 @@ def prepare_cache(records, feature_config, cache_dir: Path, *, progress: bool = 
     except ImportError:
         data_cache = None
     if data_cache is not None and hasattr(data_cache, "training_cache"):
-        return data_cache.training_cache(records, feature_config, cache_dir, progress=progress)
+        try:
+            return data_cache.training_cache(records, feature_config, cache_dir, progress=progress)
+        except DatasetError as exc:
+            if "different settings" not in str(exc):
+                raise
+            raise DatasetError(f"{exc}. For `musetag train`: delete {cache_dir} to rebuild it, or set "
+                               "data.cache_dir to another folder") from None
     return _internal_cache(records, feature_config, cache_dir, progress=progress)
 
 
