@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     src.add_argument("--thresholds-from", nargs=2, metavar=("VAL_PRED", "VAL_GT"),
                      help="tune per-tag F1-optimal thresholds on these validation predictions and ground truth")
     src.add_argument("--thresholds", help="thresholds file (tag<TAB>value per line) to apply")
-    p.add_argument("--out", "-o", help="write the table here (TSV, official format)")
+    p.add_argument("--out", "-o", help="write the table here (TSV, official format); tuned thresholds go beside it "
+                   "as <name>_thresholds.txt")
     p.add_argument("--save-decisions", help="with --thresholds-from/--thresholds: write the boolean decisions (NPY)")
     p.add_argument("--per-tag", action="store_true", help="also print per-tag PR-AUC and ROC-AUC")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
