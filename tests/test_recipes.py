@@ -155,11 +155,9 @@ SHRINK = {
     "nnet2": ["model.args.filters=8", "model.args.hidden=16"],
     "vggish_baseline": ["model.args.channels=[8, 8, 8, 8, 8]"],
     "soundfusion": ["model.args.spec_args={width = 4}", "model.args.wave_args={width = 8}"],
-    "mobilenetv2": ["model.args.variant=mobilenetv2_050", "features.n_mels=32"],
+    "mobilenetv2": ["model.args.variant=mobilenetv2_050"],
     "mobilenetv2_attention": ["model.args.variant=mobilenetv2_050", "model.args.segment_frames=16",
-                              "model.args.embed_dim=32", "features.n_mels=32"],
-    "efficientnet_b0": ["features.n_mels=32"],
-    "rexnet_100": ["features.n_mels=32"],
+                              "model.args.embed_dim=32"],
 }
 
 
