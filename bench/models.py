@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     import platform
 
     machine = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if hasattr(os, "getloadavg"):  # a shared machine makes absolute times noisy; say how busy it was
+        machine += f", load average {os.getloadavg()[0]:.1f} at start"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in tqdm(names, desc="models", unit="model"):
