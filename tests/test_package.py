@@ -251,7 +251,7 @@ def test_a_packaged_training_run_reproduces_its_test_predictions(tmp_path):
     make_corpus(tmp_path / "corpus", n_clips=12, seconds=3.5, seed=5, clips_per_artist=1,
                 split_fractions=(0.5, 0.25, 0.25))
     run = tmp_path / "run"
-    sets = ["epochs=2", "progress=false", "data.crop=32", "data.batch_size=4", "model.args.width=4",
+    sets = ["epochs=2", "progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32", "data.batch_size=4", "model.args.width=4",
             "swa.enabled=true", "swa.length=0.5", "final=swa"]
     threads = torch.get_num_threads()
     try:
