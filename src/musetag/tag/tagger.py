@@ -101,19 +101,8 @@ class TagResult:
 # ---------------------------------------------------------------------------------------------
 # segmenting (the same windows as evaluation in training)
 # ---------------------------------------------------------------------------------------------
-def segment_starts(n: int, length: int, hop: int, max_segments: int = 0) -> list[int]:
-    """Start indices of the windows cut from ``n`` frames (see module docstring)."""
-    if n <= length:
-        starts = [0]
-    else:
-        starts = list(range(0, n - length + 1, hop))
-        last = starts[-1]
-        if last + hop < n and last + length < n:
-            starts.append(last + hop)
-    if max_segments and len(starts) > max_segments:
-        pick = np.unique(np.round(np.linspace(0, len(starts) - 1, max_segments)).astype(int))
-        starts = [starts[i] for i in pick]
-    return starts
+# one rule for training's evaluation windows and the tagger's (segment_starts lives with training)
+from musetag.training.data import segment_starts  # noqa: E402
 
 
 def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:

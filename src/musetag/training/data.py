@@ -378,7 +378,7 @@ def collate(items: list[dict]) -> dict:
 def segment_starts(n: int, length: int, hop: int, max_segments: int = 0) -> list[int]:
     """Window starts over ``n`` frames: every ``hop``, plus one zero-padded window covering the tail
     when the regular ones miss it; ``max_segments`` > 0 keeps that many, evenly spaced. The same
-    rule as ``musetag.tag.tagger.segment_starts`` so tagging sees what validation saw."""
+    rule the tagger uses (it imports this function), so tagging sees what validation saw."""
     if n <= length:
         starts = [0]
     else:
