@@ -196,7 +196,12 @@ def test_train_init_from_a_run_with_another_tag_set(tmp_path):
     report = json.loads((tmp_path / "rb" / "transfer.json").read_text())
     assert report["skipped_classifier"] == ["classifier.weight", "classifier.bias"]
     assert report["frozen_stages"] == ["features.0", "features.1"] and report["fraction_loaded"] > 0.9
-    source = torch.load(tmp_path / "ra" / "checkpoints" / "best.pt", weights_only=False)
+    from musetag.tag.package import find_checkpoint
+
+    # a run folder gives its final checkpoint (the demo recipe's is SWA): the one transfer.json names
+    loaded = find_checkpoint(tmp_path / "ra", "auto")
+    assert loaded.name in report["source"]
+    source = torch.load(loaded, weights_only=False)
     tuned = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=False)
     assert source["tags"] == list(GENRES) and tuned["tags"] == list(MULTILABEL_TAGS)
     src, new = source["state_dict"], tuned["state_dict"]
