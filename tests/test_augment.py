@@ -69,6 +69,43 @@ def test_waveform_noise_and_gain():
     assert float(db.max() - db.min()) > 12  # really spread over the range
 
 
+@pytest.mark.parametrize("preset", ["jamendo96", "bour128"])
+def test_mel_gain_equals_the_gain_applied_to_the_waveform(preset):
+    """A gain on normalised mel features is what the same gain on the audio gives (away from the
+    dB floor): the augmentation a cached-feature run gets from ``augment.gain_db``."""
+    import dataclasses
+
+    from musetag.features import FeatureExtractor, get_preset
+
+    base = get_preset(preset)
+    sr = base.sample_rate
+    t = np.arange(sr * 2) / sr
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng(3).standard_normal(t.size)).astype(np.float32)
+    stats = dataclasses.replace(base, mean=list(np.linspace(-40, -20, base.n_mels)),
+                                std=list(np.linspace(8, 15, base.n_mels)))
+    extract = FeatureExtractor(stats, normalize=True).eval()
+    gains = rng(7).uniform(-12, 12, size=3)
+    with torch.no_grad():
+        loud = torch.cat([extract(torch.from_numpy(wave * np.float32(10 ** (g / 20)))[None]) for g in gains])
+        plain = extract(torch.from_numpy(wave)[None]).expand(3, -1, -1, -1)
+    aug = BatchAugment(AugmentSection(gain_db=12.0), kind="mel", feature_config=stats).train()
+    shifted, _ = aug(plain, torch.eye(3), rng(7))
+    assert torch.allclose(shifted, loud, atol=1e-3)
+    assert float((shifted - plain).abs().max()) > 0.3  # it did move
+
+
+def test_noise_on_mel_features_is_refused_before_training(tmp_path):
+    from musetag.data.synth import make_corpus
+    from musetag.errors import ConfigError
+    from musetag.training import train
+
+    corpus = make_corpus(tmp_path / "c", n_clips=8, seconds=1.5, seed=0, clips_per_artist=1)
+    with pytest.raises(ConfigError, match="noise_std"):
+        train("demo", data=corpus.parent / "dataset.toml", out=tmp_path / "run",
+              sets=["augment.noise_std=0.02", "epochs=1", "progress=false"])
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
 def test_batch_augment_only_in_training():
     cfg = AugmentSection(mixup_alpha=0.2, specaugment=True)
     aug = BatchAugment(cfg, kind="mel")

@@ -9,7 +9,9 @@ a killed run resume to identical results.
 - :func:`random_crop` and :func:`random_scale` (AMLAG 2019, after the Freesound 2019 winners):
   a random excerpt; the time axis stretched by a random factor then cut back to its length.
 - :func:`add_noise` and :func:`random_gain` (SoundFusion): Gaussian noise (std 0.02) and a random
-  gain in ``[-12, +12]`` dB on raw waveforms.
+  gain in ``[-12, +12]`` dB on raw waveforms; :func:`random_gain_mel` is the same gain applied to
+  (normalised) mel features, where it is an offset in dB, so a cached-feature run can train with
+  it too.
 
 :class:`BatchAugment` chains them from a config and does nothing in ``eval()`` mode.
 
@@ -127,19 +129,53 @@ def random_gain(x: torch.Tensor, rng: np.random.Generator, max_db: float = 12.0)
     return x * gains.view(-1, *([1] * (x.dim() - 1)))
 
 
+def mel_gain_scale(feature_config) -> tuple[str, float, torch.Tensor | float]:
+    """How a waveform gain of ``g`` dB shows in a batch of features made by ``feature_config``.
+
+    dB features: every bin moves by ``g * db_multiplier * power / 20`` dB, divided by the
+    normalisation ``std`` (per band or scalar) when the batch is normalised: ``("add", k, std)``.
+    Linear features: every bin is multiplied by ``10 ** (g * power / 20)``: ``("mul", power, 1)``.
+    (Bins at the ``db_amin`` floor and ``top_db`` clipping move too: a small approximation.)"""
+    power = float(getattr(feature_config, "power", 2.0) or 2.0)
+    std = getattr(feature_config, "std", None)
+    std_t = torch.as_tensor(np.asarray(std, dtype=np.float32)) if std is not None else 1.0
+    if isinstance(std_t, torch.Tensor) and std_t.dim() == 1 and std_t.numel() > 1:
+        std_t = std_t.view(-1, 1)  # (n_mels, 1): broadcasts over (batch, channels, n_mels, frames)
+    if getattr(feature_config, "to_db", True):
+        return "add", float(feature_config.db_multiplier) * power / 20.0, std_t
+    return "mul", power, 1.0
+
+
+def random_gain_mel(x: torch.Tensor, rng: np.random.Generator, max_db: float, scale) -> torch.Tensor:
+    """A random gain in ``[-max_db, +max_db]`` dB per example on mel features (``scale`` from
+    :func:`mel_gain_scale`)."""
+    gains_db = torch.as_tensor(rng.uniform(-max_db, max_db, size=x.shape[0]), dtype=x.dtype, device=x.device)
+    gains_db = gains_db.view(-1, *([1] * (x.dim() - 1)))
+    how, k, std = scale
+    if how == "add":
+        std = std.to(x.device, x.dtype) if isinstance(std, torch.Tensor) else std
+        return x + gains_db * k / std
+    return x * 10.0 ** (gains_db * k / 20.0)
+
+
 class BatchAugment(nn.Module):
     """Training-time augmentation of ``(x, y)`` batches from an ``augment`` config section.
 
-    Order: waveform gain and noise (waveform inputs), random scale, SpecAugment (spectrograms),
-    then mixup (which also mixes the targets). In ``eval()`` mode the batch is returned unchanged.
+    Order: gain (waveforms; mel features: an offset in dB) and noise (waveform inputs), random
+    scale, SpecAugment (spectrograms), then mixup (which also mixes the targets). In ``eval()``
+    mode the batch is returned unchanged. ``feature_config`` (with its ``mean``/``std`` when the
+    batches are normalised) tells the mel gain how large one dB is; without it a mel batch is
+    taken as unnormalised 10*log10 power.
     """
 
-    def __init__(self, cfg, *, kind: str = "mel", n_classes: int | None = None, task: str = "multilabel") -> None:
+    def __init__(self, cfg, *, kind: str = "mel", n_classes: int | None = None, task: str = "multilabel",
+                 feature_config=None) -> None:
         super().__init__()
         self.cfg = cfg
         self.kind = kind
         self.n_classes = n_classes
         self.task = task
+        self.mel_gain = mel_gain_scale(feature_config) if feature_config is not None else ("add", 1.0, 1.0)
 
     @property
     def active(self) -> bool:
@@ -156,6 +192,8 @@ class BatchAugment(nn.Module):
                 x = random_gain(x, rng, c.gain_db)
             if c.noise_std > 0:
                 x = add_noise(x, rng, c.noise_std)
+        elif c.gain_db > 0:
+            x = random_gain_mel(x, rng, c.gain_db, self.mel_gain)
         if tuple(c.random_scale) != (1.0, 1.0):
             x = random_scale(x, rng, float(c.random_scale[0]), float(c.random_scale[1]))
         if c.specaugment and self.kind != "waveform":

@@ -20,6 +20,7 @@ Run folder (docs/CONTRACTS.md)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -498,7 +499,12 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     stopper = EarlyStopping(cfg.early_stopping.patience, mode="max")
     per_class = PerClassEarlyStopping(data.n_classes) if cfg.early_stopping.per_class else None
     scaler = torch.amp.GradScaler("cuda") if (cfg.amp in ("fp16", "auto") and device.type == "cuda") else None
-    augment = BatchAugment(cfg.augment, kind=data.kind, n_classes=data.n_classes, task=data.task)
+    if cfg.augment.noise_std > 0 and data.kind != "waveform":
+        raise ConfigError(f"augment.noise_std adds noise to waveforms, but the features here are {data.kind} "
+                          f"({data.feature_config.name}); set augment.noise_std = 0 or use a waveform preset")
+    augment = BatchAugment(cfg.augment, kind=data.kind, n_classes=data.n_classes, task=data.task,
+                           feature_config=data.feature_config if data.normalize else
+                           dataclasses.replace(data.feature_config, mean=None, std=None))
 
     # -- resume -------------------------------------------------------------------------------
     if resume:
