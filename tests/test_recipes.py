@@ -9,7 +9,7 @@ import pytest
 from musetag.training.config import list_recipes, load_config, read_recipe, recipes_dir
 
 RECIPES = list_recipes()
-MULTICLASS_PREFIXES = ("soundfusion-",)
+MULTICLASS_PREFIXES = ("soundfusion-", "gtzan-")  # genre recipes: single-label data
 BOUR_LOSSES = {"BCEWithLogitsLoss": "bce", "WeightedBCEWithLogitsLoss": "wbce", "BinaryFocalLossWithLogits": "focal"}
 
 
