@@ -1,4 +1,5 @@
-"""The web page in a real headless Chromium: choose a song, play it, see its tags as sorted bars.
+"""The web page in a real headless Chromium: choose (or drop) a song, play it, see its tags as
+sorted bars; the API documentation page renders without internet.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped with a
 message when they are missing.
@@ -91,5 +92,44 @@ def test_page_tags_a_song(browser, song, tmp_path):
         browser.find_element(By.ID, "file").send_keys(str(bad))
         wait.until(lambda d: "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
         assert "text file" in browser.find_element(By.ID, "status").text
+    finally:
+        server.stop()
+
+
+def test_drop_a_file_onto_the_page_and_read_the_docs_offline(browser, song, tmp_path):
+    """Drag and drop: Selenium cannot drag a file from the desktop, so the test hands the page a
+    real File (read by a file input it adds) in the same ``drop`` event a browser fires."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
+    server = Server(pkg, tmp_path / "serve.log", "--max-upload-mb", "20", "--max-concurrency", "1")
+    try:
+        server.wait()
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))
+        browser.execute_script(
+            "const i = document.createElement('input'); i.type = 'file'; i.id = 'carrier';"
+            "i.style.display = 'none'; document.body.appendChild(i);")
+        browser.find_element(By.ID, "carrier").send_keys(str(song))
+        browser.execute_script(
+            "const f = document.getElementById('carrier').files[0]; const dt = new DataTransfer(); dt.items.add(f);"
+            "const zone = document.getElementById('drop');"
+            "for (const type of ['dragenter', 'dragover', 'drop'])"
+            "  zone.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+        scores = [float(b.get_attribute("data-score")) for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar")]
+        assert len(scores) == len(TAGS) and scores == sorted(scores, reverse=True)
+        assert song.name in browser.find_element(By.ID, "status").text
+        assert "over" not in (browser.find_element(By.ID, "drop").get_attribute("class") or "")
+
+        # Swagger UI draws the API from the server's own copy (this browser has no internet)
+        browser.get(server.url + "/docs")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/v1/tag", "/v1/tags", "/healthz"} <= paths
+        browser.save_screenshot(str(tmp_path / "docs.png"))
     finally:
         server.stop()

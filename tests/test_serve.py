@@ -98,7 +98,14 @@ def test_health_tags_page_and_docs(server):
     assert httpx.get(server.url + "/static/app.js").status_code == 200
     spec = httpx.get(server.url + "/openapi.json").json()
     assert "/v1/tag" in spec["paths"] and "/v1/tags" in spec["paths"]
-    assert httpx.get(server.url + "/docs").status_code == 200
+    docs = httpx.get(server.url + "/docs")
+    assert docs.status_code == 200
+    # the documentation pages work offline: Swagger UI comes from this server, not from a CDN
+    assert "/docs-static/swagger-ui-bundle.js" in docs.text and "cdn." not in docs.text
+    bundle = httpx.get(server.url + "/docs-static/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text[:2000]
+    redoc = httpx.get(server.url + "/redoc")
+    assert redoc.status_code == 200 and "/docs-static/redoc.standalone.js" in redoc.text
 
 
 def test_upload_multipart_and_raw_body(server):

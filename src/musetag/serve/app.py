@@ -17,8 +17,10 @@ Endpoints
     ``{"status": "ok", ...}`` once the decoders are running.
 ``GET /``
     a web page: choose or drop a file, play it, see its tags as bars.
-``/docs``, ``/openapi.json``
-    the OpenAPI description.
+``/docs``, ``/redoc``, ``/openapi.json``
+    the OpenAPI description. The documentation pages load Swagger UI / ReDoc from the
+    ``fastapi-offline`` package (``/docs-static``) when it is installed (the ``serve`` extra), so
+    they work on machines without internet; otherwise FastAPI's CDN-hosted pages are used.
 
 Robustness: uploads beyond ``max_upload_mb`` get 413 (checked on ``Content-Length`` and while
 reading); decoding runs in ``max_concurrency`` worker processes, each request needs an idle one
@@ -52,6 +54,7 @@ from musetag.errors import ConfigError, MusetagError
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
+DOCS_STATIC_URL = "/docs-static"  # Swagger UI and ReDoc assets (fastapi-offline), apart from the page's /static
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers on top of the file itself
 
 
@@ -191,6 +194,16 @@ class DecoderPool:
 # ---------------------------------------------------------------------------------------------
 # the app
 # ---------------------------------------------------------------------------------------------
+def _new_app(**kwargs: Any) -> FastAPI:
+    """A FastAPI app whose /docs and /redoc pages need no CDN when ``fastapi-offline`` is installed."""
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:
+        log.debug("fastapi-offline is not installed: /docs loads Swagger UI from a CDN")
+        return FastAPI(**kwargs)
+    return FastAPIOffline(static_url=DOCS_STATIC_URL, **kwargs)
+
+
 def create_app(
     package_path: str | os.PathLike,
     *,
@@ -253,7 +266,7 @@ def create_app(
         finally:
             pool.close()
 
-    app = FastAPI(
+    app = _new_app(
         title="musetag",
         version=__version__,
         description=(
