@@ -209,3 +209,45 @@ def test_train_init_from_a_run_with_another_tag_set(tmp_path):
     assert frozen and all(torch.equal(src[k], new[k]) for k in frozen)  # weights and BN statistics kept
     assert not torch.equal(src["features.3.0.weight"], new["features.3.0.weight"])  # the rest trained
     assert "[init]" in (tmp_path / "rb" / "config.toml").read_text()
+
+
+@pytest.mark.slow
+def test_coteaching_peer_starts_from_other_weights(tmp_path, capsys):
+    """SELAB's two networks both start pretrained: --init-peer-from loads the peer's weights the
+    way --init-from loads the model's (here: a run on another corpus with another tag set)."""
+    import json
+
+    from musetag.cli import main
+    from musetag.data.synth import make_corpus
+    from musetag.tag.package import find_checkpoint
+
+    a = make_corpus(tmp_path / "a", n_clips=12, seconds=3, seed=1, task="multiclass", clips_per_artist=1)
+    b = make_corpus(tmp_path / "b", n_clips=12, seconds=3, seed=2, task="multilabel", clips_per_artist=1)
+    small = ["--set", "epochs=1", "--set", "data.crop=64", "--set", "data.eval_crop=64", "--no-progress",
+             "--set", "model.args.width=8"]
+    assert main(["train", "demo", "--data", str(a.parent / "dataset.toml"), "--out", str(tmp_path / "ra"), *small]) == 0
+    peer_sets = ["--set", "coteaching.enabled=true", "--set", "coteaching.peer=simplecnn",
+                 "--set", "coteaching.peer_args={width = 8}", "--set", "max_steps_per_epoch=1",
+                 "--set", "optim.lr=1e-6", "--set", "schedule.warmup_epochs=0"]
+    assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "rb"),
+                 "--init-peer-from", str(tmp_path / "ra"), *small, *peer_sets]) == 0
+    report = json.loads((tmp_path / "rb" / "transfer-peer.json").read_text())
+    assert report["fraction_loaded"] > 0.9 and report["skipped_classifier"] == ["classifier.weight", "classifier.bias"]
+    assert not (tmp_path / "rb" / "transfer.json").exists()  # the model itself started from scratch
+
+    src = torch.load(find_checkpoint(tmp_path / "ra", "auto"), weights_only=False)["state_dict"]
+    trained = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"]
+    key = "features.0.0.weight"
+    # one step at lr 1e-6 moves nothing visibly: the peer still holds the source's weights...
+    assert torch.allclose(trained[1][key], src[key], atol=1e-4)
+    # ... which a peer started from scratch does not
+    assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "rd"),
+                 *small, *peer_sets]) == 0
+    scratch = torch.load(tmp_path / "rd" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"][1]
+    assert not torch.allclose(scratch[key], src[key], atol=1e-2)
+
+    # without co-teaching there is no peer: refused before any work, saying what is missing
+    assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "rc"),
+                 "--init-peer-from", str(tmp_path / "ra"), *small]) == 2
+    assert "needs coteaching.enabled = true" in capsys.readouterr().err
+    assert not (tmp_path / "rc" / "checkpoints").exists()

@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     t.add_argument("--init-map", metavar="MAP",
                    help="key mapping for foreign weights: timm, lightning, none, prefix:OLD=NEW, module:function "
                         "or file.py:function")
+    t.add_argument("--init-peer-from", metavar="SOURCE",
+                   help="co-teaching: start the peer network from these weights (same kinds of SOURCE)")
+    t.add_argument("--init-peer-map", metavar="MAP", help="key mapping for --init-peer-from (as --init-map)")
     t.add_argument("--freeze-stages", type=int, metavar="N", help="freeze the model's first N stages")
     t.add_argument("--freeze-epochs", type=int, metavar="K", help="... for the first K epochs (default: the whole run)")
     p.set_defaults(func=run)
@@ -94,6 +97,10 @@ def _init_sets(args) -> list[str]:
         sets.append(f"init.path={json.dumps(os.path.abspath(args.init_from))}")
     if args.init_map:
         sets.append(f"init.map={json.dumps(args.init_map)}")
+    if args.init_peer_from:
+        sets.append(f"coteaching.peer_init={json.dumps(os.path.abspath(args.init_peer_from))}")
+    if args.init_peer_map:
+        sets.append(f"coteaching.peer_init_map={json.dumps(args.init_peer_map)}")
     if args.freeze_stages is not None:
         sets.append(f"init.freeze_stages={int(args.freeze_stages)}")
     if args.freeze_epochs is not None:

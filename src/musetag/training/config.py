@@ -155,11 +155,16 @@ class CoTeachingSection:
     """Co-teaching (Han et al. 2018; SELAB-HCMUS 2021): a peer network trains alongside the
     model; each keeps the ``1 - forget rate`` smallest-loss samples of a batch to update the other.
     The forget rate ramps linearly (``exponent``) from 0 to ``forget_rate`` over ``num_gradual``
-    epochs. ``weights`` mixes the two networks' predictions (model, peer) for the final outputs."""
+    epochs. ``weights`` mixes the two networks' predictions (model, peer) for the final outputs.
+    ``peer_init`` (``--init-peer-from``) starts the peer from other weights, as ``init.path`` does
+    for the model (SELAB: both networks ImageNet-pretrained), with the key mapping ``peer_init_map``;
+    RUN_DIR/transfer-peer.json lists what was loaded."""
 
     enabled: bool = False
     peer: str = ""
     peer_args: dict = field(default_factory=dict)
+    peer_init: str = ""
+    peer_init_map: str = ""
     forget_rate: float = 0.05
     num_gradual: int = 10
     exponent: float = 1.0
@@ -339,6 +344,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"coteaching.forget_rate = {ct.forget_rate!r} is not valid; expected a number in [0, 1)")
     if ct.enabled and not ct.peer:
         raise ConfigError("coteaching.enabled = true needs coteaching.peer (a model name, e.g. 'rexnet_100')")
+    if ct.peer_init and not ct.enabled:
+        raise ConfigError("coteaching.peer_init (--init-peer-from) needs coteaching.enabled = true and a peer model")
     if len(ct.weights) != 2 or any(w < 0 for w in ct.weights) or sum(ct.weights) <= 0:
         raise ConfigError(f"coteaching.weights = {ct.weights!r} is not valid; expected [model, peer] weights >= 0")
     _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)

@@ -482,6 +482,14 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     if cfg.coteaching.enabled:
         torch.manual_seed(cfg.seed + 1)
         peer = _build_model(cfg.coteaching.peer, cfg.coteaching.peer_args, data).to(device)
+        if cfg.coteaching.peer_init and not resume:  # on resume last.pt holds the peer's weights
+            from musetag.transfer import transfer_weights
+
+            report = transfer_weights(peer, cfg.coteaching.peer_init, key_map=cfg.coteaching.peer_init_map or None,
+                                      tags=list(data.tags))
+            if dist.is_main:
+                report.save(run_dir / "transfer-peer.json")
+                log.info("peer: %s", report.summary())
         models.append(peer)
         weights = [float(w) for w in cfg.coteaching.weights]
     train_targets = data.splits["train"].targets
