@@ -252,3 +252,44 @@ def test_http_similar_without_an_index_says_how_to_enable_it(package):
         bad = package.parent / "other.npy"
         write_embeddings(bad, ["x.wav"], np.ones((1, 64), np.float32), {"model_sha256": "0" * 64})
         create_app(package, similar_index=bad)
+
+
+def test_http_mood_search_over_a_tag_score_table(package, tmp_path):
+    """GET /v1/moods ranks the tracks of a `musetag tag` score table by mood, as MoodIndex does."""
+    from fastapi.testclient import TestClient
+
+    from musetag.serve.app import create_app
+
+    table = tmp_path / "scores.csv"
+    table.write_text(
+        "path,status,mood/theme---happy,mood/theme---sad,mood/theme---calm\n"
+        "cheerful.mp3,ok,0.9,0.1,0.3\n"
+        "gloomy.mp3,ok,0.1,0.8,0.6\n"
+        "serene.mp3,ok,0.4,0.2,0.9\n"
+        "broken.mp3,error: not audio,,,\n"
+    )
+    client = TestClient(create_app(package, mood_index=table, max_concurrency=1))
+    r = client.get("/v1/moods", params={"tags": "happy", "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tracks"] == 3 and body["tags"] == 3  # the failed row is not in the index
+    assert [m["path"] for m in body["matches"]] == ["cheerful.mp3", "serene.mp3", "gloomy.mp3"]
+    # calm but not sad: z-scores calm (-1.22, 0, 1.22) minus sad (-0.86, 1.40, -0.54): serene first
+    r = client.get("/v1/moods", params={"tags": "calm,-sad", "k": 1})
+    assert [m["path"] for m in r.json()["matches"]] == ["serene.mp3"] and r.json()["query"] == {"calm": 1.0, "sad": -1.0}
+    r = client.get("/v1/moods", params={"tags": "angry"})
+    assert r.status_code == 400 and r.json()["error"] == "unknown_tag" and "happy" in r.json()["message"]
+    r = client.get("/v1/moods", params={"tags": "happy:lots"})
+    assert r.status_code == 400 and r.json()["error"] == "bad_query"
+    r = client.get("/v1/moods")  # tags is required: the service's 4xx JSON error names it
+    assert r.status_code == 400 and "tags" in r.json()["message"]
+
+    bare = TestClient(create_app(package, max_concurrency=1))
+    r = bare.get("/v1/moods", params={"tags": "happy"})
+    assert r.status_code == 404 and "--mood-index" in r.json()["message"]
+
+
+def test_serve_refuses_a_missing_mood_index_before_listening(package, tmp_path, capsys):
+    assert main(["serve", str(package), "--mood-index", str(tmp_path / "nope.csv"), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "nope.csv" in err and "musetag tag" in err

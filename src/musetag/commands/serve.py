@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--similar-index", default=None, metavar="EMBEDDINGS",
                    help="enable POST /v1/similar over these embeddings (`musetag embed` with the same MODEL; "
                         ".npy, .parquet or a folder saved by `musetag similar --save-index`)")
+    p.add_argument("--mood-index", default=None, metavar="SCORES",
+                   help="enable GET /v1/moods?tags=happy,-sad over this tag-score table (`musetag tag ... --out "
+                        "scores.csv|.jsonl|.parquet`)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -48,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         backend=args.backend,
         similar_index=args.similar_index,
+        mood_index=args.mood_index,
     )
     return 0

@@ -13,6 +13,12 @@ Endpoints
     (``{"filename", "matches": [{"rank", "path", "score"}], "index", "elapsed_ms"}``), searched in
     the embeddings given with ``similar_index`` (``musetag embed`` with the same package; see
     :mod:`musetag.similarity`). Without an index it answers 404 ``no_index``.
+``GET /v1/moods``
+    "tracks that sound like this mood": query ``tags`` (``happy,-sad,calm:0.5``: weights, a
+    minus for "not this mood") and ``k``; ranks the tracks of the tag-score table given with
+    ``mood_index`` (``musetag tag ... --out scores.csv``) by their standardised scores for those
+    tags (:class:`musetag.similarity.MoodIndex`). Without a table: 404 ``no_index``; an unknown
+    tag: 400 ``unknown_tag`` naming the known ones.
 ``GET /healthz``
     ``{"status": "ok", ...}`` once the decoders are running.
 ``GET /``
@@ -215,6 +221,7 @@ def create_app(
     threshold: float | str | None = None,
     batch_size: int = 32,
     similar_index: str | os.PathLike | None = None,
+    mood_index: str | os.PathLike | None = None,
 ):
     """Build the FastAPI app serving the model package at ``package_path``.
 
@@ -242,6 +249,11 @@ def create_app(
             from musetag.similarity import SimilarityService
 
             similarity = SimilarityService(similar_index, tagger.package)
+        moods = None
+        if mood_index is not None:
+            from musetag.similarity import MoodIndex
+
+            moods = MoodIndex.from_file(mood_index)
     except BaseException:
         pool.close()  # a bad package or index must not leave decoder processes behind
         raise
@@ -476,6 +488,32 @@ def create_app(
             "index": similarity.describe(),
             "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
+
+    @app.get(
+        "/v1/moods",
+        summary="Find the catalogue tracks that sound like a mood",
+        description=(
+            "Ranks the tracks of the tag-score table the server was started with (`musetag serve MODEL "
+            "--mood-index scores.csv`, written by `musetag tag`) by their standardised scores for the given "
+            "tags: `tags=happy,energetic`, `tags=calm,-sad` (minus: not this mood) or `tags=happy:1,film:0.5`."
+        ),
+        responses={404: {"description": "the server was started without --mood-index"},
+                   400: {"description": "no tags, a bad weight, or a tag the table does not have"}},
+    )
+    async def mood_search(tags: str = Query(..., description="comma-separated tags, optional :weight or -tag"),
+                          k: int = Query(default=10, ge=1, le=1000)):
+        from musetag.similarity import parse_tag_weights
+
+        if moods is None:
+            return error(404, "no_index", "this server has no mood index; start it with "
+                         "`musetag serve MODEL --mood-index SCORES` (tag scores written by `musetag tag --out`)")
+        try:
+            weights = parse_tag_weights(tags)
+            matches = moods.search_tags(weights, k)
+        except ConfigError as exc:
+            return error(400, "unknown_tag" if "unknown tag" in str(exc) else "bad_query", str(exc))
+        return {"query": weights, "matches": [m.to_dict() for m in matches], "tracks": len(moods.paths),
+                "tags": len(moods.tags)}
 
     @app.get("/healthz", summary="Liveness and readiness")
     async def healthz(request: Request):
