@@ -369,25 +369,9 @@ def create_app(
             return error(400, "empty_upload", f"the uploaded file {upload.filename or ''} is empty (0 bytes)")
         return upload.filename or name, data
 
-    # -- routes -----------------------------------------------------------------------------------
-    @app.post(
-        "/v1/tag",
-        summary="Tag one audio file",
-        description=(
-            "Send the audio as a multipart upload (field `file`) or as the raw request body (any content type; "
-            "the filename can be given with `?filename=` or an `X-Filename` header). WAV, FLAC, MP3 and OGG decode. "
-            "Errors: 400 (empty or malformed request), 413 (larger than the upload limit), 422 (not decodable "
-            "audio, or decoding ran past the time limit), 503 (all decoders busy: retry after `Retry-After` seconds)."
-        ),
-        responses={
-            400: {"description": "empty or malformed request"},
-            413: {"description": "upload larger than --max-upload-mb"},
-            422: {"description": "the upload is not decodable audio, or decoding timed out"},
-            503: {"description": "saturated: every decoder is busy; see Retry-After"},
-        },
-    )
-    async def tag_upload(request: Request, top_k: int = Query(default=top_k, ge=0, le=10_000)):
-        started = time.perf_counter()
+    async def decode_upload(request: Request) -> tuple[str, Any, Any] | JSONResponse:
+        """Read the upload and decode it in an idle decoder process: ``(name, segments, duration)``,
+        or the JSON error to answer (busy, timeout, crash, not audio, bad request)."""
         got = await read_upload(request)
         if isinstance(got, JSONResponse):
             return got
@@ -420,6 +404,31 @@ def create_app(
             await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
         if status != "ok":
             return error(422, "undecodable_audio", payload)
+        return name, payload, duration
+
+    # -- routes -----------------------------------------------------------------------------------
+    @app.post(
+        "/v1/tag",
+        summary="Tag one audio file",
+        description=(
+            "Send the audio as a multipart upload (field `file`) or as the raw request body (any content type; "
+            "the filename can be given with `?filename=` or an `X-Filename` header). WAV, FLAC, MP3 and OGG decode. "
+            "Errors: 400 (empty or malformed request), 413 (larger than the upload limit), 422 (not decodable "
+            "audio, or decoding ran past the time limit), 503 (all decoders busy: retry after `Retry-After` seconds)."
+        ),
+        responses={
+            400: {"description": "empty or malformed request"},
+            413: {"description": "upload larger than --max-upload-mb"},
+            422: {"description": "the upload is not decodable audio, or decoding timed out"},
+            503: {"description": "saturated: every decoder is busy; see Retry-After"},
+        },
+    )
+    async def tag_upload(request: Request, top_k: int = Query(default=top_k, ge=0, le=10_000)):
+        started = time.perf_counter()
+        got = await decode_upload(request)
+        if isinstance(got, JSONResponse):
+            return got
+        name, payload, duration = got
         result = await asyncio.to_thread(tagger.score_segments, payload, path=name, duration=duration)
         row = result.to_row(top_k)
         return {
@@ -456,30 +465,10 @@ def create_app(
         if similarity is None:
             return error(404, "no_index", "this server has no similarity index; start it with "
                          "`musetag serve MODEL --similar-index EMBEDDINGS` (written by `musetag embed`)")
-        got = await read_upload(request)
+        got = await decode_upload(request)
         if isinstance(got, JSONResponse):
             return got
-        name, data = got
-        pool: DecoderPool = request.app.state.decoders
-        decoder = pool.try_acquire()
-        if decoder is None:
-            return error(503, "busy", f"all {max_concurrency} decoders are busy; retry shortly",
-                         headers={"Retry-After": "1"})
-        broken = False
-        limit_s = float(request.app.state.settings["decode_timeout"])
-        try:
-            status, payload, duration = await asyncio.to_thread(decoder.run, name, data, limit_s)
-        except DecodeTimeout:
-            broken = True
-            return error(422, "decode_timeout", f"{name}: decoding took longer than the server's limit of "
-                         f"{decode_timeout:g} s and was stopped; send a shorter file")
-        except DecoderCrashed:
-            broken = True
-            return error(422, "decoder_crashed", f"{name}: the audio decoder crashed on this upload")
-        finally:
-            await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
-        if status != "ok":
-            return error(422, "undecodable_audio", payload)
+        name, payload, duration = got
         matches = await asyncio.to_thread(similarity.search_segments, payload, k)
         return {
             "filename": name,
