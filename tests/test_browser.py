@@ -56,7 +56,10 @@ def song(tmp_path) -> Path:
     return path
 
 
-def test_page_tags_a_song(browser, song, tmp_path):
+@pytest.fixture
+def page(browser, tmp_path):
+    """A real `musetag serve` process and the browser on its page, once the model is shown:
+    yields ``(server, wait)``."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -68,68 +71,65 @@ def test_page_tags_a_song(browser, song, tmp_path):
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 120)
         wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))
-        browser.find_element(By.ID, "file").send_keys(str(song))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
-        bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
-        shown = [b.get_attribute("data-tag") for b in bars]
-        scores = [float(b.get_attribute("data-score")) for b in bars]
-        assert sorted(shown) == sorted(TAGS)  # 6 tags, all shown (fewer than the top 15)
-        assert scores == sorted(scores, reverse=True)
-        assert all(0.0 <= s <= 1.0 for s in scores)
-        assert bars[0].find_element(By.CSS_SELECTOR, ".value").text.endswith("%")
-        # the bars are drawn: their width follows the probability
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .fill")[0].size["width"] > 0)
-        src = browser.find_element(By.ID, "audio").get_attribute("src")
-        assert src.startswith("blob:")  # plays the chosen file locally (object URL)
-        assert song.name in browser.find_element(By.ID, "status").text
-        shot = tmp_path / "tagged-page.png"
-        browser.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-
-        # a file that is not audio: the page shows the server's error message
-        bad = tmp_path / "notes.mp3"
-        bad.write_text("These are my notes about the concert, not a song.\n" * 3)
-        browser.find_element(By.ID, "file").send_keys(str(bad))
-        wait.until(lambda d: "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
-        assert "text file" in browser.find_element(By.ID, "status").text
+        yield server, wait
     finally:
         server.stop()
 
 
-def test_drop_a_file_onto_the_page_and_read_the_docs_offline(browser, song, tmp_path):
+def test_page_tags_a_song(page, browser, song, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    _, wait = page
+    browser.find_element(By.ID, "file").send_keys(str(song))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    shown = [b.get_attribute("data-tag") for b in bars]
+    scores = [float(b.get_attribute("data-score")) for b in bars]
+    assert sorted(shown) == sorted(TAGS)  # 6 tags, all shown (fewer than the top 15)
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert bars[0].find_element(By.CSS_SELECTOR, ".value").text.endswith("%")
+    # the bars are drawn: their width follows the probability
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .fill")[0].size["width"] > 0)
+    src = browser.find_element(By.ID, "audio").get_attribute("src")
+    assert src.startswith("blob:")  # plays the chosen file locally (object URL)
+    assert song.name in browser.find_element(By.ID, "status").text
+    shot = tmp_path / "tagged-page.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+    # a file that is not audio: the page shows the server's error message
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("These are my notes about the concert, not a song.\n" * 3)
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    wait.until(lambda d: "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
+    assert "text file" in browser.find_element(By.ID, "status").text
+
+
+def test_drop_a_file_onto_the_page_and_read_the_docs_offline(page, browser, song, tmp_path):
     """Drag and drop: Selenium cannot drag a file from the desktop, so the test hands the page a
     real File (read by a file input it adds) in the same ``drop`` event a browser fires."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
-    server = Server(pkg, tmp_path / "serve.log", "--max-upload-mb", "20", "--max-concurrency", "1")
-    try:
-        server.wait()
-        browser.get(server.url + "/")
-        wait = WebDriverWait(browser, 120)
-        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))
-        browser.execute_script(
-            "const i = document.createElement('input'); i.type = 'file'; i.id = 'carrier';"
-            "i.style.display = 'none'; document.body.appendChild(i);")
-        browser.find_element(By.ID, "carrier").send_keys(str(song))
-        browser.execute_script(
-            "const f = document.getElementById('carrier').files[0]; const dt = new DataTransfer(); dt.items.add(f);"
-            "const zone = document.getElementById('drop');"
-            "for (const type of ['dragenter', 'dragover', 'drop'])"
-            "  zone.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
-        scores = [float(b.get_attribute("data-score")) for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar")]
-        assert len(scores) == len(TAGS) and scores == sorted(scores, reverse=True)
-        assert song.name in browser.find_element(By.ID, "status").text
-        assert "over" not in (browser.find_element(By.ID, "drop").get_attribute("class") or "")
+    server, wait = page
+    browser.execute_script(
+        "const i = document.createElement('input'); i.type = 'file'; i.id = 'carrier';"
+        "i.style.display = 'none'; document.body.appendChild(i);")
+    browser.find_element(By.ID, "carrier").send_keys(str(song))
+    browser.execute_script(
+        "const f = document.getElementById('carrier').files[0]; const dt = new DataTransfer(); dt.items.add(f);"
+        "const zone = document.getElementById('drop');"
+        "for (const type of ['dragenter', 'dragover', 'drop'])"
+        "  zone.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+    scores = [float(b.get_attribute("data-score")) for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar")]
+    assert len(scores) == len(TAGS) and scores == sorted(scores, reverse=True)
+    assert song.name in browser.find_element(By.ID, "status").text
+    assert "over" not in (browser.find_element(By.ID, "drop").get_attribute("class") or "")
 
-        # Swagger UI draws the API from the server's own copy (this browser has no internet)
-        browser.get(server.url + "/docs")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
-        paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
-        assert {"/v1/tag", "/v1/tags", "/healthz"} <= paths
-        browser.save_screenshot(str(tmp_path / "docs.png"))
-    finally:
-        server.stop()
+    # Swagger UI draws the API from the server's own copy (this browser has no internet)
+    browser.get(server.url + "/docs")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/v1/tag", "/v1/tags", "/healthz"} <= paths
+    browser.save_screenshot(str(tmp_path / "docs.png"))
