@@ -285,7 +285,7 @@ def load_audio(
     if kind is not None:
         data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
     else:
-        data, sr = _read_soundfile(src, name, offset, duration)  # (frames, channels)
+        data, sr = _read_soundfile(src, name, offset, duration, mono=mono)  # (frames, channels)
     if data.shape[0] == 0:
         raise AudioError(
             f"{name}: no audio samples decoded"
@@ -299,8 +299,10 @@ def load_audio(
 
 
 def _read_soundfile(
-    source: AudioSource, name: str, offset: float, duration: float | None
+    source: AudioSource, name: str, offset: float, duration: float | None, *, mono: bool = False
 ) -> tuple[np.ndarray, int]:
+    """``(frames, channels)`` float32 and the rate; ``mono`` allows a decoder that mixes the
+    channels itself to return a single column (whole MP3 files with libmpg123, see ``mpg123.py``)."""
     with _open_soundfile(source, name) as f:
         sr = int(f.samplerate)
         total = int(f.frames)
@@ -314,11 +316,15 @@ def _read_soundfile(
         # libsndfile's MP3 decoder (mpg123) can return silence for the first frames after a seek
         # (bit reservoir not primed): seek a little earlier and drop the pre-roll.
         preroll = min(start, _MP3_PREROLL_FRAMES) if f.format == "MP3" else 0
+        data = None
+        if mono and f.format == "MP3" and start == 0 and want < 0:
+            data = _decode_mp3_mixed(source, sr)
         try:
-            if start:
-                f.seek(start - preroll)
-            data = f.read(frames=want if want < 0 else want + preroll, dtype="float32", always_2d=True)
-            data = data[preroll:]
+            if data is None:
+                if start:
+                    f.seek(start - preroll)
+                data = f.read(frames=want if want < 0 else want + preroll, dtype="float32", always_2d=True)
+                data = data[preroll:]
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
     expected = (total - start) if want < 0 else min(want, total - start)
@@ -334,9 +340,35 @@ def _read_soundfile(
     return data, sr
 
 
+def _decode_mp3_mixed(source: AudioSource, sample_rate: int) -> np.ndarray | None:
+    """A whole MP3 (a path, an upload, a file object) mixed to one channel inside libmpg123, or
+    ``None`` (not installed, disabled, or it failed: soundfile then decodes it and reports any
+    problem). Every kind of source gives the same samples."""
+    from musetag.audio import mpg123
+
+    if not mpg123.available():
+        return None
+    try:
+        if isinstance(source, Path):
+            data, rate = mpg123.decode_file(source, mono=True)
+        elif isinstance(source, io.BytesIO):
+            data, rate = mpg123.decode(source.getbuffer(), mono=True)
+        else:  # a seekable binary file object: soundfile reads it from its start too
+            pos = source.tell()
+            source.seek(0)
+            payload = source.read()
+            source.seek(pos)
+            data, rate = mpg123.decode(payload, mono=True)
+    except (mpg123.Mpg123Error, OSError, ValueError, TypeError):
+        return None
+    return data if rate == sample_rate and data.shape[0] else None
+
+
 def _downmix_frames(data: np.ndarray) -> np.ndarray:
     """``(frames, channels)`` -> ``(frames,)`` channel average (column adds: much faster than mean(axis=1))."""
     channels = data.shape[1]
+    if channels == 1 and data.flags.c_contiguous:
+        return data[:, 0]  # a contiguous view: nothing to average
     out = np.array(data[:, 0], dtype=np.float32, copy=True)
     for c in range(1, channels):
         out += data[:, c]
