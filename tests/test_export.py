@@ -47,9 +47,15 @@ def test_onnx_parity_and_backend(tmp_path, name, kwargs, frames):
     wav = tmp_path / "clip.wav"
     sf.write(wav, audio, 12000, subtype="FLOAT")
     eager = Tagger.from_package(pkg).tag(wav)
-    onnx = Tagger.from_package(pkg, backend="onnx").tag(wav)
+    onnx_tagger = Tagger.from_package(pkg, backend="onnx")
+    onnx = onnx_tagger.tag(wav)
     assert onnx.n_segments == eager.n_segments > 1
     np.testing.assert_allclose(onnx.scores_array, eager.scores_array, atol=1e-4)
+    # with worker processes the ONNX network stays in this process, fed the workers' windows
+    pooled = list(onnx_tagger.tag_many([wav, wav], workers=2))
+    for r in pooled:
+        assert r.ok and r.n_segments == onnx.n_segments
+        np.testing.assert_allclose(r.scores_array, onnx.scores_array, atol=1e-6)
 
 
 def test_torchscript_parity(tmp_path, capsys):

@@ -134,6 +134,56 @@ def test_streaming_equals_whole_file(tmp_path, overrides):
     np.testing.assert_allclose(streamed.scores_array, whole.scores_array, atol=2e-6)
 
 
+@pytest.mark.parametrize("top_db", [None, 60.0])
+def test_blockwise_features_equal_whole_file_features(top_db):
+    """In-memory mel features are computed FEATURE_BLOCK_SECONDS at a time: the same frames as the
+    whole file at once (a per-file top_db floor keeps the one-shot path, it would differ per block)."""
+    import musetag.tag.tagger as tagger_module
+
+    front = FrontEnd(feature_dict(top_db=top_db), {"frames": 64, "hop": 64})
+    rng = np.random.default_rng(5)
+    seconds = 2 * tagger_module.FEATURE_BLOCK_SECONDS + 7.3
+    audio = (0.3 * rng.standard_normal(int(seconds * SR)) * np.linspace(0.05, 1, int(seconds * SR))).astype(np.float32)
+    whole = front.features(audio[None])
+    blocks = front.features_blockwise(audio[None])
+    assert blocks.shape == whole.shape
+    np.testing.assert_allclose(blocks, whole, atol=1e-5)
+
+
+def test_workers_run_the_cpu_network_and_match_in_process(fitted_package, tmp_path):
+    """Forked workers score CPU torch models themselves (only the scores come back); results equal
+    tagging in this process, file by file and in input order."""
+    import multiprocessing as mp
+
+    import musetag.tag.tagger as tagger_module
+
+    paths = []
+    for i, freq in enumerate((150, 3000, 420, 3300, 260)):
+        paths.append(tmp_path / f"clip{i}.wav")
+        sf.write(paths[-1], tone(freq, 2.0 + 0.7 * i, seed=i), SR)
+    tagger = Tagger.from_package(fitted_package, batch_size=4)
+    pooled = list(tagger.tag_many([str(p) for p in paths], workers=2))
+    assert [r.path for r in pooled] == [str(p) for p in paths]
+    for path, result in zip(paths, pooled):
+        alone = tagger.tag(path)
+        assert result.ok and result.n_segments == alone.n_segments
+        assert result.duration == pytest.approx(alone.duration)
+        np.testing.assert_allclose(result.scores_array, alone.scores_array, atol=1e-6)
+    assert [r.top(1)[0][0] for r in pooled] == ["low", "high", "low", "high", "low"]
+
+    # what a worker does with the tagger it inherits: scores, not windows, go back
+    if "fork" in mp.get_all_start_methods():
+        pkg = tagger.package
+        try:
+            tagger_module._init_worker(pkg.features, pkg.segment, tagger.stream_seconds, tagger.block_seconds, tagger)
+            status, payload, duration = tagger_module._prepare_in_worker(str(paths[1]))
+        finally:
+            tagger_module._WORKER.clear()
+            torch.set_num_threads(1)
+        assert status == "scored" and payload[1] == pooled[1].n_segments and duration == pytest.approx(pooled[1].duration)
+        np.testing.assert_allclose(payload[0], pooled[1].scores_array, atol=1e-6)
+
+
 def test_thresholds_and_multiclass(tmp_path):
     tuned = make_package(tmp_path / "tuned", thresholds=[0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
     plain = make_package(tmp_path / "plain")
