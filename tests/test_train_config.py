@@ -37,6 +37,7 @@ def test_set_values_are_parsed_as_toml():
     ("final=swa", "swa.enabled"),
     ("coteaching.enabled=true", "coteaching.peer"),
     ("loss.name=hinge", "loss.name .*wbce"),
+    ("init.freeze_stages=2", "needs init.path .*--init-from.* or coteaching.peer_init .*--init-peer-from"),
 ])
 def test_bad_keys_and_values_name_the_key(item, message):
     with pytest.raises(ConfigError, match=message):

@@ -246,6 +246,17 @@ def test_coteaching_peer_starts_from_other_weights(tmp_path, capsys):
     scratch = torch.load(tmp_path / "rd" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"][1]
     assert not torch.allclose(scratch[key], src[key], atol=1e-2)
 
+    # --freeze-stages applies to every network started from weights: here only the peer
+    lively = peer_sets[:8]  # co-teaching with the recipe's learning rate
+    assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "re"),
+                 "--init-peer-from", str(tmp_path / "ra"), "--freeze-stages", "2", *small, *lively]) == 0
+    report = json.loads((tmp_path / "re" / "transfer-peer.json").read_text())
+    assert report["frozen_stages"] == ["features.0", "features.1"]
+    peer = torch.load(tmp_path / "re" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"][1]
+    frozen = [k for k in src if k.startswith(("features.0.", "features.1."))]
+    assert frozen and all(torch.equal(peer[k], src[k]) for k in frozen)  # weights and BN statistics kept
+    assert not torch.equal(peer["features.3.0.weight"], src["features.3.0.weight"])  # the rest trained
+
     # without co-teaching there is no peer: refused before any work, saying what is missing
     assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "rc"),
                  "--init-peer-from", str(tmp_path / "ra"), *small]) == 2

@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     t.add_argument("--init-peer-from", metavar="SOURCE",
                    help="co-teaching: start the peer network from these weights (same kinds of SOURCE)")
     t.add_argument("--init-peer-map", metavar="MAP", help="key mapping for --init-peer-from (as --init-map)")
-    t.add_argument("--freeze-stages", type=int, metavar="N", help="freeze the model's first N stages")
+    t.add_argument("--freeze-stages", type=int, metavar="N", help="freeze the first N stages of the network(s) started from weights "
+                   "(--init-from: the model; --init-peer-from: the co-teaching peer)")
     t.add_argument("--freeze-epochs", type=int, metavar="K", help="... for the first K epochs (default: the whole run)")
     p.set_defaults(func=run)
 

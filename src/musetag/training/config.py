@@ -186,8 +186,10 @@ class InitSection:
     checkpoint, model package or local ``.safetensors``/``.pt`` file; never downloaded). Weights are
     matched by name and shape after the key mapping ``map`` (a registered name such as ``timm``,
     ``prefix:OLD=NEW`` or ``module:function``); the classifier is re-created for this dataset's tags.
-    ``freeze_stages`` > 0 freezes the model's first stages for ``freeze_epochs`` epochs (0: the
-    whole run). What was loaded and skipped is written to ``RUN_DIR/transfer.json``."""
+    ``freeze_stages`` > 0 freezes the first stages for ``freeze_epochs`` epochs (0: the whole run)
+    of every network started from weights: the model (``path``) and the co-teaching peer
+    (``coteaching.peer_init``). What was loaded, skipped and frozen is written to
+    ``RUN_DIR/transfer.json`` (``transfer-peer.json`` for the peer)."""
 
     path: str = ""
     map: str = ""
@@ -351,8 +353,9 @@ def validate(cfg: TrainConfig) -> None:
     _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)
     _positive("init.freeze_stages", cfg.init.freeze_stages, allow_zero=True)
     _positive("init.freeze_epochs", cfg.init.freeze_epochs, allow_zero=True)
-    if cfg.init.freeze_stages and not cfg.init.path:
-        raise ConfigError("init.freeze_stages needs init.path (--init-from): freezing random weights teaches nothing")
+    if cfg.init.freeze_stages and not cfg.init.path and not ct.peer_init:
+        raise ConfigError("init.freeze_stages needs init.path (--init-from) or coteaching.peer_init (--init-peer-from): "
+                          "freezing random weights teaches nothing")
     if cfg.final == "swa" and not cfg.swa.enabled:
         raise ConfigError("final = 'swa' needs swa.enabled = true")
     if cfg.final == "snapshots" and cfg.snapshots.count < 1:

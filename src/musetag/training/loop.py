@@ -169,25 +169,32 @@ def _build_model(name: str, args: dict, data: TrainingData) -> nn.Module:
     return create_model(name, n_classes=data.n_classes, in_channels=data.in_channels, **args)
 
 
-def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_dir: Path, dist: D.DistInfo,
-                   resume: bool):
-    """``init.path`` (--init-from): load the matching weights (not on resume: last.pt holds them) and
-    write RUN_DIR/transfer.json; returns the StageFreezer of ``init.freeze_stages`` or None."""
-    from musetag.transfer import StageFreezer, transfer_weights
+def _freezer(cfg: TrainConfig, model: nn.Module, dist: D.DistInfo):
+    """The StageFreezer of ``init.freeze_stages`` for a network started from weights, or None."""
+    from musetag.transfer import StageFreezer
 
-    freezer = None
-    if cfg.init.freeze_stages:
-        if dist.enabled and cfg.init.freeze_epochs:
-            raise ConfigError("init.freeze_epochs cannot unfreeze stages under DDP (torchrun): freeze for the whole "
-                              "run (init.freeze_epochs = 0) or train on one process")
-        freezer = StageFreezer(model, cfg.init.freeze_stages, cfg.init.freeze_epochs or None)
+    if not cfg.init.freeze_stages:
+        return None
+    if dist.enabled and cfg.init.freeze_epochs:
+        raise ConfigError("init.freeze_epochs cannot unfreeze stages under DDP (torchrun): freeze for the whole "
+                          "run (init.freeze_epochs = 0) or train on one process")
+    return StageFreezer(model, cfg.init.freeze_stages, cfg.init.freeze_epochs or None)
+
+
+def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_dir: Path, dist: D.DistInfo,
+                   resume: bool, *, source: str, key_map: str, report_name: str, what: str = ""):
+    """Load the matching weights of ``source`` into ``model`` (not on resume: last.pt holds them),
+    write RUN_DIR/``report_name``; returns the StageFreezer of ``init.freeze_stages`` or None."""
+    from musetag.transfer import transfer_weights
+
+    freezer = _freezer(cfg, model, dist)
     if not resume:
-        report = transfer_weights(model, cfg.init.path, key_map=cfg.init.map or None, tags=list(data.tags))
+        report = transfer_weights(model, source, key_map=key_map or None, tags=list(data.tags))
         if freezer is not None:
             report.frozen_stages = freezer.stage_names
         if dist.is_main:
-            report.save(run_dir / "transfer.json")
-            log.info("%s", report.summary())
+            report.save(run_dir / report_name)
+            log.info("%s%s", what, report.summary())
     return freezer
 
 
@@ -476,22 +483,22 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     # -- models, loss, optimisers -------------------------------------------------------------
     _seed_everything(cfg.seed)
     model = _build_model(cfg.model.name, cfg.model.args, data).to(device)
-    freezer = _init_transfer(cfg, model, data, run_dir, dist, resume) if cfg.init.path else None
+    freezers = []  # one per network started from weights (the model, the co-teaching peer)
+    if cfg.init.path:
+        freezers.append(_init_transfer(cfg, model, data, run_dir, dist, resume, source=cfg.init.path,
+                                       key_map=cfg.init.map, report_name="transfer.json"))
     models = [model]
     weights = [1.0]
     if cfg.coteaching.enabled:
         torch.manual_seed(cfg.seed + 1)
         peer = _build_model(cfg.coteaching.peer, cfg.coteaching.peer_args, data).to(device)
-        if cfg.coteaching.peer_init and not resume:  # on resume last.pt holds the peer's weights
-            from musetag.transfer import transfer_weights
-
-            report = transfer_weights(peer, cfg.coteaching.peer_init, key_map=cfg.coteaching.peer_init_map or None,
-                                      tags=list(data.tags))
-            if dist.is_main:
-                report.save(run_dir / "transfer-peer.json")
-                log.info("peer: %s", report.summary())
+        if cfg.coteaching.peer_init:
+            freezers.append(_init_transfer(cfg, peer, data, run_dir, dist, resume, source=cfg.coteaching.peer_init,
+                                           key_map=cfg.coteaching.peer_init_map, report_name="transfer-peer.json",
+                                           what="peer: "))
         models.append(peer)
         weights = [float(w) for w in cfg.coteaching.weights]
+    freezers = [f for f in freezers if f is not None]
     train_targets = data.splits["train"].targets
     loss_fn = build_loss(cfg.loss.name, task=data.task, train_targets=train_targets,
                          focal_alpha=cfg.loss.focal_alpha, focal_gamma=cfg.loss.focal_gamma,
@@ -542,7 +549,7 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
             log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
 
     # -- wrappers: compile, DDP ---------------------------------------------------------------
-    if freezer is not None:
+    for freezer in freezers:
         freezer.apply(state.epoch)  # before DDP wraps the model: it registers the trainable parameters
     if dist.enabled and cfg.sync_batchnorm and device.type == "cuda":
         # batch statistics over the global batch, as one process would compute them (CUDA only:
@@ -610,7 +617,7 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
             if dist.is_main:
                 log.info("epoch %d: switching the optimiser from %s to SGD (Nesterov), lr %g", epoch + 1,
                          cfg.optim.name, switch_lr)
-        if freezer is not None:
+        for freezer in freezers:
             freezer.apply(epoch)
         if state.step == 0:
             torch.manual_seed(_epoch_seed(cfg.seed, epoch, dist.rank))
