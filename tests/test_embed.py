@@ -72,6 +72,24 @@ def test_embedding_is_the_mean_of_the_tagger_segments_features(package, music):
     np.testing.assert_allclose(vec, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
+    """With --workers the (forked) workers run the network: they must return the same mean of
+    forward_features vectors, never the tagger's probabilities."""
+    from musetag.embed import load_embedder, read_embeddings
+
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"emb{workers}.npy"
+        assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", str(workers),
+                     "--no-progress"]) == 0
+        runs[workers] = read_embeddings(out)
+    assert runs[2].paths == runs[0].paths and len(runs[0]) == 6
+    np.testing.assert_allclose(runs[2].vectors, runs[0].vectors, atol=1e-6)
+    embedder = load_embedder(package)
+    first = runs[0].paths[0]
+    np.testing.assert_allclose(runs[2].vectors[0], embedder.embed(first), atol=1e-6)
+
+
 @pytest.mark.parametrize("ext", [".npy", ".parquet"])
 def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext, capsys):
     if ext == ".parquet":

@@ -205,13 +205,15 @@ def _embedder_class():
             self.runner = _FeatureRunner(self.model, device)
             self.tags = []
 
-        def score_segments(self, segments, *, path=None, duration=None):
+        def aggregate(self, segments):
+            """The track's embedding: the mean of its windows' ``forward_features`` vectors (what
+            ``score_segments`` and the worker processes of ``tag_many`` return as scores)."""
             total, n = None, 0
             for i in range(0, len(segments), self.batch_size):
                 feats = self.runner(segments[i : i + self.batch_size]).astype(np.float64)
                 total = feats.sum(0) if total is None else total + feats.sum(0)
                 n += len(feats)
-            return self._result((total / n).astype(np.float32), path, duration, n)
+            return (total / n).astype(np.float32)
 
         def _tag_stream(self, path):
             total, n = None, 0
