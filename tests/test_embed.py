@@ -90,6 +90,24 @@ def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
     np.testing.assert_allclose(runs[2].vectors[0], embedder.embed(first), atol=1e-6)
 
 
+def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
+    """`musetag export` then `musetag embed --backend onnx`: the graph's embedding output gives the
+    PyTorch embeddings."""
+    pytest.importorskip("onnxruntime")
+    from musetag.embed import read_embeddings
+
+    assert main(["export", str(package), "--format", "onnx"]) == 0  # MODEL/model.onnx, found by embed
+    tables = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"{backend}.npy"
+        assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress",
+                     "--backend", backend]) == 0
+        tables[backend] = read_embeddings(out)
+    assert tables["onnx"].paths == tables["torch"].paths and len(tables["torch"]) == 6
+    assert tables["onnx"].meta["dim"] == tables["torch"].meta["dim"] == tables["torch"].vectors.shape[1]
+    np.testing.assert_allclose(tables["onnx"].vectors, tables["torch"].vectors, atol=1e-4)
+
+
 @pytest.mark.parametrize("ext", [".npy", ".parquet"])
 def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext, capsys):
     if ext == ".parquet":

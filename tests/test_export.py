@@ -11,7 +11,7 @@ import torch
 from musetag.cli import main
 from musetag.errors import ModelError
 from musetag.tag import Tagger
-from musetag.tag.export import _onnx_meta, check_parity, export_model
+from musetag.tag.export import _onnx_meta, check_parity, export_model, onnx_outputs
 from musetag.tag.package import load_package
 from test_package import make_package, tiny_model
 
@@ -41,6 +41,7 @@ def test_onnx_parity_and_backend(tmp_path, name, kwargs, frames):
     meta = _onnx_meta(path)
     assert meta["musetag_weights_sha256"] == load_package(pkg).sha256
     assert meta["musetag_task"] == "multilabel"
+    assert onnx_outputs(path) == ["logits", "embedding"] and meta["musetag_outputs"] == "logits,embedding"
 
     rng = np.random.default_rng(0)
     audio = (0.2 * rng.standard_normal(12000 * 9)).astype(np.float32)
@@ -56,6 +57,40 @@ def test_onnx_parity_and_backend(tmp_path, name, kwargs, frames):
     for r in pooled:
         assert r.ok and r.n_segments == onnx.n_segments
         np.testing.assert_allclose(r.scores_array, onnx.scores_array, atol=1e-6)
+
+
+def test_onnx_embedding_output_matches_torch_embeddings(tmp_path):
+    """`embed --backend onnx` reads the graph's second output: the same track vectors as PyTorch's
+    forward_features; a graph from an older export (logits only) is refused with the fix."""
+    import onnx
+
+    from musetag.embed import load_embedder
+
+    torch.manual_seed(1)
+    from musetag.models import create_model
+
+    model = create_model("simplecnn", n_classes=5, in_channels=1, width=4).eval()
+    pkg = make_package(tmp_path / "pkg", model=model, frames=64, hop=32)
+    path, _ = export_model(pkg, "onnx")
+    rng = np.random.default_rng(4)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, (0.2 * rng.standard_normal(12000 * 6)).astype(np.float32), 12000, subtype="FLOAT")
+    eager = load_embedder(pkg)
+    onnx_embedder = load_embedder(pkg, backend="onnx")
+    assert onnx_embedder.dim == eager.dim == model.num_features
+    want = eager.embed(wav)
+    np.testing.assert_allclose(onnx_embedder.embed(wav), want, atol=1e-4)
+    pooled = list(onnx_embedder.tag_many([wav], workers=2))  # network in this process, windows from workers
+    np.testing.assert_allclose(pooled[0].scores_array, want, atol=1e-4)
+
+    proto = onnx.load(str(path))
+    del proto.graph.output[1:]  # what exports before the embedding output looked like
+    old = tmp_path / "old.onnx"
+    onnx.save(proto, str(old))
+    with pytest.raises(ModelError, match="no 'embedding' output.*export it again"):
+        load_embedder(pkg, backend="onnx", onnx_path=old)
+    tagged = Tagger.from_package(pkg, backend="onnx", onnx_path=old).tag(wav)  # tagging still reads logits
+    np.testing.assert_allclose(tagged.scores_array, Tagger.from_package(pkg).tag(wav).scores_array, atol=1e-4)
 
 
 def test_torchscript_parity(tmp_path, capsys):

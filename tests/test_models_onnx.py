@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from musetag.models import create_model, list_models, model_info
+from musetag.tag.export import logits_and_embedding
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -60,11 +61,14 @@ def test_onnx_export_parity(name, tmp_path):
     path = tmp_path / f"{name}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["x"], output_names=["logits"],
-                          opset_version=17)
+        # what `musetag export` writes: logits and the forward_features embedding from one pass
+        torch.onnx.export(logits_and_embedding(model), (x,), str(path), dynamo=False, input_names=["x"],
+                          output_names=["logits", "embedding"], opset_version=17)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": x.numpy()})[0]
+    got, embedding = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
         want = model(x).numpy()
-    assert got.shape == (1, 5)
+        want_embedding = model.forward_features(x).numpy()
+    assert got.shape == (1, 5) and embedding.shape == (1, model.num_features)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(embedding, want_embedding, rtol=1e-4, atol=1e-4)

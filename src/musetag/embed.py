@@ -195,14 +195,22 @@ def _embedder_class():
         It decodes, computes features, segments (streaming long files) and parallelises exactly as
         the tagger; each segment's ``forward_features`` vector is averaged over the track.
         ``embed(source)`` returns that vector; ``tag_many`` yields results whose ``scores_array``
-        is the vector (``status`` as for tagging).
+        is the vector (``status`` as for tagging). ``backend="onnx"`` reads the ``embedding`` output
+        of the graph ``musetag export`` writes (onnxruntime; same front end).
         """
 
-        def __init__(self, package, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any) -> None:
-            super().__init__(package, backend="torch", batch_size=batch_size, device=device, **kwargs)
-            if not hasattr(self.model, "forward_features"):
-                raise MusetagError(f"model {package.model_name!r} has no forward_features(); it cannot embed")
-            self.runner = _FeatureRunner(self.model, device)
+        onnx_output = "embedding"
+
+        def __init__(self, package, *, batch_size: int = 32, device: str = "cpu", backend: str = "torch",
+                     **kwargs: Any) -> None:
+            super().__init__(package, backend=backend, batch_size=batch_size, device=device, **kwargs)
+            if backend == "onnx":
+                self._dim = int(self.runner.width)
+            else:
+                if not hasattr(self.model, "forward_features"):
+                    raise MusetagError(f"model {package.model_name!r} has no forward_features(); it cannot embed")
+                self.runner = _FeatureRunner(self.model, device)
+                self._dim = int(getattr(self.model, "num_features", 0))
             self.tags = []
 
         def aggregate(self, segments):
@@ -230,7 +238,7 @@ def _embedder_class():
 
         @property
         def dim(self) -> int:
-            return int(getattr(self.model, "num_features", 0))
+            return self._dim
 
     _Embedder.__name__ = _Embedder.__qualname__ = "Embedder"
     _Embedder.__module__ = __name__
@@ -245,7 +253,8 @@ def __getattr__(name: str) -> Any:
 
 
 def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any):
-    """An :class:`Embedder` from a package path (or a loaded ``ModelPackage``, or an Embedder)."""
+    """An :class:`Embedder` from a package path (or a loaded ``ModelPackage``, or an Embedder);
+    ``backend="onnx"`` (and ``onnx_path=``) as for :class:`~musetag.tag.Tagger`."""
     cls = _embedder_class()
     if isinstance(model, cls):
         return model
@@ -349,6 +358,7 @@ def embed_files(
     workers: int = 0,
     batch_size: int = 32,
     device: str = "cpu",
+    backend: str = "torch",
     retry_errors: bool = False,
     resume: bool = True,
     progress: bool = True,
@@ -372,7 +382,7 @@ def embed_files(
     if out.suffix.lower() == ".parquet":
         _pyarrow()
     shard = shard if isinstance(shard, Shard) else parse_shard(shard)
-    embedder = load_embedder(model, batch_size=batch_size, device=device)
+    embedder = load_embedder(model, batch_size=batch_size, device=device, backend=backend)
     package = embedder.package
     side = side_files(out)
     files = collect_shard_files(paths, shard, recursive=recursive)

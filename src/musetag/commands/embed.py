@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
                    help="decoding processes (0 = decode in this process)")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="network runtime: PyTorch, or onnxruntime on the graph from `musetag export` "
+                        "(its `embedding` output)")
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)")
     p.add_argument("--retry-errors", action="store_true", help="embed again files that failed before")
     p.add_argument("--restart", action="store_true", help="ignore earlier partial results and start over")
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     out = shard_output_path(args.out, shard)
     report = embed_files(
         args.model, args.paths, out, recursive=args.recursive, shard=shard, workers=args.workers,
-        batch_size=args.batch_size, device=args.device or torchrun_device(), retry_errors=args.retry_errors,
+        batch_size=args.batch_size, device=args.device or torchrun_device(), backend=args.backend,
+        retry_errors=args.retry_errors,
         resume=not args.restart, progress=not args.no_progress,
     )
     print(report.summary(), file=sys.stderr)

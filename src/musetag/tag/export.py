@@ -11,9 +11,14 @@ and see zero padding at each window's edges instead of the neighbouring audio, s
 drift from the validated ones. ``musetag tag --backend onnx`` uses the exported graph for the
 network and the same front end.
 
+The ONNX graph has two outputs from one pass: ``logits`` (first, what ``tag --backend onnx``
+reads) and ``embedding``, the pooled penultimate vector ``(batch, num_features)`` of
+``forward_features`` (what ``embed --backend onnx`` averages over a track). TorchScript keeps the
+single ``logits`` output.
+
 Metadata stored in the ONNX file (``metadata_props``): ``musetag_weights_sha256`` (the package's
 checksum: a graph exported from other weights is refused), ``musetag_tags`` (JSON list),
-``musetag_task``, ``musetag_input`` (shape description) and ``musetag_version``.
+``musetag_task``, ``musetag_input`` (shape description), ``musetag_outputs`` and ``musetag_version``.
 """
 from __future__ import annotations
 
@@ -33,6 +38,34 @@ from musetag.tag.package import ModelPackage, _file_mode, load_package
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
 DEFAULT_TOLERANCE = 1e-4
+
+
+def logits_and_embedding(model):
+    """``model`` returning ``(logits, embedding)`` from one forward pass, when it has the
+    ``forward_features``/``forward_head`` split (every zoo model); else ``model`` itself."""
+    import torch
+
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        return model
+
+    class _Both(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            features = self.inner.forward_features(x)
+            return self.inner.forward_head(features), features
+
+    return _Both(model).eval()
+
+
+def onnx_outputs(path: str | os.PathLike) -> list[str]:
+    """The output names of an ONNX graph (``["logits", "embedding"]`` for graphs musetag exports)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return [o.name for o in proto.graph.output]
 
 
 def example_input(package: ModelPackage, batch: int = 2, seed: int = 0) -> np.ndarray:
@@ -92,6 +125,8 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
     import torch
 
     x = torch.from_numpy(example_input(package, batch=2))
+    net = logits_and_embedding(model)
+    outputs = ["logits", "embedding"] if net is not model else ["logits"]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.onnx")
     os.close(fd)
     os.chmod(tmp, _file_mode())
@@ -104,7 +139,7 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
         for dynamo in (True, False):
             try:
                 kwargs: dict[str, Any] = dict(
-                    input_names=["features"], output_names=["logits"], opset_version=opset, dynamo=dynamo
+                    input_names=["features"], output_names=outputs, opset_version=opset, dynamo=dynamo
                 )
                 if dynamo:
                     kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
@@ -112,10 +147,10 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
                     kwargs["report"] = False
                     kwargs["verbose"] = False
                 else:
-                    kwargs["dynamic_axes"] = {"features": {0: "batch"}, "logits": {0: "batch"}}
+                    kwargs["dynamic_axes"] = {name: {0: "batch"} for name in ["features", *outputs]}
                 with torch.no_grad(), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    torch.onnx.export(model, (x,), tmp, **kwargs)
+                    torch.onnx.export(net, (x,), tmp, **kwargs)
                 break
             except Exception as exc:  # noqa: BLE001 - try the other exporter, then report both
                 errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {type(exc).__name__}: {exc}")
@@ -132,6 +167,7 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
             "musetag_model": package.model_name,
             "musetag_input": "normalised feature windows " + str(list(example_input(package, 1).shape[1:]))
             + " with a dynamic batch axis; see musetag.tag.export",
+            "musetag_outputs": ",".join(outputs),
             "musetag_version": package.musetag_version,
         }
         del proto.metadata_props[:]
@@ -168,8 +204,9 @@ def _export_torchscript(model, package: ModelPackage, out: Path) -> None:
 
 
 def check_parity(model, package: ModelPackage, path: Path, fmt: str, tolerance: float = DEFAULT_TOLERANCE) -> float:
-    """Max |logit difference| between eager PyTorch and the exported file on random windows
-    (batch sizes 1 and 3, so the dynamic batch axis is exercised)."""
+    """Max |difference| between eager PyTorch and the exported file on random windows (batch
+    sizes 1 and 3, so the dynamic batch axis is exercised): the logits, and for ONNX graphs with an
+    ``embedding`` output the embedding too."""
     import torch
 
     worst = 0.0
@@ -180,7 +217,7 @@ def check_parity(model, package: ModelPackage, path: Path, fmt: str, tolerance: 
         opts.log_severity_level = 3
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        run = lambda x: session.run(None, {name: x})[0]  # noqa: E731
+        run = lambda x: session.run(None, {name: x})  # noqa: E731
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -188,16 +225,19 @@ def check_parity(model, package: ModelPackage, path: Path, fmt: str, tolerance: 
 
         def run(x):
             with torch.no_grad():
-                return loaded(torch.from_numpy(x)).numpy()
+                return [loaded(torch.from_numpy(x)).numpy()]
 
     for batch, seed in ((1, 1), (3, 2)):
         x = example_input(package, batch=batch, seed=seed)
         with torch.no_grad():
-            ref = model(torch.from_numpy(x)).numpy()
-        got = np.asarray(run(x))
-        if got.shape != ref.shape:
-            raise ModelError(f"{path}: exported graph returns shape {got.shape}, PyTorch {ref.shape}")
-        worst = max(worst, float(np.max(np.abs(got - ref))))
+            refs = [model(torch.from_numpy(x)).numpy()]
+            gots = [np.asarray(g) for g in run(x)]
+            if len(gots) > 1:
+                refs.append(model.forward_features(torch.from_numpy(x)).numpy())
+        for what, got, ref in zip(("logits", "embedding"), gots, refs):
+            if got.shape != ref.shape:
+                raise ModelError(f"{path}: exported graph returns {what} of shape {got.shape}, PyTorch {ref.shape}")
+            worst = max(worst, float(np.max(np.abs(got - ref))))
     if not np.isfinite(worst) or worst > tolerance:
         raise ModelError(
             f"{path}: the exported {fmt} graph differs from PyTorch by {worst:.2e} (tolerance {tolerance:g}); "
@@ -236,7 +276,7 @@ def onnx_for_package(package: ModelPackage, onnx_path: str | os.PathLike | None 
             raise ModelError(f"ONNX file {path} does not exist; create it with `musetag export MODEL --format onnx`")
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "musetag" / "onnx"
     cached = cache / f"{package.sha256}.onnx"
-    if cached.is_file():
+    if cached.is_file() and "embedding" in onnx_outputs(cached):  # older exports lack it: export again
         return cached
     log.info("exporting %s to ONNX (cached in %s)", package.model_name, cached)
     cache.mkdir(parents=True, exist_ok=True)

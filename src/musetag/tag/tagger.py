@@ -367,16 +367,29 @@ class _TorchRunner:
 
 
 class _OnnxRunner:
-    def __init__(self, onnx_path: Path) -> None:
+    """onnxruntime on the CPU; returns the graph's ``output`` (``logits``, or ``embedding`` for
+    embedders; see :mod:`musetag.tag.export`)."""
+
+    def __init__(self, onnx_path: Path, output: str = "logits") -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        if output == "logits":
+            output = names[0]  # the first output, whatever an older export named it
+        elif output not in names:
+            raise ModelError(
+                f"{onnx_path} has no {output!r} output (it has {', '.join(names)}): it was exported by an older "
+                "musetag; export it again with `musetag export MODEL --format onnx`"
+            )
+        self.output = output
+        self.width = self.session.get_outputs()[names.index(output)].shape[-1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
 def _activation(logits: np.ndarray, task: str) -> np.ndarray:
@@ -496,6 +509,9 @@ class Tagger:
     computed by the same front end either way).
     """
 
+    #: the ONNX graph output this class reads (the embedder reads ``embedding``)
+    onnx_output = "logits"
+
     def __init__(
         self,
         package: ModelPackage,
@@ -526,7 +542,8 @@ class Tagger:
             from musetag.tag.export import onnx_for_package
 
             self.model = None
-            self.runner = _OnnxRunner(onnx_for_package(package, onnx_path))
+            self.onnx_path = onnx_for_package(package, onnx_path)
+            self.runner = _OnnxRunner(self.onnx_path, output=self.onnx_output)
         else:
             raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
 
