@@ -312,7 +312,10 @@ class FrontEnd:
             return
         hop, n_fft = cfg.hop_length, cfg.n_fft
         half = n_fft // 2 if cfg.center else 0  # frame t reads samples [t*hop - half, t*hop - half + n_fft)
-        margin = -(-half // hop) * hop  # audio kept before the next frame: a multiple of the hop
+        # audio kept before the next frame, a multiple of the hop: at least half a window (frame
+        # next_frame's window starts there) plus one sample, so that the last buffer is always
+        # longer than the padding (reflection padding needs it)
+        margin = -(-(half + 1) // hop) * hop
         drop_first = cfg.drop_first_frames
         buf: np.ndarray | None = None
         buf_start = 0  # absolute sample index of buf[..., 0]; a multiple of hop
