@@ -72,6 +72,17 @@ def test_embedding_is_the_mean_of_the_tagger_segments_features(package, music):
     np.testing.assert_allclose(vec, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_streamed_long_files_give_the_whole_file_embedding(package, tmp_path):
+    from musetag.embed import load_embedder
+
+    path = tmp_path / "long.wav"
+    sf.write(path, _tone(440, seconds=9.0, noise=0.05, seed=7), SR)
+    whole = load_embedder(package).tag(path)
+    streamed = load_embedder(package, stream_seconds=2.0, block_seconds=1.3).tag(path)
+    assert streamed.n_segments == whole.n_segments > 10
+    np.testing.assert_allclose(streamed.scores_array, whole.scores_array, atol=1e-5)
+
+
 def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
     """With --workers the (forked) workers run the network: they must return the same mean of
     forward_features vectors, never the tagger's probabilities."""

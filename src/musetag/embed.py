@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from musetag.errors import ConfigError, DatasetError, MusetagError
+from musetag.errors import AudioError, ConfigError, DatasetError, MusetagError
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,23 @@ def _embedder_class():
         return globals()["Embedder"]
     from musetag.tag.tagger import Tagger, _TorchRunner
 
+    class _MeanVector:
+        """The track's embedding: the mean of its windows' ``forward_features`` vectors."""
+
+        def __init__(self) -> None:
+            self.total: np.ndarray | None = None
+            self.count = 0
+
+        def add(self, feats: np.ndarray) -> None:
+            part = feats.astype(np.float64).sum(0)
+            self.total = part if self.total is None else self.total + part
+            self.count += len(feats)
+
+        def result(self) -> np.ndarray:
+            if self.total is None:
+                raise AudioError("no segments to embed")
+            return (self.total / self.count).astype(np.float32)
+
     class _FeatureRunner(_TorchRunner):
         def __call__(self, batch: np.ndarray) -> np.ndarray:
             torch = self.torch
@@ -213,24 +230,8 @@ def _embedder_class():
                 self._dim = int(getattr(self.model, "num_features", 0))
             self.tags = []
 
-        def aggregate(self, segments):
-            """The track's embedding: the mean of its windows' ``forward_features`` vectors (what
-            ``score_segments`` and the worker processes of ``tag_many`` return as scores)."""
-            total, n = None, 0
-            for i in range(0, len(segments), self.batch_size):
-                feats = self.runner(segments[i : i + self.batch_size]).astype(np.float64)
-                total = feats.sum(0) if total is None else total + feats.sum(0)
-                n += len(feats)
-            return (total / n).astype(np.float32)
-
-        def _tag_stream(self, path):
-            total, n = None, 0
-            for segs in self.front.stream_segments(path):
-                for i in range(0, len(segs), self.batch_size):
-                    feats = self.runner(segs[i : i + self.batch_size]).astype(np.float64)
-                    total = feats.sum(0) if total is None else total + feats.sum(0)
-                    n += len(feats)
-            return self._result((total / n).astype(np.float32), path, self.front.last_duration, n)
+        def _accumulator(self):
+            return _MeanVector()
 
         def embed(self, source: Any, sample_rate: int | None = None) -> np.ndarray:
             """The embedding of one file (path, bytes, file object) or array (``sample_rate`` needed)."""

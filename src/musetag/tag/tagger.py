@@ -597,13 +597,22 @@ class Tagger:
     def error_result(self, path: Any, message: str) -> TagResult:
         return TagResult(tags=self.tags, thresholds=self.thresholds, task=self.task, path=str(path), status=message)
 
-    def aggregate(self, segments: np.ndarray) -> np.ndarray:
-        """File-level scores of ``(n, C, ...)`` windows: batches through the network, then the
-        package's aggregation (mean of probabilities, mean of logits, or max), as in training."""
-        agg = _Aggregator(self.package.aggregation, self.task)
+    def _accumulator(self):
+        """What turns the network outputs of a file's windows into its result: the package's
+        aggregation (mean of probabilities, mean of logits, or max), as in training. Subclasses
+        (the embedder) replace it; ``add(outputs)`` per batch, then ``result()``."""
+        return _Aggregator(self.package.aggregation, self.task)
+
+    def _feed(self, acc, segments: np.ndarray) -> None:
         for i in range(0, len(segments), self.batch_size):
-            agg.add(self.runner(segments[i : i + self.batch_size]))
-        return agg.result()
+            acc.add(self.runner(segments[i : i + self.batch_size]))
+
+    def aggregate(self, segments: np.ndarray) -> np.ndarray:
+        """File-level result of ``(n, C, ...)`` windows, batched through the network (what
+        ``score_segments`` and the worker processes of ``tag_many`` return)."""
+        acc = self._accumulator()
+        self._feed(acc, segments)
+        return acc.result()
 
     def score_segments(self, segments: np.ndarray, *, path: Any = None, duration: float | None = None) -> TagResult:
         return self._result(self.aggregate(segments), path, duration, len(segments))
@@ -620,13 +629,12 @@ class Tagger:
         return self.score_segments(segments, path=path, duration=duration)
 
     def _tag_stream(self, path: Any) -> TagResult:
-        agg = _Aggregator(self.package.aggregation, self.task)
+        acc = self._accumulator()
         n = 0
         for segs in self.front.stream_segments(path):
-            for i in range(0, len(segs), self.batch_size):
-                agg.add(self.runner(segs[i : i + self.batch_size]))
+            self._feed(acc, segs)
             n += len(segs)
-        return self._result(agg.result(), path, self.front.last_duration, n)
+        return self._result(acc.result(), path, self.front.last_duration, n)
 
     def _tag_safe(self, source: Source) -> TagResult:
         try:
