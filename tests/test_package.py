@@ -18,6 +18,7 @@ from musetag import __version__
 from musetag.errors import ModelError
 from musetag.features import get_preset
 from musetag.models import create_model
+from musetag.training.checkpoint import rng_state, save_checkpoint
 from musetag.tag.package import create_package, load_package, save_package
 
 TAGS = ["calm", "dark", "energetic", "happy", "sad", "epic"]
@@ -93,8 +94,8 @@ def make_run_dir(root: Path, kinds=("best", "last", "swa")) -> tuple[Path, dict]
         models[kind] = model
         payload = checkpoint_payload(model, kind=kind, thresholds=[0.3 + 0.05 * j for j in range(len(TAGS))])
         if kind == "last":
-            payload["training"] = {"epoch": 3, "rng": {"numpy": np.random.get_state()}}
-        torch.save(payload, run / "checkpoints" / f"{kind}.pt")
+            payload["training"] = {"epoch": 3, "rng": rng_state()}
+        save_checkpoint(payload, run / "checkpoints" / f"{kind}.pt")  # as musetag train writes it
     (run / "config.toml").write_text("[model]\nname = 'simplecnn'\n")
     return run, models
 

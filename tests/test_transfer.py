@@ -201,8 +201,8 @@ def test_train_init_from_a_run_with_another_tag_set(tmp_path):
     # a run folder gives its final checkpoint (the demo recipe's is SWA): the one transfer.json names
     loaded = find_checkpoint(tmp_path / "ra", "auto")
     assert loaded.name in report["source"]
-    source = torch.load(loaded, weights_only=False)
-    tuned = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=False)
+    source = torch.load(loaded, weights_only=True)
+    tuned = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=True)
     assert source["tags"] == list(GENRES) and tuned["tags"] == list(MULTILABEL_TAGS)
     src, new = source["state_dict"], tuned["state_dict"]
     frozen = [k for k in src if k.startswith(("features.0.", "features.1."))]
@@ -235,15 +235,15 @@ def test_coteaching_peer_starts_from_other_weights(tmp_path, capsys):
     assert report["fraction_loaded"] > 0.9 and report["skipped_classifier"] == ["classifier.weight", "classifier.bias"]
     assert not (tmp_path / "rb" / "transfer.json").exists()  # the model itself started from scratch
 
-    src = torch.load(find_checkpoint(tmp_path / "ra", "auto"), weights_only=False)["state_dict"]
-    trained = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"]
+    src = torch.load(find_checkpoint(tmp_path / "ra", "auto"), weights_only=True)["state_dict"]
+    trained = torch.load(tmp_path / "rb" / "checkpoints" / "last.pt", weights_only=True)["training"]["models"]
     key = "features.0.0.weight"
     # one step at lr 1e-6 moves nothing visibly: the peer still holds the source's weights...
     assert torch.allclose(trained[1][key], src[key], atol=1e-4)
     # ... which a peer started from scratch does not
     assert main(["train", "demo", "--data", str(b.parent / "dataset.toml"), "--out", str(tmp_path / "rd"),
                  *small, *peer_sets]) == 0
-    scratch = torch.load(tmp_path / "rd" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"][1]
+    scratch = torch.load(tmp_path / "rd" / "checkpoints" / "last.pt", weights_only=True)["training"]["models"][1]
     assert not torch.allclose(scratch[key], src[key], atol=1e-2)
 
     # --freeze-stages applies to every network started from weights: here only the peer
@@ -252,7 +252,7 @@ def test_coteaching_peer_starts_from_other_weights(tmp_path, capsys):
                  "--init-peer-from", str(tmp_path / "ra"), "--freeze-stages", "2", *small, *lively]) == 0
     report = json.loads((tmp_path / "re" / "transfer-peer.json").read_text())
     assert report["frozen_stages"] == ["features.0", "features.1"]
-    peer = torch.load(tmp_path / "re" / "checkpoints" / "last.pt", weights_only=False)["training"]["models"][1]
+    peer = torch.load(tmp_path / "re" / "checkpoints" / "last.pt", weights_only=True)["training"]["models"][1]
     frozen = [k for k in src if k.startswith(("features.0.", "features.1."))]
     assert frozen and all(torch.equal(peer[k], src[k]) for k in frozen)  # weights and BN statistics kept
     assert not torch.equal(peer["features.3.0.weight"], src["features.3.0.weight"])  # the rest trained

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import AudioError, ConfigError, DatasetError, MusetagError
+from musetag.tag.writers import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -380,6 +381,7 @@ def embed_files(
 
     out = Path(out)
     _check_ext(out)
+    out_exists = check_output_file(out)
     if out.suffix.lower() == ".parquet":
         _pyarrow()
     shard = shard if isinstance(shard, Shard) else parse_shard(shard)
@@ -393,7 +395,7 @@ def embed_files(
     errors = _read_errors(side["errors"]) if resume else {}
     if retry_errors:
         errors = {}
-    if resume and out.exists():
+    if resume and out_exists:
         table = read_embeddings(out)
         if table.meta.get("model_sha256") not in (None, package.sha256):
             raise ConfigError(

@@ -299,13 +299,9 @@ def _load_checkpoint_file(path: Path) -> SourceWeights:
             return SourceWeights(load_file(str(path)), str(path), "weights")
         except Exception as exc:  # noqa: BLE001 - name the file
             raise ModelError(f"{path}: cannot read safetensors weights ({exc}); the file is damaged") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - musetag last.pt holds rng state; retry trusting the local file
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{path}: cannot read weights ({exc}); the file is damaged or not a PyTorch file") from None
+    from musetag.models.safe_load import load_torch_file
+
+    obj = load_torch_file(path, what="--init-from weights")
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj.get("model"), Mapping) \
             and "name" in obj["model"]:
         return SourceWeights(

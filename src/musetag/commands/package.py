@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from musetag.commands import UNSAFE_PICKLE_HELP
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,11 +31,17 @@ def register(subparsers) -> None:
     p.add_argument("--aggregation", choices=("mean", "mean_logits", "max"), default=None,
                    help="override how segment scores are combined (default: as in training)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--allow-unsafe-pickle", action="store_true", help=UNSAFE_PICKLE_HELP)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from musetag.tag.package import create_package, load_package
+
+    if args.allow_unsafe_pickle:
+        from musetag.models.safe_load import allow_unsafe_pickle
+
+        allow_unsafe_pickle()
 
     out = create_package(
         args.run_dir,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from musetag.commands import UNSAFE_PICKLE_HELP
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -34,6 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow-unsafe-pickle", action="store_true", help=UNSAFE_PICKLE_HELP + " Applies to --resume and --init-from.")
     t = p.add_argument_group(
         "transfer learning",
         "start from another model's weights (matched by name and shape; the classifier is re-created for "
@@ -62,6 +65,10 @@ def run(args) -> int:
             desc = read_recipe(name).get("description", "")
             print(f"{name:45s} {desc}")
         return 0
+    if args.allow_unsafe_pickle:
+        from musetag.models.safe_load import allow_unsafe_pickle
+
+        allow_unsafe_pickle()
     sets = list(args.sets)
     if args.no_progress:
         sets.append("progress=false")

@@ -29,7 +29,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from musetag.models.safe_load import load_torch_file
+
+            state = load_torch_file(path, what="pretrained checkpoint")
+    except ModelError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure means the same to the user
         raise ModelError(f"cannot read pretrained checkpoint {path}: {exc}. Is it a PyTorch/safetensors weights file?") from exc
     for key in ("state_dict", "model", "model_state_dict"):

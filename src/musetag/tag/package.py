@@ -26,6 +26,7 @@ import re
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,16 +322,10 @@ def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Pat
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    import torch
+    from musetag.models.safe_load import load_torch_file
 
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - training state (rng, numpy) may need full unpickling
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"cannot read checkpoint {path}: {exc}; the file is corrupt or not a checkpoint") from exc
+    ckpt = load_torch_file(path, what="checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
         raise ModelError(
             f"{path} is not a musetag checkpoint (expected a dict with 'model' and 'state_dict'); "
@@ -405,8 +400,52 @@ def _segment_from_seconds(features, segment, segment_seconds, hop_seconds):
 # ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
+#: a musetag.json is a few kB; anything past this is not a package description
+MAX_DESCRIPTION_BYTES = 1 << 20
+#: weights of a package whose description records no size may not exceed this (override with
+#: MUSETAG_MAX_MODEL_BYTES); with a recorded size, the file must have exactly that size
+MAX_WEIGHTS_BYTES = 2 << 30
+
+
+def _weights_limit(desc_bytes: bytes) -> tuple[int, bool]:
+    """(most weight bytes to read, whether that is the size the description records). A recorded size
+    above the global bound does not raise the bound."""
+    try:
+        declared = json.loads(desc_bytes.decode("utf-8")).get("weights", {}).get("bytes")
+    except Exception:  # noqa: BLE001 - a broken description is reported by load_package
+        declared = None
+    most = int(os.environ.get("MUSETAG_MAX_MODEL_BYTES", MAX_WEIGHTS_BYTES))
+    if isinstance(declared, int) and 0 <= declared <= most:
+        return declared, True
+    return most, False
+
+
+def _read_bounded(stream, limit: int, where: str, name: str, declared: bool) -> bytes:
+    """Read at most ``limit`` bytes from a file-like object; refuse (without reading on) past that."""
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(1 << 20, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            why = (f"larger than the {limit:,} bytes its description records" if declared
+                   else f"larger than {limit:,} bytes")
+            raise ModelError(
+                f"{where}: {name} is {why}; the archive is damaged or crafted (a decompression bomb?). "
+                "Re-create the package with `musetag package`"
+                + ("" if declared else " or raise MUSETAG_MAX_MODEL_BYTES if the model really is that large")
+            )
+        chunks.append(chunk)
+
+
 def _read_members(path: Path) -> tuple[bytes, bytes | None]:
-    """(description bytes, weights bytes or None) from a folder or an archive."""
+    """(description bytes, weights bytes or None) from a folder or an archive.
+
+    Reads are bounded: the description to :data:`MAX_DESCRIPTION_BYTES`, the weights to the size the
+    description records (or :data:`MAX_WEIGHTS_BYTES`), streamed, so a crafted archive whose member
+    inflates to gigabytes is refused after reading one megabyte past the limit."""
+    where = f"model package {path}"
     if path.is_dir():
         desc_path = path / DESCRIPTION_FILE
         if not desc_path.is_file():
@@ -416,34 +455,49 @@ def _read_members(path: Path) -> tuple[bytes, bytes | None]:
                 else ""
             )
             raise ModelError(f"{path} is not a model package: {DESCRIPTION_FILE} is missing.{hint}")
+        with open(desc_path, "rb") as f:
+            desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False)
         weights_path = path / WEIGHTS_FILE
-        return desc_path.read_bytes(), weights_path.read_bytes() if weights_path.is_file() else None
+        if not weights_path.is_file():
+            return desc, None
+        limit, declared = _weights_limit(desc)
+        with open(weights_path, "rb") as f:
+            return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared)
     if not path.exists():
         raise ModelError(f"model package {path} does not exist; create one with `musetag package RUN_DIR --out MODEL`")
-    members: dict[str, bytes] = {}
+    if not path.is_file():
+        raise ModelError(f"{path} is neither a package folder nor a regular archive file; pass the folder written by `musetag package`")
+    opened: dict[str, Any] = {}  # member base name -> zero-argument opener of a stream
     try:
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                for name in zf.namelist():
-                    base = name.rstrip("/").split("/")[-1]
-                    if base in (DESCRIPTION_FILE, WEIGHTS_FILE) and name.count("/") <= 1:
-                        members[base] = zf.read(name)
+            archive = zipfile.ZipFile(path)
+            for info in archive.infolist():
+                base = info.filename.rstrip("/").split("/")[-1]
+                if base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.filename.count("/") <= 1 and not info.is_dir():
+                    opened[base] = (lambda info=info: archive.open(info))
         elif tarfile.is_tarfile(path):
-            with tarfile.open(path) as tf:
-                for info in tf.getmembers():
-                    base = info.name.rstrip("/").split("/")[-1]
-                    if info.isfile() and base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.name.count("/") <= 1:
-                        members[base] = tf.extractfile(info).read()
+            archive = tarfile.open(path)
+            for info in archive.getmembers():
+                base = info.name.rstrip("/").split("/")[-1]
+                if info.isfile() and base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.name.count("/") <= 1:
+                    opened[base] = (lambda info=info: archive.extractfile(info))
         else:
             raise ModelError(
                 f"{path} is neither a package folder nor a .zip/.tar archive of one; "
                 "pass the folder written by `musetag package`"
             )
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+        with archive:
+            if DESCRIPTION_FILE not in opened:
+                raise ModelError(f"archive {path} holds no {DESCRIPTION_FILE}; it is not a musetag model package")
+            with opened[DESCRIPTION_FILE]() as f:
+                desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False)
+            if WEIGHTS_FILE not in opened:
+                return desc, None
+            limit, declared = _weights_limit(desc)
+            with opened[WEIGHTS_FILE]() as f:
+                return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:
         raise ModelError(f"cannot read package archive {path}: {exc}; the archive is damaged, re-create it") from exc
-    if DESCRIPTION_FILE not in members:
-        raise ModelError(f"archive {path} holds no {DESCRIPTION_FILE}; it is not a musetag model package")
-    return members[DESCRIPTION_FILE], members.get(WEIGHTS_FILE)
 
 
 def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> ModelPackage:

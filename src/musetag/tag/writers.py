@@ -79,14 +79,42 @@ def csv_to_row(values: list[str], tags: list[str]) -> dict[str, Any]:
     }
 
 
+#: an output file larger than this is not read back for resume (override: MUSETAG_MAX_RESUME_BYTES)
+MAX_RESUME_BYTES = 8 << 30
+
+
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> bool:
+    """Whether ``path`` exists as something musetag may read back and replace: a regular file of a
+    bounded size. A device (``/dev/full``), pipe or folder is refused, never read or replaced."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return False
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"{flag} {path} is a dangling symbolic link; remove it or choose another {flag}")
+    if not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise ConfigError(f"{flag} {path} exists and is {kind}; give the path of a results file to write")
+    limit = int(os.environ.get("MUSETAG_MAX_RESUME_BYTES", MAX_RESUME_BYTES))
+    size = path.stat().st_size
+    if size > limit:
+        raise ConfigError(
+            f"{flag} {path} holds {size:,} bytes, more than the {limit:,} musetag reads back to resume; "
+            f"move it away, write to another {flag} (e.g. per --shard), or raise MUSETAG_MAX_RESUME_BYTES"
+        )
+    return True
+
+
 def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list[dict[str, Any]]:
-    """Read the complete rows of a results file (any format); a torn last line is ignored."""
+    """Read the complete rows of a results file (any format); a torn last line is ignored.
+
+    CSV and JSONL are read line by line (memory holds the rows, not the file); only regular files of
+    a bounded size are read (:func:`check_output_file`)."""
     path = Path(path)
     fmt = output_format(path)
-    if not path.exists():
+    if not check_output_file(path):
         return []
-    data = path.read_bytes()
     if fmt == ".json":
+        data = path.read_bytes()
         if not data.strip():
             return []
         try:
@@ -96,35 +124,35 @@ def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list
         if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
             raise ConfigError(f"{path} is not a musetag JSON results file; choose another --out")
         return list(doc["results"])
-    complete = data[: data.rfind(b"\n") + 1]
-    text = complete.decode("utf-8", errors="replace")
     rows: list[dict[str, Any]] = []
-    if fmt == ".jsonl":
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "path" in row and "status" in row:
-                rows.append(row)
-        return rows
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        return []
-    if tuple(header[: len(FIXED_COLUMNS)]) != FIXED_COLUMNS:
-        raise ConfigError(f"{path} is not a musetag CSV results file (header {header[:5]}); choose another --out")
-    file_tags = header[len(FIXED_COLUMNS):]
-    if tags is not None and file_tags != list(tags):
-        raise ConfigError(
-            f"{path} was written by a model with different tags ({len(file_tags)} columns, this model has "
-            f"{len(tags)}); choose another --out or delete the file"
-        )
-    for values in reader:
-        if len(values) == len(header):
-            rows.append(csv_to_row(values, file_tags))
+    with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
+        lines = (line for line in fh if line.endswith("\n"))  # a torn last line has no newline
+        if fmt == ".jsonl":
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict) and "path" in row and "status" in row:
+                    rows.append(row)
+            return rows
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if header is None:
+            return []
+        if tuple(header[: len(FIXED_COLUMNS)]) != FIXED_COLUMNS:
+            raise ConfigError(f"{path} is not a musetag CSV results file (header {header[:5]}); choose another --out")
+        file_tags = header[len(FIXED_COLUMNS):]
+        if tags is not None and file_tags != list(tags):
+            raise ConfigError(
+                f"{path} was written by a model with different tags ({len(file_tags)} columns, this model has "
+                f"{len(tags)}); choose another --out or delete the file"
+            )
+        for values in reader:
+            if len(values) == len(header):
+                rows.append(csv_to_row(values, file_tags))
     return rows
 
 
@@ -148,7 +176,7 @@ class ResultWriter:
         self.json_flush_seconds = json_flush_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
-        if self.path.exists() and resume:
+        if check_output_file(self.path) and resume:
             rows = read_results(self.path, self.tags)
             if rows and self.format != ".csv":
                 names = list((rows[0].get("scores") or {}).keys()) if rows[0].get("status") == "ok" else None

@@ -18,6 +18,10 @@ training config:
 ``last.pt`` adds the training state needed by ``musetag train --resume``: ``training`` =
 ``{epoch, step, optimizer, optimizer_name, schedule, swa, rng, early_stopping, ...}``.
 Writes are atomic (temporary file + rename) so a killed run never leaves a torn checkpoint.
+
+Everything in a checkpoint is a tensor, number, string or plain container (NumPy arrays and scalars are
+converted on save, the NumPy RNG state included), so it loads with ``torch.load(weights_only=True)``:
+reading a checkpoint never runs code from it (:mod:`musetag.models.safe_load`).
 """
 from __future__ import annotations
 
@@ -69,25 +73,39 @@ def model_payload(model: torch.nn.Module, *, meta: dict, kind: str, epoch: int, 
     }
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` with NumPy arrays as tensors and NumPy scalars as Python numbers (weights-only loadable)."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj, dtype=np.int64 if obj.dtype.kind == "u" and obj.dtype != np.uint8
+                                         else obj.dtype, copy=True))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [plain(v) for v in obj]
+        return out if isinstance(obj, list) else tuple(out)
+    return obj
+
+
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
-    """Atomically write ``payload`` to ``path``."""
+    """Atomically write ``payload`` (made weights-only loadable, see :func:`plain`) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    torch.save(plain(payload), tmp)
     os.replace(tmp, path)
     return path
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
     """Read a musetag checkpoint, checking its format."""
+    from musetag.models.safe_load import load_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist; pass RUN_DIR/checkpoints/best.pt (or last.pt, swa.pt)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise ModelError(f"checkpoint {path} cannot be read ({exc}); the file is corrupt or not a torch file") from None
+    payload = load_torch_file(path, map_location=map_location, what="checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path} is not a musetag checkpoint (no format = {FORMAT!r}); was it written by musetag train?")
     if int(payload.get("format_version", 0)) > FORMAT_VERSION:
@@ -120,15 +138,24 @@ def load_model(path_or_payload: str | Path | dict, *, map_location: str | torch.
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values (the NumPy key as an int64 tensor)."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(int(v) for v in py[1]), py[2]) if isinstance(py, (list, tuple)) else py)
+    ns = state["numpy"]
+    if isinstance(ns, dict):
+        key = np.asarray(ns["key"].numpy() if isinstance(ns["key"], torch.Tensor) else ns["key"]).astype(np.uint32)
+        ns = (ns["name"], key, ns["pos"], ns["has_gauss"], ns["cached_gaussian"])
+    np.random.set_state(ns)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
