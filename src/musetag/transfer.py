@@ -264,13 +264,15 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
         return SourceWeights(dict(source.state_dict()), type(source).__name__, "model", model=cfg)
     if isinstance(source, Mapping):
         return SourceWeights(_tensors_only(source), "state_dict", "weights")
+    from musetag.models.hub import resolve
     from musetag.tag import package as pkg
 
-    path = Path(source)
+    path = resolve(source)
     if not path.exists():
         raise ModelError(
             f"--init-from {path}: no such file or folder; give a run folder of `musetag train`, a checkpoint "
-            "(.pt), a model package, or a local weights file (.safetensors/.pt). Nothing is downloaded."
+            "(.pt), a model package, a local weights file (.safetensors/.pt), or a pretrained model's name "
+            "(`musetag models --pretrained`)."
         )
     if path.is_dir() and (path / pkg.DESCRIPTION_FILE).is_file() or path.is_file() and pkg.is_archive(path):
         p = pkg.load_package(path)

@@ -5,3 +5,36 @@ UNSAFE_PICKLE_HELP = (
     "DANGEROUS: unpickle .pt/.pth files in full when they hold more than tensors (old musetag "
     "checkpoints, foreign training pickles). A pickle can run any code: use only for files you trust."
 )
+
+
+def looks_like_model(text: str) -> bool:
+    """Whether a command-line item names a model (package folder or archive, run folder, pretrained name)
+    rather than audio to tag."""
+    import os
+
+    from musetag.models.hub import is_pretrained_name
+
+    if not os.path.exists(text):
+        return is_pretrained_name(text)
+    if os.path.isdir(text):
+        return os.path.isfile(os.path.join(text, "musetag.json")) or os.path.isdir(os.path.join(text, "checkpoints"))
+    return text.lower().endswith((".zip", ".tar", ".tar.gz", ".tgz"))
+
+
+def split_model_and_paths(items: list[str], explicit: str | None) -> tuple[str, list[str]]:
+    """``[MODEL] PATH...`` -> (model, paths): the first item is the model when it looks like one (or
+    ``--model`` names it); otherwise every item is audio and the default pretrained model is used."""
+    import sys
+
+    from musetag.errors import ConfigError
+    from musetag.models.hub import DEFAULT_MODEL
+
+    if explicit:
+        return explicit, list(items)
+    if items and looks_like_model(items[0]):
+        if len(items) == 1:
+            raise ConfigError(f"{items[0]} is a model: give the audio files or folders to tag after it")
+        return items[0], list(items[1:])
+    print(f"using the default pretrained model {DEFAULT_MODEL} (choose another with --model NAME_OR_PACKAGE; "
+          "`musetag models --pretrained` lists them)", file=sys.stderr)
+    return DEFAULT_MODEL, list(items)

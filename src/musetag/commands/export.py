@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="model package folder or archive")
+    p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`), or a "
+                   "pretrained name (`musetag models --pretrained`; pulled into the cache on first use)")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
     p.add_argument("--out", default=None, help="output file (default: inside the package folder)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |logit difference| vs PyTorch")

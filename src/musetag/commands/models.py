@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "used by --rf and to check that models accept it")
     p.add_argument("--family", default=None, help="only models of this family")
     p.add_argument("--rf", metavar="NAME", default=None, help="print the receptive-field table of model NAME")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained models trained on real music (name, tags, licence, citation, published "
+                        "figures, size, whether cached); use a name wherever a MODEL is taken, or `musetag pull NAME`")
+    p.add_argument("--json", action="store_true", help="with --pretrained: print the catalogue as JSON")
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                    help="model argument for --rf (repeatable; values parsed as Python literals, e.g. rho=5)")
     p.set_defaults(func=run)
@@ -62,6 +66,16 @@ def _model_args(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        from musetag.models import hub
+
+        if args.json:
+            import json
+
+            print(json.dumps([e.to_dict() for e in hub.catalogue().values()], indent=2))
+        else:
+            print(hub.format_catalogue())
+        return 0
     from musetag.models import zoo
 
     shape = _parse_input(args.input)

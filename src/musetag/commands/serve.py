@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`)")
+    p.add_argument("model", metavar="MODEL", nargs="?", default="mtg-jamendo-baseline",
+                   help="model package folder or archive (from `musetag package`), or a pretrained name "
+                        "(`musetag models --pretrained`; pulled into the cache on first use)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")

@@ -1,4 +1,4 @@
-"""``musetag tag MODEL PATH...``: tag audio files and folders into a CSV/JSON/JSONL results file."""
+"""``musetag tag [MODEL] PATH...``: tag audio files and folders into a CSV/JSON/JSONL results file."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         "tag",
         help="tag audio files and folders with a model package",
         description=(
-            "Tag audio files with a model package. Decoding runs in worker processes, segments go "
+            "Tag audio files with a model package or a pretrained model (default: mtg-jamendo-baseline, "
+            "real mood/theme tags; `musetag models --pretrained` lists the others). Decoding runs in worker processes, segments go "
             "through the network in batches and are averaged as in training. Each file gets one row "
             "with a status column (ok, or the error message), the top tags with probabilities, the "
             "tags decided present and the full score vector. A failing file never stops the run; "
@@ -20,8 +21,13 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`)")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files and/or folders")
+    p.add_argument("items", metavar="[MODEL] PATH", nargs="+",
+                   help="optionally a model first (package folder or archive from `musetag package`, or a pretrained "
+                        "name from `musetag models --pretrained`), then audio files and/or folders. Without a model "
+                        "the default pretrained mood model is used: mtg-jamendo-baseline (56 MTG-Jamendo "
+                        "mood/theme tags), pulled into the cache on first use")
+    p.add_argument("--model", "-m", default=None, metavar="MODEL",
+                   help="the model, when the first PATH could be mistaken for one")
     p.add_argument("--recursive", "-r", action="store_true", help="also tag files in subfolders")
     p.add_argument("--out", "-o", default=None,
                    help="results file (.csv, .json or .jsonl); without it, one line per file is printed")
@@ -47,9 +53,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from musetag.commands import split_model_and_paths
     from musetag.errors import ConfigError
     from musetag.tag.batch import tag_files
     from musetag.tag.tagger import Tagger
+
+    args.model, args.paths = split_model_and_paths(args.items, args.model)
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")

@@ -40,10 +40,11 @@ def register(subparsers) -> None:
     t = p.add_argument_group(
         "transfer learning",
         "start from another model's weights (matched by name and shape; the classifier is re-created for "
-        "this dataset's tags; RUN_DIR/transfer.json lists what was loaded and skipped). Nothing is downloaded.",
+        "this dataset's tags; RUN_DIR/transfer.json lists what was loaded and skipped). Pretrained names are pulled into the cache on first use.",
     )
     t.add_argument("--init-from", metavar="SOURCE",
-                   help="run folder, checkpoint (.pt), model package, or local weights file (.safetensors/.pt/.pth)")
+                   help="run folder, checkpoint (.pt), model package, local weights file (.safetensors/.pt/.pth), "
+                        "or a pretrained model's name (`musetag models --pretrained`; pulled on first use)")
     t.add_argument("--init-map", metavar="MAP",
                    help="key mapping for foreign weights: timm, lightning, none, prefix:OLD=NEW, module:function "
                         "or file.py:function")
@@ -100,13 +101,18 @@ def _init_sets(args) -> list[str]:
     """--init-from and friends as ``init.*`` settings (values quoted so that they stay strings)."""
     import os
 
+    from musetag.models.hub import is_pretrained_name
+
+    def where(source: str) -> str:  # a pretrained name stays a name unless such a file exists here
+        return source if is_pretrained_name(source) and not os.path.exists(source) else os.path.abspath(source)
+
     sets = []
     if args.init_from:
-        sets.append(f"init.path={json.dumps(os.path.abspath(args.init_from))}")
+        sets.append(f"init.path={json.dumps(where(args.init_from))}")
     if args.init_map:
         sets.append(f"init.map={json.dumps(args.init_map)}")
     if args.init_peer_from:
-        sets.append(f"coteaching.peer_init={json.dumps(os.path.abspath(args.init_peer_from))}")
+        sets.append(f"coteaching.peer_init={json.dumps(where(args.init_peer_from))}")
     if args.init_peer_map:
         sets.append(f"coteaching.peer_init_map={json.dumps(args.init_peer_map)}")
     if args.freeze_stages is not None:

@@ -108,7 +108,7 @@ def export_model(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     package = load_package(package_path)
-    out = Path(out) if out is not None else default_output(package_path, fmt)
+    out = Path(out) if out is not None else default_output(package.path or package_path, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = package.build_model()
     if fmt == "onnx":

@@ -506,8 +506,13 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
     Raises :class:`ModelError` naming the problem: not a package, unreadable description, a
     package format or musetag version newer than this installation, missing weights, or weights
     whose SHA-256 differs from the recorded one (a damaged or replaced file).
+
+    ``path`` may also be a pretrained model's name (``musetag models --pretrained``): it is pulled
+    into the cache on first use (:mod:`musetag.models.hub`).
     """
-    path = Path(path)
+    from musetag.models.hub import resolve
+
+    path = resolve(path)
     where = f"model package {path}"
     desc_bytes, weights = _read_members(path)
     try:

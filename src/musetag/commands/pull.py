@@ -1,0 +1,37 @@
+"""``musetag pull NAME``: download a pretrained model into the cache and convert it to a package."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pull",
+        help="download a pretrained model (trained on real music) into the cache",
+        description=(
+            "Fetch a pretrained model's upstream weights (pinned URL, sha256 checked; or from the folder "
+            "$MUSETAG_MODEL_MIRROR), read them as weights only and convert them into a musetag model package "
+            "under $MUSETAG_HOME/models/NAME (default ~/.cache/musetag). Every command that takes a MODEL also "
+            "accepts NAME and pulls it on first use. `musetag models --pretrained` lists the names."
+        ),
+    )
+    p.add_argument("names", metavar="NAME", nargs="*", help="pretrained model name(s)")
+    p.add_argument("--all", action="store_true", help="pull every model of the catalogue")
+    p.add_argument("--force", action="store_true", help="fetch and convert again even when cached")
+    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from musetag.errors import ConfigError
+    from musetag.models import hub
+
+    names = list(hub.catalogue()) if args.all else list(args.names)
+    if not names:
+        raise ConfigError("name a pretrained model (see `musetag models --pretrained`) or pass --all")
+    for name in names:
+        hub.get_entry(name)  # unknown names fail before anything is fetched
+    for name in names:
+        folder = hub.pull(name, force=args.force, progress=False if args.no_progress else None)
+        print(f"{name}: {folder}")
+    return 0

@@ -1,0 +1,188 @@
+"""The pretrained-model catalogue, download and cache (musetag.models.hub), over a real HTTP server on
+127.0.0.1 and through an offline mirror folder. Conversion and parity with upstream: test_pretrained.py."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from musetag.cli import main
+from musetag.errors import ModelError
+from musetag.models import hub
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MUSETAG_MODEL_MIRROR", raising=False)
+    monkeypatch.delenv("MUSETAG_ALLOW_UNSAFE_PICKLE", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A plain HTTP server on 127.0.0.1 serving tmp_path/www (the stand-in for the upstream host)."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _weights_file(path: Path, **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv.weight": torch.arange(6.0).reshape(2, 3), **extra}, path)
+    return path
+
+
+def _entry_for(path: Path, url: str, name: str = "test-model") -> hub.Pretrained:
+    data = path.read_bytes()
+    base = hub.get_entry("jamendo-fcn")
+    return dataclasses.replace(base, name=name, url=url, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                               mirror_path=f"test/{path.name}")
+
+
+def test_catalogue_lists_every_model_with_licence_and_citation(capsys, cache):
+    names = set(hub.catalogue())
+    assert {"mtg-jamendo-baseline", "jamendo-fcn", "jamendo-musicnn", "jamendo-crnn", "mtat-fcn", "mtat-musicnn",
+            "msd-fcn", "msd-crnn"} <= names
+    assert hub.DEFAULT_MODEL == "mtg-jamendo-baseline"
+    assert main(["models", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    for name in names:
+        assert name in out
+    assert "MIT" in out and "Apache-2.0" in out and "Bogdanov" in out and "Won" in out
+    baseline = hub.get_entry("mtg-jamendo-baseline")
+    assert len(baseline.tags) == 56 and baseline.tags[0] == "action" and "melancholic" in baseline.tags
+    assert hub.get_entry("jamendo-fcn").tags[-5:] == ["emotional", "energetic", "film", "happy", "relaxing"]
+    assert all(len(e.tags) == len(set(e.tags)) for e in hub.catalogue().values())
+    with pytest.raises(ModelError, match="did you mean jamendo-fcn"):
+        hub.get_entry("jamendo-fnc")
+
+
+def test_download_checks_and_caches(cache, server):
+    root, base = server
+    src = _weights_file(root / "w.pth")
+    entry = _entry_for(src, f"{base}/w.pth")
+    got = hub.fetch(entry, progress=False)
+    assert got == hub.download_path(entry) and got.read_bytes() == src.read_bytes()
+    assert got.is_relative_to(cache)
+    src.unlink()  # a second fetch is served from the cache
+    assert hub.fetch(entry, progress=False) == got
+
+
+@pytest.mark.parametrize("damage", ["tampered", "truncated"])
+def test_a_corrupt_download_is_refused_and_removed(cache, server, damage):
+    root, base = server
+    src = _weights_file(root / "w.pth")
+    entry = _entry_for(src, f"{base}/w.pth")
+    data = src.read_bytes()
+    if damage == "tampered":
+        src.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    else:
+        src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="removed") as err:
+        hub.fetch(entry, progress=False)
+    assert ("sha256" in str(err.value)) if damage == "tampered" else ("bytes" in str(err.value))
+    folder = hub.download_path(entry).parent
+    assert not any(folder.iterdir()), "a damaged download was left in the cache"
+
+
+def test_a_damaged_cached_file_is_fetched_again(cache, server):
+    root, base = server
+    src = _weights_file(root / "w.pth")
+    entry = _entry_for(src, f"{base}/w.pth")
+    dest = hub.download_path(entry)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"garbage")
+    assert hub.fetch(entry, progress=False).read_bytes() == src.read_bytes()
+
+
+def test_offline_without_mirror_names_the_url_the_file_and_where(cache, tmp_path):
+    src = _weights_file(tmp_path / "w.pth")
+    entry = _entry_for(src, "http://127.0.0.1:9/nowhere/w.pth")  # port 9 (discard): connection refused
+    with pytest.raises(ModelError) as err:
+        hub.fetch(entry, progress=False)
+    message = str(err.value)
+    assert entry.url in message and str(hub.download_path(entry)) in message
+    assert "MUSETAG_MODEL_MIRROR" in message and entry.mirror_path in message and entry.sha256 in message
+
+
+def test_mirror_is_used_and_never_modified(cache, tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror"
+    src = _weights_file(mirror / "test" / "w.pth")
+    entry = _entry_for(src, "http://127.0.0.1:9/w.pth")
+    monkeypatch.setenv("MUSETAG_MODEL_MIRROR", str(mirror))
+    assert hub.fetch(entry, progress=False).read_bytes() == src.read_bytes()
+    bad = dataclasses.replace(entry, sha256="0" * 64, name="other")
+    with pytest.raises(ModelError, match="mirror file"):
+        hub.fetch(bad, progress=False)
+    assert src.is_file()  # the mirror keeps its file
+
+
+def test_not_a_state_dict_or_a_malicious_pickle_is_refused_and_removed(cache, server):
+    root, base = server
+    from test_hostile_inputs import evil_files
+
+    evil = evil_files(root / "evil")["zip"]
+    marker = evil.parent / "PWNED"
+    entry = _entry_for(evil, f"{base}/evil/evil.pth", name="evil")
+    raw = hub.fetch(entry, progress=False)
+    with pytest.raises(ModelError, match="allow-unsafe-pickle"):
+        hub._read_upstream(raw, entry)
+    assert not marker.exists() and not raw.exists()
+    torch.save([torch.zeros(2)], root / "list.pth")
+    entry = _entry_for(root / "list.pth", f"{base}/list.pth", name="list")
+    raw = hub.fetch(entry, progress=False)
+    with pytest.raises(ModelError, match="not a state dict"):
+        hub._read_upstream(raw, entry)
+    assert not raw.exists()
+
+
+def test_pull_of_a_malicious_file_runs_nothing(cache, server, monkeypatch, capsys):
+    root, base = server
+    from test_hostile_inputs import evil_files
+
+    evil = evil_files(root / "evil")["zip"]
+    entry = _entry_for(evil, f"{base}/evil/evil.pth", name="jamendo-fcn")
+    monkeypatch.setitem(hub._CATALOGUE, "jamendo-fcn", entry)
+    assert main(["pull", "jamendo-fcn", "--no-progress"]) != 0
+    assert not (evil.parent / "PWNED").exists()
+    assert "allow-unsafe-pickle" in capsys.readouterr().err
+
+
+def test_unknown_names_fail_before_anything_is_fetched(cache, capsys):
+    assert main(["pull", "jamendo-fcn", "no-such-model"]) != 0
+    assert "no-such-model" in capsys.readouterr().err
+    assert not (cache / "downloads").exists()
+
+
+def test_tag_without_a_model_uses_the_default(tmp_path):
+    from musetag.commands import split_model_and_paths
+
+    (tmp_path / "song.mp3").write_bytes(b"")
+    assert split_model_and_paths([str(tmp_path / "song.mp3")], None) == ("mtg-jamendo-baseline", [str(tmp_path / "song.mp3")])
+    assert split_model_and_paths(["jamendo-fcn", "a.mp3"], None) == ("jamendo-fcn", ["a.mp3"])
+    assert split_model_and_paths(["a.mp3", "b.mp3"], "msd-fcn") == ("msd-fcn", ["a.mp3", "b.mp3"])
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "musetag.json").write_text("{}")
+    assert split_model_and_paths([str(pkg), "x"], None) == (str(pkg), ["x"])
+    with pytest.raises(Exception, match="give the audio"):
+        split_model_and_paths([str(pkg)], None)
