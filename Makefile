@@ -8,6 +8,12 @@ TORCH_VERSION ?= 2.13.0
 TORCHVISION_VERSION ?= 0.28.0
 STAMP := $(VENV)/.musetag-installed
 DEMO_OUT ?= demo-output
+# offline copies of the pretrained weights and real songs, when a checkout has them beside it (CI and
+# development); elsewhere the demo's last stage downloads the default pretrained model and tags the
+# generated clips (or pass DEMO_AUDIO=folder-of-songs)
+MUSETAG_MODEL_MIRROR ?= $(firstword $(wildcard ../shared/models))
+DEMO_AUDIO ?= $(firstword $(wildcard ../shared/data/jamendo-songs/mp3))
+export MUSETAG_MODEL_MIRROR
 
 .PHONY: install demo test bench clean
 
@@ -22,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/musetag demo --out $(DEMO_OUT)
+	$(VENV)/bin/musetag demo --out $(DEMO_OUT) $(if $(DEMO_AUDIO),--real-audio "$(DEMO_AUDIO)")
 
 test: install
 	$(PY) -m pytest -q

@@ -10,6 +10,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MUSETAG_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_MODELS = SHARED_DATA.parent / "models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_model_cache(tmp_path_factory):
+    """Pretrained pulls go to a cache of this session (never the user's ~/.cache/musetag), from the
+    offline mirror ../shared/models when it is there (nothing is downloaded in tests)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MUSETAG_HOME", str(tmp_path_factory.mktemp("musetag-home")))
+    if SHARED_MODELS.is_dir():
+        mp.setenv("MUSETAG_MODEL_MIRROR", str(SHARED_MODELS))
+    else:
+        mp.delenv("MUSETAG_MODEL_MIRROR", raising=False)
+    yield
+    mp.undo()
+
+
+def pretrained_package(name: str):
+    """The converted package of a pretrained model, pulled from the mirror; skip when it is absent."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"pretrained weights mirror not available: {SHARED_MODELS}")
+    from musetag.models.hub import pull
+
+    return pull(name, progress=False)
 
 
 def shared_path(*parts: str) -> Path:

@@ -18,6 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--real-audio", default=None, metavar="DIR",
+                   help="a folder of real songs for the last stage (tagged with the pretrained mood model)")
+    p.add_argument("--pretrained", default=None, metavar="NAME",
+                   help="pretrained model of the last stage (default: mtg-jamendo-baseline)")
     p.set_defaults(func=run)
 
 
@@ -25,5 +29,5 @@ def run(args) -> int:
     from musetag.demo import run_demo
 
     run_demo(args.out, n_clips=args.clips, seconds=args.seconds, seed=args.seed, epochs=args.epochs,
-             progress=not args.no_progress)
+             progress=not args.no_progress, real_audio=args.real_audio, pretrained=args.pretrained)
     return 0

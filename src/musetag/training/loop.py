@@ -185,17 +185,43 @@ def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_d
                    resume: bool, *, source: str, key_map: str, report_name: str, what: str = ""):
     """Load the matching weights of ``source`` into ``model`` (not on resume: last.pt holds them),
     write RUN_DIR/``report_name``; returns the StageFreezer of ``init.freeze_stages`` or None."""
-    from musetag.transfer import transfer_weights
+    from musetag.transfer import load_source, transfer_weights
 
     freezer = _freezer(cfg, model, dist)
     if not resume:
-        report = transfer_weights(model, source, key_map=key_map or None, tags=list(data.tags))
+        src = load_source(source)
+        _check_front_end(src.features, data.feature_config, src.origin, data.normalize)
+        report = transfer_weights(model, src, key_map=key_map or None, tags=list(data.tags))
         if freezer is not None:
             report.frozen_stages = freezer.stage_names
         if dist.is_main:
             report.save(run_dir / report_name)
             log.info("%s%s", what, report.summary())
     return freezer
+
+
+#: FeatureConfig fields that change what a network hears (mean/std are the dataset's, compared apart)
+_FRONT_END_FIELDS = ("kind", "sample_rate", "mono", "n_mels", "n_fft", "hop_length", "fmin", "fmax", "htk", "norm",
+                     "power", "db_multiplier")
+
+
+def _check_front_end(source_features: dict | None, features, origin: str, normalize: bool) -> None:
+    """Weights trained on one front end are useless on another: refuse before training when the source
+    (a package or checkpoint that records its features) heard different features than this run computes."""
+    if not source_features:
+        return
+    theirs, ours = dict(source_features), features.to_dict()
+    differ = [f"{k}: {theirs[k]!r} there, {ours[k]!r} here" for k in _FRONT_END_FIELDS
+              if k in theirs and k in ours and theirs[k] != ours[k]]
+    if differ:
+        raise ConfigError(
+            f"--init-from {origin} was trained on {theirs.get('name', 'other')} features, but this run computes "
+            f"{ours.get('name')} ({'; '.join(differ[:4])}). Set [features] preset = {theirs.get('name')!r} in the "
+            "recipe (or --set features.preset=...), so the network hears what it was trained on"
+        )
+    if theirs.get("mean") is None and normalize:
+        log.warning("%s was trained on unnormalised features; this run normalises them (data.normalize = true): "
+                    "set data.normalize = false to feed it what it was trained on", origin)
 
 
 def check_models(cfg: TrainConfig) -> None:
