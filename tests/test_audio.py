@@ -10,7 +10,7 @@ import soundfile as sf
 
 from conftest import shared_path
 from musetag.audio import audio_info, chunks, load_audio, resample, stream_blocks, to_mono
-from musetag.audio.ops import LinearResampler
+from musetag.audio.ops import LinearResampler, essentia_ratio
 from musetag.errors import AudioError, MusetagError
 
 SR = 44100
@@ -174,18 +174,24 @@ def test_soxr_resample_keeps_pitch_and_length():
     assert peak_hz(y[1], 16000) == pytest.approx(880, abs=1)
 
 
-def test_linear_resampler_matches_libsamplerate_src_linear():
+def test_linear_resampler_is_libsamplerate_at_essentias_float32_ratio():
     samplerate = pytest.importorskip("samplerate")  # python binding of libsamplerate, Essentia's resampler
     x = np.random.default_rng(1).standard_normal(30011).astype(np.float32)
-    for orig, target in ((44100, 12000), (48000, 12000), (22050, 44100)):
-        ref = samplerate.resample(x, target / orig, "linear").astype(np.float32)
+    assert essentia_ratio(44100, 12000) == 0.27210885286331177  # float32(12000) / float32(44100)
+    for orig, target in ((44100, 12000), (48000, 12000), (22050, 12000), (22050, 44100)):
+        ratio = float(np.float32(target) / np.float32(orig))  # what Essentia's Resample passes
+        ref = samplerate.resample(x, ratio, "linear").astype(np.float32)
         ours = resample(x, orig, target, method="linear")
         assert len(ours) == len(ref)
-        np.testing.assert_allclose(ours, ref, atol=1e-6)
-        # fed in chunks, the same samples come out
+        np.testing.assert_array_equal(ours, ref)
+        # fed in chunks (stateful converter), exactly the same samples come out
         r = LinearResampler(orig, target)
         parts = [r.process(x[i : i + 1000], last=i + 1000 >= len(x)) for i in range(0, len(x), 1000)]
-        np.testing.assert_allclose(np.concatenate(parts), ours, atol=1e-6)
+        np.testing.assert_array_equal(np.concatenate(parts), ours)
+    stereo = np.stack([x, x[::-1].copy()])
+    r = LinearResampler(44100, 12000)
+    parts = [r.process(stereo[:, i : i + 777]) for i in range(0, 30011, 777)] + [r.process(stereo[:, :0], last=True)]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), resample(stereo, 44100, 12000, method="linear"))
 
 
 @pytest.mark.slow

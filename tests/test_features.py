@@ -117,7 +117,11 @@ def test_jamendo96_frames_follow_essentia_framing():
 
 
 def test_jamendo96_filterbank_is_essentia_unit_tri():
-    """unit_tri with linear weighting: triangles in Hz between Slaney-mel edges, each divided by half its width."""
+    """unit_tri with linear weighting: triangles in Hz between Slaney-mel edges, each divided by half its width.
+
+    Essentia builds them in single precision (edges accumulated in float32), so the double-precision
+    closed form agrees to ~1e-6 absolute (weights up to 0.035), not 1e-5 relative; the bit-level
+    comparison with Essentia's own weights is in test_jamendo96_essentia.py."""
     import librosa
 
     from musetag.features import mel_filterbank
@@ -129,7 +133,7 @@ def test_jamendo96_filterbank_is_essentia_unit_tri():
     for i in (0, 10, 50, 95):
         lo, mid, hi = edges[i : i + 3]
         tri = np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0, None)
-        np.testing.assert_allclose(fb[i], tri * 2 / (hi - lo), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(fb[i], tri * 2 / (hi - lo), rtol=0, atol=1e-6)
     assert analysis_window(cfg)[0] == 0 and analysis_window(cfg)[-1] == 0  # symmetric Hann
 
 
@@ -168,7 +172,9 @@ def test_bour128_trims_leading_and_trailing_silence():
 @pytest.mark.parametrize("name", MEL_PRESETS)
 def test_torch_front_end_equals_librosa_on_real_music(name):
     song = sorted(shared_path("jamendo-songs", "mp3").glob("*.mp3"))[1]
-    cfg = get_preset(name)
+    # the torch front end against librosa's pipeline, so with librosa's filterbank; jamendo96's own
+    # (Essentia's float32 construction) is compared with Essentia in test_jamendo96_essentia.py
+    cfg = get_preset(name).replace(filterbank="librosa")
     audio, sr = load_audio(
         song, sample_rate=cfg.sample_rate, mono=cfg.mono, offset=40, duration=20, resample_method=cfg.resample_method
     )

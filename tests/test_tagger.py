@@ -43,7 +43,10 @@ def one_torch_thread():
 def fitted_package(tmp_path_factory):
     """simplecnn fitted in a few steps to tell low tones (100-600 Hz) from high ones (2-4 kHz)."""
     root = tmp_path_factory.mktemp("fitted")
-    features = feature_dict()
+    # librosa's filterbank: this 80-step fit is fragile (a 0.001 dB change of every feature moves the
+    # 180 Hz score at 44.1 kHz from 0.67 to 0.48), and the known answers below were tuned on it; the
+    # jamendo96 preset's own filterbank (Essentia's, 0.03 dB away) is tested in test_jamendo96_essentia.py
+    features = feature_dict(filterbank="librosa")
     front = FrontEnd(features, {"frames": 64, "hop": 64})
     xs, ys = [], []
     for i in range(12):

@@ -5,7 +5,6 @@ Layout convention (the same as librosa): mono audio is ``(samples,)``, multichan
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,10 +36,12 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, *, method: str = "
     """Resample ``(samples,)`` or ``(channels, samples)`` audio from ``orig_sr`` to ``target_sr``.
 
     ``method``: a soxr quality (``"soxr_hq"``, librosa's default, is band-limited and alias-free) or
-    ``"linear"``: plain linear interpolation between input samples, without an anti-aliasing
-    filter. ``"linear"`` reproduces libsamplerate's ``SRC_LINEAR`` converter, which is what
-    Essentia's ``MonoLoader(resampleQuality=4)`` used for the official MTG-Jamendo mel-spectrograms;
-    keep it only where matching those files matters more than avoiding aliasing.
+    ``"linear"``: libsamplerate's ``SRC_LINEAR`` converter (linear interpolation, no anti-aliasing
+    filter) with the ratio Essentia computes, ``float32(target_sr) / float32(orig_sr)`` in single
+    precision (see :func:`essentia_ratio`). That is exactly what Essentia's
+    ``MonoLoader(resampleQuality=4)`` did for the official MTG-Jamendo mel-spectrograms (its 12 kHz
+    audio is reproduced sample for sample); keep it only where matching those files matters more
+    than avoiding aliasing.
     """
     audio = np.asarray(audio, dtype=np.float32)
     orig_sr, target_sr = int(orig_sr), int(target_sr)
@@ -60,79 +61,61 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int, *, method: str = "
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
-def _resample_linear(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Whole-signal version of :class:`LinearResampler`, polyphase and in exact integer arithmetic.
+def essentia_ratio(orig_sr: int, target_sr: int) -> float:
+    """The conversion ratio Essentia's ``Resample`` hands libsamplerate: ``target / orig`` divided in
+    single precision (Essentia's ``Real`` is ``float``), e.g. 44100 -> 12000 gives
+    0.27210885286331177 instead of 0.272108843537415. The difference (3e-8 relative) shifts the
+    interpolation positions by about 0.05 input samples per minute of audio, enough to change the
+    quiet mel bands of the official MTG-Jamendo spectrograms by dBs; with this ratio
+    libsamplerate reproduces Essentia's 12 kHz audio exactly."""
+    return float(np.float32(target_sr) / np.float32(orig_sr))
 
-    With ``orig_sr / target_sr = P / Q`` in lowest terms, output ``n = Q k + j`` lies at input
-    position ``P k + j P / Q - 1``: the ``Q`` fractional phases repeat every ``P`` input samples, so
-    the interpolation is two gathers of ``Q`` columns from a strided ``(K, width)`` view of the
-    signal, without per-sample position and index arrays.
-    """
-    g = math.gcd(orig_sr, target_sr)
-    P, Q = orig_sr // g, target_sr // g
-    n_in = audio.shape[-1]
-    n_out = -(-n_in * Q // P)  # ceil(n_in * target / orig)
-    rows = -(-n_out // Q)
-    j = np.arange(Q, dtype=np.int64)
-    base = (j * P) // Q  # integer part of j * P / Q
-    frac = ((j * P) % Q).astype(np.float32) / np.float32(Q)
-    width = int(base[-1]) + 2
-    # position p = n * P / Q - 1 in the signal is p + 1 in `ext`, whose sample 0 repeats the first
-    # sample (libsamplerate holds it before the start) and whose tail repeats the last one
-    need = P * (rows - 1) + width
-    pad_end = max(0, need - (n_in + 1))
-    ext = np.concatenate(
-        [audio[..., :1], audio, np.repeat(audio[..., -1:], pad_end, axis=-1)], axis=-1
-    ).astype(np.float32, copy=False)
-    windows = np.lib.stride_tricks.sliding_window_view(ext, width, axis=-1)[..., ::P, :][..., :rows, :]
-    left = windows[..., base]  # (..., rows, Q)
-    right = windows[..., base + 1]
-    out = left + frac * (right - left)
-    return np.ascontiguousarray(out.reshape(audio.shape[:-1] + (rows * Q,))[..., :n_out], dtype=np.float32)
+
+def _resample_linear(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Whole-signal libsamplerate ``SRC_LINEAR`` at :func:`essentia_ratio`; equal to
+    :class:`LinearResampler` fed the same signal in any chunks."""
+    import samplerate
+
+    ratio = essentia_ratio(orig_sr, target_sr)
+    # libsamplerate wants (frames, channels)
+    frames = audio if audio.ndim == 1 else np.ascontiguousarray(audio.T)
+    out = samplerate.resample(np.ascontiguousarray(frames, dtype=np.float32), ratio, "linear")
+    out = np.asarray(out, dtype=np.float32)
+    return out if audio.ndim == 1 else np.ascontiguousarray(out.T)
 
 
 class LinearResampler:
-    """Linear-interpolation resampling, chunk by chunk, equal to libsamplerate's ``SRC_LINEAR``.
+    """libsamplerate's ``SRC_LINEAR`` at :func:`essentia_ratio`, chunk by chunk (its stateful
+    streaming API): feeding a signal in any chunks gives exactly the samples of :func:`resample`
+    with ``method="linear"`` on the whole signal, so block-wise decoding joins without a seam.
 
-    libsamplerate's linear converter puts output sample ``n`` at input position
-    ``n * orig_sr / target_sr - 1`` (one input sample of delay; before the first sample it holds
-    the first sample's value) and emits ``ceil(n_in * target_sr / orig_sr)`` samples in total.
-    Feeding the signal in chunks gives exactly the same samples as one call.
+    ``process(chunk, last=...)`` takes ``(samples,)`` or ``(channels, samples)`` float32 and returns
+    the same layout; ``last=True`` on the final chunk (it may be empty) flushes the converter.
     """
 
-    def __init__(self, orig_sr: int, target_sr: int) -> None:
-        self.step = orig_sr / target_sr
-        self.ratio = target_sr / orig_sr
-        self.pos = -1.0  # next output position, relative to the first sample held in self.tail
-        self.tail: np.ndarray | None = None
-        self.consumed = 0  # input samples seen
-        self.emitted = 0  # output samples produced
+    def __init__(self, orig_sr: int, target_sr: int, channels: int | None = None) -> None:
+        self.ratio = essentia_ratio(int(orig_sr), int(target_sr))
+        self.channels = channels
+        self._converter = None
 
     def process(self, chunk: np.ndarray, *, last: bool = False) -> np.ndarray:
+        import samplerate
+
         chunk = np.asarray(chunk, dtype=np.float32)
-        data = chunk if self.tail is None else np.concatenate([self.tail, chunk], axis=-1)
-        self.consumed += chunk.shape[-1]
-        n = data.shape[-1]
-        if last:
-            count = int(np.ceil(self.consumed * self.ratio - 1e-9)) - self.emitted
-        else:
-            # only positions whose right neighbour has arrived: pos + k * step < n - 1
-            count = int(np.ceil((n - 1 - self.pos) / self.step)) if n - 1 > self.pos else 0
-        count = max(0, count)
-        if n == 0 or count == 0:
-            self.tail = data
-            return np.zeros(data.shape[:-1] + (0,), dtype=np.float32)
-        pos = np.clip(self.pos + self.step * np.arange(count), 0.0, n - 1)
-        left = np.floor(pos).astype(np.int64)
-        right = np.minimum(left + 1, n - 1)
-        frac = (pos - left).astype(np.float32)
-        out = data[..., left] + frac * (data[..., right] - data[..., left])
-        self.emitted += count
-        new_pos = self.pos + self.step * count
-        keep_from = int(min(max(np.floor(new_pos), 0), n))
-        self.tail = data[..., keep_from:]
-        self.pos = new_pos - keep_from
-        return out.astype(np.float32, copy=False)
+        channels = 1 if chunk.ndim == 1 else chunk.shape[0]
+        if self._converter is None:
+            self.channels = self.channels or channels
+            self._converter = samplerate.Resampler("linear", channels=self.channels)
+        if channels != self.channels:
+            raise ValueError(f"LinearResampler: expected {self.channels} channel(s), got {channels}")
+        frames = chunk if chunk.ndim == 1 else np.ascontiguousarray(chunk.T)
+        out = np.asarray(
+            self._converter.process(np.ascontiguousarray(frames), self.ratio, end_of_input=bool(last)),
+            dtype=np.float32,
+        )
+        if chunk.ndim == 1:
+            return out.reshape(-1)
+        return np.ascontiguousarray(out.reshape(-1, channels).T)
 
 
 def trim_silence(

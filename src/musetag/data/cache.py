@@ -39,7 +39,10 @@ from musetag.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: bumped whenever arrays computed from audio change for the same settings, so an older cache is
+#: refused instead of mixed with new arrays. 2: the "linear" resampler is libsamplerate at
+#: Essentia's single-precision ratio (jamendo96 arrays computed before differ by up to several dB).
+CACHE_VERSION = 2
 DTYPES = ("float16", "float32")
 
 
@@ -276,6 +279,11 @@ def build_cache(
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         comparable = ("version", "features", "dtype", "official_features")
         diff = [k for k in comparable if previous.get(k) != settings.get(k)]
+        if "version" in diff:
+            raise DatasetError(
+                f"{out}: this cache was made by an older musetag (cache format {previous.get('version')}, now "
+                f"{CACHE_VERSION}) whose features differ from today's; rebuild it with --overwrite (or use another --out)"
+            )
         if diff:
             raise DatasetError(
                 f"{out}: this cache was prepared with different settings ({', '.join(diff)} differ); "

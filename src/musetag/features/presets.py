@@ -12,14 +12,24 @@ Presets (``get_preset(name)``):
     models and Koutini 2019 (whose slides describe no other front end). None of these seeds needs
     a preset of its own: their crops, segments and normalisation belong to the data and training
     stages.
-    Essentia pipeline, step by step, and our equivalent:
+    Essentia pipeline, step by step, and our equivalent. Measured against Essentia 2.1b6 itself
+    (``tests/test_jamendo96_essentia.py``, the golden arrays in ``../shared/data/golden``): from the
+    same decoded 44.1 kHz samples every step below reproduces Essentia, the 12 kHz audio bit for
+    bit and the dB values to < 0.01 dB wherever Essentia's value is above -150 dB (all 10 shared
+    songs, whole songs and the 29.1 s excerpts), with the same frame count.
 
-    * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: downmix by averaging, then
-      libsamplerate's ``SRC_LINEAR`` converter (quality 4 = linear interpolation, no anti-aliasing
-      filter). We resample with the same linear interpolation (``resample_method="linear"``).
-      *May differ*: MonoLoader decodes MP3 with FFmpeg, we use libsndfile/mpg123; both skip the
-      encoder delay, but the first/last few samples and the final sample count can differ by a
-      few samples.
+    * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: decode, average the channels, then
+      libsamplerate's ``SRC_LINEAR`` converter (linear interpolation, no anti-aliasing filter). We
+      call libsamplerate itself (the ``samplerate`` package, ``resample_method="linear"``) with the
+      ratio *as Essentia computes it*: ``float32(12000) / float32(44100) = 0.27210885286331177``, not
+      ``0.272108843537415`` (Essentia's ``Real`` is ``float``). The exact ratio drifts by about 0.05
+      input samples per minute and moved quiet mel bands by up to 6.6 dB.
+      *Differs*: Essentia's ``AudioLoader`` decodes MP3 with FFmpeg's fixed-point ``mp3`` decoder
+      (16-bit output, clipped at full scale); we decode with libmpg123 / libsndfile (floating point,
+      same sample count). That changes the 16-bit quantisation noise and over-full-scale peaks:
+      median difference ~0.003 dB, but up to ~4 dB in bins far below the peak and ~2 dB near
+      clipped peaks. 16-bit WAV/FLAC decode identically. (FFmpeg's fixed-point decoder through
+      PyAV reproduces Essentia's samples exactly; the tests use it as the reference decoder.)
     * ``FrameGenerator(frameSize=512, hopSize=256, startFromZero=False)``: the first frame is
       centred on sample 0 (zero padding on the left) and frames continue until one is centred at
       or past the last sample; that is ``center=True, pad_mode="constant"`` plus zero padding of
@@ -30,14 +40,21 @@ Presets (``get_preset(name)``):
     * ``Spectrum`` (magnitude) then ``MelBands(type="power")`` squares it: ``power=2``.
     * ``MelBands(numberBands=96, lowFrequencyBound=0, highFrequencyBound=6000,
       warpingFormula="slaneyMel", weighting="linear", normalize="unit_tri")``: 98 band edges
-      equally spaced on the Slaney mel scale; triangles linear in Hz between them (weighting
-      "linear"); ``unit_tri`` divides each triangle by its theoretical area, i.e. by half its
-      bandwidth in Hz, which is librosa's ``norm="slaney"`` (``2 / (f[i+2] - f[i])``). So the
-      filterbank is ``librosa.filters.mel(sr=12000, n_fft=512, n_mels=96, fmin=0, fmax=6000,
-      htk=False, norm="slaney")``. *May differ*: Essentia builds it in float32 and evaluates the
-      mel scale in single precision; differences are ~1e-6 relative.
-    * ``UnaryOperator(type="lin2db", scale=2)``: ``2 * 10 * log10(max(x, 1e-30))``, i.e.
-      ``db_multiplier=20``, ``db_amin=1e-30``, no ``top_db`` clipping.
+      equally spaced on the Slaney mel scale; triangles linear in Hz between them; ``unit_tri``
+      divides each triangle by its theoretical area (half its bandwidth in Hz), i.e. librosa's
+      ``norm="slaney"``. Essentia builds it in single precision, accumulating the mel step in
+      float32, so we rebuild it the same way (``filterbank="essentia"``,
+      :func:`musetag.features.essentia_mel_filterbank`): same non-zero bins, weights within 3e-6
+      relative. librosa's double-precision ``filters.mel`` gives one bin a weight Essentia does not
+      and moved quiet bands by up to 0.06 dB.
+    * ``UnaryOperator(type="lin2db", scale=2)``: Essentia's lin2db maps every power below 1e-10 to
+      -100 dB, so the result is ``2 * 10 * log10(max(x, 1e-10))``: ``db_multiplier=20``,
+      ``db_amin=1e-10``, no ``top_db``; digital silence gives exactly -200, the floor of the official
+      arrays. (Until this was measured the preset used 1e-30, i.e. -600 floors; configs saved that
+      way are read as this preset, see :meth:`FeatureConfig.from_dict`.)
+
+    The MediaEval 2019 baseline's input, the centred 29.1 s excerpt, is
+    :func:`musetag.features.jamendo_excerpt_features`.
 
 ``bour128``
     Bour 2021's own 128-band front end (``_preprocessing-melspecs128.json`` and the preprocessing
@@ -75,6 +92,7 @@ from musetag.errors import ConfigError
 _KINDS = ("mel", "waveform")
 _PAD_MODES = ("constant", "reflect")
 _RESAMPLE = RESAMPLE_METHODS
+_FILTERBANKS = ("librosa", "essentia")
 
 
 @dataclass
@@ -84,6 +102,8 @@ class FeatureConfig:
     Frames: with ``center`` the frame ``t`` is centred on sample ``t * hop_length``;
     ``pad_end`` additionally zero-pads the end to a whole number of hops (Essentia's framing), and
     ``drop_first_frames`` removes frames from the start (Bour's preprocessing drops one).
+    Mel filterbank: ``filterbank="librosa"`` (``librosa.filters.mel``) or ``"essentia"`` (Essentia's
+    ``MelBands`` construction in single precision; Slaney scale only).
     dB: ``db_multiplier * log10(max(power, db_amin))``, clipped to ``max - top_db`` per example when
     ``top_db`` is set. ``mean``/``std``: dataset normalisation statistics (a number, or one value
     per mel band), stored here so they travel with a model; features are normalised only where
@@ -107,6 +127,7 @@ class FeatureConfig:
     power: float = 2.0
     mel_norm: str | None = "slaney"
     htk: bool = False
+    filterbank: str = "librosa"
     to_db: bool = True
     db_multiplier: float = 10.0
     db_amin: float = 1e-10
@@ -145,6 +166,10 @@ class FeatureConfig:
                     f"{where}: need 0 <= f_min < f_max <= sample_rate/2 ({nyquist:g} Hz), got f_min={self.f_min}, "
                     f"f_max={self.f_max}"
                 )
+            if self.filterbank not in _FILTERBANKS:
+                raise ConfigError(f"{where}: filterbank must be one of {_FILTERBANKS}, got {self.filterbank!r}")
+            if self.filterbank == "essentia" and self.htk:
+                raise ConfigError(f"{where}: filterbank 'essentia' builds Slaney mel bands only; set htk = false")
             if self.mel_norm not in (None, "slaney"):
                 raise ConfigError(f"{where}: mel_norm must be None or 'slaney', got {self.mel_norm!r}")
             if self.power <= 0:
@@ -218,7 +243,7 @@ class FeatureConfig:
 
         Unknown keys are an error (a typo must not silently change the features).
         """
-        data = dict(data)
+        data = _upgrade_legacy(dict(data))
         base: dict[str, Any] = {}
         preset = data.pop("preset", None)
         if preset is not None:
@@ -236,6 +261,18 @@ class FeatureConfig:
     def with_stats(self, mean, std) -> "FeatureConfig":
         """A copy carrying dataset normalisation statistics."""
         return self.replace(mean=_to_builtin(mean), std=_to_builtin(std))
+
+
+def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings written before the ``filterbank`` field existed: a ``jamendo96`` config with the old
+    ``db_amin=1e-30`` meant Essentia's pipeline but got its floor wrong (Essentia's lin2db clamps at
+    1e-10, so the official arrays bottom out at -200 dB, not -600) and used librosa's filterbank;
+    read it as the corrected preset, so models trained on official MTG-Jamendo arrays are fed
+    matching features. Any other old config only gains the default ``filterbank="librosa"``."""
+    if "filterbank" not in data and data.get("name") == "jamendo96" and data.get("db_amin") == 1e-30:
+        data["db_amin"] = 1e-10
+        data["filterbank"] = "essentia"
+    return data
 
 
 def _as_list(value) -> list[float]:
@@ -273,9 +310,10 @@ PRESETS: dict[str, FeatureConfig] = {
         power=2.0,
         mel_norm="slaney",
         htk=False,
+        filterbank="essentia",
         to_db=True,
         db_multiplier=20.0,
-        db_amin=1e-30,
+        db_amin=1e-10,
         top_db=None,
         resample_method="linear",
     ),
