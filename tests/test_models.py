@@ -35,8 +35,8 @@ def test_registry_lists_the_zoo():
 
 
 # models whose batch statistics need two examples in training (a BatchNorm on a 1-element map:
-# resnet1d's last 1x1 convolution, ReXNet's squeeze-excitation)
-_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2, "rexnet_100": 2}
+# resnet1d's last 1x1 convolution, ReXNet's squeeze-excitation, Musicnn's BatchNorm1d after dense1)
+_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2, "rexnet_100": 2, "won_musicnn": 2}
 
 
 # documented inputs that take more than a few seconds forward + backward on 2 CPU cores

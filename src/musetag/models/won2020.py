@@ -160,6 +160,8 @@ class WonMusicnn(_WonBase):
             HorizontalConv(51, 65),
             HorizontalConv(51, 33),
         ])
+        for i in (0, 1, 3, 4):  # parallel to the widest-in-time branch (129 frames): off the RF main path
+            self.layers[i].rf_skip = True
         front = 204 * 2 + 51 * 3  # 561
         self.layer1 = Conv1dBlock(front, backend, 7)
         self.layer2 = Conv1dBlock(backend, backend, 7)

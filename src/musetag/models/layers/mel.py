@@ -123,3 +123,8 @@ class TorchaudioMelSpectrogram(nn.Module):
 
     def n_frames(self, samples: int) -> int:
         return 1 + int(samples) // self.hop_length
+
+    @property
+    def rf_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(kernel, stride)`` over samples, for :func:`musetag.models.receptive_field`."""
+        return (self.n_fft,), (self.hop_length,)
