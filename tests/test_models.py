@@ -13,6 +13,7 @@ EXPECTED = {
     "vggish_baseline", "resnet18", "resnet34", "resnet50", "resnet2d", "crnn", "cp_resnet", "fa_resnet",
     "shake_fa_resnet", "bour_convs", "bour_filters", "mobilenetv2", "mobilenetv2_attention", "efficientnet_b0",
     "rexnet_100", "mixnet_s", "regnety_002", "simplecnn", "nnet1", "nnet2", "vgg16", "resnet1d", "soundfusion",
+    "won_fcn", "won_musicnn", "won_crnn",
 }
 # second input lengths (last axis) for models that accept variable length; chosen near the minimum
 # so the extra pass stays cheap
@@ -34,14 +35,14 @@ def test_registry_lists_the_zoo():
 
 
 # models whose batch statistics need two examples in training (a BatchNorm on a 1-element map:
-# resnet1d's last 1x1 convolution, ReXNet's squeeze-excitation)
-_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2, "rexnet_100": 2}
+# resnet1d's last 1x1 convolution, ReXNet's squeeze-excitation, Musicnn's BatchNorm1d after dense1)
+_TRAIN_BATCH = {"resnet1d": 2, "soundfusion": 2, "rexnet_100": 2, "won_musicnn": 2}
 
 
 # documented inputs that take more than a few seconds forward + backward on 2 CPU cores
 _HEAVY = {"mixnet_s", "rexnet_100", "shake_fa_resnet", "soundfusion", "mobilenetv2", "mobilenetv2_attention",
           "efficientnet_b0", "resnet50", "resnet1d", "regnety_002", "fa_resnet", "vgg16", "resnet34", "bour_filters",
-          "cp_resnet", "crnn"}
+          "cp_resnet", "crnn", "won_fcn", "won_crnn"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n for n in list_models()])

@@ -43,6 +43,10 @@ SMALL = {
     "vgg16": ({"width": 8}, (2, 32, 64)),
     "resnet1d": ({"width": 8}, (1, 3 ** 10)),
     "soundfusion": ({"spec_args": {"width": 4}, "wave_args": {"width": 8}}, (1, 3 ** 10)),
+    # Won et al. 2020: the mel front end is inside (its STFT exports as a DFT convolution)
+    "won_fcn": ({}, (1, 1279 * 256)),
+    "won_musicnn": ({"backend": 8, "dense": 16}, (1, 4096)),
+    "won_crnn": ({"hidden": 8}, (1, 95 * 256)),
 }
 
 

@@ -74,6 +74,10 @@ Presets (``get_preset(name)``):
 ``waveform22k``
     SoundFusion's raw-waveform input (ResNet1D): 22,050 Hz mono samples.
 
+``waveform16k``
+    16 kHz mono samples (channel mean, then soxr HQ resampling): the input of the Won et al. 2020
+    models (``won_fcn``, ``won_musicnn``, ``won_crnn``), whose mel front end is inside the network.
+
 The Koutini 2019 frequency-coordinate channel (a second input channel holding the frequency
 position in [-1, 1]) is *not* a front-end option: it is a model layer (``fa_resnet`` in
 :mod:`musetag.models`), so the same features feed every model and the channel can never be
@@ -365,6 +369,7 @@ PRESETS: dict[str, FeatureConfig] = {
         top_db=None,
     ),
     "waveform22k": FeatureConfig(name="waveform22k", kind="waveform", sample_rate=22050, mono=True),
+    "waveform16k": FeatureConfig(name="waveform16k", kind="waveform", sample_rate=16000, mono=True),
 }
 
 

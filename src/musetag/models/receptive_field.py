@@ -19,6 +19,9 @@ Parallel convolutions of different sizes over channel groups (MixConv, timm ``Mi
 as one layer with their largest kernel. 1-D layers after a 2-D input (models that read every mel
 band as a channel, such as nnet1/nnet2) see all bands at once; their rows show kernel 1 along
 frequency. Walking stops at the first global (adaptive) pooling, recurrent or attention layer.
+A module may declare its own geometry with an ``rf_geometry`` attribute ``(kernel, stride)``: the
+mel front end inside waveform models (``TorchaudioMelSpectrogram``: the STFT window and hop over
+samples); the 2-D layers after it count along their time axis, so the table is in samples.
 """
 from __future__ import annotations
 
@@ -69,6 +72,8 @@ def _is_mixed(module: nn.Module) -> bool:
 
 def _layer_geometry(module: nn.Module, n_axes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Effective (dilated) kernel and stride of a conv/pool module."""
+    if getattr(module, "rf_geometry", None) is not None:
+        return module.rf_geometry
     if isinstance(module, FrequencyDependentConv2d):
         return module.kernel_size, module.stride
     if _is_mixed(module):  # parallel convolutions: the largest kernel bounds the receptive field
@@ -118,7 +123,7 @@ def receptive_field(model: nn.Module, x: torch.Tensor | None = None) -> list[RFL
     for name, module in named.items():
         if id(module) in inner or skipped(name):
             continue
-        if isinstance(module, _CONVS + _POOLS + _GLOBAL) or _is_mixed(module):
+        if isinstance(module, _CONVS + _POOLS + _GLOBAL) or _is_mixed(module) or hasattr(module, "rf_geometry"):
             def hook(mod, _inp, out, name=name):
                 shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
                 events.append((name, mod, shape))
@@ -141,6 +146,8 @@ def receptive_field(model: nn.Module, x: torch.Tensor | None = None) -> list[RFL
         if len(kernel) != n_axes:  # e.g. a 1-D conv after a 2-D stack collapsed frequency
             if len(kernel) == 1 and n_axes == 2:
                 kernel, stride = (1, kernel[0]), (1, stride[0])
+            elif len(kernel) == 2 and n_axes == 1:  # 2-D layers on a front end's spectrogram: time axis
+                kernel, stride = (kernel[1],), (stride[1],)
             else:
                 break
         kind = "pool" if isinstance(module, _POOLS) else "conv"

@@ -25,6 +25,7 @@ _FAMILY_MODULES = (
     "musetag.models.mobilenet",
     "musetag.models.timm_models",
     "musetag.models.soundfusion",
+    "musetag.models.won2020",
 )
 
 # arguments recorded in musetag_config only when they help rebuild the architecture; a local

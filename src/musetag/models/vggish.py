@@ -7,12 +7,22 @@ Five 3x3 convolutions (64, 128, 128, 128, 64 channels) with batch normalisation,
 pooling ((2,4), (2,4), (2,4), (3,5), (4,4)) on 96-band mels of 1366 frames (29.1 s); dropout 0.5
 and a dense output layer. The last pooling is a global max pool, which equals the (4,4) pool at
 the documented size and lets any clip of at least 320 frames through.
+
+``act``: the activation after each batch normalisation. The published baseline (upstream
+``scripts/baseline/model.py`` of MTG/mtg-jamendo-dataset, weights ``best_model.pth``) uses ELU:
+build it with ``act="elu"`` (what :mod:`musetag.models.upstream` does; its weights load with the
+``mtg-baseline`` key mapping). The default stays ``"relu"`` so that packages written before the
+argument existed rebuild the network they were trained with. Convolutions have biases, as upstream.
+Upstream applies its dropout with a fresh ``nn.Dropout`` module, which stays in training mode
+even in ``eval()``; here dropout is an ordinary layer (off in evaluation), which is how the golden
+scores of the published model were computed.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from musetag.errors import ModelError
 from musetag.models.base import SPECTROGRAM, InputSpec, MusetagModel
 from musetag.models.layers import ConvBnAct
 from musetag.models.registry import register_model
@@ -23,12 +33,13 @@ _INPUT = InputSpec(SPECTROGRAM, (1, 96, 1366), preset="jamendo96", min_length=32
 
 class VGGishBaseline(MusetagModel):
     def __init__(self, *, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (64, 128, 128, 128, 64),
-                 pools: tuple[tuple[int, int], ...] = ((2, 4), (2, 4), (2, 4), (3, 5)), dropout: float = 0.5) -> None:
+                 pools: tuple[tuple[int, int], ...] = ((2, 4), (2, 4), (2, 4), (3, 5)), dropout: float = 0.5,
+                 act: str = "relu") -> None:
         super().__init__()
         self.input_bn = nn.BatchNorm2d(in_channels)
         blocks, cin = [], in_channels
         for i, cout in enumerate(channels):
-            blocks.append(ConvBnAct(cin, cout, 3, 1, 1, bias=True))
+            blocks.append(ConvBnAct(cin, cout, 3, 1, 1, act=act, bias=True))
             if i < len(pools):
                 blocks.append(nn.MaxPool2d(pools[i]))
             cin = cout
@@ -50,6 +61,11 @@ class VGGishBaseline(MusetagModel):
 @register_model("vggish_baseline", family="vgg", paper=PAPER, default_input=_INPUT,
                 description="MediaEval 2019 VGG-ish baseline: 5 conv layers on 96-band mels")
 def vggish_baseline(*, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (64, 128, 128, 128, 64),
-                    dropout: float = 0.5) -> VGGishBaseline:
-    """MediaEval 2019 VGG-ish baseline: 5 conv layers on 96-band mels."""
-    return VGGishBaseline(n_classes=n_classes, in_channels=in_channels, channels=tuple(channels), dropout=dropout)
+                    dropout: float = 0.5, act: str = "relu") -> VGGishBaseline:
+    """MediaEval 2019 VGG-ish baseline: 5 conv layers on 96-band mels (``act="elu"``: the published one)."""
+    from musetag.models.layers.conv import _ACTS
+
+    if act not in _ACTS:
+        raise ModelError(f"vggish_baseline: act must be one of {', '.join(_ACTS)}, got {act!r}")
+    return VGGishBaseline(n_classes=n_classes, in_channels=in_channels, channels=tuple(channels), dropout=dropout,
+                          act=act)

@@ -11,7 +11,35 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
     (the vocabulary in output order), ``task`` (``multilabel`` | ``multiclass``), ``thresholds``
     (per-tag decision thresholds tuned on validation, or ``null``), ``segment`` {``frames`` (or
     ``samples`` for waveform models), ``hop``, ``aggregation``}, ``weights`` {``file``, ``sha256``,
-    ``bytes``} and ``source`` (the run folder and checkpoint it came from).
+    ``bytes``} and ``source`` (the run folder and checkpoint it came from, or for converted
+    published weights where they were downloaded from: ``url``, ``commit``, ``sha256``...).
+    Optional: ``licence`` (of the weights, e.g. ``"MIT"``) and ``citation`` (the paper to cite),
+    shown by :meth:`ModelPackage.about`.
+
+``segment`` rules (key ``rule``, default ``"regular"``):
+
+``"regular"``
+    features of the whole file, cut into windows of ``frames`` (``samples`` for waveform
+    features) every ``hop`` (default: the length), at most ``max_segments`` of them; ``frames`` 0
+    is the whole file at once. The rule training evaluates with
+    (:func:`musetag.training.data.segment_starts`).
+``"evenly_spaced"``
+    ``{"rule": "evenly_spaced", "samples": L, "count": N, "aggregation": ...}``: the evaluation
+    protocol of Won et al. 2020. The decoded audio (``n`` samples at the features' rate) is cut
+    into ``N`` chunks of ``L`` samples, chunk ``i`` = samples ``[i * hop, i * hop + L)`` with
+    ``hop = (n - L) // N``; features are then computed per chunk (for waveform features the chunk
+    is the model input). ``count`` 0 = as many chunks as needed to cover the file,
+    ``ceil(n / L)``, spread from the start to the end (``hop = (n - L) // (count - 1)``).
+``"centre_excerpt"``
+    ``{"rule": "centre_excerpt", "samples": L, "aggregation": ...}``: one chunk of ``L`` samples
+    starting at ``(n - L) // 2`` (the MTG-Jamendo baseline's 29.1 s excerpt, ``L`` = 349,200 at
+    12 kHz), features computed from that audio only.
+
+For both audio rules ``samples`` is the length in samples at the features' sample rate, ``hop``
+and ``max_segments`` are not used (an error), and a file shorter than ``L`` gives one chunk: the
+whole file zero-padded at the end to ``L`` samples; the result is flagged
+(:attr:`musetag.tag.tagger.TagResult.notes`). The model window is then ``L`` samples (waveform)
+or the frames of ``L`` samples (mel: ``features.n_frames(L)``).
 
 Loading checks the format and musetag versions and the weights' checksum, and every failure says
 what is wrong and how to fix it, so tagging can never silently drift from what was trained.
@@ -39,6 +67,8 @@ WEIGHTS_FILE = "model.safetensors"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
 AGGREGATIONS = ("mean", "mean_logits", "max")
+SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
+AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
 TASKS = ("multilabel", "multiclass")
 
 
@@ -79,6 +109,8 @@ class ModelPackage:
     source: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     state_dict: dict[str, Any] | None = field(default=None, repr=False)
+    licence: str | None = None
+    citation: str | None = None
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -91,8 +123,15 @@ class ModelPackage:
         return FeatureConfig.from_dict(dict(self.features))
 
     @property
+    def segment_rule(self) -> str:
+        return str(self.segment.get("rule") or "regular")
+
+    @property
     def segment_length(self) -> int:
-        """Segment length in feature frames (mel) or samples (waveform)."""
+        """The model window along its last axis: feature frames (mel) or samples (waveform). For an
+        audio rule on mel features, the frames computed from one chunk of ``samples``."""
+        if self.segment_rule in AUDIO_RULES and "frames" not in self.segment and self.features.get("kind", "mel") == "mel":
+            return int(self.feature_config().n_frames(int(self.segment["samples"])))
         return int(self.segment.get("frames", self.segment.get("samples")) or 0)
 
     @property
@@ -116,7 +155,25 @@ class ModelPackage:
             "segment": self.segment,
             "weights": {"file": WEIGHTS_FILE, "sha256": self.sha256},
             "source": self.source,
+            **({"licence": self.licence} if self.licence else {}),
+            **({"citation": self.citation} if self.citation else {}),
         }
+
+    def about(self) -> list[str]:
+        """Human-readable lines: model, tags, segmenting, and licence/citation/source when known
+        (what listings of installed models show)."""
+        seg = dict(self.segment)
+        lines = [
+            f"model: {self.model_name} ({self.n_tags} tags, {self.task})",
+            f"segment: {seg.get('rule', 'regular')} " + ", ".join(f"{k}={v}" for k, v in seg.items() if k != "rule"),
+        ]
+        if self.licence:
+            lines.append(f"licence: {self.licence}")
+        if self.citation:
+            lines.append(f"citation: {self.citation}")
+        if self.source:
+            lines.append("source: " + ", ".join(f"{k}={v}" for k, v in self.source.items() if not isinstance(v, dict)))
+        return lines
 
     def build_model(self):
         """Rebuild the network with :func:`musetag.models.create_model` and load the weights (eval mode)."""
@@ -176,6 +233,8 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     if desc["task"] not in TASKS:
         raise ModelError(f"{where}: task {desc['task']!r} is not one of {', '.join(TASKS)}")
     seg = desc["segment"]
+    if isinstance(seg, dict) and seg.get("rule", "regular") != "regular":
+        _validate_audio_rule(seg, where)
     length = seg.get("frames", seg.get("samples")) if isinstance(seg, dict) else None
     if length is None or int(length) < 0:
         raise ModelError(
@@ -191,6 +250,40 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     thresholds = desc.get("thresholds")
     if thresholds is not None and len(thresholds) != len(tags):
         raise ModelError(f"{where}: {len(thresholds)} thresholds for {len(tags)} tags")
+    for key in ("licence", "citation"):
+        if desc.get(key) is not None and not isinstance(desc[key], str):
+            raise ModelError(f"{where}: {key!r} must be a string, found {desc[key]!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_audio_rule(seg: dict[str, Any], where: str) -> None:
+    """The audio-domain segment rules (see the module docstring)."""
+    rule = seg.get("rule")
+    if rule not in SEGMENT_RULES:
+        raise ModelError(f"{where}: segment rule {rule!r} is not one of {', '.join(SEGMENT_RULES)}")
+    samples = seg.get("samples")
+    if not _is_int(samples) or samples <= 0:
+        raise ModelError(
+            f"{where}: segment rule {rule!r} needs 'samples': the chunk length in samples at the features' "
+            f"sample rate (a positive integer), found {samples!r}"
+        )
+    extra = [k for k in ("frames", "hop", "max_segments") if seg.get(k) is not None]
+    if extra:
+        raise ModelError(
+            f"{where}: segment rule {rule!r} places its chunks itself; remove {', '.join(extra)} from the segment"
+        )
+    if rule == "evenly_spaced":
+        count = seg.get("count")
+        if not _is_int(count) or count < 0:
+            raise ModelError(
+                f"{where}: segment rule 'evenly_spaced' needs 'count': the number of chunks (e.g. 16), or 0 "
+                f"for as many as cover the file; found {count!r}"
+            )
+    elif seg.get("count") is not None:
+        raise ModelError(f"{where}: segment rule {rule!r} takes no 'count'")
 
 
 def save_package(
@@ -206,8 +299,12 @@ def save_package(
     thresholds: list[float] | None = None,
     source: dict[str, Any] | None = None,
     overwrite: bool = False,
+    licence: str | None = None,
+    citation: str | None = None,
 ) -> Path:
-    """Write a package folder, or an archive when ``out`` ends in .zip/.tar/.tar.gz/.tgz. Returns ``out``."""
+    """Write a package folder, or an archive when ``out`` ends in .zip/.tar/.tar.gz/.tgz. Returns ``out``.
+
+    ``licence`` / ``citation``: optional strings recorded in the description (published weights)."""
     from safetensors.torch import save as st_save
 
     out = Path(out)
@@ -226,6 +323,10 @@ def save_package(
         "weights": {"file": WEIGHTS_FILE},
         "source": dict(source or {}),
     }
+    if licence:
+        desc["licence"] = licence
+    if citation:
+        desc["citation"] = citation
     _validate_description(desc, f"package {out}")
     weights = st_save(_clean_state_dict(state_dict), metadata={"format": "pt"})
     desc["weights"]["sha256"] = hashlib.sha256(weights).hexdigest()
@@ -573,4 +674,6 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
         source=dict(desc.get("source") or {}),
         path=path,
         state_dict=state_dict,
+        licence=desc.get("licence"),
+        citation=desc.get("citation"),
     )

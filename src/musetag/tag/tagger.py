@@ -7,6 +7,13 @@ frames, a file shorter than one window padded to one), run through the network i
 into probabilities (sigmoid for multilabel, softmax for multiclass) and aggregated over the
 windows (``mean`` of probabilities, ``mean_logits`` or ``max``).
 
+Audio-domain segment rules (``segment.rule``, see :mod:`musetag.tag.package`) reproduce published
+evaluation protocols instead: ``evenly_spaced`` (Won et al. 2020: ``count`` chunks of ``samples``
+samples, ``hop = (n - samples) // count``) and ``centre_excerpt`` (the MTG-Jamendo baseline's
+centred 29.1 s). The decoded audio is cut first and the features are computed per chunk, as
+upstream did; :func:`audio_chunk_starts` places the chunks. A file shorter than one chunk is
+zero-padded to one chunk and its result carries a note (:attr:`TagResult.notes`).
+
 Files longer than ``stream_seconds`` are decoded in blocks (:func:`musetag.audio.stream_blocks`):
 each block's features are computed with enough audio context on both sides that every frame
 equals the whole-file frame, windows are cut as they fill up and scores are aggregated on the fly,
@@ -59,6 +66,7 @@ class TagResult:
     status: str = "ok"
     duration: float | None = None
     n_segments: int = 0
+    notes: list[str] = field(default_factory=list)
     _decisions: list[str] | None = field(default=None, repr=False)
 
     @property
@@ -91,8 +99,9 @@ class TagResult:
         return [self.tags[i] for i in order if mask[i]]
 
     def to_row(self, top_k: int = 5) -> dict[str, Any]:
-        """The row written by ``musetag tag`` (and returned by the HTTP service)."""
-        return {
+        """The row written by ``musetag tag`` (and returned by the HTTP service); ``notes`` only
+        when there are some (JSON outputs)."""
+        row = {
             "path": self.path or "",
             "status": self.status,
             "duration": None if self.duration is None else round(float(self.duration), 3),
@@ -100,6 +109,9 @@ class TagResult:
             "decisions": self.decisions,
             "scores": self.scores,
         }
+        if self.notes:
+            row["notes"] = list(self.notes)
+        return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +119,32 @@ class TagResult:
 # ---------------------------------------------------------------------------------------------
 # one rule for training's evaluation windows and the tagger's (segment_starts lives with training)
 from musetag.training.data import segment_starts  # noqa: E402
+
+
+AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
+
+
+def audio_chunk_starts(n: int, length: int, rule: str, count: int = 0) -> list[int]:
+    """Start samples of the chunks an audio-domain rule cuts from ``n`` samples.
+
+    ``evenly_spaced``: ``count`` chunks, chunk ``i`` at ``i * ((n - length) // count)`` (Won et
+    al. 2020's evaluation; ``count`` 0: ``ceil(n / length)`` chunks from the start to the end,
+    ``hop = (n - length) // (chunks - 1)``). ``centre_excerpt``: one chunk at ``(n - length) // 2``.
+    ``n < length``: one chunk at 0 (zero-padded by the caller)."""
+    if n < length:
+        return [0]
+    if rule == "centre_excerpt":
+        return [(n - length) // 2]
+    if rule != "evenly_spaced":
+        raise ModelError(f"unknown audio segment rule {rule!r}; use one of {', '.join(AUDIO_RULES)}")
+    if count > 0:
+        hop = (n - length) // count
+        return [i * hop for i in range(count)]
+    chunks = -(-n // length)
+    if chunks <= 1:
+        return [0]
+    hop = (n - length) // (chunks - 1)
+    return [i * hop for i in range(chunks)]
 
 
 def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -193,6 +231,10 @@ class FrontEnd:
         self.length = int(segment.get("frames", segment.get("samples")) or 0)  # 0: the whole file at once
         self.hop = int(segment.get("hop") or self.length)
         self.max_segments = int(segment.get("max_segments") or 0)
+        self.rule = str(segment.get("rule") or "regular")
+        self.count = int(segment.get("count") or 0)
+        if self.rule != "regular" and self.rule not in AUDIO_RULES:
+            raise ModelError(f"unknown segment rule {self.rule!r}; use regular, {', '.join(AUDIO_RULES)}")
         self.stream_seconds = float(stream_seconds) if self.length else math.inf
         self.block_seconds = float(block_seconds)
         self.last_duration = 0.0
@@ -259,10 +301,26 @@ class FrontEnd:
             return False
 
     # -- windows ------------------------------------------------------------------------------------
+    @property
+    def audio_rule(self) -> bool:
+        """True when the segment rule cuts the audio before computing features."""
+        return self.rule in AUDIO_RULES
+
+    def chunk_features(self, chunks: np.ndarray) -> np.ndarray:
+        """Features of ``(k, C, samples)`` audio chunks, each on its own: ``(k, C, ...)``."""
+        torch = self._torch
+        wave = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32))
+        with torch.inference_mode():
+            return self.extractor(wave).numpy()
+
     def segments(self, source: Source, sample_rate: int | None = None) -> tuple[np.ndarray, float]:
         """All windows of a file held in memory: ``(n_segments, C, ...)`` and the duration in seconds."""
         audio = self.decode(source, sample_rate)
         duration = audio.shape[-1] / self.sample_rate
+        if self.audio_rule:
+            starts = audio_chunk_starts(audio.shape[-1], self.length, self.rule, self.count)
+            chunks = np.stack([_window(audio, s, self.length) for s in starts])
+            return self.chunk_features(chunks), duration
         feats = self.features_blockwise(audio)
         if self.length == 0:
             return feats[None], duration
@@ -275,6 +333,9 @@ class FrontEnd:
         from musetag.audio import audio_info, stream_blocks
 
         cfg = self.config
+        if self.audio_rule:
+            yield from self._stream_audio_chunks(source)
+            return
         keep = None
         if self.max_segments:
             n = cfg.n_frames(int(round(audio_info(source).duration * self.sample_rate)))
@@ -294,6 +355,53 @@ class FrontEnd:
         if tail:
             yield np.stack(tail)
         self.last_duration = self._samples / self.sample_rate
+
+    def _stream_audio_chunks(self, source: Source) -> Iterator[np.ndarray]:
+        """An audio rule on a long file: the chunk positions come from ``audio_info`` (the header's
+        frame count, converted to the model rate), then the file is decoded block by block and only
+        the samples of unfinished chunks are kept (memory: the chunks, e.g. 16 x 29 s, plus one
+        block). When the decoded length differs from the header's, positions may differ from the
+        in-memory path's by the same few samples; a chunk running past the real end is zero-padded."""
+        from musetag.audio import audio_info, stream_blocks
+
+        cfg = self.config
+        info = audio_info(source)
+        n_est = int(round(info.frames * self.sample_rate / info.sample_rate))
+        starts = audio_chunk_starts(n_est, self.length, self.rule, self.count)
+        pending: dict[int, np.ndarray] = {}  # chunk index -> (C, length) buffer being filled
+        emitted: set[int] = set()
+        pos = 0
+        self._samples = 0
+        blocks = stream_blocks(
+            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method
+        )
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            block = block[None] if block.ndim == 1 else block
+            end = pos + block.shape[-1]
+            done = []
+            for i, s in enumerate(starts):
+                if i in emitted or s >= end or s + self.length <= pos:
+                    continue
+                buf = pending.setdefault(i, np.zeros((block.shape[0], self.length), np.float32))
+                a, b = max(s, pos), min(s + self.length, end)
+                buf[:, a - s : b - s] = block[:, a - pos : b - pos]
+                if s + self.length <= end:
+                    done.append(i)
+            if done:
+                yield self.chunk_features(np.stack([pending.pop(i) for i in done]))
+                emitted.update(done)
+            pos = end
+            self._samples = pos
+        if pos == 0:
+            raise AudioError("no audio samples could be decoded")
+        rest = [i for i in range(len(starts)) if i not in emitted]
+        if rest:  # chunks running past the real end (header longer than the audio): zero-padded
+            channels = next(iter(pending.values())).shape[0] if pending else (1 if cfg.mono else 2)
+            yield self.chunk_features(
+                np.stack([pending.pop(i, np.zeros((channels, self.length), np.float32)) for i in rest])
+            )
+        self.last_duration = pos / self.sample_rate
 
     def _stream_frames(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Consecutive frame chunks that equal the whole-file features (up to float rounding).
@@ -592,7 +700,20 @@ class Tagger:
             path=None if path is None else str(path),
             duration=duration,
             n_segments=n_segments,
+            notes=self._notes(duration),
         )
+
+    def _notes(self, duration: float | None) -> list[str]:
+        """Flags for a result: a file shorter than the chunk of an audio segment rule."""
+        front = self.front
+        if not front.audio_rule or duration is None:
+            return []
+        if int(round(duration * front.sample_rate)) < front.length:
+            msg = (f"shorter than the model's {front.length / front.sample_rate:g} s chunk: {duration:.2f} s of "
+                   f"audio zero-padded to one chunk ({front.rule} rule)")
+            log.warning("%s", msg)
+            return [msg]
+        return []
 
     def error_result(self, path: Any, message: str) -> TagResult:
         return TagResult(tags=self.tags, thresholds=self.thresholds, task=self.task, path=str(path), status=message)

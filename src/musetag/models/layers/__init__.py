@@ -3,7 +3,7 @@ from musetag.models.layers.attention import SelfAttentionEncoder, SinusoidalPosi
 from musetag.models.layers.conv import ConvBnAct, conv_out_size
 from musetag.models.layers.freq_conv import FrequencyDependentConv2d
 from musetag.models.layers.freq_coord import FrequencyCoordinates
-from musetag.models.layers.mel import ConvMelSpectrogram
+from musetag.models.layers.mel import ConvMelSpectrogram, TorchaudioMelSpectrogram
 from musetag.models.layers.pooling import GlobalMaxAvgPool
 from musetag.models.layers.shake import ShakeShake, shake_shake
 
@@ -16,6 +16,7 @@ __all__ = [
     "SelfAttentionEncoder",
     "ShakeShake",
     "SinusoidalPositionalEncoding",
+    "TorchaudioMelSpectrogram",
     "conv_out_size",
     "shake_shake",
 ]
