@@ -86,6 +86,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from musetag.audio.ffmpeg_decode import DECODERS
 from musetag.audio.ops import RESAMPLE_METHODS
 from musetag.errors import ConfigError
 
@@ -104,6 +105,10 @@ class FeatureConfig:
     ``drop_first_frames`` removes frames from the start (Bour's preprocessing drops one).
     Mel filterbank: ``filterbank="librosa"`` (``librosa.filters.mel``) or ``"essentia"`` (Essentia's
     ``MelBands`` construction in single precision; Slaney scale only).
+    Decoder: ``decoder="auto"`` (libsndfile / libmpg123, ffmpeg for other containers) or
+    ``"essentia"`` (FFmpeg through PyAV exactly as Essentia's ``AudioLoader`` decodes, with the
+    fixed-point MP3 decoder: :mod:`musetag.audio.ffmpeg_decode`; without PyAV one warning, then
+    ``"auto"``).
     dB: ``db_multiplier * log10(max(power, db_amin))``, clipped to ``max - top_db`` per example when
     ``top_db`` is set. ``mean``/``std``: dataset normalisation statistics (a number, or one value
     per mel band), stored here so they travel with a model; features are normalised only where
@@ -136,6 +141,7 @@ class FeatureConfig:
     trim_top_db: float = 60.0
     drop_first_frames: int = 0
     resample_method: str = "soxr_hq"
+    decoder: str = "auto"
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
     name: str = "custom"
@@ -149,6 +155,8 @@ class FeatureConfig:
             raise ConfigError(f"{where}: sample_rate must be positive, got {self.sample_rate}")
         if self.resample_method not in _RESAMPLE:
             raise ConfigError(f"{where}: resample_method must be one of {_RESAMPLE}, got {self.resample_method!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"{where}: decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.kind == "mel":
             self.n_fft, self.hop_length, self.n_mels = int(self.n_fft), int(self.hop_length), int(self.n_mels)
             if self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
@@ -272,6 +280,13 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     if "filterbank" not in data and data.get("name") == "jamendo96" and data.get("db_amin") == 1e-30:
         data["db_amin"] = 1e-10
         data["filterbank"] = "essentia"
+    if "decoder" not in data and data.get("name") == "jamendo96" and "preset" not in data:
+        # written before the ``decoder`` field: the jamendo96 preset itself (the official arrays' front
+        # end) now decodes as Essentia does; a config that differs from the preset keeps "auto"
+        preset = PRESETS["jamendo96"].to_dict()
+        same = all(data.get(k, v) == v for k, v in preset.items() if k not in ("mean", "std", "decoder"))
+        if same:
+            data["decoder"] = "essentia"
     return data
 
 
@@ -316,6 +331,7 @@ PRESETS: dict[str, FeatureConfig] = {
         db_amin=1e-10,
         top_db=None,
         resample_method="linear",
+        decoder="essentia",
     ),
     "bour128": FeatureConfig(
         name="bour128",
