@@ -14,22 +14,25 @@ Presets (``get_preset(name)``):
     stages.
     Essentia pipeline, step by step, and our equivalent. Measured against Essentia 2.1b6 itself
     (``tests/test_jamendo96_essentia.py``, the golden arrays in ``../shared/data/golden``): from the
-    same decoded 44.1 kHz samples every step below reproduces Essentia, the 12 kHz audio bit for
-    bit and the dB values to < 0.01 dB wherever Essentia's value is above -150 dB (all 10 shared
-    songs, whole songs and the 29.1 s excerpts), with the same frame count.
+    MP3 files every step below reproduces Essentia, the decoded and the 12 kHz audio bit for bit
+    and the dB values to < 0.003 dB wherever Essentia's value is above -150 dB (max 0.0022 dB over
+    all 10 shared songs, whole songs and the 29.1 s excerpts, whole-file and block-wise decoding),
+    with the same frame count.
 
-    * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: decode, average the channels, then
+    * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: decode (``AudioLoader``: FFmpeg, each
+      frame converted to float), average the channels, then
       libsamplerate's ``SRC_LINEAR`` converter (linear interpolation, no anti-aliasing filter). We
       call libsamplerate itself (the ``samplerate`` package, ``resample_method="linear"``) with the
       ratio *as Essentia computes it*: ``float32(12000) / float32(44100) = 0.27210885286331177``, not
       ``0.272108843537415`` (Essentia's ``Real`` is ``float``). The exact ratio drifts by about 0.05
       input samples per minute and moved quiet mel bands by up to 6.6 dB.
-      *Differs*: Essentia's ``AudioLoader`` decodes MP3 with FFmpeg's fixed-point ``mp3`` decoder
-      (16-bit output, clipped at full scale); we decode with libmpg123 / libsndfile (floating point,
-      same sample count). That changes the 16-bit quantisation noise and over-full-scale peaks:
-      median difference ~0.003 dB, but up to ~4 dB in bins far below the peak and ~2 dB near
-      clipped peaks. 16-bit WAV/FLAC decode identically. (FFmpeg's fixed-point decoder through
-      PyAV reproduces Essentia's samples exactly; the tests use it as the reference decoder.)
+      Decoding: Essentia's FFmpeg decodes MP3 with the fixed-point ``mp3`` decoder (16-bit output,
+      clipped at full scale), so ``decoder="essentia"``: FFmpeg through PyAV with that decoder,
+      ``int16 / 32768``, channels averaged in float32 (:mod:`musetag.audio.ffmpeg_decode`; equal
+      to Essentia's ``MonoLoader`` sample for sample on MP3, WAV and FLAC). libmpg123 / libsndfile
+      (``decoder="auto"``, and the fallback with one warning when PyAV is missing) decode to
+      unclipped float: median difference ~0.003 dB, but up to ~4 dB in bins far below the peak and
+      ~2 dB near clipped peaks.
     * ``FrameGenerator(frameSize=512, hopSize=256, startFromZero=False)``: the first frame is
       centred on sample 0 (zero padding on the left) and frames continue until one is centred at
       or past the last sample; that is ``center=True, pad_mode="constant"`` plus zero padding of
