@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def _tone(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def mp3_file(tmp_path_factory) -> "Path":  # noqa: F821
+def mp3_file(tmp_path_factory) -> Path:
     """A 6 s stereo 44.1 kHz MP3 made with LAME through PyAV, loud enough to clip on decoding."""
     path = tmp_path_factory.mktemp("mp3") / "tone.mp3"
     x = (_tone(44100, 6.0) * 0.95).T.astype(np.float32)
