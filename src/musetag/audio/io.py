@@ -261,6 +261,7 @@ def load_audio(
     offset: float = 0.0,
     duration: float | None = None,
     resample_method: str = "soxr_hq",
+    decoder: str = "auto",
 ) -> tuple[np.ndarray, int]:
     """Decode ``source`` into float32 samples in [-1, 1].
 
@@ -272,6 +273,10 @@ def load_audio(
     offset, duration: in seconds. Only that part is decoded: the decoder seeks to ``offset``
         instead of decoding the file from its start.
     resample_method: see :func:`musetag.audio.ops.resample`.
+    decoder: ``"auto"`` (libsndfile / libmpg123, ffmpeg for other containers) or ``"essentia"``:
+        FFmpeg through PyAV exactly as Essentia's ``AudioLoader``/``MonoLoader`` decode (the
+        ``jamendo96`` preset; see :mod:`musetag.audio.ffmpeg_decode`; without PyAV: one warning,
+        then ``"auto"``).
 
     Returns ``(audio, sample_rate)``. Silence is valid audio; a file with no frames at all, or an
     offset past its end, is an :class:`AudioError`.
@@ -282,7 +287,11 @@ def load_audio(
         raise AudioError(f"{describe_source(source)}: duration must be > 0 seconds, got {duration}")
     src, name = _normalise_source(source)
     kind = _ffmpeg_container(src)
-    if kind is not None:
+    if _essentia_decoder(decoder):
+        from musetag.audio import ffmpeg_decode
+
+        data, sr = ffmpeg_decode.decode(src, name, offset=offset, duration=duration)
+    elif kind is not None:
         data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
     else:
         data, sr = _read_soundfile(src, name, offset, duration, mono=mono)  # (frames, channels)
@@ -296,6 +305,13 @@ def load_audio(
         audio = _resample(audio, sr, int(sample_rate), method=resample_method)
         sr = int(sample_rate)
     return audio, sr
+
+
+def _essentia_decoder(decoder: str) -> bool:
+    """``decoder="essentia"`` and PyAV importable (else one warning and the usual decoders)."""
+    from musetag.audio import ffmpeg_decode
+
+    return ffmpeg_decode.check_decoder(decoder) == "essentia" and ffmpeg_decode.available()
 
 
 def _read_soundfile(
@@ -385,6 +401,7 @@ def stream_blocks(
     mono: bool = True,
     overlap_seconds: float = 0.0,
     resample_method: str = "soxr_hq",
+    decoder: str = "auto",
 ) -> Iterator[np.ndarray]:
     """Yield consecutive float32 blocks of ``block_seconds`` (the last one may be shorter).
 
@@ -394,6 +411,8 @@ def stream_blocks(
     non-overlapping blocks equals ``load_audio(source, sample_rate=...)`` up to resampler edge
     effects. Mono blocks are ``(samples,)``; otherwise ``(channels, samples)``.
     ffmpeg-only containers are decoded whole first (no streaming decoder for them).
+    ``decoder="essentia"``: see :func:`load_audio`; decoded frame by frame, and with
+    ``resample_method="linear"`` the blocks join to exactly ``load_audio``'s samples.
     """
     if block_seconds <= 0:
         raise AudioError(f"{describe_source(source)}: block_seconds must be > 0, got {block_seconds}")
@@ -402,6 +421,13 @@ def stream_blocks(
             f"{describe_source(source)}: overlap_seconds must be in [0, block_seconds), got {overlap_seconds}"
         )
     src, name = _normalise_source(source)
+    if _essentia_decoder(decoder):
+        from musetag.audio import ffmpeg_decode
+
+        yield from ffmpeg_decode.stream_blocks(
+            src, name, block_seconds, sample_rate, mono, overlap_seconds, resample_method
+        )
+        return
     kind = _ffmpeg_container(src)
     if kind is not None:
         audio, sr = load_audio(src, sample_rate=sample_rate, mono=mono, resample_method=resample_method)

@@ -47,6 +47,7 @@ def extract_file(
         offset=offset,
         duration=duration,
         resample_method=config.resample_method,
+        decoder=config.decoder,
     )
     return compute_features(audio, sr, config)
 

@@ -14,22 +14,25 @@ Presets (``get_preset(name)``):
     stages.
     Essentia pipeline, step by step, and our equivalent. Measured against Essentia 2.1b6 itself
     (``tests/test_jamendo96_essentia.py``, the golden arrays in ``../shared/data/golden``): from the
-    same decoded 44.1 kHz samples every step below reproduces Essentia, the 12 kHz audio bit for
-    bit and the dB values to < 0.01 dB wherever Essentia's value is above -150 dB (all 10 shared
-    songs, whole songs and the 29.1 s excerpts), with the same frame count.
+    MP3 files every step below reproduces Essentia, the decoded and the 12 kHz audio bit for bit
+    and the dB values to < 0.003 dB wherever Essentia's value is above -150 dB (max 0.0022 dB over
+    all 10 shared songs, whole songs and the 29.1 s excerpts, whole-file and block-wise decoding),
+    with the same frame count.
 
-    * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: decode, average the channels, then
+    * ``MonoLoader(sampleRate=12000, resampleQuality=4)``: decode (``AudioLoader``: FFmpeg, each
+      frame converted to float), average the channels, then
       libsamplerate's ``SRC_LINEAR`` converter (linear interpolation, no anti-aliasing filter). We
       call libsamplerate itself (the ``samplerate`` package, ``resample_method="linear"``) with the
       ratio *as Essentia computes it*: ``float32(12000) / float32(44100) = 0.27210885286331177``, not
       ``0.272108843537415`` (Essentia's ``Real`` is ``float``). The exact ratio drifts by about 0.05
       input samples per minute and moved quiet mel bands by up to 6.6 dB.
-      *Differs*: Essentia's ``AudioLoader`` decodes MP3 with FFmpeg's fixed-point ``mp3`` decoder
-      (16-bit output, clipped at full scale); we decode with libmpg123 / libsndfile (floating point,
-      same sample count). That changes the 16-bit quantisation noise and over-full-scale peaks:
-      median difference ~0.003 dB, but up to ~4 dB in bins far below the peak and ~2 dB near
-      clipped peaks. 16-bit WAV/FLAC decode identically. (FFmpeg's fixed-point decoder through
-      PyAV reproduces Essentia's samples exactly; the tests use it as the reference decoder.)
+      Decoding: Essentia's FFmpeg decodes MP3 with the fixed-point ``mp3`` decoder (16-bit output,
+      clipped at full scale), so ``decoder="essentia"``: FFmpeg through PyAV with that decoder,
+      ``int16 / 32768``, channels averaged in float32 (:mod:`musetag.audio.ffmpeg_decode`; equal
+      to Essentia's ``MonoLoader`` sample for sample on MP3, WAV and FLAC). libmpg123 / libsndfile
+      (``decoder="auto"``, and the fallback with one warning when PyAV is missing) decode to
+      unclipped float: median difference ~0.003 dB, but up to ~4 dB in bins far below the peak and
+      ~2 dB near clipped peaks.
     * ``FrameGenerator(frameSize=512, hopSize=256, startFromZero=False)``: the first frame is
       centred on sample 0 (zero padding on the left) and frames continue until one is centred at
       or past the last sample; that is ``center=True, pad_mode="constant"`` plus zero padding of
@@ -90,6 +93,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from musetag.audio.ffmpeg_decode import DECODERS
 from musetag.audio.ops import RESAMPLE_METHODS
 from musetag.errors import ConfigError
 
@@ -108,6 +112,10 @@ class FeatureConfig:
     ``drop_first_frames`` removes frames from the start (Bour's preprocessing drops one).
     Mel filterbank: ``filterbank="librosa"`` (``librosa.filters.mel``) or ``"essentia"`` (Essentia's
     ``MelBands`` construction in single precision; Slaney scale only).
+    Decoder: ``decoder="auto"`` (libsndfile / libmpg123, ffmpeg for other containers) or
+    ``"essentia"`` (FFmpeg through PyAV exactly as Essentia's ``AudioLoader`` decodes, with the
+    fixed-point MP3 decoder: :mod:`musetag.audio.ffmpeg_decode`; without PyAV one warning, then
+    ``"auto"``).
     dB: ``db_multiplier * log10(max(power, db_amin))``, clipped to ``max - top_db`` per example when
     ``top_db`` is set. ``mean``/``std``: dataset normalisation statistics (a number, or one value
     per mel band), stored here so they travel with a model; features are normalised only where
@@ -140,6 +148,7 @@ class FeatureConfig:
     trim_top_db: float = 60.0
     drop_first_frames: int = 0
     resample_method: str = "soxr_hq"
+    decoder: str = "auto"
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
     name: str = "custom"
@@ -153,6 +162,8 @@ class FeatureConfig:
             raise ConfigError(f"{where}: sample_rate must be positive, got {self.sample_rate}")
         if self.resample_method not in _RESAMPLE:
             raise ConfigError(f"{where}: resample_method must be one of {_RESAMPLE}, got {self.resample_method!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"{where}: decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.kind == "mel":
             self.n_fft, self.hop_length, self.n_mels = int(self.n_fft), int(self.hop_length), int(self.n_mels)
             if self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
@@ -276,6 +287,13 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     if "filterbank" not in data and data.get("name") == "jamendo96" and data.get("db_amin") == 1e-30:
         data["db_amin"] = 1e-10
         data["filterbank"] = "essentia"
+    if "decoder" not in data and data.get("name") == "jamendo96" and "preset" not in data:
+        # written before the ``decoder`` field: the jamendo96 preset itself (the official arrays' front
+        # end) now decodes as Essentia does; a config that differs from the preset keeps "auto"
+        preset = PRESETS["jamendo96"].to_dict()
+        same = all(data.get(k, v) == v for k, v in preset.items() if k not in ("mean", "std", "decoder"))
+        if same:
+            data["decoder"] = "essentia"
     return data
 
 
@@ -320,6 +338,7 @@ PRESETS: dict[str, FeatureConfig] = {
         db_amin=1e-10,
         top_db=None,
         resample_method="linear",
+        decoder="essentia",
     ),
     "bour128": FeatureConfig(
         name="bour128",

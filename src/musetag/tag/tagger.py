@@ -287,7 +287,8 @@ class FrontEnd:
             if not np.all(np.isfinite(audio)):
                 raise AudioError("audio array contains NaN or infinite samples; clean it before tagging")
             return prepare_audio(audio, int(sample_rate), cfg)
-        audio, sr = load_audio(source, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method)
+        audio, sr = load_audio(source, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
+                               decoder=cfg.decoder)
         return prepare_audio(audio, sr, cfg)
 
     def is_long(self, source: Source) -> bool:
@@ -344,7 +345,8 @@ class FrontEnd:
                 keep = set(np.unique(np.round(np.linspace(0, count - 1, self.max_segments)).astype(int)).tolist())
         segmenter = _Segmenter(self.length, self.hop, keep)
         blocks = stream_blocks(
-            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method
+            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
+            decoder=cfg.decoder,
         )
         self._samples = 0
         for frames in self._stream_frames(blocks):

@@ -126,6 +126,8 @@ def feature_key(feature_config) -> str:
     d.pop("mean", None)
     d.pop("std", None)
     d.pop("name", None)
+    if d.get("decoder") == "auto":
+        d.pop("decoder")  # the default decoder keeps the keys made before the field existed
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -207,7 +209,8 @@ def _internal_cache(records, feature_config, cache_dir: Path, *, progress: bool)
                 out[r.id] = Path(r.feature_path)
                 continue
             raise DatasetError(f"track {r.id!r} has neither audio nor features; fix the dataset")
-        audio, sr = load_audio(r.audio_path, sample_rate=feature_config.sample_rate, mono=feature_config.mono)
+        audio, sr = load_audio(r.audio_path, sample_rate=feature_config.sample_rate, mono=feature_config.mono,
+                               resample_method=feature_config.resample_method, decoder=feature_config.decoder)
         feats = compute_features(audio, sr, feature_config).astype(np.float32)
         tmp = path.with_name(path.name + ".tmp.npy")
         np.save(tmp, feats)
