@@ -133,3 +133,32 @@ def test_drop_a_file_onto_the_page_and_read_the_docs_offline(page, browser, song
     paths = {e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
     assert {"/v1/tag", "/v1/tags", "/healthz"} <= paths
     browser.save_screenshot(str(tmp_path / "docs.png"))
+
+
+@pytest.mark.shared
+def test_page_with_the_default_pretrained_model_shows_real_moods_and_its_licence(browser, tmp_path):
+    """`musetag serve` without a model serves the default pretrained mood model; the page names it,
+    its licence and source, and tags a real song with mood/theme tags."""
+    from conftest import pretrained_package, shared_path
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pretrained_package("mtg-jamendo-baseline")  # into this session's cache, from the mirror
+    song = sorted(shared_path("jamendo-songs", "mp3").glob("Veränderung*.mp3"))[0]
+    server = Server("", tmp_path / "serve.log", "--max-concurrency", "1")
+    try:
+        server.wait()
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "mtg-jamendo-baseline"))
+        about = browser.find_element(By.ID, "about")
+        wait.until(lambda d: "Apache-2.0" in about.text)
+        assert "MTG/mtg-jamendo-dataset" in about.text and "Bogdanov" in about.text
+        browser.find_element(By.ID, "file").send_keys(str(song))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
+        shown = [b.get_attribute("data-tag") for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar")]
+        assert len(shown) == 15 and {"love", "melodic"} & set(shown[:3])  # the golden top moods of this song
+        browser.save_screenshot(str(tmp_path / "pretrained-page.png"))
+    finally:
+        server.stop()

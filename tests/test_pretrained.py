@@ -134,3 +134,26 @@ def test_genre_models_rank_the_songs_genre_high(tmp_path):
         ranked = sorted(row["scores"], key=row["scores"].get, reverse=True)
         hits += genre[Path(row["path"]).stem] in ranked[:10]
     assert hits >= 6, f"only {hits}/10 songs have their genre in the top 10"
+
+
+@pytest.mark.slow
+def test_serve_without_a_model_serves_the_default_with_licence_and_source(tmp_path):
+    import httpx
+
+    from test_serve import Server
+
+    pretrained_package("mtg-jamendo-baseline")
+    song = sorted(shared_path("jamendo-songs", "mp3").glob("Veränderung*.mp3"))[0]
+    server = Server("", tmp_path / "serve.log", "--max-concurrency", "1")
+    try:
+        server.wait()
+        model = httpx.get(server.url + "/v1/tags").json()["model"]
+        assert model["pretrained"] == "mtg-jamendo-baseline" and model["licence"].startswith("Apache-2.0")
+        assert "MTG/mtg-jamendo-dataset@" in model["source"] and model["source_url"].startswith("https://")
+        reply = httpx.post(server.url + "/v1/tag", files={"file": (song.name, song.read_bytes(), "audio/mpeg")},
+                           timeout=120).json()
+        names, tags, golden = _golden_baseline()
+        i = names.index(song.stem)
+        assert max(abs(reply["scores"][t] - golden[i][j]) for j, t in enumerate(tags)) <= 1e-3
+    finally:
+        server.stop()

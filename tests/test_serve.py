@@ -46,7 +46,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "musetag", "serve", str(package), "--port", str(self.port), *args],
+            [sys.executable, "-m", "musetag", "serve", *([str(package)] if str(package) else []), "--port", str(self.port),
+             *args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.log_path = log

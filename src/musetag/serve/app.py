@@ -266,6 +266,12 @@ def create_app(
         "sha256": package.sha256,
         "musetag_version": package.musetag_version,
         "feature_config": package.features.get("name", "custom"),
+        # where the weights come from and under which terms (shown on the page)
+        "pretrained": (package.source.get("pretrained") or {}).get("name"),
+        "licence": package.licence,
+        "citation": package.citation,
+        "source": (package.source.get("pretrained") or {}).get("upstream") or package.source.get("run_dir"),
+        "source_url": (package.source.get("pretrained") or {}).get("url"),
     }
 
     @asynccontextmanager

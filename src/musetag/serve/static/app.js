@@ -13,7 +13,27 @@
   }
 
   fetch("/v1/tags").then((r) => r.json()).then((info) => {
-    $("model").textContent = `Model ${info.model.name} · ${info.tags.length} tags · ${info.task}`;
+    const m = info.model;
+    $("model").textContent = `Model ${m.pretrained || m.name} · ${info.tags.length} tags · ${info.task}`;
+    const about = $("about");
+    about.replaceChildren();
+    if (m.licence) {
+      const lic = document.createElement("span");
+      lic.textContent = `Licence: ${m.licence}`;
+      about.append(lic);
+    }
+    if (m.source) {
+      const src = document.createElement(m.source_url ? "a" : "span");
+      src.textContent = `Source: ${m.source}`;
+      if (m.source_url) { src.href = m.source_url; src.rel = "noopener"; }
+      about.append(" · ", src);
+    }
+    if (m.citation) {
+      const cite = document.createElement("span");
+      cite.textContent = `Cite: ${m.citation}`;
+      about.append(document.createElement("br"), cite);
+    }
+    about.hidden = !about.childNodes.length;
   }).catch(() => { $("model").textContent = "model description unavailable"; });
 
   function render() {
