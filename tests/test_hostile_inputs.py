@@ -287,3 +287,202 @@ def test_embed_out_on_a_device_is_refused(small_package, tmp_path):
     link.symlink_to("/dev/null")
     with pytest.raises(ConfigError, match="not a regular file"):
         embed_files(small_package, [audio], out=link)
+
+
+# -- 4. MP3 files joined end to end are decoded whole ---------------------------------------------------
+
+
+def _mp3_bytes(seconds: float, freq: float, sr: int = 22050) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, format="MP3")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def joined_mp3(tmp_path_factory) -> Path:
+    """Three 20 s MP3 files joined with `cat`: the first stream's header announces 20 s."""
+    path = tmp_path_factory.mktemp("joined") / "three.mp3"
+    path.write_bytes(b"".join(_mp3_bytes(20.0, f) for f in (220.0, 440.0, 880.0)))
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["mpg123", "soundfile"])
+def test_joined_mp3_is_decoded_to_its_last_frame(joined_mp3, decoder, monkeypatch):
+    from musetag.audio import audio_info, load_audio, mpg123, stream_blocks
+
+    if decoder == "mpg123" and not mpg123.available():
+        pytest.skip("libmpg123 is not installed (apt install libmpg123-0)")
+    monkeypatch.setenv("MUSETAG_MPG123", "1" if decoder == "mpg123" else "0")
+    assert audio_info(joined_mp3).duration == pytest.approx(60.0, abs=0.1)
+    audio, sr = load_audio(joined_mp3)
+    assert audio.shape[0] / sr == pytest.approx(60.0, abs=0.1)
+    # the third stream (880 Hz) is there: its dominant frequency near the end
+    tail = audio[-sr:]
+    freq = np.argmax(np.abs(np.fft.rfft(tail))) * sr / len(tail)
+    assert freq == pytest.approx(880.0, abs=5.0)
+    partial, _ = load_audio(joined_mp3, offset=45.0, duration=5.0)  # a seek into the third part
+    assert partial.shape[0] / sr == pytest.approx(5.0, abs=0.01)
+    streamed = sum(block.shape[-1] for block in stream_blocks(joined_mp3, 7.0, sample_rate=16000))
+    assert streamed / 16000 == pytest.approx(60.0, abs=0.1)
+
+
+def test_joined_mp3_is_tagged_whole_in_memory_and_streamed(small_package, joined_mp3):
+    from musetag.tag.tagger import Tagger
+
+    whole = Tagger.from_package(small_package).tag(str(joined_mp3))
+    streamed = Tagger.from_package(small_package, stream_seconds=30.0, block_seconds=11.0).tag(str(joined_mp3))
+    assert whole.ok and whole.duration == pytest.approx(60.0, abs=0.1)
+    assert streamed.duration == pytest.approx(60.0, abs=0.1)
+    assert streamed.n_segments == whole.n_segments
+    # libsndfile's MP3 decoder gives slightly different samples when read in blocks (also for a
+    # plain MP3), so the streamed scores are close, not equal
+    np.testing.assert_allclose(streamed.scores_array, whole.scores_array, atol=2e-2)
+
+
+# -- 5. too short and silent files are flagged -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def odd_clips(tmp_path_factory) -> dict[str, Path]:
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("odd")
+    clips = {"one_sample": folder / "one_sample.wav", "silence": folder / "silence.wav", "music": folder / "music.wav"}
+    sf.write(clips["one_sample"], np.array([0.5], dtype=np.float32), 44100)
+    sf.write(clips["silence"], np.zeros(30 * 16000, dtype=np.float32), 16000, subtype="PCM_16")
+    t = np.arange(3 * 22050) / 22050
+    sf.write(clips["music"], (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 22050)
+    return clips
+
+
+def test_short_and_silent_files_are_flagged_in_every_format(small_package, odd_clips, tmp_path):
+    from musetag.tag.tagger import Tagger
+    from musetag.tag.writers import read_results
+
+    tagger = Tagger.from_package(small_package)
+    short, silent, music = (tagger.tag(str(odd_clips[k])) for k in ("one_sample", "silence", "music"))
+    assert short.ok and [w.split(":")[0] for w in short.warnings] == ["too_short"]
+    assert silent.ok and [w.split(":")[0] for w in silent.warnings] == ["silent"]
+    assert "digital silence" in silent.warnings[0]
+    assert music.ok and music.warnings == []
+    assert tagger.tag(np.zeros(16000, dtype=np.float32), sample_rate=16000).warnings  # arrays too
+    files = [str(odd_clips[k]) for k in ("one_sample", "silence", "music")]
+    for ext in (".csv", ".jsonl", ".json"):
+        out = tmp_path / f"r{ext}"
+        for workers in ("0", "1"):  # in this process and in a worker process
+            out.unlink(missing_ok=True)
+            assert main(["tag", str(small_package), *files, "--out", str(out), "--workers", workers,
+                         "--no-progress"]) == 0
+            rows = {Path(r["path"]).stem: r for r in read_results(out)}
+            assert rows["one_sample"]["warnings"][0].startswith("too_short: ")
+            assert rows["silence"]["warnings"][0].startswith("silent: ")
+            assert rows["music"]["warnings"] == []
+            assert all(r["status"] == "ok" for r in rows.values())
+    assert "warnings" in (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+
+
+def test_old_csv_without_warnings_column_still_resumes(small_package, odd_clips, tmp_path):
+    from musetag.tag.writers import read_results
+
+    out = tmp_path / "old.csv"
+    music = str(odd_clips["music"])
+    assert main(["tag", str(small_package), music, "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    lines = out.read_text().splitlines()
+    header = lines[0].split(",")
+    i = header.index("warnings")
+    out.write_text("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != i) for line in lines) + "\n")
+    assert read_results(out)[0]["warnings"] == []
+    assert main(["tag", str(small_package), music, "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    assert "warnings" in out.read_text().splitlines()[0]  # rewritten in the current layout
+    assert len(read_results(out)) == 1
+
+
+# -- 6. a dangling symbolic link is an error row ---------------------------------------------------------
+
+
+def test_dangling_symlink_in_a_folder_is_an_error_row(small_package, odd_clips, tmp_path):
+    from musetag.shard import collect_shard_files
+    from musetag.tag.batch import collect_audio_files
+    from musetag.tag.writers import read_results
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    (folder / "good.wav").symlink_to(odd_clips["music"])
+    (folder / "gone.mp3").symlink_to(tmp_path / "deleted.mp3")
+    (folder / "loop.flac").symlink_to(folder / "loop.flac")
+    (folder / "notes.txt").symlink_to(tmp_path / "nothing.txt")  # not audio: ignored as before
+    listed = sorted(Path(p).name for p in collect_audio_files([folder]))
+    assert listed == ["gone.mp3", "good.wav", "loop.flac"]
+    assert sorted(Path(p).name for p in collect_shard_files([folder], "1/1", recursive=True)) == listed
+    out = tmp_path / "r.jsonl"
+    assert main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", "0", "--no-progress"]) == 3
+    rows = {Path(r["path"]).name: r for r in read_results(out)}
+    assert rows["good.wav"]["status"] == "ok"
+    assert "symbolic link" in rows["gone.mp3"]["status"] and "deleted.mp3" in rows["gone.mp3"]["status"]
+    assert "symbolic link" in rows["loop.flac"]["status"]
+
+
+# -- 7. exit statuses: all ok, some failed, nothing done ---------------------------------------------------
+
+
+def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, tmp_path, capsys):
+    from musetag.embed import embed_files  # noqa: F401 - the embed command shares the statuses
+    from musetag.exit_codes import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.mp3").write_text("not audio\n")
+    (bad / "b.wav").write_bytes(b"")
+    good = str(odd_clips["music"])
+    tag = ["tag", str(small_package), "--workers", "0", "--no-progress"]
+    assert main([*tag, str(bad), "--out", str(tmp_path / "all_bad.csv")]) == EXIT_NOTHING_DONE == 4
+    assert main([*tag, str(bad), good, "--out", str(tmp_path / "some.csv")]) == EXIT_SOME_FAILED == 3
+    assert main([*tag, good, "--out", str(tmp_path / "ok.csv")]) == EXIT_OK == 0
+    assert main([*tag, good, "--out", str(tmp_path / "ok.csv")]) == EXIT_OK  # already done
+    (tmp_path / "empty").mkdir()
+    assert main([*tag, str(tmp_path / "empty"), "--out", str(tmp_path / "none.csv")]) == EXIT_NOTHING_DONE
+    assert main([*tag, str(bad)]) == EXIT_NOTHING_DONE  # printing mode too
+    assert main([*tag, str(bad), good]) == EXIT_SOME_FAILED
+    emb = ["embed", str(small_package), "--workers", "0", "--no-progress"]
+    assert main([*emb, str(bad), "--out", str(tmp_path / "bad.npy")]) == EXIT_NOTHING_DONE
+    assert main([*emb, str(bad), good, "--out", str(tmp_path / "some.npy")]) == EXIT_SOME_FAILED
+    assert main([*emb, good, "--out", str(tmp_path / "ok.npy")]) == EXIT_OK
+    capsys.readouterr()
+    from musetag.cli import build_parser
+
+    for command in ("tag", "embed"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        assert "Exit status: 0" in " ".join(capsys.readouterr().out.split())
+
+
+# -- 11. the decoder's own messages never leak to stderr --------------------------------------------------
+
+
+def test_decoder_messages_are_captured_into_the_row(small_package, tmp_path, capfd):
+    from musetag.tag.writers import read_results
+
+    clean = _mp3_bytes(20.0, 440.0)
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / "skipped.mp3").write_bytes(clean[:10000] + b"\x55" * 300 + clean[10000:])  # decodes, junk skipped
+    (folder / "hopeless.mp3").write_bytes(clean[:10000] + np.random.default_rng(0).bytes(3000) + clean[10000:])
+    out = tmp_path / "r.jsonl"
+    capfd.readouterr()
+    for workers in ("0", "1"):
+        out.unlink(missing_ok=True)
+        main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", workers, "--no-progress"])
+        err = capfd.readouterr().err
+        raw = [line for line in err.splitlines() if line.startswith(("Note:", "Warning:", "[src/", "WARNING"))]
+        assert raw == [], "the decoder's messages leaked"
+        rows = {Path(r["path"]).name: r for r in read_results(out)}
+        skipped = rows["skipped.mp3"]
+        assert skipped["status"] == "ok"
+        assert any(w.startswith("decoder: ") and "Illegal Audio-MPEG-Header" in w for w in skipped["warnings"])
+        assert rows["hopeless.mp3"]["status"] != "ok"
+        assert "Illegal Audio-MPEG-Header" in rows["hopeless.mp3"]["status"]

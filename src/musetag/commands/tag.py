@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from musetag.exit_codes import EXIT_STATUS_HELP, exit_status
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,8 +18,11 @@ def register(subparsers) -> None:
             "with a status column (ok, or the error message), the top tags with probabilities, the "
             "tags decided present and the full score vector. A failing file never stops the run; "
             "running again with the same --out skips files already done; the output is never torn "
-            "by a kill. Files longer than --stream-minutes are decoded in blocks with bounded memory."
+            "by a kill. Files longer than --stream-minutes are decoded in blocks with bounded memory. "
+            "A file shorter than the model's input window, silent (peak at or below -60 dBFS) or with "
+            "damaged data the decoder skipped is tagged but flagged in its row's warnings column."
         ),
+        epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`)")
@@ -79,11 +84,12 @@ def run(args: argparse.Namespace) -> int:
         for result in tagger.tag_many(files, workers=args.workers):
             if result.ok:
                 tops = ", ".join(f"{t} {s:.3f}" for t, s in result.top(args.top_k))
-                print(f"{result.path}\tok\t{tops}")
+                flags = "".join(f"\twarning: {w}" for w in result.warnings)
+                print(f"{result.path}\tok\t{tops}{flags}")
             else:
                 failed += 1
                 print(f"{result.path}\terror\t{result.status}")
-        return 1 if failed and failed == len(files) else 0
+        return exit_status(len(files) - failed, failed)
     summary = tag_files(
         tagger,
         args.paths,
@@ -96,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
         shard=shard,
     )
     speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    warned = f" ({summary.warned} with warnings)" if summary.warned else ""
     print(
-        f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
+        f"{args.out}: {summary.ok} ok{warned}, {summary.failed} failed, {summary.skipped} already done "
         f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time)",
         file=sys.stderr,
     )
-    return 0
+    if not summary.total:
+        print(f"{args.out}: no audio files found in {' '.join(args.paths)}", file=sys.stderr)
+    return summary.exit_status

@@ -5,7 +5,8 @@ Endpoints
 ``POST /v1/tag``
     multipart upload (field ``file``) or the raw audio as the request body; query ``top_k``.
     Returns ``{"filename", "duration", "top_tags": [{"tag", "score"}], "decisions", "scores",
-    "n_segments", "elapsed_ms"}``.
+    "warnings", "n_segments", "elapsed_ms"}``; ``warnings`` (a list, usually empty) flags scores of
+    audio shorter than the model's input, silent, or damaged (:mod:`musetag.tag.checks`).
 ``GET /v1/tags``
     the model's tag vocabulary, task, thresholds and model description.
 ``POST /v1/similar``
@@ -87,7 +88,7 @@ def _decoder_main(conn, features: dict, segment: dict) -> None:
         name, data = msg
         try:
             segs, duration = front.segments(data)
-            conn.send(("ok", segs, duration))
+            conn.send(("ok", segs, (duration, front.last_warnings)))
         except MusetagError as exc:
             text = str(exc)
             generic = f"<{len(data)} bytes of uploaded audio>"
@@ -404,7 +405,8 @@ def create_app(
             await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
         if status != "ok":
             return error(422, "undecodable_audio", payload)
-        return name, payload, duration
+        duration, warnings = duration
+        return name, payload, duration, warnings
 
     # -- routes -----------------------------------------------------------------------------------
     @app.post(
@@ -428,8 +430,10 @@ def create_app(
         got = await decode_upload(request)
         if isinstance(got, JSONResponse):
             return got
-        name, payload, duration = got
-        result = await asyncio.to_thread(tagger.score_segments, payload, path=name, duration=duration)
+        name, payload, duration, warnings = got
+        result = await asyncio.to_thread(
+            tagger.score_segments, payload, path=name, duration=duration, warnings=warnings
+        )
         row = result.to_row(top_k)
         return {
             "filename": name,
@@ -437,6 +441,7 @@ def create_app(
             "top_tags": row["top_tags"],
             "decisions": row["decisions"],
             "scores": row["scores"],
+            "warnings": row["warnings"],
             "n_segments": result.n_segments,
             "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
@@ -468,7 +473,7 @@ def create_app(
         got = await decode_upload(request)
         if isinstance(got, JSONResponse):
             return got
-        name, payload, duration = got
+        name, payload, duration, _warnings = got
         matches = await asyncio.to_thread(similarity.search_segments, payload, k)
         return {
             "filename": name,
