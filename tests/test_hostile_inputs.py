@@ -486,3 +486,167 @@ def test_decoder_messages_are_captured_into_the_row(small_package, tmp_path, cap
         assert any(w.startswith("decoder: ") and "Illegal Audio-MPEG-Header" in w for w in skipped["warnings"])
         assert rows["hopeless.mp3"]["status"] != "ok"
         assert "Illegal Audio-MPEG-Header" in rows["hopeless.mp3"]["status"]
+
+
+# -- 8. one training per run folder ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from musetag.data.synth import make_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, n_clips=8, seconds=1.0, seed=3)
+    return root / "dataset.toml"
+
+
+def _hold_lock(run: Path):
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom musetag.training.lock import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tiny_corpus, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from musetag.training.lock import run_lock
+
+    run = tmp_path / "run"
+    holder = _hold_lock(run)
+    try:
+        assert main(["train", "demo", "--data", str(tiny_corpus), "--out", str(run), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert str(run) in err and f"pid {holder.pid}" in err and "another --out" in err
+        assert not (run / "checkpoints").exists()  # nothing written by the refused run
+        monkeypatch.setenv("RANK", "1")  # DDP: only rank 0 takes the lock
+        with run_lock(run) as held:
+            assert held is None
+        monkeypatch.delenv("RANK")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed: the kernel drops its lock, none is left stale
+        holder.wait()
+    with run_lock(run) as held:
+        assert held is not None and "pid" in held.read_text()
+
+
+# -- 9. errors instead of tracebacks ------------------------------------------------------------------------
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_unwritable_out_is_one_line_naming_it(small_package, tiny_corpus, odd_clips, tmp_path, capsys):
+    from test_package import make_run_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    clip = str(odd_clips["music"])
+    capsys.readouterr()
+    cases = {
+        "tag": ["tag", str(small_package), clip, "--workers", "0", "--no-progress", "--out", str(blocker / "r.csv")],
+        "features": ["features", clip, "--preset", "jamendo96", "--quiet", "--out", str(blocker / "feats")],
+        "prepare": ["prepare", "--data", str(tiny_corpus), "--workers", "0", "--no-progress", "--out", str(blocker / "c")],
+        "train": ["train", "demo", "--data", str(tiny_corpus), "--no-progress", "--out", str(blocker / "run")],
+        "package": ["package", str(make_run_dir(tmp_path)[0]), "--out", str(blocker / "pkg")],
+    }
+    for name, argv in cases.items():
+        assert main(argv) == 2, name
+        _one_line_error(capsys, f"musetag {name}: error", str(blocker), "not a folder")
+    if os.geteuid() != 0:  # root writes anywhere: the permission case needs a normal user
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        assert main(cases["tag"][:-1] + [str(locked / "r.csv")]) == 2
+        _one_line_error(capsys, str(locked), "permission")
+
+
+def test_latin1_manifest_is_refused_with_the_line(tiny_corpus, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus.parent, root)
+    manifest = root / "manifest.csv"
+    text = manifest.read_text(encoding="utf-8").splitlines()
+    shutil.copy(root / text[1].split(",")[0], root / "audio" / "café.flac")
+    text.append("audio/café.flac,dark,artist_9")
+    manifest.write_text("\n".join(text) + "\n", encoding="latin-1")
+    capsys.readouterr()
+    for argv in (["prepare", "--data", str(root / "dataset.toml"), "--workers", "0", "--no-progress"],
+                 ["train", "demo", "--data", str(root / "dataset.toml"), "--no-progress", "--out", str(tmp_path / "run")]):
+        assert main(argv) == 2
+        _one_line_error(capsys, f"{manifest}:{len(text)}", "not UTF-8", "iconv")
+
+
+@pytest.mark.parametrize("damage", ["tag_count", "thresholds_as_strings", "huge_n_fft", "huge_window"])
+def test_malformed_package_is_refused_before_allocating(small_package, odd_clips, tmp_path, damage, capsys):
+    import json
+    import resource
+    import shutil
+
+    from musetag.tag.package import load_package
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(small_package, pkg)
+    desc = json.loads((pkg / "musetag.json").read_text())
+    if damage == "tag_count":
+        desc["tags"] = desc["tags"] + ["extra"]
+    elif damage == "thresholds_as_strings":
+        desc["thresholds"] = ["0.5"] * len(desc["tags"])
+    elif damage == "huge_n_fft":
+        desc["features"]["n_fft"] = 2**28
+    else:
+        desc["segment"]["frames"] = 10**9
+    (pkg / "musetag.json").write_text(json.dumps(desc))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelError, match="musetag.json"):
+        load_package(pkg, load_weights=False)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing big allocated
+    capsys.readouterr()
+    assert main(["tag", str(pkg), str(odd_clips["music"]), "--workers", "0"]) == 2
+    _one_line_error(capsys, str(pkg), "re-create the package")
+
+
+# -- 10. same name, different extensions ------------------------------------------------------------------------
+
+
+def test_same_stem_different_extension_are_two_tracks(tmp_path, capsys):
+    import soundfile as sf
+
+    from musetag.data import load_dataset_config, load_records
+    from musetag.errors import DatasetError
+
+    root = tmp_path / "corpus"
+    (root / "songs").mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    sf.write(root / "songs" / "random.flac", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    sf.write(root / "songs" / "random.wav", (0.3 * np.sin(2 * np.pi * 880 * t)).astype(np.float32), 16000)
+    sf.write(root / "songs" / "other.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    rows = ["songs/random.flac,dark,train", "songs/random.wav,bright,train", "songs/other.wav,dark,validation"]
+    (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows) + "\n")
+    (root / "dataset.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "jamendo96"\n'
+                                       '[paths]\nmanifest = "manifest.csv"\n')
+    config = load_dataset_config(root / "dataset.toml")
+    ids = sorted(r.id for r in load_records(config))
+    assert ids == ["songs/other", "songs/random.flac", "songs/random.wav"]
+    assert main(["prepare", "--data", str(root / "dataset.toml"), "--out", str(tmp_path / "cache"), "--workers", "0",
+                 "--no-progress"]) == 0
+    assert "3 cached of 3" in capsys.readouterr().out
+    # the same file twice stays an error, whose message names the id column
+    (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows + rows[:1]) + "\n")
+    with pytest.raises(DatasetError, match="appears twice.*'id' column"):
+        load_records(config)
+    # an id column is honoured
+    (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},t{i}" for i, r in enumerate(rows)) + "\n")
+    assert sorted(r.id for r in load_records(config)) == ["t0", "t1", "t2"]

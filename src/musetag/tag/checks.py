@@ -64,3 +64,55 @@ def input_warnings(front, n_samples: int, peak_value: float, notes: list[str] | 
             text += f" (and {len(said) - _MAX_DECODER_LINES} more)"
         out.append(f"decoder: the decoder reported damaged or unexpected data: {text}")
     return out
+
+
+# -- a package's description, checked before anything is allocated ------------------------------------
+#: the longest input window a package may declare (a corrupt ``frames = 10**9`` would allocate GBs)
+MAX_WINDOW_SECONDS = 3600.0
+
+
+def check_description_bounds(desc: dict, where: str) -> None:
+    """Refuse a model package description whose fields would break tagging or allocate without
+    bound: tag count against the network's outputs, thresholds that are not probabilities,
+    feature settings outside sane ranges (:meth:`musetag.features.FeatureConfig.from_dict`),
+    windows longer than an hour. ``where`` names the package; raises :class:`ModelError`."""
+    from musetag.errors import ConfigError, ModelError
+    from musetag.features import FeatureConfig
+
+    fix = "the package's musetag.json is damaged or hand-edited: fix it or re-create the package with `musetag package`"
+    tags = desc["tags"]
+    args = desc["model"].get("args") or {}
+    if not isinstance(args, dict):
+        raise ModelError(f"{where}: model.args must be an object, found {type(args).__name__}; {fix}")
+    n_out = args.get("n_classes")
+    if n_out is not None and (isinstance(n_out, bool) or not isinstance(n_out, int) or n_out != len(tags)):
+        raise ModelError(
+            f"{where}: {len(tags)} tags but the network has {n_out!r} outputs (model.args.n_classes); "
+            f"the tag list must match the outputs one to one; {fix}"
+        )
+    thresholds = desc.get("thresholds")
+    if thresholds is not None:
+        if not isinstance(thresholds, list) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in thresholds
+        ):
+            shown = thresholds[:3] if isinstance(thresholds, list) else thresholds
+            raise ModelError(f"{where}: thresholds must be numbers between 0 and 1 (found {shown!r}...); {fix}")
+    if not isinstance(desc["features"], dict):
+        raise ModelError(f"{where}: 'features' must be an object; {fix}")
+    try:
+        config = FeatureConfig.from_dict(dict(desc["features"]))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: features: {exc}; {fix}") from None
+    seg = desc["segment"]
+    for key in ("frames", "samples", "hop", "max_segments"):
+        value = seg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ModelError(f"{where}: segment {key} must be a whole number >= 0, found {value!r}; {fix}")
+    per_unit = config.hop_length if config.kind == "mel" and "frames" in seg else 1
+    for key in ("frames", "samples", "hop"):
+        value = seg.get(key) or 0
+        if value * per_unit / config.sample_rate > MAX_WINDOW_SECONDS:
+            raise ModelError(
+                f"{where}: segment {key} = {value} is {value * per_unit / config.sample_rate:.0f} s of audio, more than "
+                f"the {MAX_WINDOW_SECONDS:.0f} s a window may span; {fix}"
+            )

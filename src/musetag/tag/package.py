@@ -191,6 +191,9 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     thresholds = desc.get("thresholds")
     if thresholds is not None and len(thresholds) != len(tags):
         raise ModelError(f"{where}: {len(thresholds)} thresholds for {len(tags)} tags")
+    from musetag.tag.checks import check_description_bounds
+
+    check_description_bounds(desc, where)
 
 
 def save_package(

@@ -193,6 +193,9 @@ class ResultWriter:
         self.tags = list(tags)
         self.meta = dict(meta or {})
         self.json_flush_seconds = json_flush_seconds
+        from musetag.outputs import check_writable
+
+        check_writable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
         if check_output_file(self.path) and resume:
