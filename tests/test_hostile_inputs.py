@@ -650,3 +650,62 @@ def test_same_stem_different_extension_are_two_tracks(tmp_path, capsys):
     # an id column is honoured
     (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},t{i}" for i, r in enumerate(rows)) + "\n")
     assert sorted(r.id for r in load_records(config)) == ["t0", "t1", "t2"]
+
+
+# -- 12. the service: clients that disconnect or stall mid-upload -------------------------------------------------
+
+
+def _send_half(port: int, body_size: int = 200_000, *, close: bool) -> "socket.socket":
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(
+        f"POST /v1/tag HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {body_size}\r\n\r\n".encode() + b"\0" * (body_size // 2)
+    )
+    if close:
+        sock.close()
+    return sock
+
+
+def test_service_survives_disconnects_and_stalled_uploads(small_package, odd_clips, tmp_path):
+    import time
+
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from test_serve import Server
+
+    srv = Server(small_package, tmp_path / "serve.log", "--max-concurrency", "1", "--body-timeout", "3")
+    try:
+        srv.wait()
+        for _ in range(3):  # clients that give up mid-upload
+            _send_half(srv.port, close=True)
+        stalled = [_send_half(srv.port, close=False) for _ in range(5)]
+        started = time.monotonic()
+        for _ in range(3):  # the service answers others while those uploads stall
+            assert httpx.get(srv.url + "/healthz", timeout=2).status_code == 200
+        answers = []
+        for sock in stalled:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                part = sock.recv(4096)
+                if not part:
+                    break
+                data += part
+            answers.append(data.split(b"\r\n", 1)[0])
+            sock.close()
+        waited = time.monotonic() - started
+        assert all(b" 408 " in a for a in answers), answers
+        assert 2.0 < waited < 15.0
+        # warnings reach the HTTP response too (item 5)
+        silent = httpx.post(srv.url + "/v1/tag", content=odd_clips["silence"].read_bytes(), timeout=60).json()
+        assert silent["warnings"] and silent["warnings"][0].startswith("silent: ")
+        music = httpx.post(srv.url + "/v1/tag", content=odd_clips["music"].read_bytes(), timeout=60).json()
+        assert music["warnings"] == []
+        time.sleep(0.5)
+    finally:
+        srv.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert log.count("client disconnected during the upload") == 3, log[-3000:]
+    assert log.count("upload timed out") == 5

@@ -30,7 +30,10 @@ Endpoints
     they work on machines without internet; otherwise FastAPI's CDN-hosted pages are used.
 
 Robustness: uploads beyond ``max_upload_mb`` get 413 (checked on ``Content-Length`` and while
-reading); decoding runs in ``max_concurrency`` worker processes, each request needs an idle one
+reading); a body that has not fully arrived ``body_timeout`` seconds after the request started
+(a stalled or trickling client) gets 408 and the connection is closed, while other requests
+(``/healthz``) are answered meanwhile; a client that disconnects mid-upload is logged in one line
+(no traceback); decoding runs in ``max_concurrency`` worker processes, each request needs an idle one
 or gets 503 with ``Retry-After``; a decode that runs past ``decode_timeout`` seconds is stopped
 (its process is replaced) and answered 422; a decoder that crashes is replaced too. Every error
 is a JSON body ``{"error": code, "message": text}`` with a 4xx status; the network itself runs
@@ -56,6 +59,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from musetag.errors import ConfigError, MusetagError
 
@@ -217,6 +221,7 @@ def create_app(
     max_upload_mb: float = 50.0,
     max_concurrency: int = 2,
     decode_timeout: float = 60.0,
+    body_timeout: float = 120.0,
     top_k: int = 10,
     backend: str = "torch",
     threshold: float | str | None = None,
@@ -238,6 +243,8 @@ def create_app(
         raise ConfigError(f"--max-concurrency must be at least 1, got {max_concurrency}")
     if decode_timeout <= 0:
         raise ConfigError(f"--decode-timeout must be positive, got {decode_timeout}")
+    if body_timeout <= 0:
+        raise ConfigError(f"--body-timeout must be positive, got {body_timeout}")
     from musetag.tag.package import load_package
 
     # start the decoders first: their process imports torch & co. while this one loads the model
@@ -293,6 +300,7 @@ def create_app(
         "max_upload_mb": max_upload_mb,
         "max_concurrency": max_concurrency,
         "decode_timeout": decode_timeout,
+        "body_timeout": body_timeout,
         "top_k": top_k,
     }
 
@@ -335,11 +343,36 @@ def create_app(
             except ValueError:
                 return error(400, "bad_request", f"invalid Content-Length header {length!r}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return too_big
-            chunks.append(chunk)
+        limit_s = float(request.app.state.settings["body_timeout"])
+        deadline = time.monotonic() + limit_s
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        stream = request.stream().__aiter__()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                try:
+                    chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+                except StopAsyncIteration:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    return too_big
+                chunks.append(chunk)
+        except asyncio.TimeoutError:
+            log.warning("%s %s: upload timed out after %g s with %d of %s bytes received; answered 408",
+                        client, request.url.path, limit_s, size, length or "?")
+            return error(
+                408, "body_timeout",
+                f"the upload did not arrive within {limit_s:g} s ({size} bytes received); send the whole file "
+                "at once (the limit is set with --body-timeout)",
+                headers={"Connection": "close"},
+            )
+        except ClientDisconnect:
+            log.warning("%s %s: client disconnected during the upload after %d of %s bytes",
+                        client, request.url.path, size, length or "?")
+            return error(400, "client_disconnected", "the client disconnected before the upload was complete")
         body = b"".join(chunks)
         name = request.query_params.get("filename") or request.headers.get("x-filename") or "upload"
         if not is_multipart:
