@@ -709,3 +709,18 @@ def test_service_survives_disconnects_and_stalled_uploads(small_package, odd_cli
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
     assert log.count("client disconnected during the upload") == 3, log[-3000:]
     assert log.count("upload timed out") == 5
+
+
+# -- 13. the default number of workers fits the memory -------------------------------------------------------------
+
+
+def test_default_workers_adapt_to_available_memory(monkeypatch):
+    import musetag.commands.tag as tag_command
+
+    cores = max(1, min(8, os.cpu_count() or 1))
+    monkeypatch.setattr(tag_command, "available_memory_mb", lambda: 64_000.0)
+    assert tag_command.default_workers() == cores
+    monkeypatch.setattr(tag_command, "available_memory_mb", lambda: 1500.0)  # room for the main process only
+    assert tag_command.default_workers() == 1
+    monkeypatch.setattr(tag_command, "available_memory_mb", lambda: None)  # not Linux
+    assert tag_command.default_workers() == cores

@@ -8,6 +8,35 @@ import sys
 from musetag.exit_codes import EXIT_STATUS_HELP, exit_status
 
 
+#: memory a decoding worker may need at its peak (a forked process running the network on a long
+#: file's windows; bench/memory.py measures ~80 MB PSS per worker with simplecnn, 543 MB was seen
+#: with larger models) and what the main process keeps for itself
+WORKER_MEMORY_MB = 600
+MAIN_MEMORY_MB = 1024
+
+
+def available_memory_mb() -> float | None:
+    """``MemAvailable`` from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_workers() -> int:
+    """The default ``--workers``: one decoding process per core (at most 8), fewer when the memory
+    available now would not hold them (:data:`WORKER_MEMORY_MB` each beside the main process)."""
+    workers = max(1, min(8, os.cpu_count() or 1))
+    avail = available_memory_mb()
+    if avail is not None:
+        workers = max(1, min(workers, int((avail - MAIN_MEMORY_MB) // WORKER_MEMORY_MB)))
+    return workers
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "tag",
@@ -34,8 +63,10 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", default=None,
                    help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
                         "the package has them, else 0.5")
-    p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                   help="decoding processes (0 = decode in this process); the network runs in this process")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="decoding processes (0 = decode in this process); default: one per core (at most 8), "
+                        f"fewer when the available memory would not hold {WORKER_MEMORY_MB} MB per worker beside "
+                        f"{MAIN_MEMORY_MB} MB for the main process")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the network with PyTorch or onnxruntime (the exported graph; see `musetag export`)")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
