@@ -108,7 +108,8 @@ def test_the_explicit_flag_unpickles_a_trusted_old_file(tmp_path, monkeypatch):
     from musetag.models.safe_load import allow_unsafe_pickle
     from musetag.training.checkpoint import load_checkpoint
 
-    monkeypatch.delenv("MUSETAG_ALLOW_UNSAFE_PICKLE", raising=False)
+    monkeypatch.setenv("MUSETAG_ALLOW_UNSAFE_PICKLE", "")  # recorded: undone after the test (allow_unsafe_pickle sets it)
+    monkeypatch.delenv("MUSETAG_ALLOW_UNSAFE_PICKLE")
     old = tmp_path / "old.pt"
     torch.save({"format": "musetag-checkpoint", "format_version": 1, "rng": np.random.get_state()}, old)
     with pytest.raises(ModelError, match="allow-unsafe-pickle"):
