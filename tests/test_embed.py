@@ -92,7 +92,7 @@ def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
     for workers in (0, 2):
         out = tmp_path / f"emb{workers}.npy"
         assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", str(workers),
-                     "--no-progress"]) == 0
+                     "--no-progress"]) == 3  # broken.mp3 fails
         runs[workers] = read_embeddings(out)
     assert runs[2].paths == runs[0].paths and len(runs[0]) == 6
     np.testing.assert_allclose(runs[2].vectors, runs[0].vectors, atol=1e-6)
@@ -112,7 +112,7 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     for backend in ("torch", "onnx"):
         out = tmp_path / f"{backend}.npy"
         assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress",
-                     "--backend", backend]) == 0
+                     "--backend", backend]) == 3  # broken.mp3 fails
         tables[backend] = read_embeddings(out)
     assert tables["onnx"].paths == tables["torch"].paths and len(tables["torch"]) == 6
     assert tables["onnx"].meta["dim"] == tables["torch"].meta["dim"] == tables["torch"].vectors.shape[1]
@@ -127,7 +127,7 @@ def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext,
 
     out = tmp_path / f"emb{ext}"
     args = ["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]
-    assert main(args) == 0
+    assert main(args) == 3  # broken.mp3 fails: some failed
     table = read_embeddings(out)
     assert len(table) == 6 and table.paths == sorted(table.paths)
     assert table.meta["model"] == "simplecnn" and table.meta["dim"] == table.vectors.shape[1]
@@ -186,7 +186,7 @@ def test_sharded_embedding_merges_to_the_single_run(package, music, tmp_path):
 
 def test_similar_command_finds_tracks_that_sound_alike(package, music, tmp_path, capsys, monkeypatch):
     out = tmp_path / "emb.npy"
-    assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]) == 3  # broken.mp3 fails
     capsys.readouterr()
     query = tmp_path / "query.wav"
     sf.write(query, _tone(112), SR)  # a new low tone: its neighbours are the low tones
@@ -214,7 +214,7 @@ def test_similar_command_finds_tracks_that_sound_alike(package, music, tmp_path,
 
 def test_mood_search_from_tag_scores(package, music, tmp_path, capsys):
     scores = tmp_path / "tags.csv"
-    assert main(["tag", str(package), str(music), "-r", "--out", str(scores), "--workers", "0", "--no-progress"]) == 0
+    assert main(["tag", str(package), str(music), "-r", "--out", str(scores), "--workers", "0", "--no-progress"]) == 3  # broken.mp3 fails
     capsys.readouterr()
     assert main(["similar", str(scores), "--tags", "happy,-sad", "--k", "2", "--format", "json"]) == 0
     found = json.loads(capsys.readouterr().out)["matches"]
@@ -235,10 +235,10 @@ def test_sharded_tagging_merges_to_the_single_run(package, music, tmp_path, ext)
     from musetag.tag.writers import read_results
 
     base = ["tag", str(package), str(music), "-r", "--workers", "0", "--no-progress"]
-    assert main([*base, "--out", str(tmp_path / f"all{ext}")]) == 0
+    assert main([*base, "--out", str(tmp_path / f"all{ext}")]) == 3  # broken.mp3 fails
     parts = [tmp_path / f"part{i}{ext}" for i in (1, 2)]
     for i, part in enumerate(parts, 1):
-        assert main([*base, "--shard", f"{i}/2", "--out", str(part)]) == 0
+        assert main([*base, "--shard", f"{i}/2", "--out", str(part)]) in (0, 3)  # 3 for the shard with broken.mp3
     sizes = [len(read_results(p)) for p in parts]
     assert sum(sizes) == 7 and all(sizes)  # six tones and the broken file, each in exactly one shard
     assert main(["merge", *map(str, parts), "--out", str(tmp_path / f"merged{ext}")]) == 0
@@ -256,7 +256,7 @@ def test_torchrun_ranks_write_their_own_parts(package, music, tmp_path, monkeypa
         monkeypatch.setenv("LOCAL_RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
         assert main(["tag", str(package), str(music), "-r", "--workers", "0", "--no-progress",
-                     "--out", str(tmp_path / "tags.csv")]) == 0
+                     "--out", str(tmp_path / "tags.csv")]) in (0, 3)  # 3: the rank with broken.mp3
     parts = sorted(tmp_path.glob("tags.rank-*-of-2.csv"))
     assert [p.name for p in parts] == ["tags.rank-0-of-2.csv", "tags.rank-1-of-2.csv"]
     assert sum(len(read_results(p)) for p in parts) == 7

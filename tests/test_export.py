@@ -70,7 +70,7 @@ def test_onnx_embedding_output_matches_torch_embeddings(tmp_path):
     from musetag.models import create_model
 
     model = create_model("simplecnn", n_classes=5, in_channels=1, width=4).eval()
-    pkg = make_package(tmp_path / "pkg", model=model, frames=64, hop=32)
+    pkg = make_package(tmp_path / "pkg", model=model, tags=["a", "b", "c", "d", "e"], frames=64, hop=32)  # one tag per output
     path, _ = export_model(pkg, "onnx")
     rng = np.random.default_rng(4)
     wav = tmp_path / "clip.wav"

@@ -108,7 +108,8 @@ def test_the_explicit_flag_unpickles_a_trusted_old_file(tmp_path, monkeypatch):
     from musetag.models.safe_load import allow_unsafe_pickle
     from musetag.training.checkpoint import load_checkpoint
 
-    monkeypatch.delenv("MUSETAG_ALLOW_UNSAFE_PICKLE", raising=False)
+    monkeypatch.setenv("MUSETAG_ALLOW_UNSAFE_PICKLE", "")  # recorded: undone after the test (allow_unsafe_pickle sets it)
+    monkeypatch.delenv("MUSETAG_ALLOW_UNSAFE_PICKLE")
     old = tmp_path / "old.pt"
     torch.save({"format": "musetag-checkpoint", "format_version": 1, "rng": np.random.get_state()}, old)
     with pytest.raises(ModelError, match="allow-unsafe-pickle"):
@@ -287,3 +288,440 @@ def test_embed_out_on_a_device_is_refused(small_package, tmp_path):
     link.symlink_to("/dev/null")
     with pytest.raises(ConfigError, match="not a regular file"):
         embed_files(small_package, [audio], out=link)
+
+
+# -- 4. MP3 files joined end to end are decoded whole ---------------------------------------------------
+
+
+def _mp3_bytes(seconds: float, freq: float, sr: int = 22050) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, format="MP3")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def joined_mp3(tmp_path_factory) -> Path:
+    """Three 20 s MP3 files joined with `cat`: the first stream's header announces 20 s."""
+    path = tmp_path_factory.mktemp("joined") / "three.mp3"
+    path.write_bytes(b"".join(_mp3_bytes(20.0, f) for f in (220.0, 440.0, 880.0)))
+    return path
+
+
+@pytest.mark.parametrize("decoder", ["mpg123", "soundfile"])
+def test_joined_mp3_is_decoded_to_its_last_frame(joined_mp3, decoder, monkeypatch):
+    from musetag.audio import audio_info, load_audio, mpg123, stream_blocks
+
+    if decoder == "mpg123" and not mpg123.available():
+        pytest.skip("libmpg123 is not installed (apt install libmpg123-0)")
+    monkeypatch.setenv("MUSETAG_MPG123", "1" if decoder == "mpg123" else "0")
+    assert audio_info(joined_mp3).duration == pytest.approx(60.0, abs=0.1)
+    audio, sr = load_audio(joined_mp3)
+    assert audio.shape[0] / sr == pytest.approx(60.0, abs=0.1)
+    # the third stream (880 Hz) is there: its dominant frequency near the end
+    tail = audio[-sr:]
+    freq = np.argmax(np.abs(np.fft.rfft(tail))) * sr / len(tail)
+    assert freq == pytest.approx(880.0, abs=5.0)
+    partial, _ = load_audio(joined_mp3, offset=45.0, duration=5.0)  # a seek into the third part
+    assert partial.shape[0] / sr == pytest.approx(5.0, abs=0.01)
+    streamed = sum(block.shape[-1] for block in stream_blocks(joined_mp3, 7.0, sample_rate=16000))
+    assert streamed / 16000 == pytest.approx(60.0, abs=0.1)
+
+
+def test_joined_mp3_is_tagged_whole_in_memory_and_streamed(small_package, joined_mp3):
+    from musetag.tag.tagger import Tagger
+
+    whole = Tagger.from_package(small_package).tag(str(joined_mp3))
+    streamed = Tagger.from_package(small_package, stream_seconds=30.0, block_seconds=11.0).tag(str(joined_mp3))
+    assert whole.ok and whole.duration == pytest.approx(60.0, abs=0.1)
+    assert streamed.duration == pytest.approx(60.0, abs=0.1)
+    assert streamed.n_segments == whole.n_segments
+    # libsndfile's MP3 decoder gives slightly different samples when read in blocks (also for a
+    # plain MP3), so the streamed scores are close, not equal
+    np.testing.assert_allclose(streamed.scores_array, whole.scores_array, atol=2e-2)
+
+
+# -- 5. too short and silent files are flagged -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def odd_clips(tmp_path_factory) -> dict[str, Path]:
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("odd")
+    clips = {"one_sample": folder / "one_sample.wav", "silence": folder / "silence.wav", "music": folder / "music.wav"}
+    sf.write(clips["one_sample"], np.array([0.5], dtype=np.float32), 44100)
+    sf.write(clips["silence"], np.zeros(30 * 16000, dtype=np.float32), 16000, subtype="PCM_16")
+    t = np.arange(3 * 22050) / 22050
+    sf.write(clips["music"], (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 22050)
+    return clips
+
+
+def test_short_and_silent_files_are_flagged_in_every_format(small_package, odd_clips, tmp_path):
+    from musetag.tag.tagger import Tagger
+    from musetag.tag.writers import read_results
+
+    tagger = Tagger.from_package(small_package)
+    short, silent, music = (tagger.tag(str(odd_clips[k])) for k in ("one_sample", "silence", "music"))
+    assert short.ok and [w.split(":")[0] for w in short.warnings] == ["too_short"]
+    assert silent.ok and [w.split(":")[0] for w in silent.warnings] == ["silent"]
+    assert "digital silence" in silent.warnings[0]
+    assert music.ok and music.warnings == []
+    assert tagger.tag(np.zeros(16000, dtype=np.float32), sample_rate=16000).warnings  # arrays too
+    files = [str(odd_clips[k]) for k in ("one_sample", "silence", "music")]
+    for ext in (".csv", ".jsonl", ".json"):
+        out = tmp_path / f"r{ext}"
+        for workers in ("0", "1"):  # in this process and in a worker process
+            out.unlink(missing_ok=True)
+            assert main(["tag", str(small_package), *files, "--out", str(out), "--workers", workers,
+                         "--no-progress"]) == 0
+            rows = {Path(r["path"]).stem: r for r in read_results(out)}
+            assert rows["one_sample"]["warnings"][0].startswith("too_short: ")
+            assert rows["silence"]["warnings"][0].startswith("silent: ")
+            assert rows["music"]["warnings"] == []
+            assert all(r["status"] == "ok" for r in rows.values())
+    assert "warnings" in (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+
+
+def test_old_csv_without_warnings_column_still_resumes(small_package, odd_clips, tmp_path):
+    from musetag.tag.writers import read_results
+
+    out = tmp_path / "old.csv"
+    music = str(odd_clips["music"])
+    assert main(["tag", str(small_package), music, "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    lines = out.read_text().splitlines()
+    header = lines[0].split(",")
+    i = header.index("warnings")
+    out.write_text("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != i) for line in lines) + "\n")
+    assert read_results(out)[0]["warnings"] == []
+    assert main(["tag", str(small_package), music, "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    assert "warnings" in out.read_text().splitlines()[0]  # rewritten in the current layout
+    assert len(read_results(out)) == 1
+
+
+# -- 6. a dangling symbolic link is an error row ---------------------------------------------------------
+
+
+def test_dangling_symlink_in_a_folder_is_an_error_row(small_package, odd_clips, tmp_path):
+    from musetag.shard import collect_shard_files
+    from musetag.tag.batch import collect_audio_files
+    from musetag.tag.writers import read_results
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    (folder / "good.wav").symlink_to(odd_clips["music"])
+    (folder / "gone.mp3").symlink_to(tmp_path / "deleted.mp3")
+    (folder / "loop.flac").symlink_to(folder / "loop.flac")
+    (folder / "notes.txt").symlink_to(tmp_path / "nothing.txt")  # not audio: ignored as before
+    listed = sorted(Path(p).name for p in collect_audio_files([folder]))
+    assert listed == ["gone.mp3", "good.wav", "loop.flac"]
+    assert sorted(Path(p).name for p in collect_shard_files([folder], "1/1", recursive=True)) == listed
+    out = tmp_path / "r.jsonl"
+    assert main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", "0", "--no-progress"]) == 3
+    rows = {Path(r["path"]).name: r for r in read_results(out)}
+    assert rows["good.wav"]["status"] == "ok"
+    assert "symbolic link" in rows["gone.mp3"]["status"] and "deleted.mp3" in rows["gone.mp3"]["status"]
+    assert "symbolic link" in rows["loop.flac"]["status"]
+
+
+# -- 7. exit statuses: all ok, some failed, nothing done ---------------------------------------------------
+
+
+def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, tmp_path, capsys):
+    from musetag.embed import embed_files  # noqa: F401 - the embed command shares the statuses
+    from musetag.exit_codes import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.mp3").write_text("not audio\n")
+    (bad / "b.wav").write_bytes(b"")
+    good = str(odd_clips["music"])
+    tag = ["tag", str(small_package), "--workers", "0", "--no-progress"]
+    assert main([*tag, str(bad), "--out", str(tmp_path / "all_bad.csv")]) == EXIT_NOTHING_DONE == 4
+    assert main([*tag, str(bad), good, "--out", str(tmp_path / "some.csv")]) == EXIT_SOME_FAILED == 3
+    assert main([*tag, good, "--out", str(tmp_path / "ok.csv")]) == EXIT_OK == 0
+    assert main([*tag, good, "--out", str(tmp_path / "ok.csv")]) == EXIT_OK  # already done
+    (tmp_path / "empty").mkdir()
+    assert main([*tag, str(tmp_path / "empty"), "--out", str(tmp_path / "none.csv")]) == EXIT_NOTHING_DONE
+    assert main([*tag, str(bad)]) == EXIT_NOTHING_DONE  # printing mode too
+    assert main([*tag, str(bad), good]) == EXIT_SOME_FAILED
+    emb = ["embed", str(small_package), "--workers", "0", "--no-progress"]
+    assert main([*emb, str(bad), "--out", str(tmp_path / "bad.npy")]) == EXIT_NOTHING_DONE
+    assert main([*emb, str(bad), good, "--out", str(tmp_path / "some.npy")]) == EXIT_SOME_FAILED
+    assert main([*emb, good, "--out", str(tmp_path / "ok.npy")]) == EXIT_OK
+    capsys.readouterr()
+    from musetag.cli import build_parser
+
+    for command in ("tag", "embed"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        assert "Exit status: 0" in " ".join(capsys.readouterr().out.split())
+
+
+# -- 11. the decoder's own messages never leak to stderr --------------------------------------------------
+
+
+def test_decoder_messages_are_captured_into_the_row(small_package, tmp_path, capfd):
+    from musetag.tag.writers import read_results
+
+    clean = _mp3_bytes(20.0, 440.0)
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / "skipped.mp3").write_bytes(clean[:10000] + b"\x55" * 300 + clean[10000:])  # decodes, junk skipped
+    (folder / "hopeless.mp3").write_bytes(clean[:10000] + np.random.default_rng(0).bytes(3000) + clean[10000:])
+    out = tmp_path / "r.jsonl"
+    capfd.readouterr()
+    for workers in ("0", "1"):
+        out.unlink(missing_ok=True)
+        main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", workers, "--no-progress"])
+        err = capfd.readouterr().err
+        raw = [line for line in err.splitlines() if line.startswith(("Note:", "Warning:", "[src/", "WARNING"))]
+        assert raw == [], "the decoder's messages leaked"
+        rows = {Path(r["path"]).name: r for r in read_results(out)}
+        skipped = rows["skipped.mp3"]
+        assert skipped["status"] == "ok"
+        assert any(w.startswith("decoder: ") and "Illegal Audio-MPEG-Header" in w for w in skipped["warnings"])
+        assert rows["hopeless.mp3"]["status"] != "ok"
+        assert "Illegal Audio-MPEG-Header" in rows["hopeless.mp3"]["status"]
+
+
+# -- 8. one training per run folder ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from musetag.data.synth import make_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, n_clips=8, seconds=1.0, seed=3)
+    return root / "dataset.toml"
+
+
+def _hold_lock(run: Path):
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom musetag.training.lock import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_training_into_the_same_folder_is_refused(tiny_corpus, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from musetag.training.lock import run_lock
+
+    run = tmp_path / "run"
+    holder = _hold_lock(run)
+    try:
+        assert main(["train", "demo", "--data", str(tiny_corpus), "--out", str(run), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert str(run) in err and f"pid {holder.pid}" in err and "another --out" in err
+        assert not (run / "checkpoints").exists()  # nothing written by the refused run
+        monkeypatch.setenv("RANK", "1")  # DDP: only rank 0 takes the lock
+        with run_lock(run) as held:
+            assert held is None
+        monkeypatch.delenv("RANK")
+    finally:
+        holder.send_signal(signal.SIGKILL)  # killed: the kernel drops its lock, none is left stale
+        holder.wait()
+    with run_lock(run) as held:
+        assert held is not None and "pid" in held.read_text()
+
+
+# -- 9. errors instead of tracebacks ------------------------------------------------------------------------
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_unwritable_out_is_one_line_naming_it(small_package, tiny_corpus, odd_clips, tmp_path, capsys):
+    from test_package import make_run_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    clip = str(odd_clips["music"])
+    capsys.readouterr()
+    cases = {
+        "tag": ["tag", str(small_package), clip, "--workers", "0", "--no-progress", "--out", str(blocker / "r.csv")],
+        "features": ["features", clip, "--preset", "jamendo96", "--quiet", "--out", str(blocker / "feats")],
+        "prepare": ["prepare", "--data", str(tiny_corpus), "--workers", "0", "--no-progress", "--out", str(blocker / "c")],
+        "train": ["train", "demo", "--data", str(tiny_corpus), "--no-progress", "--out", str(blocker / "run")],
+        "package": ["package", str(make_run_dir(tmp_path)[0]), "--out", str(blocker / "pkg")],
+    }
+    for name, argv in cases.items():
+        assert main(argv) == 2, name
+        _one_line_error(capsys, f"musetag {name}: error", str(blocker), "not a folder")
+    if os.geteuid() != 0:  # root writes anywhere: the permission case needs a normal user
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        assert main(cases["tag"][:-1] + [str(locked / "r.csv")]) == 2
+        _one_line_error(capsys, str(locked), "permission")
+
+
+def test_latin1_manifest_is_refused_with_the_line(tiny_corpus, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus.parent, root)
+    manifest = root / "manifest.csv"
+    text = manifest.read_text(encoding="utf-8").splitlines()
+    shutil.copy(root / text[1].split(",")[0], root / "audio" / "café.flac")
+    text.append("audio/café.flac,dark,artist_9")
+    manifest.write_text("\n".join(text) + "\n", encoding="latin-1")
+    capsys.readouterr()
+    for argv in (["prepare", "--data", str(root / "dataset.toml"), "--workers", "0", "--no-progress"],
+                 ["train", "demo", "--data", str(root / "dataset.toml"), "--no-progress", "--out", str(tmp_path / "run")]):
+        assert main(argv) == 2
+        _one_line_error(capsys, f"{manifest}:{len(text)}", "not UTF-8", "iconv")
+
+
+@pytest.mark.parametrize("damage", ["tag_count", "thresholds_as_strings", "huge_n_fft", "huge_window"])
+def test_malformed_package_is_refused_before_allocating(small_package, odd_clips, tmp_path, damage, capsys):
+    import json
+    import resource
+    import shutil
+
+    from musetag.tag.package import load_package
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(small_package, pkg)
+    desc = json.loads((pkg / "musetag.json").read_text())
+    if damage == "tag_count":
+        desc["tags"] = desc["tags"] + ["extra"]
+    elif damage == "thresholds_as_strings":
+        desc["thresholds"] = ["0.5"] * len(desc["tags"])
+    elif damage == "huge_n_fft":
+        desc["features"]["n_fft"] = 2**28
+    else:
+        desc["segment"]["frames"] = 10**9
+    (pkg / "musetag.json").write_text(json.dumps(desc))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelError, match="musetag.json"):
+        load_package(pkg, load_weights=False)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing big allocated
+    capsys.readouterr()
+    assert main(["tag", str(pkg), str(odd_clips["music"]), "--workers", "0"]) == 2
+    _one_line_error(capsys, str(pkg), "re-create the package")
+
+
+# -- 10. same name, different extensions ------------------------------------------------------------------------
+
+
+def test_same_stem_different_extension_are_two_tracks(tmp_path, capsys):
+    import soundfile as sf
+
+    from musetag.data import load_dataset_config, load_records
+    from musetag.errors import DatasetError
+
+    root = tmp_path / "corpus"
+    (root / "songs").mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    sf.write(root / "songs" / "random.flac", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    sf.write(root / "songs" / "random.wav", (0.3 * np.sin(2 * np.pi * 880 * t)).astype(np.float32), 16000)
+    sf.write(root / "songs" / "other.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    rows = ["songs/random.flac,dark,train", "songs/random.wav,bright,train", "songs/other.wav,dark,validation"]
+    (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows) + "\n")
+    (root / "dataset.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "jamendo96"\n'
+                                       '[paths]\nmanifest = "manifest.csv"\n')
+    config = load_dataset_config(root / "dataset.toml")
+    ids = sorted(r.id for r in load_records(config))
+    assert ids == ["songs/other", "songs/random.flac", "songs/random.wav"]
+    assert main(["prepare", "--data", str(root / "dataset.toml"), "--out", str(tmp_path / "cache"), "--workers", "0",
+                 "--no-progress"]) == 0
+    assert "3 cached of 3" in capsys.readouterr().out
+    # the same file twice stays an error, whose message names the id column
+    (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows + rows[:1]) + "\n")
+    with pytest.raises(DatasetError, match="appears twice.*'id' column"):
+        load_records(config)
+    # an id column is honoured
+    (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},t{i}" for i, r in enumerate(rows)) + "\n")
+    assert sorted(r.id for r in load_records(config)) == ["t0", "t1", "t2"]
+
+
+# -- 12. the service: clients that disconnect or stall mid-upload -------------------------------------------------
+
+
+def _send_half(port: int, body_size: int = 200_000, *, close: bool) -> "socket.socket":
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(
+        f"POST /v1/tag HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {body_size}\r\n\r\n".encode() + b"\0" * (body_size // 2)
+    )
+    if close:
+        sock.close()
+    return sock
+
+
+def test_service_survives_disconnects_and_stalled_uploads(small_package, odd_clips, tmp_path):
+    import time
+
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from test_serve import Server
+
+    srv = Server(small_package, tmp_path / "serve.log", "--max-concurrency", "1", "--body-timeout", "3")
+    try:
+        srv.wait()
+        for _ in range(3):  # clients that give up mid-upload
+            _send_half(srv.port, close=True)
+        stalled = [_send_half(srv.port, close=False) for _ in range(5)]
+        started = time.monotonic()
+        for _ in range(3):  # the service answers others while those uploads stall
+            assert httpx.get(srv.url + "/healthz", timeout=2).status_code == 200
+        answers = []
+        for sock in stalled:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                part = sock.recv(4096)
+                if not part:
+                    break
+                data += part
+            answers.append(data.split(b"\r\n", 1)[0])
+            sock.close()
+        waited = time.monotonic() - started
+        assert all(b" 408 " in a for a in answers), answers
+        assert 2.0 < waited < 15.0
+        # warnings reach the HTTP response too (item 5)
+        silent = httpx.post(srv.url + "/v1/tag", content=odd_clips["silence"].read_bytes(), timeout=60).json()
+        assert silent["warnings"] and silent["warnings"][0].startswith("silent: ")
+        music = httpx.post(srv.url + "/v1/tag", content=odd_clips["music"].read_bytes(), timeout=60).json()
+        assert music["warnings"] == []
+        time.sleep(0.5)
+    finally:
+        srv.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
+    assert log.count("client disconnected during the upload") == 3, log[-3000:]
+    assert log.count("upload timed out") == 5
+
+
+# -- 13. the default number of workers fits the memory -------------------------------------------------------------
+
+
+def test_default_workers_adapt_to_available_memory(monkeypatch):
+    import musetag.commands.tag as tag_command
+
+    cores = max(1, min(8, os.cpu_count() or 1))
+    monkeypatch.setattr(tag_command, "available_memory_mb", lambda: 64_000.0)
+    assert tag_command.default_workers() == cores
+    monkeypatch.setattr(tag_command, "available_memory_mb", lambda: 1500.0)  # room for the main process only
+    assert tag_command.default_workers() == 1
+    monkeypatch.setattr(tag_command, "available_memory_mb", lambda: None)  # not Linux
+    assert tag_command.default_workers() == cores

@@ -189,7 +189,7 @@ def test_workers_run_the_cpu_network_and_match_in_process(fitted_package, tmp_pa
         pkg = tagger.package
         try:
             tagger_module._init_worker(pkg.features, pkg.segment, tagger.stream_seconds, tagger.block_seconds, tagger)
-            status, payload, duration = tagger_module._prepare_in_worker(str(paths[1]))
+            status, payload, duration, _warnings = tagger_module._prepare_in_worker(str(paths[1]))
         finally:
             tagger_module._WORKER.clear()
             torch.set_num_threads(1)

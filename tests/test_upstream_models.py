@@ -213,7 +213,7 @@ def test_evenly_spaced_rule_in_memory_streaming_and_workers(tmp_path):
         expected = torch.sigmoid(model(torch.from_numpy(chunks))).mean(0).numpy()
     tagger = Tagger.from_package(pkg)
     whole = tagger.tag(path)
-    assert whole.n_segments == 5 and not whole.notes
+    assert whole.n_segments == 5 and not whole.warnings
     np.testing.assert_allclose(whole.scores_array, expected, atol=1e-5)
     streamed = Tagger.from_package(pkg, stream_seconds=2.0, block_seconds=1.3).tag(path)
     assert streamed.n_segments == 5 and streamed.duration == pytest.approx(whole.duration)
@@ -226,8 +226,8 @@ def test_evenly_spaced_rule_in_memory_streaming_and_workers(tmp_path):
     padded[0, 0, :3000] = audio[:3000]
     with torch.no_grad():
         expected_short = torch.sigmoid(model(torch.from_numpy(padded)))[0].numpy()
-    assert pooled[1].n_segments == 1 and pooled[1].notes and "zero-padded" in pooled[1].notes[0]
-    assert pooled[1].to_row()["notes"] == pooled[1].notes and "notes" not in pooled[0].to_row()
+    assert pooled[1].n_segments == 1 and pooled[1].warnings and pooled[1].warnings[0].startswith("too_short")
+    assert pooled[1].to_row()["warnings"] == pooled[1].warnings and not pooled[0].to_row()["warnings"]
     np.testing.assert_allclose(pooled[1].scores_array, expected_short, atol=1e-5)
 
 

@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     except MusetagError as exc:
         print(f"musetag {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unwritable output, full disk, ...: one line, the traceback with -v
+        from musetag.outputs import describe_os_error
+
+        if args.verbose:
+            logging.getLogger("musetag").exception("musetag %s failed", args.command)
+        print(f"musetag {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"musetag {args.command}: interrupted", file=sys.stderr)
         return 130

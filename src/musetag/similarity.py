@@ -432,7 +432,7 @@ def read_tag_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
     if "status" in df.columns:  # musetag tag: failed tracks have a status other than "ok"
         df = df[df["status"].astype(str) == "ok"]
     skip = {key, "duration", "seconds", "segments", "n_segments", "error", "status", "sample_rate", "model",
-            "top_tags", "decisions"}
+            "top_tags", "decisions", "warnings"}
     tags = [c for c in df.columns
             if c not in skip and pd.api.types.is_numeric_dtype(df[c]) and not df[c].isna().all()]
     if not tags:

@@ -3,13 +3,27 @@
 soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF...) does the decoding. Containers it
 cannot read (MP4/M4A/AAC, WMA, WebM...) are decoded by ``ffmpeg`` when it is on ``PATH``. Every
 failure becomes an :class:`~musetag.errors.AudioError` naming the source, what is wrong and the fix.
+
+MP3 files made of several joined streams (``cat a.mp3 b.mp3``) are decoded part by part, so every
+frame is decoded (libsndfile alone stops at the length the first stream announces; see
+:mod:`musetag.audio.mp3parts`). What the C decoders print on the process's stderr ("Note: Illegal
+Audio-MPEG-Header ...") is captured instead of leaking: it becomes part of the error message of a
+file that fails, and a *note* of a file that decodes; :func:`collect_notes` gathers the notes of
+the files decoded inside it (the tagger writes them to the file's ``warnings``), outside it they
+are logged as warnings.
 """
 from __future__ import annotations
 
+import contextvars
 import io
+import logging
 import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +37,7 @@ from musetag.audio.ops import resample as _resample
 from musetag.errors import AudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+log = logging.getLogger(__name__)
 
 # A decoded length more than this much shorter than the header announces means the file was cut.
 _TRUNCATION_TOLERANCE_S = 0.5
@@ -56,6 +71,84 @@ def describe_source(source: AudioSource) -> str:
     if isinstance(name, (str, bytes)) and name:
         return os.fsdecode(name)
     return "<audio file object>"
+
+
+# ------------------------------------------------------------------------ decoder messages, notes
+_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("musetag_audio_notes", default=None)
+_CAPTURE_LOCK = threading.RLock()
+_MAX_SAID = 5  # distinct decoder lines kept per call
+
+
+@contextmanager
+def collect_notes() -> Iterator[list[str]]:
+    """Gather, in the returned list, the notes about the files decoded inside the block: what the
+    decoder printed about a file that still decoded (skipped junk, resyncs), one line each.
+    Outside such a block notes are logged as warnings (never lost, never raw on stderr)."""
+    notes: list[str] = []
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        try:
+            _NOTES.reset(token)
+        except ValueError:  # exited in another context (a generator finished elsewhere)
+            _NOTES.set(None)
+
+
+def _note(name: str, text: str) -> None:
+    notes = _NOTES.get()
+    if notes is None:
+        log.warning("%s: %s", name, text)
+    elif text not in notes:
+        notes.append(text)
+
+
+@contextmanager
+def _decoder_messages(said: list[str]) -> Iterator[None]:
+    """Capture what C decoders write to file descriptor 2 while the block runs into ``said``
+    (one cleaned line each) instead of the terminal. Serialised: fd 2 is process-wide."""
+    with _CAPTURE_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing can leak
+            yield
+            return
+        tmp = tempfile.TemporaryFile()
+        try:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+            tmp.seek(0)
+            raw = tmp.read(64 * 1024)
+            tmp.close()
+            for line in raw.decode("utf-8", "replace").splitlines():
+                line = re.sub(r"^\[[^\]]*\]\s*", "", line.strip())  # "[src/libmpg123/parse.c:wetwork():1349] "
+                line = re.sub(r"^(Note|Warning|error|Error):\s*", "", line).strip()
+                if line and line not in said:
+                    said.append(line)
+
+
+def _said(said: list[str]) -> str:
+    """The decoder's lines as one clause: ``decoder said: a; b; c (and 2 more)``."""
+    if not said:
+        return ""
+    text = "; ".join(said[:_MAX_SAID])
+    if len(said) > _MAX_SAID:
+        text += f" (and {len(said) - _MAX_SAID} more)"
+    return f"decoder said: {text}"
+
+
+def _note_said(name: str, said: list[str]) -> None:
+    for line in said:
+        _note(name, f"decoder said: {line}")
 
 
 # ------------------------------------------------------------------------------------ sniffing
@@ -128,6 +221,11 @@ def _normalise_source(source: AudioSource) -> tuple[AudioSource, str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
+            if path.is_symlink():
+                raise AudioError(
+                    f"{name}: is a symbolic link to {os.readlink(path)}, which does not exist (or the links loop); "
+                    "fix the link or remove it"
+                )
             raise AudioError(f"{name}: file not found; check the path (and that the disk is mounted)")
         if path.is_dir():
             raise AudioError(f"{name}: is a directory, not an audio file; pass the files inside it")
@@ -187,14 +285,107 @@ def _explain_open_failure(source: AudioSource, name: str, exc: Exception) -> Aud
 
 @contextmanager
 def _open_soundfile(source: AudioSource, name: str) -> Iterator[sf.SoundFile]:
+    said: list[str] = []
     try:
-        handle = sf.SoundFile(source if not isinstance(source, Path) else str(source))
+        with _decoder_messages(said):
+            handle = sf.SoundFile(source if not isinstance(source, Path) else str(source))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise _explain_open_failure(source, name, exc) from exc
+    if handle.format == "MP3":
+        try:
+            parts = _mp3_parts(source)
+        except (OSError, ValueError):
+            parts = []
+        if len(parts) > 1:  # joined streams: the first one's header does not describe the file
+            handle.close()
+            handle = _JoinedMP3(source, name, parts)
+            said = []
+    _note_said(name, said)
     try:
         yield handle
     finally:
         handle.close()
+
+
+def _mp3_parts(source: AudioSource) -> list[tuple[int, int]]:
+    from musetag.audio.mp3parts import mp3_parts
+
+    return mp3_parts(str(source) if isinstance(source, Path) else source)
+
+
+class _JoinedMP3:
+    """MP3 streams joined in one file, read as one sound file (the subset of ``sf.SoundFile``
+    musetag uses: ``samplerate, channels, frames, format, subtype, seek, read, close``)."""
+
+    def __init__(self, source: AudioSource, name: str, parts: list[tuple[int, int]]) -> None:
+        from musetag.audio.mp3parts import RangeReader
+
+        self.name = name
+        self._readers: list = []
+        self._parts: list[sf.SoundFile] = []
+        try:
+            for start, end in parts:
+                reader = RangeReader(source, start, end)
+                self._readers.append(reader)
+                said: list[str] = []
+                try:
+                    with _decoder_messages(said):
+                        self._parts.append(sf.SoundFile(reader))
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    raise AudioError(
+                        f"{name}: joins several MP3 streams and the one at byte {start} cannot be read ({exc}"
+                        f"{'; ' + _said(said) if said else ''}); re-encode the file"
+                    ) from exc
+                _note_said(name, said)
+            first = self._parts[0]
+            for part, (start, _) in zip(self._parts[1:], parts[1:]):
+                if (part.samplerate, part.channels) != (first.samplerate, first.channels):
+                    raise AudioError(
+                        f"{name}: joins MP3 streams of different formats ({first.samplerate} Hz x {first.channels} "
+                        f"and, from byte {start}, {part.samplerate} Hz x {part.channels}); split the file or "
+                        "re-encode it as one stream"
+                    )
+        except BaseException:
+            self.close()
+            raise
+        self.samplerate, self.channels = first.samplerate, first.channels
+        self.format, self.subtype = first.format, first.subtype
+        self.frames = sum(int(p.frames) for p in self._parts)
+        self._i = 0
+
+    def seek(self, frame: int) -> int:
+        left = int(frame)
+        for i, part in enumerate(self._parts):
+            if left < part.frames or i == len(self._parts) - 1:
+                part.seek(min(left, int(part.frames)))
+                for later in self._parts[i + 1 :]:
+                    later.seek(0)
+                self._i = i
+                return int(frame)
+            left -= int(part.frames)
+        return int(frame)
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        out = []
+        need = int(frames)
+        while self._i < len(self._parts):
+            chunk = self._parts[self._i].read(frames=need if need >= 0 else -1, dtype=dtype, always_2d=True)
+            out.append(chunk)
+            if need >= 0:
+                need -= chunk.shape[0]
+                if need <= 0:
+                    break
+            self._i += 1
+        if not out:
+            return np.zeros((0, self.channels), dtype=dtype)
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=0)
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
+        for reader in self._readers:
+            reader.close()
+        self._parts, self._readers = [], []
 
 
 # ---------------------------------------------------------------------------------- ffmpeg path
@@ -241,14 +432,16 @@ def _decode_with_ffmpeg(
 def audio_info(source: AudioSource) -> AudioInfo:
     """Sample rate, channels, frames, duration, format and subtype of ``source`` (header only).
 
-    For containers that need ffmpeg the file is decoded once to count its frames.
+    For containers that need ffmpeg the file is decoded once to count its frames. MP3 streams
+    joined in one file count together. What the decoder says while reading the header is not
+    reported here (decoding the file reports it).
     """
     src, name = _normalise_source(source)
     kind = _ffmpeg_container(src)
     if kind is not None:
         data, sr = _decode_with_ffmpeg(src, name, kind, 0.0, None)
         return AudioInfo(sr, data.shape[1], data.shape[0], data.shape[0] / sr, kind.upper(), "ffmpeg")
-    with _open_soundfile(src, name) as f:
+    with collect_notes(), _open_soundfile(src, name) as f:
         frames = int(f.frames)
         return AudioInfo(int(f.samplerate), int(f.channels), frames, frames / f.samplerate, f.format, f.subtype)
 
@@ -334,15 +527,21 @@ def _read_soundfile(
         preroll = min(start, _MP3_PREROLL_FRAMES) if f.format == "MP3" else 0
         data = None
         if mono and f.format == "MP3" and start == 0 and want < 0:
-            data = _decode_mp3_mixed(source, sr)
+            data = _decode_mp3_mixed(source, sr, name)
+        said: list[str] = []
         try:
             if data is None:
-                if start:
-                    f.seek(start - preroll)
-                data = f.read(frames=want if want < 0 else want + preroll, dtype="float32", always_2d=True)
+                with _decoder_messages(said):
+                    if start:
+                        f.seek(start - preroll)
+                    data = f.read(frames=want if want < 0 else want + preroll, dtype="float32", always_2d=True)
                 data = data[preroll:]
         except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
+            raise AudioError(
+                f"{name}: the audio data is corrupt ({exc}{'; ' + _said(said) if said else ''}); "
+                "re-download or re-encode the file"
+            ) from exc
+        _note_said(name, said)
     expected = (total - start) if want < 0 else min(want, total - start)
     got = data.shape[0]
     if total > 0 and expected - got > max(_TRUNCATION_TOLERANCE_S * sr, _TRUNCATION_TOLERANCE_FRAC * expected):
@@ -356,7 +555,7 @@ def _read_soundfile(
     return data, sr
 
 
-def _decode_mp3_mixed(source: AudioSource, sample_rate: int) -> np.ndarray | None:
+def _decode_mp3_mixed(source: AudioSource, sample_rate: int, name: str = "") -> np.ndarray | None:
     """A whole MP3 (a path, an upload, a file object) mixed to one channel inside libmpg123, or
     ``None`` (not installed, disabled, or it failed: soundfile then decodes it and reports any
     problem). Every kind of source gives the same samples."""
@@ -364,20 +563,36 @@ def _decode_mp3_mixed(source: AudioSource, sample_rate: int) -> np.ndarray | Non
 
     if not mpg123.available():
         return None
+    said: list[str] = []
     try:
-        if isinstance(source, Path):
-            data, rate = mpg123.decode_file(source, mono=True)
-        elif isinstance(source, io.BytesIO):
-            data, rate = mpg123.decode(source.getbuffer(), mono=True)
-        else:  # a seekable binary file object: soundfile reads it from its start too
-            pos = source.tell()
-            source.seek(0)
-            payload = source.read()
-            source.seek(pos)
-            data, rate = mpg123.decode(payload, mono=True)
+        with _decoder_messages(said):
+            if isinstance(source, Path):
+                with open(source, "rb") as fh:
+                    payload = fh.read()
+            elif isinstance(source, io.BytesIO):
+                payload = source.getbuffer()
+            else:  # a seekable binary file object: soundfile reads it from its start too
+                pos = source.tell()
+                source.seek(0)
+                payload = source.read()
+                source.seek(pos)
+            # joined streams are decoded one by one, each trimmed by its own gapless header
+            # (the samples soundfile gives for the same parts)
+            from musetag.audio.mp3parts import _parts_of
+
+            view = memoryview(payload)
+            parts = _parts_of(view.obj if isinstance(view.obj, bytes) else bytes(view)) if len(view) else []
+            decoded = [mpg123.decode(view[a:b], mono=True) for a, b in (parts if len(parts) > 1 else [(0, len(view))])]
+            rate = decoded[0][1]
+            if any(r != rate for _, r in decoded):
+                return None
+            data = decoded[0][0] if len(decoded) == 1 else np.concatenate([d for d, _ in decoded])
     except (mpg123.Mpg123Error, OSError, ValueError, TypeError):
         return None
-    return data if rate == sample_rate and data.shape[0] else None
+    if rate != sample_rate or not data.shape[0]:
+        return None
+    _note_said(name or describe_source(source), said)
+    return data
 
 
 def _downmix_frames(data: np.ndarray) -> np.ndarray:
@@ -479,10 +694,16 @@ def _stream_soundfile(
         buf = np.zeros((channels, 0), dtype=np.float32)
         emitted_any = False
         while True:
+            said: list[str] = []
             try:
-                raw = f.read(frames=read_frames, dtype="float32", always_2d=True)
+                with _decoder_messages(said):
+                    raw = f.read(frames=read_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(f"{name}: the audio data is corrupt ({exc}); re-download or re-encode the file") from exc
+                raise AudioError(
+                    f"{name}: the audio data is corrupt ({exc}{'; ' + _said(said) if said else ''}); "
+                    "re-download or re-encode the file"
+                ) from exc
+            _note_said(name, said)
             last = raw.shape[0] < read_frames
             chunk = _downmix_frames(raw)[None, :] if mono else raw.T
             if resampler is None:

@@ -102,13 +102,13 @@ def available() -> bool:
     return _load() is not None
 
 
-def decode_file(path: str | os.PathLike, *, mono: bool) -> tuple[np.ndarray, int]:
+def decode_file(path: str | os.PathLike, *, mono: bool, quiet: bool = False) -> tuple[np.ndarray, int]:
     """Decode a whole MP3 file; see :func:`decode`."""
     with open(path, "rb") as f:
-        return decode(f.read(), mono=mono)
+        return decode(f.read(), mono=mono, quiet=quiet)
 
 
-def decode(data: bytes | bytearray | memoryview, *, mono: bool) -> tuple[np.ndarray, int]:
+def decode(data: bytes | bytearray | memoryview, *, mono: bool, quiet: bool = False) -> tuple[np.ndarray, int]:
     """Decode a whole MP3 held in memory: ``((frames, channels) float32, sample_rate)``.
 
     ``mono=True`` mixes the channels in the decoder (one column); otherwise the file's channels.
@@ -116,6 +116,11 @@ def decode(data: bytes | bytearray | memoryview, *, mono: bool) -> tuple[np.ndar
     announced by the LAME/Xing header), so the samples are the ones soundfile returns (tested).
     The bytes are fed to libmpg123 at once: its file reader would make ~10,000 small ``read``
     calls per song, about 8 % of the decoding time. Raises :class:`Mpg123Error`.
+
+    Every frame of the bytes is decoded, also after the length a Xing/Info header announces (MP3
+    files joined with ``cat``). libmpg123's messages about damaged data go to stderr unless
+    ``quiet`` (``MPG123_QUIET``); :func:`musetag.audio.load_audio` captures them into the file's
+    notes.
     """
     lib = _load()
     if lib is None:
@@ -130,7 +135,9 @@ def decode(data: bytes | bytearray | memoryview, *, mono: bool) -> tuple[np.ndar
     opened = False
     try:
         lib.mpg123_param(handle, _REMOVE_FLAGS, _AUTO_RESAMPLE, 0.0)
-        flags = _GAPLESS | _FORCE_FLOAT | _QUIET | (_MONO_MIX if mono else 0)
+        # not _QUIET: what libmpg123 says about a damaged stream (skipped junk, resyncs) goes to
+        # stderr, where musetag.audio.io captures it into the file's notes instead of losing it
+        flags = _GAPLESS | _FORCE_FLOAT | (_QUIET if quiet else 0) | (_MONO_MIX if mono else 0)
         lib.mpg123_param(handle, _ADD_FLAGS, flags, 0.0)
         lib.mpg123_format_none(handle)
         for rate in _RATES:

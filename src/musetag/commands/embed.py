@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from musetag.exit_codes import EXIT_STATUS_HELP, exit_status
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers) -> None:
             "run goes). --shard I/N keeps one part of the catalogue (merge the parts with `musetag "
             "merge`); under torchrun each process embeds its share on its own GPU."
         ),
+        epilog=EXIT_STATUS_HELP.replace("tagged", "embedded"),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`), or a "
@@ -54,4 +57,4 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.restart, progress=not args.no_progress,
     )
     print(report.summary(), file=sys.stderr)
-    return 0 if report.ok or not report.failed else 1
+    return exit_status(report.ok, report.failed, report.skipped)

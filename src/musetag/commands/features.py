@@ -55,6 +55,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from musetag.features.extract import extract_to_directory
 
+    from musetag.outputs import check_writable
+
+    check_writable(args.out, folder=True)
+
     def on_error(path, message):
         print(f"musetag features: skipped: {message}", file=sys.stderr)
 

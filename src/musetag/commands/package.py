@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from musetag.commands import UNSAFE_PICKLE_HELP
 
@@ -43,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
         allow_unsafe_pickle()
 
+    from musetag.outputs import check_writable
+    from musetag.tag.package import ARCHIVE_SUFFIXES
+
+    if not (args.force and os.path.exists(args.out)):
+        check_writable(args.out, folder=not str(args.out).lower().endswith(ARCHIVE_SUFFIXES))
     out = create_package(
         args.run_dir,
         args.out,

@@ -12,7 +12,7 @@ def register(subparsers) -> None:
             "Serve a model package with FastAPI + uvicorn: POST /v1/tag (multipart field 'file' or the raw "
             "body), GET /v1/tags, GET /healthz, OpenAPI docs at /docs, and a web page at / to drop a file, "
             "play it and see its tags. Uploads beyond --max-upload-mb get 413, undecodable ones 422, a "
-            "decode running past --decode-timeout is stopped (422), and when all --max-concurrency "
+            "decode running past --decode-timeout is stopped (422), an upload not received within --body-timeout gets 408 (a client that disconnects mid-upload is logged in one line), and when all --max-concurrency "
             "decoders are busy requests get 503 with Retry-After."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
     p.add_argument("--max-concurrency", type=int, default=2, help="uploads decoded at the same time (decoder processes)")
     p.add_argument("--decode-timeout", type=float, default=60.0, help="seconds one upload may take to decode")
+    p.add_argument("--body-timeout", type=float, default=120.0,
+                   help="seconds a client may take to send its whole upload; a stalled or trickling body gets 408")
     p.add_argument("--top-k", type=int, default=10, help="default number of top tags in responses")
     p.add_argument("--threshold", default=None, help="'tuned' or a probability (default: tuned if available, else 0.5)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="network runtime")
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         max_concurrency=args.max_concurrency,
         decode_timeout=args.decode_timeout,
+        body_timeout=args.body_timeout,
         top_k=args.top_k,
         threshold=args.threshold,
         backend=args.backend,

@@ -5,6 +5,37 @@ import argparse
 import os
 import sys
 
+from musetag.exit_codes import EXIT_STATUS_HELP, exit_status
+
+
+#: memory a decoding worker may need at its peak (a forked process running the network on a long
+#: file's windows; bench/memory.py measures ~80 MB PSS per worker with simplecnn, 543 MB was seen
+#: with larger models) and what the main process keeps for itself
+WORKER_MEMORY_MB = 600
+MAIN_MEMORY_MB = 1024
+
+
+def available_memory_mb() -> float | None:
+    """``MemAvailable`` from /proc/meminfo (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_workers() -> int:
+    """The default ``--workers``: one decoding process per core (at most 8), fewer when the memory
+    available now would not hold them (:data:`WORKER_MEMORY_MB` each beside the main process)."""
+    workers = max(1, min(8, os.cpu_count() or 1))
+    avail = available_memory_mb()
+    if avail is not None:
+        workers = max(1, min(workers, int((avail - MAIN_MEMORY_MB) // WORKER_MEMORY_MB)))
+    return workers
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,8 +48,11 @@ def register(subparsers) -> None:
             "with a status column (ok, or the error message), the top tags with probabilities, the "
             "tags decided present and the full score vector. A failing file never stops the run; "
             "running again with the same --out skips files already done; the output is never torn "
-            "by a kill. Files longer than --stream-minutes are decoded in blocks with bounded memory."
+            "by a kill. Files longer than --stream-minutes are decoded in blocks with bounded memory. "
+            "A file shorter than the model's input window, silent (peak at or below -60 dBFS) or with "
+            "damaged data the decoder skipped is tagged but flagged in its row's warnings column."
         ),
+        epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("items", metavar="[MODEL] PATH", nargs="+",
@@ -35,8 +69,10 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", default=None,
                    help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
                         "the package has them, else 0.5")
-    p.add_argument("--workers", type=int, default=max(1, min(8, os.cpu_count() or 1)),
-                   help="decoding processes (0 = decode in this process); the network runs in this process")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="decoding processes (0 = decode in this process); default: one per core (at most 8), "
+                        f"fewer when the available memory would not hold {WORKER_MEMORY_MB} MB per worker beside "
+                        f"{MAIN_MEMORY_MB} MB for the main process")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="run the network with PyTorch or onnxruntime (the exported graph; see `musetag export`)")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
@@ -88,11 +124,12 @@ def run(args: argparse.Namespace) -> int:
         for result in tagger.tag_many(files, workers=args.workers):
             if result.ok:
                 tops = ", ".join(f"{t} {s:.3f}" for t, s in result.top(args.top_k))
-                print(f"{result.path}\tok\t{tops}")
+                flags = "".join(f"\twarning: {w}" for w in result.warnings)
+                print(f"{result.path}\tok\t{tops}{flags}")
             else:
                 failed += 1
                 print(f"{result.path}\terror\t{result.status}")
-        return 1 if failed and failed == len(files) else 0
+        return exit_status(len(files) - failed, failed)
     summary = tag_files(
         tagger,
         args.paths,
@@ -105,9 +142,12 @@ def run(args: argparse.Namespace) -> int:
         shard=shard,
     )
     speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    warned = f" ({summary.warned} with warnings)" if summary.warned else ""
     print(
-        f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
+        f"{args.out}: {summary.ok} ok{warned}, {summary.failed} failed, {summary.skipped} already done "
         f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time)",
         file=sys.stderr,
     )
-    return 0
+    if not summary.total:
+        print(f"{args.out}: no audio files found in {' '.join(args.paths)}", file=sys.stderr)
+    return summary.exit_status

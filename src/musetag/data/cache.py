@@ -225,6 +225,9 @@ def prepare(
     out = Path(out_dir) if out_dir is not None else config.cache_dir
     if out is None:
         raise DatasetError(f"{config.where}: no output folder; pass --out CACHE_DIR or set cache = \"...\" in the config")
+    from musetag.outputs import check_writable
+
+    check_writable(out, folder=True, flag="--out" if out_dir is not None else f"{config.where}: cache")
     records = list(records) if records is not None else load_records(config)
     return build_cache(
         records, feature_config or config.feature_config(), out, vocab=dataset_vocab(config, records),

@@ -128,7 +128,8 @@ def check_unique_ids(records: Sequence[TrackRecord], *, source: str = "") -> Non
             where = f"{source}: " if source else ""
             raise DatasetError(
                 f"{where}track id {record.id!r} appears twice (rows {seen[record.id] + 1} and {i + 1}); "
-                "ids must be unique: remove the duplicate row"
+                "ids must be unique: remove the duplicate row if it lists the same file again, or give the "
+                "rows distinct values in an 'id' column"
             )
         seen[record.id] = i
 

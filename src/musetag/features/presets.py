@@ -268,6 +268,7 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"unknown feature setting(s) {unknown}; valid ones: {sorted(known)}")
         base.update(data)
+        _check_bounds(base)
         return cls(**base)
 
     def replace(self, **changes: Any) -> "FeatureConfig":
@@ -295,6 +296,33 @@ def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
         if same:
             data["decoder"] = "essentia"
     return data
+
+
+#: sane bounds for settings read from files (model packages, configs): checked before anything is
+#: allocated, so a corrupt or hostile ``n_fft = 2**28`` is refused instead of allocating gigabytes
+_BOUNDS = {
+    "sample_rate": (1000, 384_000),
+    "n_fft": (16, 65_536),
+    "win_length": (1, 65_536),
+    "hop_length": (1, 65_536),
+    "n_mels": (1, 1024),
+    "drop_first_frames": (0, 100_000),
+}
+
+
+def _check_bounds(data: dict[str, Any]) -> None:
+    for key, (lo, hi) in _BOUNDS.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"feature setting {key} must be a whole number, got {value!r}")
+        if not lo <= value <= hi:
+            raise ConfigError(f"feature setting {key} = {value} is outside the sane range [{lo}, {hi}]")
+    for key in ("mean", "std"):
+        value = data.get(key)
+        if isinstance(value, (list, tuple)) and len(value) > 1024:
+            raise ConfigError(f"feature setting {key} has {len(value)} values; at most one per mel band (1024)")
 
 
 def _as_list(value) -> list[float]:

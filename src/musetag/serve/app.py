@@ -5,7 +5,8 @@ Endpoints
 ``POST /v1/tag``
     multipart upload (field ``file``) or the raw audio as the request body; query ``top_k``.
     Returns ``{"filename", "duration", "top_tags": [{"tag", "score"}], "decisions", "scores",
-    "n_segments", "elapsed_ms"}``.
+    "warnings", "n_segments", "elapsed_ms"}``; ``warnings`` (a list, usually empty) flags scores of
+    audio shorter than the model's input, silent, or damaged (:mod:`musetag.tag.checks`).
 ``GET /v1/tags``
     the model's tag vocabulary, task, thresholds and model description.
 ``POST /v1/similar``
@@ -29,7 +30,10 @@ Endpoints
     they work on machines without internet; otherwise FastAPI's CDN-hosted pages are used.
 
 Robustness: uploads beyond ``max_upload_mb`` get 413 (checked on ``Content-Length`` and while
-reading); decoding runs in ``max_concurrency`` worker processes, each request needs an idle one
+reading); a body that has not fully arrived ``body_timeout`` seconds after the request started
+(a stalled or trickling client) gets 408 and the connection is closed, while other requests
+(``/healthz``) are answered meanwhile; a client that disconnects mid-upload is logged in one line
+(no traceback); decoding runs in ``max_concurrency`` worker processes, each request needs an idle one
 or gets 503 with ``Retry-After``; a decode that runs past ``decode_timeout`` seconds is stopped
 (its process is replaced) and answered 422; a decoder that crashes is replaced too. Every error
 is a JSON body ``{"error": code, "message": text}`` with a 4xx status; the network itself runs
@@ -55,6 +59,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from musetag.errors import ConfigError, MusetagError
 
@@ -87,7 +92,7 @@ def _decoder_main(conn, features: dict, segment: dict) -> None:
         name, data = msg
         try:
             segs, duration = front.segments(data)
-            conn.send(("ok", segs, duration))
+            conn.send(("ok", segs, (duration, front.last_warnings)))
         except MusetagError as exc:
             text = str(exc)
             generic = f"<{len(data)} bytes of uploaded audio>"
@@ -216,6 +221,7 @@ def create_app(
     max_upload_mb: float = 50.0,
     max_concurrency: int = 2,
     decode_timeout: float = 60.0,
+    body_timeout: float = 120.0,
     top_k: int = 10,
     backend: str = "torch",
     threshold: float | str | None = None,
@@ -237,6 +243,8 @@ def create_app(
         raise ConfigError(f"--max-concurrency must be at least 1, got {max_concurrency}")
     if decode_timeout <= 0:
         raise ConfigError(f"--decode-timeout must be positive, got {decode_timeout}")
+    if body_timeout <= 0:
+        raise ConfigError(f"--body-timeout must be positive, got {body_timeout}")
     from musetag.tag.package import load_package
 
     # start the decoders first: their process imports torch & co. while this one loads the model
@@ -298,6 +306,7 @@ def create_app(
         "max_upload_mb": max_upload_mb,
         "max_concurrency": max_concurrency,
         "decode_timeout": decode_timeout,
+        "body_timeout": body_timeout,
         "top_k": top_k,
     }
 
@@ -340,11 +349,36 @@ def create_app(
             except ValueError:
                 return error(400, "bad_request", f"invalid Content-Length header {length!r}")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return too_big
-            chunks.append(chunk)
+        limit_s = float(request.app.state.settings["body_timeout"])
+        deadline = time.monotonic() + limit_s
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        stream = request.stream().__aiter__()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                try:
+                    chunk = await asyncio.wait_for(stream.__anext__(), remaining)
+                except StopAsyncIteration:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    return too_big
+                chunks.append(chunk)
+        except asyncio.TimeoutError:
+            log.warning("%s %s: upload timed out after %g s with %d of %s bytes received; answered 408",
+                        client, request.url.path, limit_s, size, length or "?")
+            return error(
+                408, "body_timeout",
+                f"the upload did not arrive within {limit_s:g} s ({size} bytes received); send the whole file "
+                "at once (the limit is set with --body-timeout)",
+                headers={"Connection": "close"},
+            )
+        except ClientDisconnect:
+            log.warning("%s %s: client disconnected during the upload after %d of %s bytes",
+                        client, request.url.path, size, length or "?")
+            return error(400, "client_disconnected", "the client disconnected before the upload was complete")
         body = b"".join(chunks)
         name = request.query_params.get("filename") or request.headers.get("x-filename") or "upload"
         if not is_multipart:
@@ -410,7 +444,8 @@ def create_app(
             await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
         if status != "ok":
             return error(422, "undecodable_audio", payload)
-        return name, payload, duration
+        duration, warnings = duration
+        return name, payload, duration, warnings
 
     # -- routes -----------------------------------------------------------------------------------
     @app.post(
@@ -434,8 +469,10 @@ def create_app(
         got = await decode_upload(request)
         if isinstance(got, JSONResponse):
             return got
-        name, payload, duration = got
-        result = await asyncio.to_thread(tagger.score_segments, payload, path=name, duration=duration)
+        name, payload, duration, warnings = got
+        result = await asyncio.to_thread(
+            tagger.score_segments, payload, path=name, duration=duration, warnings=warnings
+        )
         row = result.to_row(top_k)
         return {
             "filename": name,
@@ -443,6 +480,7 @@ def create_app(
             "top_tags": row["top_tags"],
             "decisions": row["decisions"],
             "scores": row["scores"],
+            "warnings": row["warnings"],
             "n_segments": result.n_segments,
             "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
@@ -474,7 +512,7 @@ def create_app(
         got = await decode_upload(request)
         if isinstance(got, JSONResponse):
             return got
-        name, payload, duration = got
+        name, payload, duration, _warnings = got
         matches = await asyncio.to_thread(similarity.search_segments, payload, k)
         return {
             "filename": name,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from musetag.exit_codes import exit_status
 from musetag.tag.tagger import Tagger
 from musetag.tag.writers import ResultWriter
 
@@ -22,8 +23,9 @@ AUDIO_EXTENSIONS = frozenset(
 
 def collect_audio_files(paths: Iterable[str | os.PathLike], *, recursive: bool = False) -> list[str]:
     """Files to tag, in a stable order: explicit files as given, then each folder's audio files
-    (by extension; subfolders only with ``recursive``), sorted. Missing paths are kept so that they
-    get an error row rather than vanishing."""
+    (by extension; subfolders only with ``recursive``), sorted. Missing paths, and entries of a
+    folder that cannot be read (a symbolic link whose target is gone or loops, a file without read
+    permission) are kept so that they get an error row rather than vanishing."""
     out: list[str] = []
     seen: set[str] = set()
 
@@ -38,7 +40,8 @@ def collect_audio_files(paths: Iterable[str | os.PathLike], *, recursive: bool =
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.iterdir()
             found = sorted(
-                (f for f in walker if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file() and not f.name.startswith(".")),
+                (f for f in walker if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")
+                 and (f.is_file() or _dangling_link(f))),
                 key=lambda f: str(f),
             )
             if not found:
@@ -50,14 +53,24 @@ def collect_audio_files(paths: Iterable[str | os.PathLike], *, recursive: bool =
     return out
 
 
+def _dangling_link(path: Path) -> bool:
+    """A symbolic link that leads nowhere (missing target, or a loop): an unreadable file to report."""
+    return path.is_symlink() and not path.exists()
+
+
 @dataclass
 class TagSummary:
     total: int = 0
     skipped: int = 0
     ok: int = 0
     failed: int = 0
+    warned: int = 0  # ok files whose row carries warnings (too short, silent, damaged)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        return exit_status(self.ok, self.failed, self.skipped)
 
 
 def tag_files(
@@ -102,6 +115,9 @@ def tag_files(
                 if result.ok:
                     summary.ok += 1
                     summary.audio_seconds += result.duration or 0.0
+                    if result.warnings:
+                        summary.warned += 1
+                        bar.write(f"warning: {result.path}: {'; '.join(result.warnings)}", file=sys.stderr)
                 else:
                     summary.failed += 1
                     bar.write(f"error: {result.status}", file=sys.stderr)

@@ -38,7 +38,7 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
 For both audio rules ``samples`` is the length in samples at the features' sample rate, ``hop``
 and ``max_segments`` are not used (an error), and a file shorter than ``L`` gives one chunk: the
 whole file zero-padded at the end to ``L`` samples; the result is flagged
-(:attr:`musetag.tag.tagger.TagResult.notes`). The model window is then ``L`` samples (waveform)
+(a ``too_short`` warning, :attr:`musetag.tag.tagger.TagResult.warnings`). The model window is then ``L`` samples (waveform)
 or the frames of ``L`` samples (mel: ``features.n_frames(L)``).
 
 Loading checks the format and musetag versions and the weights' checksum, and every failure says
@@ -253,6 +253,9 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     for key in ("licence", "citation"):
         if desc.get(key) is not None and not isinstance(desc[key], str):
             raise ModelError(f"{where}: {key!r} must be a string, found {desc[key]!r}")
+    from musetag.tag.checks import check_description_bounds
+
+    check_description_bounds(desc, where)
 
 
 def _is_int(value: Any) -> bool:

@@ -12,7 +12,7 @@ evaluation protocols instead: ``evenly_spaced`` (Won et al. 2020: ``count`` chun
 samples, ``hop = (n - samples) // count``) and ``centre_excerpt`` (the MTG-Jamendo baseline's
 centred 29.1 s). The decoded audio is cut first and the features are computed per chunk, as
 upstream did; :func:`audio_chunk_starts` places the chunks. A file shorter than one chunk is
-zero-padded to one chunk and its result carries a note (:attr:`TagResult.notes`).
+zero-padded to one chunk and its result carries a ``too_short`` warning (:attr:`TagResult.warnings`).
 
 Files longer than ``stream_seconds`` are decoded in blocks (:func:`musetag.audio.stream_blocks`):
 each block's features are computed with enough audio context on both sides that every frame
@@ -56,7 +56,9 @@ FEATURE_BLOCK_SECONDS = 15.0
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class TagResult:
-    """Scores of one file (or array). ``status`` is ``"ok"`` or the error message."""
+    """Scores of one file (or array). ``status`` is ``"ok"`` or the error message; ``warnings``
+    flags scores not to read as a judgement of music (too short, silent, damaged data: see
+    :mod:`musetag.tag.checks`)."""
 
     tags: list[str]
     scores_array: np.ndarray | None = None
@@ -66,8 +68,8 @@ class TagResult:
     status: str = "ok"
     duration: float | None = None
     n_segments: int = 0
-    notes: list[str] = field(default_factory=list)
     _decisions: list[str] | None = field(default=None, repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,18 +101,16 @@ class TagResult:
         return [self.tags[i] for i in order if mask[i]]
 
     def to_row(self, top_k: int = 5) -> dict[str, Any]:
-        """The row written by ``musetag tag`` (and returned by the HTTP service); ``notes`` only
-        when there are some (JSON outputs)."""
+        """The row written by ``musetag tag`` (and returned by the HTTP service)."""
         row = {
             "path": self.path or "",
             "status": self.status,
             "duration": None if self.duration is None else round(float(self.duration), 3),
             "top_tags": [{"tag": t, "score": s} for t, s in self.top(top_k)],
             "decisions": self.decisions,
+            "warnings": list(self.warnings),
             "scores": self.scores,
         }
-        if self.notes:
-            row["notes"] = list(self.notes)
         return row
 
 
@@ -238,6 +238,7 @@ class FrontEnd:
         self.stream_seconds = float(stream_seconds) if self.length else math.inf
         self.block_seconds = float(block_seconds)
         self.last_duration = 0.0
+        self.last_warnings: list[str] = []  # of the last file segmented (musetag.tag.checks)
         self._samples = 0
         self._torch = torch
 
@@ -316,8 +317,13 @@ class FrontEnd:
 
     def segments(self, source: Source, sample_rate: int | None = None) -> tuple[np.ndarray, float]:
         """All windows of a file held in memory: ``(n_segments, C, ...)`` and the duration in seconds."""
-        audio = self.decode(source, sample_rate)
+        from musetag.audio.io import collect_notes
+        from musetag.tag.checks import input_warnings, peak
+
+        with collect_notes() as notes:
+            audio = self.decode(source, sample_rate)
         duration = audio.shape[-1] / self.sample_rate
+        self.last_warnings = input_warnings(self, audio.shape[-1], peak(audio), notes)
         if self.audio_rule:
             starts = audio_chunk_starts(audio.shape[-1], self.length, self.rule, self.count)
             chunks = np.stack([_window(audio, s, self.length) for s in starts])
@@ -343,20 +349,32 @@ class FrontEnd:
             count = len(segment_starts(n, self.length, self.hop))
             if count > self.max_segments:
                 keep = set(np.unique(np.round(np.linspace(0, count - 1, self.max_segments)).astype(int)).tolist())
+        from musetag.audio.io import collect_notes
+        from musetag.tag.checks import input_warnings, peak
+
         segmenter = _Segmenter(self.length, self.hop, keep)
         blocks = stream_blocks(
             source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
             decoder=cfg.decoder,
         )
         self._samples = 0
-        for frames in self._stream_frames(blocks):
-            segs = segmenter.feed(frames)
-            if segs:
-                yield np.stack(segs)
+        top = [0.0]
+
+        def measured(blocks):
+            for block in blocks:
+                top[0] = max(top[0], peak(block))
+                yield block
+
+        with collect_notes() as notes:
+            for frames in self._stream_frames(measured(blocks)):
+                segs = segmenter.feed(frames)
+                if segs:
+                    yield np.stack(segs)
         tail = segmenter.finish()
         if tail:
             yield np.stack(tail)
         self.last_duration = self._samples / self.sample_rate
+        self.last_warnings = input_warnings(self, self._samples, top[0], notes)
 
     def _stream_audio_chunks(self, source: Source) -> Iterator[np.ndarray]:
         """An audio rule on a long file: the chunk positions come from ``audio_info`` (the header's
@@ -573,20 +591,21 @@ def _init_worker(
     _WORKER["scorer"] = scorer
 
 
-def _prepare_in_worker(source: str) -> tuple[str, Any, Any]:
-    """("ok", segments, duration) | ("scored", (scores, n_segments), duration) | ("stream", None, None)
-    | ("error", message, None). "scored": the worker ran the network itself (CPU torch models)."""
+def _prepare_in_worker(source: str) -> tuple[str, Any, Any, list[str]]:
+    """("ok", segments, duration, warnings) | ("scored", (scores, n_segments), duration, warnings)
+    | ("stream", None, None, []) | ("error", message, None, []). "scored": the worker ran the network
+    itself (CPU torch models)."""
     front: FrontEnd = _WORKER["front"]
     scorer: Tagger | None = _WORKER.get("scorer")
     try:
         if front.is_long(source):
-            return "stream", None, None
+            return "stream", None, None, []
         segs, duration = front.segments(source)
         if scorer is not None:
-            return "scored", (scorer.aggregate(segs), len(segs)), duration
-        return "ok", segs, duration
+            return "scored", (scorer.aggregate(segs), len(segs)), duration, front.last_warnings
+        return "ok", segs, duration, front.last_warnings
     except Exception as exc:  # noqa: BLE001 - every failure becomes that file's status
-        return "error", error_message(source, exc), None
+        return "error", error_message(source, exc), None, []
 
 
 def error_message(source: Any, exc: BaseException) -> str:
@@ -693,7 +712,9 @@ class Tagger:
         outs = [self.runner(segments[i : i + self.batch_size]) for i in range(0, len(segments), self.batch_size)]
         return np.concatenate(outs, axis=0)
 
-    def _result(self, scores: np.ndarray, path: Any, duration: float | None, n_segments: int) -> TagResult:
+    def _result(
+        self, scores: np.ndarray, path: Any, duration: float | None, n_segments: int, warnings: list[str] | None = None
+    ) -> TagResult:
         return TagResult(
             tags=self.tags,
             scores_array=scores,
@@ -702,20 +723,8 @@ class Tagger:
             path=None if path is None else str(path),
             duration=duration,
             n_segments=n_segments,
-            notes=self._notes(duration),
+            warnings=list(warnings or []),
         )
-
-    def _notes(self, duration: float | None) -> list[str]:
-        """Flags for a result: a file shorter than the chunk of an audio segment rule."""
-        front = self.front
-        if not front.audio_rule or duration is None:
-            return []
-        if int(round(duration * front.sample_rate)) < front.length:
-            msg = (f"shorter than the model's {front.length / front.sample_rate:g} s chunk: {duration:.2f} s of "
-                   f"audio zero-padded to one chunk ({front.rule} rule)")
-            log.warning("%s", msg)
-            return [msg]
-        return []
 
     def error_result(self, path: Any, message: str) -> TagResult:
         return TagResult(tags=self.tags, thresholds=self.thresholds, task=self.task, path=str(path), status=message)
@@ -737,8 +746,10 @@ class Tagger:
         self._feed(acc, segments)
         return acc.result()
 
-    def score_segments(self, segments: np.ndarray, *, path: Any = None, duration: float | None = None) -> TagResult:
-        return self._result(self.aggregate(segments), path, duration, len(segments))
+    def score_segments(
+        self, segments: np.ndarray, *, path: Any = None, duration: float | None = None, warnings: list[str] | None = None
+    ) -> TagResult:
+        return self._result(self.aggregate(segments), path, duration, len(segments), warnings)
 
     def tag(self, source: Source, sample_rate: int | None = None) -> TagResult:
         """Tag one file (path, bytes, file object) or array (``sample_rate`` required).
@@ -749,7 +760,7 @@ class Tagger:
         if path is not None and self.front.is_long(path):
             return self._tag_stream(path)
         segments, duration = self.front.segments(source, sample_rate)
-        return self.score_segments(segments, path=path, duration=duration)
+        return self.score_segments(segments, path=path, duration=duration, warnings=self.front.last_warnings)
 
     def _tag_stream(self, path: Any) -> TagResult:
         acc = self._accumulator()
@@ -757,7 +768,7 @@ class Tagger:
         for segs in self.front.stream_segments(path):
             self._feed(acc, segs)
             n += len(segs)
-        return self._result(acc.result(), path, self.front.last_duration, n)
+        return self._result(acc.result(), path, self.front.last_duration, n, self.front.last_warnings)
 
     def _tag_safe(self, source: Source) -> TagResult:
         try:
@@ -827,7 +838,7 @@ class Tagger:
                     result = self._tag_safe(src)
                 else:
                     try:
-                        status, payload, duration = fut.result()
+                        status, payload, duration, warnings = fut.result()
                     except BrokenProcessPool:
                         # a worker died (a decoder crash): every file in flight failed with it. Retry
                         # this one alone in a fresh pool; only a file that crashes alone is to blame.
@@ -846,10 +857,10 @@ class Tagger:
                     else:
                         if status == "scored":
                             scores, n_segments = payload
-                            result = self._result(scores, src, duration, n_segments)
+                            result = self._result(scores, src, duration, n_segments, warnings)
                         elif status == "ok":
                             try:
-                                result = self.score_segments(payload, path=src, duration=duration)
+                                result = self.score_segments(payload, path=src, duration=duration, warnings=warnings)
                             except Exception as exc:  # noqa: BLE001
                                 result = self.error_result(src, error_message(src, exc))
                         elif status == "stream":

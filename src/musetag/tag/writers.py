@@ -5,11 +5,20 @@ Every format survives a kill and can be resumed:
 ``.jsonl``
     one JSON object per line, appended whole and flushed + fsynced after each file;
 ``.csv``
-    ``path, status, duration, top_tags, decisions`` then one score column per tag, appended the
-    same way; ``top_tags`` reads ``tag:0.912;tag2:0.431``, ``decisions`` ``tag;tag2``;
+    ``path, status, duration, top_tags, decisions, warnings`` then one score column per tag,
+    appended the same way; ``top_tags`` reads ``tag:0.912;tag2:0.431``, ``decisions``
+    ``tag;tag2``, ``warnings`` the warnings joined by `` | `` (empty for most files);
 ``.json``
     one document ``{"tags": [...], "results": [...]}`` rewritten to a temporary file and renamed
     over the output (every few seconds and at the end), so it is always whole.
+
+Every row has ``status`` (``ok`` or the file's error message) and ``warnings`` (a list in JSON and
+JSONL). A file that decodes is tagged, but scores that should not be read as a judgement of music
+are flagged, never returned bare: ``too_short: ...`` when the audio is shorter than the model's
+input window (it was zero-padded), ``silent: ...`` when its peak is at or below -60 dBFS
+(digital silence included), ``decoder: ...`` when the decoder skipped damaged data. See
+:mod:`musetag.tag.checks`. Files written before the ``warnings`` column existed are read back
+(and rewritten with it) on resume.
 
 On start an existing output is read back: rows it holds are "done" and are skipped, a torn last
 line (from a kill in the middle of a write) is dropped, and with ``retry_errors`` error rows are
@@ -28,7 +37,10 @@ from typing import Any, Iterable
 
 from musetag.errors import ConfigError
 
-FIXED_COLUMNS = ("path", "status", "duration", "top_tags", "decisions")
+FIXED_COLUMNS = ("path", "status", "duration", "top_tags", "decisions", "warnings")
+#: the CSV columns before ``warnings`` was added (still read back)
+_OLD_FIXED_COLUMNS = FIXED_COLUMNS[:5]
+WARNING_SEPARATOR = " | "
 FORMATS = (".csv", ".json", ".jsonl")
 
 
@@ -59,12 +71,17 @@ def row_to_csv(row: dict[str, Any], tags: list[str]) -> list[str]:
         "" if duration is None else f"{duration:.3f}",
         ";".join(f"{t['tag']}:{t['score']:.4f}" for t in row.get("top_tags") or []),
         ";".join(row.get("decisions") or []),
+        WARNING_SEPARATOR.join(" ".join(str(w).split()) for w in row.get("warnings") or []),
         *("" if tag not in scores else _fmt(scores[tag]) for tag in tags),
     ]
 
 
-def csv_to_row(values: list[str], tags: list[str]) -> dict[str, Any]:
-    path, status, duration, top, decisions, *scores = values
+def csv_to_row(values: list[str], tags: list[str], *, has_warnings: bool = True) -> dict[str, Any]:
+    if has_warnings:
+        path, status, duration, top, decisions, warnings, *scores = values
+    else:  # a file written before the warnings column
+        path, status, duration, top, decisions, *scores = values
+        warnings = ""
     top_tags = []
     for item in filter(None, top.split(";")):
         tag, _, score = item.rpartition(":")
@@ -75,6 +92,7 @@ def csv_to_row(values: list[str], tags: list[str]) -> dict[str, Any]:
         "duration": float(duration) if duration else None,
         "top_tags": top_tags,
         "decisions": [d for d in decisions.split(";") if d],
+        "warnings": [w for w in warnings.split(WARNING_SEPARATOR) if w],
         "scores": {t: float(s) for t, s in zip(tags, scores) if s != ""},
     }
 
@@ -142,9 +160,10 @@ def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list
         header = next(reader, None)
         if header is None:
             return []
-        if tuple(header[: len(FIXED_COLUMNS)]) != FIXED_COLUMNS:
+        has_warnings = tuple(header[: len(FIXED_COLUMNS)]) == FIXED_COLUMNS
+        if not has_warnings and tuple(header[: len(_OLD_FIXED_COLUMNS)]) != _OLD_FIXED_COLUMNS:
             raise ConfigError(f"{path} is not a musetag CSV results file (header {header[:5]}); choose another --out")
-        file_tags = header[len(FIXED_COLUMNS):]
+        file_tags = header[len(FIXED_COLUMNS if has_warnings else _OLD_FIXED_COLUMNS):]
         if tags is not None and file_tags != list(tags):
             raise ConfigError(
                 f"{path} was written by a model with different tags ({len(file_tags)} columns, this model has "
@@ -152,7 +171,7 @@ def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list
             )
         for values in reader:
             if len(values) == len(header):
-                rows.append(csv_to_row(values, file_tags))
+                rows.append(csv_to_row(values, file_tags, has_warnings=has_warnings))
     return rows
 
 
@@ -174,6 +193,9 @@ class ResultWriter:
         self.tags = list(tags)
         self.meta = dict(meta or {})
         self.json_flush_seconds = json_flush_seconds
+        from musetag.outputs import check_writable
+
+        check_writable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
         if check_output_file(self.path) and resume:

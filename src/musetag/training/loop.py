@@ -37,6 +37,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from musetag.errors import ConfigError, MusetagError
+from musetag.outputs import check_writable
+from musetag.training.lock import run_lock
 from musetag.features.augment import BatchAugment
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
@@ -93,9 +95,11 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         if sets:
             cfg = cfg.replace(sets=sets)
         cfg = cfg.replace({"out": str(run_dir)})
-        if cfg.members:
-            return _run_members(cfg, run_dir, training_data=training_data)
-        return _run(cfg, run_dir, resume=True, training_data=training_data)
+        check_writable(run_dir, folder=True, flag="--resume")
+        with run_lock(run_dir):
+            if cfg.members:
+                return _run_members(cfg, run_dir, training_data=training_data)
+            return _run(cfg, run_dir, resume=True, training_data=training_data)
     overrides: dict[str, Any] = {}
     if data is not None:
         overrides["data"] = {"dataset": str(Path(data).resolve())}
@@ -107,17 +111,19 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
     if not cfg.out:
         raise ConfigError("no run folder: pass --out RUN_DIR (or out= in Python)")
     run_dir = Path(cfg.out)
-    if (run_dir / "checkpoints" / "last.pt").exists():
-        raise ConfigError(
-            f"{run_dir} already holds a training run; continue it with `musetag train --resume {run_dir}` "
-            "or choose another --out folder"
-        )
-    if cfg.members:
-        # --set options apply to every member (except those choosing the members themselves)
-        member_sets = [item for item in sets or [] if item.split("=", 1)[0].strip() not in ("members", "member_sets")]
-        cfg = cfg.replace({"member_sets": member_sets})
-        return _run_members(cfg, run_dir, training_data=training_data)
-    return _run(cfg, run_dir, resume=False, training_data=training_data)
+    check_writable(run_dir, folder=True)
+    with run_lock(run_dir):  # checked under the lock: two processes cannot both find the folder free
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(
+                f"{run_dir} already holds a training run; continue it with `musetag train --resume {run_dir}` "
+                "or choose another --out folder"
+            )
+        if cfg.members:
+            # --set options apply to every member (except those choosing the members themselves)
+            member_sets = [item for item in sets or [] if item.split("=", 1)[0].strip() not in ("members", "member_sets")]
+            cfg = cfg.replace({"member_sets": member_sets})
+            return _run_members(cfg, run_dir, training_data=training_data)
+        return _run(cfg, run_dir, resume=False, training_data=training_data)
 
 
 # ---------------------------------------------------------------------------------------------

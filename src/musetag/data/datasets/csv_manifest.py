@@ -5,6 +5,10 @@ single class for a multiclass task), optional ``split`` (train / validation / te
 ``group`` (artist: kept inside one split by the seeded split), optional ``id`` and ``duration``.
 A ``.tsv`` file is tab-separated, anything else comma-separated.
 
+Without an ``id`` column a track's id is its path without the extension (``songs/random``), unless
+two different files share it (``random.flac`` and ``random.mp3``): those keep their extension
+(``songs/random.flac``, ``songs/random.mp3``). The same file listed twice stays an error.
+
 Dataset config::
 
     reader = "csv"
@@ -28,6 +32,7 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
     if not path.is_file():
         raise DatasetError(f"{path}: manifest not found; fix paths.manifest in the dataset config")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    _check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         fields = [f.strip() for f in (reader.fieldnames or [])]
@@ -39,7 +44,7 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
                 f"{path}: missing column(s) {', '.join(missing)} ({sep}-separated header found: "
                 f"{', '.join(fields) or 'none'}); a manifest needs path,tags and optionally split,group"
             )
-        records, missing_files = [], []
+        records, missing_files, derived = [], [], []
         for lineno, row in enumerate(reader, start=2):
             raw = (row.get("path") or "").strip()
             if not raw:
@@ -54,14 +59,18 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
                 duration_value = float(duration) if duration else None
             except ValueError:
                 raise DatasetError(f"{path}:{lineno}: duration {duration!r} is not a number") from None
+            given = (row.get("id") or "").strip()
+            if not given:
+                derived.append(len(records))
             records.append(TrackRecord(
-                id=(row.get("id") or "").strip() or Path(raw).with_suffix("").as_posix(),
+                id=given or Path(raw).with_suffix("").as_posix(),
                 audio_path=audio,
                 tags=tags,
                 split=normalize_split(row.get("split"), source=f"{path}:{lineno}"),
                 group=(row.get("group") or "").strip() or None,
                 duration=duration_value,
             ))
+    records = _keep_apart(records, derived, path)
     if missing_files:
         shown = "; ".join(f"line {n}: {p}" for n, p in missing_files[:5])
         more = f" (and {len(missing_files) - 5} more)" if len(missing_files) > 5 else ""
@@ -69,6 +78,46 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
             f"{path}: {len(missing_files)} audio file(s) not found: {shown}{more}; paths are relative to "
             "the manifest's folder: fix them or remove the rows"
         )
+    return records
+
+
+def _check_utf8(path: Path) -> None:
+    """A manifest saved in another encoding (Latin-1, Windows-1252) is refused with the line to fix."""
+    with open(path, "rb") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = line[exc.start : exc.start + 1]
+                raise DatasetError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{bad.hex()} at column {exc.start + 1}; the file is "
+                    "probably Latin-1/Windows-1252); save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 OLD > NEW`, "
+                    "or 'CSV UTF-8' in a spreadsheet)"
+                ) from None
+
+
+def _keep_apart(records: list[TrackRecord], derived: list[int], path: Path) -> list[TrackRecord]:
+    """Ids derived from paths that collide for different files (same stem, other extension) take
+    the path with its extension instead."""
+    from collections import Counter
+    from dataclasses import replace
+
+    def rel(record: TrackRecord) -> str:
+        try:
+            return record.audio_path.relative_to(path.parent).as_posix()
+        except ValueError:
+            return record.audio_path.as_posix()
+
+    files_per_id: dict[str, set[str]] = {}
+    for i in derived:
+        files_per_id.setdefault(records[i].id, set()).add(str(records[i].audio_path))
+    taken = Counter(r.id for r in records)
+    for i in derived:
+        record = records[i]
+        if len(files_per_id[record.id]) > 1:  # different files: keep the extension
+            new_id = rel(record)
+            if taken[new_id] == 0:
+                records[i] = replace(record, id=new_id)
     return records
 
 

@@ -1,0 +1,26 @@
+"""Exit statuses of the batch commands (``musetag tag``, ``musetag embed``): scripts and schedulers
+tell a complete run from a partial one and from one that did nothing.
+
+1 stays Python's "crashed with a traceback", 2 is musetag's "invalid argument, model, input or
+--out" (``musetag.cli``), 130 "interrupted".
+"""
+from __future__ import annotations
+
+EXIT_OK = 0  # every file tagged (or already in the output)
+EXIT_SOME_FAILED = 3  # some files failed (their rows say why), the others were tagged
+EXIT_NOTHING_DONE = 4  # nothing tagged in this run: every file failed, or no audio file was found
+EXIT_STATUS_HELP = (
+    "Exit status: 0 every file was tagged (or was already in --out); 3 some files failed (their rows "
+    "say why), the others were tagged; 4 nothing was tagged: every file failed, or no audio file was "
+    "found; 2 invalid arguments, model or --out; 130 interrupted."
+)
+
+
+def exit_status(ok: int, failed: int, skipped: int = 0) -> int:
+    """:data:`EXIT_OK`, :data:`EXIT_SOME_FAILED` or :data:`EXIT_NOTHING_DONE` for a run that
+    tagged ``ok`` files, failed ``failed`` and found ``skipped`` already done."""
+    if failed == 0 and (ok or skipped):
+        return EXIT_OK
+    return EXIT_SOME_FAILED if ok else EXIT_NOTHING_DONE
+
+

@@ -1,0 +1,61 @@
+"""Output paths checked before any work: a command that cannot write its ``--out`` says so in one
+line, naming the path and the fix, instead of failing with a traceback after minutes of work."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from musetag.errors import ConfigError
+
+__all__ = ["check_writable", "describe_os_error"]
+
+
+def check_writable(path: str | os.PathLike, *, flag: str = "--out", folder: bool = False) -> Path:
+    """Refuse an output that cannot be created: an existing folder where a file is wanted (or the
+    reverse), a path below a regular file, a folder without write permission or on a read-only
+    file system. Returns ``Path(path)``; creates nothing."""
+    p = Path(path)
+    if p.exists():
+        if folder and not p.is_dir():
+            raise ConfigError(f"{flag} {p} exists and is not a folder; choose a folder for {flag}")
+        if not folder and p.is_dir():
+            raise ConfigError(f"{flag} {p} is a folder; give the name of a file to write")
+        where = p if folder else p.parent
+    else:
+        where = p.parent
+        while not where.exists() and where != where.parent:
+            if where.is_symlink():  # a dangling link in the way
+                raise ConfigError(f"{flag} {p}: {where} is a dangling symbolic link; fix it or choose another {flag}")
+            where = where.parent
+        if where.exists() and not where.is_dir():
+            raise ConfigError(f"{flag} {p}: {where} is a file, not a folder; choose another {flag}")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{flag} {p}: cannot write in {where} (no write permission, or a read-only file system); "
+            f"choose another {flag} or fix the folder's permissions"
+        )
+    return p
+
+
+_FIXES = {
+    errno.EACCES: "fix the permissions or choose another output",
+    errno.EPERM: "fix the permissions or choose another output",
+    errno.EROFS: "the file system is read-only: choose an output on a writable disk",
+    errno.ENOSPC: "the disk is full: free space or choose another output",
+    errno.EDQUOT: "the disk quota is exceeded: free space or choose another output",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give the name of a file",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "it exists already: remove it or choose another path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: the file, what went wrong, and the fix."""
+    what = exc.strerror or str(exc)
+    name = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        name = f"{name} -> {exc.filename2}"
+    fix = _FIXES.get(exc.errno or -1, "check the path and the disk")
+    return f"{name}: {what}; {fix}" if name else f"{what}; {fix}"
