@@ -337,8 +337,10 @@ def test_joined_mp3_is_tagged_whole_in_memory_and_streamed(small_package, joined
 
     whole = Tagger.from_package(small_package).tag(str(joined_mp3))
     streamed = Tagger.from_package(small_package, stream_seconds=30.0, block_seconds=11.0).tag(str(joined_mp3))
-    assert whole.ok and whole.duration == pytest.approx(60.0, abs=0.1)
-    assert streamed.duration == pytest.approx(60.0, abs=0.1)
+    # the package's jamendo96 front end decodes as Essentia (FFmpeg), which keeps the encoder delay and
+    # padding of the joined streams after the first (~0.1 s each): all three parts, a little longer
+    assert whole.ok and whole.duration == pytest.approx(60.0, abs=0.3)
+    assert streamed.duration == pytest.approx(whole.duration, abs=0.01)
     assert streamed.n_segments == whole.n_segments
     # libsndfile's MP3 decoder gives slightly different samples when read in blocks (also for a
     # plain MP3), so the streamed scores are close, not equal
@@ -367,7 +369,8 @@ def test_short_and_silent_files_are_flagged_in_every_format(small_package, odd_c
 
     tagger = Tagger.from_package(small_package)
     short, silent, music = (tagger.tag(str(odd_clips[k])) for k in ("one_sample", "silence", "music"))
-    assert short.ok and [w.split(":")[0] for w in short.warnings] == ["too_short"]
+    # (resampled to 12 kHz, the one sample may vanish: then it is silent as well)
+    assert short.ok and [w.split(":")[0] for w in short.warnings][0] == "too_short"
     assert silent.ok and [w.split(":")[0] for w in silent.warnings] == ["silent"]
     assert "digital silence" in silent.warnings[0]
     assert music.ok and music.warnings == []
@@ -465,8 +468,19 @@ def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, t
 # -- 11. the decoder's own messages never leak to stderr --------------------------------------------------
 
 
-def test_decoder_messages_are_captured_into_the_row(small_package, tmp_path, capfd):
+@pytest.fixture(scope="module")
+def mpg123_package(tmp_path_factory):
+    """A package whose front end decodes with libmpg123/soundfile (decoder "auto"), not PyAV."""
+    from test_package import feature_dict, make_package
+
+    return make_package(tmp_path_factory.mktemp("model") / "pkg", frames=64, hop=64,
+                        features=feature_dict(decoder="auto"))
+
+
+def test_decoder_messages_are_captured_into_the_row(mpg123_package, tmp_path, capfd):
     from musetag.tag.writers import read_results
+
+    small_package = mpg123_package
 
     clean = _mp3_bytes(20.0, 440.0)
     folder = tmp_path / "damaged"
@@ -725,3 +739,17 @@ def test_default_workers_adapt_to_available_memory(monkeypatch):
     assert tag_command.default_workers() == 1
     monkeypatch.setattr(tag_command, "available_memory_mb", lambda: None)  # not Linux
     assert tag_command.default_workers() == cores
+
+
+def test_frames_ffmpeg_skips_become_a_decoder_warning(small_package, tmp_path, capfd):
+    """The Essentia-exact decoder (jamendo96) skips damaged frames as Essentia does, and says so in the row."""
+    from musetag.tag.writers import read_results
+
+    clean = _mp3_bytes(20.0, 440.0)
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / "noisy.mp3").write_bytes(clean[:10000] + np.random.default_rng(0).bytes(3000) + clean[10000:])
+    out = tmp_path / "r.jsonl"
+    main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", "0", "--no-progress"])
+    row = read_results(out)[0]
+    assert row["status"] == "ok" and any(w.startswith("decoder: ") and "skipped" in w for w in row["warnings"])

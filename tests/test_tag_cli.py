@@ -176,7 +176,9 @@ def test_cli_errors(package, tmp_path, capsys):
     assert "use .csv, .json or .jsonl" in capsys.readouterr().err
     assert main(["tag", str(package), str(clip), "--threshold", "tuned"]) == 2
     assert "no tuned thresholds" in capsys.readouterr().err
-    assert main(["tag", str(tmp_path), str(clip)]) == 2
+    # a folder that is no package is audio to tag (with the default pretrained model); named with
+    # --model it must be a package
+    assert main(["tag", "--model", str(tmp_path), str(clip)]) == 2
     assert "musetag.json is missing" in capsys.readouterr().err
     other = make_package(tmp_path / "other", tags=["x", "y"])
     out = tmp_path / "r.csv"

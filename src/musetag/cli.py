@@ -36,7 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # a command whose positionals are one list (`tag [MODEL] PATH...`) takes the ones that follow
+        # options too (argparse stops a positional list at the first option); anything else is an error
+        into = getattr(args, "extra_positionals", None)
+        stray = [e for e in extra if e.startswith("-") and e != "-"]
+        if into is None or stray:
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        setattr(args, into, list(getattr(args, into)) + extra)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

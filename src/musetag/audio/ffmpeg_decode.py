@@ -217,7 +217,10 @@ class _Reader:
             if packet is None:
                 break
         if skipped:
-            log.info("%s: %d undecodable frame(s) skipped", self.name, skipped)
+            from musetag.audio.io import _note
+
+            # a decoder warning on the file's row, as libmpg123's own messages are
+            _note(self.name, f"decoder said: FFmpeg skipped {skipped} undecodable frame(s)")
 
     def check_length(self, decoded: int, start: int = 0) -> None:
         """:class:`AudioError` when nothing decoded, or far less than the header announces."""

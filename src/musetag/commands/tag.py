@@ -55,6 +55,7 @@ def register(subparsers) -> None:
         epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.set_defaults(extra_positionals="items")
     p.add_argument("items", metavar="[MODEL] PATH", nargs="+",
                    help="optionally a model first (package folder or archive from `musetag package`, or a pretrained "
                         "name from `musetag models --pretrained`), then audio files and/or folders. Without a model "

@@ -37,8 +37,19 @@ def allow_unsafe_pickle() -> None:
     os.environ[UNSAFE_ENV] = "1"
 
 
-def _is_weights_only_refusal(exc: BaseException) -> bool:
-    return isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower()
+def _is_weights_only_refusal(exc: BaseException, path: Path) -> bool:
+    """A pickle the weights-only reader refuses: one naming a Python object (class or function), or one
+    using opcodes it does not read (a legacy pickle of protocol 4+). Bytes that are no pickle at all
+    ("Unsupported operand" on the first byte of a file that starts neither like a pickle nor like a
+    torch zip) mean a damaged file instead."""
+    text = str(exc).lower()
+    if not isinstance(exc, pickle.UnpicklingError) or "weights only load failed" not in text:
+        return False
+    if "global" in text:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head[:1] == b"\x80" or head == b"PK"
 
 
 def load_torch_file(path: str | os.PathLike, *, map_location: Any = "cpu", what: str = "weights file") -> Any:
@@ -53,9 +64,9 @@ def load_torch_file(path: str | os.PathLike, *, map_location: Any = "cpu", what:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - sorted below into "refused" and "damaged"
-        if not _is_weights_only_refusal(exc):
+        if not _is_weights_only_refusal(exc, path):
             raise ModelError(f"{what} {path} cannot be read ({str(exc).splitlines()[0][:200]}); "
-                             "the file is damaged or not a PyTorch file") from None
+                             "the file is corrupt or not a PyTorch file") from None
         reason = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
     if not unsafe_pickle_allowed():
         raise ModelError(
