@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("musetag").exception("musetag %s failed", args.command)
         print(f"musetag {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `musetag ... | head`: the reader has gone, which is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"musetag {args.command}: interrupted", file=sys.stderr)
         return 130
