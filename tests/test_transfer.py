@@ -127,7 +127,7 @@ def test_prefix_and_user_mappings(tmp_path):
 
 def test_bad_sources_say_what_to_do(tmp_path):
     target = create_model("simplecnn", n_classes=4)
-    with pytest.raises(ModelError, match="Nothing is downloaded"):
+    with pytest.raises(ModelError, match="no such file or folder.*pretrained model's name"):
         transfer_weights(target, tmp_path / "missing.pt")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ModelError, match="unknown weights format"):

@@ -338,16 +338,20 @@ def test_jamendo_musicnn_tagger_parity_on_all_songs(won_packages):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", [k for k in WON_KEYS if k != "jamendo-musicnn"])
-def test_won_tagger_parity_on_all_songs(key, won_packages):
+def test_won_tagger_parity_on_more_songs(key, won_packages):
+    """Three more songs per heavy model (29 s chunks: ~7 s of CPU a song); the one-song test above and
+    these cover 4 of the 10 songs (bench/pretrained.py and a manual run cover all: max 1.2e-7)."""
     z, names = _golden_chunks()
     tagger = Tagger.from_package(won_packages(key))
     t0 = time.perf_counter()
     worst = 0.0
     for i, name in enumerate(names):
+        if name == ONE_SONG or i % 3 != 1:
+            continue
         result = tagger.tag(_song(name))
         assert result.ok and result.n_segments == 16
         worst = max(worst, float(np.abs(result.scores_array - z[key][i].mean(axis=0)).max()))
-    print(f"{key}: max |difference| {worst:.2e} over {len(names)} songs in {time.perf_counter() - t0:.0f} s")
+    print(f"{key}: max |difference| {worst:.2e} in {time.perf_counter() - t0:.0f} s")
     assert worst <= 1e-3
 
 
