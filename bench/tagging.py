@@ -12,7 +12,13 @@ Seconds of audio tagged per second of wall time for
 
 Both pipelines use the same package (a real zoo model, SoundFusion's SimpleCNN by default, with
 random weights: speed does not depend on the values) and must give the same scores (max |diff| <=
-1e-4, checked). The pipelines alternate over ``--rounds`` rounds and each one's median time is
+1e-4, checked). The package takes the ``jamendo96`` preset's mel settings but decodes and resamples as
+librosa does (``decoder="auto"``, ``resample_method="soxr_hq"``): the preset's own
+``decoder="essentia"`` (FFmpeg's fixed-point MP3 decoder through PyAV, for parity with the official
+Essentia arrays) costs about 3x the decode CPU of libmpg123 (measured with it: ratio 0.59 instead of
+3.3, 2026-11, busy machine). This benchmark is about the pipeline's speed against librosa on the
+same decoded audio, not Essentia parity (``bench/pretrained.py`` times the Essentia path against
+Essentia itself). The pipelines alternate over ``--rounds`` rounds and each one's median time is
 reported. Prints ``ratio:`` = ours / reference (target >= 3) and ours / bare decode time
 (target <= 2). Writes ``bench/results/tagging.md``.
 
@@ -43,8 +49,12 @@ def make_package(root: Path, model_name: str, frames: int):
 
     torch.manual_seed(0)
     features = get_preset("jamendo96").to_dict()
-    # librosa.load resamples with soxr (HQ): use the same in both pipelines so scores can match
-    features.update(resample_method="soxr_hq", mean=-30.0, std=20.0)
+    # librosa.load decodes MP3 with libsndfile/libmpg123 and resamples with soxr (HQ): decode and resample
+    # the same way in both pipelines so the scores can match. The jamendo96 preset itself decodes MP3 with
+    # FFmpeg's fixed-point decoder through PyAV (decoder="essentia", for parity with the official Essentia
+    # arrays; about 3x the decode CPU of libmpg123): that is a feature-parity choice, not the pipeline
+    # this benchmark measures, so it is switched back to decoder="auto" here
+    features.update(resample_method="soxr_hq", decoder="auto", mean=-30.0, std=20.0)
     model = create_model(model_name, n_classes=56, in_channels=1).eval()
     return save_package(
         root / "pkg", model_name=model_name, model_args=model.musetag_config["args"], state_dict=model.state_dict(),
