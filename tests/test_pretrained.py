@@ -157,3 +157,16 @@ def test_serve_without_a_model_serves_the_default_with_licence_and_source(tmp_pa
         assert max(abs(reply["scores"][t] - golden[i][j]) for j, t in enumerate(tags)) <= 1e-3
     finally:
         server.stop()
+
+
+def test_a_long_file_streamed_gets_the_same_excerpt_as_in_memory():
+    """Files longer than stream_seconds are decoded in blocks; the baseline's centred excerpt (and its
+    Essentia decoder) must be the same as when the whole file is decoded."""
+    from musetag import Tagger
+
+    folder = pretrained_package("mtg-jamendo-baseline")
+    song = str(sorted(shared_path("jamendo-songs", "mp3").glob("Fantasma*.mp3"))[0])
+    whole = Tagger.from_package(folder).tag(song)
+    streamed = Tagger.from_package(folder, stream_seconds=30.0).tag(song)
+    assert whole.ok and streamed.ok
+    assert np.abs(whole.scores_array - streamed.scores_array).max() <= 1e-3

@@ -393,7 +393,8 @@ class FrontEnd:
         pos = 0
         self._samples = 0
         blocks = stream_blocks(
-            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method
+            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
+            decoder=cfg.decoder,
         )
         for block in blocks:
             block = np.asarray(block, dtype=np.float32)
