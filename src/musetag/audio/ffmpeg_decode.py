@@ -292,10 +292,8 @@ def stream_blocks(
     bounded by a few blocks). With ``resample_method="linear"`` (libsamplerate's streaming
     converter) or no resampling, the blocks join to exactly the samples of :func:`decode` followed
     by the channel average and :func:`musetag.audio.ops.resample`."""
-    import soxr
-
     from musetag.audio.io import _downmix_frames
-    from musetag.audio.ops import _SOXR_QUALITY, LinearResampler
+    from musetag.audio.ops import stream_resampler
 
     with _open(source, name) as reader:
         chunks = reader.chunks()
@@ -307,14 +305,7 @@ def stream_blocks(
         channels = 1 if mono else reader.channels
         block = max(1, int(round(block_seconds * out_sr)))
         step = max(1, block - int(round(overlap_seconds * out_sr)))
-        resampler = None
-        if out_sr != in_sr:
-            if resample_method not in _SOXR_QUALITY:
-                resampler = LinearResampler(in_sr, out_sr)
-            else:
-                resampler = soxr.ResampleStream(
-                    in_sr, out_sr, channels, dtype="float32", quality=_SOXR_QUALITY[resample_method]
-                )
+        resampler = stream_resampler(in_sr, out_sr, channels, resample_method)
         read_frames = max(4096, int(block * in_sr / out_sr))
         buf = np.zeros((channels, 0), dtype=np.float32)
         emitted_any = False
@@ -338,12 +329,7 @@ def stream_blocks(
             if last:
                 reader.check_length(decoded)  # a truncated file fails as load_audio does
             chunk = _downmix_frames(raw)[None, :] if mono else np.ascontiguousarray(raw.T)
-            if resampler is None:
-                out = chunk
-            elif isinstance(resampler, LinearResampler):
-                out = resampler.process(chunk, last=last)
-            else:
-                out = resampler.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T
+            out = chunk if resampler is None else resampler.process(chunk, last=last)
             if out.shape[1]:
                 buf = np.concatenate([buf, out.astype(np.float32, copy=False)], axis=1)
             while buf.shape[1] >= block:

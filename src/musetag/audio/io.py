@@ -672,9 +672,7 @@ def _stream_soundfile(
     overlap_seconds: float,
     resample_method: str,
 ) -> Iterator[np.ndarray]:
-    import soxr
-
-    from musetag.audio.ops import _SOXR_QUALITY, LinearResampler
+    from musetag.audio.ops import stream_resampler
 
     with _open_soundfile(source, name) as f:
         in_sr = int(f.samplerate)
@@ -682,14 +680,7 @@ def _stream_soundfile(
         channels = 1 if mono else int(f.channels)
         block = max(1, int(round(block_seconds * out_sr)))
         step = max(1, block - int(round(overlap_seconds * out_sr)))
-        resampler = None
-        if out_sr != in_sr:
-            if resample_method not in _SOXR_QUALITY:
-                resampler = LinearResampler(in_sr, out_sr)
-            else:
-                resampler = soxr.ResampleStream(
-                    in_sr, out_sr, channels, dtype="float32", quality=_SOXR_QUALITY[resample_method]
-                )
+        resampler = stream_resampler(in_sr, out_sr, channels, resample_method)
         read_frames = max(4096, int(block * in_sr / out_sr))
         buf = np.zeros((channels, 0), dtype=np.float32)
         emitted_any = False
@@ -706,12 +697,7 @@ def _stream_soundfile(
             _note_said(name, said)
             last = raw.shape[0] < read_frames
             chunk = _downmix_frames(raw)[None, :] if mono else raw.T
-            if resampler is None:
-                out = chunk
-            elif isinstance(resampler, LinearResampler):
-                out = resampler.process(chunk, last=last)
-            else:
-                out = resampler.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T
+            out = chunk if resampler is None else resampler.process(chunk, last=last)
             if out.shape[1]:
                 buf = np.concatenate([buf, out.astype(np.float32, copy=False)], axis=1)
             while buf.shape[1] >= block:

@@ -205,3 +205,26 @@ def chunks(
         start += hop
     if pad_last and start < n and start + chunk_length - hop < n:
         yield pad_or_crop(audio[..., start:], chunk_length)
+
+
+class _SoxrStream:
+    """soxr's ``ResampleStream`` with :class:`LinearResampler`'s ``(channels, samples)`` interface."""
+
+    def __init__(self, in_sr: int, out_sr: int, channels: int, method: str) -> None:
+        import soxr
+
+        self._stream = soxr.ResampleStream(in_sr, out_sr, channels, dtype="float32", quality=_SOXR_QUALITY[method])
+
+    def process(self, chunk: np.ndarray, *, last: bool = False) -> np.ndarray:
+        return self._stream.resample_chunk(np.ascontiguousarray(chunk.T), last=last).T
+
+
+def stream_resampler(in_sr: int, out_sr: int, channels: int, method: str):
+    """A stateful resampler for ``(channels, samples)`` audio arriving in blocks, ``process(chunk,
+    last=...)`` (``None`` when the rates are equal): soxr's ``ResampleStream`` for the soxr qualities,
+    :class:`LinearResampler` for ``"linear"``. The block-wise decoders (soundfile and PyAV) share it."""
+    if int(out_sr) == int(in_sr):
+        return None
+    if method not in _SOXR_QUALITY:
+        return LinearResampler(in_sr, out_sr)
+    return _SoxrStream(in_sr, out_sr, channels, method)
