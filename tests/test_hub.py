@@ -60,7 +60,7 @@ def _entry_for(path: Path, url: str, name: str = "test-model") -> hub.Pretrained
 
 def test_catalogue_lists_every_model_with_licence_and_citation(capsys, cache):
     names = set(hub.catalogue())
-    assert {"mtg-jamendo-baseline", "jamendo-fcn", "jamendo-musicnn", "jamendo-crnn", "mtat-fcn", "mtat-musicnn",
+    assert {"mtg-jamendo-baseline", "mtg-jamendo-baseline-whole", "jamendo-fcn", "jamendo-musicnn", "jamendo-crnn", "mtat-fcn", "mtat-musicnn",
             "msd-fcn", "msd-crnn"} <= names
     assert hub.DEFAULT_MODEL == "mtg-jamendo-baseline"
     assert main(["models", "--pretrained"]) == 0

@@ -170,3 +170,15 @@ def test_a_long_file_streamed_gets_the_same_excerpt_as_in_memory():
     streamed = Tagger.from_package(folder, stream_seconds=30.0).tag(song)
     assert whole.ok and streamed.ok
     assert np.abs(whole.scores_array - streamed.scores_array).max() <= 1e-3
+
+
+def test_whole_song_variant_of_the_baseline_averages_excerpts_over_the_song():
+    from musetag import Tagger
+    from musetag.tag.package import load_package
+
+    folder = pretrained_package("mtg-jamendo-baseline-whole")
+    pkg = load_package(folder)
+    assert pkg.segment["rule"] == "evenly_spaced" and pkg.segment["samples"] == 349200 and pkg.segment["count"] == 0
+    song = str(sorted(shared_path("jamendo-songs", "mp3").glob("Fantasma*.mp3"))[0])
+    result = Tagger.from_package(folder).tag(song)
+    assert result.ok and result.n_segments >= 6  # a 3-minute song: ceil(n / 29.1 s) excerpts

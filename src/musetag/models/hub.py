@@ -18,6 +18,7 @@ network or mirror the error names the URL, the file to place and where.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -160,6 +161,14 @@ _add(Pretrained(
     upstream=f"MTG/mtg-jamendo-dataset@{_BASELINE_COMMIT}:{_BASELINE_PATH}",
     figures="MTG-Jamendo split-0 test (MediaEval): PR-AUC-macro 0.1077, ROC-AUC-macro 0.7258 (official results)",
     trained_on="MTG-Jamendo mood/theme (56 tags), split-0",
+))
+_add(dataclasses.replace(
+    _CATALOGUE["mtg-jamendo-baseline"], name="mtg-jamendo-baseline-whole",
+    description="The MediaEval baseline over the whole song: 29.1 s excerpts spread from start to end (as many as "
+                "cover it), probabilities averaged; same weights, official front end. Upstream scored only the "
+                "centred excerpt (mtg-jamendo-baseline)",
+    figures="same weights as mtg-jamendo-baseline; the published figures are for its centred excerpt",
+    extra={"upstream": "mtg-jamendo-baseline", "segment": "whole_song"},
 ))
 _add(_won("jamendo", "fcn", "7bce08a66dbc70d096b0a330f44b4cacd9aa25519b83489fbb98f2164a194e2b", 1_902_815,
           "MTG-Jamendo top-50 test: ROC-AUC-macro 0.8253 (philtgun/music-tagging-benchmark evaluation.txt)"))
@@ -354,8 +363,11 @@ def _convert(entry: Pretrained, state: dict, out: Path) -> None:
     source = {"pretrained": {"name": entry.name, "url": entry.url, "sha256": entry.sha256,
                              "upstream": entry.upstream, "converter": CONVERTER_VERSION},
               "licence": entry.licence, "citation": entry.citation, "figures": entry.figures}
-    build_package_from_upstream(entry.name, state, entry.tags, out, source=source, licence=entry.licence,
-                                citation=entry.citation)
+    from musetag.models import upstream
+
+    segment = upstream.BASELINE_WHOLE_SONG_SEGMENT if entry.extra.get("segment") == "whole_song" else None
+    build_package_from_upstream(entry.extra.get("upstream", entry.name), state, entry.tags, out, source=source,
+                                licence=entry.licence, citation=entry.citation, segment=segment)
 
 
 def resolve(model: str | os.PathLike, *, progress: bool | None = None) -> Path:
