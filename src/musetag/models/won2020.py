@@ -54,6 +54,16 @@ def _spec(length: int, min_frames: int) -> InputSpec:
                      sample_rate=SAMPLE_RATE)
 
 
+
+def _conv_layers(module: nn.Module, channels, pools) -> tuple[int, int]:
+    """Upstream's ``layer1..layerN`` Conv2d-BN-ReLU-MaxPool blocks on ``module`` (the state-dict names);
+    returns (output channels, the shortest input in frames: the product of the time pools)."""
+    cin, frames = 1, 1
+    for i, (cout, pool) in enumerate(zip(channels, pools), start=1):
+        setattr(module, f"layer{i}", Conv2dBlock(cin, cout, pool))
+        cin, frames = cout, frames * pool[1]
+    return cin, frames
+
 class Conv2dBlock(nn.Module):
     """Upstream ``Conv_2d``: ``Conv2d 3x3 (bias, padding 1) -> BatchNorm2d -> ReLU -> MaxPool2d(pool)``."""
 
@@ -129,16 +139,10 @@ class WonFCN(_WonBase):
     def __init__(self, *, n_classes: int, in_channels: int = 1, dropout: float = 0.5) -> None:
         super().__init__()
         chans = (64, 128, 128, 128, 64)
-        cin = 1
-        for i, (cout, pool) in enumerate(zip(chans, _FCN_POOLS), start=1):
-            setattr(self, f"layer{i}", Conv2dBlock(cin, cout, pool))
-            cin = cout
+        cin, frames = _conv_layers(self, chans, _FCN_POOLS)
         self.num_features = cin
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(cin, n_classes)
-        frames = 1
-        for p in _FCN_POOLS:
-            frames *= p[1]
         self.default_input = _spec(FCN_SAMPLES, frames).with_channels(in_channels)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,17 +193,11 @@ class WonCRNN(_WonBase):
     def __init__(self, *, n_classes: int, in_channels: int = 1, hidden: int = 32, dropout: float = 0.5) -> None:
         super().__init__()
         chans = (64, 128, 128, 128)
-        cin = 1
-        for i, (cout, pool) in enumerate(zip(chans, _CRNN_POOLS), start=1):
-            setattr(self, f"layer{i}", Conv2dBlock(cin, cout, pool))
-            cin = cout
+        cin, frames = _conv_layers(self, chans, _CRNN_POOLS)
         self.layer5 = nn.GRU(cin, hidden, 2, batch_first=True)
         self.num_features = hidden
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, n_classes)
-        frames = 1
-        for p in _CRNN_POOLS:
-            frames *= p[1]
         self.default_input = _spec(FCN_SAMPLES, frames).with_channels(in_channels)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
