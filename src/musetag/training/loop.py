@@ -177,7 +177,7 @@ def _build_model(name: str, args: dict, data: TrainingData) -> nn.Module:
 
 def _freezer(cfg: TrainConfig, model: nn.Module, dist: D.DistInfo):
     """The StageFreezer of ``init.freeze_stages`` for a network started from weights, or None."""
-    from musetag.transfer import StageFreezer
+    from musetag.training.transfer import StageFreezer
 
     if not cfg.init.freeze_stages:
         return None
@@ -191,7 +191,7 @@ def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_d
                    resume: bool, *, source: str, key_map: str, report_name: str, what: str = ""):
     """Load the matching weights of ``source`` into ``model`` (not on resume: last.pt holds them),
     write RUN_DIR/``report_name``; returns the StageFreezer of ``init.freeze_stages`` or None."""
-    from musetag.transfer import load_source, transfer_weights
+    from musetag.training.transfer import load_source, transfer_weights
 
     freezer = _freezer(cfg, model, dist)
     if not resume:
