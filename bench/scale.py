@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from musetag.audio import audio_info
-    from musetag.embed import embed_files
+    from musetag.tag.embed import embed_files
     from musetag.tag.batch import tag_files
     from musetag.tag.tagger import FrontEnd, Tagger
 

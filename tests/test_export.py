@@ -64,7 +64,7 @@ def test_onnx_embedding_output_matches_torch_embeddings(tmp_path):
     forward_features; a graph from an older export (logits only) is refused with the fix."""
     import onnx
 
-    from musetag.embed import load_embedder
+    from musetag.tag.embed import load_embedder
 
     torch.manual_seed(1)
     from musetag.models import create_model

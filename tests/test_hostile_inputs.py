@@ -68,7 +68,7 @@ def test_malicious_pickle_is_refused_by_every_loader(evil, form):
     from musetag.models.pretrained import read_state_dict
     from musetag.tag.package import create_package
     from musetag.training.checkpoint import load_checkpoint
-    from musetag.transfer import load_source
+    from musetag.training.transfer import load_source
 
     path, marker = evil[form], evil[form].parent / "PWNED"
     msg = _assert_refused(lambda: create_package(path, path.parent / "pkg"), marker)
@@ -281,7 +281,7 @@ def test_oversized_out_is_not_read_back(tmp_path, monkeypatch):
 
 
 def test_embed_out_on_a_device_is_refused(small_package, tmp_path):
-    from musetag.embed import embed_files
+    from musetag.tag.embed import embed_files
 
     audio = _one_clip(tmp_path / "music")
     link = tmp_path / "vectors.npy"
@@ -410,7 +410,7 @@ def test_old_csv_without_warnings_column_still_resumes(small_package, odd_clips,
 
 
 def test_dangling_symlink_in_a_folder_is_an_error_row(small_package, odd_clips, tmp_path):
-    from musetag.shard import collect_shard_files
+    from musetag.tag.shard import collect_shard_files
     from musetag.tag.batch import collect_audio_files
     from musetag.tag.writers import read_results
 
@@ -435,7 +435,7 @@ def test_dangling_symlink_in_a_folder_is_an_error_row(small_package, odd_clips, 
 
 
 def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, tmp_path, capsys):
-    from musetag.embed import embed_files  # noqa: F401 - the embed command shares the statuses
+    from musetag.tag.embed import embed_files  # noqa: F401 - the embed command shares the statuses
     from musetag.exit_codes import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
 
     bad = tmp_path / "bad"

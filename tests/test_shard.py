@@ -1,4 +1,4 @@
-"""--shard I/N selection and the merge of sharded outputs (musetag.shard, `musetag merge`)."""
+"""--shard I/N selection and the merge of sharded outputs (musetag.tag.shard, `musetag merge`)."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +11,7 @@ import pytest
 
 from musetag.cli import main
 from musetag.errors import ConfigError, DatasetError
-from musetag.shard import (
+from musetag.tag.shard import (
     Shard,
     distributed_shard,
     merge_outputs,
@@ -158,7 +158,7 @@ def test_a_failure_is_replaced_by_the_success_of_another_shard(tmp_path):
 
 @pytest.mark.parametrize("ext", [".npy", ".parquet"])
 def test_merge_embeddings_with_their_error_lists(tmp_path, ext):
-    from musetag.embed import read_embeddings, side_files, write_embeddings
+    from musetag.tag.embed import read_embeddings, side_files, write_embeddings
 
     if ext == ".parquet":
         pytest.importorskip("pyarrow")

@@ -1,4 +1,4 @@
-"""Similarity search over embeddings and mood search over tag scores (musetag.similarity)."""
+"""Similarity search over embeddings and mood search over tag scores (musetag.tag.similarity)."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from musetag.errors import ConfigError, DatasetError
-from musetag.similarity import MoodIndex, SimilarityIndex, available_backends, read_tag_scores
+from musetag.tag.similarity import MoodIndex, SimilarityIndex, available_backends, read_tag_scores
 
 
 def clustered(rng, n=600, dim=16, clusters=12):

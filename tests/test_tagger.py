@@ -137,32 +137,6 @@ def test_streaming_equals_whole_file(tmp_path, overrides):
     np.testing.assert_allclose(streamed.scores_array, whole.scores_array, atol=2e-6)
 
 
-@pytest.mark.parametrize(
-    "overrides,extra",
-    [
-        ({}, 87_600),
-        ({"top_db": 60.0}, 87_600),
-        # reflection padding with a hop of half the window (bour128's framing): a length that is a
-        # multiple of the hop once left a last buffer exactly as long as the padding (an error)
-        ({"pad_mode": "reflect", "pad_end": False, "n_fft": 1024, "hop_length": 512, "drop_first_frames": 1}, 160),
-        ({"pad_mode": "reflect", "pad_end": False, "n_fft": 1024, "hop_length": 512, "drop_first_frames": 1}, 3_777),
-    ],
-)
-def test_blockwise_features_equal_whole_file_features(overrides, extra):
-    """In-memory mel features are computed FEATURE_BLOCK_SECONDS at a time: the same frames as the
-    whole file at once (a per-file top_db floor keeps the one-shot path, it would differ per block)."""
-    import musetag.tag.tagger as tagger_module
-
-    front = FrontEnd(feature_dict(**overrides), {"frames": 64, "hop": 64})
-    rng = np.random.default_rng(5)
-    n = int(3 * tagger_module.FEATURE_BLOCK_SECONDS * SR) + extra  # extra samples
-    audio = (0.3 * rng.standard_normal(n) * np.linspace(0.05, 1, n)).astype(np.float32)
-    whole = front.features(audio[None])
-    blocks = front.features_blockwise(audio[None])
-    assert blocks.shape == whole.shape
-    np.testing.assert_allclose(blocks, whole, atol=1e-5)
-
-
 def test_workers_run_the_cpu_network_and_match_in_process(fitted_package, tmp_path):
     """Forked workers score CPU torch models themselves (only the scores come back); results equal
     tagging in this process, file by file and in input order."""

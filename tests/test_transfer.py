@@ -1,4 +1,4 @@
-"""Transfer learning: weights from runs, checkpoints, packages and foreign files (musetag.transfer)."""
+"""Transfer learning: weights from runs, checkpoints, packages and foreign files (musetag.training.transfer)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ from torch import nn
 
 from musetag.errors import ConfigError, ModelError
 from musetag.models import create_model
-from musetag.transfer import (
+from musetag.training.transfer import (
     StageFreezer,
     init_from,
     list_key_mappings,

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from musetag.demo import run_demo
+    from musetag.commands._demo_run import run_demo
 
     run_demo(args.out, n_clips=args.clips, seconds=args.seconds, seed=args.seed, epochs=args.epochs,
              progress=not args.no_progress, real_audio=args.real_audio, pretrained=args.pretrained)

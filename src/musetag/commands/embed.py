@@ -45,8 +45,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.embed import embed_files
-    from musetag.shard import distributed_shard, parse_shard, shard_output_path, torchrun_device
+    from musetag.tag.embed import embed_files
+    from musetag.tag.shard import distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))
     out = shard_output_path(args.out, shard)

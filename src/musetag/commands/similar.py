@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from musetag.errors import ConfigError
-    from musetag.similarity import MoodIndex, SimilarityIndex, embedder_for, find_similar, parse_tag_weights
+    from musetag.tag.similarity import MoodIndex, SimilarityIndex, embedder_for, find_similar, parse_tag_weights
 
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")

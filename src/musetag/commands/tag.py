@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     # the decoding workers use one core each; the network gets the rest (oversubscribed OpenMP
     # threads slow small tensors down many times)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
-    from musetag.shard import collect_shard_files, distributed_shard, parse_shard, shard_output_path, torchrun_device
+    from musetag.tag.shard import collect_shard_files, distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))
     if args.out is not None:

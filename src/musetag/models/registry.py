@@ -56,6 +56,9 @@ class ModelInfo:
 
 _REGISTRY: dict[str, ModelInfo] = {}
 _LOADED = {"done": False}
+# name prefix -> resolver of a whole family of names (``timm:<name>``, registered by timm_models); the
+# registry knows family modules only by name, so no family module is imported from here
+_PREFIXES: dict[str, Callable[[str], ModelInfo]] = {}
 
 
 def register_model(
@@ -71,6 +74,11 @@ def register_model(
         return builder
 
     return wrap
+
+
+def register_prefix(prefix: str, resolve: Callable[[str], ModelInfo]) -> None:
+    """Names starting with ``prefix`` (e.g. ``"timm:"``) are resolved by ``resolve(name) -> ModelInfo``."""
+    _PREFIXES[prefix] = resolve
 
 
 def _load_families() -> None:
@@ -102,10 +110,9 @@ def model_info(name: str) -> ModelInfo:
     _load_families()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name.startswith("timm:"):
-        from musetag.models.timm_models import generic_timm_info
-
-        return generic_timm_info(name)
+    for prefix, resolve in _PREFIXES.items():
+        if name.startswith(prefix):
+            return resolve(name)
     raise _unknown(name)
 
 

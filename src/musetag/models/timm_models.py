@@ -18,7 +18,7 @@ from musetag._compat import import_timm
 from musetag.errors import ModelError
 from musetag.models.base import SPECTROGRAM, InputSpec, MusetagModel
 from musetag.models.pretrained import load_pretrained
-from musetag.models.registry import ModelInfo, register_model
+from musetag.models.registry import ModelInfo, register_model, register_prefix
 
 PAPER = "Pham et al. 2021, SELAB-HCMUS at MediaEval 2021: Music Theme and Emotion Classification with Co-teaching"
 _INPUT = InputSpec(SPECTROGRAM, (1, 96, 960), preset="jamendo96", min_length=32)
@@ -92,3 +92,6 @@ def generic_timm_info(name: str) -> ModelInfo:
         raise ModelError("model name 'timm:' needs an architecture, e.g. 'timm:resnet18'")
     return ModelInfo(name, "timm", f"timm architecture {timm_name!r} (random init)", _INPUT,
                      f"timm {timm_name} on spectrograms", _generic_builder)
+
+
+register_prefix("timm:", generic_timm_info)

@@ -1,7 +1,7 @@
 """Published music-tagging weights and how to turn them into musetag packages.
 
 One entry per catalogue name: the zoo architecture that reproduces the upstream network exactly
-(with ``n_classes``), the key mapping of :mod:`musetag.transfer` that renames its state dict, the
+(with ``n_classes``), the key mapping of :mod:`musetag.training.transfer` that renames its state dict, the
 features (a preset of :mod:`musetag.features`), and the segment rule of the upstream evaluation
 (see :mod:`musetag.tag.package`). Tag names, download URLs and checksums belong to the caller
 (the pretrained catalogue); this module never downloads anything.
@@ -55,7 +55,7 @@ class UpstreamModel:
     """How one published model becomes a musetag package.
 
     ``model`` / ``args``: :func:`musetag.models.create_model` arguments (``n_classes`` included);
-    ``key_mapping``: the :mod:`musetag.transfer` mapping name (also ``convert_upstream(kind, ...)``);
+    ``key_mapping``: the :mod:`musetag.training.transfer` mapping name (also ``convert_upstream(kind, ...)``);
     ``features``: a preset name of :mod:`musetag.features` (or a FeatureConfig dict);
     ``segment``: the package's segment dict; ``task``; ``dataset``: what it was trained on."""
 
@@ -125,7 +125,7 @@ def get_upstream(name: str) -> UpstreamModel:
 def convert_state_dict(name: str, upstream_state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The upstream weights renamed to the zoo model's keys, checked strictly against it."""
     from musetag.models import create_model
-    from musetag.transfer import convert_upstream
+    from musetag.training.transfer import convert_upstream
 
     entry = get_upstream(name)
     model = create_model(entry.model, **entry.args)

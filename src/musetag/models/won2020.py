@@ -1,7 +1,7 @@
 """The FCN, Musicnn and CRNN of Won et al. 2020 ("Evaluation of CNN-based automatic music tagging
 models", SMC 2020; code: minzwon/sota-music-tagging-models), layer for layer, so their published
 weights (MTG-Jamendo top-50, MagnaTagATune, Million Song Dataset) load key for key (see
-:func:`musetag.transfer.convert_upstream`, mapping ``won2020``).
+:func:`musetag.training.transfer.convert_upstream`, mapping ``won2020``).
 
 Input: a 16 kHz mono waveform ``(batch, 1, samples)`` (the zoo's waveform layout, as ``resnet1d``;
 more channels are averaged). Every model starts with the upstream front end,

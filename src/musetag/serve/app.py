@@ -13,12 +13,12 @@ Endpoints
     the same upload; query ``k``. Returns the ``k`` catalogue tracks that sound closest
     (``{"filename", "matches": [{"rank", "path", "score"}], "index", "elapsed_ms"}``), searched in
     the embeddings given with ``similar_index`` (``musetag embed`` with the same package; see
-    :mod:`musetag.similarity`). Without an index it answers 404 ``no_index``.
+    :mod:`musetag.tag.similarity`). Without an index it answers 404 ``no_index``.
 ``GET /v1/moods``
     "tracks that sound like this mood": query ``tags`` (``happy,-sad,calm:0.5``: weights, a
     minus for "not this mood") and ``k``; ranks the tracks of the tag-score table given with
     ``mood_index`` (``musetag tag ... --out scores.csv``) by their standardised scores for those
-    tags (:class:`musetag.similarity.MoodIndex`). Without a table: 404 ``no_index``; an unknown
+    tags (:class:`musetag.tag.similarity.MoodIndex`). Without a table: 404 ``no_index``; an unknown
     tag: 400 ``unknown_tag`` naming the known ones.
 ``GET /healthz``
     ``{"status": "ok", ...}`` once the decoders are running.
@@ -254,12 +254,12 @@ def create_app(
     try:
         tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
         if similar_index is not None:
-            from musetag.similarity import SimilarityService
+            from musetag.tag.similarity import SimilarityService
 
             similarity = SimilarityService(similar_index, tagger.package)
         moods = None
         if mood_index is not None:
-            from musetag.similarity import MoodIndex
+            from musetag.tag.similarity import MoodIndex
 
             moods = MoodIndex.from_file(mood_index)
     except BaseException:
@@ -535,7 +535,7 @@ def create_app(
     )
     async def mood_search(tags: str = Query(..., description="comma-separated tags, optional :weight or -tag"),
                           k: int = Query(default=10, ge=1, le=1000)):
-        from musetag.similarity import parse_tag_weights
+        from musetag.tag.similarity import parse_tag_weights
 
         if moods is None:
             return error(404, "no_index", "this server has no mood index; start it with "

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from musetag.errors import AudioError, ConfigError, ModelError, MusetagError
+from musetag.features.streaming import FEATURE_BLOCK_SECONDS, StreamingFeatures  # noqa: F401 - re-exported
 from musetag.tag.package import ModelPackage, load_package
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ Source = Any  # path (str | PathLike), bytes, binary file object or a numpy arra
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_STREAM_SECONDS = 600.0
 DEFAULT_BLOCK_SECONDS = 60.0
-#: mel features of audio held in memory are computed this many seconds at a time: the complex
-#: spectrogram of a whole song (~50 MB for 7 min at 16 kHz) is never materialised, which saves
-#: page faults and cache misses (about 40 % of the feature time; the frames are the same)
-FEATURE_BLOCK_SECONDS = 15.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,21 +210,17 @@ class FrontEnd:
         stream_seconds: float = DEFAULT_STREAM_SECONDS,
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
     ) -> None:
-        import dataclasses
-
         import torch
 
-        from musetag.features import FeatureConfig, FeatureExtractor
+        from musetag.features import FeatureConfig
 
         self.config = FeatureConfig.from_dict(dict(features))
         self.kind = self.config.kind
         self.sample_rate = int(self.config.sample_rate)
         normalize = self.config.mean is not None and self.config.std is not None
-        self.extractor = FeatureExtractor(self.config, normalize=normalize).eval()
-        # streaming computes frames of any stretch of audio and drops the first ones itself
-        self._stream_extractor = FeatureExtractor(
-            dataclasses.replace(self.config, drop_first_frames=0), normalize=normalize
-        ).eval()
+        # the feature computation, whole, block-wise and streamed: musetag.features.streaming
+        self.streaming = StreamingFeatures(self.config, normalize=normalize)
+        self.extractor = self.streaming.extractor
         self.length = int(segment.get("frames", segment.get("samples")) or 0)  # 0: the whole file at once
         self.hop = int(segment.get("hop") or self.length)
         self.max_segments = int(segment.get("max_segments") or 0)
@@ -242,28 +235,15 @@ class FrontEnd:
         self._samples = 0
         self._torch = torch
 
-    # -- features ---------------------------------------------------------------------------------
+    # -- features (computed by musetag.features.streaming) ------------------------------------------
     def features(self, audio: np.ndarray, extractor=None) -> np.ndarray:
         """``(channels, samples)`` audio at the model rate -> ``(C, n_mels, frames)`` (mel) or
         ``(C, samples)`` (waveform), normalised with the package's mean/std."""
-        torch = self._torch
-        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        with torch.inference_mode():
-            return (extractor or self.extractor)(wave)[0].numpy()
+        return self.streaming.features(audio, extractor)
 
     def features_blockwise(self, audio: np.ndarray) -> np.ndarray:
-        """:meth:`features` of ``(channels, samples)`` audio, computed block by block.
-
-        The streaming code keeps only frames whose analysis window lies inside a block (or at the
-        file's edges), so the result is the whole-file result up to float rounding. A per-file dB
-        floor (``top_db``) would differ per block: such configs, and waveform inputs, are computed
-        at once."""
-        block = int(FEATURE_BLOCK_SECONDS * self.sample_rate)
-        if self.kind != "mel" or self.config.top_db is not None or audio.shape[-1] <= 2 * block:
-            return self.features(audio)
-        self._samples = 0
-        pieces = (audio[..., i : i + block] for i in range(0, audio.shape[-1], block))
-        return np.concatenate(list(self._stream_frames(pieces)), axis=-1)
+        """:meth:`features`, computed block by block (:meth:`StreamingFeatures.blockwise`)."""
+        return self.streaming.blockwise(audio)
 
     # -- decoding -------------------------------------------------------------------------------------
     def decode(self, source: Source, sample_rate: int | None = None) -> np.ndarray:
@@ -425,59 +405,14 @@ class FrontEnd:
         self.last_duration = pos / self.sample_rate
 
     def _stream_frames(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Consecutive frame chunks that equal the whole-file features (up to float rounding).
+        """:meth:`StreamingFeatures.frames` of ``blocks``, counting their samples into ``_samples``."""
 
-        Each step computes the frames of the buffered audio and keeps those whose analysis window
-        lies inside the buffer (or touches the file's start or end, where the padding is the
-        whole-file padding); the audio those frames no longer need is dropped. Frames depend on a
-        per-file quantity only with ``top_db`` clipping, which is then applied per block."""
-        cfg = self.config
-        if self.kind == "waveform":
+        def counted(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
             for block in blocks:
-                block = np.asarray(block, dtype=np.float32)
-                block = block[None] if block.ndim == 1 else block
-                self._samples += block.shape[-1]
-                yield self.features(block)
-            return
-        hop, n_fft = cfg.hop_length, cfg.n_fft
-        half = n_fft // 2 if cfg.center else 0  # frame t reads samples [t*hop - half, t*hop - half + n_fft)
-        # audio kept before the next frame, a multiple of the hop: at least half a window (frame
-        # next_frame's window starts there) plus one sample, so that the last buffer is always
-        # longer than the padding (reflection padding needs it)
-        margin = -(-(half + 1) // hop) * hop
-        drop_first = cfg.drop_first_frames
-        buf: np.ndarray | None = None
-        buf_start = 0  # absolute sample index of buf[..., 0]; a multiple of hop
-        next_frame = 0  # absolute index (before drop_first_frames) of the next frame to emit
+                self._samples += np.shape(block)[-1]
+                yield block
 
-        def emit(feats: np.ndarray, upto: int) -> np.ndarray:
-            first = next_frame - buf_start // hop
-            lo = max(next_frame, drop_first)
-            return feats[..., first + (lo - next_frame) : first + max(0, upto - next_frame)]
-
-        for block in blocks:
-            block = np.asarray(block, dtype=np.float32)
-            block = block[None] if block.ndim == 1 else block
-            self._samples += block.shape[-1]
-            buf = block if buf is None else np.concatenate([buf, block], axis=-1)
-            upto = (buf_start + buf.shape[-1] + half - n_fft) // hop + 1  # frames < upto are exact
-            if upto <= next_frame:
-                continue
-            out = emit(self.features(buf, self._stream_extractor), upto)
-            if out.shape[-1]:
-                yield out
-            next_frame = upto
-            cut = max(0, next_frame * hop - margin - buf_start)
-            if cut:
-                buf = buf[..., cut:]
-                buf_start += cut
-        if buf is None:
-            raise AudioError("no audio samples could be decoded")
-        end = cfg.n_frames(self._samples) + drop_first  # whole-file frame count before dropping
-        if end > next_frame:
-            out = emit(self.features(buf, self._stream_extractor), end)
-            if out.shape[-1]:
-                yield out
+        return self.streaming.frames(counted(blocks))
 
 
 # ---------------------------------------------------------------------------------------------

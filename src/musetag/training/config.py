@@ -182,7 +182,7 @@ class EarlyStoppingSection:
 
 @dataclass
 class InitSection:
-    """Transfer learning (:mod:`musetag.transfer`): start from the weights in ``path`` (a run folder,
+    """Transfer learning (:mod:`musetag.training.transfer`): start from the weights in ``path`` (a run folder,
     checkpoint, model package or local ``.safetensors``/``.pt`` file; never downloaded). Weights are
     matched by name and shape after the key mapping ``map`` (a registered name such as ``timm``,
     ``prefix:OLD=NEW`` or ``module:function``); the classifier is re-created for this dataset's tags.

@@ -1,11 +1,16 @@
 """The training loop, top to bottom: setup -> epochs -> final model -> run folder.
 
-:func:`train` is ``musetag.train``. One epoch is :func:`_train_epoch` (augment, forward, loss,
-backward, clip, step; co-teaching when a peer network is configured), then :func:`_evaluate` on
-the validation tracks (segments aggregated per track), then the bookkeeping: best epoch on the
-reported metric, SWA averaging, snapshots, per-class early stopping, plateau schedule, metrics.jsonl
-and ``checkpoints/last.pt``. After the last epoch the final model (best / SWA / snapshots /
-per-class / last) produces validation and test predictions in the dataset's row order, thresholds
+:func:`train` is ``musetag.train``. A run is :func:`_setup` (run folder, data, networks, optimisation,
+resume, DDP wrappers, loader) -> :func:`_epochs` -> :func:`_final_candidates` -> :func:`_write`, sharing
+one :class:`_Run`; each strategy is a small piece they call (``_maybe_switch_to_sgd``, ``_track_best``,
+``_per_class_step``, and the SWA, snapshot, co-teaching and stage-freezing objects).
+
+One epoch (:func:`_epoch`) is :func:`_train_epoch` (augment, forward, loss, backward, clip, step;
+co-teaching when a peer network is configured), then :func:`_predict` on the validation tracks
+(segments aggregated per track), then the bookkeeping: best epoch on the reported metric, SWA
+averaging, snapshots, per-class early stopping, plateau schedule, metrics.jsonl and
+``checkpoints/last.pt``. After the last epoch the final model (best / SWA / snapshots / per-class /
+last) produces validation and test predictions in the dataset's row order, thresholds
 are tuned on validation, and plots and ``summary.json`` are written.
 
 Run folder (docs/CONTRACTS.md)::
@@ -177,7 +182,7 @@ def _build_model(name: str, args: dict, data: TrainingData) -> nn.Module:
 
 def _freezer(cfg: TrainConfig, model: nn.Module, dist: D.DistInfo):
     """The StageFreezer of ``init.freeze_stages`` for a network started from weights, or None."""
-    from musetag.transfer import StageFreezer
+    from musetag.training.transfer import StageFreezer
 
     if not cfg.init.freeze_stages:
         return None
@@ -191,7 +196,7 @@ def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_d
                    resume: bool, *, source: str, key_map: str, report_name: str, what: str = ""):
     """Load the matching weights of ``source`` into ``model`` (not on resume: last.pt holds them),
     write RUN_DIR/``report_name``; returns the StageFreezer of ``init.freeze_stages`` or None."""
-    from musetag.transfer import load_source, transfer_weights
+    from musetag.training.transfer import load_source, transfer_weights
 
     freezer = _freezer(cfg, model, dist)
     if not resume:
@@ -483,338 +488,464 @@ def _run(cfg: TrainConfig, run_dir: Path, *, resume: bool, training_data: Traini
         D.teardown(dist)
 
 
+@dataclass
+class _Run:
+    """One run's fixed parts (set up once) and the objects the epochs update; the pieces below
+    (:func:`_setup` -> :func:`_epochs` -> :func:`_final_candidates` -> :func:`_write`) share it."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    dist: D.DistInfo
+    device: torch.device
+    autocast: Any
+    data: TrainingData
+    metric: str
+    t0: float
+    models: list = field(default_factory=list)       # the networks (model, co-teaching peer)
+    weights: list = field(default_factory=list)      # their weights in the predictions
+    freezers: list = field(default_factory=list)     # transfer: stage freezing, one per started network
+    loss_fn: Any = None
+    optimizers: list = field(default_factory=list)
+    schedules: list = field(default_factory=list)
+    swa: Any = None                                  # SWA | None
+    snapshots: Any = None                            # Snapshots
+    stopper: Any = None                              # EarlyStopping on the reported metric
+    per_class: Any = None                            # PerClassEarlyStopping | None
+    scaler: Any = None
+    augment: Any = None
+    state: _State = field(default_factory=_State)
+    train_models: list = field(default_factory=list)  # the networks as trained (segments, DDP, compile)
+    per_rank_batch: int = 0
+    sampler: Any = None
+    loader: Any = None
+    stopped_early: bool = False
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def last_path(self) -> Path:
+        return self.ckpt_dir / "last.pt"
+
+    def predict(self, models, weights, split: str) -> np.ndarray:
+        return _predict(models, weights, self.data, split, self.cfg, self.device, self.dist, self.autocast)
+
+    def save(self, model, name: str, kind: str, epoch: int, metrics=None, thresholds=None, meta_model=None) -> None:
+        """``checkpoints/<name>``: ``model``'s weights, described by ``meta_model`` (default: itself)."""
+        meta = _meta(meta_model if meta_model is not None else model, self.data, self.cfg, thresholds)
+        ckpt.save_checkpoint(ckpt.model_payload(model, meta=meta, kind=kind, epoch=epoch, metrics=metrics),
+                             self.ckpt_dir / name)
+
+
 def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInfo,
                training_data: TrainingData | None) -> RunResult:
+    run = _setup(cfg, Path(run_dir), resume=resume, dist=dist, training_data=training_data)
+    _epochs(run)
+    final, candidates, swa_model = _final_candidates(run)
+    return _write(run, final, candidates, swa_model)
+
+
+# -- setup ---------------------------------------------------------------------------------------
+def _setup(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInfo,
+           training_data: TrainingData | None) -> _Run:
+    """Run folder, data, networks, optimisation, strategies, resume state, wrappers, loader."""
     t0 = time.time()
     check_models(cfg)
     device = _device(cfg, dist)
     autocast = _autocast(cfg, device)
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last_path = ckpt_dir / "last.pt"
+    _prepare_run_dir(cfg, run_dir, resume, dist)
+    data = _load_data(cfg, run_dir, dist, training_data)
+    run = _Run(cfg, run_dir, dist, device, autocast, data, reported_metric(data.task), t0)
+    _build_networks(run, resume)
+    _build_optimisation(run)
+    if resume:
+        _resume(run)
+    _wrap_networks(run)
+    _build_loader(run)
+    if dist.is_main:
+        n_params = sum(p.numel() for p in run.models[0].parameters())
+        log.info("training %s (%.2fM parameters) on %d train / %d validation / %d test tracks, %s, device %s%s",
+                 cfg.model.name, n_params / 1e6, len(data.splits["train"]), len(data.splits["validation"]),
+                 len(data.splits["test"]), data.feature_config.describe(), device,
+                 f", {dist.world_size} processes" if dist.enabled else "")
+    return run
+
+
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, dist: D.DistInfo) -> None:
+    last_path = run_dir / "checkpoints" / "last.pt"
     if resume and not last_path.exists():
         raise ConfigError(f"{run_dir} has no checkpoints/last.pt to resume from; start a new run instead")
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        last_path.parent.mkdir(parents=True, exist_ok=True)
         if not resume:
             dump_toml(cfg, run_dir / "config.toml",
                       header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'})")
 
-    # -- data (rank 0 fills the cache first) --------------------------------------------------
-    if training_data is None:
-        if dist.is_main:
-            data = load_training_data(cfg, run_dir, progress=cfg.progress)
-        D.barrier(dist)
-        if not dist.is_main:
-            data = load_training_data(cfg, run_dir, progress=False)
-    else:
-        data = training_data
-    metric = reported_metric(data.task)
 
-    # -- models, loss, optimisers -------------------------------------------------------------
+def _load_data(cfg: TrainConfig, run_dir: Path, dist: D.DistInfo, training_data: TrainingData | None) -> TrainingData:
+    """The training data; rank 0 fills the cache first."""
+    if training_data is not None:
+        return training_data
+    if dist.is_main:
+        data = load_training_data(cfg, run_dir, progress=cfg.progress)
+    D.barrier(dist)
+    if not dist.is_main:
+        data = load_training_data(cfg, run_dir, progress=False)
+    return data
+
+
+def _build_networks(run: _Run, resume: bool) -> None:
+    """The model (started from weights with ``init.path``) and the co-teaching peer, if any."""
+    cfg, data, device = run.cfg, run.data, run.device
     _seed_everything(cfg.seed)
     model = _build_model(cfg.model.name, cfg.model.args, data).to(device)
     freezers = []  # one per network started from weights (the model, the co-teaching peer)
     if cfg.init.path:
-        freezers.append(_init_transfer(cfg, model, data, run_dir, dist, resume, source=cfg.init.path,
+        freezers.append(_init_transfer(cfg, model, data, run.run_dir, run.dist, resume, source=cfg.init.path,
                                        key_map=cfg.init.map, report_name="transfer.json"))
-    models = [model]
-    weights = [1.0]
+    run.models, run.weights = [model], [1.0]
     if cfg.coteaching.enabled:
         torch.manual_seed(cfg.seed + 1)
         peer = _build_model(cfg.coteaching.peer, cfg.coteaching.peer_args, data).to(device)
         if cfg.coteaching.peer_init:
-            freezers.append(_init_transfer(cfg, peer, data, run_dir, dist, resume, source=cfg.coteaching.peer_init,
-                                           key_map=cfg.coteaching.peer_init_map, report_name="transfer-peer.json",
-                                           what="peer: "))
-        models.append(peer)
-        weights = [float(w) for w in cfg.coteaching.weights]
-    freezers = [f for f in freezers if f is not None]
-    train_targets = data.splits["train"].targets
-    loss_fn = build_loss(cfg.loss.name, task=data.task, train_targets=train_targets,
-                         focal_alpha=cfg.loss.focal_alpha, focal_gamma=cfg.loss.focal_gamma,
-                         label_smoothing=cfg.loss.label_smoothing).to(device)
+            freezers.append(_init_transfer(cfg, peer, data, run.run_dir, run.dist, resume,
+                                           source=cfg.coteaching.peer_init, key_map=cfg.coteaching.peer_init_map,
+                                           report_name="transfer-peer.json", what="peer: "))
+        run.models.append(peer)
+        run.weights = [float(w) for w in cfg.coteaching.weights]
+    run.freezers = [f for f in freezers if f is not None]
+
+
+def _build_optimisation(run: _Run) -> None:
+    """Loss, optimisers, schedules, and the strategies: SWA, snapshots, (per-class) early stopping, AMP, augmentation."""
+    cfg, data, models = run.cfg, run.data, run.models
+    run.loss_fn = build_loss(cfg.loss.name, task=data.task, train_targets=data.splits["train"].targets,
+                             focal_alpha=cfg.loss.focal_alpha, focal_gamma=cfg.loss.focal_gamma,
+                             label_smoothing=cfg.loss.label_smoothing).to(run.device)
     swa_start = swa_start_epoch(cfg.epochs, cfg.swa.length) if cfg.swa.enabled else None
-    state = _State()
-    state.optimizer_name = cfg.optim.name
-    optimizers = [build_optimizer(m.parameters(), cfg.optim) for m in models]
-    schedules = [LRSchedule(cfg.schedule, epochs=cfg.epochs, base_lr=cfg.optim.lr, swa_start=swa_start,
-                            swa_lr=cfg.swa.lr, swa_anneal_epochs=cfg.swa.anneal_epochs) for _ in models]
-    swa = SWA(models[0], epochs=cfg.epochs, length=cfg.swa.length) if cfg.swa.enabled else None
-    snapshots = Snapshots(cfg.snapshots.count, cfg.epochs)
-    stopper = EarlyStopping(cfg.early_stopping.patience, mode="max")
-    per_class = PerClassEarlyStopping(data.n_classes) if cfg.early_stopping.per_class else None
-    scaler = torch.amp.GradScaler("cuda") if (cfg.amp in ("fp16", "auto") and device.type == "cuda") else None
+    run.state.optimizer_name = cfg.optim.name
+    run.optimizers = [build_optimizer(m.parameters(), cfg.optim) for m in models]
+    run.schedules = [LRSchedule(cfg.schedule, epochs=cfg.epochs, base_lr=cfg.optim.lr, swa_start=swa_start,
+                                swa_lr=cfg.swa.lr, swa_anneal_epochs=cfg.swa.anneal_epochs) for _ in models]
+    run.swa = SWA(models[0], epochs=cfg.epochs, length=cfg.swa.length) if cfg.swa.enabled else None
+    run.snapshots = Snapshots(cfg.snapshots.count, cfg.epochs)
+    run.stopper = EarlyStopping(cfg.early_stopping.patience, mode="max")
+    run.per_class = PerClassEarlyStopping(data.n_classes) if cfg.early_stopping.per_class else None
+    run.scaler = torch.amp.GradScaler("cuda") if (cfg.amp in ("fp16", "auto") and run.device.type == "cuda") else None
     if cfg.augment.noise_std > 0 and data.kind != "waveform":
         raise ConfigError(f"augment.noise_std adds noise to waveforms, but the features here are {data.kind} "
                           f"({data.feature_config.name}); set augment.noise_std = 0 or use a waveform preset")
-    augment = BatchAugment(cfg.augment, kind=data.kind, n_classes=data.n_classes, task=data.task,
-                           feature_config=data.feature_config if data.normalize else
-                           dataclasses.replace(data.feature_config, mean=None, std=None))
+    run.augment = BatchAugment(cfg.augment, kind=data.kind, n_classes=data.n_classes, task=data.task,
+                               feature_config=data.feature_config if data.normalize else
+                               dataclasses.replace(data.feature_config, mean=None, std=None))
 
-    # -- resume -------------------------------------------------------------------------------
-    if resume:
-        saved = ckpt.load_checkpoint(last_path, map_location="cpu")
-        tr = saved["training"]
-        if tr["optimizer_name"] != cfg.optim.name:
-            optimizers = [build_optimizer(m.parameters(), cfg.optim, name=tr["optimizer_name"]) for m in models]
-        for m, sd in zip(models, tr["models"]):
-            m.load_state_dict(sd)
-        for opt, sd in zip(optimizers, tr["optimizers"]):
-            opt.load_state_dict(sd)
-        for sch, sd in zip(schedules, tr["schedules"]):
-            sch.load_state_dict(sd)
-        if swa is not None and tr.get("swa") is not None:
-            swa.load_state_dict(tr["swa"])
-        stopper.load_state_dict(tr["early_stopping"])
-        if per_class is not None and tr.get("per_class") is not None:
-            per_class.load_state_dict(tr["per_class"])
-        state.epoch, state.step = int(tr["epoch"]), int(tr["step"])
-        state.partial = dict(tr["partial"])
-        state.history = list(tr["history"])
-        state.optimizer_name = tr["optimizer_name"]
-        state.global_step = int(tr.get("global_step", 0))
-        ckpt.set_rng_state(tr["rng"])
-        if dist.is_main:
-            _rewrite_metrics(run_dir, state.history)
-            log.info("resuming %s at epoch %d, step %d", run_dir, state.epoch + 1, state.step)
 
-    # -- wrappers: compile, DDP ---------------------------------------------------------------
-    for freezer in freezers:
-        freezer.apply(state.epoch)  # before DDP wraps the model: it registers the trainable parameters
+def _resume(run: _Run) -> None:
+    """Networks, optimisers, schedules, strategies, counters and RNG from ``checkpoints/last.pt``."""
+    cfg, state = run.cfg, run.state
+    tr = ckpt.load_checkpoint(run.last_path, map_location="cpu")["training"]
+    if tr["optimizer_name"] != cfg.optim.name:
+        run.optimizers = [build_optimizer(m.parameters(), cfg.optim, name=tr["optimizer_name"]) for m in run.models]
+    for m, sd in zip(run.models, tr["models"]):
+        m.load_state_dict(sd)
+    for opt, sd in zip(run.optimizers, tr["optimizers"]):
+        opt.load_state_dict(sd)
+    for sch, sd in zip(run.schedules, tr["schedules"]):
+        sch.load_state_dict(sd)
+    if run.swa is not None and tr.get("swa") is not None:
+        run.swa.load_state_dict(tr["swa"])
+    run.stopper.load_state_dict(tr["early_stopping"])
+    if run.per_class is not None and tr.get("per_class") is not None:
+        run.per_class.load_state_dict(tr["per_class"])
+    state.epoch, state.step = int(tr["epoch"]), int(tr["step"])
+    state.partial = dict(tr["partial"])
+    state.history = list(tr["history"])
+    state.optimizer_name = tr["optimizer_name"]
+    state.global_step = int(tr.get("global_step", 0))
+    ckpt.set_rng_state(tr["rng"])
+    if run.dist.is_main:
+        _rewrite_metrics(run.run_dir, state.history)
+        log.info("resuming %s at epoch %d, step %d", run.run_dir, state.epoch + 1, state.step)
+
+
+def _wrap_networks(run: _Run) -> None:
+    """Freezing, SyncBatchNorm, segment-level forward, DDP and compile, in that order."""
+    cfg, dist, device = run.cfg, run.dist, run.device
+    for freezer in run.freezers:
+        freezer.apply(run.state.epoch)  # before DDP wraps the model: it registers the trainable parameters
     if dist.enabled and cfg.sync_batchnorm and device.type == "cuda":
         # batch statistics over the global batch, as one process would compute them (CUDA only:
         # on CPU each process normalises its own part of the batch)
-        models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in models]  # same Parameter objects
-    train_models = []
-    for m in models:
+        run.models = [nn.SyncBatchNorm.convert_sync_batchnorm(m) for m in run.models]  # same Parameter objects
+    run.train_models = []
+    for m in run.models:
         wrapped = _WithSegments(m) if hasattr(m, "forward_with_segments") else m
         if dist.enabled:
             wrapped = nn.parallel.DistributedDataParallel(
                 wrapped, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             wrapped = torch.compile(wrapped)
-        train_models.append(wrapped)
+        run.train_models.append(wrapped)
 
-    per_rank_batch = cfg.data.batch_size // dist.world_size if dist.enabled else cfg.data.batch_size
+
+def _build_loader(run: _Run) -> None:
+    cfg, dist, data = run.cfg, run.dist, run.data
+    run.per_rank_batch = cfg.data.batch_size // dist.world_size if dist.enabled else cfg.data.batch_size
     if dist.enabled and cfg.data.batch_size % dist.world_size:
         raise ConfigError(f"data.batch_size = {cfg.data.batch_size} is the global batch; it must be divisible "
                           f"by the {dist.world_size} processes")
-    sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    run.sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     train_set = CropDataset(data, "train", cfg.data.crop)
     # own generator: creating an iterator never draws from the global RNG (exact resume)
-    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.data.num_workers,
-                        collate_fn=collate, drop_last=cfg.data.drop_last, generator=torch.Generator().manual_seed(cfg.seed),
-                        persistent_workers=False, pin_memory=device.type == "cuda")
+    run.loader = DataLoader(train_set, batch_size=run.per_rank_batch, sampler=run.sampler,
+                            num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=cfg.data.drop_last,
+                            generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=False,
+                            pin_memory=run.device.type == "cuda")
 
-    def training_payload() -> dict:
-        return {
-            "epoch": state.epoch, "step": state.step, "partial": dict(state.partial),
-            "models": [ckpt.unwrap(m).state_dict() for m in models],
-            "optimizers": [o.state_dict() for o in optimizers],
-            "optimizer_name": state.optimizer_name,
-            "schedules": [s.state_dict() for s in schedules],
-            "swa": swa.state_dict() if swa is not None else None,
-            "early_stopping": stopper.state_dict(),
-            "per_class": per_class.state_dict() if per_class is not None else None,
-            "history": list(state.history), "rng": ckpt.rng_state(), "global_step": state.global_step,
-            "sampler": {"seed": cfg.seed, "epoch": state.epoch, "position": state.step * per_rank_batch},
-        }
 
-    def save_last() -> None:
-        if dist.is_main:
-            payload = ckpt.model_payload(models[0], meta=_meta(models[0], data, cfg), kind="last", epoch=state.epoch)
-            payload["training"] = training_payload()
-            ckpt.save_checkpoint(payload, last_path)
-        D.barrier(dist)
+def _training_payload(run: _Run) -> dict:
+    state = run.state
+    return {
+        "epoch": state.epoch, "step": state.step, "partial": dict(state.partial),
+        "models": [ckpt.unwrap(m).state_dict() for m in run.models],
+        "optimizers": [o.state_dict() for o in run.optimizers],
+        "optimizer_name": state.optimizer_name,
+        "schedules": [s.state_dict() for s in run.schedules],
+        "swa": run.swa.state_dict() if run.swa is not None else None,
+        "early_stopping": run.stopper.state_dict(),
+        "per_class": run.per_class.state_dict() if run.per_class is not None else None,
+        "history": list(state.history), "rng": ckpt.rng_state(), "global_step": state.global_step,
+        "sampler": {"seed": run.cfg.seed, "epoch": state.epoch, "position": state.step * run.per_rank_batch},
+    }
 
-    if dist.is_main:
-        n_params = sum(p.numel() for p in models[0].parameters())
-        log.info("training %s (%.2fM parameters) on %d train / %d validation / %d test tracks, %s, device %s%s",
-                 cfg.model.name, n_params / 1e6, len(data.splits["train"]), len(data.splits["validation"]),
-                 len(data.splits["test"]), data.feature_config.describe(), device,
-                 f", {dist.world_size} processes" if dist.enabled else "")
 
-    # -- epochs -------------------------------------------------------------------------------
-    stopped_early = False
+def _save_last(run: _Run) -> None:
+    """``checkpoints/last.pt``: the model plus everything resume needs (rank 0 writes, all wait)."""
+    if run.dist.is_main:
+        model = run.models[0]
+        payload = ckpt.model_payload(model, meta=_meta(model, run.data, run.cfg), kind="last", epoch=run.state.epoch)
+        payload["training"] = _training_payload(run)
+        ckpt.save_checkpoint(payload, run.last_path)
+    D.barrier(run.dist)
+
+
+# -- epochs --------------------------------------------------------------------------------------
+def _epochs(run: _Run) -> None:
+    """Train until ``cfg.epochs`` or early stopping; ``last.pt`` after every epoch."""
+    cfg, state = run.cfg, run.state
     while state.epoch < cfg.epochs:
-        epoch = state.epoch
-        if cfg.optim.switch_to_sgd_epoch and epoch >= cfg.optim.switch_to_sgd_epoch and state.optimizer_name != "sgd":
-            switch_lr = cfg.optim.switch_lr or cfg.optim.lr
-            optimizers = [build_optimizer(m.parameters(), cfg.optim, name="sgd", lr=switch_lr) for m in models]
-            for s in schedules:
-                s.base_lr = switch_lr
-            state.optimizer_name = "sgd"
-            if dist.is_main:
-                log.info("epoch %d: switching the optimiser from %s to SGD (Nesterov), lr %g", epoch + 1,
-                         cfg.optim.name, switch_lr)
-        for freezer in freezers:
-            freezer.apply(epoch)
-        if state.step == 0:
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, dist.rank))
-            state.partial = {"loss_sum": 0.0, "count": 0}
-        sampler.set_epoch(epoch, start=state.step * per_rank_batch)
-
-        def save_mid_epoch():
-            save_last()
-
-        train_loss = _train_epoch(epoch, models=train_models, optimizers=optimizers, schedules=schedules,
-                                  loader=loader, sampler=sampler, loss_fn=loss_fn, augment=augment, cfg=cfg,
-                                  data=data, device=device, dist=dist, autocast=autocast, scaler=scaler,
-                                  state=state, save_mid_epoch=save_mid_epoch)
-        lr = optimizers[0].param_groups[0]["lr"]
-        # validation
-        val_pred = _predict(models, weights, data, "validation", cfg, device, dist, autocast)
-        val = _scores(val_pred, data, "validation")
-        record = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "optimizer": state.optimizer_name}
-        record.update({f"val_{k}": v for k, v in val.items()})
-        if len(models) > 1:
-            for i, m in enumerate(models):
-                single = _scores(_predict([m], [1.0], data, "validation", cfg, device, dist, autocast), data, "validation")
-                record[f"val_{metric}_model{i}"] = single.get(metric)
-        value = val.get(metric, float("nan"))
-        is_best = stopper.update(value, epoch)
-        record["best"] = is_best
-        if is_best and dist.is_main:
-            for i, m in enumerate(models):
-                name = "best.pt" if i == 0 else "peer_best.pt"
-                ckpt.save_checkpoint(ckpt.model_payload(m, meta=_meta(m, data, cfg), kind=name[:-3], epoch=epoch,
-                                                        metrics=val), ckpt_dir / name)
-        if swa is not None and swa.update(models[0], epoch):
-            record["swa_models"] = swa.n_averaged
-        if snapshots.is_snapshot(epoch) and dist.is_main:
-            k = snapshots.index(epoch)
-            ckpt.save_checkpoint(ckpt.model_payload(models[0], meta=_meta(models[0], data, cfg), kind="snapshot",
-                                                    epoch=epoch, metrics=val), ckpt_dir / f"snapshot-{k}.pt")
-            record["snapshot"] = k
-        if per_class is not None:
-            improved = per_class.update(per_class_loss(val_pred, data.splits["validation"].targets, data.task), epoch)
-            if improved.any():
-                per_class.store("validation", val_pred, improved)
-                if len(data.splits["test"]):
-                    test_pred = _predict(models, weights, data, "test", cfg, device, dist, autocast)
-                    per_class.store("test", test_pred, improved)
-                if dist.is_main:
-                    ckpt.save_checkpoint(ckpt.model_payload(models[0], meta=_meta(models[0], data, cfg),
-                                                            kind="epoch", epoch=epoch),
-                                         ckpt_dir / "epochs" / f"epoch-{epoch:04d}.pt")
-                    _prune_epochs(ckpt_dir / "epochs", per_class.epochs_in_use())
-            record["per_class_improved"] = int(improved.sum())
-        for s in schedules:
-            s.end_epoch(val.get("loss"))
-        record["time"] = round(time.time() - t0, 2)
+        record = _epoch(run, state.epoch)
         state.history.append(record)
-        if dist.is_main:
-            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        if run.dist.is_main:
+            with open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(_jsonable(record)) + "\n")
-            log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val %s %.4f%s  lr %.3g", epoch + 1, cfg.epochs,
-                     train_loss, val.get("loss", float("nan")), metric, value, "  (best)" if is_best else "", lr)
         state.epoch += 1
         state.step = 0
         state.partial = {"loss_sum": 0.0, "count": 0}
-        save_last()
-        if stopper.should_stop:
-            stopped_early = True
-            if dist.is_main:
-                log.info("early stopping: no better validation %s for %d epochs", metric, stopper.patience)
+        _save_last(run)
+        if run.stopper.should_stop:
+            run.stopped_early = True
+            if run.dist.is_main:
+                log.info("early stopping: no better validation %s for %d epochs", run.metric, run.stopper.patience)
             break
 
-    # -- final model --------------------------------------------------------------------------
+
+def _epoch(run: _Run, epoch: int) -> dict:
+    """One epoch: train, validate, then each strategy's bookkeeping; the metrics.jsonl record."""
+    cfg, state, dist, metric = run.cfg, run.state, run.dist, run.metric
+    _maybe_switch_to_sgd(run, epoch)
+    for freezer in run.freezers:
+        freezer.apply(epoch)
+    if state.step == 0:
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch, dist.rank))
+        state.partial = {"loss_sum": 0.0, "count": 0}
+    run.sampler.set_epoch(epoch, start=state.step * run.per_rank_batch)
+    train_loss = _train_epoch(epoch, models=run.train_models, optimizers=run.optimizers, schedules=run.schedules,
+                              loader=run.loader, sampler=run.sampler, loss_fn=run.loss_fn, augment=run.augment,
+                              cfg=cfg, data=run.data, device=run.device, dist=dist, autocast=run.autocast,
+                              scaler=run.scaler, state=state, save_mid_epoch=lambda: _save_last(run))
+    lr = run.optimizers[0].param_groups[0]["lr"]
+    val_pred = run.predict(run.models, run.weights, "validation")
+    val = _scores(val_pred, run.data, "validation")
+    record = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "optimizer": state.optimizer_name}
+    record.update({f"val_{k}": v for k, v in val.items()})
+    if len(run.models) > 1:
+        for i, m in enumerate(run.models):
+            single = _scores(run.predict([m], [1.0], "validation"), run.data, "validation")
+            record[f"val_{metric}_model{i}"] = single.get(metric)
+    value = val.get(metric, float("nan"))
+    is_best = _track_best(run, epoch, value, val)
+    record["best"] = is_best
+    if run.swa is not None and run.swa.update(run.models[0], epoch):
+        record["swa_models"] = run.swa.n_averaged
+    if run.snapshots.is_snapshot(epoch) and dist.is_main:
+        k = run.snapshots.index(epoch)
+        run.save(run.models[0], f"snapshot-{k}.pt", "snapshot", epoch, metrics=val)
+        record["snapshot"] = k
+    if run.per_class is not None:
+        record["per_class_improved"] = _per_class_step(run, epoch, val_pred)
+    for s in run.schedules:
+        s.end_epoch(val.get("loss"))
+    record["time"] = round(time.time() - run.t0, 2)
+    if dist.is_main:
+        log.info("epoch %d/%d  train loss %.4f  val loss %.4f  val %s %.4f%s  lr %.3g", epoch + 1, cfg.epochs,
+                 train_loss, val.get("loss", float("nan")), metric, value, "  (best)" if is_best else "", lr)
+    return record
+
+
+def _maybe_switch_to_sgd(run: _Run, epoch: int) -> None:
+    """``optim.switch_to_sgd_epoch``: from that epoch on, Nesterov SGD (Koutini 2019)."""
+    cfg, state = run.cfg, run.state
+    if not (cfg.optim.switch_to_sgd_epoch and epoch >= cfg.optim.switch_to_sgd_epoch and state.optimizer_name != "sgd"):
+        return
+    switch_lr = cfg.optim.switch_lr or cfg.optim.lr
+    run.optimizers = [build_optimizer(m.parameters(), cfg.optim, name="sgd", lr=switch_lr) for m in run.models]
+    for s in run.schedules:
+        s.base_lr = switch_lr
+    state.optimizer_name = "sgd"
+    if run.dist.is_main:
+        log.info("epoch %d: switching the optimiser from %s to SGD (Nesterov), lr %g", epoch + 1,
+                 cfg.optim.name, switch_lr)
+
+
+def _track_best(run: _Run, epoch: int, value: float, val: dict) -> bool:
+    """Early stopping on the reported metric; ``best.pt`` (and ``peer_best.pt``) when it improves."""
+    is_best = run.stopper.update(value, epoch)
+    if is_best and run.dist.is_main:
+        for i, m in enumerate(run.models):
+            name = "best.pt" if i == 0 else "peer_best.pt"
+            run.save(m, name, name[:-3], epoch, metrics=val)
+    return is_best
+
+
+def _per_class_step(run: _Run, epoch: int, val_pred: np.ndarray) -> int:
+    """Per-class early stopping: keep each class's predictions from its best epoch; the number improved."""
+    data, per_class = run.data, run.per_class
+    improved = per_class.update(per_class_loss(val_pred, data.splits["validation"].targets, data.task), epoch)
+    if improved.any():
+        per_class.store("validation", val_pred, improved)
+        if len(data.splits["test"]):
+            per_class.store("test", run.predict(run.models, run.weights, "test"), improved)
+        if run.dist.is_main:
+            run.save(run.models[0], f"epochs/epoch-{epoch:04d}.pt", "epoch", epoch)
+            _prune_epochs(run.ckpt_dir / "epochs", per_class.epochs_in_use())
+    return int(improved.sum())
+
+
+# -- final candidates ----------------------------------------------------------------------------
+def _final_candidates(run: _Run) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray]], nn.Module | None]:
+    """Validation and test predictions of every final-model candidate (last, best, swa, snapshots,
+    per_class), and which one is final."""
+    cfg, state, swa = run.cfg, run.state, run.swa
     final = resolved_final(cfg)
     if final == "swa" and swa is not None and swa.n_averaged == 0:
         log.warning("SWA never started (stopped at epoch %d before epoch %d); using the best epoch instead",
                     state.epoch, swa.start_epoch + 1)
         final = "best"
-    if final == "snapshots" and stopped_early:
+    if final == "snapshots" and run.stopped_early:
         log.warning("training stopped early, snapshots are incomplete; averaging those taken")
     candidates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def both(ms, ws):
-        return (_predict(ms, ws, data, "validation", cfg, device, dist, autocast),
-                _predict(ms, ws, data, "test", cfg, device, dist, autocast))
+        return run.predict(ms, ws, "validation"), run.predict(ms, ws, "test")
 
-    candidates["last"] = both(models, weights)
-    if stopper.best_epoch == state.epoch - 1 or stopper.best_epoch < 0:
+    candidates["last"] = both(run.models, run.weights)
+    if run.stopper.best_epoch == state.epoch - 1 or run.stopper.best_epoch < 0:
         candidates["best"] = candidates["last"]  # the last epoch is the best one: same weights
     else:
-        best_models = _load_best(models, ckpt_dir, dist, device)
-        candidates["best"] = both(best_models, weights) if best_models else candidates["last"]
+        best_models = _load_best(run.models, run.ckpt_dir, run.dist, run.device)
+        candidates["best"] = both(best_models, run.weights) if best_models else candidates["last"]
     swa_model = None
     if swa is not None and swa.n_averaged > 0:
-        swa_model = swa.finalize(_bn_inputs(data, cfg, device), device=device)
+        swa_model = swa.finalize(_bn_inputs(run.data, cfg, run.device), device=run.device)
         candidates["swa"] = both([swa_model], [1.0])
-    if snapshots.count:
-        snap_models = _load_snapshots(models[0], ckpt_dir, snapshots, dist, device)
+    if run.snapshots.count:
+        snap_models = _load_snapshots(run.models[0], run.ckpt_dir, run.snapshots, run.dist, run.device)
         if snap_models:
             preds = [both([m], [1.0]) for m in snap_models]
             candidates["snapshots"] = (Snapshots.average([p[0] for p in preds]), Snapshots.average([p[1] for p in preds]))
+    per_class = run.per_class
     if per_class is not None and "validation" in per_class.predictions:
-        test_pc = per_class.predictions.get("test", np.zeros((0, data.n_classes), np.float32))
+        test_pc = per_class.predictions.get("test", np.zeros((0, run.data.n_classes), np.float32))
         candidates["per_class"] = (per_class.composite("validation"), test_pc)
     if final not in candidates:
         final = "best"
+    return final, candidates, swa_model
 
+
+# -- write ---------------------------------------------------------------------------------------
+def _write(run: _Run, final: str, candidates: dict, swa_model: nn.Module | None) -> RunResult:
+    """Predictions, thresholds in the checkpoints, summary.json and plots (rank 0); the RunResult."""
+    data, state, metric = run.data, run.state, run.metric
     val_final, test_final = candidates[final]
-    summary_candidates = {}
-    for name, (v, t) in candidates.items():
-        summary_candidates[name] = {"validation": _scores(v, data, "validation"), "test": _scores(t, data, "test")}
+    summary_candidates = {name: {"validation": _scores(v, data, "validation"), "test": _scores(t, data, "test")}
+                          for name, (v, t) in candidates.items()}
     val_scores = summary_candidates[final]["validation"]
     test_scores = summary_candidates[final]["test"]
     thresholds = (max_f1_thresholds(val_final, data.splits["validation"].targets)
                   if data.task == "multilabel" else None)
-
-    if dist.is_main:
-        pred_dir = run_dir / "predictions"
-        pred_dir.mkdir(parents=True, exist_ok=True)
-        for split, arr in (("validation", val_final), ("test", test_final)):
-            np.save(pred_dir / f"{split}.npy", arr.astype(np.float32))
-            np.save(pred_dir / f"{split}_targets.npy", data.splits[split].targets)
-            (pred_dir / f"{split}_ids.txt").write_text("\n".join(data.splits[split].ids) + "\n", encoding="utf-8")
-        for name, (v, t) in candidates.items():
-            if name != final:
-                np.save(pred_dir / f"{name}-validation.npy", v.astype(np.float32))
-                np.save(pred_dir / f"{name}-test.npy", t.astype(np.float32))
-        # checkpoints carry the thresholds tuned on the final predictions
-        final_source = {"swa": swa_model, "last": models[0]}.get(final)
-        if swa_model is not None:
-            ckpt.save_checkpoint(ckpt.model_payload(swa_model, meta=_meta(models[0], data, cfg, thresholds),
-                                                    kind="swa", epoch=state.epoch - 1,
-                                                    metrics=summary_candidates["swa"]["validation"]),
-                                 ckpt_dir / "swa.pt")
-        best_path = ckpt_dir / "best.pt"
-        if best_path.exists():
-            payload = ckpt.load_checkpoint(best_path)
-            best_thr = (max_f1_thresholds(candidates["best"][0], data.splits["validation"].targets)
-                        if data.task == "multilabel" else None)
-            payload["thresholds"] = best_thr
-            ckpt.save_checkpoint(payload, best_path)
-        package_ckpt = {"swa": "swa.pt", "last": "last.pt"}.get(final, "best.pt")
-        if final_source is not None and final == "last":
-            payload = ckpt.load_checkpoint(last_path)
-            payload["thresholds"] = thresholds
-            ckpt.save_checkpoint(payload, last_path)
+    if run.dist.is_main:
+        _write_predictions(run, final, candidates)
+        package_ckpt = _write_thresholds(run, final, candidates, swa_model, thresholds, summary_candidates)
         summary = {
-            "recipe": cfg.recipe, "task": data.task, "metric": metric, "final": final,
+            "recipe": run.cfg.recipe, "task": data.task, "metric": metric, "final": final,
             "checkpoint": f"checkpoints/{package_ckpt}",
-            "best_epoch": stopper.best_epoch, "epochs_run": state.epoch, "stopped_early": stopped_early,
+            "best_epoch": run.stopper.best_epoch, "epochs_run": state.epoch, "stopped_early": run.stopped_early,
             "validation": val_scores, "test": test_scores, "candidates": summary_candidates,
             "tags": list(data.tags), "n_tracks": {k: len(v) for k, v in data.splits.items()},
-            "seconds": round(time.time() - t0, 1), "world_size": dist.world_size,
+            "seconds": round(time.time() - run.t0, 1), "world_size": run.dist.world_size,
         }
-        if per_class is not None:
-            summary["per_class_best_epoch"] = [int(e) for e in per_class.best_epoch]
-        (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2), encoding="utf-8")
+        if run.per_class is not None:
+            summary["per_class_best_epoch"] = [int(e) for e in run.per_class.best_epoch]
+        (run.run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2), encoding="utf-8")
         try:
             from musetag.training.plots import plot_training_curves
 
-            plot_training_curves(state.history, run_dir / "plots", metric=metric)
+            plot_training_curves(state.history, run.run_dir / "plots", metric=metric)
         except Exception as exc:  # noqa: BLE001 - plots never lose a finished run
             log.warning("could not draw the training plots: %s", exc)
         log.info("done: final = %s, validation %s %.4f, test %s %s", final, metric, val_scores.get(metric, float("nan")),
                  metric, f"{test_scores[metric]:.4f}" if metric in test_scores else "n/a")
-    D.barrier(dist)
-    return RunResult(run_dir, final, metric, stopper.best_epoch, val_scores, test_scores, state.epoch, state.history)
+    D.barrier(run.dist)
+    return RunResult(run.run_dir, final, metric, run.stopper.best_epoch, val_scores, test_scores, state.epoch,
+                     state.history)
+
+
+def _write_predictions(run: _Run, final: str, candidates: dict) -> None:
+    data = run.data
+    pred_dir = run.run_dir / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    val_final, test_final = candidates[final]
+    for split, arr in (("validation", val_final), ("test", test_final)):
+        np.save(pred_dir / f"{split}.npy", arr.astype(np.float32))
+        np.save(pred_dir / f"{split}_targets.npy", data.splits[split].targets)
+        (pred_dir / f"{split}_ids.txt").write_text("\n".join(data.splits[split].ids) + "\n", encoding="utf-8")
+    for name, (v, t) in candidates.items():
+        if name != final:
+            np.save(pred_dir / f"{name}-validation.npy", v.astype(np.float32))
+            np.save(pred_dir / f"{name}-test.npy", t.astype(np.float32))
+
+
+def _write_thresholds(run: _Run, final: str, candidates: dict, swa_model, thresholds, summary_candidates) -> str:
+    """Checkpoints carry the thresholds tuned on their predictions; the checkpoint to package."""
+    data, ckpt_dir = run.data, run.ckpt_dir
+    final_source = {"swa": swa_model, "last": run.models[0]}.get(final)
+    if swa_model is not None:
+        run.save(swa_model, "swa.pt", "swa", run.state.epoch - 1, metrics=summary_candidates["swa"]["validation"],
+                 thresholds=thresholds, meta_model=run.models[0])
+    best_path = ckpt_dir / "best.pt"
+    if best_path.exists():
+        payload = ckpt.load_checkpoint(best_path)
+        payload["thresholds"] = (max_f1_thresholds(candidates["best"][0], data.splits["validation"].targets)
+                                 if data.task == "multilabel" else None)
+        ckpt.save_checkpoint(payload, best_path)
+    if final_source is not None and final == "last":
+        payload = ckpt.load_checkpoint(run.last_path)
+        payload["thresholds"] = thresholds
+        ckpt.save_checkpoint(payload, run.last_path)
+    return {"swa": "swa.pt", "last": "last.pt"}.get(final, "best.pt")
 
 
 def _load_best(models, ckpt_dir: Path, dist, device) -> list[nn.Module] | None:

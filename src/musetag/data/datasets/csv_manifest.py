@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from musetag.data.datasets import ReaderSpec, register_reader
+from musetag.data.datasets.registry import ReaderSpec, register_reader
 from musetag.data.manifest import TrackRecord, normalize_split
 from musetag.errors import DatasetError
 

@@ -24,7 +24,7 @@ import ast
 import logging
 from pathlib import Path
 
-from musetag.data.datasets import ReaderSpec, register_reader
+from musetag.data.datasets.registry import ReaderSpec, register_reader
 from musetag.data.manifest import TrackRecord, normalize_split
 from musetag.errors import ConfigError, DatasetError
 

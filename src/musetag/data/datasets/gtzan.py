@@ -19,7 +19,7 @@ import csv
 import logging
 from pathlib import Path
 
-from musetag.data.datasets import ReaderSpec, register_reader
+from musetag.data.datasets.registry import ReaderSpec, register_reader
 from musetag.data.manifest import TrackRecord
 from musetag.errors import DatasetError
 

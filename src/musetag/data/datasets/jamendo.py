@@ -23,7 +23,7 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-from musetag.data.datasets import ReaderSpec, register_reader
+from musetag.data.datasets.registry import ReaderSpec, register_reader
 from musetag.data.manifest import SPLITS, TrackRecord, check_group_disjoint
 from musetag.data.tags import PREFIX_SEPARATOR, strip_prefix
 from musetag.errors import ConfigError, DatasetError

@@ -1,0 +1,491 @@
+"""Catalogue-scale work splitting: ``--shard I/N`` and the merge of sharded outputs.
+
+A catalogue of millions of tracks is tagged (or embedded) by N independent workers: N machines, the
+tasks of a scheduler's array job, or the processes ``torchrun`` starts on the GPUs of one machine.
+Each worker keeps the files whose *shard key* falls in its shard; the outputs are then merged with
+``musetag merge``, which refuses to silently keep two different results for one track.
+
+The shard of a file depends only on its key, never on the other files or on the order of the
+listing, so workers that list the same catalogue (even with different mount points) agree:
+
+- the key is the path relative to the folder given on the command line (a file given directly is
+  keyed by its own normalised path), with ``/`` separators, no ``./``, Unicode NFC (macOS
+  writes decomposed names);
+- ``sha1(key)`` read as a 64-bit integer ``h``; the file belongs to shard ``h mod N``.
+
+Shards are numbered from 1 on the command line (``--shard 1/4`` .. ``--shard 4/4``, like
+``--array=1-4``), from 0 in :class:`Shard`. Under ``torchrun`` each process further keeps the files
+with ``(h // N) mod WORLD_SIZE == RANK``: the ranks of one shard split it exactly, again without
+looking at the other files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+from musetag.errors import ConfigError, DatasetError
+from musetag.tag.files import collect_audio_files
+
+T = TypeVar("T")
+
+__all__ = [
+    "Shard",
+    "parse_shard",
+    "shard_key",
+    "shard_hash",
+    "select_shard",
+    "distributed_shard",
+    "shard_output_path",
+    "collect_shard_files",
+    "torchrun_device",
+    "merge_outputs",
+    "MergeReport",
+]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (0-based) of ``count``; ``rank``/``world_size`` split it among local processes."""
+
+    index: int = 0
+    count: int = 1
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"shard {self.index + 1}/{self.count} does not exist: use I/N with 1 <= I <= N")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} is outside the world size {self.world_size}")
+
+    @property
+    def is_whole(self) -> bool:
+        return self.count == 1 and self.world_size == 1
+
+    def contains_hash(self, h: int) -> bool:
+        return h % self.count == self.index and (h // self.count) % self.world_size == self.rank
+
+    def contains(self, key: str) -> bool:
+        return self.contains_hash(shard_hash(key))
+
+    @property
+    def label(self) -> str:
+        """``shard-0002-of-0004`` (1-based), with ``-rank-1-of-2`` under torchrun; '' for the whole list."""
+        if self.is_whole:
+            return ""
+        parts = []
+        if self.count > 1:
+            parts.append(f"shard-{self.index + 1:04d}-of-{self.count:04d}")
+        if self.world_size > 1:
+            parts.append(f"rank-{self.rank}-of-{self.world_size}")
+        return "-".join(parts)
+
+    def __str__(self) -> str:  # what the user typed
+        text = f"{self.index + 1}/{self.count}"
+        if self.world_size > 1:
+            text += f" (rank {self.rank} of {self.world_size})"
+        return text
+
+
+def parse_shard(text: str | None) -> Shard:
+    """Parse ``"I/N"`` (1-based, as on the command line); ``None`` or ``""`` means the whole list."""
+    if text is None or str(text).strip() == "":
+        return Shard()
+    raw = str(text).strip()
+    try:
+        i_text, n_text = raw.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ConfigError(
+            f"--shard {raw!r} is not I/N: write for example --shard 3/8 for the third of eight parts"
+        ) from None
+    if n < 1 or not 1 <= i <= n:
+        raise ConfigError(
+            f"--shard {raw}: I must be between 1 and N (shards are numbered from 1, e.g. --shard 1/{max(n, 1)})"
+        )
+    return Shard(index=i - 1, count=n)
+
+
+def distributed_shard(shard: Shard, env: dict[str, str] | None = None) -> Shard:
+    """Split ``shard`` further among the processes of ``torchrun`` (``RANK``/``WORLD_SIZE``)."""
+    env = os.environ if env is None else env
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        rank = int(env.get("RANK", "0"))
+    except ValueError:
+        raise ConfigError("RANK and WORLD_SIZE must be integers (they are set by torchrun)") from None
+    if world <= 1:
+        return shard
+    return Shard(index=shard.index, count=shard.count, rank=rank, world_size=world)
+
+
+def shard_key(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """The normalised key of ``path``: relative to ``root`` when given, '/'-separated, NFC."""
+    p = os.fspath(path)
+    if root is not None:
+        r = os.fspath(root)
+        try:
+            rel = os.path.relpath(os.path.abspath(p), os.path.abspath(r))
+        except ValueError:  # different drives on Windows
+            rel = p
+        if rel == ".":
+            rel = os.path.basename(p)
+        if not rel.startswith(".."):
+            p = rel
+    p = os.path.normpath(p).replace(os.sep, "/")
+    p = str(PurePosixPath(p))
+    while p.startswith("./"):
+        p = p[2:]
+    return unicodedata.normalize("NFC", p)
+
+
+def shard_hash(key: str) -> int:
+    """Stable 64-bit hash of a key (identical on every machine, Python version and run)."""
+    digest = hashlib.sha1(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def select_shard(
+    items: Iterable[T], shard: Shard | str | None, *, key: Callable[[T], str] | None = None,
+    root: str | os.PathLike | None = None,
+) -> list[T]:
+    """Keep the items of ``shard`` (a :class:`Shard` or ``"I/N"``), in their original order.
+
+    ``key`` maps an item to its shard key; by default the item is a path, keyed by
+    :func:`shard_key` relative to ``root``.
+    """
+    if not isinstance(shard, Shard):
+        shard = parse_shard(shard)
+    items = list(items)
+    if shard.is_whole:
+        return items
+    keyf = key or (lambda item: shard_key(item, root))  # type: ignore[arg-type]
+    return [item for item in items if shard.contains(keyf(item))]
+
+
+def collect_shard_files(
+    paths: Iterable[str | os.PathLike], shard: Shard | str | None, *, recursive: bool = False,
+) -> list[str]:
+    """The audio files of ``paths`` (files and folders, as ``musetag tag`` lists them) that belong to
+    ``shard``. A file found in a folder is keyed relative to that folder, a file named directly by
+    its normalised path, so machines that mount the catalogue at different places agree."""
+    if not isinstance(shard, Shard):
+        shard = parse_shard(shard)
+    out: list[str] = []
+    seen: set[str] = set()
+    for path in paths:
+        root = path if Path(path).is_dir() else None
+        for f in collect_audio_files([path], recursive=recursive):
+            key = os.path.abspath(f)
+            if key in seen:
+                continue
+            seen.add(key)
+            if shard.is_whole or shard.contains(shard_key(f, root)):
+                out.append(f)
+    return out
+
+
+def torchrun_device(default: str = "cpu") -> str:
+    """``cuda:LOCAL_RANK`` under torchrun when CUDA is available, else ``default``."""
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return default
+
+
+def shard_output_path(out: str | os.PathLike, shard: Shard) -> Path:
+    """``tags.csv`` -> ``tags.shard-0002-of-0004.csv`` (unchanged for the whole list).
+
+    Used when several processes would otherwise write one file (torchrun). With ``--shard`` on
+    separate machines the user usually names each output, but this keeps names unique anyway.
+    """
+    out = Path(out)
+    if shard.is_whole or shard.world_size == 1:
+        return out
+    suffixes = "".join(out.suffixes[-1:])
+    stem = out.name[: len(out.name) - len(suffixes)] if suffixes else out.name
+    return out.with_name(f"{stem}.{shard.label}{suffixes}")
+
+
+# --------------------------------------------------------------------------------------------- merge
+
+
+@dataclass
+class MergeReport:
+    """What :func:`merge_outputs` did."""
+
+    out: Path
+    inputs: list[Path]
+    rows: int
+    per_input: dict[str, int]
+    identical_duplicates: int
+    conflicts_resolved: int
+    failures_replaced: int = 0
+    errors_rows: int = 0
+
+    def summary(self) -> str:
+        text = f"merged {len(self.inputs)} files into {self.out}: {self.rows} tracks"
+        if self.identical_duplicates:
+            text += f", {self.identical_duplicates} identical duplicate rows dropped"
+        if self.failures_replaced:
+            text += f", {self.failures_replaced} failed tracks replaced by their success in another shard"
+        if self.conflicts_resolved:
+            text += f", {self.conflicts_resolved} conflicting duplicates resolved by --keep"
+        if self.errors_rows:
+            text += f", {self.errors_rows} error records"
+        return text
+
+
+_KEY_CANDIDATES = ("path", "file", "track", "filename", "id")
+
+
+def merge_outputs(
+    inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, key: str | None = None,
+    keep: str = "error", sort: bool = True,
+) -> MergeReport:
+    """Merge the outputs of sharded ``musetag tag`` / ``musetag embed`` runs into one file.
+
+    Formats follow the extension of ``out`` (all inputs must share it): ``.csv``, ``.tsv``,
+    ``.jsonl``, ``.json`` (list of records, or an object keyed by track), embeddings ``.npy``
+    (with their ``.tracks.csv``/``.meta.json`` side files) and ``.parquet``. Rows are keyed by
+    ``key`` (default: the first of path/file/track/filename/id present). A track present in two
+    inputs with identical results is kept once; with different results the merge stops and names
+    both files, unless ``keep`` is ``"first"`` or ``"last"``. Side files listing failed tracks
+    (``<name>.errors.csv``) are merged too, minus tracks that succeeded in another shard. Rows are
+    sorted by key so the merge is independent of the order of ``inputs``.
+    """
+    if keep not in ("error", "first", "last"):
+        raise ConfigError(f"keep={keep!r}: use 'error', 'first' or 'last'")
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ConfigError("nothing to merge: give at least one sharded output file")
+    out = Path(out)
+    kind = _output_kind(out)
+    for p in paths:
+        if not p.exists():
+            raise DatasetError(f"{p}: no such file; check the shard outputs (did that shard finish?)")
+        if _output_kind(p) != kind:
+            raise ConfigError(f"{p}: cannot merge a {_output_kind(p)} file into {out} ({kind}); give files of one format")
+        if p.resolve() == out.resolve():
+            raise ConfigError(f"{out} is also an input; write the merge to a new file")
+    if kind == "embeddings":
+        from musetag.tag import embeddings_file as _embed
+
+        tables = [_embed.read_embeddings(p) for p in paths]
+        records = [
+            [{"path": path, "_vector": vec} for path, vec in zip(t.paths, t.vectors)] for t in tables
+        ]
+        merged, stats = _merge_records(records, paths, "path", keep, sort, vector=True)
+        meta = _merge_meta([t.meta for t in tables], paths)
+        import numpy as np
+
+        vectors = np.stack([r["_vector"] for r in merged]) if merged else np.zeros((0, tables[0].dim), "float32")
+        _embed.write_embeddings(out, [r["path"] for r in merged], vectors, meta)
+    else:
+        records = [_read_records(p, kind) for p in paths]
+        field = key or _find_key(records, paths)
+        merged, stats = _merge_records(records, paths, field, keep, sort)
+        header = _json_header(paths[0]) if kind == "json" else None
+        keyed = kind == "json" and header is None and paths[0].read_text(encoding="utf-8").lstrip().startswith("{")
+        _write_records(out, kind, merged, records_are_keyed=keyed, key=field, header=header)
+    n_err = _merge_error_files(paths, out, {str(r.get("path", r.get(key or "path", ""))) for r in merged})
+    return MergeReport(out=out, inputs=paths, rows=len(merged), errors_rows=n_err, **stats)
+
+
+def _output_kind(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext in (".npy", ".parquet"):
+        return "embeddings"
+    if ext in (".csv", ".tsv", ".jsonl", ".json"):
+        return ext[1:]
+    raise ConfigError(
+        f"{path}: cannot merge {ext or 'files without extension'}; musetag merges .csv, .tsv, .jsonl, .json, "
+        ".npy (embeddings) and .parquet outputs"
+    )
+
+
+def _read_records(path: Path, kind: str) -> list[dict[str, Any]]:
+    if kind in ("csv", "tsv"):
+        import csv
+
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f, delimiter="\t" if kind == "tsv" else ","))
+    if kind == "jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg}); was the run interrupted? "
+                                           "Re-run that shard to finish it") from None
+        return rows
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc.msg}); re-run that shard") from None
+    if isinstance(data, dict) and isinstance(data.get("results"), list):  # musetag tag's JSON document
+        return list(data["results"])
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        return [{"path": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in data.items()]
+    raise DatasetError(f"{path}: expected a JSON list of records or an object keyed by track")
+
+
+def _json_header(path: Path) -> dict[str, Any] | None:
+    """Top-level keys of a ``musetag tag`` JSON document (everything but ``results``), else None."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        return {k: v for k, v in data.items() if k != "results"}
+    return None
+
+
+def _find_key(records: list[list[dict[str, Any]]], paths: list[Path]) -> str:
+    for rows, p in zip(records, paths):
+        if rows:
+            for cand in _KEY_CANDIDATES:
+                if cand in rows[0]:
+                    return cand
+            raise ConfigError(f"{p}: no track column ({', '.join(_KEY_CANDIDATES)}); name it with --key")
+    return "path"
+
+
+def _same(a: dict[str, Any], b: dict[str, Any], vector: bool) -> bool:
+    if vector:
+        import numpy as np
+
+        return a["path"] == b["path"] and np.array_equal(a["_vector"], b["_vector"])
+    return a == b
+
+
+def _merge_records(records, paths, field, keep, sort, vector=False):
+    seen: dict[str, tuple[dict[str, Any], Path]] = {}
+    identical = resolved = retried = 0
+    per_input: dict[str, int] = {}
+    for rows, p in zip(records, paths):
+        per_input[str(p)] = len(rows)
+        for row in rows:
+            if field not in row:
+                raise DatasetError(f"{p}: a row has no {field!r} field; name the track column with --key")
+            k = str(row[field])
+            if k in seen:
+                prev, prev_path = seen[k]
+                if _same(prev, row, vector):
+                    identical += 1
+                    continue
+                status = (prev.get("status"), row.get("status"))
+                if "ok" in status and status[0] != status[1]:  # a failed track that succeeded elsewhere
+                    retried += 1
+                    if status[1] == "ok":
+                        seen[k] = (row, p)
+                    continue
+                if keep == "error":
+                    raise DatasetError(
+                        f"track {k!r} has different results in {prev_path} and {p}: the shards overlap "
+                        "(different --shard N, or a file tagged twice with different models). Re-run with "
+                        "consistent shards, or choose with --keep first|last"
+                    )
+                resolved += 1
+                if keep == "first":
+                    continue
+            seen[k] = (row, p)
+    merged = [row for row, _ in seen.values()]
+    if sort:
+        merged.sort(key=lambda r: str(r[field]))
+    return merged, {"per_input": per_input, "identical_duplicates": identical, "conflicts_resolved": resolved,
+                    "failures_replaced": retried}
+
+
+def _write_records(out: Path, kind: str, rows, records_are_keyed: bool, key: str, header=None) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if kind in ("csv", "tsv"):
+        import csv
+
+        fields: list[str] = []
+        for row in rows:
+            for name in row:
+                if name not in fields:
+                    fields.append(name)
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if kind == "tsv" else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    elif kind == "jsonl":
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        if records_are_keyed:
+            data: Any = {}
+            for row in rows:
+                row = dict(row)
+                k = row.pop(key)
+                data[k] = row["value"] if list(row) == ["value"] else row
+        elif header is not None:
+            data = {**header, "results": rows}
+        else:
+            data = rows
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, out)
+
+
+def _merge_meta(metas: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:
+    ref = metas[0]
+    for meta, p in zip(metas[1:], paths[1:]):
+        for field in ("model_sha256", "dim", "layer"):
+            if meta.get(field) != ref.get(field):
+                raise DatasetError(
+                    f"{p} was embedded with {field}={meta.get(field)!r} but {paths[0]} with {ref.get(field)!r}: "
+                    "embeddings of different models cannot be merged; re-embed that shard with the same model"
+                )
+    merged = {k: v for k, v in ref.items() if k not in ("shard", "created")}
+    merged["merged_from"] = [str(p) for p in paths]
+    return merged
+
+
+def errors_path(out: str | os.PathLike) -> Path:
+    """The side file listing tracks that failed: ``tags.csv`` -> ``tags.errors.csv``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.errors.csv")
+
+
+def _merge_error_files(paths: list[Path], out: Path, succeeded: set[str]) -> int:
+    import csv
+
+    rows: dict[str, dict[str, str]] = {}
+    fields: list[str] = []
+    found = False
+    for p in paths:
+        ep = errors_path(p)
+        if not ep.exists():
+            continue
+        found = True
+        with open(ep, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for name in reader.fieldnames or []:
+                if name not in fields:
+                    fields.append(name)
+            for row in reader:
+                k = row.get("path") or next(iter(row.values()), "")
+                if k not in succeeded:
+                    rows[k] = row
+    if not found:
+        return 0
+    target = errors_path(out)
+    with open(target, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields or ["path", "error"])
+        writer.writeheader()
+        for k in sorted(rows):
+            writer.writerow(rows[k])
+    return len(rows)

@@ -1,0 +1,175 @@
+"""The package layout: every module imports on its own, and no import circles (see docs/ARCHITECTURE.md).
+
+Two checks. Statically, the graph of module-level imports (``import`` / ``from ... import`` outside
+function bodies, read with :mod:`ast`) has no cycle. Dynamically, each module is imported first in a
+fresh interpreter state (every ``musetag`` module dropped from ``sys.modules`` before it), which is
+where a circle shows up as "partially initialized module".
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "musetag"
+
+# the modules that moved into their stage keep their old names as aliases of the new module
+MOVED = {
+    "musetag.embed": "musetag.tag.embed",
+    "musetag.shard": "musetag.tag.shard",
+    "musetag.similarity": "musetag.tag.similarity",
+    "musetag.transfer": "musetag.training.transfer",
+    "musetag.demo": "musetag.commands._demo_run",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _all_modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _module_level_imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Names of the modules imported when ``module`` is executed (function bodies are not run)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = module.split(".") if is_package else module.split(".")[:-1]
+                    base = base[: len(base) - (child.level - 1)]
+                    target = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    target = child.module or ""
+                found.add(target)
+                found.update(f"{target}.{alias.name}" for alias in child.names)
+            else:
+                visit(child)
+
+    visit(tree)
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = _all_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets = _module_level_imports(tree, name, path.name == "__init__.py")
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_module_level_imports_form_no_cycle():
+    graph = _import_graph()
+    assert "musetag.tag.embed" in graph and graph["musetag.tag.embed"], "the import graph was not read"
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def _imports_anywhere(module: str) -> set[str]:
+    """Every musetag module ``module`` imports, function bodies included."""
+    path = _all_modules()[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in out if m.startswith("musetag")}
+
+
+def test_the_two_old_circles_are_gone_even_through_lazy_imports():
+    # embed -> shard -> tag/batch -> shard, and models/registry <-> models/timm_models
+    shard = _imports_anywhere("musetag.tag.shard")
+    assert not shard & {"musetag.tag.batch", "musetag.tag.embed", "musetag.embed"}, shard
+    assert "musetag.models.timm_models" not in _imports_anywhere("musetag.models.registry")
+
+
+_ISOLATED = r"""
+import importlib, json, sys, traceback
+results = {}
+for name in json.loads(sys.argv[1]):
+    for m in [m for m in sys.modules if m == "musetag" or m.startswith("musetag.")]:
+        del sys.modules[m]
+    try:
+        importlib.import_module(name)
+        results[name] = "ok"
+    except ModuleNotFoundError as exc:
+        # an optional dependency that is not installed is not a layout problem
+        results[name] = "ok" if exc.name and not exc.name.startswith("musetag") else traceback.format_exc()
+    except BaseException:
+        results[name] = traceback.format_exc()
+print(json.dumps(results))
+"""
+
+
+def test_every_module_imports_on_its_own():
+    names = sorted(n for n in _all_modules() if not n.endswith("__main__"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(names)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    failed = {n: r for n, r in results.items() if r != "ok"}
+    assert not failed, "\n\n".join(f"{n}:\n{r}" for n, r in failed.items())
+    assert set(results) == set(names)
+
+
+@pytest.mark.parametrize("old,new", sorted(MOVED.items()))
+def test_moved_modules_keep_their_old_import_path(old, new):
+    code = (f"import importlib, {old} as a; b = importlib.import_module({new!r}); "
+            f"assert a is b, (a, b); print(a.__name__)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == new
