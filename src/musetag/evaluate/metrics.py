@@ -138,11 +138,12 @@ def scorable_columns(targets: np.ndarray, tags: Sequence[str] | None = None, *, 
 def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[str] | None = None) -> dict:
     """The official MediaEval result table as an ordered ``{row name: value}`` dict.
 
-    Same scikit-learn calls as the official script; tags without a positive example are dropped
-    with a warning first.
+    ROC-AUC and PR-AUC repeat scikit-learn's arithmetic operation for operation in numpy
+    (:func:`sklearn_roc_auc` and :func:`sklearn_average_precision`: the same values, bit for bit,
+    tested against scikit-learn) because importing scikit-learn costs seconds; the
+    precision/recall/F rows of decisions call scikit-learn itself. Tags without a positive example
+    are dropped with a warning first.
     """
-    from sklearn import metrics
-
     gt = as_targets(groundtruth)
     pred = as_scores(predictions)
     check_same_shape(pred, gt, "predictions", "ground truth")
@@ -157,9 +158,11 @@ def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[
     dec = dec[:, keep] if dec is not None else None
     out: dict[str, float] = {}
     for average in ("macro", "micro"):
-        out[f"ROC-AUC-{average}"] = float(metrics.roc_auc_score(gt, pred, average=average))
-        out[f"PR-AUC-{average}"] = float(metrics.average_precision_score(gt, pred, average=average))
+        out[f"ROC-AUC-{average}"] = _sklearn_average(sklearn_roc_auc, gt, pred, average)
+        out[f"PR-AUC-{average}"] = _sklearn_average(sklearn_average_precision, gt, pred, average)
         if dec is not None:
+            from sklearn import metrics
+
             with warnings.catch_warnings():
                 # the official script lets ill-defined precision be 0 (with sklearn's warning); keep
                 # the value, drop the noise
@@ -169,6 +172,62 @@ def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[
             out[f"recall-{average}"] = float(r)
             out[f"F-score-{average}"] = float(f)
     return {k: out[k] for k in TABLE_ROWS if k in out}
+
+
+def _sklearn_average(metric, gt: np.ndarray, pred: np.ndarray, average: str) -> float:
+    """scikit-learn's ``_average_binary_score`` (no sample weights): micro ravels in C order, macro
+    is ``np.average`` of the per-column values."""
+    if average == "micro":
+        return float(metric(gt.ravel(), pred.ravel()))
+    score = np.zeros(gt.shape[1])
+    for c in range(gt.shape[1]):
+        score[c] = metric(gt[:, c], pred[:, c])
+    return float(np.average(score))
+
+
+def _sklearn_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sklearn.metrics.confusion_matrix_at_thresholds`` without weights: (fps, tps) at each
+    distinct score, in decreasing score order. The order inside a tie never matters: only the
+    cumulative counts at the end of each tie group are kept."""
+    order = np.argsort(-y_score, kind="stable")
+    s = y_score[order]
+    y = y_true[order].astype(np.float64)
+    distinct = np.nonzero(np.diff(s))[0]
+    threshold_idxs = np.concatenate([distinct, [y.size - 1]])
+    tps = np.cumsum(y, dtype=np.float64)[threshold_idxs]
+    fps = 1 + threshold_idxs.astype(np.float64) - tps
+    return fps, tps
+
+
+def sklearn_average_precision(y_true, y_score) -> float:
+    """``sklearn.metrics.average_precision_score`` of one column, the same arithmetic (bit-identical)."""
+    fps, tps = _sklearn_curve(np.asarray(y_true), np.asarray(y_score, dtype=np.float64))
+    ps = tps + fps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(ps != 0, tps / ps, 0.0)
+    recall = np.full(tps.shape, 1.0) if tps[-1] == 0 else tps / tps[-1]
+    precision = np.concatenate((precision[::-1], [1.0]))
+    recall = np.concatenate((recall[::-1], [0.0]))
+    return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+
+
+def sklearn_roc_auc(y_true, y_score) -> float:
+    """``sklearn.metrics.roc_auc_score`` of one column, the same arithmetic (bit-identical); NaN
+    when the column has only one class."""
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) != 2:
+        return float("nan")
+    fps, tps = _sklearn_curve(y_true, np.asarray(y_score, dtype=np.float64))
+    if fps.shape[0] > 2:  # drop_intermediate=True
+        keep = np.nonzero(np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]]))[0]
+        fps, tps = fps[keep], tps[keep]
+    tps = np.concatenate([[0.0], tps])
+    fps = np.concatenate([[0.0], fps])
+    fpr = fps / fps[-1]
+    tpr = tps / tps[-1]
+    # sklearn.metrics.auc: fpr is increasing, then scipy's trapezoid
+    d = fpr[1:] - fpr[:-1]
+    return float(np.sum(d * (tpr[1:] + tpr[:-1]) / 2.0, dtype=np.float64))
 
 
 def format_table(table: dict) -> str:
@@ -252,19 +311,38 @@ def _ap_sorted_with_ties(ss: np.ndarray, yy: np.ndarray) -> np.ndarray:
 def roc_auc_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC-AUC of every column (Mann-Whitney with mid-ranks for ties: equal to scikit-learn's
     trapezoidal ROC-AUC). Columns without both classes give NaN."""
-    from scipy.stats import rankdata
-
     y = np.asarray(targets, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim == 1:
         return roc_auc_per_tag(y[:, None], s[:, None])[0]
-    ranks = rankdata(s, axis=0)
+    ranks = midranks(s)
     pos = y.sum(axis=0).astype(np.float64)
     neg = y.shape[0] - pos
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = ((ranks * y).sum(axis=0) - pos * (pos + 1) / 2) / (pos * neg)
     auc[(pos == 0) | (neg == 0)] = np.nan
     return auc
+
+
+def midranks(scores: np.ndarray) -> np.ndarray:
+    """Column-wise ranks (1-based, ties get the mean of their ranks): ``scipy.stats.rankdata(scores,
+    axis=0)`` without importing scipy.stats (a second of start-up)."""
+    s = np.ascontiguousarray(np.asarray(scores, dtype=np.float64).T)
+    k, n = s.shape
+    order = np.argsort(s, axis=1, kind="stable")
+    ss = np.take_along_axis(s, order, axis=1)
+    # tie groups: first and last sorted position of each element's group
+    new_group = np.ones((k, n), dtype=bool)
+    np.not_equal(ss[:, 1:], ss[:, :-1], out=new_group[:, 1:])
+    idx = np.broadcast_to(np.arange(n), (k, n))
+    first = np.maximum.accumulate(np.where(new_group, idx, 0), axis=1)
+    end_group = np.ones((k, n), dtype=bool)
+    end_group[:, :-1] = new_group[:, 1:]
+    last = np.minimum.accumulate(np.where(end_group, idx, n)[:, ::-1], axis=1)[:, ::-1]
+    ranks_sorted = (first + last) / 2.0 + 1.0
+    ranks = np.empty_like(ranks_sorted)
+    np.put_along_axis(ranks, order, ranks_sorted, axis=1)
+    return ranks.T
 
 
 def pr_auc_macro(targets: np.ndarray, scores: np.ndarray) -> float:
