@@ -158,8 +158,7 @@ def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[
     dec = dec[:, keep] if dec is not None else None
     out: dict[str, float] = {}
     for average in ("macro", "micro"):
-        out[f"ROC-AUC-{average}"] = _sklearn_average(sklearn_roc_auc, gt, pred, average)
-        out[f"PR-AUC-{average}"] = _sklearn_average(sklearn_average_precision, gt, pred, average)
+        out[f"ROC-AUC-{average}"], out[f"PR-AUC-{average}"] = _sklearn_average(gt, pred, average)
         if dec is not None:
             from sklearn import metrics
 
@@ -174,22 +173,24 @@ def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[
     return {k: out[k] for k in TABLE_ROWS if k in out}
 
 
-def _sklearn_average(metric, gt: np.ndarray, pred: np.ndarray, average: str) -> float:
-    """scikit-learn's ``_average_binary_score`` (no sample weights): micro ravels in C order, macro
-    is ``np.average`` of the per-column values."""
+def _sklearn_average(gt: np.ndarray, pred: np.ndarray, average: str) -> tuple[float, float]:
+    """(ROC-AUC, PR-AUC) as scikit-learn's ``_average_binary_score`` (no sample weights): micro ravels
+    in C order, macro is ``np.average`` of the per-column values. One sort per column serves both."""
     if average == "micro":
-        return float(metric(gt.ravel(), pred.ravel()))
-    score = np.zeros(gt.shape[1])
+        curve = _sklearn_curve(gt.ravel(), pred.ravel())
+        return _roc_from_curve(*curve), _ap_from_curve(*curve)
+    roc, ap = np.zeros(gt.shape[1]), np.zeros(gt.shape[1])
     for c in range(gt.shape[1]):
-        score[c] = metric(gt[:, c], pred[:, c])
-    return float(np.average(score))
+        curve = _sklearn_curve(gt[:, c], pred[:, c])
+        roc[c], ap[c] = _roc_from_curve(*curve), _ap_from_curve(*curve)
+    return float(np.average(roc)), float(np.average(ap))
 
 
 def _sklearn_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``sklearn.metrics.confusion_matrix_at_thresholds`` without weights: (fps, tps) at each
     distinct score, in decreasing score order. The order inside a tie never matters: only the
     cumulative counts at the end of each tie group are kept."""
-    order = np.argsort(-y_score, kind="stable")
+    order = np.argsort(-y_score)
     s = y_score[order]
     y = y_true[order].astype(np.float64)
     distinct = np.nonzero(np.diff(s))[0]
@@ -201,7 +202,10 @@ def _sklearn_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray,
 
 def sklearn_average_precision(y_true, y_score) -> float:
     """``sklearn.metrics.average_precision_score`` of one column, the same arithmetic (bit-identical)."""
-    fps, tps = _sklearn_curve(np.asarray(y_true), np.asarray(y_score, dtype=np.float64))
+    return _ap_from_curve(*_sklearn_curve(np.asarray(y_true), np.asarray(y_score, dtype=np.float64)))
+
+
+def _ap_from_curve(fps: np.ndarray, tps: np.ndarray) -> float:
     ps = tps + fps
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(ps != 0, tps / ps, 0.0)
@@ -215,9 +219,12 @@ def sklearn_roc_auc(y_true, y_score) -> float:
     """``sklearn.metrics.roc_auc_score`` of one column, the same arithmetic (bit-identical); NaN
     when the column has only one class."""
     y_true = np.asarray(y_true)
-    if len(np.unique(y_true)) != 2:
+    return _roc_from_curve(*_sklearn_curve(y_true, np.asarray(y_score, dtype=np.float64)))
+
+
+def _roc_from_curve(fps: np.ndarray, tps: np.ndarray) -> float:
+    if tps[-1] == 0 or fps[-1] == 0:  # one class only: sklearn warns and gives NaN
         return float("nan")
-    fps, tps = _sklearn_curve(y_true, np.asarray(y_score, dtype=np.float64))
     if fps.shape[0] > 2:  # drop_intermediate=True
         keep = np.nonzero(np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]]))[0]
         fps, tps = fps[keep], tps[keep]
