@@ -105,7 +105,11 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> 
     if a.ndim != 2:
         raise EvaluationError(f"{a_name}: expected a (tracks, tags) matrix, found shape {a.shape}")
     if a.shape != b.shape:
-        if a.ndim == b.ndim == 2 and a.shape[0] != b.shape[0]:
+        if a.ndim == b.ndim == 2 and a.shape == b.shape[::-1]:
+            detail = (f"{a_name} looks transposed: it has {a.shape[0]} rows and {a.shape[1]} columns where "
+                      f"{b.shape[0]} tracks x {b.shape[1]} tags are expected; transpose it "
+                      "(np.save(path, np.load(path).T))")
+        elif a.ndim == b.ndim == 2 and a.shape[0] != b.shape[0]:
             detail = (f"{a.shape[0]} rows vs {b.shape[0]}: the files cover different tracks (a different split, "
                       "or segments not aggregated to tracks); rows must be the same tracks in the same order")
         elif a.ndim == b.ndim == 2:

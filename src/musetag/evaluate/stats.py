@@ -46,8 +46,9 @@ def _check(groundtruth, *systems):
     gt = as_targets(groundtruth)
     out = []
     for i, s in enumerate(systems):
-        arr = as_scores(s, name=f"system {'AB'[i] if len(systems) > 1 else ''}".strip())
-        check_same_shape(arr, gt, "predictions", "ground truth")
+        name = f"system {'AB'[i]} predictions" if len(systems) > 1 else "predictions"
+        arr = as_scores(s, name=name)
+        check_same_shape(arr, gt, name, "ground truth")
         out.append(arr)
     return gt, out
 
