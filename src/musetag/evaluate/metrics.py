@@ -283,40 +283,42 @@ def average_precision_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.nda
 
 
 def average_precision_rows(yt: np.ndarray, st: np.ndarray) -> np.ndarray:
-    """:func:`average_precision_per_tag` on transposed inputs: ``(columns, tracks)`` arrays."""
-    k, n = st.shape
+    """:func:`average_precision_per_tag` on transposed inputs: ``(columns, tracks)`` arrays.
+
+    float32 scores (what ensembles search with) take a faster path: the score's order-preserving bits and
+    the label are packed into one uint64 and sorted by value (no argsort, no gathers)."""
+    if st.dtype == np.float32:
+        bits = (st + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0 (equal values, equal keys)
+        key = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000))
+        keys = (key.astype(np.uint64) << np.uint64(1)) | yt.astype(np.uint64)
+        keys.sort(axis=1)
+        keys = keys[:, ::-1]  # decreasing score
+        return _ap_sorted(keys >> np.uint64(1), (keys & np.uint64(1)).astype(bool))
     order = np.argsort(-st, axis=1)
-    ss = np.take_along_axis(st, order, axis=1)
-    yy = np.take_along_axis(yt, order, axis=1)
-    # without ties, the j-th positive (1-based) at sorted position p contributes precision j / (p + 1):
-    # only the positives are visited
+    return _ap_sorted(np.take_along_axis(st, order, axis=1), np.take_along_axis(yt, order, axis=1))
+
+
+def _ap_sorted(ss: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """AP of rows sorted by decreasing score (``ss`` any order-preserving values, ``yy`` labels).
+
+    Only the positives are visited: the positive at sorted position p contributes the precision at the
+    end of its tie group (tied scores form one threshold, as in scikit-learn): TP up to there / (end + 1).
+    """
+    k, n = ss.shape
     rows, pos = np.nonzero(yy)
     positives = np.bincount(rows, minlength=k)
     starts = np.cumsum(positives) - positives
-    j = np.arange(len(rows)) - starts[rows] + 1
+    flat = rows * n + pos  # increasing
+    is_end = np.empty((k, n), dtype=bool)
+    is_end[:, -1] = True
+    np.not_equal(ss[:, 1:], ss[:, :-1], out=is_end[:, :-1])
+    ends = np.flatnonzero(is_end)
+    end_flat = ends[np.searchsorted(ends, flat)]  # every row ends with a group end: never crosses rows
+    tp = np.searchsorted(flat, end_flat, side="right") - starts[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.bincount(rows, weights=j / (pos + 1.0), minlength=k) / positives
-    tied = (ss[:, 1:] == ss[:, :-1]).any(axis=1)
-    if tied.any():
-        ap[tied] = _ap_sorted_with_ties(ss[tied], yy[tied])
+        ap = np.bincount(rows, weights=tp / (end_flat - rows * n + 1.0), minlength=k) / positives
     ap[positives == 0] = np.nan
     return ap
-
-
-def _ap_sorted_with_ties(ss: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """AP of rows already sorted by decreasing score, tied scores forming one threshold."""
-    k, n = ss.shape
-    tp = np.cumsum(yy, axis=1, dtype=np.float64)
-    precision = tp / np.arange(1, n + 1, dtype=np.float64)
-    group_end = np.empty((k, n), dtype=bool)
-    group_end[:, -1] = True
-    np.not_equal(ss[:, 1:], ss[:, :-1], out=group_end[:, :-1])
-    # index of the end of each element's tie group: reverse running minimum of end positions
-    ends = np.where(group_end, np.arange(n), n)
-    ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
-    precision_at_end = np.take_along_axis(precision, ends, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (precision_at_end * yy).sum(axis=1) / tp[:, -1]
 
 
 def roc_auc_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
