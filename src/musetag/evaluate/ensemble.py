@@ -59,10 +59,16 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    """Per-tag normalised mid-ranks along the track axis (axis -2)."""
-    from scipy.stats import rankdata
+    """Per-tag normalised mid-ranks along the track axis (axis -2), as ``scipy.stats.rankdata``."""
+    from musetag.evaluate.metrics import midranks
 
-    return rankdata(x, axis=-2) / x.shape[-2]
+    n = x.shape[-2]
+    if x.ndim == 2:
+        return midranks(x) / n
+    lead = x.shape[:-2]
+    cols = np.moveaxis(x.reshape(-1, n, x.shape[-1]), 1, 0).reshape(n, -1)  # (tracks, models * tags)
+    ranks = np.moveaxis(midranks(cols).reshape(n, -1, x.shape[-1]), 0, 1)
+    return ranks.reshape(*lead, n, x.shape[-1]) / n
 
 
 def transform(stack: np.ndarray, kind: str) -> np.ndarray:
