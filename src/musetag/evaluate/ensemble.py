@@ -135,6 +135,16 @@ def _score_many(y: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return np.nanmean(ap, axis=1)
 
 
+def _score_mixtures(y: np.ndarray, weights: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """PR-AUC-macro of the mixtures ``weights`` ``(c, models)`` of ``flat`` ``(models, tags * tracks)``
+    (the stack laid out tag by tag): one matrix product gives every candidate's rows already sorted-ready."""
+    c = weights.shape[0]
+    k, n = y.shape[1], y.shape[0]
+    rows = (weights.astype(np.float32) @ flat).reshape(c * k, n)
+    ap = average_precision_rows(np.tile(np.ascontiguousarray(y.T), (c, 1)), rows).reshape(c, k)
+    return np.nanmean(ap, axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
@@ -198,6 +208,7 @@ def _fit_weights(stack, y, *, steps=(0.5, 0.25), moves_per_step: int = 2, shrink
     m = stack.shape[0]
     w = np.full(m, 1.0 / m)
     best = _score(y, np.tensordot(w, stack, 1))
+    flat = np.ascontiguousarray(stack.astype(np.float32, copy=False).transpose(0, 2, 1)).reshape(m, -1)
     eye = np.eye(m)
     history = []
     for step in steps:
@@ -207,7 +218,7 @@ def _fit_weights(stack, y, *, steps=(0.5, 0.25), moves_per_step: int = 2, shrink
             away = w[None, :] - eye * (w * step)[:, None]
             away /= away.sum(axis=1, keepdims=True)
             cand = np.concatenate([toward, away])
-            scores = _score_many(y, np.einsum("cm,mnk->cnk", cand.astype(np.float32), stack))
+            scores = _score_mixtures(y, cand, flat)
             i = int(np.argmax(scores))
             if scores[i] <= best + 1e-7:
                 break
@@ -223,13 +234,18 @@ def _greedy_once(stack, y, pool, init, steps):
     single = _score_many(y, stack[pool])
     for j in pool[np.argsort(-single)[:init]]:
         counts[j] += 1
-    total = np.tensordot(counts.astype(stack.dtype), stack, 1)
+    # tag-by-tag layout (models, tags * tracks): candidates come out as the rows the AP code sorts
+    flat = np.ascontiguousarray(stack.transpose(0, 2, 1)).reshape(m, -1)
+    total = np.tensordot(counts.astype(stack.dtype), flat, 1)
+    k, n_tracks = y.shape[1], y.shape[0]
+    ys = np.tile(np.ascontiguousarray(y.T), (len(pool), 1))
     for _ in range(steps):
         n = counts.sum()
-        scores = _score_many(y, (total[None] + stack[pool]) / (n + 1))
+        rows = ((total[None] + flat[pool]) / (n + 1)).astype(np.float32, copy=False).reshape(-1, n_tracks)
+        scores = np.nanmean(average_precision_rows(ys, rows).reshape(len(pool), k), axis=1)
         j = pool[int(np.argmax(scores))]
         counts[j] += 1
-        total += stack[j]
+        total += flat[j]
     return counts / counts.sum()
 
 

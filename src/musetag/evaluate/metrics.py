@@ -288,9 +288,13 @@ def average_precision_rows(yt: np.ndarray, st: np.ndarray) -> np.ndarray:
     float32 scores (what ensembles search with) take a faster path: the score's order-preserving bits and
     the label are packed into one uint64 and sorted by value (no argsort, no gathers)."""
     if st.dtype == np.float32:
-        bits = (st + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0 (equal values, equal keys)
-        key = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000))
-        keys = (key.astype(np.uint64) << np.uint64(1)) | yt.astype(np.uint64)
+        bits = st.view(np.uint32)
+        if bits.max() >= np.uint32(0x80000000):  # negative scores (or -0.0): flip them so unsigned order is value order
+            bits = (st + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0 (equal values, equal keys)
+            bits = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000))
+        keys = bits.astype(np.uint64)
+        keys <<= np.uint64(1)
+        keys |= yt
         keys.sort(axis=1)
         keys = keys[:, ::-1]  # decreasing score
         return _ap_sorted(keys >> np.uint64(1), (keys & np.uint64(1)).astype(bool))
