@@ -263,3 +263,28 @@ def test_score_cli_multiclass(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "accuracy\t0.750000" in out and "balanced_accuracy\t0.833333" in out
     assert "jazz      1      0" in out and "rock      1      2" in out
+
+
+def test_official_table_is_bit_identical_to_sklearn_without_importing_it():
+    """mediaeval_table repeats sklearn's roc_auc_score/average_precision_score arithmetic in numpy (issue
+    19: importing sklearn cost `musetag score` seconds); the values must be equal, not close."""
+    from scipy.stats import rankdata
+
+    from musetag.evaluate.metrics import mediaeval_table, midranks
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        n, k = int(rng.integers(3, 300)), int(rng.integers(1, 6))
+        gt = rng.random((n, k)) < rng.uniform(0.02, 0.6)
+        gt[0], gt[1] = True, False
+        p = rng.random((n, k))
+        levels = int(rng.choice([0, 3, 10, 100]))
+        if levels:  # ties
+            p = np.round(p * levels) / levels
+        if trial % 5 == 0:
+            p = p.astype(np.float32).astype(np.float64)
+        table = mediaeval_table(gt, p)
+        for avg in ("macro", "micro"):
+            assert table[f"ROC-AUC-{avg}"] == skm.roc_auc_score(gt, p, average=avg)
+            assert table[f"PR-AUC-{avg}"] == skm.average_precision_score(gt, p, average=avg)
+        assert np.array_equal(midranks(p), rankdata(p, axis=0))

@@ -67,3 +67,61 @@ def test_score_cli_bootstrap(capsys):
                "--bootstrap", "20"])
     out = capsys.readouterr().out
     assert rc == 0 and "ROC-AUC-macro\t0.725821\t95% CI [" in out
+
+
+# the loop over materialised resamples that the count-based scoring replaced (issue 19), kept as the reference
+def _old_paired_bootstrap(gt, a, b, n_resamples, seed, metric, confidence=0.95):
+    from musetag.evaluate.stats import METRICS, _macro, _resamples
+
+    fn = METRICS[metric]
+    diffs = np.empty(n_resamples)
+    for i, idx in enumerate(_resamples(len(gt), n_resamples, seed)):
+        y = gt[idx]
+        both = fn(np.concatenate([y, y], axis=1), np.concatenate([a[idx], b[idx]], axis=1))
+        k = y.shape[1]
+        diffs[i] = np.nanmean(both[:k]) - np.nanmean(both[k:])
+    diffs = diffs[np.isfinite(diffs)]
+    alpha = (1 - confidence) / 2
+    return {"a": _macro(fn, gt, a), "b": _macro(fn, gt, b),
+            "low": float(np.quantile(diffs, alpha)), "high": float(np.quantile(diffs, 1 - alpha)),
+            "p_value": float((np.sum(diffs <= 0) + 1) / (len(diffs) + 1)),
+            "p_value_two_sided": float(min(1.0, 2 * min(np.sum(diffs <= 0) + 1, np.sum(diffs >= 0) + 1)
+                                           / (len(diffs) + 1)))}
+
+
+def _old_bootstrap_samples(gt, pred, n_resamples, seed, metric):
+    from musetag.evaluate.stats import METRICS, _macro, _resamples
+
+    return np.array([_macro(METRICS[metric], gt[idx], pred[idx]) for idx in _resamples(len(gt), n_resamples, seed)])
+
+
+@pytest.mark.parametrize("metric", ["PR-AUC-macro", "ROC-AUC-macro"])
+@pytest.mark.parametrize("levels", [0, 4])  # 4: heavy ties between different tracks
+def test_count_based_resampling_equals_scoring_the_resampled_matrices(rng, metric, levels):
+    n, k = 250, 6
+    gt = rng.random((n, k)) < 0.1
+    gt[:, 2] = False
+    gt[7, 2] = True  # a rare tag: missing from many resamples (NaN there, left out of the mean)
+    a = rng.random((n, k)) + 0.3 * gt
+    b = rng.random((n, k)) + 0.25 * gt
+    if levels:
+        a, b = np.round(a * levels) / levels, np.round(b * levels) / levels
+    new = paired_bootstrap(gt, a, b, n_resamples=300, seed=5, metric=metric)
+    old = _old_paired_bootstrap(gt, a, b, 300, 5, metric)
+    assert new["p_value"] == old["p_value"] and new["p_value_two_sided"] == old["p_value_two_sided"]
+    for key in ("a", "b", "low", "high"):
+        assert new[key] == pytest.approx(old[key], abs=1e-12)
+    ci = bootstrap_ci(gt, a, n_resamples=120, seed=2, metrics=(metric,))[metric]
+    samples = _old_bootstrap_samples(gt, a, 120, 2, metric)
+    assert ci["low"] == pytest.approx(np.quantile(samples, 0.025), abs=1e-12)
+    assert ci["high"] == pytest.approx(np.quantile(samples, 0.975), abs=1e-12)
+    assert ci["mean"] == pytest.approx(samples.mean(), abs=1e-12)
+
+
+def test_identical_systems_give_no_difference():
+    rng = np.random.default_rng(1)
+    gt = rng.random((100, 4)) < 0.2
+    gt[0] = True
+    a = rng.random((100, 4))
+    r = paired_bootstrap(gt, a, a.copy(), n_resamples=50, seed=0)
+    assert r["difference"] == 0 and r["low"] == 0 and r["high"] == 0 and r["p_value_two_sided"] == 1.0

@@ -19,6 +19,7 @@ def register(subparsers) -> None:
             "Fits an ensemble on validation predictions only and applies it to test. Methods: mean, rank_mean, "
             "logit_mean, weights (simplex weights optimised for validation PR-AUC-macro), greedy (Caruana 2004 "
             "forward selection with replacement, bagged), per_tag (best model per tag shrunk towards the mean), "
+            "topk (mean of the k best models by validation score, k chosen by cross-validation inside validation), "
             "auto (the method with the best cross-validated validation score). Inputs are .npy files (one per "
             "model, same order for --validation and --test) or training run folders (--runs). Writes DIR/test.npy, "
             "DIR/validation.npy, DIR/ensemble.json (weights and choices) and, with --test-targets, DIR/results.tsv "
@@ -34,7 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--groups", help="one group id (artist) per validation row, so CV folds never split an artist: "
                    "a text file with one id per line, or a split TSV with an ARTIST_ID column")
     p.add_argument("--method", "-m", default="auto",
-                   choices=["auto", "mean", "rank_mean", "logit_mean", "weights", "greedy", "per_tag"])
+                   choices=["auto", "mean", "rank_mean", "logit_mean", "weights", "greedy", "per_tag", "topk"])
+    p.add_argument("--metric", default="pr_auc_macro",
+                   choices=["pr_auc_macro", "roc_auc_macro", "pr_auc_micro", "roc_auc_micro"],
+                   help="what --method auto maximises (its cross-validated CV column)")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds inside validation")
     p.add_argument("--seed", type=int, default=0, help="seed of greedy's bagging")
     p.add_argument("--tags", help="tag list (one per line) recorded in ensemble.json")
@@ -54,13 +58,14 @@ def collect_inputs(args):
     """(names, validation arrays, test arrays or None, validation targets, test targets or None)."""
     from musetag.evaluate import load_array
 
-    names, val, test = [], [], []
+    names, val, test, sources = [], [], [], []
     vt_path = Path(args.validation_targets).resolve() if args.validation_targets else None
     val_files = [f for f in args.validation if vt_path is None or Path(f).resolve() != vt_path]
     if len(val_files) < len(args.validation):
         log.info("left the validation targets file out of the model list")
     for f in val_files:
         names.append(Path(f).stem)
+        sources.append(Path(f).with_suffix(""))
         val.append(load_array(f, "validation predictions"))
     for f in args.test:
         test.append(load_array(f, "test predictions"))
@@ -77,6 +82,7 @@ def collect_inputs(args):
         if not (pred / "validation.npy").exists():
             raise ConfigError(f"{run}: no predictions/validation.npy; is it a finished musetag training run folder?")
         names.append(Path(run).name)
+        sources.append(Path(run))
         val.append(load_array(pred / "validation.npy", "validation predictions"))
         if (pred / "test.npy").exists():
             test.append(load_array(pred / "test.npy", "test predictions"))
@@ -90,7 +96,25 @@ def collect_inputs(args):
         raise ConfigError(f"{len(val)} models but only {len(test)} have test predictions")
     if vt is None:
         raise ConfigError("no validation targets: pass --validation-targets VT.npy")
-    return names, val, (test or None), vt, tt
+    return unique_names(names, sources), val, (test or None), vt, tt
+
+
+def unique_names(names: list[str], sources: list[Path]) -> list[str]:
+    """Model names for ensemble.json: the file stem (or run folder name), or, when stems repeat (the
+    same file name in several folders), the path relative to the folders' common parent."""
+    import os
+
+    if len(set(names)) == len(names):
+        return names
+    paths = [os.path.abspath(p) for p in sources]
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    out = [os.path.relpath(p, root) for p in paths]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):  # the same file given twice: number the repeats
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            out[i] = f"{name}#{seen[name]}"
+    return out
 
 
 def run(args) -> int:
@@ -101,17 +125,29 @@ def run(args) -> int:
     groups = _load_groups(args.groups) if args.groups else None
     tags = load_tags(args.tags) if args.tags else None
     result = ensemble(val, vt, test=test, test_targets=tt, method=args.method, names=names, folds=args.folds,
-                      groups=groups, seed=args.seed)
+                      groups=groups, seed=args.seed, metric=args.metric)
     out = save_ensemble(result, args.out, tags=tags)
     if result.candidates:
-        print(f"{'method':12s} {'CV':>9s} {'validation':>11s} {'test':>9s}")
+        has_test = any("test" in row for row in result.candidates.values())
+        head = f"{'method':12s} {'CV':>9s} {'val PR-M':>9s} {'val ROC-m':>9s} {'val PR-m':>9s}"
+        if has_test:
+            head += f" {'test PR-M':>9s} {'test ROC-M':>10s} {'test ROC-m':>10s} {'test PR-m':>9s}"
+        print(head)
         for m, row in result.candidates.items():
-            t = f"{row['test']:.6f}" if "test" in row else "-"
-            mark = "  <- chosen" if m == result.method else ""
-            print(f"{m:12s} {row['cv']:9.6f} {row['validation']:11.6f} {t:>9s}{mark}")
+            line = (f"{m:12s} {row['cv']:9.6f} {row['validation']:9.6f} {row['validation_roc_auc_micro']:9.6f} "
+                    f"{row['validation_pr_auc_micro']:9.6f}")
+            if "test" in row:
+                line += (f" {row['test']:9.6f} {row['test_roc_auc_macro']:10.6f} {row['test_roc_auc_micro']:10.6f} "
+                         f"{row['test_pr_auc_micro']:9.6f}")
+            print(line + ("  <- chosen" if m == result.method else ""))
+        groups_note = "artist-grouped folds" if groups is not None else "contiguous blocks of rows"
+        print(f"CV: {args.metric} held out in {args.folds}-fold cross-validation inside validation ({groups_note}; "
+              "each method fitted on the other folds), what auto maximises. AP on a fold of a few hundred tracks "
+              "runs higher than on the whole set: compare CV values only with each other. PR/ROC = PR-AUC/ROC-AUC, "
+              "-M macro, -m micro (all tags on one scale: a drop flags mixed calibrations); val = in-sample.")
     print(f"method {result.method} ({len(names)} models)")
     if result.cv_score is not None:
-        print(f"validation PR-AUC-macro ({args.folds}-fold CV inside validation) {result.cv_score:.6f}")
+        print(f"validation {args.metric} ({args.folds}-fold CV inside validation) {result.cv_score:.6f}")
     print(f"validation PR-AUC-macro {result.validation_score:.6f}")
     if result.test_score is not None:
         print(f"test PR-AUC-macro {result.test_score:.6f}")

@@ -5,15 +5,31 @@ import argparse
 import os
 import sys
 
-from musetag.features.presets import PRESETS
 
 
 def _shapes_help() -> str:
+    from musetag.features.presets import PRESETS
+
     lines = []
     for name in sorted(PRESETS):
         cfg = PRESETS[name]
         lines.append(f"  {name:<12} {cfg.output_shape:<20} {cfg.describe()}")
     return "\n".join(lines)
+
+
+class _LazyEpilogFormatter(argparse.RawDescriptionHelpFormatter):
+    """Builds a callable epilog only when help is printed (the presets module costs start-up time)."""
+
+    def add_text(self, text):
+        super().add_text(text() if callable(text) else text)
+
+
+def _preset_name(text: str) -> str:
+    from musetag.features.presets import PRESETS
+
+    if text not in PRESETS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(PRESETS))})")
+    return text
 
 
 def _default_workers() -> int:
@@ -30,12 +46,12 @@ def register(subparsers) -> None:
             "recursively and their layout is mirrored below --out. Files that cannot be decoded are reported and "
             "skipped; the exit status is non-zero only when no file could be processed."
         ),
-        epilog="presets and the shape of each .npy file:\n" + _shapes_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=lambda: "presets and the shape of each .npy file:\n" + _shapes_help(),
+        formatter_class=_LazyEpilogFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR", help="audio files and/or directories")
     parser.add_argument(
-        "--preset", required=True, choices=sorted(PRESETS), help="feature preset (see the list below)"
+        "--preset", required=True, type=_preset_name, metavar="PRESET", help="feature preset (see the list below)"
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument(

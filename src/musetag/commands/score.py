@@ -16,10 +16,12 @@ def register(subparsers) -> None:
             "precision, recall and F-score macro/micro on boolean decisions). Decisions come from --decisions, "
             "or are tuned per tag (maximum F1) on validation with --thresholds-from VAL_PRED.npy VAL_GT.npy. "
             "Example: musetag score test.npy --groundtruth groundtruth.npy --thresholds-from val.npy val_gt.npy "
-            "--out results.tsv"),
+            "--out results.tsv. Several prediction files are scored against the same ground truth in one process "
+            "(musetag score A.npy B.npy C.npy -g gt.npy --out table.csv): one table per run on stdout and, with --out, "
+            "one combined table (a row per run; CSV when the name ends in .csv, else TSV)."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("predictions", help="NPY file of scores (tracks x tags)")
+    p.add_argument("predictions", nargs="+", help="NPY file(s) of scores (tracks x tags); several are scored one by one")
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
     p.add_argument("--tags", help="tag list, one per line (names tags in warnings and --per-tag)")
     p.add_argument("--task", choices=["multilabel", "multiclass"], default="multilabel",
@@ -31,7 +33,8 @@ def register(subparsers) -> None:
                      help="tune per-tag F1-optimal thresholds on these validation predictions and ground truth")
     src.add_argument("--thresholds", help="thresholds file (tag<TAB>value per line) to apply")
     p.add_argument("--out", "-o", help="write the table here (TSV, official format); tuned thresholds go beside it "
-                   "as <name>_thresholds.txt")
+                   "as <name>_thresholds.txt. With several prediction files (or a name ending in .csv): one combined "
+                   "table, a row per run")
     p.add_argument("--save-decisions", help="with --thresholds-from/--thresholds: write the boolean decisions (NPY)")
     p.add_argument("--per-tag", action="store_true", help="also print per-tag PR-AUC and ROC-AUC")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N",
@@ -46,7 +49,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from musetag.evaluate import evaluate, format_table, load_array, load_tags, save_thresholds, write_table
 
-    pred = load_array(args.predictions, "predictions")
+    if len(args.predictions) > 1 or (args.out and args.out.lower().endswith(".csv")):
+        return _many(args)
+    pred = load_array(args.predictions[0], "predictions")
     gt = load_array(args.groundtruth, "ground truth")
     tags = load_tags(args.tags) if args.tags else None
     if args.task == "multiclass":
@@ -98,6 +103,61 @@ def run(args) -> int:
         np.save(args.save_decisions, apply_thresholds(pred, result["thresholds"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+def _many(args) -> int:
+    """Several runs against one ground truth: a table per run on stdout, one combined table in --out."""
+    import csv
+
+    from musetag.errors import ConfigError
+    from musetag.evaluate import evaluate, format_table, load_array, load_tags, load_thresholds
+
+    single_only = [flag for flag, value in (("--decisions", args.decisions), ("--thresholds-from", args.thresholds_from),
+                                            ("--save-decisions", args.save_decisions), ("--bootstrap", args.bootstrap))
+                   if value]
+    if single_only and len(args.predictions) > 1:
+        raise ConfigError(f"{', '.join(single_only)} apply to one prediction file: score the runs one at a time, "
+                          "or use --thresholds FILE to apply the same thresholds to every run")
+    if args.task != "multilabel":
+        raise ConfigError("--task multiclass scores one prediction file at a time")
+    gt = load_array(args.groundtruth, "ground truth")
+    tags = load_tags(args.tags) if args.tags else None
+    kw = {}
+    if args.thresholds:
+        kw["thresholds"] = load_thresholds(args.thresholds)[1]
+    elif args.decisions:
+        kw["decisions"] = load_array(args.decisions, "decisions")
+    elif args.thresholds_from:
+        kw["thresholds_from"] = (load_array(args.thresholds_from[0], "validation predictions"),
+                                 load_array(args.thresholds_from[1], "validation ground truth"))
+    results, rows = {}, []
+    for i, path in enumerate(args.predictions):
+        pred = load_array(path, f"predictions {path}")
+        result = evaluate(pred, gt, tags=tags, **kw)
+        results[path] = result
+        if len(args.predictions) > 1:
+            print(f"# {path}")
+        print(format_table(result["table"]), end="")
+        if args.per_tag:
+            for r in sorted(result["per_tag"], key=lambda r: -(r["pr_auc"] if r["pr_auc"] is not None else -1)):
+                pr = f"{r['pr_auc']:.4f}" if r["pr_auc"] is not None else "-"
+                print(f"  {r['tag']:38s} PR-AUC {pr}")
+        if i < len(args.predictions) - 1:
+            print()
+        rows.append({"run": path, **{k: f"{v:.6f}" for k, v in result["table"].items()}})
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        columns = ["run"] + [c for c in rows[0] if c != "run"]
+        with out.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, columns, delimiter="," if out.suffix.lower() == ".csv" else "\t",
+                                    lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {out} ({len(rows)} runs)", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
 
 

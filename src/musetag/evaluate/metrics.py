@@ -105,7 +105,11 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> 
     if a.ndim != 2:
         raise EvaluationError(f"{a_name}: expected a (tracks, tags) matrix, found shape {a.shape}")
     if a.shape != b.shape:
-        if a.ndim == b.ndim == 2 and a.shape[0] != b.shape[0]:
+        if a.ndim == b.ndim == 2 and a.shape == b.shape[::-1]:
+            detail = (f"{a_name} looks transposed: it has {a.shape[0]} rows and {a.shape[1]} columns where "
+                      f"{b.shape[0]} tracks x {b.shape[1]} tags are expected; transpose it "
+                      "(np.save(path, np.load(path).T))")
+        elif a.ndim == b.ndim == 2 and a.shape[0] != b.shape[0]:
             detail = (f"{a.shape[0]} rows vs {b.shape[0]}: the files cover different tracks (a different split, "
                       "or segments not aggregated to tracks); rows must be the same tracks in the same order")
         elif a.ndim == b.ndim == 2:
@@ -138,11 +142,12 @@ def scorable_columns(targets: np.ndarray, tags: Sequence[str] | None = None, *, 
 def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[str] | None = None) -> dict:
     """The official MediaEval result table as an ordered ``{row name: value}`` dict.
 
-    Same scikit-learn calls as the official script; tags without a positive example are dropped
-    with a warning first.
+    ROC-AUC and PR-AUC repeat scikit-learn's arithmetic operation for operation in numpy
+    (:func:`sklearn_roc_auc` and :func:`sklearn_average_precision`: the same values, bit for bit,
+    tested against scikit-learn) because importing scikit-learn costs seconds; the
+    precision/recall/F rows of decisions call scikit-learn itself. Tags without a positive example
+    are dropped with a warning first.
     """
-    from sklearn import metrics
-
     gt = as_targets(groundtruth)
     pred = as_scores(predictions)
     check_same_shape(pred, gt, "predictions", "ground truth")
@@ -157,9 +162,10 @@ def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[
     dec = dec[:, keep] if dec is not None else None
     out: dict[str, float] = {}
     for average in ("macro", "micro"):
-        out[f"ROC-AUC-{average}"] = float(metrics.roc_auc_score(gt, pred, average=average))
-        out[f"PR-AUC-{average}"] = float(metrics.average_precision_score(gt, pred, average=average))
+        out[f"ROC-AUC-{average}"], out[f"PR-AUC-{average}"] = _sklearn_average(gt, pred, average)
         if dec is not None:
+            from sklearn import metrics
+
             with warnings.catch_warnings():
                 # the official script lets ill-defined precision be 0 (with sklearn's warning); keep
                 # the value, drop the noise
@@ -169,6 +175,70 @@ def mediaeval_table(groundtruth, predictions, decisions=None, *, tags: Sequence[
             out[f"recall-{average}"] = float(r)
             out[f"F-score-{average}"] = float(f)
     return {k: out[k] for k in TABLE_ROWS if k in out}
+
+
+def _sklearn_average(gt: np.ndarray, pred: np.ndarray, average: str) -> tuple[float, float]:
+    """(ROC-AUC, PR-AUC) as scikit-learn's ``_average_binary_score`` (no sample weights): micro ravels
+    in C order, macro is ``np.average`` of the per-column values. One sort per column serves both."""
+    if average == "micro":
+        curve = _sklearn_curve(gt.ravel(), pred.ravel())
+        return _roc_from_curve(*curve), _ap_from_curve(*curve)
+    roc, ap = np.zeros(gt.shape[1]), np.zeros(gt.shape[1])
+    for c in range(gt.shape[1]):
+        curve = _sklearn_curve(gt[:, c], pred[:, c])
+        roc[c], ap[c] = _roc_from_curve(*curve), _ap_from_curve(*curve)
+    return float(np.average(roc)), float(np.average(ap))
+
+
+def _sklearn_curve(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sklearn.metrics.confusion_matrix_at_thresholds`` without weights: (fps, tps) at each
+    distinct score, in decreasing score order. The order inside a tie never matters: only the
+    cumulative counts at the end of each tie group are kept."""
+    order = np.argsort(-y_score)
+    s = y_score[order]
+    y = y_true[order].astype(np.float64)
+    distinct = np.nonzero(np.diff(s))[0]
+    threshold_idxs = np.concatenate([distinct, [y.size - 1]])
+    tps = np.cumsum(y, dtype=np.float64)[threshold_idxs]
+    fps = 1 + threshold_idxs.astype(np.float64) - tps
+    return fps, tps
+
+
+def sklearn_average_precision(y_true, y_score) -> float:
+    """``sklearn.metrics.average_precision_score`` of one column, the same arithmetic (bit-identical)."""
+    return _ap_from_curve(*_sklearn_curve(np.asarray(y_true), np.asarray(y_score, dtype=np.float64)))
+
+
+def _ap_from_curve(fps: np.ndarray, tps: np.ndarray) -> float:
+    ps = tps + fps
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(ps != 0, tps / ps, 0.0)
+    recall = np.full(tps.shape, 1.0) if tps[-1] == 0 else tps / tps[-1]
+    precision = np.concatenate((precision[::-1], [1.0]))
+    recall = np.concatenate((recall[::-1], [0.0]))
+    return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+
+
+def sklearn_roc_auc(y_true, y_score) -> float:
+    """``sklearn.metrics.roc_auc_score`` of one column, the same arithmetic (bit-identical); NaN
+    when the column has only one class."""
+    y_true = np.asarray(y_true)
+    return _roc_from_curve(*_sklearn_curve(y_true, np.asarray(y_score, dtype=np.float64)))
+
+
+def _roc_from_curve(fps: np.ndarray, tps: np.ndarray) -> float:
+    if tps[-1] == 0 or fps[-1] == 0:  # one class only: sklearn warns and gives NaN
+        return float("nan")
+    if fps.shape[0] > 2:  # drop_intermediate=True
+        keep = np.nonzero(np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]]))[0]
+        fps, tps = fps[keep], tps[keep]
+    tps = np.concatenate([[0.0], tps])
+    fps = np.concatenate([[0.0], fps])
+    fpr = fps / fps[-1]
+    tpr = tps / tps[-1]
+    # sklearn.metrics.auc: fpr is increasing, then scipy's trapezoid
+    d = fpr[1:] - fpr[:-1]
+    return float(np.sum(d * (tpr[1:] + tpr[:-1]) / 2.0, dtype=np.float64))
 
 
 def format_table(table: dict) -> str:
@@ -213,58 +283,83 @@ def average_precision_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.nda
 
 
 def average_precision_rows(yt: np.ndarray, st: np.ndarray) -> np.ndarray:
-    """:func:`average_precision_per_tag` on transposed inputs: ``(columns, tracks)`` arrays."""
-    k, n = st.shape
+    """:func:`average_precision_per_tag` on transposed inputs: ``(columns, tracks)`` arrays.
+
+    float32 scores (what ensembles search with) take a faster path: the score's order-preserving bits and
+    the label are packed into one uint64 and sorted by value (no argsort, no gathers)."""
+    if st.dtype == np.float32:
+        bits = st.view(np.uint32)
+        if bits.max() >= np.uint32(0x80000000):  # negative scores (or -0.0): flip them so unsigned order is value order
+            bits = (st + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0 (equal values, equal keys)
+            bits = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000))
+        keys = bits.astype(np.uint64)
+        keys <<= np.uint64(1)
+        keys |= yt
+        keys.sort(axis=1)
+        keys = keys[:, ::-1]  # decreasing score
+        return _ap_sorted(keys >> np.uint64(1), (keys & np.uint64(1)).astype(bool))
     order = np.argsort(-st, axis=1)
-    ss = np.take_along_axis(st, order, axis=1)
-    yy = np.take_along_axis(yt, order, axis=1)
-    # without ties, the j-th positive (1-based) at sorted position p contributes precision j / (p + 1):
-    # only the positives are visited
+    return _ap_sorted(np.take_along_axis(st, order, axis=1), np.take_along_axis(yt, order, axis=1))
+
+
+def _ap_sorted(ss: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """AP of rows sorted by decreasing score (``ss`` any order-preserving values, ``yy`` labels).
+
+    Only the positives are visited: the positive at sorted position p contributes the precision at the
+    end of its tie group (tied scores form one threshold, as in scikit-learn): TP up to there / (end + 1).
+    """
+    k, n = ss.shape
     rows, pos = np.nonzero(yy)
     positives = np.bincount(rows, minlength=k)
     starts = np.cumsum(positives) - positives
-    j = np.arange(len(rows)) - starts[rows] + 1
+    flat = rows * n + pos  # increasing
+    is_end = np.empty((k, n), dtype=bool)
+    is_end[:, -1] = True
+    np.not_equal(ss[:, 1:], ss[:, :-1], out=is_end[:, :-1])
+    ends = np.flatnonzero(is_end)
+    end_flat = ends[np.searchsorted(ends, flat)]  # every row ends with a group end: never crosses rows
+    tp = np.searchsorted(flat, end_flat, side="right") - starts[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
-        ap = np.bincount(rows, weights=j / (pos + 1.0), minlength=k) / positives
-    tied = (ss[:, 1:] == ss[:, :-1]).any(axis=1)
-    if tied.any():
-        ap[tied] = _ap_sorted_with_ties(ss[tied], yy[tied])
+        ap = np.bincount(rows, weights=tp / (end_flat - rows * n + 1.0), minlength=k) / positives
     ap[positives == 0] = np.nan
     return ap
-
-
-def _ap_sorted_with_ties(ss: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """AP of rows already sorted by decreasing score, tied scores forming one threshold."""
-    k, n = ss.shape
-    tp = np.cumsum(yy, axis=1, dtype=np.float64)
-    precision = tp / np.arange(1, n + 1, dtype=np.float64)
-    group_end = np.empty((k, n), dtype=bool)
-    group_end[:, -1] = True
-    np.not_equal(ss[:, 1:], ss[:, :-1], out=group_end[:, :-1])
-    # index of the end of each element's tie group: reverse running minimum of end positions
-    ends = np.where(group_end, np.arange(n), n)
-    ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
-    precision_at_end = np.take_along_axis(precision, ends, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (precision_at_end * yy).sum(axis=1) / tp[:, -1]
 
 
 def roc_auc_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC-AUC of every column (Mann-Whitney with mid-ranks for ties: equal to scikit-learn's
     trapezoidal ROC-AUC). Columns without both classes give NaN."""
-    from scipy.stats import rankdata
-
     y = np.asarray(targets, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim == 1:
         return roc_auc_per_tag(y[:, None], s[:, None])[0]
-    ranks = rankdata(s, axis=0)
+    ranks = midranks(s)
     pos = y.sum(axis=0).astype(np.float64)
     neg = y.shape[0] - pos
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = ((ranks * y).sum(axis=0) - pos * (pos + 1) / 2) / (pos * neg)
     auc[(pos == 0) | (neg == 0)] = np.nan
     return auc
+
+
+def midranks(scores: np.ndarray) -> np.ndarray:
+    """Column-wise ranks (1-based, ties get the mean of their ranks): ``scipy.stats.rankdata(scores,
+    axis=0)`` without importing scipy.stats (a second of start-up)."""
+    s = np.ascontiguousarray(np.asarray(scores, dtype=np.float64).T)
+    k, n = s.shape
+    order = np.argsort(s, axis=1, kind="stable")
+    ss = np.take_along_axis(s, order, axis=1)
+    # tie groups: first and last sorted position of each element's group
+    new_group = np.ones((k, n), dtype=bool)
+    np.not_equal(ss[:, 1:], ss[:, :-1], out=new_group[:, 1:])
+    idx = np.broadcast_to(np.arange(n), (k, n))
+    first = np.maximum.accumulate(np.where(new_group, idx, 0), axis=1)
+    end_group = np.ones((k, n), dtype=bool)
+    end_group[:, :-1] = new_group[:, 1:]
+    last = np.minimum.accumulate(np.where(end_group, idx, n)[:, ::-1], axis=1)[:, ::-1]
+    ranks_sorted = (first + last) / 2.0 + 1.0
+    ranks = np.empty_like(ranks_sorted)
+    np.put_along_axis(ranks, order, ranks_sorted, axis=1)
+    return ranks.T
 
 
 def pr_auc_macro(targets: np.ndarray, scores: np.ndarray) -> float:

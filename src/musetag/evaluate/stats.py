@@ -9,6 +9,13 @@ The paired test answers "is A really better than B on this test set?": both syst
 on the *same* resamples, and the p-value is the share of resamples in which A's advantage
 disappears (one-sided, H1: A > B), with the two-sided version alongside (Koehn 2004; Efron &
 Tibshirani 1993, percentile intervals).
+
+Resamples are scored without building them: a resample is a vector of counts (how many times each
+track was drawn), each column is sorted once, and a resample's per-tag AP / ROC-AUC come from
+cumulative sums of those counts in the sorted order (a track drawn twice is a tie with itself,
+handled like every tie: one threshold). The values equal scoring the resampled matrices
+(``tests/test_evaluate_stats.py`` keeps the old loop as the reference); 1000 resamples of a
+4231 x 56 test set take seconds instead of a minute.
 """
 from __future__ import annotations
 
@@ -39,8 +46,9 @@ def _check(groundtruth, *systems):
     gt = as_targets(groundtruth)
     out = []
     for i, s in enumerate(systems):
-        arr = as_scores(s, name=f"system {'AB'[i] if len(systems) > 1 else ''}".strip())
-        check_same_shape(arr, gt, "predictions", "ground truth")
+        name = f"system {'AB'[i]} predictions" if len(systems) > 1 else "predictions"
+        arr = as_scores(s, name=name)
+        check_same_shape(arr, gt, name, "ground truth")
         out.append(arr)
     return gt, out
 
@@ -51,6 +59,77 @@ def _resamples(n: int, n_resamples: int, seed: int):
     rng = np.random.default_rng(seed)
     for _ in range(n_resamples):
         yield rng.integers(0, n, size=n)
+
+
+def _count_chunks(n: int, n_resamples: int, seed: int, chunk: int = 128):
+    """The resamples of :func:`_resamples` (same seed, same draws) as (chunk, n) count matrices."""
+    block = []
+    for idx in _resamples(n, n_resamples, seed):
+        block.append(np.bincount(idx, minlength=n))
+        if len(block) == chunk:
+            yield np.stack(block)
+            block = []
+    if block:
+        yield np.stack(block)
+
+
+class _SortedColumns:
+    """Each column of (targets, scores) sorted once by decreasing score, with its tie groups, so that
+    any resample (a vector of counts per track) is scored by cumulative sums."""
+
+    def __init__(self, y: np.ndarray, s: np.ndarray):
+        n, self.k = y.shape
+        self.cols = []
+        ar = np.arange(n)
+        for c in range(self.k):
+            order = np.argsort(-s[:, c], kind="stable")
+            ss, yy = s[order, c], y[order, c]
+            new = np.ones(n, dtype=bool)
+            new[1:] = ss[1:] != ss[:-1]
+            start = np.maximum.accumulate(np.where(new, ar, 0))
+            is_end = np.ones(n, dtype=bool)
+            is_end[:-1] = new[1:]
+            end = np.minimum.accumulate(np.where(is_end, ar, n)[::-1])[::-1]
+            pos = np.nonzero(yy)[0]
+            # the last positive at or before the end of each positive's tie group
+            last_pos = np.searchsorted(pos, end[pos], side="right") - 1
+            self.cols.append((order, ~yy, pos, start[pos], end[pos], last_pos))
+
+    def scores(self, metric: str, counts: np.ndarray) -> np.ndarray:
+        """(resamples, columns) per-tag scores of the resamples given as counts (resamples, tracks);
+        NaN where a resample has no positive (or, for ROC-AUC, no negative) of the tag."""
+        counts_t = np.ascontiguousarray(counts.T, dtype=np.int32)  # (tracks, resamples): cumsums run down rows
+        out = np.full((counts.shape[0], self.k), np.nan)
+        for c, (order, neg, pos, start, end, last_pos) in enumerate(self.cols):
+            if len(pos) == 0:
+                continue
+            w = counts_t[order]
+            wp = w[pos].astype(np.float64)  # (positives, resamples)
+            n_pos = wp.sum(axis=0)
+            if metric == "PR-AUC-macro":
+                tp = np.cumsum(wp, axis=0)[last_pos]
+                drawn = np.cumsum(w, axis=0, dtype=np.int32)[end].astype(np.float64)
+                precision = np.divide(tp, drawn, out=np.zeros_like(tp), where=drawn > 0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[:, c] = (wp * precision).sum(axis=0) / n_pos
+            else:
+                w[~neg] = 0
+                cum_neg = np.cumsum(w, axis=0, dtype=np.int32)
+                n_neg = cum_neg[-1].astype(np.float64)
+                at_end = cum_neg[end].astype(np.float64)
+                before = np.where((start > 0)[:, None], cum_neg[np.maximum(start - 1, 0)], 0).astype(np.float64)
+                beaten = (n_neg[None, :] - at_end) + 0.5 * (at_end - before)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[:, c] = (wp * beaten).sum(axis=0) / (n_pos * n_neg)
+                out[n_neg == 0, c] = np.nan
+            out[n_pos == 0, c] = np.nan
+        return out
+
+
+def _nanmean_rows(vals: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(vals)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, vals, 0.0).sum(axis=1) / finite.sum(axis=1)
 
 
 def bootstrap_ci(groundtruth, predictions, *, n_resamples: int = 1000, confidence: float = 0.95,
@@ -70,10 +149,14 @@ def bootstrap_ci(groundtruth, predictions, *, n_resamples: int = 1000, confidenc
     if unknown:
         raise EvaluationError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
     samples = {m: np.empty(n_resamples) for m in metrics}
-    it = _resamples(len(gt), n_resamples, seed)
-    for b, idx in enumerate(tqdm(it, total=n_resamples, desc="bootstrap", disable=not progress)):
-        for m in metrics:
-            samples[m][b] = _macro(METRICS[m], gt[idx], pred[idx])
+    cols = _SortedColumns(gt, pred)
+    done = 0
+    with tqdm(total=n_resamples, desc="bootstrap", disable=not progress) as bar:
+        for counts in _count_chunks(len(gt), n_resamples, seed):
+            for m in metrics:
+                samples[m][done:done + len(counts)] = _nanmean_rows(cols.scores(m, counts))
+            done += len(counts)
+            bar.update(len(counts))
     alpha = (1 - confidence) / 2
     out = {}
     for m in metrics:
@@ -100,13 +183,16 @@ def paired_bootstrap(groundtruth, predictions_a, predictions_b, *, n_resamples: 
     gt, (a, b) = _check(groundtruth, predictions_a, predictions_b)
     fn = METRICS[metric]
     diffs = np.empty(n_resamples)
-    it = _resamples(len(gt), n_resamples, seed)
-    for i, idx in enumerate(tqdm(it, total=n_resamples, desc="paired bootstrap", disable=not progress)):
-        y = gt[idx]
-        # score A and B in one vectorised call: columns side by side
-        both = fn(np.concatenate([y, y], axis=1), np.concatenate([a[idx], b[idx]], axis=1))
-        k = y.shape[1]
-        diffs[i] = np.nanmean(both[:k]) - np.nanmean(both[k:])
+    # A and B side by side: one set of sorted columns, the same resamples
+    cols = _SortedColumns(np.concatenate([gt, gt], axis=1), np.concatenate([a, b], axis=1))
+    k = gt.shape[1]
+    done = 0
+    with tqdm(total=n_resamples, desc="paired bootstrap", disable=not progress) as bar:
+        for counts in _count_chunks(len(gt), n_resamples, seed):
+            both = cols.scores(metric, counts)
+            diffs[done:done + len(counts)] = _nanmean_rows(both[:, :k]) - _nanmean_rows(both[:, k:])
+            done += len(counts)
+            bar.update(len(counts))
     diffs = diffs[np.isfinite(diffs)]
     score_a, score_b = _macro(fn, gt, a), _macro(fn, gt, b)
     alpha = (1 - confidence) / 2
