@@ -330,7 +330,7 @@ def _pipeline(
         num_cpus=cpus_per_task,
         fn_kwargs={"features": package.features, "segment": package.segment, "stream_seconds": stream_seconds,
                    "block_seconds": block_seconds},
-        max_retries=3,  # a task whose worker process died is run again (its output is produced once)
+        **_retry_args(max_retries=3),  # a task whose worker died is run again (its output is produced once)
     )
     if num_actors < 1:
         raise ConfigError(f"--ray-actors must be at least 1, got {num_actors}")
@@ -344,10 +344,23 @@ def _pipeline(
         fn_constructor_kwargs={"model": model_path, "kind": kind, "batch_size": batch_size, "threshold": threshold,
                                "top_k": top_k, "backend": backend, "num_threads": max(1, int(cpus_per_actor)),
                                "device": "auto" if gpus_per_actor else "cpu"},
-        max_restarts=-1,  # a killed actor is started again ...
-        max_task_retries=-1,  # ... and the batches it held are run again
+        # a killed actor is started again and the batches it held are run again (Ray Data's default for
+        # actor pools since 2.60, where passing these is deprecated; given explicitly to older Ray)
+        **_retry_args(max_restarts=-1, max_task_retries=-1),
     )
     return ds
+
+
+def _retry_args(**kwargs: Any) -> dict[str, Any]:
+    """Ray remote retry options for Ray releases before 2.60 (later ones default to retrying system
+    failures and deprecate these keyword arguments of ``map_batches``)."""
+    import ray
+
+    try:
+        major, minor = (int(x) for x in ray.__version__.split(".")[:2])
+    except ValueError:
+        return {}
+    return kwargs if (major, minor) < (2, 60) else {}
 
 
 _DEFAULTS = dict(batch_size=32, files_per_batch=8, num_actors=1, gpus_per_actor=0.0, cpus_per_actor=1.0,
