@@ -44,6 +44,8 @@ __all__ = ["tag_dataset", "embed_dataset", "run_tag", "run_embed", "result_row",
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'musetag[ray]' (or pip install 'ray[data]>=2.9')"
 MANIFEST_EXTENSIONS = (".csv", ".parquet", ".txt")
+#: memory reserved per decoding task (a few minutes of audio, its features and windows)
+DECODE_MEMORY_BYTES = 256 << 20
 
 
 def _ray():
@@ -330,6 +332,10 @@ def _pipeline(
         num_cpus=cpus_per_task,
         fn_kwargs={"features": package.features, "segment": package.segment, "stream_seconds": stream_seconds,
                    "block_seconds": block_seconds},
+        # decoding holds a song's audio and features: reserving memory for it also keeps Ray Data from
+        # fusing this stage into the actors (it fuses stages with equal resource requests), so decoding
+        # scales with the CPUs, not with the number of model copies
+        memory=DECODE_MEMORY_BYTES,
         **_retry_args(max_retries=3),  # a task whose worker died is run again (its output is produced once)
     )
     if num_actors < 1:
