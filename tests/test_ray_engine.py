@@ -32,6 +32,7 @@ from musetag.tag.writers import read_results  # noqa: E402
 from test_package import TAGS, make_package  # noqa: E402
 
 SR = 16000
+CLUSTER_ROOT: list[int] = []  # the pid of this module's `ray start`
 
 
 def _free_port() -> int:
@@ -85,6 +86,7 @@ def cluster():
                     pytest.fail("ray start did not open its port within 90 s")
                 time.sleep(0.5)
         ray.init(address=address, log_to_driver=False)
+        CLUSTER_ROOT.append(proc.pid)
         yield address
     finally:
         ray.shutdown()
@@ -173,8 +175,25 @@ def test_resume_skips_files_already_written(cluster, package, tmp_path):
     assert (third.ok, third.skipped) == (0, 6)
 
 
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    try:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = _parent(pid)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def _actor_pids() -> list[int]:
-    """Processes whose title Ray set to the network actor's (``ray::MapWorker(MapBatches(_Scorer))``)."""
+    """Processes of this module's cluster whose title Ray set to the network actor's
+    (``ray::MapWorker(MapBatches(_Scorer))``); never another cluster's on this machine."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -184,7 +203,7 @@ def _actor_pids() -> list[int]:
                 cmd = fh.read().decode("utf-8", "replace")
         except OSError:
             continue
-        if cmd.startswith("ray::") and "_Scorer" in cmd and int(entry) != os.getpid():
+        if cmd.startswith("ray::") and "_Scorer" in cmd and _descends_from(int(entry), CLUSTER_ROOT[-1]):
             pids.append(int(entry))
     return pids
 
