@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	@$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0]); print('torchvision==$(TORCHVISION_VERSION)')" > .constraints.txt
 	@echo "constraints: $$(tr '\n' ' ' < .constraints.txt)"
-	$(PY) -m pip install -q --disable-pip-version-check -c .constraints.txt -e ".[dev,export,serve,similarity]"
+	$(PY) -m pip install -q --disable-pip-version-check -c .constraints.txt -e ".[dev,export,serve,similarity,ray]"
 	@touch $(STAMP)
 
 demo: install

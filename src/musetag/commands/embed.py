@@ -41,10 +41,17 @@ def register(subparsers) -> None:
     p.add_argument("--retry-errors", action="store_true", help="embed again files that failed before")
     p.add_argument("--restart", action="store_true", help="ignore earlier partial results and start over")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    from musetag.tag.ray_engine import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from musetag.tag.ray_engine import embed_command
+
+        return embed_command(args)
     from musetag.tag.embed import embed_files
     from musetag.tag.shard import distributed_shard, parse_shard, shard_output_path, torchrun_device
 

@@ -86,6 +86,9 @@ def register(subparsers) -> None:
                         "path relative to its folder, so N machines or array-job tasks split a catalogue without "
                         "overlap; join the outputs with `musetag merge`. Under torchrun each process takes its "
                         "share (and its own GPU) and writes OUT with a .rank-R-of-W suffix")
+    from musetag.tag.ray_engine import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -95,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
     from musetag.tag.batch import tag_files
     from musetag.tag.tagger import Tagger
 
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    if getattr(args, "engine", "local") == "ray":
+        from musetag.tag.ray_engine import tag_command
+
+        return tag_command(args)
     args.model, args.paths = split_model_and_paths(args.items, args.model)
 
     if args.top_k < 0:

@@ -1,0 +1,608 @@
+"""Tag and embed catalogues with Ray Data (``musetag tag/embed ... --engine ray``).
+
+The pipeline, composable with a user's own Ray code::
+
+    file list (folder, manifest CSV/parquet, or a ray.data.Dataset with a ``path`` column)
+      -> decode + features + windows in CPU tasks   (map_batches with the tagger's FrontEnd;
+                                                     a bad file becomes an error row, never a failed task)
+      -> the network in an actor pool               (one model load per actor, the windows of a whole
+                                                     batch of files through the network together;
+                                                     ``num_gpus`` per actor when GPUs exist)
+      -> result rows                                (the columns of ``musetag tag``)
+
+>>> ds = tag_dataset("my-model", ["/music"], address="auto")   # doctest: +SKIP
+>>> ds.write_parquet("s3://bucket/tags/")                        # doctest: +SKIP
+
+:func:`run_tag` writes the rows with the same :class:`~musetag.tag.writers.ResultWriter` as the
+local path (so ``musetag merge``/``similar`` read them) and skips files already in ``out``;
+:func:`run_embed` writes the embeddings files of ``musetag embed``. Actors are restarted and their
+in-flight batches retried when a worker process dies (``max_restarts``/``max_task_retries``);
+each file's row is written once (rows are keyed by path).
+
+Rows of :func:`tag_dataset` are Arrow rows: ``scores`` is a struct with one field per tag (null on
+an error row), ``top_tags`` a list of ``{tag, score}``; :func:`result_row` turns one into the
+plain dict ``musetag tag`` writes.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from musetag.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["tag_dataset", "embed_dataset", "run_tag", "run_embed", "result_row", "file_dataset", "init_ray"]
+
+INSTALL_HINT = "--engine ray needs Ray: pip install 'musetag[ray]' (or pip install 'ray[data]>=2.9')"
+MANIFEST_EXTENSIONS = (".csv", ".parquet", ".txt")
+#: memory reserved per decoding task (a few minutes of audio, its features and windows)
+DECODE_MEMORY_BYTES = 400 << 20  # Ray measured ~310 MB per decoding worker (torch included)
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    return ray
+
+
+def init_ray(address: str | None = None, **kwargs: Any):
+    """Connect to a cluster (``"auto"``, ``"HOST:PORT"``, ``"ray://..."``) or, without an address,
+    start a local one; a session already connected is kept."""
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, **kwargs)
+    return ray
+
+
+# ---------------------------------------------------------------------------------------------
+# the file list
+# ---------------------------------------------------------------------------------------------
+def read_manifest(path: str | os.PathLike) -> list[str]:
+    """Paths in a manifest: a CSV or parquet file with a ``path`` column (a CSV without one: its
+    first column), or a text file with one path per line. Relative paths are taken from the
+    manifest's folder."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "path" not in table.column_names:
+            raise ConfigError(f"{path}: a parquet manifest needs a 'path' column, found {table.column_names}")
+        items = [str(p) for p in table.column("path").to_pylist() if p]
+    elif ext == ".csv":
+        import csv
+
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return []
+        col = rows[0].index("path") if "path" in rows[0] else 0
+        start = 1 if rows[0] and (rows[0][col] == "path" or not os.path.exists(_resolve(rows[0][col], path))) else 0
+        items = [r[col] for r in rows[start:] if len(r) > col and r[col]]
+    else:
+        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [_resolve(p, path) for p in items]
+
+
+def _resolve(item: str, manifest: Path) -> str:
+    if "://" in item or os.path.isabs(item):
+        return item
+    return str(manifest.parent / item)
+
+
+def list_files(sources: Iterable[str | os.PathLike], *, recursive: bool = False, shard=None) -> list[str]:
+    """Folders and files as ``musetag tag`` lists them; ``.csv``/``.parquet``/``.txt`` files are
+    manifests (their paths are tagged, not the manifest)."""
+    from musetag.tag.batch import collect_audio_files
+
+    expanded: list[str] = []
+    for src in sources:
+        if Path(src).suffix.lower() in MANIFEST_EXTENSIONS and Path(src).is_file():
+            expanded.extend(read_manifest(src))
+        else:
+            expanded.append(str(src))
+    if shard is None:
+        return collect_audio_files(expanded, recursive=recursive)
+    from musetag.tag.shard import collect_shard_files
+
+    return collect_shard_files(expanded, shard, recursive=recursive)
+
+
+def file_dataset(paths_or_dataset: Any, *, recursive: bool = False, shard=None, skip: set[str] | None = None):
+    """A ``ray.data.Dataset`` with a ``path`` column: a Dataset is returned as it is; a folder, a
+    manifest or a list of them is listed here (on the driver)."""
+    ray = _ray()
+    if isinstance(paths_or_dataset, ray.data.Dataset):
+        return paths_or_dataset
+    if isinstance(paths_or_dataset, (str, os.PathLike)):
+        paths_or_dataset = [paths_or_dataset]
+    files = list_files(paths_or_dataset, recursive=recursive, shard=shard)
+    if skip:
+        from musetag.tag.writers import row_key
+
+        files = [f for f in files if row_key(f) not in skip]
+    return ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(1, min(len(files), 200)))
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1: decode + features + windows (CPU tasks)
+# ---------------------------------------------------------------------------------------------
+_FRONTS: dict[str, Any] = {}
+
+
+def _front(features: dict, segment: dict, stream_seconds: float, block_seconds: float):
+    key = json.dumps([features, segment, stream_seconds, block_seconds], sort_keys=True, default=str)
+    front = _FRONTS.get(key)
+    if front is None:
+        import torch
+
+        from musetag.tag.tagger import FrontEnd
+
+        torch.set_num_threads(1)
+        front = _FRONTS[key] = FrontEnd(features, segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
+    return front
+
+
+def _pack(segments: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(segments, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _unpack(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _prepare_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()), ("status", pa.string()), ("duration", pa.float64()),
+        ("warnings", pa.list_(pa.string())), ("segments", pa.large_binary()),
+    ])
+
+
+def prepare_batch(batch, *, features: dict, segment: dict, stream_seconds: float, block_seconds: float):
+    """Decode, compute features and cut windows for a batch of paths (a ``map_batches`` function).
+    A file that fails gets its error message as ``status`` and no segments."""
+    import pyarrow as pa
+
+    from musetag.tag.tagger import error_message
+
+    front = _front(features, segment, stream_seconds, block_seconds)
+    out = {"path": [], "status": [], "duration": [], "warnings": [], "segments": []}
+    for path in batch.column("path").to_pylist():
+        path = str(path)
+        try:
+            if front.is_long(path):  # bounded memory while decoding: only the windows are kept
+                segs = np.concatenate(list(front.stream_segments(path)), axis=0)
+                duration = front.last_duration
+            else:
+                segs, duration = front.segments(path)
+            if len(segs) == 0:
+                raise ValueError("no segments")
+            row = ("ok", float(duration), list(front.last_warnings), _pack(segs))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes that file's row
+            row = (error_message(path, exc), None, [], b"")
+        out["path"].append(path)
+        for key, value in zip(("status", "duration", "warnings", "segments"), row):
+            out[key].append(value)
+    return pa.table(out, schema=_prepare_schema())
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2: the network (an actor pool)
+# ---------------------------------------------------------------------------------------------
+class _Scorer:
+    """One model per actor; the windows of a whole batch of files go through the network together
+    (in ``batch_size`` chunks), then each file's outputs are aggregated as the local tagger does."""
+
+    def __init__(self, model: str, *, kind: str = "tag", batch_size: int = 32, threshold=None, top_k: int = 5,
+                 device: str = "auto", backend: str = "torch", num_threads: int = 1) -> None:
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.set_num_threads(max(1, int(num_threads)))
+        self.kind = kind
+        self.top_k = int(top_k)
+        if kind == "embed":
+            from musetag.tag.embed import load_embedder
+
+            self.model = load_embedder(model, batch_size=batch_size, device=device, backend=backend)
+        else:
+            from musetag.tag.tagger import Tagger
+
+            kwargs = {"device": device} if backend == "torch" else {}
+            self.model = Tagger.from_package(model, backend=backend, threshold=threshold, batch_size=batch_size, **kwargs)
+        self.schema = _row_schema(self.model.tags) if kind == "tag" else _embed_schema()
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from musetag.tag.tagger import error_message
+
+        m = self.model
+        rows = batch.to_pylist()
+        segs = {i: _unpack(r["segments"]) for i, r in enumerate(rows) if r["status"] == "ok"}
+        results: dict[int, Any] = {}
+        if segs:
+            order = list(segs)
+            allw = np.concatenate([segs[i] for i in order], axis=0)
+            try:
+                outs = np.concatenate(
+                    [m.runner(allw[j : j + m.batch_size]) for j in range(0, len(allw), m.batch_size)], axis=0
+                )
+                pos = 0
+                for i in order:
+                    n = len(segs[i])
+                    acc = m._accumulator()
+                    acc.add(outs[pos : pos + n])
+                    pos += n
+                    results[i] = (acc.result(), n)
+            except Exception:  # noqa: BLE001 - retry file by file so one bad input fails alone
+                for i in order:
+                    try:
+                        results[i] = (m.aggregate(segs[i]), len(segs[i]))
+                    except Exception as exc:  # noqa: BLE001
+                        results[i] = error_message(rows[i]["path"], exc)
+        out = []
+        for i, r in enumerate(rows):
+            res = results.get(i)
+            if isinstance(res, tuple):
+                result = m._result(res[0], r["path"], r["duration"], res[1], r["warnings"])
+            else:
+                result = m.error_result(r["path"], res if isinstance(res, str) else r["status"])
+            out.append(self._row(result))
+        return pa.Table.from_pylist(out, schema=self.schema)
+
+    def _row(self, result) -> dict[str, Any]:
+        if self.kind == "embed":
+            vec = result.scores_array
+            ok = result.ok and vec is not None and bool(np.all(np.isfinite(vec)))
+            status = result.status if not result.ok else ("ok" if ok else f"{result.path}: the embedding has NaN/inf values")
+            return {"path": result.path, "status": status, "duration": result.duration, "warnings": list(result.warnings),
+                    "embedding": [float(x) for x in vec] if ok else None}
+        row = result.to_row(self.top_k)
+        row["status"] = " ".join(str(row["status"]).split())
+        row["scores"] = row["scores"] or None
+        return row
+
+
+def _row_schema(tags: list[str]):
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()), ("status", pa.string()), ("duration", pa.float64()),
+        ("top_tags", pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))),
+        ("decisions", pa.list_(pa.string())), ("warnings", pa.list_(pa.string())),
+        ("scores", pa.struct([(t, pa.float64()) for t in tags])),
+    ])
+
+
+def _embed_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("path", pa.string()), ("status", pa.string()), ("duration", pa.float64()),
+        ("warnings", pa.list_(pa.string())), ("embedding", pa.list_(pa.float32())),
+    ])
+
+
+def result_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of :func:`tag_dataset` as ``musetag tag`` writes it (``scores`` ``{}`` on errors)."""
+    row = dict(row)
+    row["scores"] = dict(row.get("scores") or {})
+    row["top_tags"] = [dict(t) for t in row.get("top_tags") or []]
+    row["decisions"] = list(row.get("decisions") or [])
+    row["warnings"] = list(row.get("warnings") or [])
+    return row
+
+
+def _pipeline(
+    kind: str, model, paths_or_dataset, *, batch_size: int, files_per_batch: int, num_actors: int,
+    gpus_per_actor: float, cpus_per_actor: float, cpus_per_task: float, address: str | None, recursive: bool,
+    shard, skip, threshold, top_k: int, backend: str, stream_seconds: float, block_seconds: float,
+):
+    init_ray(address)
+    ray = _ray()
+    from musetag.tag.package import load_package
+
+    package = load_package(model)  # on the driver: checks the model and gives the front end's config
+    model_path = str(Path(package.path).resolve())
+    ds = file_dataset(paths_or_dataset, recursive=recursive, shard=shard, skip=skip)
+    files_per_batch = max(1, int(files_per_batch))
+    ds = ds.map_batches(
+        prepare_batch,
+        batch_size=files_per_batch,
+        batch_format="pyarrow",
+        num_cpus=cpus_per_task,
+        fn_kwargs={"features": package.features, "segment": package.segment, "stream_seconds": stream_seconds,
+                   "block_seconds": block_seconds},
+        # decoding holds a song's audio and features: reserving memory for it also keeps Ray Data from
+        # fusing this stage into the actors (it fuses stages with equal resource requests), so decoding
+        # scales with the CPUs, not with the number of model copies
+        memory=DECODE_MEMORY_BYTES,
+        **_retry_args(max_retries=3),  # a task whose worker died is run again (its output is produced once)
+    )
+    if num_actors < 1:
+        raise ConfigError(f"--ray-actors must be at least 1, got {num_actors}")
+    ds = ds.map_batches(
+        _Scorer,
+        batch_size=files_per_batch,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=int(num_actors)),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor or None,
+        fn_constructor_kwargs={"model": model_path, "kind": kind, "batch_size": batch_size, "threshold": threshold,
+                               "top_k": top_k, "backend": backend, "num_threads": max(1, int(cpus_per_actor)),
+                               "device": "auto" if gpus_per_actor else "cpu"},
+        # a killed actor is started again and the batches it held are run again (Ray Data's default for
+        # actor pools since 2.60, where passing these is deprecated; given explicitly to older Ray)
+        **_retry_args(max_restarts=-1, max_task_retries=-1),
+    )
+    return ds
+
+
+def _retry_args(**kwargs: Any) -> dict[str, Any]:
+    """Ray remote retry options for Ray releases before 2.60 (later ones default to retrying system
+    failures and deprecate these keyword arguments of ``map_batches``)."""
+    import ray
+
+    try:
+        major, minor = (int(x) for x in ray.__version__.split(".")[:2])
+    except ValueError:
+        return {}
+    return kwargs if (major, minor) < (2, 60) else {}
+
+
+_DEFAULTS = dict(batch_size=32, files_per_batch=8, num_actors=1, gpus_per_actor=0.0, cpus_per_actor=1.0,
+                 cpus_per_task=1.0, address=None, recursive=False, shard=None, skip=None, threshold=None, top_k=5,
+                 backend="torch", stream_seconds=600.0, block_seconds=None)
+
+
+def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+    opts = {**_DEFAULTS, **kwargs}
+    if opts["block_seconds"] is None:
+        from musetag.tag.tagger import DEFAULT_BLOCK_SECONDS
+
+        opts["block_seconds"] = DEFAULT_BLOCK_SECONDS
+    return opts
+
+
+def tag_dataset(model, paths_or_dataset, **kwargs: Any):
+    """A ``ray.data.Dataset`` of ``musetag tag`` rows (lazy: nothing runs until it is consumed).
+
+    ``model``: a package folder/archive or a pretrained name. ``paths_or_dataset``: folders, audio
+    files, manifests (``.csv``/``.parquet`` with a ``path`` column, ``.txt``), or a Dataset with a
+    ``path`` column. Options: ``batch_size`` (windows per network batch), ``files_per_batch``,
+    ``num_actors``, ``gpus_per_actor``, ``cpus_per_actor``, ``cpus_per_task``, ``address``,
+    ``recursive``, ``shard``, ``threshold``, ``top_k``, ``backend``, ``stream_seconds``."""
+    return _pipeline("tag", _model_path(model), paths_or_dataset, **_options(kwargs))
+
+
+def embed_dataset(model, paths_or_dataset, **kwargs: Any):
+    """A ``ray.data.Dataset`` of ``path, status, duration, warnings, embedding`` rows (the vector of
+    ``musetag embed``: the mean of the windows' ``forward_features``; null on an error row)."""
+    return _pipeline("embed", _model_path(model), paths_or_dataset, **_options(kwargs))
+
+
+def _model_path(model) -> str:
+    """The package's resolved path (a pretrained name is pulled into the cache here, on the driver)."""
+    from musetag.tag.package import ModelPackage, load_package
+
+    package = model if isinstance(model, ModelPackage) else load_package(model, load_weights=False)
+    return str(Path(package.path).resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool = False, **kwargs: Any):
+    """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``); files already in
+    ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
+    from musetag.tag.batch import TagSummary
+    from musetag.tag.package import load_package
+    from musetag.tag.writers import ResultWriter, row_key
+
+    model = _model_path(model)
+    package = load_package(model)
+    opts = _options(kwargs)
+    files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
+                       recursive=opts["recursive"], shard=opts["shard"])
+    meta = {"model": {"name": package.model_name, "package": str(package.path), "sha256": package.sha256},
+            "engine": "ray"}
+    summary = TagSummary(total=len(files))
+    start = time.perf_counter()
+    with ResultWriter(out, list(package.tags), retry_errors=retry_errors, meta=meta) as writer:
+        todo = [f for f in files if not writer.is_done(f)]
+        summary.skipped = len(files) - len(todo)
+        if todo:
+            opts.pop("recursive"), opts.pop("shard"), opts.pop("skip")
+            ds = _pipeline("tag", model, todo, recursive=False, shard=None, skip=None, **opts)
+            for row in _iter_rows(ds):
+                if writer.is_done(row["path"]):  # never twice, whatever the engine re-ran
+                    continue
+                row = result_row(row)
+                writer.write(row)
+                if row["status"] == "ok":
+                    summary.ok += 1
+                    summary.audio_seconds += row.get("duration") or 0.0
+                    summary.warned += bool(row["warnings"])
+                else:
+                    summary.failed += 1
+                    if progress:
+                        print(f"error: {row['status']}", file=sys.stderr)
+        missing = [f for f in todo if not writer.is_done(f)]
+        if missing:
+            raise RuntimeError(f"Ray returned no row for {len(missing)} files (e.g. {missing[0]}); run again to resume")
+    summary.wall_seconds = time.perf_counter() - start
+    return summary
+
+
+def _iter_rows(ds):
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+        yield from batch.to_pylist()
+
+
+def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool = True, progress: bool = False,
+              flush_every: int = 256, **kwargs: Any):
+    """Embed ``sources`` on Ray into ``out`` (``.npy`` or ``.parquet`` with the side files of
+    ``musetag embed``); resumes from an existing output and its ``.partial/`` folder."""
+    import shutil
+
+    from musetag import embed as E
+    from musetag.tag.shard import Shard, parse_shard
+    from musetag.tag.package import load_package
+
+    out = Path(out)
+    E._check_ext(out)
+    out_exists = E.check_output_file(out)
+    if out.suffix.lower() == ".parquet":
+        E._pyarrow()
+    model = _model_path(model)
+    package = load_package(model)
+    opts = _options(kwargs)
+    shard = opts["shard"] if isinstance(opts["shard"], Shard) else parse_shard(opts["shard"])
+    files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
+                       recursive=opts["recursive"], shard=shard)
+    side = E.side_files(out)
+    report = E.EmbedReport(out=out, total=len(files))
+    done: dict[str, tuple[str, np.ndarray]] = {}
+    errors = E._read_errors(side["errors"]) if resume and not retry_errors else {}
+    if resume and out_exists:
+        table = E.read_embeddings(out)
+        if table.meta.get("model_sha256") not in (None, package.sha256):
+            raise ConfigError(f"{out} holds embeddings of another model; choose another --out, or delete it")
+        for p, v in zip(table.paths, table.vectors):
+            done[os.path.abspath(p)] = (p, v)
+    elif not resume:
+        shutil.rmtree(side["partial"], ignore_errors=True)
+    chunks = E._Chunks(side["partial"])
+    side["partial"].mkdir(parents=True, exist_ok=True)
+    (side["partial"] / "model.json").write_text(json.dumps({"model_sha256": package.sha256}))
+    for p, v in zip(*chunks.read()):
+        done[os.path.abspath(p)] = (p, v)
+    error_keys = {os.path.abspath(p) for p in errors}
+    todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
+    report.skipped = len(files) - len(todo)
+    start = time.perf_counter()
+    try:
+        if todo:
+            for k in ("recursive", "shard", "skip"):
+                opts.pop(k)
+            ds = _pipeline("embed", model, todo, recursive=False, shard=None, skip=None, **opts)
+            for row in _iter_rows(ds):
+                key = os.path.abspath(row["path"])
+                if key in done:
+                    continue
+                if row["status"] == "ok":
+                    vec = np.asarray(row["embedding"], dtype=np.float32)
+                    chunks.add(row["path"], vec)
+                    done[key] = (row["path"], vec)
+                    errors.pop(row["path"], None)
+                    report.ok += 1
+                    report.audio_seconds += row.get("duration") or 0.0
+                    if len(chunks.paths) >= flush_every:
+                        chunks.flush()
+                else:
+                    errors[row["path"]] = row["status"]
+                    report.failed += 1
+                    if progress:
+                        print(f"error: {row['status']}", file=sys.stderr)
+    finally:
+        chunks.flush()
+    report.wall_seconds = time.perf_counter() - start
+    rows = sorted(done.values(), key=lambda pv: pv[0])
+    from musetag import __version__
+
+    dim = int(rows[0][1].shape[0]) if rows else 1
+    vectors = np.stack([v for _, v in rows]) if rows else np.zeros((0, dim), np.float32)
+    report.dim = dim if rows else 0
+    meta = {
+        "model": package.model_name, "model_args": package.model_args,
+        "model_package": str(Path(package.path).resolve()) if package.path else None,
+        "model_sha256": package.sha256, "layer": "forward_features", "pooling": "mean over the tagger's segments",
+        "segment": package.segment, "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
+        "shard": str(shard) if not shard.is_whole else None, "musetag_version": __version__, "engine": "ray",
+    }
+    E.write_embeddings(out, [p for p, _ in rows], vectors, meta)
+    E._write_errors(side["errors"], errors)
+    shutil.rmtree(side["partial"], ignore_errors=True)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI branch (musetag tag/embed --engine ray)
+# ---------------------------------------------------------------------------------------------
+def add_arguments(p) -> None:
+    g = p.add_argument_group("Ray (--engine ray)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine; ray: a Ray Data pipeline (decode in CPU tasks, "
+                        "the network in an actor pool) on a Ray cluster (pip install 'musetag[ray]')")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to join: auto (the one `ray start` runs here) or HOST:PORT; default: a local "
+                        "Ray started for this run")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per network actor (e.g. 1 or 0.25)")
+    g.add_argument("--ray-actors", type=int, default=1, help="network actors (model copies)")
+
+
+def cli_options(args) -> dict[str, Any]:
+    _ray()
+    from musetag.tag.shard import parse_shard
+
+    return dict(batch_size=args.batch_size, num_actors=args.ray_actors, gpus_per_actor=args.gpus_per_worker,
+                address=args.address, recursive=args.recursive, shard=parse_shard(args.shard), backend=args.backend)
+
+
+def tag_command(args) -> int:
+    from musetag.commands import split_model_and_paths
+    from musetag.exit_codes import exit_status
+
+    _ray()
+    args.model, args.paths = split_model_and_paths(args.items, args.model)
+    opts = cli_options(args)
+    opts.update(threshold=args.threshold, top_k=args.top_k, stream_seconds=args.stream_minutes * 60.0)
+    if args.out is None:
+        ok = failed = 0
+        for row in _iter_rows(tag_dataset(args.model, args.paths, **opts)):
+            if row["status"] == "ok":
+                ok += 1
+                tops = ", ".join(f"{t['tag']} {t['score']:.3f}" for t in row["top_tags"])
+                print(f"{row['path']}\tok\t{tops}" + "".join(f"\twarning: {w}" for w in row["warnings"] or []))
+            else:
+                failed += 1
+                print(f"{row['path']}\terror\t{row['status']}")
+        return exit_status(ok, failed)
+    summary = run_tag(args.model, args.paths, args.out, retry_errors=args.retry_errors,
+                      progress=not args.no_progress, **opts)
+    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    print(f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
+          f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time, Ray)", file=sys.stderr)
+    return summary.exit_status
+
+
+def embed_command(args) -> int:
+    from musetag.exit_codes import exit_status
+
+    opts = cli_options(args)
+    report = run_embed(args.model, args.paths, args.out, retry_errors=args.retry_errors, resume=not args.restart,
+                       progress=not args.no_progress, **opts)
+    print(report.summary() + " (Ray)", file=sys.stderr)
+    return exit_status(report.ok, report.failed, report.skipped)
