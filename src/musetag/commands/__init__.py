@@ -38,3 +38,16 @@ def split_model_and_paths(items: list[str], explicit: str | None) -> tuple[str, 
     print(f"using the default pretrained model {DEFAULT_MODEL} (choose another with --model NAME_OR_PACKAGE; "
           "`musetag models --pretrained` lists them)", file=sys.stderr)
     return DEFAULT_MODEL, list(items)
+
+
+def add_ray_arguments(p) -> None:
+    """``--engine ray`` and its options for `tag` and `embed` (musetag.tag.ray_engine runs them)."""
+    g = p.add_argument_group("Ray (--engine ray)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: worker processes on this machine; ray: a Ray Data pipeline (decode in CPU tasks, "
+                        "the network in an actor pool) on a Ray cluster (pip install 'musetag[ray]')")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to join: auto (the one `ray start` runs here) or HOST:PORT; default: a local "
+                        "Ray started for this run")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per network actor (e.g. 1 or 0.25)")
+    g.add_argument("--ray-actors", type=int, default=1, help="network actors (model copies)")

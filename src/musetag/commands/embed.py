@@ -41,9 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--retry-errors", action="store_true", help="embed again files that failed before")
     p.add_argument("--restart", action="store_true", help="ignore earlier partial results and start over")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    from musetag.tag.ray_engine import add_arguments
+    from musetag.commands import add_ray_arguments
 
-    add_arguments(p)
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 

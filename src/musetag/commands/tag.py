@@ -86,9 +86,9 @@ def register(subparsers) -> None:
                         "path relative to its folder, so N machines or array-job tasks split a catalogue without "
                         "overlap; join the outputs with `musetag merge`. Under torchrun each process takes its "
                         "share (and its own GPU) and writes OUT with a .rank-R-of-W suffix")
-    from musetag.tag.ray_engine import add_arguments
+    from musetag.commands import add_ray_arguments
 
-    add_arguments(p)
+    add_ray_arguments(p)
     p.set_defaults(func=run)
 
 

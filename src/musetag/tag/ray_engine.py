@@ -551,18 +551,6 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
 # ---------------------------------------------------------------------------------------------
 # the CLI branch (musetag tag/embed --engine ray)
 # ---------------------------------------------------------------------------------------------
-def add_arguments(p) -> None:
-    g = p.add_argument_group("Ray (--engine ray)")
-    g.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: worker processes on this machine; ray: a Ray Data pipeline (decode in CPU tasks, "
-                        "the network in an actor pool) on a Ray cluster (pip install 'musetag[ray]')")
-    g.add_argument("--address", default=None,
-                   help="Ray cluster to join: auto (the one `ray start` runs here) or HOST:PORT; default: a local "
-                        "Ray started for this run")
-    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per network actor (e.g. 1 or 0.25)")
-    g.add_argument("--ray-actors", type=int, default=1, help="network actors (model copies)")
-
-
 def cli_options(args) -> dict[str, Any]:
     _ray()
     from musetag.tag.shard import parse_shard
