@@ -124,12 +124,7 @@ def write_clips(folder: Path, n: int, seconds: float = 2.0, start: int = 0) -> l
     return paths
 
 
-def by_path(rows):
-    out = {}
-    for row in rows:
-        assert row["path"] not in out, f"duplicate row for {row['path']}"
-        out[row["path"]] = row
-    return out
+from test_tag_cli import rows_by_path as by_path  # noqa: E402 - one row per file, duplicates fail
 
 
 def test_rows_equal_the_local_path_and_bad_files_are_error_rows(cluster, package, tmp_path):
