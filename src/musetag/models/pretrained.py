@@ -67,21 +67,28 @@ def load_pretrained(module: nn.Module, path: str | Path, *, drop_prefixes: tuple
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in drop_prefixes)}
     if first_conv and in_channels and first_conv in state and state[first_conv].dim() == 4:
         state[first_conv] = adapt_input_weight(state[first_conv], in_channels)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})")
+    mismatch = state_dict_mismatch(state, module.state_dict())
+    if mismatch:
         raise ModelError(
-            f"pretrained checkpoint {path} does not match {what}: keys {'; '.join(parts)}. "
+            f"pretrained checkpoint {path} does not match {what}: keys {mismatch}. "
             f"Use weights saved from the same architecture."
         )
     module.load_state_dict(state, strict=True)
+
+
+def state_dict_mismatch(state: dict, own: dict, *, skip_shapes_under: str | None = None, show: int = 5) -> str:
+    """How ``state`` fails to fit ``own`` key for key ("" when it fits): missing and unexpected keys and
+    shape mismatches (file vs model), the first ``show`` of each named. Shapes under
+    ``skip_shapes_under`` (a classifier re-created for other tags) are not compared."""
+
+    def named(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (f" (+{len(keys) - show} more)" if len(keys) > show else "")
+
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+             if k in own and tuple(state[k].shape) != tuple(own[k].shape)
+             and not (skip_shapes_under and k.startswith(skip_shapes_under))]
+    parts = [f"{label} {named(keys)}" for label, keys in
+             (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
+    return "; ".join(parts)

@@ -279,20 +279,11 @@ def upstream_model_spec(kind: str, state_dict: Mapping[str, torch.Tensor]) -> tu
 
 def _check_strict(kind: str, mapped: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
                   head: str | None = None) -> None:
-    missing = [k for k in target if k not in mapped]
-    unexpected = [k for k in mapped if k not in target]
-    shapes = [f"{k} {tuple(mapped[k].shape)} vs {tuple(target[k].shape)}"
-              for k in mapped if k in target and tuple(mapped[k].shape) != tuple(target[k].shape)
-              and not (head and k.startswith(head))]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatch {', '.join(shapes)}")
-        raise ModelError(f"{kind} weights do not fit the model exactly: {'; '.join(parts)}")
+    from musetag.models.pretrained import state_dict_mismatch
+
+    mismatch = state_dict_mismatch(dict(mapped), dict(target), skip_shapes_under=head, show=50)
+    if mismatch:
+        raise ModelError(f"{kind} weights do not fit the model exactly: {mismatch}")
 
 
 def convert_upstream(kind: str, state_dict: Mapping[str, Any], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
