@@ -13,12 +13,7 @@ from test_package import feature_dict
 SR = 12000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _streaming(**overrides) -> StreamingFeatures:

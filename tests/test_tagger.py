@@ -30,13 +30,7 @@ def tone(freq: float, seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray
     return (0.5 * np.sin(2 * np.pi * freq * t + phase) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
