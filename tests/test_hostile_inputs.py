@@ -7,6 +7,7 @@ regular file.
 from __future__ import annotations
 
 import os
+import time
 import pickle
 import stat
 import zipfile
@@ -753,3 +754,23 @@ def test_frames_ffmpeg_skips_become_a_decoder_warning(small_package, tmp_path, c
     main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", "0", "--no-progress"])
     row = read_results(out)[0]
     assert row["status"] == "ok" and any(w.startswith("decoder: ") and "skipped" in w for w in row["warnings"])
+
+
+def test_a_forked_child_does_not_keep_the_run_lock(tmp_path):
+    """A trainer killed while a worker it forked is still alive: the worker must not keep the run
+    folder locked (a killed run is resumed at once, even while an orphaned data worker exits)."""
+    from musetag.training.lock import run_lock
+
+    trainer = os.fork()
+    if trainer == 0:
+        try:
+            with run_lock(tmp_path / "run"):
+                if os.fork() == 0:  # the worker: outlives the trainer by a few seconds
+                    time.sleep(4)
+                    os._exit(0)
+                os._exit(0)  # the trainer dies holding the lock (no unlock, as with kill -9)
+        finally:
+            os._exit(1)
+    os.waitpid(trainer, 0)
+    with run_lock(tmp_path / "run"):  # only the worker could still hold it
+        pass

@@ -24,6 +24,24 @@ from musetag.errors import ConfigError
 
 LOCK_FILE = ".musetag-train.lock"
 
+# lock descriptors this process holds: a forked child (data-loader or feature workers) inherits them,
+# and a flock lasts while any copy is open, so a child outliving a killed trainer would keep the run
+# folder locked; children close their copies at once (the parent's lock is not affected)
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
 
 def _rank() -> int:
     try:
@@ -49,6 +67,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path | None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _HELD.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,6 +89,7 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[Path | None]:
                 pass
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
+        _HELD.discard(fd)
         os.close(fd)
 
 
