@@ -127,7 +127,7 @@ def write_clips(folder: Path, n: int, seconds: float = 2.0, start: int = 0) -> l
 from test_tag_cli import rows_by_path as by_path  # noqa: E402 - one row per file, duplicates fail
 
 
-def test_rows_equal_the_local_path_and_bad_files_are_error_rows(cluster, package, tmp_path):
+def test_rows_equal_the_local_path_and_bad_files_are_error_rows(cluster, package, tmp_path, capfd):
     folder = tmp_path / "music"
     write_clips(folder, 5)
     write_clips(folder, 1, seconds=0.3, start=5)  # shorter than the window: a warning
@@ -138,6 +138,8 @@ def test_rows_equal_the_local_path_and_bad_files_are_error_rows(cluster, package
     assert main(["tag", str(package), str(folder), "--out", str(local), "--workers", "0", "--no-progress"]) == 3
     assert main(["tag", str(package), str(folder), "--out", str(remote), "--engine", "ray", "--address", cluster,
                  "--no-progress"]) == 3
+    noise = [ln for ln in capfd.readouterr().err.splitlines() if " INFO " in ln or "(pid=" in ln]
+    assert not noise, noise[:3]  # Ray's INFO lines and workers' logs only with musetag -v
     a, b = by_path(read_results(local)), by_path(read_results(remote))
     assert set(a) == set(b) and len(a) == 9
     for path, ra in a.items():

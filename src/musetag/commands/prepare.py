@@ -22,14 +22,17 @@ def register(subparsers) -> None:
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage precision")
     parser.add_argument("--from-audio", action="store_true", help="decode audio even where official features exist")
     parser.add_argument("--overwrite", action="store_true", help="discard an existing cache in CACHE_DIR and rebuild")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from musetag.commands import show_progress
     from musetag.data.cache import prepare
 
-    result = prepare(args.data, args.out, workers=args.workers, dtype=args.dtype, progress=not args.no_progress,
+    result = prepare(args.data, args.out, workers=args.workers, dtype=args.dtype, progress=show_progress(args),
                      from_audio=args.from_audio, overwrite=args.overwrite)
     stats = result.stats
     print(f"cache: {result.out_dir}")

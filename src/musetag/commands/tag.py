@@ -70,7 +70,7 @@ def register(subparsers) -> None:
     p.add_argument("--threshold", default=None,
                    help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
                         "the package has them, else 0.5")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (0 = decode in this process); default: one per core (at most 8), "
                         f"fewer when the available memory would not hold {WORKER_MEMORY_MB} MB per worker beside "
                         f"{MAIN_MEMORY_MB} MB for the main process")
@@ -80,20 +80,20 @@ def register(subparsers) -> None:
     p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
     p.add_argument("--stream-minutes", type=float, default=10.0,
                    help="files longer than this are decoded in blocks (bounded memory)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="tag only part I of N (1-based) of the file list, chosen by a stable hash of each file's "
                         "path relative to its folder, so N machines or array-job tasks split a catalogue without "
                         "overlap; join the outputs with `musetag merge`. Under torchrun each process takes its "
                         "share (and its own GPU) and writes OUT with a .rank-R-of-W suffix")
-    from musetag.commands import add_ray_arguments
+    from musetag.commands import add_progress_arguments, add_ray_arguments
 
     add_ray_arguments(p)
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.commands import split_model_and_paths
+    from musetag.commands import show_progress, split_model_and_paths
     from musetag.errors import ConfigError
     from musetag.tag.batch import tag_files
     from musetag.tag.tagger import Tagger
@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         from musetag.tag.ray_engine import tag_command
 
         return tag_command(args)
+    if args.workers is None:
+        args.workers = default_workers()
     args.model, args.paths = split_model_and_paths(args.items, args.model)
 
     if args.top_k < 0:
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         top_k=args.top_k,
         retry_errors=args.retry_errors,
-        progress=not args.no_progress,
+        progress=show_progress(args),
         shard=shard,
     )
     speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0

@@ -35,7 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.pt")
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(p)
     p.add_argument("--allow-unsafe-pickle", action="store_true", help=UNSAFE_PICKLE_HELP + " Applies to --resume and --init-from.")
     t = p.add_argument_group(
         "transfer learning",
@@ -71,8 +73,10 @@ def run(args) -> int:
 
         allow_unsafe_pickle()
     sets = list(args.sets)
-    if args.no_progress:
-        sets.append("progress=false")
+    from musetag.commands import show_progress
+
+    if args.progress is not None or not show_progress(args):  # on a terminal without a flag: the config decides
+        sets.append("progress=true" if show_progress(args) else "progress=false")
     sets.extend(_init_sets(args))
     from musetag.training import train
 
