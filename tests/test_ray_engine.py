@@ -134,13 +134,16 @@ def test_rows_equal_the_local_path_and_bad_files_are_error_rows(cluster, package
     (folder / "empty.wav").write_bytes(b"")
     (folder / "notes.mp3").write_text("these are my notes, not a song\n")
     (folder / "truncated.wav").write_bytes((folder / "clip000.wav").read_bytes()[:30])
-    local, remote = tmp_path / "local.csv", tmp_path / "ray.jsonl"
+    local, remote = tmp_path / "local.csv", tmp_path / "ray.parquet"  # parquet: through a partial JSONL
     assert main(["tag", str(package), str(folder), "--out", str(local), "--workers", "0", "--no-progress"]) == 3
     assert main(["tag", str(package), str(folder), "--out", str(remote), "--engine", "ray", "--address", cluster,
                  "--no-progress"]) == 3
     noise = [ln for ln in capfd.readouterr().err.splitlines() if " INFO " in ln or "(pid=" in ln]
     assert not noise, noise[:3]  # Ray's INFO lines and workers' logs only with musetag -v
-    a, b = by_path(read_results(local)), by_path(read_results(remote))
+    from musetag.tag.ray_parquet import partial_path, read_parquet_rows
+
+    assert not partial_path(remote).exists()
+    a, b = by_path(read_results(local)), by_path(read_parquet_rows(remote, TAGS))
     assert set(a) == set(b) and len(a) == 9
     for path, ra in a.items():
         rb = b[path]

@@ -430,13 +430,18 @@ def _model_path(model) -> str:
 # writing
 # ---------------------------------------------------------------------------------------------
 def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool = False, **kwargs: Any):
-    """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``); files already in
-    ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
+    """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``, or .parquet: see
+    :mod:`musetag.tag.ray_parquet`); files already in ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
     from musetag.tag.batch import TagSummary
     from musetag.tag.package import load_package
     from musetag.tag.writers import ResultWriter, row_key
 
     model = _model_path(model)
+    if Path(out).suffix.lower() == ".parquet":  # through a resumable JSONL file, then one parquet file
+        from musetag.tag.ray_parquet import run_tag_parquet
+
+        return run_tag_parquet(run_tag, model, sources, out, tags=list(load_package(model).tags),
+                               retry_errors=retry_errors, progress=progress, **kwargs)
     package = load_package(model)
     opts = _options(kwargs)
     files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
