@@ -65,7 +65,8 @@ def register(subparsers) -> None:
                    help="the model, when the first PATH could be mistaken for one")
     p.add_argument("--recursive", "-r", action="store_true", help="also tag files in subfolders")
     p.add_argument("--out", "-o", default=None,
-                   help="results file (.csv, .json or .jsonl); without it, one line per file is printed")
+                   help="results file (.csv, .json or .jsonl; .parquet with --engine ray); without it, one line per "
+                        "file is printed")
     p.add_argument("--top-k", type=int, default=5, help="how many top tags to list per file")
     p.add_argument("--threshold", default=None,
                    help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
