@@ -317,6 +317,9 @@ def test_cli_explains_the_cv_column(tmp_path, rng, capsys):
                  str(tmp_path / "tt.npy"), "--out", str(tmp_path / "o"), "--metric", "pr_auc_micro"]) == 0
     out = capsys.readouterr().out
     assert "CV: pr_auc_micro held out in 5-fold cross-validation" in out
+    cv_line = next(ln for ln in out.splitlines() if "(5-fold CV inside validation)" in ln)
+    assert "not comparable" in cv_line and "~80 tracks" in cv_line  # 400 validation rows / 5 folds
+    assert "[in-sample: fitted and scored on all 400 validation tracks]" in out
     assert "topk" in out and "test ROC-m" in out
 
 
