@@ -67,10 +67,16 @@ def init_ray(address: str | None = None, **kwargs: Any):
 
 
 def quiet_cli_ray(address: str | None, *, verbose: bool, progress: bool) -> None:
-    """Ray for the CLI: its INFO lines (cluster start, dashboard, Ray Data's execution plan) and the
-    workers' log lines only with ``musetag -v``; Ray Data's own progress bars follow ``--progress``."""
+    """Ray for the CLI: without ``musetag -v`` only Ray's errors reach the terminal (no INFO/WARNING lines
+    about the cluster start, token authentication, Ray Data's execution plan or its disabled bars, no
+    deprecation warnings from Ray's own code, no workers' log lines; the C++ core worker may still print a
+    notice of its own); Ray Data's progress bars follow ``--progress``/``--no-progress`` like the local path's."""
+    import warnings
+
     ray = _ray()
-    level = logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if verbose else logging.ERROR
+    if not verbose:
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=verbose, logging_level=level)
     for name in ("ray", "ray.data"):
