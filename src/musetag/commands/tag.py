@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
     if getattr(args, "engine", "local") == "ray":
-        from musetag.tag.ray_engine import tag_command
+        from musetag.tag.ray_cli import tag_command
 
         return tag_command(args)
     if args.workers is None:
