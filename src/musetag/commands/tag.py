@@ -96,15 +96,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from musetag.commands import show_progress, split_model_and_paths
     from musetag.errors import ConfigError
-    from musetag.tag.batch import tag_files
-    from musetag.tag.tagger import Tagger
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
-    if getattr(args, "engine", "local") == "ray":
+    if getattr(args, "engine", "local") == "ray":  # before the local engine's imports (torch)
         from musetag.tag.ray_cli import tag_command
 
         return tag_command(args)
+    from musetag.tag.batch import tag_files
+    from musetag.tag.tagger import Tagger
     if args.workers is None:
         args.workers = default_workers()
     args.model, args.paths = split_model_and_paths(args.items, args.model)
