@@ -239,6 +239,11 @@ def prepare(
 
     check_writable(out, folder=True, flag="--out" if out_dir is not None else f"{config.where}: cache")
     records = list(records) if records is not None else load_records(config)
+    empty = [split for split in ("validation", "test") if not any(r.split == split for r in records)]
+    if empty and records:
+        log.warning("%s: no %s tracks among %d (split %s); with few tracks give them a larger share, e.g. "
+                    "[split] fractions = [0.6, 0.2, 0.2], or a split column", config.where, " or ".join(empty),
+                    len(records), "/".join(f"{f:g}" for f in config.split_fractions))
     return build_cache(
         records, feature_config, out, vocab=dataset_vocab(config, records),
         task=config.task, name=config.name, dataset=config.to_dict(), where=config.where, workers=workers,
@@ -364,7 +369,8 @@ def build_cache(
                          "out": str(final or arrays / f"{names[r.id]}.npy"), "file": rel})
         journal.flush()
         if resumed:
-            log.info("%s: %d of %d tracks already cached; resuming", out, resumed, len(records))
+            log.info("%s: %d of %d tracks already cached (by an earlier run, or by another dataset over the same "
+                     "audio); %d to compute", out, resumed, len(records), len(jobs))
 
         def handle(result: dict[str, Any]) -> None:
             if "error" in result:
