@@ -129,7 +129,7 @@ class FrontEnd:
         if self.audio_rule or self.kind == "waveform":
             return window_times(starts, self.length, 1.0 / self.sample_rate, duration)
         drop = int(getattr(self.config, "drop_first_frames", 0) or 0)  # frame 0 is the audio's frame `drop`
-        return window_times([s + drop for s in starts], self.length, 1.0 / self.config.frames_per_second(), duration)
+        return window_times([s + drop for s in starts], self.length, 1.0 / self.config.frames_per_second, duration)
 
     def chunk_features(self, chunks: np.ndarray) -> np.ndarray:
         """Features of ``(k, C, samples)`` audio chunks, each on its own: ``(k, C, ...)``."""
