@@ -149,7 +149,7 @@ def test_window_scores_aggregate_to_the_file_scores_by_the_package_rule(tmp_path
     }
     expected = rules[aggregation]
     for name, other in rules.items():  # the rules give answers far apart: the check below tells them apart
-        assert name == aggregation or np.abs(other - expected).max() > 1e-3
+        assert name == aggregation or np.abs(other - expected).max() > 1e-4  # 50x the tolerance
     np.testing.assert_allclose(res.scores_array, expected, atol=2e-6)
     from musetag.tag.segments import aggregate_windows
 
