@@ -154,3 +154,52 @@ def test_window_scores_aggregate_to_the_file_scores_by_the_package_rule(tmp_path
     from musetag.tag.segments import aggregate_windows
 
     np.testing.assert_allclose(aggregate_windows(p, aggregation, task), expected, atol=1e-9)
+
+
+def test_cli_segments_jsonl_and_plot_timelines(tmp_path, song, capsys):
+    """`musetag tag --segments` writes the windows the API gives; `musetag plot` draws them."""
+    from matplotlib.image import imread
+
+    from musetag.cli import main
+    from musetag.tag.timeline import COLOURS
+    from musetag.tag.writers import read_results
+
+    pkg = make_package(tmp_path / "pkg", frames=64, hop=32)
+    folder = tmp_path / "music"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(song.read_bytes())
+    sf.write(folder / "b.wav", varied(3.0, seed=5), SR)
+    (folder / "broken.wav").write_text("not audio")
+    out = tmp_path / "tags.jsonl"
+    rc = main(["tag", str(pkg), str(folder), "--segments", "--out", str(out), "--workers", "0", "--no-progress"])
+    assert rc != 0  # one file failed, the others were tagged
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_results(out)}
+    api = Tagger.from_package(pkg, segments=True).tag(folder / "a.wav")
+    seg = rows["a.wav"]["segments"]
+    assert [s["start"] for s in seg] == [round(float(x), 3) for x in api.segments.start]
+    assert [s["end"] for s in seg] == [round(float(x), 3) for x in api.segments.end]
+    np.testing.assert_allclose([s["scores"] for s in seg], api.segments.scores, atol=1e-6)
+    assert rows["broken.wav"]["status"] != "ok" and "segments" not in rows["broken.wav"]
+
+    # CSV stays one row per file: --segments asks for .jsonl
+    capsys.readouterr()
+    assert main(["tag", str(pkg), str(folder), "--segments", "--out", str(tmp_path / "t.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--segments --out" in err and "t.csv" in err and "RESULTS.jsonl" in err
+    assert not (tmp_path / "t.csv").exists()
+
+    assert main(["plot", str(out), "--out", str(tmp_path / "plots"), "--top", "3"]) == 0
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert [p.name for p in pngs] == ["001-a.png", "002-b.png"]  # the broken file has no picture
+    image = imread(pngs[0])[..., :3]
+    first = np.array([int(COLOURS[0][i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    assert (np.abs(image - first).max(axis=-1) < 0.02).sum() > 200  # the top tag's line is drawn
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert 'src="001-a.png"' in page and 'src="002-b.png"' in page and "broken.wav" in page
+    assert "http" not in page  # nothing fetched from elsewhere
+
+    plain = tmp_path / "plain.jsonl"
+    main(["tag", str(pkg), str(folder / "b.wav"), "--out", str(plain), "--workers", "0", "--no-progress"])
+    capsys.readouterr()
+    assert main(["plot", str(plain), "--out", str(tmp_path / "p2")]) == 2
+    assert "no row has per-window scores" in capsys.readouterr().err
