@@ -252,8 +252,9 @@ class Tagger:
         (the embedder) replace it; ``add(outputs)`` per batch, then ``result()``."""
         return _Aggregator(self.package.aggregation, self.task)
 
-    def _recorder(self) -> WindowRecorder | None:
-        return WindowRecorder(self.task) if self.keep_segments else None
+    def _recorder(self, keep: bool | None = None) -> WindowRecorder | None:
+        keep = self.keep_segments if keep is None else keep
+        return WindowRecorder(self.task) if keep else None
 
     def _feed(self, acc, segments: np.ndarray, recorder: WindowRecorder | None = None) -> None:
         for i in range(0, len(segments), self.batch_size):
@@ -262,10 +263,11 @@ class Tagger:
             if recorder is not None:  # the same outputs: per-window scores cost no second pass
                 recorder.add(out)
 
-    def score_windows(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def score_windows(self, segments: np.ndarray, keep: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """File-level result of ``(n, C, ...)`` windows, batched through the network, and the
-        windows' probabilities ``(n, tags)`` when the tagger keeps them (else None)."""
-        acc, rec = self._accumulator(), self._recorder()
+        windows' probabilities ``(n, tags)`` when the tagger keeps them (``keep`` None: as the
+        tagger was built) else None."""
+        acc, rec = self._accumulator(), self._recorder(keep)
         self._feed(acc, segments, rec)
         return acc.result(), None if rec is None else rec.probabilities()
 
@@ -285,10 +287,11 @@ class Tagger:
         duration: float | None = None,
         warnings: list[str] | None = None,
         starts: list[int] | None = None,
+        keep_segments: bool | None = None,
     ) -> TagResult:
         """The result of a file's windows; ``starts`` (:attr:`FrontEnd.last_starts`) places them in
-        time when the tagger keeps per-window scores."""
-        scores, probs = self.score_windows(segments)
+        time when the tagger keeps per-window scores (``keep_segments`` overrides that per call)."""
+        scores, probs = self.score_windows(segments, keep_segments)
         result = self._result(scores, path, duration, len(segments), warnings)
         if probs is not None:
             if starts is None or len(starts) != len(probs):
