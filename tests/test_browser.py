@@ -233,6 +233,13 @@ def test_page_with_the_default_pretrained_model_shows_real_moods_and_its_licence
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
         shown = [b.get_attribute("data-tag") for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar")]
         assert len(shown) == 15 and {"love", "melodic"} & set(shown[:3])  # the golden top moods of this song
+        # this model hears the centred 29.1 s excerpt only: its timeline is one window, in the middle
+        box = browser.find_element(By.ID, "timeline")
+        assert box.get_attribute("data-windows") == "1"
+        duration = float(box.get_attribute("aria-valuemax"))
+        xs = [float(p.split(",")[0]) for p in box.find_element(By.CSS_SELECTOR, "polyline").get_attribute("points").split()]
+        assert xs[0] == pytest.approx((duration - 29.1) / 2 / duration * 1000, abs=2)
+        assert xs[1] - xs[0] == pytest.approx(29.1 / duration * 1000, abs=2)
         browser.save_screenshot(str(tmp_path / "pretrained-page.png"))
     finally:
         server.stop()

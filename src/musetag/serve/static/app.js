@@ -117,6 +117,12 @@
     box.setAttribute("aria-valuemin", "0");
     box.setAttribute("aria-valuemax", duration.toFixed(1));
     box.dataset.windows = String(segs.length);
+    // the vertical scale: 0 to the highest score drawn (rounded up to 10 %), so low moods stay readable
+    let top = 0;
+    for (const s of segs) for (const ti of order) top = Math.max(top, s.scores[ti]);
+    const ymax = Math.min(1, Math.max(0.1, Math.ceil(top * 10 - 1e-9) / 10));
+    const yOf = (v) => (H * (1 - v / ymax)).toFixed(2);
+    box.dataset.ymax = String(ymax);
     const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" });
     for (const y of [0.25, 0.5, 0.75]) svg.append(svgEl("line", { class: "grid", x1: 0, x2: W, y1: H * (1 - y), y2: H * (1 - y) }));
     const legend = document.createElement("ul");
@@ -125,10 +131,10 @@
       const colour = COLOURS[k % COLOURS.length];
       let pts;
       if (segs.length === 1) {
-        const y = H * (1 - segs[0].scores[ti]);
+        const y = yOf(segs[0].scores[ti]);
         pts = `${(segs[0].start / duration) * W},${y} ${(segs[0].end / duration) * W},${y}`;
       } else {
-        pts = segs.map((s) => `${(((s.start + s.end) / 2) / duration * W).toFixed(2)},${(H * (1 - s.scores[ti])).toFixed(2)}`).join(" ");
+        pts = segs.map((s) => `${(((s.start + s.end) / 2) / duration * W).toFixed(2)},${yOf(s.scores[ti])}`).join(" ");
       }
       const line = svgEl("polyline", { class: "series", points: pts, stroke: colour });
       line.dataset.tag = tags[ti];
@@ -140,6 +146,10 @@
       li.append(sw, document.createTextNode(tags[ti]));
       legend.append(li);
     });
+    const scale = document.createElement("li");
+    scale.className = "muted";
+    scale.textContent = `(scale 0–${Math.round(ymax * 100)} %, a point per window)`;
+    legend.append(scale);
     const cursor = svgEl("line", { class: "cursor", x1: 0, x2: 0, y1: 0, y2: H });
     svg.append(cursor);
     box.append(svg);
