@@ -80,6 +80,9 @@ def register(subparsers) -> None:
     p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
     p.add_argument("--stream-minutes", type=float, default=10.0,
                    help="files longer than this are decoded in blocks (bounded memory)")
+    p.add_argument("--segments", action="store_true",
+                   help="also write every window's scores with its start and end seconds (a 'segments' list per "
+                        "row: .jsonl or .json only, CSV stays one row per file); `musetag plot` draws them")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="tag only part I of N (1-based) of the file list, chosen by a stable hash of each file's "
@@ -100,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.segments:
+        from musetag.tag.writers import check_segments_output
+
+        check_segments_output(args.out, getattr(args, "engine", "local"))
     if getattr(args, "engine", "local") == "ray":
         from musetag.tag.ray_engine import tag_command
 
@@ -126,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         batch_size=args.batch_size,
         stream_seconds=args.stream_minutes * 60.0,
+        segments=args.segments,
         **({"device": torchrun_device()} if args.backend == "torch" else {}),
     )
     if args.out is None:
