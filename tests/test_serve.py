@@ -212,12 +212,12 @@ def test_decode_timeout_stops_the_work_and_recovers(tmp_path, monkeypatch):
 
     from fastapi.testclient import TestClient
 
-    import musetag.serve.app as serve_app
+    import musetag.serve.decoders as serve_decoders
     from musetag.serve.app import create_app
 
     # decoders forked from this (already importing) process: the forkserver start-up that
     # `musetag serve` pays once is covered by the tests above
-    monkeypatch.setattr(serve_app, "_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(serve_decoders, "_context", lambda: mp.get_context("fork"))
 
     pkg = make_package(tmp_path / "pkg")
     app = create_app(pkg, decode_timeout=0.001, max_concurrency=1)

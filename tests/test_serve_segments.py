@@ -29,11 +29,11 @@ def test_segments_and_two_models(tmp_path, monkeypatch):
 
     from fastapi.testclient import TestClient
 
-    import musetag.serve.app as serve_app
+    import musetag.serve.decoders as serve_decoders
     from musetag.serve.app import create_app
     from musetag.tag import Tagger
 
-    monkeypatch.setattr(serve_app, "_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(serve_decoders, "_context", lambda: mp.get_context("fork"))
     first = make_package(tmp_path / "moods", frames=64, hop=64)
     other_tags = ["rock", "pop", "jazz"]
     second = make_package(tmp_path / "genres.zip", frames=128, hop=64, aggregation="max", tags=other_tags,
