@@ -81,6 +81,9 @@ def register(subparsers) -> None:
     p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
     p.add_argument("--stream-minutes", type=float, default=10.0,
                    help="files longer than this are decoded in blocks (bounded memory)")
+    p.add_argument("--segments", action="store_true",
+                   help="also write every window's scores with its start and end seconds (a 'segments' list per "
+                        "row: .jsonl or .json only, CSV stays one row per file); `musetag plot` draws them")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="tag only part I of N (1-based) of the file list, chosen by a stable hash of each file's "
                         "path relative to its folder, so N machines or array-job tasks split a catalogue without "
@@ -99,12 +102,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    if args.segments:
+        from musetag.tag.writers import check_segments_output
+
+        check_segments_output(args.out, getattr(args, "engine", "local"))
     if getattr(args, "engine", "local") == "ray":  # before the local engine's imports (torch)
         from musetag.tag.ray_cli import tag_command
 
         return tag_command(args)
     from musetag.tag.batch import tag_files
     from musetag.tag.tagger import Tagger
+
     if args.workers is None:
         args.workers = default_workers()
     args.model, args.paths = split_model_and_paths(args.items, args.model)
@@ -129,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         batch_size=args.batch_size,
         stream_seconds=args.stream_minutes * 60.0,
+        segments=args.segments,
         **({"device": torchrun_device()} if args.backend == "torch" else {}),
     )
     if args.out is None:

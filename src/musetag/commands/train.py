@@ -91,7 +91,10 @@ def run(args) -> int:
             overrides = {"data": {"dataset": args.data}} if args.data else {}
             if args.out:
                 overrides["out"] = args.out
-            print(dumps_toml(load_config(args.recipe, sets=sets, overrides=overrides).to_dict()), end="")
+            from musetag.training.recipe_checks import fit_to_task, set_keys
+
+            cfg = fit_to_task(load_config(args.recipe, sets=sets, overrides=overrides), pinned=set_keys(sets))
+            print(dumps_toml(cfg.to_dict()), end="")
             return 0
         result = train(args.recipe, data=args.data, out=args.out, sets=sets)
     import os

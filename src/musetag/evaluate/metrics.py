@@ -82,6 +82,10 @@ def as_targets(targets, *, name: str | None = None) -> np.ndarray:
         raise EvaluationError(f"{what}: expected a 0/1 or boolean matrix, found dtype {arr.dtype}")
     if arr.size and not np.isin(arr, (0, 1)).all():
         bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
+        if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
+            raise EvaluationError(
+                f"{what} holds one class index per track (e.g. {bad.tolist()}): the ground truth of a multiclass "
+                "(single-label) task; score it with --task multiclass")
         raise EvaluationError(
             f"{what} holds values other than 0 and 1 (e.g. {bad.tolist()}); is it a prediction matrix "
             "passed as ground truth? Pass the multi-hot ground truth (tracks x tags)")

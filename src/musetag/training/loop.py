@@ -52,6 +52,7 @@ from musetag.training.coteaching import coteaching_losses, forget_rate_at
 from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data, segments
 from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
 from musetag.training.losses import build_loss
+from musetag.training.recipe_checks import fit_to_task, set_keys
 from musetag.training.schedules import LRSchedule, build_optimizer
 from musetag.training.scoring import loss_value, max_f1_thresholds, per_class_loss, reported_metric, score
 from musetag.training.swa import SWA, Snapshots, swa_start_epoch
@@ -115,6 +116,7 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         cfg = cfg.replace({"data": {"dataset": str(Path(cfg.data.dataset).resolve())}})
     if not cfg.out:
         raise ConfigError("no run folder: pass --out RUN_DIR (or out= in Python)")
+    cfg = fit_to_task(cfg, pinned=set_keys(sets), quiet=bool(cfg.members))  # before any data is read
     run_dir = Path(cfg.out)
     check_writable(run_dir, folder=True)
     with run_lock(run_dir):  # checked under the lock: two processes cannot both find the folder free
@@ -1037,7 +1039,8 @@ def _run_members(cfg: TrainConfig, run_dir: Path, *, training_data=None) -> RunR
         start = read_recipe(member.recipe) if member.recipe else base
         member_data = merge(merge(start, shared), _nested_sets(member.set))
         member_data["out"] = str(member_dir)
-        member_cfg = load_config(member_data, sets=list(cfg.member_sets))
+        member_cfg = fit_to_task(load_config(member_data, sets=list(cfg.member_sets)),
+                                 pinned=set_keys(cfg.member_sets))
         if (member_dir / "summary.json").exists():
             log.info("member %s already trained", member.name)
         elif (member_dir / "checkpoints" / "last.pt").exists():
