@@ -47,17 +47,17 @@ def _segments_predict(model, payload, arrays):
 
 def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
     run = tmp_path / "run"
-    result = train("demo", data=corpora["multilabel"], out=run, sets=TINY + ["epochs=2", "final=best"])
+    result = train("demo", data=corpora["multilabel"], out=run, sets=TINY + ["epochs=2", "final=best", "final_choice=pinned"])
     for rel in ("config.toml", "metrics.jsonl", "summary.json", "plots/training.png", "checkpoints/best.pt",
                 "checkpoints/last.pt", "predictions/validation.npy", "predictions/test.npy",
                 "predictions/validation_targets.npy", "predictions/validation_ids.txt"):
         assert (run / rel).exists(), rel
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]  # counted from 1, as the log counts
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metric"] == "pr_auc_macro" and summary["final"] == "best"
-    best = max(range(2), key=lambda e: records[e]["val_pr_auc_macro"])
-    assert summary["best_epoch"] == result.best_epoch == best  # chosen on the reported metric
+    best = max(range(2), key=lambda e: records[e]["val_pr_auc_macro"]) + 1
+    assert summary["best_epoch"] == result.best_epoch == best  # chosen on the reported metric, 1-based
     # the checkpoint alone rebuilds model + features and reproduces the saved predictions
     model, payload = load_model(run / "checkpoints" / "best.pt")
     assert payload["tags"] == ["bright", "dark", "dense", "drums", "fast", "major", "minor", "slow"]
@@ -88,13 +88,13 @@ def test_multiclass_uses_accuracy_and_softmax(corpora, tmp_path):
 def test_per_class_snapshots_and_swa_candidates(corpora, tmp_path):
     run = tmp_path / "run"
     sets = TINY + ["epochs=3", "early_stopping.per_class=true", "snapshots.count=3", "swa.enabled=true",
-                   "swa.length=0.67", "final=per_class"]
+                   "swa.length=0.67", "final=per_class", "final_choice=pinned"]
     train("demo", data=corpora["multilabel"], out=run, sets=sets)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["candidates"]) >= {"best", "last", "swa", "snapshots", "per_class"}
     assert summary["final"] == "per_class" and len(summary["per_class_best_epoch"]) == 8
     # each tag's column is that tag's validation output at its own best epoch
-    used = sorted(set(summary["per_class_best_epoch"]))
+    used = sorted(set(summary["per_class_best_epoch"]))  # 1-based, as the checkpoints' names
     assert sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints" / "epochs").glob("*.pt")) == used
     assert all((run / "checkpoints" / f"snapshot-{k}.pt").exists() for k in range(3))
     swa = load_checkpoint(run / "checkpoints" / "swa.pt")
