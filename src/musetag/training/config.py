@@ -11,6 +11,12 @@ Sections (TOML tables): ``model``, ``features``, ``data``, ``loss``, ``optim``, 
 ``augment``, ``swa``, ``snapshots``, ``coteaching``, ``early_stopping``, ``init``, plus top-level keys
 (``seed``, ``epochs``, ``final``...) and an optional ``[[members]]`` list for multi-model
 ensembles (each member: ``name``, ``weight``, ``set`` = a table of overrides).
+
+``final`` names the preferred final model; ``final_choice = "validation"`` (default) ships whichever
+candidate scores best on validation (ties keep ``final``), ``"pinned"`` ships ``final`` regardless.
+``validate_every = k`` validates after every k-th epoch and the last. ``decision`` sets a multilabel
+run's thresholds (:mod:`musetag.training.decisions`). ``--set epochs=N`` scales the recipe's other
+epoch counts (:mod:`musetag.training.run_length`).
 """
 from __future__ import annotations
 
