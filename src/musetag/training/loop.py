@@ -132,8 +132,7 @@ def _run_inner(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInf
     with run.timer.phase("final_evaluation"):
         preferred, candidates, swa_model = final_candidates(run)
         final, scores, choice = choose_final(run, preferred, candidates)
-    with run.timer.phase("writing"):
-        return write_results(run, final, candidates, swa_model, scores, choice)
+    return write_results(run, final, candidates, swa_model, scores, choice)
 
 
 def _training_payload(run: Run) -> dict:
@@ -176,7 +175,8 @@ def _epochs(run: Run) -> None:
         state.epoch += 1
         state.step = 0
         state.partial = {"loss_sum": 0.0, "count": 0}
-        _save_last(run)
+        with run.timer.phase("checkpoints"):
+            _save_last(run)
         if run.stopper.should_stop:
             run.stopped_early = True
             if run.dist.is_main:
@@ -215,7 +215,8 @@ def _epoch(run: Run, epoch: int) -> dict:
                     single = split_scores(run.predict([m], [1.0], "validation"), run.data, "validation")
                     record[f"val_{metric}_model{i}"] = single.get(metric)
         state.val_preds["last"] = (epoch, val_pred)
-        is_best = _track_best(run, epoch, val.get(metric, float("nan")), val)
+        with run.timer.phase("checkpoints"):
+            is_best = _track_best(run, epoch, val.get(metric, float("nan")), val)
         if is_best:
             state.val_preds["best"] = (epoch, val_pred)
     record["best"] = is_best
@@ -226,7 +227,8 @@ def _epoch(run: Run, epoch: int) -> dict:
         if validate:
             state.val_preds[f"snapshot-{k}"] = (epoch, val_pred)
         if dist.is_main:
-            run.save(run.models[0], f"snapshot-{k}.pt", "snapshot", epoch, metrics=val or None)
+            with run.timer.phase("checkpoints"):
+                run.save(run.models[0], f"snapshot-{k}.pt", "snapshot", epoch, metrics=val or None)
         record["snapshot"] = k
     if run.per_class is not None and validate:
         with run.timer.phase("validation"):

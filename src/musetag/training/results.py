@@ -23,11 +23,14 @@ def write_results(run: Run, final: str, candidates: dict, swa_model: nn.Module |
     """Predictions, thresholds in the checkpoints, summary.json and plots (rank 0); the RunResult."""
     data, state, metric = run.data, run.state, run.metric
     val_scores, test_scores = scores[final]["validation"], scores[final]["test"]
-    thresholds, decision = _thresholds(run, candidates[final][0])
+    with run.timer.phase("final_evaluation"):
+        thresholds, decision = _thresholds(run, candidates[final][0])
     best_epoch = run.stopper.best_epoch + 1  # 1-based, as the log counts (0: no epoch validated)
     if run.dist.is_main:
-        write_predictions(run, final, candidates)
-        package_ckpt = _write_thresholds(run, final, candidates, swa_model, thresholds, scores)
+        with run.timer.phase("writing"):
+            write_predictions(run, final, candidates)
+            package_ckpt = _write_thresholds(run, final, candidates, swa_model, thresholds, scores)
+            _plot(run)
         summary = {
             "recipe": run.cfg.recipe, "task": data.task, "metric": metric, "final": final, "final_choice": choice,
             "checkpoint": f"checkpoints/{package_ckpt}",
@@ -44,13 +47,6 @@ def write_results(run: Run, final: str, candidates: dict, swa_model: nn.Module |
                 for i, split in enumerate(("validation", "test")) if len(data.splits[split])}
         if run.per_class is not None:
             summary["per_class_best_epoch"] = [int(e) + 1 for e in run.per_class.best_epoch]
-        try:
-            from musetag.training.plots import plot_training_curves
-
-            with run.timer.phase("writing"):
-                plot_training_curves(state.history, run.run_dir / "plots", metric=metric)
-        except Exception as exc:  # noqa: BLE001 - plots never lose a finished run
-            log.warning("could not draw the training plots: %s", exc)
         summary["time"] = run.timer.summary()
         summary["seconds"] = round(time.time() - run.t0, 1)
         summary["world_size"] = run.dist.world_size
@@ -61,6 +57,15 @@ def write_results(run: Run, final: str, candidates: dict, swa_model: nn.Module |
         log.info("time: %s", run.timer.describe())
     D.barrier(run.dist)
     return RunResult(run.run_dir, final, metric, best_epoch, val_scores, test_scores, state.epoch, state.history)
+
+
+def _plot(run: Run) -> None:
+    try:
+        from musetag.training.plots import plot_training_curves
+
+        plot_training_curves(run.state.history, run.run_dir / "plots", metric=run.metric)
+    except Exception as exc:  # noqa: BLE001 - plots never lose a finished run
+        log.warning("could not draw the training plots: %s", exc)
 
 
 def _also(val: dict, task: str) -> str:

@@ -1,4 +1,5 @@
-"""Where a training run's time goes: data loading, training, validation, final evaluation, writing.
+"""Where a training run's time goes: data loading, setup, training, validation, checkpoints, final
+evaluation (every candidate's predictions and the choice), writing the run folder.
 
 :class:`PhaseTimer` adds up wall-clock seconds per named phase (``with timer.phase("training"):``);
 the totals go into ``summary.json`` (``time``) and the last lines of the log. A resumed run carries
@@ -10,7 +11,7 @@ import contextlib
 import time
 
 #: the phases in the order a run meets them (others, if any, follow in the order first used)
-PHASES = ("data", "setup", "training", "validation", "final_evaluation", "writing")
+PHASES = ("data", "setup", "training", "validation", "checkpoints", "final_evaluation", "writing")
 
 
 class PhaseTimer:
