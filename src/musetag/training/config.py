@@ -14,7 +14,8 @@ ensembles (each member: ``name``, ``weight``, ``set`` = a table of overrides).
 
 ``final`` names the preferred final model; ``final_choice = "validation"`` (default) ships whichever
 candidate scores best on validation (ties keep ``final``), ``"pinned"`` ships ``final`` regardless.
-``validate_every = k`` validates after every k-th epoch and the last. ``decision`` sets a multilabel
+``validate_every = k`` validates after every k-th epoch and the last (early stopping's and the
+plateau schedule's patience then count validations; the best epoch is the best validated one). ``decision`` sets a multilabel
 run's thresholds (:mod:`musetag.training.decisions`). ``--set epochs=N`` scales the recipe's other
 epoch counts (:mod:`musetag.training.run_length`).
 """
