@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("predictions", nargs="+", help="NPY file(s) of scores (tracks x tags); several are scored one by one")
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
-    p.add_argument("--tags", help="tag list, one per line (names tags in warnings and --per-tag)")
+    p.add_argument("--tags", help="tag list, one per line (names tags in warnings, --per-tag and the confusion "
+                   "matrix); default: tags.txt beside the predictions (a training run's predictions/ folder)")
     p.add_argument("--task", choices=["multilabel", "multiclass"], default="multilabel",
                    help="multiclass: ground truth holds class indices; prints accuracy, balanced accuracy, "
                         "macro-F1 and the confusion matrix")
@@ -53,7 +54,7 @@ def run(args) -> int:
         return _many(args)
     pred = load_array(args.predictions[0], "predictions")
     gt = load_array(args.groundtruth, "ground truth")
-    tags = load_tags(args.tags) if args.tags else None
+    tags = load_tags(args.tags) if args.tags else _tags_beside(args.predictions[0], pred)
     if args.task == "multiclass":
         return _multiclass(args, pred, gt, tags)
     kw = {}
@@ -123,6 +124,9 @@ def _many(args) -> int:
         raise ConfigError("--task multiclass scores one prediction file at a time")
     gt = load_array(args.groundtruth, "ground truth")
     tags = load_tags(args.tags) if args.tags else None
+    if tags is None:
+        first = load_array(args.predictions[0], "predictions")
+        tags = _tags_beside(args.predictions[0], first)
     kw = {}
     if args.thresholds:
         kw["thresholds"] = load_thresholds(args.thresholds)[1]
@@ -159,6 +163,15 @@ def _many(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
+
+
+def _tags_beside(path: str, pred) -> list[str] | None:
+    from musetag.evaluate import tags_beside
+
+    tags, where = tags_beside(path, pred.shape[1] if pred.ndim == 2 else -1)
+    if tags is not None:
+        print(f"tag names from {where}", file=sys.stderr)
+    return tags
 
 
 def _multiclass(args, pred, gt, tags) -> int:

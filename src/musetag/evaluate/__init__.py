@@ -37,7 +37,7 @@ __all__ = [
     "evaluate", "mediaeval_table", "format_table", "write_table", "read_table", "TABLE_ROWS",
     "per_tag_scores", "average_precision_per_tag", "roc_auc_per_tag", "pr_auc_macro",
     "multiclass_metrics", "aggregate_segments", "fit_thresholds", "apply_thresholds",
-    "save_thresholds", "load_thresholds", "load_array", "load_tags", "EvaluationWarning",
+    "save_thresholds", "load_thresholds", "load_array", "load_tags", "tags_beside", "EvaluationWarning",
 ]
 
 
@@ -68,6 +68,19 @@ def load_tags(path: str | Path) -> list[str]:
     if len(set(tags)) != len(tags):
         raise EvaluationError(f"{path}: the tag list has duplicates")
     return tags
+
+
+def tags_beside(predictions_path: str | Path, n_columns: int) -> tuple[list[str] | None, Path | None]:
+    """The tag names of a prediction matrix written by ``musetag train``: ``tags.txt`` in the same
+    folder (``RUN_DIR/predictions/tags.txt``), when it names exactly ``n_columns`` tags; else None."""
+    path = Path(predictions_path).parent / "tags.txt"
+    if not path.is_file():
+        return None, None
+    try:
+        tags = load_tags(path)
+    except EvaluationError:
+        return None, None
+    return (tags, path) if len(tags) == n_columns else (None, None)
 
 
 def evaluate(predictions, targets, *, task: str = "multilabel", tags: Sequence[str] | None = None,
