@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") == "ray":
-        from musetag.tag.ray_cli import embed_command
+        from musetag.commands._ray_cli import embed_command
 
         return embed_command(args)
     from musetag.commands import show_progress

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_segments_output(args.out, getattr(args, "engine", "local"))
     if getattr(args, "engine", "local") == "ray":  # before the local engine's imports (torch)
-        from musetag.tag.ray_cli import tag_command
+        from musetag.commands._ray_cli import tag_command
 
         return tag_command(args)
     from musetag.tag.batch import tag_files
