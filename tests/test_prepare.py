@@ -216,3 +216,24 @@ def test_training_cache_maps_ids_to_files(corpus, tmp_path):
     paths = training_cache(records, config.feature_config(), tmp_path / "tc", progress=False)
     assert list(paths) == [r.id for r in records]
     assert all(p.is_file() and np.load(p).dtype == np.float32 for p in paths.values())
+
+
+def test_a_killed_workers_zombie_does_not_keep_its_temporary_array(tmp_path):
+    # a SIGKILLed worker stays a zombie until reaped (orphans may never be, in a container): its
+    # temporary array is stale all the same, while a live process's is kept
+    from musetag.data.cache import _process_alive, _remove_stale_temporaries
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{child.pid}/stat").exists() \
+            and Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+        time.sleep(0.01)  # exited but not reaped (no wait() yet): a zombie
+    try:
+        assert _process_alive(os.getpid())
+        assert not _process_alive(child.pid)
+        (tmp_path / f"a.tmp-{child.pid}.npy").write_bytes(b"x")
+        (tmp_path / f"b.tmp-{os.getppid()}.npy").write_bytes(b"x")
+        _remove_stale_temporaries(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"b.tmp-{os.getppid()}.npy"]
+    finally:
+        child.wait()

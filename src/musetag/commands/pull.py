@@ -25,6 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from musetag.commands import show_progress
     from musetag.errors import ConfigError
     from musetag.models import hub
 

@@ -454,14 +454,27 @@ def _remove_stale_temporaries(folder: Path) -> None:
     for stale in folder.glob("*.tmp-*.npy"):
         try:
             pid = int(stale.name.rsplit(".tmp-", 1)[1].split(".", 1)[0])
-            if pid != os.getpid():
-                os.kill(pid, 0)
-                continue  # still running
-        except (ValueError, ProcessLookupError):
-            pass
-        except PermissionError:
-            continue  # another user's live process
+        except ValueError:
+            pid = None
+        if pid is not None and pid != os.getpid() and _process_alive(pid):
+            continue
         stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process. A killed worker is a zombie until someone reaps it (an
+    orphan may never be reaped in a container whose first process does not): that counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust the signal check
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
