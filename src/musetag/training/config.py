@@ -198,6 +198,15 @@ class InitSection:
 
 
 @dataclass
+class ProbeSection:
+    """Probes on track embeddings (``model.name = "probe_*"``, :mod:`musetag.training.probe`): the
+    inverse L2 strengths ``C`` tried (scikit-learn's convention), the one best on validation kept."""
+
+    grid: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+    max_iter: int = 500
+
+
+@dataclass
 class MemberSpec:
     """One member of a multi-model ensemble: a shipped recipe (or, without one, the enclosing
     config) with ``set`` overrides; its outputs are weighted by ``weight``."""
@@ -240,6 +249,7 @@ class TrainConfig:
     coteaching: CoTeachingSection = field(default_factory=CoTeachingSection)
     early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
     init: InitSection = field(default_factory=InitSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
     members: list = field(default_factory=list)
     member_sets: list = field(default_factory=list)
 

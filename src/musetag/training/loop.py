@@ -47,6 +47,7 @@ from musetag.training.lock import run_lock
 from musetag.features.augment import BatchAugment
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
+from musetag.training import probe
 from musetag.training.config import TrainConfig, dump_toml, load_config, load_toml_config, resolved_final
 from musetag.training.coteaching import coteaching_losses, forget_rate_at
 from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data, segments
@@ -100,6 +101,9 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         if sets:
             cfg = cfg.replace(sets=sets)
         cfg = cfg.replace({"out": str(run_dir)})
+        if probe.route(cfg):
+            raise ConfigError(f"{run_dir} is a probe run (fitted in seconds, nothing to resume); train it again "
+                              "into a new --out folder")
         check_writable(run_dir, folder=True, flag="--resume")
         with run_lock(run_dir):
             if cfg.members:
@@ -123,6 +127,8 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
                 f"{run_dir} already holds a training run; continue it with `musetag train --resume {run_dir}` "
                 "or choose another --out folder"
             )
+        if probe.route(cfg):  # embeddings + probe: fitted by musetag.training.probe, not the epoch loop
+            return probe.train_probe(cfg, run_dir)
         if cfg.members:
             # --set options apply to every member (except those choosing the members themselves)
             member_sets = [item for item in sets or [] if item.split("=", 1)[0].strip() not in ("members", "member_sets")]
