@@ -7,7 +7,7 @@
 ``probe_mlp``
     standardise -> Linear(dim, hidden) -> ReLU -> Linear(hidden, n_classes).
 ``probe_on_backbone``
-    a pretrained backbone and a probe in one network, what ``musetag package`` makes of a probe
+    pretrained backbone(s) and a probe in one network, what ``musetag package`` makes of a probe
     run: ``forward_features`` is the backbone's embedding of one window and ``head(embedding)``
     the probe's logits. A package of it says ``aggregation = "embedding_mean"``: the tagger averages
     the windows' embeddings over the track first (as ``musetag embed`` and the embedding cache do)
@@ -101,17 +101,18 @@ def probe_mlp(*, n_classes: int, in_channels: int = 1, dim: int = 64, hidden: in
 
 
 class ProbeOnBackbone(nn.Module):
-    """``backbone.forward_features`` (one window) followed by ``probe`` (see the module docstring)."""
+    """``forward_features``: the backbones' window embeddings, concatenated; ``head``: the probe
+    (see the module docstring)."""
 
-    def __init__(self, backbone: nn.Module, probe: nn.Module) -> None:
+    def __init__(self, backbones: list[nn.Module], probe: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbones = nn.ModuleList(backbones)
         self.probe = probe
-        self.num_features = int(getattr(backbone, "num_features", 0))
-        self.default_input = getattr(backbone, "default_input", None)
+        self.num_features = sum(int(getattr(b, "num_features", 0)) for b in backbones)
+        self.default_input = getattr(backbones[0], "default_input", None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features(x)
+        return torch.cat([b.forward_features(x) for b in self.backbones], dim=-1)
 
     def head(self, embedding: torch.Tensor) -> torch.Tensor:
         """Logits of the probe for track embeddings ``(batch, num_features)``."""
@@ -122,16 +123,21 @@ class ProbeOnBackbone(nn.Module):
 
 
 @register_model("probe_on_backbone", family="probe", paper=_PAPER, default_input=_embedding_input(64))
-def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbone: dict | None = None,
+def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbones: list | None = None,
                       probe: dict | None = None) -> nn.Module:
-    """A pretrained backbone (``{"name", "args"}``) with a probe (``{"name", "args"}``) on its embedding."""
+    """Pretrained backbones (``[{"name", "args"}, ...]``, embeddings concatenated) with a probe
+    (``{"name", "args"}``) on their track embedding; built by ``musetag package`` of a probe run."""
     from musetag.models.registry import create_model
 
-    for key, spec in (("backbone", backbone), ("probe", probe)):
+    if not isinstance(backbones, list) or not backbones:
+        raise ModelError(f"probe_on_backbone: backbones must be a non-empty list of {{'name', 'args'}}, got {backbones!r}")
+    for key, spec in [("backbone", b) for b in backbones] + [("probe", probe)]:
         if not isinstance(spec, dict) or not spec.get("name"):
             raise ModelError(f"probe_on_backbone: {key} must be {{'name': ..., 'args': {{...}}}}, got {spec!r}")
-    b_args: dict[str, Any] = dict(backbone.get("args") or {})
-    body = create_model(backbone["name"], **{"n_classes": b_args.pop("n_classes", 1), **b_args})
+    bodies = []
+    for spec in backbones:
+        b_args: dict[str, Any] = dict(spec.get("args") or {})
+        bodies.append(create_model(spec["name"], **{"n_classes": b_args.pop("n_classes", 1), **b_args}))
     p_args: dict[str, Any] = {k: v for k, v in dict(probe.get("args") or {}).items() if k != "n_classes"}
     head = create_model(probe["name"], n_classes=n_classes, **p_args)
-    return ProbeOnBackbone(body, head)
+    return ProbeOnBackbone(bodies, head)
