@@ -195,6 +195,7 @@ class InitSection:
     map: str = ""
     freeze_stages: int = 0
     freeze_epochs: int = 0
+    body_lr_scale: float = 1.0  # everything but the classifier at lr x this (musetag.training.param_groups)
 
 
 @dataclass
@@ -363,6 +364,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)
     _positive("init.freeze_stages", cfg.init.freeze_stages, allow_zero=True)
     _positive("init.freeze_epochs", cfg.init.freeze_epochs, allow_zero=True)
+    _positive("init.body_lr_scale", cfg.init.body_lr_scale)
     if cfg.init.freeze_stages and not cfg.init.path and not ct.peer_init:
         raise ConfigError("init.freeze_stages needs init.path (--init-from) or coteaching.peer_init (--init-peer-from): "
                           "freezing random weights teaches nothing")

@@ -48,6 +48,7 @@ from musetag.features.augment import BatchAugment
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training import probe
+from musetag.training.param_groups import param_groups
 from musetag.training.config import TrainConfig, dump_toml, load_config, load_toml_config, resolved_final
 from musetag.training.coteaching import coteaching_losses, forget_rate_at
 from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data, segments
@@ -632,7 +633,7 @@ def _build_optimisation(run: _Run) -> None:
                              label_smoothing=cfg.loss.label_smoothing).to(run.device)
     swa_start = swa_start_epoch(cfg.epochs, cfg.swa.length) if cfg.swa.enabled else None
     run.state.optimizer_name = cfg.optim.name
-    run.optimizers = [build_optimizer(m.parameters(), cfg.optim) for m in models]
+    run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim) for m in models]
     run.schedules = [LRSchedule(cfg.schedule, epochs=cfg.epochs, base_lr=cfg.optim.lr, swa_start=swa_start,
                                 swa_lr=cfg.swa.lr, swa_anneal_epochs=cfg.swa.anneal_epochs) for _ in models]
     run.swa = SWA(models[0], epochs=cfg.epochs, length=cfg.swa.length) if cfg.swa.enabled else None
@@ -653,7 +654,8 @@ def _resume(run: _Run) -> None:
     cfg, state = run.cfg, run.state
     tr = ckpt.load_checkpoint(run.last_path, map_location="cpu")["training"]
     if tr["optimizer_name"] != cfg.optim.name:
-        run.optimizers = [build_optimizer(m.parameters(), cfg.optim, name=tr["optimizer_name"]) for m in run.models]
+        run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name=tr["optimizer_name"])
+                          for m in run.models]
     for m, sd in zip(run.models, tr["models"]):
         m.load_state_dict(sd)
     for opt, sd in zip(run.optimizers, tr["optimizers"]):
@@ -807,7 +809,8 @@ def _maybe_switch_to_sgd(run: _Run, epoch: int) -> None:
     if not (cfg.optim.switch_to_sgd_epoch and epoch >= cfg.optim.switch_to_sgd_epoch and state.optimizer_name != "sgd"):
         return
     switch_lr = cfg.optim.switch_lr or cfg.optim.lr
-    run.optimizers = [build_optimizer(m.parameters(), cfg.optim, name="sgd", lr=switch_lr) for m in run.models]
+    run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name="sgd", lr=switch_lr)
+                      for m in run.models]
     for s in run.schedules:
         s.base_lr = switch_lr
     state.optimizer_name = "sgd"
