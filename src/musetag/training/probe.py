@@ -13,7 +13,8 @@ validation score (accuracy / PR-AUC-macro; ties: the lower validation loss) is k
 recorded in ``summary.json`` (``probe``) together with the whole grid.
 
 The run folder has the layout of any training run (``config.toml``, ``checkpoints/best.pt`` (also
-``last.pt``), ``predictions/``, ``summary.json``), so ``score``, ``report`` and ``package`` work on it.
+``last.pt``), ``predictions/``, ``summary.json``; no ``metrics.jsonl``: there are no epochs), so ``score``,
+``report`` and ``package`` work on it.
 """
 from __future__ import annotations
 
@@ -214,8 +215,6 @@ def train_probe(cfg, run_dir: Path):
                "tags": list(data.tags), "n_tracks": {k: len(v) for k, v in data.splits.items()},
                "seconds": round(time.time() - t0, 1), "world_size": 1, "probe": probe_info}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
-    with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"epoch": 0, "validation": val_scores, "probe_C": chosen}) + "\n")
     log.info("done: probe C = %g chosen on validation %s %.4f; test %s %s", chosen, metric,
              val_scores.get(metric, float("nan")), metric,
              f"{test_scores[metric]:.4f}" if metric in test_scores else "n/a")
