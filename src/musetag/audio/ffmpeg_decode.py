@@ -41,6 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from musetag.audio.sources import (
+    _TRUNCATION_TOLERANCE_FRAC,
+    _TRUNCATION_TOLERANCE_S,
+    _downmix_frames,
+    _explain_open_failure,
+    _note,
+)
 from musetag.errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -124,7 +131,6 @@ class _Reader:
     """An open file: its audio stream, the decoder Essentia would use, and decoded chunks."""
 
     def __init__(self, source, name: str) -> None:
-        from musetag.audio.io import _explain_open_failure
 
         av = _import_av()
         self.name = name
@@ -217,14 +223,12 @@ class _Reader:
             if packet is None:
                 break
         if skipped:
-            from musetag.audio.io import _note
 
             # a decoder warning on the file's row, as libmpg123's own messages are
             _note(self.name, f"decoder said: FFmpeg skipped {skipped} undecodable frame(s)")
 
     def check_length(self, decoded: int, start: int = 0) -> None:
         """:class:`AudioError` when nothing decoded, or far less than the header announces."""
-        from musetag.audio.io import _TRUNCATION_TOLERANCE_FRAC, _TRUNCATION_TOLERANCE_S, _explain_open_failure
 
         if decoded == 0 and start == 0:
             if not isinstance(self._source, Path):
@@ -247,7 +251,7 @@ def _open(source, name: str) -> _Reader:
 def decode(source, name: str, *, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
     """The whole file (or ``offset``/``duration`` seconds of it) as ``(samples, channels)`` float32,
     and its rate. ``source``: a :class:`~pathlib.Path` or a seekable binary file object (what
-    :func:`musetag.audio.io._normalise_source` returns). The file is decoded from its start (as
+    :func:`musetag.audio.sources._normalise_source` returns). The file is decoded from its start (as
     Essentia does; seeking in an MP3 would change the first samples) and decoding stops once the
     requested span is complete."""
     with _open(source, name) as reader:
@@ -292,7 +296,6 @@ def stream_blocks(
     bounded by a few blocks). With ``resample_method="linear"`` (libsamplerate's streaming
     converter) or no resampling, the blocks join to exactly the samples of :func:`decode` followed
     by the channel average and :func:`musetag.audio.ops.resample`."""
-    from musetag.audio.io import _downmix_frames
     from musetag.audio.ops import stream_resampler
 
     with _open(source, name) as reader:

@@ -41,12 +41,10 @@ Register your own with ``@register_key_mapping("name")``.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from musetag.errors import ConfigError, ModelError
+from musetag.errors import ModelError
+from musetag.training.freezing import StageFreezer, model_stages
+from musetag.training.key_maps import (  # noqa: F401  (re-exported: transfer is where users import them from)
+    KeyMap,
+    _tensors_only,
+    classifier_prefix,
+    convert_upstream,
+    get_key_mapping,
+    list_key_mappings,
+    register_key_mapping,
+    upstream_model_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,262 +83,7 @@ __all__ = [
     "upstream_model_spec",
 ]
 
-KeyMap = Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]]
-
 RAW_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-
-# ------------------------------------------------------------------------------------ key mappings
-
-_KEY_MAPPINGS: dict[str, tuple[KeyMap, str]] = {}
-
-
-def register_key_mapping(name: str, description: str = "") -> Callable[[KeyMap], KeyMap]:
-    """Decorator: make ``fn(state_dict, model) -> state_dict`` available as ``--init-map name``."""
-
-    def wrap(fn: KeyMap) -> KeyMap:
-        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _KEY_MAPPINGS[name] = (fn, doc)
-        return fn
-
-    return wrap
-
-
-def list_key_mappings() -> dict[str, str]:
-    """Registered mapping names and their one-line descriptions."""
-    return {name: doc for name, (_, doc) in sorted(_KEY_MAPPINGS.items())}
-
-
-def _rename_prefix(sd: Mapping[str, torch.Tensor], old: str, new: str) -> dict[str, torch.Tensor]:
-    return {(new + k[len(old):] if k.startswith(old) else k): v for k, v in sd.items()}
-
-
-@register_key_mapping("none")
-def _identity(sd, model):
-    """Keep the source names as they are."""
-    return dict(sd)
-
-
-@register_key_mapping("strip-wrappers")
-def strip_wrappers(sd, model):
-    """Drop ``module.`` (DataParallel, DDP, AveragedModel) and ``_orig_mod.`` (torch.compile) prefixes."""
-    out = {}
-    for k, v in sd.items():
-        if k == "n_averaged":
-            continue
-        changed = True
-        while changed:
-            changed = False
-            for prefix in ("module.", "_orig_mod."):
-                if k.startswith(prefix):
-                    k, changed = k[len(prefix):], True
-        out[k] = v
-    return out
-
-
-@register_key_mapping("lightning")
-def lightning(sd, model):
-    """PyTorch Lightning checkpoints: drop the ``model.`` (or ``net.``) attribute prefix."""
-    sd = strip_wrappers(sd, model)
-    for prefix in ("model.", "net."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            return _rename_prefix(sd, prefix, "")
-    return sd
-
-
-@register_key_mapping("timm")
-def timm_backbone(sd, model):
-    """A bare timm model's weights (e.g. ImageNet) onto the timm module inside a musetag model."""
-    sd = strip_wrappers(sd, model)
-    target = model.state_dict()
-    if sum(k in target for k in sd) > len(sd) / 2:  # already musetag names
-        return sd
-    prefix = _timm_prefix(model)
-    if prefix is None:
-        raise ModelError(
-            "--init-map timm: the target model holds no timm module; use it with `timm:<name>` models or "
-            "give a prefix mapping (prefix:OLD=NEW)"
-        )
-    return {prefix + k: v for k, v in sd.items()}
-
-
-def _timm_prefix(model: nn.Module) -> str | None:
-    for name, module in model.named_modules():
-        if name and type(module).__module__.startswith("timm."):
-            # the outermost timm module: its children belong to it
-            return name + "."
-    return None
-
-
-def _prefix_mapping(spec: str) -> KeyMap:
-    pairs = []
-    for part in spec.split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ConfigError(f"--init-map prefix:{spec}: write each rename as OLD=NEW (NEW may be empty)")
-        old, new = part.split("=", 1)
-        pairs.append((old, new))
-
-    def fn(sd, model):
-        sd = strip_wrappers(sd, model)
-        for old, new in pairs:
-            sd = _rename_prefix(sd, old, new)
-        return sd
-
-    return fn
-
-
-def get_key_mapping(spec: str | KeyMap | None) -> KeyMap:
-    """Resolve a mapping given as a callable, a registered name, ``prefix:OLD=NEW`` or ``module:function``."""
-    if spec is None or spec == "":
-        return strip_wrappers
-    if callable(spec):
-        user = spec
-
-        def chained(sd, model):
-            return user(strip_wrappers(sd, model), model)
-
-        return chained
-    spec = str(spec)
-    if spec in _KEY_MAPPINGS:
-        return _KEY_MAPPINGS[spec][0]
-    if spec.startswith("prefix:"):
-        return _prefix_mapping(spec[len("prefix:"):])
-    if ":" in spec:
-        target, func_name = spec.rsplit(":", 1)
-        try:
-            if target.endswith(".py"):
-                file = Path(target)
-                if not file.is_file():
-                    raise ConfigError(f"--init-map {spec}: {file} does not exist")
-                module_spec = importlib.util.spec_from_file_location(f"musetag_user_map_{file.stem}", file)
-                module = importlib.util.module_from_spec(module_spec)
-                module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-            else:
-                module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ConfigError(f"--init-map {spec}: cannot import {target} ({exc})") from None
-        fn = getattr(module, func_name, None)
-        if not callable(fn):
-            raise ConfigError(f"--init-map {spec}: {target} has no function {func_name!r}")
-        return get_key_mapping(fn)
-    raise ConfigError(
-        f"unknown key mapping {spec!r}: use one of {', '.join(_KEY_MAPPINGS)}, prefix:OLD=NEW, "
-        "or module:function / file.py:function"
-    )
-
-
-# ------------------------------------------------------------------------------ upstream formats
-# Published weights of other projects, renamed key for key onto the zoo's exact re-implementations
-# (see musetag.models.upstream). Strict: every key must be known and, with a target model, every
-# target key present with the same shape; anything else is a ModelError naming the keys.
-
-UPSTREAM_FORMATS = ("mtg-baseline", "won2020")
-_BASELINE_BLOCK = {1: 0, 2: 2, 3: 4, 4: 6, 5: 8}  # conv_i -> vggish_baseline features.<index>
-
-
-def _rename_mtg_baseline(key: str) -> str | None:
-    head, _, rest = key.partition(".")
-    if head == "bn_init":
-        return f"input_bn.{rest}"
-    if head == "dense":
-        return f"classifier.{rest}"
-    for prefix, sub in (("conv_", 0), ("bn_", 1)):
-        if head.startswith(prefix) and head[len(prefix):].isdigit() and int(head[len(prefix):]) in _BASELINE_BLOCK:
-            return f"features.{_BASELINE_BLOCK[int(head[len(prefix):])]}.{sub}.{rest}"
-    return None
-
-
-_WON_TOP = ("spec", "spec_bn", "layer1", "layer2", "layer3", "layer4", "layer5", "layers", "dense1", "bn")
-
-
-def _rename_won2020(key: str) -> str | None:
-    head, _, rest = key.partition(".")
-    if head in ("dense", "dense2"):
-        return f"classifier.{rest}"
-    return key if head in _WON_TOP else None
-
-
-_UPSTREAM_RENAMES = {"mtg-baseline": _rename_mtg_baseline, "won2020": _rename_won2020}
-
-
-def upstream_model_spec(kind: str, state_dict: Mapping[str, torch.Tensor]) -> tuple[str, dict[str, Any]]:
-    """``(zoo model name, args)`` of the exact architecture behind an upstream state dict, read
-    from its keys and shapes (``n_classes`` from the output layer; Musicnn's back-end and dense widths)."""
-    if kind not in _UPSTREAM_RENAMES:
-        raise ModelError(f"unknown upstream format {kind!r}; known: {', '.join(UPSTREAM_FORMATS)}")
-    sd = dict(state_dict)
-    if kind == "mtg-baseline":
-        if "dense.weight" not in sd:
-            raise ModelError("not an MTG-Jamendo baseline state dict: no 'dense.weight'")
-        return "vggish_baseline", {"n_classes": int(sd["dense.weight"].shape[0]), "act": "elu"}
-    if "layers.0.conv.weight" in sd:
-        if "dense2.weight" not in sd or "layer1.conv.weight" not in sd or "dense1.weight" not in sd:
-            raise ModelError("Musicnn state dict without dense2/layer1/dense1 weights; the file is incomplete")
-        return "won_musicnn", {"n_classes": int(sd["dense2.weight"].shape[0]),
-                               "backend": int(sd["layer1.conv.weight"].shape[0]),
-                               "dense": int(sd["dense1.weight"].shape[0])}
-    if "dense.weight" not in sd:
-        raise ModelError("not a Won et al. 2020 fcn/crnn/musicnn state dict: no 'dense.weight' or 'dense2.weight'")
-    name = "won_crnn" if "layer5.weight_ih_l0" in sd else "won_fcn"
-    return name, {"n_classes": int(sd["dense.weight"].shape[0])}
-
-
-def _check_strict(kind: str, mapped: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
-                  head: str | None = None) -> None:
-    from musetag.models.pretrained import state_dict_mismatch
-
-    mismatch = state_dict_mismatch(dict(mapped), dict(target), skip_shapes_under=head, show=50)
-    if mismatch:
-        raise ModelError(f"{kind} weights do not fit the model exactly: {mismatch}")
-
-
-def convert_upstream(kind: str, state_dict: Mapping[str, Any], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """Upstream ``state_dict`` (``kind``: ``mtg-baseline`` or ``won2020``) renamed to musetag's keys.
-
-    Strict: a key no rule knows, a missing key or a different shape raises :class:`ModelError`
-    naming them. Without ``model`` the check is against the architecture
-    :func:`upstream_model_spec` reads from the keys, so a downloaded file can be converted into
-    a package without building anything first. With ``model`` (``--init-from FILE --init-map
-    won2020``) the output layer may differ in size: transfer re-creates it for the new tags."""
-    if kind not in _UPSTREAM_RENAMES:
-        raise ModelError(f"unknown upstream format {kind!r}; known: {', '.join(UPSTREAM_FORMATS)}")
-    rename = _UPSTREAM_RENAMES[kind]
-    sd = strip_wrappers(_tensors_only(state_dict), None)
-    mapped: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in sd.items():
-        new = rename(key)
-        if new is None:
-            unknown.append(key)
-        else:
-            mapped[new] = value
-    if unknown:
-        raise ModelError(f"{kind} weights: unexpected key(s) {', '.join(unknown)}; is this the right format?")
-    head = None
-    if model is None:
-        from musetag.models import create_model
-
-        name, args = upstream_model_spec(kind, sd)
-        model = create_model(name, **args)
-    else:
-        head = classifier_prefix(model)
-    _check_strict(kind, mapped, model.state_dict(), head)
-    return mapped
-
-
-@register_key_mapping("mtg-baseline")
-def mtg_baseline(sd, model):
-    """MTG-Jamendo baseline (MTG/mtg-jamendo-dataset scripts/baseline CNN) onto vggish_baseline(act="elu"); strict."""
-    return convert_upstream("mtg-baseline", sd, model)
-
-
-@register_key_mapping("won2020")
-def won2020(sd, model):
-    """Won et al. 2020 sota-music-tagging-models fcn/musicnn/crnn onto won_fcn/won_musicnn/won_crnn; strict."""
-    return convert_upstream("won2020", sd, model)
 
 
 # ------------------------------------------------------------------------------------ sources
@@ -348,8 +102,6 @@ class SourceWeights:
     task: str | None = None
 
 
-def _tensors_only(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    return {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
 def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -489,15 +241,6 @@ class TransferReport:
         return "\n".join(lines)
 
 
-def classifier_prefix(model: nn.Module) -> str | None:
-    """The state_dict prefix of the model's classifier (``"classifier."``), or None."""
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "classifier", None)
-    if head is None:
-        return None
-    for name, module in model.named_modules():
-        if module is head and name:
-            return name + "."
-    return None
 
 
 def transfer_weights(
@@ -559,7 +302,7 @@ def transfer_weights(
         raise ModelError(
             f"--init-from {src.origin}: no weight matches the model by name and shape (source keys like "
             f"{examples_src}; model keys like {examples_tgt}). Use the same architecture, or a key mapping "
-            f"(--init-map {', '.join(_KEY_MAPPINGS)}, prefix:OLD=NEW, or module:function)"
+            f"(--init-map {', '.join(list_key_mappings())}, prefix:OLD=NEW, or module:function)"
         )
     model.load_state_dict(new_state, strict=False)
     params = dict(model.named_parameters())
@@ -640,116 +383,3 @@ def init_from(
     if log_summary:
         log.info("%s", report.summary())
     return report, freezer
-
-
-# ------------------------------------------------------------------------------------ freezing
-
-
-def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's stages in input-to-output order, classifier excluded.
-
-    A model may define ``freeze_groups()`` returning ``[(name, module), ...]``; otherwise the stages are its
-    top-level children that hold parameters; a single wrapper child (``features``, a timm ``body``)
-    is descended into and a container of blocks (``stages``, ``blocks``) counts each block, so a
-    ResNet gives ``stem, stages.0 .. stages.3`` as in timm.
-    """
-    custom = getattr(model, "freeze_groups", None)
-    if callable(custom) and not isinstance(custom, nn.Module):
-        return list(custom())
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "classifier", None)
-    prefix, module = "", model
-    while True:
-        children = [
-            (name, child) for name, child in module.named_children()
-            if child is not head and any(True for _ in child.parameters())
-        ]
-        if len(children) == 1 and any(True for _ in children[0][1].children()):
-            prefix += children[0][0] + "."
-            module = children[0][1]
-            continue
-        stages: list[tuple[str, nn.Module]] = []
-        for name, child in children:
-            inner = [(n, c) for n, c in child.named_children() if any(True for _ in c.parameters())]
-            if not isinstance(child, nn.Sequential | nn.ModuleList) or len(inner) < 2:
-                stages.append((prefix + name, child))
-            elif any(any(True for _ in c.children()) for _, c in inner):
-                # a container of blocks (ResNet ``stages``, timm ``blocks``): each block is a stage
-                stages.extend((f"{prefix}{name}.{n}", c) for n, c in inner)
-            else:
-                # a flat run of layers (VGG ``features``): each weight layer with the norms after it
-                groups: list[tuple[str, list[nn.Module]]] = []
-                for n, c in inner:
-                    if groups and isinstance(c, _NORMS):
-                        groups[-1][1].append(c)
-                    else:
-                        groups.append((n, [c]))
-                if len(groups) < 2:
-                    stages.append((prefix + name, child))
-                else:
-                    stages.extend((f"{prefix}{name}.{n}", nn.ModuleList(ms)) for n, ms in groups)
-        return stages
-
-
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-class StageFreezer:
-    """Freeze the first ``n_stages`` stages for the first ``epochs`` epochs (None: always).
-
-    Frozen parameters get ``requires_grad = False`` (no gradient is computed, optimisers skip them)
-    and frozen batch-norm layers run in eval mode even while the model trains (a forward pre-hook),
-    so their running statistics keep the pretrained values. Call :meth:`apply` with the 0-based
-    epoch at the start of every epoch (before or after ``model.train()``).
-    """
-
-    def __init__(self, model: nn.Module, n_stages: int, epochs: int | None = None) -> None:
-        stages = model_stages(model)
-        if n_stages < 0:
-            raise ConfigError(f"freeze_stages={n_stages}: give a number of stages >= 0")
-        if n_stages > len(stages):
-            raise ConfigError(
-                f"freeze_stages={n_stages}, but the model has {len(stages)} stages "
-                f"({', '.join(n for n, _ in stages)}); freeze at most {len(stages)}"
-            )
-        if epochs is not None and epochs < 0:
-            raise ConfigError(f"freeze_epochs={epochs}: give a number of epochs >= 0 (omit it to freeze throughout)")
-        self.model = model
-        self.epochs = epochs
-        self.stage_names = [n for n, _ in stages[:n_stages]]
-        self._modules = [m for _, m in stages[:n_stages]]
-        self._params = [p for m in self._modules for p in m.parameters()]
-        self._trainable = [p.requires_grad for p in self._params]
-        self._norms = [
-            sub for m in self._modules for sub in m.modules() if isinstance(sub, nn.modules.batchnorm._BatchNorm)
-        ]
-        self._hooks: list[Any] = []
-        self.frozen = False
-
-    def is_frozen_at(self, epoch: int) -> bool:
-        return bool(self._modules) and (self.epochs is None or epoch < self.epochs)
-
-    def apply(self, epoch: int) -> bool:
-        """Freeze or unfreeze for ``epoch`` (0-based); returns whether the stages are frozen."""
-        frozen = self.is_frozen_at(epoch)
-        if frozen == self.frozen:
-            return frozen
-        for p, trainable in zip(self._params, self._trainable):
-            p.requires_grad_(trainable and not frozen)
-            if frozen:
-                p.grad = None
-        if frozen:
-            self._hooks = [m.register_forward_pre_hook(_eval_mode) for m in self._norms]
-        else:
-            for h in self._hooks:
-                h.remove()
-            self._hooks = []
-        log.info("%s stages %s (epoch %d)", "froze" if frozen else "unfroze", ", ".join(self.stage_names), epoch + 1)
-        self.frozen = frozen
-        return frozen
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-
-
-def _eval_mode(module: nn.Module, inputs: Any) -> None:
-    module.training = False  # a frozen batch norm normalises with (and keeps) its running statistics
