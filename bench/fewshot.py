@@ -259,6 +259,8 @@ def main() -> None:
     if cpu_file.exists():  # `/usr/bin/time` lines of the `musetag embed` runs: "NAME cpu_user=.. cpu_sys=.."
         for line in cpu_file.read_text().splitlines():
             name, *kv = line.split()
+            if not kv or not all("=" in x for x in kv):
+                continue  # "Command terminated by signal ...": an extraction stopped before the end
             d = dict(x.split("=") for x in kv)
             extraction[name] = (float(d["cpu_user"]) + float(d["cpu_sys"])) / len(all_clips)
     backbones = [b for b in args.backbones.split(",") if b and (args.embeddings / f"{b}.npy").exists()]
