@@ -199,7 +199,7 @@ def _cell(values: list[float]) -> str:
 
 
 def write_report(res: Results, args, extraction: dict[str, float], notes: list[str]) -> None:
-    arms = list(dict.fromkeys(r["arm"] for r in res.rows))
+    arms = sorted(dict.fromkeys(r["arm"] for r in res.rows), key=lambda a: (a[:3], "+" in a, a))
     sizes = sorted({r["k"] for r in res.rows})
     lines = [
         "## Few labelled examples: probes on pretrained embeddings vs classical features (`bench/fewshot.py`)",
@@ -268,6 +268,8 @@ def main() -> None:
     for c in combos:
         extraction[c] = sum(extraction.get(p, float("nan")) for p in c.split("+"))
 
+    if (args.work / "classical.npz").exists():
+        extraction["log-mel + MFCC stats"] = float(np.load(args.work / "classical.npz")["cpu_per_clip"])
     if "classical" in arms:
         x, cpu = classical_features(all_clips, args.work)
         extraction["log-mel + MFCC stats"] = cpu
