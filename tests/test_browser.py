@@ -1,5 +1,7 @@
 """The web page in a real headless Chromium: choose (or drop) a song, play it, see its tags as
-sorted bars; the API documentation page renders without internet.
+sorted bars and over time (a timeline that seeks the player and follows it, by mouse and keyboard),
+with one of two served models or both side by side; the API documentation page renders without
+internet.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them); skipped with a
 message when they are missing.
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_package import TAGS, make_package
+from test_package import TAGS, make_package, tiny_model
 from test_serve import Server, wav_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -33,6 +35,7 @@ def browser(tmp_path):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", "--mute-audio", "--window-size=1000,1100",
+                "--autoplay-policy=no-user-gesture-required",
                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -65,7 +68,9 @@ def page(browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
-    server = Server(pkg, tmp_path / "serve.log", "--max-upload-mb", "20", "--max-concurrency", "1")
+    # a second model with the same front end (it shares the decoder): its own weights
+    other = make_package(tmp_path / "other", frames=64, hop=64, model=tiny_model(len(TAGS), seed=7))
+    server = Server([pkg, other], tmp_path / "serve.log", "--max-upload-mb", "20", "--max-concurrency", "1")
     try:
         server.wait()
         browser.get(server.url + "/")
@@ -97,6 +102,26 @@ def test_page_tags_a_song(page, browser, song, tmp_path):
     shot = tmp_path / "tagged-page.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+    check_timeline(browser, wait)
+
+    # both served models side by side, for the same upload
+    from selenium.webdriver.support.ui import Select
+
+    played = browser.execute_script("return document.getElementById('audio').currentTime")
+    Select(browser.find_element(By.ID, "model-select")).select_by_value("__all__")  # tags the song again
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".model-result .timeline")) == 2)
+    sections = browser.find_elements(By.CSS_SELECTOR, ".model-result")
+    assert [s.get_attribute("data-model") for s in sections] == ["pkg", "other"]
+    for section in sections:
+        assert len(section.find_elements(By.CSS_SELECTOR, ".timeline polyline.series")) == 5
+        assert len(section.find_elements(By.CSS_SELECTOR, ".bar")) == len(TAGS)
+    first, second = ([float(b.get_attribute("data-score")) for b in s.find_elements(By.CSS_SELECTOR, ".bar")]
+                     for s in sections)
+    assert first != second  # two different models answered
+    assert browser.execute_script("return document.getElementById('audio').currentTime") == pytest.approx(played)
+    timelines = browser.find_elements(By.CSS_SELECTOR, ".model-result .timeline")
+    timelines[1].click()  # either timeline seeks the one player; both cursors follow
+    wait.until(lambda d: len({t.get_attribute("data-time") for t in timelines}) == 1)
 
     # a file that is not audio: the page shows the server's error message
     bad = tmp_path / "notes.mp3"
@@ -104,6 +129,55 @@ def test_page_tags_a_song(page, browser, song, tmp_path):
     browser.find_element(By.ID, "file").send_keys(str(bad))
     wait.until(lambda d: "error" in (d.find_element(By.ID, "status").get_attribute("class") or ""))
     assert "text file" in browser.find_element(By.ID, "status").text
+
+
+def check_timeline(browser, wait):
+    """The timeline of the song just tagged: drawn from the API's windows, clicking it seeks the
+    player and the cursor follows, keyboard access, and the labels a screen reader reads."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = browser.find_element(By.ID, "timeline")
+    lines = box.find_elements(By.CSS_SELECTOR, "polyline.series")
+    assert len(lines) == 5  # the top 5 tags, each a line through its windows' scores
+    duration = float(box.get_attribute("aria-valuemax"))
+    windows = int(box.get_attribute("data-windows"))
+    assert duration > 60 and windows == len(lines[0].get_attribute("points").split()) > 50
+    assert box.get_attribute("role") == "slider" and box.get_attribute("tabindex") == "0"
+    assert "arrow keys" in box.get_attribute("aria-label")
+    wait.until(lambda d: d.execute_script("return document.getElementById('audio').readyState") >= 1)
+
+    def now():
+        return browser.execute_script("return document.getElementById('audio').currentTime")
+
+    def cursor_x():
+        return float(box.find_element(By.CSS_SELECTOR, "line.cursor").get_attribute("x1"))
+
+    # a click at three quarters of the width moves the player three quarters into the song
+    width = box.size["width"]
+    ActionChains(browser).move_to_element_with_offset(box, int(width * 0.25), 0).click().perform()
+    wait.until(lambda d: abs(now() - 0.75 * duration) < 0.02 * duration)
+    assert cursor_x() == pytest.approx(750, abs=20)  # the cursor (viewBox 0..1000) is there too
+    assert "of" in box.get_attribute("aria-valuetext")
+    # keyboard: the timeline takes focus; arrows move 5 s, Home goes to the start
+    box.send_keys(Keys.ARROW_LEFT)
+    assert browser.switch_to.active_element == box
+    wait.until(lambda d: abs(now() - (0.75 * duration - 5)) < 0.5)
+    box.send_keys(Keys.HOME)
+    wait.until(lambda d: now() < 0.5)
+    assert cursor_x() < 5
+    box.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    wait.until(lambda d: abs(now() - 10) < 0.5)
+    # playing: the cursor follows the player
+    before = cursor_x()
+    browser.execute_script("document.getElementById('audio').play()")
+    wait.until(lambda d: now() > 11.0)
+    browser.execute_script("document.getElementById('audio').pause()")
+    wait.until(lambda d: cursor_x() > before)
+    assert cursor_x() == pytest.approx(now() / duration * 1000, abs=2)
+    table = browser.find_element(By.CSS_SELECTOR, "#model-results details.windows")
+    assert f"({windows} windows)" in table.text
 
 
 def test_drop_a_file_onto_the_page_and_read_the_docs_offline(page, browser, song, tmp_path):
@@ -159,6 +233,13 @@ def test_page_with_the_default_pretrained_model_shows_real_moods_and_its_licence
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))
         shown = [b.get_attribute("data-tag") for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar")]
         assert len(shown) == 15 and {"love", "melodic"} & set(shown[:3])  # the golden top moods of this song
+        # this model hears the centred 29.1 s excerpt only: its timeline is one window, in the middle
+        box = browser.find_element(By.ID, "timeline")
+        assert box.get_attribute("data-windows") == "1"
+        duration = float(box.get_attribute("aria-valuemax"))
+        xs = [float(p.split(",")[0]) for p in box.find_element(By.CSS_SELECTOR, "polyline").get_attribute("points").split()]
+        assert xs[0] == pytest.approx((duration - 29.1) / 2 / duration * 1000, abs=2)
+        assert xs[1] - xs[0] == pytest.approx(29.1 / duration * 1000, abs=2)
         browser.save_screenshot(str(tmp_path / "pretrained-page.png"))
     finally:
         server.stop()

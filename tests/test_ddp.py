@@ -13,7 +13,8 @@ SETS = ["epochs=2", "progress=false", "data.crop=32", "data.eval_crop=32", "data
         "schedule.warmup_epochs=0", "swa.enabled=true", "swa.length=0.5",
         # the final weights compared are the last epoch's: after 2 epochs on 8 tracks the SWA batch-norm
         # statistics (recomputed exactly) amplify the per-rank-BN weight drift far beyond what real runs see
-        "final=best"]
+        # (pinned: chosen on validation, the two runs could ship different candidates)
+        "final=best", "final_choice=pinned"]
 
 
 def _free_port():

@@ -317,6 +317,9 @@ def test_cli_explains_the_cv_column(tmp_path, rng, capsys):
                  str(tmp_path / "tt.npy"), "--out", str(tmp_path / "o"), "--metric", "pr_auc_micro"]) == 0
     out = capsys.readouterr().out
     assert "CV: pr_auc_micro held out in 5-fold cross-validation" in out
+    cv_line = next(ln for ln in out.splitlines() if "(5-fold CV inside validation)" in ln)
+    assert "not comparable" in cv_line and "~80 tracks" in cv_line  # 400 validation rows / 5 folds
+    assert "[in-sample: fitted and scored on all 400 validation tracks]" in out
     assert "topk" in out and "test ROC-m" in out
 
 
@@ -341,3 +344,35 @@ def test_bour_topk_and_calibrated_per_tag_are_auto_candidates(tmp_path, capsys):
     assert abs(t_tk["PR-AUC-macro"] - t_mean["PR-AUC-macro"]) < 0.003
     meta = json.loads((tmp_path / "tk" / "ensemble.json").read_text())
     assert meta["method"] == "topk" and 1 <= meta["params"]["k"] <= 24
+
+
+def test_thresholds_carry_tag_names_from_beside_the_predictions_or_say_once(tmp_path, rng, capsys, caplog):
+    vy, vp, ty, tp = _models(rng)
+    names = [f"mood---t{i}" for i in range(vy.shape[1])]
+    args = []
+    for split, preds in (("validation", vp), ("test", tp)):
+        (tmp_path / split).mkdir()
+        args.append(f"--{split}")
+        for i, p in enumerate(preds):
+            np.save(tmp_path / split / f"m{i}.npy", p)
+            args.append(str(tmp_path / split / f"m{i}.npy"))
+    np.save(tmp_path / "vt.npy", vy)
+    np.save(tmp_path / "tt.npy", ty)
+    base = ["ensemble", *args, "--validation-targets", str(tmp_path / "vt.npy"), "--test-targets",
+            str(tmp_path / "tt.npy"), "--method", "mean"]
+    assert main([*base, "--out", str(tmp_path / "o1")]) == 0
+    notes = [r for r in caplog.records if "tag names unknown" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0].getMessage()
+    assert [ln.split("\t")[0] for ln in (tmp_path / "o1" / "thresholds.txt").read_text().splitlines()] == \
+        [str(i) for i in range(len(names))]
+    caplog.clear()
+    (tmp_path / "validation" / "tags.txt").write_text("\n".join(names) + "\n")
+    assert main([*base, "--out", str(tmp_path / "o2")]) == 0
+    assert not [r for r in caplog.records if "tag names unknown" in r.getMessage()]
+    assert [ln.split("\t")[0] for ln in (tmp_path / "o2" / "thresholds.txt").read_text().splitlines()] == names
+    assert json.loads((tmp_path / "o2" / "ensemble.json").read_text())["tags"] == names
+    # score: several runs without names, per-tag output asked for: one line for the whole command
+    (tmp_path / "validation" / "tags.txt").unlink()
+    capsys.readouterr()
+    assert main(["score", *args[1:3], "-g", str(tmp_path / "vt.npy"), "--per-tag"]) == 0
+    assert capsys.readouterr().err.count("tag names unknown") == 1

@@ -263,7 +263,7 @@ def test_cache_keys_change_for_jamendo96_only():
 
 def test_jamendo96_decodes_as_essentia_everywhere(mp3_file, tmp_path):
     """extract_file, the prepare cache, the tagger (whole file, streamed, uploads as served)."""
-    from musetag.data.cache import build_cache
+    from musetag.data.cache import FeatureCache, build_cache
     from musetag.data.manifest import TrackRecord
     from musetag.tag.tagger import FrontEnd
 
@@ -276,7 +276,7 @@ def test_jamendo96_decodes_as_essentia_everywhere(mp3_file, tmp_path):
 
     records = [TrackRecord(id="t", audio_path=mp3_file, tags=["x"], split="train")]
     result = build_cache(records, cfg, tmp_path / "cache", progress=False, workers=0)
-    np.testing.assert_array_equal(np.load(result.out_dir / "features" / "t.npy"), expected.astype(np.float16))
+    np.testing.assert_array_equal(np.load(FeatureCache(result.out_dir).file(0)), expected.astype(np.float16))
 
     front = FrontEnd(cfg.to_dict(), {})
     np.testing.assert_allclose(front.segments(mp3_file)[0][0, 0], expected, atol=1e-3)

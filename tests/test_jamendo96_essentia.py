@@ -91,7 +91,7 @@ def test_legacy_jamendo96_config_loads_as_the_corrected_preset():
 
 
 def test_cached_jamendo96_features_never_go_below_the_floor(tmp_path):
-    from musetag.data.cache import build_cache
+    from musetag.data.cache import FeatureCache, build_cache
     from musetag.data.manifest import TrackRecord
     import soundfile as sf
 
@@ -101,7 +101,7 @@ def test_cached_jamendo96_features_never_go_below_the_floor(tmp_path):
     sf.write(tmp_path / "a.wav", audio, 44100, subtype="FLOAT")
     records = [TrackRecord(id="a", audio_path=tmp_path / "a.wav", tags=["x"], split="train")]
     result = build_cache(records, get_preset("jamendo96"), tmp_path / "cache", progress=False, workers=0)
-    arr = np.load(result.out_dir / "features" / "a.npy")
+    arr = np.load(FeatureCache(result.out_dir).file(0))
     assert arr.min() >= -200.0 and arr.min() == -200.0
 
 

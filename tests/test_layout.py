@@ -173,3 +173,45 @@ def test_moved_modules_keep_their_old_import_path(old, new):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == new
+
+
+# Imports that go right of the importer's stage, inside functions only, each with its reason
+# (docs/ARCHITECTURE.md lists them). Anything else pointing rightwards is a layering error.
+STAGES = ["audio", "features", "data", "models", "training", "evaluate", "tag", "serve", "commands"]
+RIGHTWARD_ALLOWED = {
+    # published weights become packages, renamed by the strict upstream key mappings
+    ("musetag.models.upstream", "musetag.training.transfer"),
+    ("musetag.models.upstream", "musetag.tag.package"),
+    # a model package can be the source of a transfer
+    ("musetag.training.transfer", "musetag.tag"),
+    ("musetag.training.transfer", "musetag.tag.package"),
+    # an `embed:` feature cache holds the vectors `musetag embed` computes (the same Embedder), from catalogue models
+    ("musetag.data.embed_features", "musetag.tag.embed"),
+    ("musetag.data.embed_features", "musetag.models.hub"),
+}
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def _rightward_imports() -> set[tuple[str, str]]:
+    found = set()
+    for module in _all_modules():
+        stage = _stage(module)
+        if stage is None:
+            continue
+        for target in _imports_anywhere(module):
+            other = _stage(target)
+            if other and STAGES.index(other) > STAGES.index(stage):
+                found.add((module, target.rsplit(".", 1)[0] if target not in _all_modules() else target))
+    return found
+
+
+def test_no_stage_imports_a_later_stage_even_inside_functions():
+    found = _rightward_imports()
+    assert ("musetag.models.upstream", "musetag.tag.package") in found, "the import scan found nothing"
+    unexpected = {pair for pair in found if pair not in RIGHTWARD_ALLOWED}
+    assert not unexpected, "a stage imports a later one (move the code, or add a documented exception): " + \
+        ", ".join(f"{a} -> {b}" for a, b in sorted(unexpected))

@@ -12,7 +12,7 @@ import pytest
 
 SETS = ["epochs=4", "progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32", "data.batch_size=2",
         "model.args.width=4", "model.args.dropout=0.3", "augment.mixup_alpha=0.4", "augment.specaugment=true",
-        "swa.enabled=true", "swa.length=0.5", "final=swa", "data.num_workers=1", "schedule.name=cosine"]
+        "swa.enabled=true", "swa.length=0.5", "final=swa", "final_choice=pinned", "data.num_workers=1", "schedule.name=cosine"]
 
 
 def _cmd(*args):

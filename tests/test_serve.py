@@ -41,12 +41,14 @@ def wav_bytes(seconds: float, sr: int = 22050, freq: float = 330.0, fmt: str = "
 class Server:
     """``musetag serve`` in its own process group, stopped (with its decoders) at the end."""
 
-    def __init__(self, package: Path, log: Path, *args: str) -> None:
+    def __init__(self, package, log: Path, *args: str) -> None:
+        # one package, several (a list: served side by side), or "" for the default pretrained model
+        models = [str(p) for p in package] if isinstance(package, (list, tuple)) else [str(package)] if str(package) else []
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "musetag", "serve", *([str(package)] if str(package) else []), "--port", str(self.port),
+            [sys.executable, "-m", "musetag", "serve", *models, "--port", str(self.port),
              *args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -210,12 +212,12 @@ def test_decode_timeout_stops_the_work_and_recovers(tmp_path, monkeypatch):
 
     from fastapi.testclient import TestClient
 
-    import musetag.serve.app as serve_app
+    import musetag.serve.decoders as serve_decoders
     from musetag.serve.app import create_app
 
     # decoders forked from this (already importing) process: the forkserver start-up that
     # `musetag serve` pays once is covered by the tests above
-    monkeypatch.setattr(serve_app, "_context", lambda: mp.get_context("fork"))
+    monkeypatch.setattr(serve_decoders, "_context", lambda: mp.get_context("fork"))
 
     pkg = make_package(tmp_path / "pkg")
     app = create_app(pkg, decode_timeout=0.001, max_concurrency=1)

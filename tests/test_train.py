@@ -1,5 +1,7 @@
 """End-to-end training runs on a tiny synthetic corpus: the run folder, self-describing
-checkpoints, the final-model strategies and the errors raised before any work."""
+checkpoints, the final-model strategies and their choice on validation, single-label scores with class
+names, evaluation windows cut once, ``validate_every``, where the time went, and the errors raised
+before any work."""
 import json
 import subprocess
 import sys
@@ -7,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 from musetag.errors import ConfigError
 from musetag.training import train
@@ -47,17 +50,17 @@ def _segments_predict(model, payload, arrays):
 
 def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
     run = tmp_path / "run"
-    result = train("demo", data=corpora["multilabel"], out=run, sets=TINY + ["epochs=2", "final=best"])
+    result = train("demo", data=corpora["multilabel"], out=run, sets=TINY + ["epochs=2", "final=best", "final_choice=pinned"])
     for rel in ("config.toml", "metrics.jsonl", "summary.json", "plots/training.png", "checkpoints/best.pt",
                 "checkpoints/last.pt", "predictions/validation.npy", "predictions/test.npy",
                 "predictions/validation_targets.npy", "predictions/validation_ids.txt"):
         assert (run / rel).exists(), rel
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [0, 1]
+    assert [r["epoch"] for r in records] == [1, 2]  # counted from 1, as the log counts
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metric"] == "pr_auc_macro" and summary["final"] == "best"
-    best = max(range(2), key=lambda e: records[e]["val_pr_auc_macro"])
-    assert summary["best_epoch"] == result.best_epoch == best  # chosen on the reported metric
+    best = max(range(2), key=lambda e: records[e]["val_pr_auc_macro"]) + 1
+    assert summary["best_epoch"] == result.best_epoch == best  # chosen on the reported metric, 1-based
     # the checkpoint alone rebuilds model + features and reproduces the saved predictions
     model, payload = load_model(run / "checkpoints" / "best.pt")
     assert payload["tags"] == ["bright", "dark", "dense", "drums", "fast", "major", "minor", "slow"]
@@ -76,25 +79,105 @@ def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
     assert load_checkpoint(run / "checkpoints" / "last.pt")["training"]["epoch"] == 2
 
 
-def test_multiclass_uses_accuracy_and_softmax(corpora, tmp_path):
-    # also exercises mixed precision (bfloat16 autocast on CPU)
-    result = train("demo", data=corpora["multiclass"], out=tmp_path / "run", sets=TINY + ["epochs=1", "amp=bf16"])
+@pytest.fixture(scope="module")
+def multiclass_run(corpora, tmp_path_factory):
+    """Issue 18 in one small single-label run: three epochs validated every second one, SWA and three
+    snapshots as candidates (bfloat16 autocast on CPU too); counts the evaluation windows cut."""
+    from musetag.training import evaluation
+
+    root = tmp_path_factory.mktemp("multiclass")
+    cut = []
+    original = evaluation.segments
+    evaluation.segments = lambda *a, **k: cut.append(1) or original(*a, **k)
+    try:
+        result = train("demo", data=corpora["multiclass"], out=root / "run",
+                       sets=TINY + ["epochs=3", "validate_every=2", "snapshots.count=3", "max_steps_per_epoch=2",
+                                    "amp=bf16"])
+    finally:
+        evaluation.segments = original
+    return result, root / "run", len(cut)
+
+
+def test_single_label_scores_match_sklearn_with_class_names(multiclass_run):
+    _, run, _ = multiclass_run
+    summary = json.loads((run / "summary.json").read_text())
+    pred_dir = run / "predictions"
+    tags = (pred_dir / "tags.txt").read_text().split()
+    assert tags == summary["tags"] == ["ambient", "classical", "electronic", "rock"]
+    for split in ("validation", "test"):
+        p, y = np.load(pred_dir / f"{split}.npy"), np.load(pred_dir / f"{split}_targets.npy")
+        decided = p.argmax(axis=1)
+        got = summary[split]
+        assert got["accuracy"] == pytest.approx(accuracy_score(y, decided))
+        assert got["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, decided))
+        assert got["f1_macro"] == pytest.approx(f1_score(y, decided, labels=range(4), average="macro", zero_division=0))
+        cm = summary["confusion_matrix"][split]
+        assert cm["classes"] == tags and cm["matrix"] == confusion_matrix(y, decided, labels=range(4)).tolist()
+
+
+def test_score_reads_the_class_names_beside_the_predictions(multiclass_run, capsys):
+    from musetag.cli import main
+
+    _, run, _ = multiclass_run
+    pred_dir = run / "predictions"
+    assert main(["score", str(pred_dir / "test.npy"), "-g", str(pred_dir / "test_targets.npy"),
+                 "--task", "multiclass"]) == 0
+    out = capsys.readouterr().out
+    assert "f1_macro" in out and "balanced_accuracy" in out
+    assert "classical" in out and "electronic" in out
+
+
+def test_final_choice_epochs_and_time(multiclass_run):
+    result, run, _ = multiclass_run
+    summary = json.loads((run / "summary.json").read_text())
+    choice = summary["final_choice"]
+    assert choice["preferred"] == "swa" and choice["rule"] == "validation" and summary["final"] == choice["chosen"]
+    y = np.load(run / "predictions" / "validation_targets.npy")
+    accuracy = {name: accuracy_score(y, np.load(run / "predictions" / (
+        "validation.npy" if name == summary["final"] else f"{name}-validation.npy")).argmax(axis=1))
+        for name in choice["validation"]}
+    assert set(accuracy) >= {"best", "last", "swa", "snapshots"}
+    assert accuracy[summary["final"]] == max(accuracy.values())
+    if accuracy["swa"] == max(accuracy.values()):
+        assert summary["final"] == "swa"  # ties keep the configured final
+    # validate_every = 2: epochs 2 and 3 (the last) are validated, epoch 1 is not; epochs count from 1
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert ["val_accuracy" in r for r in records] == [False, True, True]
+    validated = {r["epoch"]: r["val_accuracy"] for r in records if "val_accuracy" in r}
+    assert summary["best_epoch"] == result.best_epoch == max(validated, key=lambda e: (validated[e], -e))
+    assert set(summary["time"]) >= {"data", "training", "validation", "final_evaluation", "writing", "total"}
+    assert summary["time"]["total"] == pytest.approx(sum(v for k, v in summary["time"].items() if k != "total"),
+                                                     abs=0.05)
+
+
+def test_evaluation_windows_are_cut_once_per_track(multiclass_run):
+    _, run, cut = multiclass_run
+    summary = json.loads((run / "summary.json").read_text())
+    n = summary["n_tracks"]
+    # two validated epochs and four candidates (best, last, swa, three snapshots) score the same tracks:
+    # without reuse that is 2 x validation + 4+ x (validation + test) cuts
+    assert cut == n["validation"] + n["test"]
+
+
+def test_multiclass_uses_accuracy_and_softmax(multiclass_run):
+    result, run, _ = multiclass_run
     assert result.metric == "accuracy" and "accuracy" in result.validation
-    preds = np.load(tmp_path / "run" / "predictions" / "validation.npy")
+    preds = np.load(run / "predictions" / "validation.npy")
     np.testing.assert_allclose(preds.sum(axis=1), 1.0, atol=1e-5)
-    assert np.load(tmp_path / "run" / "predictions" / "validation_targets.npy").dtype == np.int64
+    assert np.load(run / "predictions" / "validation_targets.npy").dtype == np.int64
 
 
 def test_per_class_snapshots_and_swa_candidates(corpora, tmp_path):
     run = tmp_path / "run"
     sets = TINY + ["epochs=3", "early_stopping.per_class=true", "snapshots.count=3", "swa.enabled=true",
-                   "swa.length=0.67", "final=per_class"]
+                   "swa.length=0.67", "final=per_class", "final_choice=pinned"]
     train("demo", data=corpora["multilabel"], out=run, sets=sets)
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["candidates"]) >= {"best", "last", "swa", "snapshots", "per_class"}
     assert summary["final"] == "per_class" and len(summary["per_class_best_epoch"]) == 8
     # each tag's column is that tag's validation output at its own best epoch
-    used = sorted(set(summary["per_class_best_epoch"]))
+    used = sorted(set(summary["per_class_best_epoch"]))  # 1-based, as the checkpoints' names
     assert sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints" / "epochs").glob("*.pt")) == used
     assert all((run / "checkpoints" / f"snapshot-{k}.pt").exists() for k in range(3))
     swa = load_checkpoint(run / "checkpoints" / "swa.pt")

@@ -51,3 +51,24 @@ def add_ray_arguments(p) -> None:
                         "Ray started for this run")
     g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per network actor (e.g. 1 or 0.25)")
     g.add_argument("--ray-actors", type=int, default=1, help="network actors (model copies)")
+
+
+def add_progress_arguments(p, *no_aliases: str) -> None:
+    """``--progress`` / ``--no-progress`` (plus ``no_aliases``, e.g. ``--quiet``) for a command that shows
+    progress bars; :func:`show_progress` turns them into the yes/no the library functions take."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show progress bars on stderr even when it is not a terminal (default: only on a terminal)")
+    g.add_argument("--no-progress", *no_aliases, dest="progress", action="store_false", default=None,
+                   help="never show progress bars")
+
+
+def show_progress(args) -> bool:
+    """Progress bars only when stderr is a terminal, unless ``--progress`` or ``--no-progress`` says otherwise:
+    a log file or a pipe should not fill up with bar redraws."""
+    import sys
+
+    chosen = getattr(args, "progress", None)
+    if chosen is not None:
+        return bool(chosen)
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())

@@ -22,17 +22,22 @@ def register(subparsers) -> None:
     p.add_argument("--resamples", "-n", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the result as JSON here")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from musetag.commands import show_progress
     from musetag.evaluate import load_array
     from musetag.evaluate.stats import paired_bootstrap
 
     gt = load_array(args.groundtruth, "ground truth")
     a = load_array(args.a, "system A predictions")
     b = load_array(args.b, "system B predictions")
-    r = paired_bootstrap(gt, a, b, n_resamples=args.resamples, seed=args.seed, metric=args.metric, progress=True)
+    r = paired_bootstrap(gt, a, b, n_resamples=args.resamples, seed=args.seed, metric=args.metric,
+                         progress=show_progress(args))
     print(f"A {args.metric}\t{r['a']:.6f}\t({args.a})")
     print(f"B {args.metric}\t{r['b']:.6f}\t({args.b})")
     print(f"A - B\t{r['difference']:+.6f}\t95% CI [{r['low']:+.6f}, {r['high']:+.6f}]")

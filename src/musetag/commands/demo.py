@@ -17,7 +17,9 @@ def register(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of each clip (default 10 s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(p)
     p.add_argument("--real-audio", default=None, metavar="DIR",
                    help="a folder of real songs for the last stage (tagged with the pretrained mood model)")
     p.add_argument("--pretrained", default=None, metavar="NAME",
@@ -26,8 +28,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from musetag.commands import show_progress
     from musetag.commands._demo_run import run_demo
 
     run_demo(args.out, n_clips=args.clips, seconds=args.seconds, seed=args.seed, epochs=args.epochs,
-             progress=not args.no_progress, real_audio=args.real_audio, pretrained=args.pretrained)
+             progress=show_progress(args), real_audio=args.real_audio, pretrained=args.pretrained)
     return 0

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
     p.add_argument("--recursive", "-r", action="store_true", help="also embed files in subfolders")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="embed only part I of N (1-based) of the file list; deterministic by relative path")
-    p.add_argument("--workers", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)),
-                   help="decoding processes (0 = decode in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (0 = decode in this process); default: one per core but one, at most 4")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="network runtime: PyTorch, or onnxruntime on the graph from `musetag export` "
@@ -40,28 +40,29 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)")
     p.add_argument("--retry-errors", action="store_true", help="embed again files that failed before")
     p.add_argument("--restart", action="store_true", help="ignore earlier partial results and start over")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    from musetag.commands import add_ray_arguments
+    from musetag.commands import add_progress_arguments, add_ray_arguments
 
     add_ray_arguments(p)
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") == "ray":
-        from musetag.tag.ray_engine import embed_command
+        from musetag.commands._ray_cli import embed_command
 
         return embed_command(args)
+    from musetag.commands import show_progress
     from musetag.tag.embed import embed_files
     from musetag.tag.shard import distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))
     out = shard_output_path(args.out, shard)
     report = embed_files(
-        args.model, args.paths, out, recursive=args.recursive, shard=shard, workers=args.workers,
+        args.model, args.paths, out, recursive=args.recursive, shard=shard, workers=max(1, min(4, (os.cpu_count() or 2) - 1)) if args.workers is None else args.workers,
         batch_size=args.batch_size, device=args.device or torchrun_device(), backend=args.backend,
         retry_errors=args.retry_errors,
-        resume=not args.restart, progress=not args.no_progress,
+        resume=not args.restart, progress=show_progress(args),
     )
     print(report.summary(), file=sys.stderr)
     return exit_status(report.ok, report.failed, report.skipped)

@@ -64,11 +64,14 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--skip-existing", action="store_true", help="keep .npy files that already exist instead of recomputing them"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(parser, "--quiet")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from musetag.commands import show_progress
     from musetag.features.extract import extract_to_directory
 
     from musetag.outputs import check_writable
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         workers=max(1, args.workers),
         overwrite=not args.skip_existing,
-        progress=not args.quiet,
+        progress=show_progress(args),
         on_error=on_error,
     )
     done = len(report.written) + len(report.skipped)

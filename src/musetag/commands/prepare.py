@@ -10,26 +10,31 @@ def register(subparsers) -> None:
         help="compute a dataset's features once into a resumable cache",
         description=(
             "Decode each track of the dataset once, compute the preset's features and store one .npy per "
-            "track (readable with mmap) plus index.json, stats.json (mean/std over the training split) and "
-            "failures.csv. Interrupted runs resume where they stopped. Official MTG-Jamendo .npy "
-            "mel-spectrograms (paths.melspec_root) are used in place, without audio."
+            "audio file (readable with mmap) plus index.json, stats.json (mean/std over the training split) and "
+            "failures.csv. Interrupted runs resume where they stopped. Arrays are keyed by audio file (path, "
+            "size, mtime) and feature settings, so another dataset TOML over the same files decodes nothing. "
+            "Official MTG-Jamendo .npy mel-spectrograms (paths.melspec_root) are used in place, without audio."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", required=True, metavar="DATASET.toml", help="dataset config (reader, paths, preset, task)")
-    parser.add_argument("--out", metavar="CACHE_DIR", help="cache folder (default: the config's cache = ...)")
+    parser.add_argument("--out", metavar="CACHE_DIR", help="cache folder (default: the config's cache = ..., else .musetag-cache/<name>-<features hash> "
+                        "beside the TOML: where `musetag train` looks)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores; 0: no subprocesses)")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage precision")
     parser.add_argument("--from-audio", action="store_true", help="decode audio even where official features exist")
-    parser.add_argument("--overwrite", action="store_true", help="discard an existing cache in CACHE_DIR and rebuild")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="discard an existing cache in CACHE_DIR and recompute its arrays")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from musetag.commands import show_progress
     from musetag.data.cache import prepare
 
-    result = prepare(args.data, args.out, workers=args.workers, dtype=args.dtype, progress=not args.no_progress,
+    result = prepare(args.data, args.out, workers=args.workers, dtype=args.dtype, progress=show_progress(args),
                      from_audio=args.from_audio, overwrite=args.overwrite)
     stats = result.stats
     print(f"cache: {result.out_dir}")

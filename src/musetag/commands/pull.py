@@ -18,7 +18,9 @@ def register(subparsers) -> None:
     p.add_argument("names", metavar="NAME", nargs="*", help="pretrained model name(s)")
     p.add_argument("--all", action="store_true", help="pull every model of the catalogue")
     p.add_argument("--force", action="store_true", help="fetch and convert again even when cached")
-    p.add_argument("--no-progress", action="store_true", help="no download progress bar")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -32,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         hub.get_entry(name)  # unknown names fail before anything is fetched
     for name in names:
-        folder = hub.pull(name, force=args.force, progress=False if args.no_progress else None)
+        folder = hub.pull(name, force=args.force, progress=show_progress(args))
         print(f"{name}: {folder}")
     return 0

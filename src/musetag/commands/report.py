@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--groundtruth", "-g", help="test ground truth (.npy) when SOURCE is a prediction file")
     p.add_argument("--validation", nargs=2, metavar=("VAL_PRED", "VAL_GT"),
                    help="validation predictions and ground truth (bars beside test, thresholds)")
-    p.add_argument("--tags", help="tag or class names, one per line")
+    p.add_argument("--tags", help="tag or class names, one per line; default: tags.txt beside the predictions "
+                   "(a run folder's own tags)")
     p.add_argument("--task", choices=["multilabel", "multiclass"], help="default: from the run or the targets' shape")
     p.add_argument("--title", help="page title")
     p.add_argument("--out", "-o", required=True, help="output folder")
@@ -39,10 +40,17 @@ def run(args) -> int:
     source = args.source
     from pathlib import Path
 
+    tags = load_tags(args.tags) if args.tags else None
     if not Path(source).is_dir():
         source = load_array(source, "predictions")
+        if tags is None and source.ndim == 2:  # a run folder names its tags itself
+            from musetag.evaluate import no_tag_names_note, tags_beside
+
+            tags, where = tags_beside([args.source], n_tags=source.shape[1])
+            if tags is None:
+                print(f"musetag report: {no_tag_names_note(where)}", file=sys.stderr)
     page = make_report(source, args.out, groundtruth=gt, validation=validation,
-                       tags=load_tags(args.tags) if args.tags else None, task=args.task, title=args.title)
+                       tags=tags, task=args.task, title=args.title)
     print(f"wrote {page}", file=sys.stderr)
     print(page)
     return 0

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("predictions", nargs="+", help="NPY file(s) of scores (tracks x tags); several are scored one by one")
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
-    p.add_argument("--tags", help="tag list, one per line (names tags in warnings and --per-tag)")
+    p.add_argument("--tags", help="tag list, one per line (names tags in warnings, --per-tag and the confusion "
+                   "matrix); default: tags.txt beside the predictions (a training run's predictions/ folder)")
     p.add_argument("--task", choices=["multilabel", "multiclass"], default="multilabel",
                    help="multiclass: ground truth holds class indices; prints accuracy, balanced accuracy, "
                         "macro-F1 and the confusion matrix")
@@ -43,17 +44,21 @@ def register(subparsers) -> None:
     p.add_argument("--ci-method", default="percentile", choices=["percentile", "basic"],
                    help="bootstrap interval: percentile, or basic (corrects the upward bias of AP on resamples)")
     p.add_argument("--json", help="write everything (table, per-tag, thresholds, intervals) as JSON here")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from musetag.evaluate import evaluate, format_table, load_array, load_tags, save_thresholds, write_table
+    from musetag.commands import show_progress
+    from musetag.evaluate import evaluate, format_table, load_array, save_thresholds, write_table
 
     if len(args.predictions) > 1 or (args.out and args.out.lower().endswith(".csv")):
         return _many(args)
     pred = load_array(args.predictions[0], "predictions")
     gt = load_array(args.groundtruth, "ground truth")
-    tags = load_tags(args.tags) if args.tags else None
+    tags = _tags(args, pred.shape[1] if pred.ndim == 2 else None)
     if args.task == "multiclass":
         return _multiclass(args, pred, gt, tags)
     kw = {}
@@ -73,7 +78,7 @@ def run(args) -> int:
         from musetag.evaluate.stats import bootstrap_ci
 
         ci = bootstrap_ci(gt, pred, n_resamples=args.bootstrap, seed=args.seed, method=args.ci_method,
-                          progress=True)
+                          progress=show_progress(args))
         result["bootstrap"] = ci
         for name, row in ci.items():
             print(f"{name}\t{row['value']:.6f}\t95% CI [{row['low']:.6f}, {row['high']:.6f}]  "
@@ -111,7 +116,7 @@ def _many(args) -> int:
     import csv
 
     from musetag.errors import ConfigError
-    from musetag.evaluate import evaluate, format_table, load_array, load_tags, load_thresholds
+    from musetag.evaluate import evaluate, format_table, load_array, load_thresholds
 
     single_only = [flag for flag, value in (("--decisions", args.decisions), ("--thresholds-from", args.thresholds_from),
                                             ("--save-decisions", args.save_decisions), ("--bootstrap", args.bootstrap))
@@ -122,7 +127,7 @@ def _many(args) -> int:
     if args.task != "multilabel":
         raise ConfigError("--task multiclass scores one prediction file at a time")
     gt = load_array(args.groundtruth, "ground truth")
-    tags = load_tags(args.tags) if args.tags else None
+    tags = _tags(args, gt.shape[1] if gt.ndim == 2 else None)
     kw = {}
     if args.thresholds:
         kw["thresholds"] = load_thresholds(args.thresholds)[1]
@@ -178,3 +183,19 @@ def _multiclass(args, pred, gt, tags) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2), encoding="utf-8")
     return 0
+
+
+def _tags(args, n_columns: int | None):
+    """--tags, else tags.txt / a run's summary.json beside the predictions; without names, one line says so
+    (only when per-tag output is asked for: thresholds, --per-tag, --json)."""
+    from musetag.evaluate import load_tags, no_tag_names_note, tags_beside
+
+    if args.tags:
+        return load_tags(args.tags)
+    tags, where = tags_beside(args.predictions, n_tags=n_columns)
+    if tags is not None:
+        print(f"tag names from {where}", file=sys.stderr)
+    per_tag_output = (args.per_tag or args.json or (args.out and (args.thresholds_from or args.thresholds)))
+    if tags is None and per_tag_output and args.task == "multilabel":
+        print(f"musetag score: {no_tag_names_note(where)}", file=sys.stderr)
+    return tags

@@ -9,17 +9,19 @@ def register(subparsers) -> None:
         "serve",
         help="serve a model package over HTTP (API + web page)",
         description=(
-            "Serve a model package with FastAPI + uvicorn: POST /v1/tag (multipart field 'file' or the raw "
-            "body), GET /v1/tags, GET /healthz, OpenAPI docs at /docs, and a web page at / to drop a file, "
+            "Serve one or more model packages with FastAPI + uvicorn: POST /v1/tag (multipart field 'file' or the "
+            "raw body; ?segments=true adds every window's scores and times, ?model=ID picks a model), GET /v1/tags, "
+            "GET /v1/models, GET /healthz, OpenAPI docs at /docs, and a web page at / to drop a file, "
             "play it and see its tags. Uploads beyond --max-upload-mb get 413, undecodable ones 422, a "
             "decode running past --decode-timeout is stopped (422), an upload not received within --body-timeout gets 408 (a client that disconnects mid-upload is logged in one line), and when all --max-concurrency "
             "decoders are busy requests get 503 with Retry-After."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", nargs="?", default="mtg-jamendo-baseline",
+    p.add_argument("model", metavar="MODEL", nargs="*", default=["mtg-jamendo-baseline"],
                    help="model package folder or archive (from `musetag package`), or a pretrained name "
-                        "(`musetag models --pretrained`; pulled into the cache on first use)")
+                        "(`musetag models --pretrained`; pulled into the cache on first use). Several: the page "
+                        "lets the user pick one or see them side by side; the API takes ?model=ID (GET /v1/models)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from musetag.serve.app import serve
 
     serve(
-        args.model,
+        args.model or ["mtg-jamendo-baseline"],
         host=args.host,
         port=args.port,
         log_level=args.log_level,

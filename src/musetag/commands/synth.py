@@ -23,14 +23,19 @@ def register(subparsers) -> None:
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--format", choices=("flac", "wav"), default="flac", help="audio file format")
     parser.add_argument("--preset", default="jamendo96", help="feature preset written into dataset.toml")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from musetag.commands import show_progress
     from musetag.data.synth import make_corpus
 
     manifest = make_corpus(args.out, n_clips=args.n_clips, seconds=args.seconds, seed=args.seed, task=args.task,
-                           sample_rate=args.sample_rate, audio_format=args.format, preset=args.preset, progress=True)
+                           sample_rate=args.sample_rate, audio_format=args.format, preset=args.preset,
+                           progress=show_progress(args))
     print(f"manifest: {manifest}")
     print(f"dataset config: {manifest.parent / 'dataset.toml'}")
     return 0

@@ -65,12 +65,13 @@ def register(subparsers) -> None:
                    help="the model, when the first PATH could be mistaken for one")
     p.add_argument("--recursive", "-r", action="store_true", help="also tag files in subfolders")
     p.add_argument("--out", "-o", default=None,
-                   help="results file (.csv, .json or .jsonl); without it, one line per file is printed")
+                   help="results file (.csv, .json or .jsonl; .parquet with --engine ray); without it, one line per "
+                        "file is printed")
     p.add_argument("--top-k", type=int, default=5, help="how many top tags to list per file")
     p.add_argument("--threshold", default=None,
                    help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
                         "the package has them, else 0.5")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (0 = decode in this process); default: one per core (at most 8), "
                         f"fewer when the available memory would not hold {WORKER_MEMORY_MB} MB per worker beside "
                         f"{MAIN_MEMORY_MB} MB for the main process")
@@ -80,30 +81,40 @@ def register(subparsers) -> None:
     p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
     p.add_argument("--stream-minutes", type=float, default=10.0,
                    help="files longer than this are decoded in blocks (bounded memory)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--segments", action="store_true",
+                   help="also write every window's scores with its start and end seconds (a 'segments' list per "
+                        "row: .jsonl or .json only, CSV stays one row per file); `musetag plot` draws them")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="tag only part I of N (1-based) of the file list, chosen by a stable hash of each file's "
                         "path relative to its folder, so N machines or array-job tasks split a catalogue without "
                         "overlap; join the outputs with `musetag merge`. Under torchrun each process takes its "
                         "share (and its own GPU) and writes OUT with a .rank-R-of-W suffix")
-    from musetag.commands import add_ray_arguments
+    from musetag.commands import add_progress_arguments, add_ray_arguments
 
     add_ray_arguments(p)
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.commands import split_model_and_paths
+    from musetag.commands import show_progress, split_model_and_paths
     from musetag.errors import ConfigError
-    from musetag.tag.batch import tag_files
-    from musetag.tag.tagger import Tagger
 
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
-    if getattr(args, "engine", "local") == "ray":
-        from musetag.tag.ray_engine import tag_command
+    if args.segments:
+        from musetag.tag.writers import check_segments_output
+
+        check_segments_output(args.out, getattr(args, "engine", "local"))
+    if getattr(args, "engine", "local") == "ray":  # before the local engine's imports (torch)
+        from musetag.commands._ray_cli import tag_command
 
         return tag_command(args)
+    from musetag.tag.batch import tag_files
+    from musetag.tag.tagger import Tagger
+
+    if args.workers is None:
+        args.workers = default_workers()
     args.model, args.paths = split_model_and_paths(args.items, args.model)
 
     if args.top_k < 0:
@@ -126,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         batch_size=args.batch_size,
         stream_seconds=args.stream_minutes * 60.0,
+        segments=args.segments,
         **({"device": torchrun_device()} if args.backend == "torch" else {}),
     )
     if args.out is None:
@@ -148,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         top_k=args.top_k,
         retry_errors=args.retry_errors,
-        progress=not args.no_progress,
+        progress=show_progress(args),
         shard=shard,
     )
     speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0

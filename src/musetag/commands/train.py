@@ -35,7 +35,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.pt")
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from musetag.commands import add_progress_arguments
+
+    add_progress_arguments(p)
     p.add_argument("--allow-unsafe-pickle", action="store_true", help=UNSAFE_PICKLE_HELP + " Applies to --resume and --init-from.")
     t = p.add_argument_group(
         "transfer learning",
@@ -71,8 +73,10 @@ def run(args) -> int:
 
         allow_unsafe_pickle()
     sets = list(args.sets)
-    if args.no_progress:
-        sets.append("progress=false")
+    from musetag.commands import show_progress
+
+    if args.progress is not None or not show_progress(args):  # on a terminal without a flag: the config decides
+        sets.append("progress=true" if show_progress(args) else "progress=false")
     sets.extend(_init_sets(args))
     from musetag.training import train
 
@@ -87,7 +91,10 @@ def run(args) -> int:
             overrides = {"data": {"dataset": args.data}} if args.data else {}
             if args.out:
                 overrides["out"] = args.out
-            print(dumps_toml(load_config(args.recipe, sets=sets, overrides=overrides).to_dict()), end="")
+            from musetag.training.recipe_checks import fit_to_task, set_keys
+
+            cfg = fit_to_task(load_config(args.recipe, sets=sets, overrides=overrides), pinned=set_keys(sets))
+            print(dumps_toml(cfg.to_dict()), end="")
             return 0
         result = train(args.recipe, data=args.data, out=args.out, sets=sets)
     import os

@@ -2,14 +2,20 @@
 
 Layout of ``CACHE_DIR``::
 
-    cache.json        settings (feature config, dtype, dataset); a resumed run must match them
-    features/*.npy    one array per track, float16 or float32, time on the last axis
-                      (mel mono (n_mels, frames), stereo (2, n_mels, frames), waveform (samples,)...)
+    cache.json        settings (feature config, dtype, dataset, where the arrays are); a resumed run must match them
     journal.jsonl     one line per finished track (shape and sums for the statistics): the resume log
     failures.csv      tracks that could not be processed (id, path, error)
     index.json        the result: tags, task, feature config with mean/std, and one entry per track
     index.csv         the same entries for people (id, file, split, tags, frames)
     stats.json        mean/std over the training split (global and per mel band)
+
+The arrays live in an array store (:mod:`musetag.data.store`), ``STORE/v<version>-<settings hash>-<dtype>/``,
+one ``.npy`` per audio file named by the file's resolved path, size and mtime, float16 or float32, time
+on the last axis (mel mono (n_mels, frames), stereo (2, n_mels, frames), waveform (samples,)...). Caches
+of other datasets over the same files and settings share them: nothing is decoded twice. The store is
+``CACHE/features`` unless the dataset names another (the default caches share ``.musetag-cache/features``).
+Caches written before the store (``features/<track id>.npy``, no ``arrays`` in ``cache.json``) are
+read and resumed as they are.
 
 Every ``.npy`` is written to a temporary name and renamed into place (``os.replace``), so a killed
 run never leaves a half-written file; the next run skips what is done and continues. Official
@@ -118,7 +124,7 @@ def _process_track(job: dict[str, Any]) -> dict[str, Any]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-        return {"id": track_id, "file": f"features/{final.name}", **_summary(array, config.kind)}
+        return {"id": track_id, "file": job["file"], **_summary(array, config.kind)}
     except Exception as exc:  # reported, never fatal: the other tracks continue
         message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         return {"id": track_id, "error": message}
@@ -211,7 +217,8 @@ def prepare(
     """Build (or resume) the feature cache of the dataset ``config`` describes.
 
     ``config``: a :class:`~musetag.data.DatasetConfig` or a path to its TOML file. ``out_dir``
-    defaults to the config's ``cache``. ``workers``: processes (default: all cores; 0 = in this
+    defaults to the dataset's cache folder (:func:`musetag.data.store.dataset_cache_dir`, the one
+    ``musetag train`` uses). ``workers``: processes (default: all cores; 0 = in this
     process). ``dtype``: ``float16`` (half the disk, plenty for log-mel) or ``float32``.
     ``from_audio``: ignore official precomputed features and decode the audio.
     ``records`` / ``feature_config``: use these instead of reading the corpus / the config's preset.
@@ -220,19 +227,28 @@ def prepare(
     from musetag.data.config import DatasetConfig, load_dataset_config
     from musetag.data.datasets import dataset_vocab, load_records
 
+    from musetag.data.store import dataset_cache_dir, default_store
+
     if not isinstance(config, DatasetConfig):
         config = load_dataset_config(config)
-    out = Path(out_dir) if out_dir is not None else config.cache_dir
+    feature_config = feature_config or config.feature_config()
+    out = Path(out_dir) if out_dir is not None else dataset_cache_dir(config, feature_config)
     if out is None:
         raise DatasetError(f"{config.where}: no output folder; pass --out CACHE_DIR or set cache = \"...\" in the config")
     from musetag.outputs import check_writable
 
     check_writable(out, folder=True, flag="--out" if out_dir is not None else f"{config.where}: cache")
     records = list(records) if records is not None else load_records(config)
+    empty = [split for split in ("validation", "test") if not any(r.split == split for r in records)]
+    if empty and records:
+        log.warning("%s: no %s tracks among %d (split %s); with few tracks give them a larger share, e.g. "
+                    "[split] fractions = [0.6, 0.2, 0.2], or a split column", config.where, " or ".join(empty),
+                    len(records), "/".join(f"{f:g}" for f in config.split_fractions))
     return build_cache(
-        records, feature_config or config.feature_config(), out, vocab=dataset_vocab(config, records),
+        records, feature_config, out, vocab=dataset_vocab(config, records),
         task=config.task, name=config.name, dataset=config.to_dict(), where=config.where, workers=workers,
         dtype=dtype, progress=progress, from_audio=from_audio, overwrite=overwrite,
+        store=default_store(config, out),
     )
 
 
@@ -251,8 +267,10 @@ def build_cache(
     progress: bool = True,
     from_audio: bool = False,
     overwrite: bool = False,
+    store: str | Path | None = None,
 ) -> PrepareResult:
-    """The work behind :func:`prepare`, for records and a FeatureConfig given directly."""
+    """The work behind :func:`prepare`, for records and a FeatureConfig given directly. ``store``: the
+    array store root of a new cache (default ``out_dir/features``); an existing cache keeps its own."""
     started = time.perf_counter()
     if dtype not in DTYPES:
         raise DatasetError(f"dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -280,10 +298,20 @@ def build_cache(
             (out / fname).unlink(missing_ok=True)
         if (out / "features").is_dir():
             for f in (out / "features").glob("*.npy"):
-                f.unlink()
-    (out / "features").mkdir(parents=True, exist_ok=True)
-    if settings_path.exists():
-        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+                f.unlink()  # arrays of the layout before the store; the store's own are recomputed below
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(settings_path.read_text(encoding="utf-8")) if settings_path.exists() else None
+    if previous is not None and "arrays" not in previous:  # made before the store: features/<track id>.npy
+        arrays, by_audio = out / "features", False
+    else:
+        from musetag.data.store import arrays_dir
+
+        arrays = (out / previous["arrays"] if previous is not None else
+                  arrays_dir(Path(store) if store is not None else out / "features", settings["features"], settings["dtype"],
+                             CACHE_VERSION))
+        by_audio = True
+        settings["arrays"] = os.path.relpath(arrays, out)
+    if previous is not None:
         comparable = ("version", "features", "dtype", "official_features")
         diff = [k for k in comparable if previous.get(k) != settings.get(k)]
         if "version" in diff:
@@ -299,40 +327,52 @@ def build_cache(
     else:
         _atomic_write_text(settings_path, json.dumps({**settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                                                      indent=1))
-    for stale in (out / "features").glob("*.tmp-*.npy"):
-        stale.unlink(missing_ok=True)  # left by a killed run; never renamed, so never trusted
+    if not official:
+        arrays.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(arrays)
 
     journal_path = out / "journal.jsonl"
     done = _read_journal(journal_path)
     names = {r.id: safe_name(r.id) for r in records}
-    if len(set(names.values())) != len(names):
+    if not by_audio and len(set(names.values())) != len(names):
         raise DatasetError(f"{where}: two track ids map to the same cache file name; make the ids unique")
     jobs, resumed = [], 0
     failures: dict[str, str] = {}
+    queued: dict[Path, str] = {}  # array -> the track computing it
+    followers: dict[str, str] = {}  # track -> the track computing its array (the same audio file twice)
     journal = open(journal_path, "a", encoding="utf-8")
     try:
         for r in records:
-            final = out / "features" / f"{names[r.id]}.npy"
+            final = _array_path(arrays, r, names[r.id], by_audio) if not official else None
+            rel = os.path.relpath(final, out) if final is not None else None
             entry = done.get(r.id)
             if official:
                 if entry is not None and entry.get("file") == str(r.feature_path):
                     resumed += 1
                     continue
-            elif final.exists():
-                if entry is None or entry.get("file") != f"features/{final.name}":
-                    # Renamed into place but killed before the journal line: summarise the file.
+            elif final is not None and final in queued:
+                followers[r.id] = queued[final]
+                continue
+            elif final is not None and final.exists() and not overwrite:
+                if entry is None or entry.get("file") != rel:
+                    # Another dataset's array of the same audio, or renamed into place but killed before the
+                    # journal line: summarise the file (no decoding).
                     array = np.load(final, mmap_mode="r")
-                    entry = {"id": r.id, "file": f"features/{final.name}", **_summary(array, features.kind)}
+                    entry = {"id": r.id, "file": rel, **_summary(array, features.kind)}
                     journal.write(json.dumps(entry) + "\n")
                     done[r.id] = entry
                 resumed += 1
                 continue
+            if final is not None:
+                queued[final] = r.id
             jobs.append({"id": r.id, "audio": str(r.audio_path) if r.audio_path else None,
                          "official": str(r.feature_path) if official else None,
-                         "features": feature_dict, "dtype": dtype, "out": str(final)})
+                         "features": feature_dict, "dtype": dtype,
+                         "out": str(final or arrays / f"{names[r.id]}.npy"), "file": rel})
         journal.flush()
         if resumed:
-            log.info("%s: %d of %d tracks already cached; resuming", out, resumed, len(records))
+            log.info("%s: %d of %d tracks already cached (by an earlier run, or by another dataset over the same "
+                     "audio); %d to compute", out, resumed, len(records), len(jobs))
 
         def handle(result: dict[str, Any]) -> None:
             if "error" in result:
@@ -348,6 +388,11 @@ def build_cache(
             run_embed_jobs(jobs, handle, progress=progress)
         else:
             _run_jobs(jobs, handle, workers=workers, progress=progress)
+        for track, leader in followers.items():
+            if leader in failures:
+                failures[track] = failures[leader]
+            elif leader in done:
+                handle({**done[leader], "id": track})
     finally:
         journal.close()
 
@@ -374,7 +419,8 @@ def build_cache(
 
 
 def training_cache(records: Sequence[TrackRecord], feature_config, cache_dir: str | Path, *, progress: bool = True,
-                   workers: int | None = None, dtype: str | None = None) -> dict[str, Path]:
+                   workers: int | None = None, dtype: str | None = None,
+                   store: str | Path | None = None) -> dict[str, Path]:
     """Features for ``records`` under ``feature_config`` in ``cache_dir`` (built or resumed):
     ``{track id: .npy path}``. Used by training; raises after processing everything else when a
     track fails (its error is in ``failures.csv``). ``dtype`` None: the existing cache's, else float32."""
@@ -385,7 +431,7 @@ def training_cache(records: Sequence[TrackRecord], feature_config, cache_dir: st
         if settings.exists():
             dtype = json.loads(settings.read_text(encoding="utf-8")).get("dtype", "float32")
     result = build_cache(records, feature_config, cache_dir, where=str(cache_dir), workers=workers,
-                         dtype=dtype, progress=progress)
+                         dtype=dtype, progress=progress, store=store)
     if result.failures:
         first = result.failures[0]
         raise DatasetError(
@@ -394,6 +440,35 @@ def training_cache(records: Sequence[TrackRecord], feature_config, cache_dir: st
         )
     cache = FeatureCache(cache_dir)
     return {t["id"]: cache.file(i) for i, t in enumerate(cache.tracks)}
+
+
+def _array_path(arrays: Path, record: TrackRecord, name: str, by_audio: bool) -> Path | None:
+    """Where ``record``'s array goes: named by its audio file (store) or by its id (older caches);
+    None when the audio file cannot be read (the track's job then reports why)."""
+    if not by_audio:
+        return arrays / f"{name}.npy"
+    from musetag.data.store import audio_key
+
+    try:
+        return arrays / audio_key(record.audio_path)
+    except (OSError, TypeError):
+        return None
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary arrays left by killed runs (never renamed, so never trusted); a live process's are kept,
+    since a store can be shared by two ``prepare`` runs at once."""
+    for stale in folder.glob("*.tmp-*.npy"):
+        try:
+            pid = int(stale.name.rsplit(".tmp-", 1)[1].split(".", 1)[0])
+            if pid != os.getpid():
+                os.kill(pid, 0)
+                continue  # still running
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        stale.unlink(missing_ok=True)
 
 
 def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:

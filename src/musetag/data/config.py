@@ -8,7 +8,8 @@ Example (paths are relative to the TOML file)::
     task = "multiclass"         # multilabel | multiclass
     preset = "fusion64"         # a musetag.features preset, or "embed:MODEL" (pretrained track embeddings)
     # tags = "tags.txt"         # optional fixed vocabulary, one tag per line
-    # cache = "cache/gtzan3"    # optional default output of `musetag prepare`
+    # cache = "cache/gtzan3"    # optional cache folder (default: .musetag-cache/<name>-<hash> beside this file)
+    # store = "cache/arrays"    # optional array store shared with other datasets over the same audio
 
     [paths]                     # the reader's inputs
     root = "../shared/data/gtzan3"
@@ -32,7 +33,7 @@ from typing import Any
 from musetag.errors import ConfigError, DatasetError
 
 TASKS = ("multilabel", "multiclass")
-_TOP_KEYS = {"name", "reader", "task", "preset", "tags", "cache", "paths", "options", "split", "features"}
+_TOP_KEYS = {"name", "reader", "task", "preset", "tags", "cache", "store", "paths", "options", "split", "features"}
 _SPLIT_KEYS = {"seed", "fractions", "stratify", "group_disjoint"}
 
 
@@ -52,6 +53,7 @@ class DatasetConfig:
     group_disjoint: bool = True
     tags_file: Path | None = None
     cache_dir: Path | None = None
+    store_dir: Path | None = None
     features: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
@@ -111,6 +113,8 @@ class DatasetConfig:
             out["tags"] = str(self.tags_file)
         if self.cache_dir:
             out["cache"] = str(self.cache_dir)
+        if self.store_dir:
+            out["store"] = str(self.store_dir)
         out["paths"] = {k: str(v) for k, v in self.paths.items()}
         out["options"] = dict(self.options)
         out["split"] = {
@@ -162,6 +166,7 @@ class DatasetConfig:
             group_disjoint=bool(split.get("group_disjoint", True)),
             tags_file=resolve(data["tags"], "tags") if data.get("tags") else None,
             cache_dir=resolve(data["cache"], "cache") if data.get("cache") else None,
+            store_dir=resolve(data["store"], "store") if data.get("store") else None,
             features=dict(features),
             source=source,
         )

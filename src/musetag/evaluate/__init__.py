@@ -37,7 +37,7 @@ __all__ = [
     "evaluate", "mediaeval_table", "format_table", "write_table", "read_table", "TABLE_ROWS",
     "per_tag_scores", "average_precision_per_tag", "roc_auc_per_tag", "pr_auc_macro",
     "multiclass_metrics", "aggregate_segments", "fit_thresholds", "apply_thresholds",
-    "save_thresholds", "load_thresholds", "load_array", "load_tags", "EvaluationWarning",
+    "save_thresholds", "load_thresholds", "load_array", "load_tags", "EvaluationWarning", "tags_beside",
 ]
 
 
@@ -68,6 +68,44 @@ def load_tags(path: str | Path) -> list[str]:
     if len(set(tags)) != len(tags):
         raise EvaluationError(f"{path}: the tag list has duplicates")
     return tags
+
+
+#: file names looked for beside predictions to name their columns (``tags.txt``: one tag per line)
+TAG_FILES = ("tags.txt",)
+
+
+def tags_beside(paths: Sequence[str | Path], n_tags: int | None = None) -> tuple[list[str] | None, str]:
+    """Tag names for predictions found next to them: ``tags.txt`` in a file's folder, or the ``tags`` of
+    a training run's ``summary.json`` (a run folder, or a file in its ``predictions/``). Returns
+    ``(names or None, where they came from or why there are none)``; a list whose length is not
+    ``n_tags`` is not used."""
+    import json
+
+    for item in paths:
+        item = Path(item)
+        folder = item if item.is_dir() else item.parent
+        candidates = [folder / name for name in TAG_FILES] + [folder / "summary.json"]
+        if folder.name == "predictions":
+            candidates.append(folder.parent / "summary.json")
+        for cand in candidates:
+            if not cand.is_file():
+                continue
+            try:
+                names = (list(json.loads(cand.read_text(encoding="utf-8")).get("tags") or [])
+                         if cand.suffix == ".json" else load_tags(cand))
+            except (ValueError, OSError, EvaluationError, AttributeError):
+                continue
+            if names and (n_tags is None or len(names) == n_tags):
+                return [str(t) for t in names], str(cand)
+            if names:
+                return None, f"{cand} lists {len(names)} tags, the predictions have {n_tags}"
+    return None, "no tags.txt or run summary.json beside the predictions"
+
+
+def no_tag_names_note(reason: str, flag: str = "--tags TAGS.txt") -> str:
+    """The one line said (once per command) when files are written without tag names."""
+    return (f"tag names unknown ({reason}): thresholds and per-tag files number the tags 0, 1, ...; "
+            f"give {flag} (one tag per line) or put tags.txt beside the predictions")
 
 
 def evaluate(predictions, targets, *, task: str = "multilabel", tags: Sequence[str] | None = None,

@@ -59,16 +59,17 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    """Per-tag normalised mid-ranks along the track axis (axis -2), as ``scipy.stats.rankdata``."""
+    """Per-tag normalised mid-ranks along the track axis (axis -2), as ``scipy.stats.rankdata``;
+    one model at a time, so ranking a 40-model stack needs one model's worth of scratch memory."""
     from musetag.evaluate.metrics import midranks
 
     n = x.shape[-2]
     if x.ndim == 2:
         return midranks(x) / n
-    lead = x.shape[:-2]
-    cols = np.moveaxis(x.reshape(-1, n, x.shape[-1]), 1, 0).reshape(n, -1)  # (tracks, models * tags)
-    ranks = np.moveaxis(midranks(cols).reshape(n, -1, x.shape[-1]), 0, 1)
-    return ranks.reshape(*lead, n, x.shape[-1]) / n
+    out = np.empty(x.shape)
+    for idx in np.ndindex(x.shape[:-2]):
+        out[idx] = midranks(x[idx]) / n
+    return out
 
 
 def transform(stack: np.ndarray, kind: str) -> np.ndarray:
@@ -241,7 +242,14 @@ def _greedy_once(stack, y, pool, init, steps):
     ys = np.tile(np.ascontiguousarray(y.T), (len(pool), 1))
     for _ in range(steps):
         n = counts.sum()
-        rows = ((total[None] + flat[pool]) / (n + 1)).astype(np.float32, copy=False).reshape(-1, n_tracks)
+        # float32 sum and division (exact for float32 operands: the same values as dividing in float64
+        # and rounding, without the float64 temporaries)
+        if flat.dtype == np.float32:
+            rows = np.add(total[None], flat[pool])
+            rows /= np.float32(n + 1)
+        else:
+            rows = ((total[None] + flat[pool]) / (n + 1)).astype(np.float32)
+        rows = rows.reshape(-1, n_tracks)
         scores = np.nanmean(average_precision_rows(ys, rows).reshape(len(pool), k), axis=1)
         j = pool[int(np.argmax(scores))]
         counts[j] += 1

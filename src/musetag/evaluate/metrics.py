@@ -82,6 +82,10 @@ def as_targets(targets, *, name: str | None = None) -> np.ndarray:
         raise EvaluationError(f"{what}: expected a 0/1 or boolean matrix, found dtype {arr.dtype}")
     if arr.size and not np.isin(arr, (0, 1)).all():
         bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
+        if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
+            raise EvaluationError(
+                f"{what} holds one class index per track (e.g. {bad.tolist()}): the ground truth of a multiclass "
+                "(single-label) task; score it with --task multiclass")
         raise EvaluationError(
             f"{what} holds values other than 0 and 1 (e.g. {bad.tolist()}); is it a prediction matrix "
             "passed as ground truth? Pass the multi-hot ground truth (tracks x tags)")
@@ -285,19 +289,12 @@ def average_precision_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.nda
 def average_precision_rows(yt: np.ndarray, st: np.ndarray) -> np.ndarray:
     """:func:`average_precision_per_tag` on transposed inputs: ``(columns, tracks)`` arrays.
 
-    float32 scores (what ensembles search with) take a faster path: the score's order-preserving bits and
-    the label are packed into one uint64 and sorted by value (no argsort, no gathers)."""
+    float32 scores (what ensembles and the bootstrap search with) take the faster path of
+    :mod:`musetag.evaluate.rank_ap` (packed integer keys, only the positives visited): same values."""
     if st.dtype == np.float32:
-        bits = st.view(np.uint32)
-        if bits.max() >= np.uint32(0x80000000):  # negative scores (or -0.0): flip them so unsigned order is value order
-            bits = (st + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0 (equal values, equal keys)
-            bits = np.where(bits >> np.uint32(31) == 1, ~bits, bits | np.uint32(0x80000000))
-        keys = bits.astype(np.uint64)
-        keys <<= np.uint64(1)
-        keys |= yt
-        keys.sort(axis=1)
-        keys = keys[:, ::-1]  # decreasing score
-        return _ap_sorted(keys >> np.uint64(1), (keys & np.uint64(1)).astype(bool))
+        from musetag.evaluate.rank_ap import average_precision_keyed
+
+        return average_precision_keyed(np.asarray(yt, dtype=bool), st)
     order = np.argsort(-st, axis=1)
     return _ap_sorted(np.take_along_axis(st, order, axis=1), np.take_along_axis(yt, order, axis=1))
 
@@ -341,25 +338,34 @@ def roc_auc_per_tag(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return auc
 
 
-def midranks(scores: np.ndarray) -> np.ndarray:
+def midranks(scores: np.ndarray, *, chunk: int = 256) -> np.ndarray:
     """Column-wise ranks (1-based, ties get the mean of their ranks): ``scipy.stats.rankdata(scores,
-    axis=0)`` without importing scipy.stats (a second of start-up)."""
-    s = np.ascontiguousarray(np.asarray(scores, dtype=np.float64).T)
-    k, n = s.shape
-    order = np.argsort(s, axis=1, kind="stable")
-    ss = np.take_along_axis(s, order, axis=1)
-    # tie groups: first and last sorted position of each element's group
-    new_group = np.ones((k, n), dtype=bool)
-    np.not_equal(ss[:, 1:], ss[:, :-1], out=new_group[:, 1:])
-    idx = np.broadcast_to(np.arange(n), (k, n))
-    first = np.maximum.accumulate(np.where(new_group, idx, 0), axis=1)
-    end_group = np.ones((k, n), dtype=bool)
-    end_group[:, :-1] = new_group[:, 1:]
-    last = np.minimum.accumulate(np.where(end_group, idx, n)[:, ::-1], axis=1)[:, ::-1]
-    ranks_sorted = (first + last) / 2.0 + 1.0
-    ranks = np.empty_like(ranks_sorted)
-    np.put_along_axis(ranks, order, ranks_sorted, axis=1)
-    return ranks.T
+    axis=0)`` without importing scipy.stats (a second of start-up). Works ``chunk`` columns at a time,
+    so a 40-model stack costs a few of its columns' worth of memory, not ten copies of it."""
+    s = np.asarray(scores, dtype=np.float64)
+    n, k = s.shape
+    out = np.empty((n, k))
+    for c0 in range(0, k, chunk):
+        block = np.ascontiguousarray(s[:, c0:c0 + chunk].T)  # (columns, tracks): sort along the last axis
+        order = np.argsort(block, axis=1)  # any sort kind: tied values all get the same mid-rank
+        ranks = np.empty(block.shape)
+        np.put_along_axis(ranks, order, _midranks_sorted(np.take_along_axis(block, order, axis=1)), axis=1)
+        out[:, c0:c0 + chunk] = ranks.T
+    return out
+
+
+def _midranks_sorted(ss: np.ndarray) -> np.ndarray:
+    """Mid-ranks of rows already sorted increasingly: (first + last position of the tie group) / 2 + 1."""
+    k, n = ss.shape
+    start = np.ones((k, n), dtype=bool)  # a tie group starts here (every row starts one)
+    np.not_equal(ss[:, 1:], ss[:, :-1], out=start[:, 1:])
+    if start.all():  # no ties: the rank is the position
+        return np.broadcast_to(np.arange(1.0, n + 1.0), (k, n))
+    starts = np.flatnonzero(start)
+    sizes = np.diff(np.append(starts, k * n))
+    first = starts % n
+    mid = (first + (first + sizes - 1)) / 2.0 + 1.0
+    return mid[np.cumsum(start.reshape(-1)) - 1].reshape(k, n)
 
 
 def pr_auc_macro(targets: np.ndarray, scores: np.ndarray) -> float:

@@ -56,6 +56,8 @@ def _load_run(run: Path) -> dict:
         d["tags"] = summary.get("tags")
         d["task"] = summary.get("task")
         d["summary"] = summary
+    if not d.get("tags") and (pred / "tags.txt").exists():
+        d["tags"] = [t for t in (pred / "tags.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
     if (run / "metrics.jsonl").exists():
         history = []
         for n, line in enumerate((run / "metrics.jsonl").read_text(encoding="utf-8").splitlines(), 1):

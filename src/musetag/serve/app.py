@@ -5,10 +5,15 @@ Endpoints
 ``POST /v1/tag``
     multipart upload (field ``file``) or the raw audio as the request body; query ``top_k``.
     Returns ``{"filename", "duration", "top_tags": [{"tag", "score"}], "decisions", "scores",
-    "warnings", "n_segments", "elapsed_ms"}``; ``warnings`` (a list, usually empty) flags scores of
+    "warnings", "n_segments", "model", "elapsed_ms"}``; ``warnings`` (a list, usually empty) flags scores of
     audio shorter than the model's input, silent, or damaged (:mod:`musetag.tag.checks`).
+    ``segments=true`` adds ``tags`` (the vocabulary) and ``segments``: one ``{"start", "end",
+    "scores": [one per tag]}`` per window (seconds), from the same network pass as ``scores``.
+    ``model=ID`` picks one of several served models (404 ``unknown_model`` names them).
+``GET /v1/models``
+    the served models (``musetag serve MODEL_A MODEL_B``): ``{"default", "models": [{"id", ...}]}``.
 ``GET /v1/tags``
-    the model's tag vocabulary, task, thresholds and model description.
+    the model's tag vocabulary, task, thresholds and model description (``?model=ID``).
 ``POST /v1/similar``
     the same upload; query ``k``. Returns the ``k`` catalogue tracks that sound closest
     (``{"filename", "matches": [{"rank", "path", "score"}], "index", "elapsed_ms"}``), searched in
@@ -23,7 +28,8 @@ Endpoints
 ``GET /healthz``
     ``{"status": "ok", ...}`` once the decoders are running.
 ``GET /``
-    a web page: choose or drop a file, play it, see its tags as bars.
+    a web page: choose or drop a file, play it, see its tags as bars and over time (a timeline
+    synchronised with the player); with several models, pick one or see them side by side.
 ``/docs``, ``/redoc``, ``/openapi.json``
     the OpenAPI description. The documentation pages load Swagger UI / ReDoc from the
     ``fastapi-offline`` package (``/docs-static``) when it is installed (the ``serve`` extra), so
@@ -45,10 +51,9 @@ Extending: ``create_app`` returns a FastAPI app holding the loaded :class:`Tagge
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import multiprocessing as mp
 import os
-import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -61,145 +66,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from musetag.errors import ConfigError, MusetagError
+from musetag.errors import ConfigError
+from musetag.serve.decoders import DecoderCrashed, DecoderPool, DecodeTimeout
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 DOCS_STATIC_URL = "/docs-static"  # Swagger UI and ReDoc assets (fastapi-offline), apart from the page's /static
 MULTIPART_SLACK = 64 * 1024  # multipart boundaries and headers on top of the file itself
-
-
-# ---------------------------------------------------------------------------------------------
-# decoder processes (killable, so a decode timeout really stops the work)
-# ---------------------------------------------------------------------------------------------
-def _decoder_main(conn, features: dict, segment: dict) -> None:
-    import torch
-
-    from musetag.tag.tagger import FrontEnd, die_with_parent, error_message
-
-    die_with_parent()
-    torch.set_num_threads(1)
-
-    front = FrontEnd(features, segment)
-    conn.send(("ready", None, None))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
-        name, data = msg
-        try:
-            segs, duration = front.segments(data)
-            conn.send(("ok", segs, (duration, front.last_warnings)))
-        except MusetagError as exc:
-            text = str(exc)
-            generic = f"<{len(data)} bytes of uploaded audio>"
-            if name != "upload" and generic in text:
-                text = text.replace(generic, f"{name} ({len(data)} bytes)")
-            conn.send(("error", text, None))
-        except Exception as exc:  # noqa: BLE001 - reported to the client as an undecodable upload
-            conn.send(("error", error_message(name, exc), None))
-
-
-class DecodeTimeout(Exception):
-    pass
-
-
-class DecoderCrashed(Exception):
-    pass
-
-
-def _context():
-    """forkserver where available: decoders (and replacements for killed ones) fork from a clean
-    server process that has imported the heavy modules once; never from the threaded app process."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "musetag.features", "musetag.audio", "musetag.tag.tagger"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-class _Decoder:
-    def __init__(self, features: dict, segment: dict) -> None:
-        ctx = _context()
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_decoder_main, args=(child, features, segment), daemon=True)
-        self.process.start()
-        child.close()
-        self.ready = False
-
-    def wait_ready(self, timeout: float = 300.0) -> None:
-        if self.ready:
-            return
-        if not self.conn.poll(timeout):
-            raise RuntimeError("decoder process did not start")
-        self.conn.recv()
-        self.ready = True
-
-    def run(self, name: str, data: bytes, timeout: float):
-        self.wait_ready()
-        try:
-            self.conn.send((name, data))
-            if not self.conn.poll(timeout):
-                raise DecodeTimeout
-            return self.conn.recv()
-        except (EOFError, OSError, BrokenPipeError) as exc:
-            raise DecoderCrashed from exc
-
-    def kill(self) -> None:
-        try:
-            self.process.kill()
-            self.process.join(5)
-        except Exception:  # noqa: BLE001
-            pass
-        self.conn.close()
-
-    def close(self) -> None:
-        try:
-            self.conn.send(None)
-        except Exception:  # noqa: BLE001
-            pass
-        self.process.join(2)
-        if self.process.is_alive():
-            self.kill()
-
-
-class DecoderPool:
-    """``size`` decoder processes; ``try_acquire`` never waits (the service answers 503 instead)."""
-
-    def __init__(self, features: dict, segment: dict, size: int) -> None:
-        self.features, self.segment, self.size = features, segment, size
-        self._lock = threading.Lock()
-        self._idle: list[_Decoder] = [_Decoder(features, segment) for _ in range(size)]
-        self._all = list(self._idle)
-
-    def wait_ready(self) -> None:
-        for dec in list(self._all):
-            dec.wait_ready()
-
-    def try_acquire(self) -> _Decoder | None:
-        with self._lock:
-            return self._idle.pop() if self._idle else None
-
-    def release(self, dec: _Decoder, *, broken: bool = False) -> None:
-        if broken:
-            dec.kill()
-            fresh = _Decoder(self.features, self.segment)
-            with self._lock:
-                self._all = [d for d in self._all if d is not dec] + [fresh]
-            dec = fresh
-        with self._lock:
-            self._idle.append(dec)
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
-
-    def close(self) -> None:
-        for dec in self._all:
-            dec.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,8 +88,36 @@ def _new_app(**kwargs: Any) -> FastAPI:
     return FastAPIOffline(static_url=DOCS_STATIC_URL, **kwargs)
 
 
+def model_id(path: str | os.PathLike) -> str:
+    """The name a served model goes by in ``?model=``: a pretrained name as given, else the package
+    folder's (or archive's) name."""
+    text = str(path)
+    name = Path(text).name if (os.sep in text or Path(text).exists()) else text
+    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)] or text
+    return name or text
+
+
+def _model_info(package) -> dict[str, Any]:
+    return {
+        "name": package.model_name,
+        "task": package.task,
+        "n_tags": package.n_tags,
+        "sha256": package.sha256,
+        "musetag_version": package.musetag_version,
+        "feature_config": package.features.get("name", "custom"),
+        # where the weights come from and under which terms (shown on the page)
+        "pretrained": (package.source.get("pretrained") or {}).get("name"),
+        "licence": package.licence,
+        "citation": package.citation,
+        "source": (package.source.get("pretrained") or {}).get("upstream") or package.source.get("run_dir"),
+        "source_url": (package.source.get("pretrained") or {}).get("url"),
+    }
+
+
 def create_app(
-    package_path: str | os.PathLike,
+    package_path: str | os.PathLike | list[str | os.PathLike],
     *,
     max_upload_mb: float = 50.0,
     max_concurrency: int = 2,
@@ -229,7 +130,8 @@ def create_app(
     similar_index: str | os.PathLike | None = None,
     mood_index: str | os.PathLike | None = None,
 ):
-    """Build the FastAPI app serving the model package at ``package_path``.
+    """Build the FastAPI app serving the model package at ``package_path`` (or several: a list; the
+    first is the default, the others are picked with ``?model=ID``, see :func:`model_id`).
 
     The package is loaded (and verified) now, so a bad package fails before the server starts;
     the decoder processes start with the app (lifespan) and ``/healthz`` answers once they run.
@@ -247,12 +149,39 @@ def create_app(
         raise ConfigError(f"--body-timeout must be positive, got {body_timeout}")
     from musetag.tag.package import load_package
 
-    # start the decoders first: their process imports torch & co. while this one loads the model
-    described = load_package(package_path, load_weights=False)
-    pool = DecoderPool(described.features, described.segment, max_concurrency)
+    paths = [package_path] if isinstance(package_path, (str, os.PathLike)) else list(package_path)
+    if not paths:
+        raise ConfigError("musetag serve needs at least one MODEL")
+    ids: list[str] = []
+    for path in paths:
+        base = model_id(path)
+        name, n = base, 2
+        while name in ids:
+            name, n = f"{base}-{n}", n + 1
+        ids.append(name)
+    # start the decoders first: their process imports torch & co. while this one loads the model.
+    # Models with the same front end and windows share one pool of decoders.
+    described = [load_package(path, load_weights=False) for path in paths]
+    pools: dict[str, DecoderPool] = {}
+    model_pool: dict[str, DecoderPool] = {}
+    try:
+        for mid, desc in zip(ids, described):
+            key = json.dumps([desc.features, desc.segment], sort_keys=True, default=str)
+            if key not in pools:
+                pools[key] = DecoderPool(desc.features, desc.segment, max_concurrency)
+            model_pool[mid] = pools[key]
+    except BaseException:
+        for made in pools.values():
+            made.close()
+        raise
+    pool = model_pool[ids[0]]
     similarity = None
     try:
-        tagger = Tagger.from_package(package_path, backend=backend, threshold=threshold, batch_size=batch_size)
+        taggers = {
+            mid: Tagger.from_package(path, backend=backend, threshold=threshold, batch_size=batch_size)
+            for mid, path in zip(ids, paths)
+        }
+        tagger = taggers[ids[0]]
         if similar_index is not None:
             from musetag.tag.similarity import SimilarityService
 
@@ -263,34 +192,25 @@ def create_app(
 
             moods = MoodIndex.from_file(mood_index)
     except BaseException:
-        pool.close()  # a bad package or index must not leave decoder processes behind
+        for made in pools.values():
+            made.close()  # a bad package or index must not leave decoder processes behind
         raise
     max_bytes = int(max_upload_mb * 1024 * 1024)
     package = tagger.package
-    model_info = {
-        "name": package.model_name,
-        "task": package.task,
-        "n_tags": package.n_tags,
-        "sha256": package.sha256,
-        "musetag_version": package.musetag_version,
-        "feature_config": package.features.get("name", "custom"),
-        # where the weights come from and under which terms (shown on the page)
-        "pretrained": (package.source.get("pretrained") or {}).get("name"),
-        "licence": package.licence,
-        "citation": package.citation,
-        "source": (package.source.get("pretrained") or {}).get("upstream") or package.source.get("run_dir"),
-        "source_url": (package.source.get("pretrained") or {}).get("url"),
-    }
+    infos = {mid: {"id": mid, **_model_info(t.package)} for mid, t in taggers.items()}
 
     @asynccontextmanager
     async def lifespan(app):
-        await asyncio.to_thread(pool.wait_ready)
+        for each in pools.values():
+            await asyncio.to_thread(each.wait_ready)
         app.state.decoders = pool
-        log.info("musetag serve: %s ready (%d decoders)", package.model_name, max_concurrency)
+        app.state.decoder_pools = model_pool
+        log.info("musetag serve: %s ready (%d decoders)", ", ".join(ids), max_concurrency * len(pools))
         try:
             yield
         finally:
-            pool.close()
+            for each in pools.values():
+                each.close()
 
     app = _new_app(
         title="musetag",
@@ -302,6 +222,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.tagger = tagger
+    app.state.taggers = taggers  # every served model by its id (the first is the default)
     app.state.settings = {
         "max_upload_mb": max_upload_mb,
         "max_concurrency": max_concurrency,
@@ -409,14 +330,23 @@ def create_app(
             return error(400, "empty_upload", f"the uploaded file {upload.filename or ''} is empty (0 bytes)")
         return upload.filename or name, data
 
-    async def decode_upload(request: Request) -> tuple[str, Any, Any] | JSONResponse:
-        """Read the upload and decode it in an idle decoder process: ``(name, segments, duration)``,
-        or the JSON error to answer (busy, timeout, crash, not audio, bad request)."""
+    def pick_model(model: str | None) -> str | JSONResponse:
+        if model is None or model == "":
+            return ids[0]
+        if model not in taggers:
+            return error(404, "unknown_model", f"unknown model {model!r}; this server serves {', '.join(ids)} "
+                         "(GET /v1/models lists them)")
+        return model
+
+    async def decode_upload(request: Request, model: str | None = None) -> tuple[str, Any, Any, Any, Any] | JSONResponse:
+        """Read the upload and decode it in an idle decoder process of ``model``'s front end:
+        ``(name, segments, duration, warnings, starts)``, or the JSON error to answer (busy, timeout,
+        crash, not audio, bad request)."""
         got = await read_upload(request)
         if isinstance(got, JSONResponse):
             return got
         name, data = got
-        pool: DecoderPool = request.app.state.decoders
+        pool: DecoderPool = request.app.state.decoder_pools[model or ids[0]]
         decoder = pool.try_acquire()
         if decoder is None:
             return error(
@@ -444,8 +374,8 @@ def create_app(
             await asyncio.to_thread(pool.release, decoder, broken=broken) if broken else pool.release(decoder)
         if status != "ok":
             return error(422, "undecodable_audio", payload)
-        duration, warnings = duration
-        return name, payload, duration, warnings
+        duration, warnings, starts = duration
+        return name, payload, duration, warnings, starts
 
     # -- routes -----------------------------------------------------------------------------------
     @app.post(
@@ -464,17 +394,29 @@ def create_app(
             503: {"description": "saturated: every decoder is busy; see Retry-After"},
         },
     )
-    async def tag_upload(request: Request, top_k: int = Query(default=top_k, ge=0, le=10_000)):
+    async def tag_upload(
+        request: Request,
+        top_k: int = Query(default=top_k, ge=0, le=10_000),
+        segments: bool = Query(default=False, description="also return every window's scores and times"),
+        model: str | None = Query(default=None, description="the served model's id (GET /v1/models); default: the first"),
+    ):
         started = time.perf_counter()
-        got = await decode_upload(request)
+        mid = pick_model(model)
+        if isinstance(mid, JSONResponse):
+            return mid
+        got = await decode_upload(request, mid)
         if isinstance(got, JSONResponse):
             return got
-        name, payload, duration, warnings = got
+        name, payload, duration, warnings, starts = got
+        chosen = taggers[mid]
         result = await asyncio.to_thread(
-            tagger.score_segments, payload, path=name, duration=duration, warnings=warnings
+            chosen.score_segments, payload, path=name, duration=duration, warnings=warnings, starts=starts,
+            keep_segments=segments,
         )
         row = result.to_row(top_k)
+        extra = {"tags": chosen.tags, "segments": row["segments"]} if segments else {}
         return {
+            "model": mid,
             "filename": name,
             "duration": row["duration"],
             "top_tags": row["top_tags"],
@@ -482,17 +424,28 @@ def create_app(
             "scores": row["scores"],
             "warnings": row["warnings"],
             "n_segments": result.n_segments,
+            **extra,
             "elapsed_ms": round((time.perf_counter() - started) * 1000.0, 1),
         }
 
     @app.get("/v1/tags", summary="The model's tags, thresholds and description")
-    async def list_tags():
+    async def list_tags(model: str | None = Query(default=None, description="the served model's id; default: the first")):
+        mid = pick_model(model)
+        if isinstance(mid, JSONResponse):
+            return mid
+        chosen = taggers[mid]
+        info = {k: v for k, v in infos[mid].items() if k != "id"}
         return {
-            "tags": tagger.tags,
-            "task": tagger.task,
-            "thresholds": [float(t) for t in tagger.thresholds],
-            "model": model_info,
+            "tags": chosen.tags,
+            "task": chosen.task,
+            "thresholds": [float(t) for t in chosen.thresholds],
+            "model": info,
+            "id": mid,
         }
+
+    @app.get("/v1/models", summary="The served models (the first is the default)")
+    async def list_models():
+        return {"default": ids[0], "models": [infos[mid] for mid in ids]}
 
     @app.post(
         "/v1/similar",
@@ -512,7 +465,7 @@ def create_app(
         got = await decode_upload(request)
         if isinstance(got, JSONResponse):
             return got
-        name, payload, duration, _warnings = got
+        name, payload, duration, _warnings, _starts = got
         matches = await asyncio.to_thread(similarity.search_segments, payload, k)
         return {
             "filename": name,
@@ -554,7 +507,8 @@ def create_app(
         return {
             "status": "ok",
             "model": package.model_name,
-            "decoders": max_concurrency,
+            "models": ids,
+            "decoders": max_concurrency * len(pools),
             "idle_decoders": pool.idle if pool else 0,
             "version": __version__,
         }

@@ -415,13 +415,18 @@ def _model_path(model) -> str:
 # writing
 # ---------------------------------------------------------------------------------------------
 def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool = False, **kwargs: Any):
-    """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``); files already in
-    ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
+    """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``, or .parquet: see
+    :mod:`musetag.tag.ray_parquet`); files already in ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
     from musetag.tag.batch import TagSummary
     from musetag.tag.package import load_package
     from musetag.tag.writers import ResultWriter, row_key
 
     model = _model_path(model)
+    if Path(out).suffix.lower() == ".parquet":  # through a resumable JSONL file, then one parquet file
+        from musetag.tag.ray_parquet import run_tag_parquet
+
+        return run_tag_parquet(run_tag, model, sources, out, tags=list(load_package(model).tags),
+                               retry_errors=retry_errors, progress=progress, **kwargs)
     package = load_package(model)
     opts = _options(kwargs)
     files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
@@ -546,51 +551,3 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     E._write_errors(side["errors"], errors)
     shutil.rmtree(side["partial"], ignore_errors=True)
     return report
-
-
-# ---------------------------------------------------------------------------------------------
-# the CLI branch (musetag tag/embed --engine ray)
-# ---------------------------------------------------------------------------------------------
-def cli_options(args) -> dict[str, Any]:
-    _ray()
-    from musetag.tag.shard import parse_shard
-
-    return dict(batch_size=args.batch_size, num_actors=args.ray_actors, gpus_per_actor=args.gpus_per_worker,
-                address=args.address, recursive=args.recursive, shard=parse_shard(args.shard), backend=args.backend)
-
-
-def tag_command(args) -> int:
-    from musetag.commands import split_model_and_paths
-    from musetag.exit_codes import exit_status
-
-    _ray()
-    args.model, args.paths = split_model_and_paths(args.items, args.model)
-    opts = cli_options(args)
-    opts.update(threshold=args.threshold, top_k=args.top_k, stream_seconds=args.stream_minutes * 60.0)
-    if args.out is None:
-        ok = failed = 0
-        for row in _iter_rows(tag_dataset(args.model, args.paths, **opts)):
-            if row["status"] == "ok":
-                ok += 1
-                tops = ", ".join(f"{t['tag']} {t['score']:.3f}" for t in row["top_tags"])
-                print(f"{row['path']}\tok\t{tops}" + "".join(f"\twarning: {w}" for w in row["warnings"] or []))
-            else:
-                failed += 1
-                print(f"{row['path']}\terror\t{row['status']}")
-        return exit_status(ok, failed)
-    summary = run_tag(args.model, args.paths, args.out, retry_errors=args.retry_errors,
-                      progress=not args.no_progress, **opts)
-    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
-    print(f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
-          f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time, Ray)", file=sys.stderr)
-    return summary.exit_status
-
-
-def embed_command(args) -> int:
-    from musetag.exit_codes import exit_status
-
-    opts = cli_options(args)
-    report = run_embed(args.model, args.paths, args.out, retry_errors=args.retry_errors, resume=not args.restart,
-                       progress=not args.no_progress, **opts)
-    print(report.summary() + " (Ray)", file=sys.stderr)
-    return exit_status(report.ok, report.failed, report.skipped)

@@ -20,6 +20,12 @@ equals the whole-file frame, windows are cut as they fill up and scores are aggr
 so memory stays bounded whatever the length. (Per-file operations, silence trimming, cannot be
 applied when streaming; a long file is tagged untrimmed.)
 
+The parts live in their own modules: :mod:`musetag.tag.frontend` (decode, features, windows),
+:mod:`musetag.tag.segments` (window placement, aggregation, per-window scores),
+:mod:`musetag.tag.runners` (torch / onnxruntime) and :mod:`musetag.tag.result` (``TagResult``).
+``Tagger(..., segments=True)`` keeps every window's probabilities and times in the result
+(:attr:`TagResult.segments`), taken from the same network outputs as the file's scores.
+
 ``Tagger.tag_many`` decodes and computes features in worker processes while the main process
 runs the network; a file that fails gives a result whose ``status`` is the error message and
 never stops the others.
@@ -27,474 +33,42 @@ never stops the others.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from musetag.errors import AudioError, ConfigError, ModelError, MusetagError
+from musetag.errors import ConfigError, MusetagError
 from musetag.features.streaming import FEATURE_BLOCK_SECONDS, StreamingFeatures  # noqa: F401 - re-exported
 from musetag.tag.package import ModelPackage, load_package
+from musetag.tag.result import TagResult  # noqa: F401 - re-exported
+from musetag.tag.runners import _OnnxRunner, _TorchRunner  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-Source = Any  # path (str | PathLike), bytes, binary file object or a numpy array
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_STREAM_SECONDS = 600.0
-DEFAULT_BLOCK_SECONDS = 60.0
 
-
-# ---------------------------------------------------------------------------------------------
-# results
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class TagResult:
-    """Scores of one file (or array). ``status`` is ``"ok"`` or the error message; ``warnings``
-    flags scores not to read as a judgement of music (too short, silent, damaged data: see
-    :mod:`musetag.tag.checks`)."""
-
-    tags: list[str]
-    scores_array: np.ndarray | None = None
-    thresholds: np.ndarray | None = None
-    task: str = "multilabel"
-    path: str | None = None
-    status: str = "ok"
-    duration: float | None = None
-    n_segments: int = 0
-    _decisions: list[str] | None = field(default=None, repr=False)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def scores(self) -> dict[str, float]:
-        """Probability per tag, in vocabulary order (empty for a failed file)."""
-        if self.scores_array is None:
-            return {}
-        return {tag: float(s) for tag, s in zip(self.tags, self.scores_array)}
-
-    def top(self, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` most probable tags, best first."""
-        if self.scores_array is None:
-            return []
-        order = np.argsort(-self.scores_array, kind="stable")[: max(0, int(k))]
-        return [(self.tags[i], float(self.scores_array[i])) for i in order]
-
-    @property
-    def decisions(self) -> list[str]:
-        """Tags decided present: above their threshold (multilabel) or the arg-max (multiclass)."""
-        if self.scores_array is None:
-            return []
-        if self.task == "multiclass":
-            return [self.tags[int(np.argmax(self.scores_array))]]
-        mask = self.scores_array >= self.thresholds
-        order = np.argsort(-self.scores_array, kind="stable")
-        return [self.tags[i] for i in order if mask[i]]
-
-    def to_row(self, top_k: int = 5) -> dict[str, Any]:
-        """The row written by ``musetag tag`` (and returned by the HTTP service)."""
-        row = {
-            "path": self.path or "",
-            "status": self.status,
-            "duration": None if self.duration is None else round(float(self.duration), 3),
-            "top_tags": [{"tag": t, "score": s} for t, s in self.top(top_k)],
-            "decisions": self.decisions,
-            "warnings": list(self.warnings),
-            "scores": self.scores,
-        }
-        return row
-
-
-# ---------------------------------------------------------------------------------------------
-# segmenting (the same windows as evaluation in training)
-# ---------------------------------------------------------------------------------------------
-# one rule for training's evaluation windows and the tagger's (segment_starts lives with training)
-from musetag.training.data import segment_starts  # noqa: E402
-
-
-AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
-
-
-def audio_chunk_starts(n: int, length: int, rule: str, count: int = 0) -> list[int]:
-    """Start samples of the chunks an audio-domain rule cuts from ``n`` samples.
-
-    ``evenly_spaced``: ``count`` chunks, chunk ``i`` at ``i * ((n - length) // count)`` (Won et
-    al. 2020's evaluation; ``count`` 0: ``ceil(n / length)`` chunks from the start to the end,
-    ``hop = (n - length) // (chunks - 1)``). ``centre_excerpt``: one chunk at ``(n - length) // 2``.
-    ``n < length``: one chunk at 0 (zero-padded by the caller)."""
-    if n < length:
-        return [0]
-    if rule == "centre_excerpt":
-        return [(n - length) // 2]
-    if rule != "evenly_spaced":
-        raise ModelError(f"unknown audio segment rule {rule!r}; use one of {', '.join(AUDIO_RULES)}")
-    if count > 0:
-        hop = (n - length) // count
-        return [i * hop for i in range(count)]
-    chunks = -(-n // length)
-    if chunks <= 1:
-        return [0]
-    hop = (n - length) // (chunks - 1)
-    return [i * hop for i in range(chunks)]
-
-
-def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
-    seg = x[..., start : start + length]
-    if seg.shape[-1] < length:
-        pad = [(0, 0)] * (seg.ndim - 1) + [(0, length - seg.shape[-1])]
-        seg = np.pad(seg, pad)
-    return seg
-
-
-class _Segmenter:
-    """Cuts windows from frames arriving in consecutive chunks; ``finish`` adds the padded tail."""
-
-    def __init__(self, length: int, hop: int, keep: set[int] | None = None) -> None:
-        self.length, self.hop, self.keep = length, hop, keep
-        self.pending: np.ndarray | None = None
-        self.p0 = 0  # absolute index of pending[..., 0]
-        self.next = 0  # absolute start of the next window
-        self.index = 0  # windows cut so far
-        self.total = 0  # frames seen
-
-    def _emit(self, seg: np.ndarray, out: list) -> None:
-        if self.keep is None or self.index in self.keep:
-            out.append(np.ascontiguousarray(seg))
-        self.index += 1
-
-    def feed(self, chunk: np.ndarray) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        self.total += chunk.shape[-1]
-        self.pending = chunk if self.pending is None else np.concatenate([self.pending, chunk], axis=-1)
-        while self.next + self.length <= self.p0 + self.pending.shape[-1]:
-            a = self.next - self.p0
-            self._emit(self.pending[..., a : a + self.length], out)
-            self.next += self.hop
-        drop = min(self.next - self.p0, self.pending.shape[-1])
-        if drop > 0:
-            self.pending = self.pending[..., drop:]
-            self.p0 += drop
-        return out
-
-    def finish(self) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        n = self.total
-        if self.pending is None:
-            return out
-        if self.index == 0:
-            self._emit(_window(self.pending, 0, self.length), out)
-        else:
-            last = self.next - self.hop
-            if self.next < n and last + self.length < n:
-                self._emit(_window(self.pending, self.next - self.p0, self.length), out)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the front end (runs in worker processes too: no network here)
-# ---------------------------------------------------------------------------------------------
-class FrontEnd:
-    """Decode + features + windows, configured by a package's ``features`` and ``segment``."""
-
-    def __init__(
-        self,
-        features: dict[str, Any],
-        segment: dict[str, Any],
-        *,
-        stream_seconds: float = DEFAULT_STREAM_SECONDS,
-        block_seconds: float = DEFAULT_BLOCK_SECONDS,
-    ) -> None:
-        import torch
-
-        from musetag.features import FeatureConfig
-
-        self.config = FeatureConfig.from_dict(dict(features))
-        self.kind = self.config.kind
-        self.sample_rate = int(self.config.sample_rate)
-        normalize = self.config.mean is not None and self.config.std is not None
-        # the feature computation, whole, block-wise and streamed: musetag.features.streaming
-        self.streaming = StreamingFeatures(self.config, normalize=normalize)
-        self.extractor = self.streaming.extractor
-        self.length = int(segment.get("frames", segment.get("samples")) or 0)  # 0: the whole file at once
-        self.hop = int(segment.get("hop") or self.length)
-        self.max_segments = int(segment.get("max_segments") or 0)
-        self.rule = str(segment.get("rule") or "regular")
-        self.count = int(segment.get("count") or 0)
-        if self.rule != "regular" and self.rule not in AUDIO_RULES:
-            raise ModelError(f"unknown segment rule {self.rule!r}; use regular, {', '.join(AUDIO_RULES)}")
-        self.stream_seconds = float(stream_seconds) if self.length else math.inf
-        self.block_seconds = float(block_seconds)
-        self.last_duration = 0.0
-        self.last_warnings: list[str] = []  # of the last file segmented (musetag.tag.checks)
-        self._samples = 0
-        self._torch = torch
-
-    # -- features (computed by musetag.features.streaming) ------------------------------------------
-    def features(self, audio: np.ndarray, extractor=None) -> np.ndarray:
-        """``(channels, samples)`` audio at the model rate -> ``(C, n_mels, frames)`` (mel) or
-        ``(C, samples)`` (waveform), normalised with the package's mean/std."""
-        return self.streaming.features(audio, extractor)
-
-    def features_blockwise(self, audio: np.ndarray) -> np.ndarray:
-        """:meth:`features`, computed block by block (:meth:`StreamingFeatures.blockwise`)."""
-        return self.streaming.blockwise(audio)
-
-    # -- decoding -------------------------------------------------------------------------------------
-    def decode(self, source: Source, sample_rate: int | None = None) -> np.ndarray:
-        """``(channels, samples)`` audio at the model rate, downmixed and trimmed as in training.
-
-        Arrays (``(samples,)``, ``(channels, samples)`` or soundfile's ``(samples, channels)``)
-        need ``sample_rate``."""
-        from musetag.audio import load_audio
-        from musetag.features.frontend import prepare_audio
-
-        cfg = self.config
-        if isinstance(source, np.ndarray):
-            if sample_rate is None:
-                raise ConfigError("tagging an array needs its sample_rate: tag(array, sample_rate=44100)")
-            audio = np.asarray(source, dtype=np.float32)
-            if audio.ndim == 2 and audio.shape[0] > 8 and audio.shape[1] <= 8:
-                audio = audio.T  # (samples, channels) as soundfile returns it
-            if audio.ndim not in (1, 2) or audio.shape[-1] == 0:
-                raise AudioError(
-                    f"audio array must be (samples,) or (channels, samples) and non-empty, got shape {audio.shape}"
-                )
-            if not np.all(np.isfinite(audio)):
-                raise AudioError("audio array contains NaN or infinite samples; clean it before tagging")
-            return prepare_audio(audio, int(sample_rate), cfg)
-        audio, sr = load_audio(source, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
-                               decoder=cfg.decoder)
-        return prepare_audio(audio, sr, cfg)
-
-    def is_long(self, source: Source) -> bool:
-        if not isinstance(source, (str, os.PathLike)):
-            return False
-        from musetag.audio import audio_info
-
-        try:
-            return audio_info(source).duration > self.stream_seconds
-        except Exception:  # noqa: BLE001 - decoding will report the problem
-            return False
-
-    # -- windows ------------------------------------------------------------------------------------
-    @property
-    def audio_rule(self) -> bool:
-        """True when the segment rule cuts the audio before computing features."""
-        return self.rule in AUDIO_RULES
-
-    def chunk_features(self, chunks: np.ndarray) -> np.ndarray:
-        """Features of ``(k, C, samples)`` audio chunks, each on its own: ``(k, C, ...)``."""
-        torch = self._torch
-        wave = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32))
-        with torch.inference_mode():
-            return self.extractor(wave).numpy()
-
-    def segments(self, source: Source, sample_rate: int | None = None) -> tuple[np.ndarray, float]:
-        """All windows of a file held in memory: ``(n_segments, C, ...)`` and the duration in seconds."""
-        from musetag.audio.io import collect_notes
-        from musetag.tag.checks import input_warnings, peak
-
-        with collect_notes() as notes:
-            audio = self.decode(source, sample_rate)
-        duration = audio.shape[-1] / self.sample_rate
-        self.last_warnings = input_warnings(self, audio.shape[-1], peak(audio), notes)
-        if self.audio_rule:
-            starts = audio_chunk_starts(audio.shape[-1], self.length, self.rule, self.count)
-            chunks = np.stack([_window(audio, s, self.length) for s in starts])
-            return self.chunk_features(chunks), duration
-        feats = self.features_blockwise(audio)
-        if self.length == 0:
-            return feats[None], duration
-        starts = segment_starts(feats.shape[-1], self.length, self.hop, self.max_segments)
-        return np.stack([_window(feats, s, self.length) for s in starts]), duration
-
-    def stream_segments(self, source: Source) -> Iterator[np.ndarray]:
-        """Windows of a long file, decoded block by block (bounded memory); yields ``(k, C, ...)``
-        arrays and sets ``self.last_duration`` when exhausted."""
-        from musetag.audio import audio_info, stream_blocks
-
-        cfg = self.config
-        if self.audio_rule:
-            yield from self._stream_audio_chunks(source)
-            return
-        keep = None
-        if self.max_segments:
-            n = cfg.n_frames(int(round(audio_info(source).duration * self.sample_rate)))
-            count = len(segment_starts(n, self.length, self.hop))
-            if count > self.max_segments:
-                keep = set(np.unique(np.round(np.linspace(0, count - 1, self.max_segments)).astype(int)).tolist())
-        from musetag.audio.io import collect_notes
-        from musetag.tag.checks import input_warnings, peak
-
-        segmenter = _Segmenter(self.length, self.hop, keep)
-        blocks = stream_blocks(
-            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
-            decoder=cfg.decoder,
-        )
-        self._samples = 0
-        top = [0.0]
-
-        def measured(blocks):
-            for block in blocks:
-                top[0] = max(top[0], peak(block))
-                yield block
-
-        with collect_notes() as notes:
-            for frames in self._stream_frames(measured(blocks)):
-                segs = segmenter.feed(frames)
-                if segs:
-                    yield np.stack(segs)
-        tail = segmenter.finish()
-        if tail:
-            yield np.stack(tail)
-        self.last_duration = self._samples / self.sample_rate
-        self.last_warnings = input_warnings(self, self._samples, top[0], notes)
-
-    def _stream_audio_chunks(self, source: Source) -> Iterator[np.ndarray]:
-        """An audio rule on a long file: the chunk positions come from ``audio_info`` (the header's
-        frame count, converted to the model rate), then the file is decoded block by block and only
-        the samples of unfinished chunks are kept (memory: the chunks, e.g. 16 x 29 s, plus one
-        block). When the decoded length differs from the header's, positions may differ from the
-        in-memory path's by the same few samples; a chunk running past the real end is zero-padded."""
-        from musetag.audio import audio_info, stream_blocks
-
-        cfg = self.config
-        info = audio_info(source)
-        n_est = int(round(info.frames * self.sample_rate / info.sample_rate))
-        starts = audio_chunk_starts(n_est, self.length, self.rule, self.count)
-        pending: dict[int, np.ndarray] = {}  # chunk index -> (C, length) buffer being filled
-        emitted: set[int] = set()
-        pos = 0
-        self._samples = 0
-        blocks = stream_blocks(
-            source, self.block_seconds, sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
-            decoder=cfg.decoder,
-        )
-        for block in blocks:
-            block = np.asarray(block, dtype=np.float32)
-            block = block[None] if block.ndim == 1 else block
-            end = pos + block.shape[-1]
-            done = []
-            for i, s in enumerate(starts):
-                if i in emitted or s >= end or s + self.length <= pos:
-                    continue
-                buf = pending.setdefault(i, np.zeros((block.shape[0], self.length), np.float32))
-                a, b = max(s, pos), min(s + self.length, end)
-                buf[:, a - s : b - s] = block[:, a - pos : b - pos]
-                if s + self.length <= end:
-                    done.append(i)
-            if done:
-                yield self.chunk_features(np.stack([pending.pop(i) for i in done]))
-                emitted.update(done)
-            pos = end
-            self._samples = pos
-        if pos == 0:
-            raise AudioError("no audio samples could be decoded")
-        rest = [i for i in range(len(starts)) if i not in emitted]
-        if rest:  # chunks running past the real end (header longer than the audio): zero-padded
-            channels = next(iter(pending.values())).shape[0] if pending else (1 if cfg.mono else 2)
-            yield self.chunk_features(
-                np.stack([pending.pop(i, np.zeros((channels, self.length), np.float32)) for i in rest])
-            )
-        self.last_duration = pos / self.sample_rate
-
-    def _stream_frames(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """:meth:`StreamingFeatures.frames` of ``blocks``, counting their samples into ``_samples``."""
-
-        def counted(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-            for block in blocks:
-                self._samples += np.shape(block)[-1]
-                yield block
-
-        return self.streaming.frames(counted(blocks))
-
-
-# ---------------------------------------------------------------------------------------------
-# network runners
-# ---------------------------------------------------------------------------------------------
-class _TorchRunner:
-    def __init__(self, model, device: str = "cpu") -> None:
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-            return self.model(x).float().cpu().numpy()
-
-
-class _OnnxRunner:
-    """onnxruntime on the CPU; returns the graph's ``output`` (``logits``, or ``embedding`` for
-    embedders; see :mod:`musetag.tag.export`)."""
-
-    def __init__(self, onnx_path: Path, output: str = "logits") -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        names = [o.name for o in self.session.get_outputs()]
-        if output == "logits":
-            output = names[0]  # the first output, whatever an older export named it
-        elif output not in names:
-            raise ModelError(
-                f"{onnx_path} has no {output!r} output (it has {', '.join(names)}): it was exported by an older "
-                "musetag; export it again with `musetag export MODEL --format onnx`"
-            )
-        self.output = output
-        self.width = self.session.get_outputs()[names.index(output)].shape[-1]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-
-def _activation(logits: np.ndarray, task: str) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    if task == "multiclass":
-        z = logits - logits.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-logits))
-
-
-class _Aggregator:
-    def __init__(self, how: str, task: str) -> None:
-        if how not in ("mean", "mean_logits", "max"):
-            raise ModelError(f"unknown segment aggregation {how!r}; use mean, mean_logits or max")
-        self.how, self.task = how, task
-        self.acc: np.ndarray | None = None
-        self.count = 0
-
-    def add(self, logits: np.ndarray) -> None:
-        values = logits.astype(np.float64) if self.how == "mean_logits" else _activation(logits, self.task)
-        part = values.max(axis=0) if self.how == "max" else values.sum(axis=0)
-        if self.acc is None:
-            self.acc = part
-        else:
-            self.acc = np.maximum(self.acc, part) if self.how == "max" else self.acc + part
-        self.count += values.shape[0]
-
-    def result(self) -> np.ndarray:
-        if self.acc is None:
-            raise AudioError("no segments to score")
-        if self.how == "max":
-            out = self.acc
-        elif self.how == "mean_logits":
-            out = _activation(self.acc / self.count, self.task)
-        else:
-            out = self.acc / self.count
-        return out.astype(np.float32)
+# decoding, features and windows (musetag.tag.frontend); segmenting and aggregating
+# (musetag.tag.segments; segment_starts lives with training, the same windows as its evaluation)
+from musetag.tag.frontend import (  # noqa: E402,F401 - re-exported
+    DEFAULT_BLOCK_SECONDS,
+    DEFAULT_STREAM_SECONDS,
+    FrontEnd,
+    Source,
+)
+from musetag.tag.segments import (  # noqa: E402,F401 - re-exported
+    AUDIO_RULES,
+    SegmentScores,
+    WindowRecorder,
+    _activation,
+    _Aggregator,
+    _Segmenter,
+    _window,
+    audio_chunk_starts,
+    window_times,
+)
+from musetag.training.data import segment_starts  # noqa: E402,F401 - re-exported
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,7 +102,8 @@ def _init_worker(
 
 
 def _prepare_in_worker(source: str) -> tuple[str, Any, Any, list[str]]:
-    """("ok", segments, duration, warnings) | ("scored", (scores, n_segments), duration, warnings)
+    """("ok", (segments, starts), duration, warnings) | ("scored", (scores, n_segments, window), duration,
+    warnings), window: ``(probabilities, starts)`` of the windows when the tagger keeps them, else None
     | ("stream", None, None, []) | ("error", message, None, []). "scored": the worker ran the network
     itself (CPU torch models)."""
     front: FrontEnd = _WORKER["front"]
@@ -538,8 +113,10 @@ def _prepare_in_worker(source: str) -> tuple[str, Any, Any, list[str]]:
             return "stream", None, None, []
         segs, duration = front.segments(source)
         if scorer is not None:
-            return "scored", (scorer.aggregate(segs), len(segs)), duration, front.last_warnings
-        return "ok", segs, duration, front.last_warnings
+            scores, probs = scorer.score_windows(segs)
+            window = None if probs is None else (probs, list(front.last_starts))
+            return "scored", (scores, len(segs), window), duration, front.last_warnings
+        return "ok", (segs, list(front.last_starts)), duration, front.last_warnings
     except Exception as exc:  # noqa: BLE001 - every failure becomes that file's status
         return "error", error_message(source, exc), None, []
 
@@ -571,6 +148,8 @@ class Tagger:
     >>> result = tagger.tag("song.mp3")                         # doctest: +SKIP
     >>> result.top(5), result.decisions, result.scores["happy"]  # doctest: +SKIP
 
+    ``segments=True``: every result also carries its windows' probabilities and times
+    (:attr:`TagResult.segments`), from the same forward pass as the file's scores.
     ``threshold``: ``None`` (the package's tuned per-tag thresholds when it has them, else 0.5),
     ``"tuned"`` (require them) or a number applied to every tag. ``backend``: ``"torch"`` or
     ``"onnx"`` (onnxruntime running the network exported by ``musetag export``; features are
@@ -591,6 +170,7 @@ class Tagger:
         onnx_path: str | os.PathLike | None = None,
         stream_seconds: float = DEFAULT_STREAM_SECONDS,
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
+        segments: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -602,6 +182,7 @@ class Tagger:
         self.stream_seconds = float(stream_seconds)
         self.block_seconds = float(block_seconds)
         self.thresholds = self._resolve_thresholds(threshold)
+        self.keep_segments = bool(segments)  # results carry per-window scores (TagResult.segments)
         self.front = FrontEnd(package.features, package.segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
         if backend == "torch":
             self.model = package.build_model()
@@ -679,21 +260,52 @@ class Tagger:
             return probe_tagging.accumulator(self)
         return _Aggregator(self.package.aggregation, self.task)
 
-    def _feed(self, acc, segments: np.ndarray) -> None:
+    def _recorder(self, keep: bool | None = None) -> WindowRecorder | None:
+        keep = self.keep_segments if keep is None else keep
+        return WindowRecorder(self.task) if keep else None
+
+    def _feed(self, acc, segments: np.ndarray, recorder: WindowRecorder | None = None) -> None:
         for i in range(0, len(segments), self.batch_size):
-            acc.add(self.runner(segments[i : i + self.batch_size]))
+            out = self.runner(segments[i : i + self.batch_size])
+            acc.add(out)
+            if recorder is not None:  # the same outputs: per-window scores cost no second pass
+                recorder.add(out)
+
+    def score_windows(self, segments: np.ndarray, keep: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """File-level result of ``(n, C, ...)`` windows, batched through the network, and the
+        windows' probabilities ``(n, tags)`` when the tagger keeps them (``keep`` None: as the
+        tagger was built) else None."""
+        acc, rec = self._accumulator(), self._recorder(keep)
+        self._feed(acc, segments, rec)
+        return acc.result(), None if rec is None else rec.probabilities()
 
     def aggregate(self, segments: np.ndarray) -> np.ndarray:
-        """File-level result of ``(n, C, ...)`` windows, batched through the network (what
-        ``score_segments`` and the worker processes of ``tag_many`` return)."""
-        acc = self._accumulator()
-        self._feed(acc, segments)
-        return acc.result()
+        """File-level result of ``(n, C, ...)`` windows (what ``score_segments`` returns)."""
+        return self.score_windows(segments)[0]
+
+    def _segment_scores(self, probs: np.ndarray, starts: list[int], duration: float | None) -> SegmentScores:
+        times = self.front.window_times(starts, duration or 0.0)
+        return SegmentScores(start=times[:, 0], end=times[:, 1], scores=np.asarray(probs, dtype=np.float32))
 
     def score_segments(
-        self, segments: np.ndarray, *, path: Any = None, duration: float | None = None, warnings: list[str] | None = None
+        self,
+        segments: np.ndarray,
+        *,
+        path: Any = None,
+        duration: float | None = None,
+        warnings: list[str] | None = None,
+        starts: list[int] | None = None,
+        keep_segments: bool | None = None,
     ) -> TagResult:
-        return self._result(self.aggregate(segments), path, duration, len(segments), warnings)
+        """The result of a file's windows; ``starts`` (:attr:`FrontEnd.last_starts`) places them in
+        time when the tagger keeps per-window scores (``keep_segments`` overrides that per call)."""
+        scores, probs = self.score_windows(segments, keep_segments)
+        result = self._result(scores, path, duration, len(segments), warnings)
+        if probs is not None:
+            if starts is None or len(starts) != len(probs):
+                raise ConfigError("per-window scores need the windows' starts (FrontEnd.last_starts)")
+            result.segments = self._segment_scores(probs, starts, duration)
+        return result
 
     def tag(self, source: Source, sample_rate: int | None = None) -> TagResult:
         """Tag one file (path, bytes, file object) or array (``sample_rate`` required).
@@ -704,15 +316,20 @@ class Tagger:
         if path is not None and self.front.is_long(path):
             return self._tag_stream(path)
         segments, duration = self.front.segments(source, sample_rate)
-        return self.score_segments(segments, path=path, duration=duration, warnings=self.front.last_warnings)
+        return self.score_segments(
+            segments, path=path, duration=duration, warnings=self.front.last_warnings, starts=self.front.last_starts
+        )
 
     def _tag_stream(self, path: Any) -> TagResult:
-        acc = self._accumulator()
+        acc, rec = self._accumulator(), self._recorder()
         n = 0
         for segs in self.front.stream_segments(path):
-            self._feed(acc, segs)
+            self._feed(acc, segs, rec)
             n += len(segs)
-        return self._result(acc.result(), path, self.front.last_duration, n, self.front.last_warnings)
+        result = self._result(acc.result(), path, self.front.last_duration, n, self.front.last_warnings)
+        if rec is not None:
+            result.segments = self._segment_scores(rec.probabilities(), self.front.last_starts, result.duration)
+        return result
 
     def _tag_safe(self, source: Source) -> TagResult:
         try:
@@ -800,11 +417,16 @@ class Tagger:
                         result = self.error_result(src, error_message(src, exc))
                     else:
                         if status == "scored":
-                            scores, n_segments = payload
+                            scores, n_segments, kept = payload
                             result = self._result(scores, src, duration, n_segments, warnings)
+                            if kept is not None:  # (window probabilities, window starts)
+                                result.segments = self._segment_scores(kept[0], kept[1], duration)
                         elif status == "ok":
                             try:
-                                result = self.score_segments(payload, path=src, duration=duration, warnings=warnings)
+                                segs, starts = payload
+                                result = self.score_segments(
+                                    segs, path=src, duration=duration, warnings=warnings, starts=starts
+                                )
                             except Exception as exc:  # noqa: BLE001
                                 result = self.error_result(src, error_message(src, exc))
                         elif status == "stream":

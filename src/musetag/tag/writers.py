@@ -12,6 +12,10 @@ Every format survives a kill and can be resumed:
     one document ``{"tags": [...], "results": [...]}`` rewritten to a temporary file and renamed
     over the output (every few seconds and at the end), so it is always whole.
 
+With ``musetag tag --segments`` JSON and JSONL rows also hold ``segments``: one
+``{"start", "end", "scores": [one per tag, vocabulary order]}`` per window (seconds); CSV refuses
+``--segments`` (it stays one row per file).
+
 Every row has ``status`` (``ok`` or the file's error message) and ``warnings`` (a list in JSON and
 JSONL). A file that decodes is tagged, but scores that should not be read as a judgement of music
 are flagged, never returned bare: ``too_short: ...`` when the audio is shorter than the model's
@@ -51,6 +55,18 @@ def output_format(path: str | os.PathLike) -> str:
     if suffix not in FORMATS:
         raise ConfigError(f"--out {path}: unknown output format {suffix or '(none)'}; use .csv, .json or .jsonl")
     return suffix
+
+
+def check_segments_output(out: str | os.PathLike | None, engine: str = "local") -> None:
+    """``--segments`` needs an output that holds a list per row (.jsonl / .json)."""
+    if engine != "local":
+        raise ConfigError(f"--segments is not supported with --engine {engine}; tag with the local engine")
+    if out is None or output_format(out) == ".csv":
+        where = "without --out" if out is None else f"--out {out}"
+        raise ConfigError(
+            f"--segments {where}: the per-window scores need a .jsonl or .json results file (CSV stays one row "
+            "per file); pass --out RESULTS.jsonl"
+        )
 
 
 def row_key(path: str) -> str:

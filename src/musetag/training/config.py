@@ -11,6 +11,13 @@ Sections (TOML tables): ``model``, ``features``, ``data``, ``loss``, ``optim``, 
 ``augment``, ``swa``, ``snapshots``, ``coteaching``, ``early_stopping``, ``init``, plus top-level keys
 (``seed``, ``epochs``, ``final``...) and an optional ``[[members]]`` list for multi-model
 ensembles (each member: ``name``, ``weight``, ``set`` = a table of overrides).
+
+``final`` names the preferred final model; ``final_choice = "validation"`` (default) ships whichever
+candidate scores best on validation (ties keep ``final``), ``"pinned"`` ships ``final`` regardless.
+``validate_every = k`` validates after every k-th epoch and the last (early stopping's and the
+plateau schedule's patience then count validations; the best epoch is the best validated one). ``decision`` sets a multilabel
+run's thresholds (:mod:`musetag.training.decisions`). ``--set epochs=N`` scales the recipe's other
+epoch counts (:mod:`musetag.training.run_length`).
 """
 from __future__ import annotations
 
@@ -46,7 +53,8 @@ class DataSection:
     models); 0 uses whole tracks (padded to the longest in the batch). Evaluation cuts each track
     into segments of ``eval_crop`` (0: same as ``crop``) every ``eval_hop`` (0: no overlap), keeps
     at most ``eval_max_segments`` evenly spaced ones (0: all) and aggregates the per-segment
-    outputs with ``aggregation``.
+    outputs with ``aggregation``. The windows of each track are cut once per run and kept in
+    memory up to ``eval_cache_mb`` megabytes (0: cut again at every evaluation).
     """
 
     dataset: str = ""
@@ -58,6 +66,7 @@ class DataSection:
     aggregation: str = "mean"
     batch_size: int = 32
     eval_batch_size: int = 64
+    eval_cache_mb: float = 1024.0
     num_workers: int = 0
     train_split: str = "train"
     validation_split: str = "validation"
@@ -219,6 +228,10 @@ class MemberSpec:
 
 
 FINAL_CHOICES = ("auto", "best", "last", "swa", "snapshots", "per_class")
+#: ``final_choice``: pick the final model among the run's candidates on validation, or keep ``final``
+FINAL_CHOICE_RULES = ("validation", "pinned")
+#: ``decision``: how a multilabel run's per-tag thresholds are set (musetag.training.decisions)
+DECISION_RULES = ("auto", "max_f1", "prior_rate")
 
 
 @dataclass
@@ -233,6 +246,9 @@ class TrainConfig:
     amp: str = "off"
     compile: bool = False
     final: str = "auto"
+    final_choice: str = "validation"
+    validate_every: int = 1
+    decision: str = "auto"
     out: str = ""
     checkpoint_every_steps: int = 0
     progress: bool = True
@@ -280,6 +296,8 @@ CHOICES: dict[str, tuple] = {
     "device": ("auto", "cpu", "cuda", "mps", "cuda:N"),
     "amp": ("off", "bf16", "fp16", "auto"),
     "final": FINAL_CHOICES,
+    "final_choice": FINAL_CHOICE_RULES,
+    "decision": DECISION_RULES,
     "data.aggregation": ("mean", "max"),
     "data.label_mode": ("multi", "single"),
     "loss.name": ("auto", "bce", "wbce", "focal", "ce"),
@@ -316,6 +334,8 @@ def validate(cfg: TrainConfig) -> None:
         obj = getattr(cfg, section) if section else cfg
         _check_choice(key, getattr(obj, name))
     _positive("epochs", cfg.epochs)
+    _positive("validate_every", cfg.validate_every)
+    _positive("data.eval_cache_mb", cfg.data.eval_cache_mb, allow_zero=True)
     _positive("data.crop", cfg.data.crop, allow_zero=True)
     _positive("data.eval_crop", cfg.data.eval_crop, allow_zero=True)
     _positive("data.eval_hop", cfg.data.eval_hop, allow_zero=True)
@@ -634,9 +654,14 @@ def load_config(
         source = str(path)
     if overrides:
         data = merge(data, overrides)
+    before, set_keys = data, set()
     for item in sets or []:
         key, value = parse_set(item)
+        set_keys.add(key)
         data = _apply_set(data, key, value)
+    from musetag.training.run_length import follow_epochs
+
+    data = follow_epochs(before, data, set_keys)  # the recipe's schedule follows --set epochs=N
     source = "--set" if sets else source
     return TrainConfig.from_dict(data, source=source)
 

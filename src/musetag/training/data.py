@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from musetag.data.store import dataset_cache_dir, default_store, feature_key  # noqa: F401  (feature_key: re-exported)
 from musetag.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -121,43 +122,9 @@ def resolve_feature_config(features: dict, dataset_config=None):
     return FeatureConfig.from_dict(base)
 
 
-def feature_key(feature_config) -> str:
-    d = feature_config.to_dict()
-    d.pop("mean", None)
-    d.pop("std", None)
-    d.pop("name", None)
-    if d.get("decoder") == "auto":
-        d.pop("decoder")  # the default decoder keeps the keys made before the field existed
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _prepared_with(cache_dir: Path, feature_config) -> bool:
-    """Whether ``cache_dir`` is a ``musetag prepare`` cache of exactly these features."""
-    settings = Path(cache_dir) / "cache.json"
-    if not settings.is_file():
-        return False
-    try:
-        saved = json.loads(settings.read_text(encoding="utf-8")).get("features")
-    except (OSError, ValueError):
-        return False
-    mine = feature_config.to_dict()
-    for k in ("mean", "std", "name", "extra"):
-        mine.pop(k, None)
-    return json.loads(json.dumps(mine, default=str)) == saved
-
-
 def default_cache_dir(dataset_config, feature_config, run_dir: Path | None) -> Path:
-    """The dataset's own cache (``cache = ...``, as built by ``musetag prepare``) when it holds
-    these features, else ``<cache or .musetag-cache beside the dataset TOML>/<name>-<features hash>``."""
-    if dataset_config.cache_dir is not None:
-        if _prepared_with(dataset_config.cache_dir, feature_config):
-            return Path(dataset_config.cache_dir)
-        base = Path(dataset_config.cache_dir)
-    elif dataset_config.source is not None:
-        base = Path(dataset_config.source).parent / ".musetag-cache"
-    else:
-        base = Path(run_dir or ".") / "cache"
-    return base / f"{dataset_config.name}-{feature_key(feature_config)}"
+    """The dataset's cache folder: the same one ``musetag prepare`` fills (:func:`musetag.data.store.dataset_cache_dir`)."""
+    return dataset_cache_dir(dataset_config, feature_config, run_dir if run_dir is not None else Path("."))
 
 
 def _safe_name(track_id: str) -> str:
@@ -166,7 +133,8 @@ def _safe_name(track_id: str) -> str:
     return f"{stem}-{digest}.npy"
 
 
-def prepare_cache(records, feature_config, cache_dir: Path, *, progress: bool = True) -> dict[str, Path]:
+def prepare_cache(records, feature_config, cache_dir: Path, *, progress: bool = True,
+                  store: Path | None = None) -> dict[str, Path]:
     """Feature file for every record (computed once, then reused): ``{track id: .npy path}``.
 
     Uses the data package's feature cache (``musetag prepare``) when it is available, otherwise
@@ -178,7 +146,7 @@ def prepare_cache(records, feature_config, cache_dir: Path, *, progress: bool = 
         data_cache = None
     if data_cache is not None and hasattr(data_cache, "training_cache"):
         try:
-            return data_cache.training_cache(records, feature_config, cache_dir, progress=progress)
+            return data_cache.training_cache(records, feature_config, cache_dir, progress=progress, store=store)
         except DatasetError as exc:
             if "different settings" not in str(exc):
                 raise
@@ -237,7 +205,7 @@ def load_training_data(cfg, run_dir: Path | None = None, *, progress: bool = Tru
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(ds, feature_config, run_dir)
     if not prepare and not cache_dir.exists():
         raise DatasetError(f"feature cache {cache_dir} does not exist yet")
-    paths = prepare_cache(records, feature_config, cache_dir, progress=progress)
+    paths = prepare_cache(records, feature_config, cache_dir, progress=progress, store=default_store(ds, cache_dir))
 
     splits: dict[str, SplitData] = {}
     wanted = {"train": cfg.data.train_split, "validation": cfg.data.validation_split, "test": cfg.data.test_split}

@@ -113,10 +113,11 @@ def build_loss(name: str, *, task: str, train_targets=None, focal_alpha: float =
     """The loss named in the config, checked against the task."""
     if name == "auto":
         name = "ce" if task == "multiclass" else "bce"
-    if task == "multiclass" and name != "ce":
-        raise ConfigError(f"loss.name = {name!r} is for multilabel tagging; a multiclass task needs 'ce' (or 'auto')")
-    if task == "multilabel" and name == "ce":
-        raise ConfigError("loss.name = 'ce' is for single-label tasks; use 'bce', 'wbce' or 'focal' for tagging")
+    from musetag.training.recipe_checks import loss_mismatch
+
+    why = loss_mismatch(name, task) if name in ("bce", "wbce", "focal", "ce") else None
+    if why:
+        raise ConfigError(why)
     if name == "bce":
         return BCELoss()
     if name == "wbce":

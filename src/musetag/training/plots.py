@@ -18,7 +18,7 @@ def plot_training_curves(history: list[dict], out_dir: str | Path, *, metric: st
     out_dir.mkdir(parents=True, exist_ok=True)
     if not history:
         return []
-    epochs = np.array([h["epoch"] for h in history]) + 1
+    epochs = np.array([h["epoch"] for h in history])  # 1-based in metrics.jsonl
 
     def series(key):
         return np.array([np.nan if h.get(key) is None else h[key] for h in history], dtype=float)

@@ -1,18 +1,31 @@
-// musetag web page: choose or drop a file, play it, POST it to /v1/tag, draw the tags as bars.
+// musetag web page: choose or drop a file, play it, POST it to /v1/tag?segments=true (one model, or
+// every served model side by side), draw its top tags over time as a timeline synchronised with the
+// audio player (click or arrow keys seek, a cursor follows playback) and its whole-song tags as bars.
+// No external resources: works offline.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
   const drop = $("drop"), input = $("file"), audio = $("audio"), statusEl = $("status");
-  const bars = $("bars"), results = $("results"), showAll = $("show-all");
-  const TOP = 15;
-  let objectUrl = null, lastResult = null, decisions = new Set();
+  const results = $("results"), showAll = $("show-all"), holder = $("model-results");
+  const pick = $("model-pick"), select = $("model-select");
+  const TOP = 15, LINES = 5, W = 1000, H = 100, ALL = "__all__";
+  // colour-blind friendly (Okabe & Ito), the same as `musetag plot`
+  const COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000"];
+  const SVG = "http://www.w3.org/2000/svg";
+  let objectUrl = null, lastResults = [], models = [], timelines = [], fileDuration = 0, lastFile = null;
 
   function setStatus(text, isError) {
     statusEl.textContent = text;
     statusEl.className = isError ? "error" : "";
   }
 
-  fetch("/v1/tags").then((r) => r.json()).then((info) => {
+  function clock(t) {
+    t = Math.max(0, t || 0);
+    const m = Math.floor(t / 60), s = Math.floor(t % 60);
+    return `${m}:${String(s).padStart(2, "0")}`;
+  }
+
+  function describe(info) {
     const m = info.model;
     $("model").textContent = `Model ${m.pretrained || m.name} · ${info.tags.length} tags · ${info.task}`;
     const about = $("about");
@@ -34,13 +47,163 @@
       about.append(document.createElement("br"), cite);
     }
     about.hidden = !about.childNodes.length;
-  }).catch(() => { $("model").textContent = "model description unavailable"; });
+  }
 
-  function render() {
-    if (!lastResult) return;
-    const entries = Object.entries(lastResult.scores).sort((a, b) => b[1] - a[1]);
+  function loadDescription(id) {
+    const q = id && id !== ALL ? "?model=" + encodeURIComponent(id) : "";
+    return fetch("/v1/tags" + q).then((r) => r.json()).then(describe)
+      .catch(() => { $("model").textContent = "model description unavailable"; });
+  }
+
+  fetch("/v1/models").then((r) => r.json()).then((info) => {
+    models = info.models.map((m) => m.id);
+    select.replaceChildren();
+    for (const m of info.models) {
+      const opt = document.createElement("option");
+      opt.value = m.id;
+      opt.textContent = `${m.id} (${m.n_tags} tags)`;
+      select.append(opt);
+    }
+    if (models.length > 1) {
+      const opt = document.createElement("option");
+      opt.value = ALL;
+      opt.textContent = "all models, side by side";
+      select.append(opt);
+    }
+    pick.hidden = models.length < 2;
+    return loadDescription(models[0]);
+  }).catch(() => loadDescription(null));
+
+  // -- the timeline --------------------------------------------------------------------------------
+  function svgEl(name, attrs) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+    return el;
+  }
+
+  function timelineDuration(body) {
+    return body.duration || (isFinite(audio.duration) ? audio.duration : 0) || 1;
+  }
+
+  function seek(t) {
+    if (!fileDuration) return;
+    t = Math.min(Math.max(0, t), fileDuration);
+    try { audio.currentTime = t; } catch (e) { /* metadata not loaded yet */ }
+    moveCursors(t);
+  }
+
+  function moveCursors(t) {
+    for (const tl of timelines) {
+      const x = (Math.min(t, tl.duration) / tl.duration) * W;
+      tl.cursor.setAttribute("x1", x.toFixed(2));
+      tl.cursor.setAttribute("x2", x.toFixed(2));
+      tl.box.dataset.time = t.toFixed(3);
+      tl.box.setAttribute("aria-valuenow", t.toFixed(1));
+      tl.box.setAttribute("aria-valuetext", `${clock(t)} of ${clock(tl.duration)}`);
+    }
+  }
+
+  function drawTimeline(section, id, body, first) {
+    const tags = body.tags, segs = body.segments || [];
+    const duration = timelineDuration(body);
+    const order = tags.map((t, i) => i).sort((a, b) => body.scores[tags[b]] - body.scores[tags[a]]).slice(0, LINES);
+    const box = document.createElement("div");
+    box.className = "timeline";
+    if (first) box.id = "timeline";
+    box.tabIndex = 0;
+    box.setAttribute("role", "slider");
+    box.setAttribute("aria-label", `Timeline of ${order.map((i) => tags[i]).join(", ")} over the song (${id}); ` +
+      "click or use the arrow keys to move the player");
+    box.setAttribute("aria-valuemin", "0");
+    box.setAttribute("aria-valuemax", duration.toFixed(1));
+    box.dataset.windows = String(segs.length);
+    // the vertical scale: 0 to the highest score drawn (rounded up to 10 %), so low moods stay readable
+    let top = 0;
+    for (const s of segs) for (const ti of order) top = Math.max(top, s.scores[ti]);
+    const ymax = Math.min(1, Math.max(0.1, Math.ceil(top * 10 - 1e-9) / 10));
+    const yOf = (v) => (H * (1 - v / ymax)).toFixed(2);
+    box.dataset.ymax = String(ymax);
+    const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" });
+    for (const y of [0.25, 0.5, 0.75]) svg.append(svgEl("line", { class: "grid", x1: 0, x2: W, y1: H * (1 - y), y2: H * (1 - y) }));
+    const legend = document.createElement("ul");
+    legend.className = "legend";
+    order.forEach((ti, k) => {
+      const colour = COLOURS[k % COLOURS.length];
+      let pts;
+      if (segs.length === 1) {
+        const y = yOf(segs[0].scores[ti]);
+        pts = `${(segs[0].start / duration) * W},${y} ${(segs[0].end / duration) * W},${y}`;
+      } else {
+        pts = segs.map((s) => `${(((s.start + s.end) / 2) / duration * W).toFixed(2)},${yOf(s.scores[ti])}`).join(" ");
+      }
+      const line = svgEl("polyline", { class: "series", points: pts, stroke: colour });
+      line.dataset.tag = tags[ti];
+      svg.append(line);
+      const li = document.createElement("li");
+      const sw = document.createElement("span");
+      sw.className = "swatch";
+      sw.style.background = colour;
+      li.append(sw, document.createTextNode(tags[ti]));
+      legend.append(li);
+    });
+    const scale = document.createElement("li");
+    scale.className = "muted";
+    scale.textContent = `(scale 0–${Math.round(ymax * 100)} %, a point per window)`;
+    legend.append(scale);
+    const cursor = svgEl("line", { class: "cursor", x1: 0, x2: 0, y1: 0, y2: H });
+    svg.append(cursor);
+    box.append(svg);
+    const axis = document.createElement("div");
+    axis.className = "axis";
+    axis.setAttribute("aria-hidden", "true");
+    for (let k = 0; k <= 4; k++) {
+      const span = document.createElement("span");
+      span.textContent = clock((duration * k) / 4);
+      axis.append(span);
+    }
+    box.addEventListener("click", (e) => {
+      const rect = box.getBoundingClientRect();
+      seek(((e.clientX - rect.left) / rect.width) * duration);
+    });
+    box.addEventListener("keydown", (e) => {
+      const now = audio.currentTime || 0, big = e.shiftKey ? 30 : 5;
+      const moves = { ArrowLeft: now - big, ArrowDown: now - big, ArrowRight: now + big, ArrowUp: now + big,
+        PageDown: now - 30, PageUp: now + 30, Home: 0, End: duration };
+      if (e.key in moves) { e.preventDefault(); seek(moves[e.key]); }
+    });
+    // the same data as a table, for screen readers and for reading exact numbers
+    const details = document.createElement("details");
+    details.className = "windows";
+    const summary = document.createElement("summary");
+    summary.textContent = `Scores over time as a table (${segs.length} windows)`;
+    const table = document.createElement("table");
+    const head = table.createTHead().insertRow();
+    for (const text of ["from", "to", "top tags"]) {
+      const th = document.createElement("th");
+      th.textContent = text;
+      head.append(th);
+    }
+    const tbody = table.createTBody();
+    for (const s of segs) {
+      const row = tbody.insertRow();
+      const best = tags.map((t, i) => i).sort((a, b) => s.scores[b] - s.scores[a]).slice(0, 3);
+      row.insertCell().textContent = clock(s.start);
+      row.insertCell().textContent = clock(s.end);
+      row.insertCell().textContent = best.map((i) => `${tags[i]} ${(s.scores[i] * 100).toFixed(0)}%`).join(", ");
+    }
+    details.append(summary, table);
+    section.append(legend, box, axis, details);
+    timelines.push({ box, cursor, duration });
+  }
+
+  // -- the bars --------------------------------------------------------------------------------------
+  function drawBars(section, body, first) {
+    const decisions = new Set(body.decisions || []);
+    const entries = Object.entries(body.scores).sort((a, b) => b[1] - a[1]);
     const shown = showAll.checked ? entries : entries.slice(0, TOP);
-    bars.replaceChildren();
+    const bars = document.createElement("ol");
+    bars.className = "bars";
+    if (first) bars.id = "bars";
     for (const [tag, score] of shown) {
       const li = document.createElement("li");
       li.className = "bar" + (decisions.has(tag) ? " on" : "");
@@ -64,44 +227,92 @@
       bars.appendChild(li);
       requestAnimationFrame(() => { fill.style.width = Math.max(0.5, score * 100).toFixed(2) + "%"; });
     }
+    section.append(bars);
+  }
+
+  function render() {
+    if (!lastResults.length) return;
+    holder.replaceChildren();
+    holder.className = lastResults.length > 1 ? "side" : "";
+    timelines = [];
+    lastResults.forEach(({ id, body }, k) => {
+      const section = document.createElement("section");
+      section.className = "model-result";
+      section.dataset.model = id;
+      const h = document.createElement("h3");
+      h.textContent = id;
+      section.append(h);
+      if (body.segments) drawTimeline(section, id, body, k === 0);
+      drawBars(section, body, k === 0);
+      holder.append(section);
+    });
+    moveCursors(audio.currentTime || 0);
     results.hidden = false;
+  }
+
+  // the cursor follows playback (every frame while playing, and on every seek)
+  let frame = null;
+  function follow() {
+    moveCursors(audio.currentTime || 0);
+    frame = audio.paused ? null : requestAnimationFrame(follow);
+  }
+  audio.addEventListener("play", () => { if (frame === null) frame = requestAnimationFrame(follow); });
+  for (const ev of ["timeupdate", "seeked", "pause"]) audio.addEventListener(ev, () => moveCursors(audio.currentTime || 0));
+
+  async function tagWith(id, file) {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const q = `?segments=true&top_k=${TOP}` + (id ? "&model=" + encodeURIComponent(id) : "");
+    const response = await fetch("/v1/tag" + q, { method: "POST", body: form });
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const msg = body && body.message ? body.message : `the server answered ${response.status}`;
+      throw new Error(msg);
+    }
+    return body;
   }
 
   async function handle(file) {
     if (!file) return;
-    if (objectUrl) URL.revokeObjectURL(objectUrl);
-    objectUrl = URL.createObjectURL(file);
-    audio.src = objectUrl;
+    if (file !== lastFile) {  // the same file again (another model chosen): keep the player where it is
+      if (objectUrl) URL.revokeObjectURL(objectUrl);
+      objectUrl = URL.createObjectURL(file);
+      audio.src = objectUrl;
+    }
+    lastFile = file;
     $("filename").textContent = file.name;
     $("player").hidden = false;
     results.hidden = true;
-    lastResult = null;
+    lastResults = [];
+    delete document.body.dataset.state;
+    const chosen = select.value === ALL ? models : [select.value || models[0] || null];
     setStatus(`Tagging ${file.name}…`);
-    const form = new FormData();
-    form.append("file", file, file.name);
     const started = performance.now();
     try {
-      const response = await fetch("/v1/tag?top_k=" + TOP, { method: "POST", body: form });
-      let body = null;
-      try { body = await response.json(); } catch (e) { body = null; }
-      if (!response.ok) {
-        const msg = body && body.message ? body.message : `the server answered ${response.status}`;
-        setStatus(`Could not tag ${file.name}: ${msg}`, true);
-        return;
-      }
-      lastResult = body;
-      decisions = new Set(body.decisions || []);
+      const got = [];
+      for (const id of chosen) got.push({ id: id || "model", body: await tagWith(id, file) });
+      lastResults = got;
+      fileDuration = got[0].body.duration || 0;
       const secs = ((performance.now() - started) / 1000).toFixed(1);
-      setStatus(`${file.name}: ${body.duration ? body.duration.toFixed(0) + " s of audio, " : ""}tagged in ${secs} s.`);
+      const dur = got[0].body.duration ? got[0].body.duration.toFixed(0) + " s of audio, " : "";
+      setStatus(`${file.name}: ${dur}tagged in ${secs} s${got.length > 1 ? ` by ${got.length} models` : ""}.`);
       document.body.dataset.state = "tagged";
       render();
     } catch (err) {
-      setStatus(`Could not reach the server: ${err}`, true);
+      const text = err instanceof TypeError ? `Could not reach the server: ${err.message}` : `Could not tag ${file.name}: ${err.message}`;
+      setStatus(text, true);
     }
   }
 
-  input.addEventListener("change", () => handle(input.files[0]));
+  // reset the input after each pick, so that choosing the same file again tags it again
+  input.addEventListener("change", () => { const f = input.files[0]; input.value = ""; handle(f); });
   showAll.addEventListener("change", render);
+  // another model (or all of them): describe it and tag the current song with it
+  select.addEventListener("change", () => {
+    loadDescription(select.value === ALL ? models[0] : select.value);
+    if (lastFile) handle(lastFile);
+  });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); }));
   ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); }));

@@ -1,0 +1,92 @@
+"""The CLI branch of the Ray engine (``musetag tag/embed ... --engine ray``): options of the local engine that
+Ray cannot honour are refused, Ray is started (or joined) quietly, and the runs of
+:mod:`musetag.tag.ray_engine` are reported like the local path's."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from musetag.errors import ConfigError
+from musetag.tag.ray_engine import _iter_rows, _ray, run_embed, run_tag, tag_dataset
+
+
+def quiet_cli_ray(address: str | None, *, verbose: bool, progress: bool) -> None:
+    """Ray for the CLI: without ``musetag -v`` only Ray's errors reach the terminal (no INFO/WARNING lines
+    about the cluster start, token authentication, Ray Data's execution plan or its disabled bars, no
+    deprecation warnings from Ray's own code, no workers' log lines; the C++ core worker may still print a
+    notice of its own); Ray Data's progress bars follow ``--progress``/``--no-progress`` like the local path's."""
+    import warnings
+
+    ray = _ray()
+    level = logging.INFO if verbose else logging.ERROR
+    if not verbose:
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=verbose, logging_level=level)
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    if hasattr(ctx, "print_on_execution_start"):
+        ctx.print_on_execution_start = verbose
+
+
+def refuse_local_options(args) -> None:
+    """Options of the local engine that --engine ray cannot honour are refused, not silently ignored."""
+    if getattr(args, "workers", None) is not None:
+        raise ConfigError(
+            f"--workers {args.workers} sets the local engine's decoding processes and has no meaning with --engine "
+            "ray: Ray decodes in tasks on every CPU of the cluster, and --ray-actors N sets the copies of the "
+            "network; drop --workers")
+
+
+def cli_options(args) -> dict[str, Any]:
+    refuse_local_options(args)
+    _ray()
+    from musetag.commands import show_progress
+    from musetag.tag.shard import parse_shard
+
+    quiet_cli_ray(args.address, verbose=bool(getattr(args, "verbose", False)), progress=show_progress(args))
+
+    return dict(batch_size=args.batch_size, num_actors=args.ray_actors, gpus_per_actor=args.gpus_per_worker,
+                address=args.address, recursive=args.recursive, shard=parse_shard(args.shard), backend=args.backend)
+
+
+def tag_command(args) -> int:
+    from musetag.commands import show_progress, split_model_and_paths
+    from musetag.exit_codes import exit_status
+
+    refuse_local_options(args)
+    _ray()
+    args.model, args.paths = split_model_and_paths(args.items, args.model)
+    opts = cli_options(args)
+    opts.update(threshold=args.threshold, top_k=args.top_k, stream_seconds=args.stream_minutes * 60.0)
+    if args.out is None:
+        ok = failed = 0
+        for row in _iter_rows(tag_dataset(args.model, args.paths, **opts)):
+            if row["status"] == "ok":
+                ok += 1
+                tops = ", ".join(f"{t['tag']} {t['score']:.3f}" for t in row["top_tags"])
+                print(f"{row['path']}\tok\t{tops}" + "".join(f"\twarning: {w}" for w in row["warnings"] or []))
+            else:
+                failed += 1
+                print(f"{row['path']}\terror\t{row['status']}")
+        return exit_status(ok, failed)
+    summary = run_tag(args.model, args.paths, args.out, retry_errors=args.retry_errors,
+                      progress=show_progress(args), **opts)
+    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+    print(f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
+          f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time, Ray)", file=sys.stderr)
+    return summary.exit_status
+
+
+def embed_command(args) -> int:
+    from musetag.commands import show_progress
+    from musetag.exit_codes import exit_status
+
+    opts = cli_options(args)
+    report = run_embed(args.model, args.paths, args.out, retry_errors=args.retry_errors, resume=not args.restart,
+                       progress=show_progress(args), **opts)
+    print(report.summary() + " (Ray)", file=sys.stderr)
+    return exit_status(report.ok, report.failed, report.skipped)

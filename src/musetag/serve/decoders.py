@@ -1,0 +1,142 @@
+"""The service's decoder processes: killable workers that decode an upload and compute its
+features, so a decode that runs past its timeout really stops (its process is replaced) and a
+decoder that crashes is replaced too. :class:`DecoderPool` hands an idle one to each request.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+
+from musetag.errors import MusetagError
+
+log = logging.getLogger("musetag.serve.app")
+
+def _decoder_main(conn, features: dict, segment: dict) -> None:
+    import torch
+
+    from musetag.tag.tagger import FrontEnd, die_with_parent, error_message
+
+    die_with_parent()
+    torch.set_num_threads(1)
+
+    front = FrontEnd(features, segment)
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        name, data = msg
+        try:
+            segs, duration = front.segments(data)
+            conn.send(("ok", segs, (duration, front.last_warnings, list(front.last_starts))))
+        except MusetagError as exc:
+            text = str(exc)
+            generic = f"<{len(data)} bytes of uploaded audio>"
+            if name != "upload" and generic in text:
+                text = text.replace(generic, f"{name} ({len(data)} bytes)")
+            conn.send(("error", text, None))
+        except Exception as exc:  # noqa: BLE001 - reported to the client as an undecodable upload
+            conn.send(("error", error_message(name, exc), None))
+
+
+class DecodeTimeout(Exception):
+    pass
+
+
+class DecoderCrashed(Exception):
+    pass
+
+
+def _context():
+    """forkserver where available: decoders (and replacements for killed ones) fork from a clean
+    server process that has imported the heavy modules once; never from the threaded app process."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "musetag.features", "musetag.audio", "musetag.tag.tagger"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class _Decoder:
+    def __init__(self, features: dict, segment: dict) -> None:
+        ctx = _context()
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_decoder_main, args=(child, features, segment), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        if self.ready:
+            return
+        if not self.conn.poll(timeout):
+            raise RuntimeError("decoder process did not start")
+        self.conn.recv()
+        self.ready = True
+
+    def run(self, name: str, data: bytes, timeout: float):
+        self.wait_ready()
+        try:
+            self.conn.send((name, data))
+            if not self.conn.poll(timeout):
+                raise DecodeTimeout
+            return self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            raise DecoderCrashed from exc
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.join(5)
+        except Exception:  # noqa: BLE001
+            pass
+        self.conn.close()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except Exception:  # noqa: BLE001
+            pass
+        self.process.join(2)
+        if self.process.is_alive():
+            self.kill()
+
+
+class DecoderPool:
+    """``size`` decoder processes; ``try_acquire`` never waits (the service answers 503 instead)."""
+
+    def __init__(self, features: dict, segment: dict, size: int) -> None:
+        self.features, self.segment, self.size = features, segment, size
+        self._lock = threading.Lock()
+        self._idle: list[_Decoder] = [_Decoder(features, segment) for _ in range(size)]
+        self._all = list(self._idle)
+
+    def wait_ready(self) -> None:
+        for dec in list(self._all):
+            dec.wait_ready()
+
+    def try_acquire(self) -> _Decoder | None:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def release(self, dec: _Decoder, *, broken: bool = False) -> None:
+        if broken:
+            dec.kill()
+            fresh = _Decoder(self.features, self.segment)
+            with self._lock:
+                self._all = [d for d in self._all if d is not dec] + [fresh]
+            dec = fresh
+        with self._lock:
+            self._idle.append(dec)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        for dec in self._all:
+            dec.close()
