@@ -144,23 +144,26 @@ def classical_arm(all_clips, split, x) -> tuple[float, float, float]:
 
 # ------------------------------------------------------------------------------------------ (c) probes
 def embedding_cache(backbone: str, all_clips, emb_dir: Path, work: Path) -> Path:
-    """An ``embed:`` feature cache for ``backbone`` ("a+b" concatenates), filled from `musetag embed` files."""
-    from musetag.data.cache import safe_name
+    """An ``embed:`` feature cache for ``backbone`` ("a+b" concatenates), its array store filled from
+    `musetag embed` files (the same numbers, tests/test_probe.py) instead of embedding every clip again."""
+    from musetag.data.cache import CACHE_VERSION, _feature_key
+    from musetag.data.embed_features import embedding_feature_config
+    from musetag.data.store import arrays_dir, audio_key
     from musetag.tag.embed import read_embeddings
 
     cache = work / "caches" / backbone.replace("+", "__")
-    feats = cache / "features"
-    if feats.is_dir() and len(list(feats.glob("*.npy"))) == len(all_clips):
+    settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))
+    arrays = arrays_dir(cache / "features", settings, "float32", CACHE_VERSION)
+    if arrays.is_dir() and len(list(arrays.glob("*.npy"))) == len(all_clips):
         return cache
     tables = []
     for part in backbone.split("+"):
         t = read_embeddings(emb_dir / f"{part}.npy")
-        tables.append({os.path.abspath(os.path.join(DATA, p)) if not os.path.isabs(p) else p: v
-                       for p, v in zip(t.paths, t.vectors)})
-    feats.mkdir(parents=True, exist_ok=True)
+        tables.append({os.path.abspath(os.path.join(DATA, p)): v for p, v in zip(t.paths, t.vectors)})
+    arrays.mkdir(parents=True, exist_ok=True)
     for p, _ in all_clips:
         vec = np.concatenate([t[os.path.abspath(p)] for t in tables]).astype(np.float32)[:, None]
-        np.save(feats / f"{safe_name(Path(p).with_suffix('').as_posix())}.npy", vec)
+        np.save(arrays / audio_key(p), vec)
     return cache
 
 

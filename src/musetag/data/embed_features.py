@@ -106,7 +106,7 @@ def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, final)
-                handle({"id": job["id"], "file": f"features/{final.name}", **_summary(array, "embedding")})
+                handle({"id": job["id"], "file": job.get("file", f"features/{final.name}"), **_summary(array, "embedding")})
             except Exception as exc:  # noqa: BLE001 - reported in failures.csv, the other tracks continue
                 handle({"id": job["id"], "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")})
             bar.update(1)
