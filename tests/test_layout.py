@@ -185,6 +185,9 @@ RIGHTWARD_ALLOWED = {
     # a model package can be the source of a transfer
     ("musetag.training.transfer", "musetag.tag"),
     ("musetag.training.transfer", "musetag.tag.package"),
+    # an `embed:` feature cache holds the vectors `musetag embed` computes (the same Embedder), from catalogue models
+    ("musetag.data.embed_features", "musetag.tag.embed"),
+    ("musetag.data.embed_features", "musetag.models.hub"),
 }
 
 

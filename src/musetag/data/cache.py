@@ -72,7 +72,7 @@ def _init_worker() -> None:
 def _band_axis_sums(array: np.ndarray, kind: str) -> tuple[float, float, int, list[float] | None, list[float] | None]:
     x = np.asarray(array, dtype=np.float64)
     total, total_sq, count = float(x.sum()), float(np.square(x).sum()), int(x.size)
-    if kind == "mel" and x.ndim >= 2:
+    if kind in ("mel", "embedding") and x.ndim >= 2:  # embeddings (dim, 1): per-dimension statistics
         per = np.moveaxis(x, -2, 0).reshape(x.shape[-2], -1)
         return total, total_sq, count, per.sum(axis=1).tolist(), np.square(per).sum(axis=1).tolist()
     return total, total_sq, count, None, None
@@ -275,6 +275,8 @@ def build_cache(
     if dtype not in DTYPES:
         raise DatasetError(f"dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     out = Path(out_dir).expanduser().resolve()
+    if features.kind == "embedding":
+        dtype = "float32"  # the same numbers `musetag embed` gives (musetag.data.embed_features)
     records = list(records)
     vocab = vocab or TagVocab.from_records(records)
     feature_dict = features.replace(mean=None, std=None).to_dict()
@@ -380,7 +382,12 @@ def build_cache(
             journal.flush()
             done[result["id"]] = result
 
-        _run_jobs(jobs, handle, workers=workers, progress=progress)
+        if features.kind == "embedding":
+            from musetag.data.embed_features import run_embed_jobs
+
+            run_embed_jobs(jobs, handle, progress=progress)
+        else:
+            _run_jobs(jobs, handle, workers=workers, progress=progress)
         for track, leader in followers.items():
             if leader in failures:
                 failures[track] = failures[leader]

@@ -6,7 +6,7 @@ Example (paths are relative to the TOML file)::
     name = "gtzan3"
     reader = "gtzan"            # jamendo | fma | gtzan | csv
     task = "multiclass"         # multilabel | multiclass
-    preset = "fusion64"         # a musetag.features preset
+    preset = "fusion64"         # a musetag.features preset, or "embed:MODEL" (pretrained track embeddings)
     # tags = "tags.txt"         # optional fixed vocabulary, one tag per line
     # cache = "cache/gtzan3"    # optional cache folder (default: .musetag-cache/<name>-<hash> beside this file)
     # store = "cache/arrays"    # optional array store shared with other datasets over the same audio
@@ -84,6 +84,14 @@ class DatasetConfig:
         """The preset's FeatureConfig with the ``[features]`` overrides applied."""
         from musetag.features import FeatureConfig, get_preset
 
+        from musetag.data.embed_features import embedding_feature_config, is_embed_preset
+
+        if is_embed_preset(self.preset):
+            if self.features:
+                raise ConfigError(f"{self.where}: [features] overrides do not apply to preset = {self.preset!r}; "
+                                  "remove the [features] table")
+            return embedding_feature_config(self.preset[len("embed:"):], self.where,
+                                            base_dir=self.source.parent if self.source else None)
         if self.preset is None and not self.features:
             raise ConfigError(f"{self.where}: no feature preset; add e.g. preset = \"jamendo96\"")
         base = get_preset(self.preset).to_dict() if self.preset else {}

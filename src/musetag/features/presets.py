@@ -97,7 +97,7 @@ from musetag.audio.ffmpeg_decode import DECODERS
 from musetag.audio.ops import RESAMPLE_METHODS
 from musetag.errors import ConfigError
 
-_KINDS = ("mel", "waveform")
+_KINDS = ("mel", "waveform", "embedding")
 _PAD_MODES = ("constant", "reflect")
 _RESAMPLE = RESAMPLE_METHODS
 _FILTERBANKS = ("librosa", "essentia")
@@ -152,11 +152,17 @@ class FeatureConfig:
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
     name: str = "custom"
+    #: ``kind="embedding"`` only: the backbone(s) whose track embeddings these are (a catalogue name or
+    #: package path; ``a+b`` concatenates), see :mod:`musetag.data.embed_features`
+    embed: str | None = None
 
     def __post_init__(self) -> None:
         where = f"feature config {self.name!r}"
         if self.kind not in _KINDS:
             raise ConfigError(f"{where}: kind must be one of {_KINDS}, got {self.kind!r}")
+        if (self.kind == "embedding") != bool(self.embed):
+            raise ConfigError(f"{where}: embed = {self.embed!r} goes with kind = 'embedding' only; "
+                              "use preset = \"embed:MODEL\" in the dataset TOML")
         self.sample_rate = int(self.sample_rate)
         if self.sample_rate <= 0:
             raise ConfigError(f"{where}: sample_rate must be positive, got {self.sample_rate}")
@@ -240,6 +246,8 @@ class FeatureConfig:
         return f"({self.channels}, {self.n_mels}, frames)"
 
     def describe(self) -> str:
+        if self.kind == "embedding":
+            return f"track embeddings of {self.embed}"
         if self.kind == "waveform":
             return f"{self.sample_rate} Hz {'mono' if self.mono else 'stereo'} waveform"
         return (
@@ -250,7 +258,10 @@ class FeatureConfig:
 
     # -------------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["embed"] is None:
+            d.pop("embed")  # audio features keep the dict (and cache keys) they had before the field existed
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FeatureConfig":

@@ -26,6 +26,7 @@ _FAMILY_MODULES = (
     "musetag.models.timm_models",
     "musetag.models.soundfusion",
     "musetag.models.won2020",
+    "musetag.models.probe",
 )
 
 # arguments recorded in musetag_config only when they help rebuild the architecture; a local

@@ -66,7 +66,7 @@ DESCRIPTION_FILE = "musetag.json"
 WEIGHTS_FILE = "model.safetensors"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
-AGGREGATIONS = ("mean", "mean_logits", "max")
+AGGREGATIONS = ("mean", "mean_logits", "max", "embedding_mean")  # the last: backbone + probe packages
 SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
 AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
 TASKS = ("multilabel", "multiclass")
@@ -455,6 +455,13 @@ def create_package(
     """
     path = find_checkpoint(run_dir, checkpoint)
     ckpt = load_checkpoint(path)
+    if (ckpt.get("features") or {}).get("kind") == "embedding":  # a probe run: backbone + probe in one package
+        from musetag.tag.probe_package import package_probe
+
+        if segment_seconds is not None or hop_seconds is not None or aggregation is not None:
+            raise ModelError(f"{path}: a probe package uses its backbone's segments; drop --segment-seconds, "
+                             "--hop-seconds and --aggregation")
+        return package_probe(ckpt, path, run_dir, out, overwrite=overwrite)
     model = ckpt["model"]
     features = dict(ckpt.get("features") or {})
     if not features:

@@ -195,6 +195,10 @@ class Tagger:
             self.runner = _OnnxRunner(self.onnx_path, output=self.onnx_output)
         else:
             raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
+        if package.aggregation == "embedding_mean":  # backbone + probe package: musetag.tag.probe_tagging
+            from musetag.tag import probe_tagging
+
+            probe_tagging.attach(self, device)
 
     @classmethod
     def from_package(cls, path: str | os.PathLike, **kwargs: Any) -> "Tagger":
@@ -250,6 +254,10 @@ class Tagger:
         """What turns the network outputs of a file's windows into its result: the package's
         aggregation (mean of probabilities, mean of logits, or max), as in training. Subclasses
         (the embedder) replace it; ``add(outputs)`` per batch, then ``result()``."""
+        if self.package.aggregation == "embedding_mean":
+            from musetag.tag import probe_tagging
+
+            return probe_tagging.accumulator(self)
         return _Aggregator(self.package.aggregation, self.task)
 
     def _recorder(self, keep: bool | None = None) -> WindowRecorder | None:

@@ -204,6 +204,16 @@ class InitSection:
     map: str = ""
     freeze_stages: int = 0
     freeze_epochs: int = 0
+    body_lr_scale: float = 1.0  # everything but the classifier at lr x this (musetag.training.param_groups)
+
+
+@dataclass
+class ProbeSection:
+    """Probes on track embeddings (``model.name = "probe_*"``, :mod:`musetag.training.probe`): the
+    inverse L2 strengths ``C`` tried (scikit-learn's convention), the one best on validation kept."""
+
+    grid: list = field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+    max_iter: int = 500
 
 
 @dataclass
@@ -256,6 +266,7 @@ class TrainConfig:
     coteaching: CoTeachingSection = field(default_factory=CoTeachingSection)
     early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
     init: InitSection = field(default_factory=InitSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
     members: list = field(default_factory=list)
     member_sets: list = field(default_factory=list)
 
@@ -373,6 +384,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)
     _positive("init.freeze_stages", cfg.init.freeze_stages, allow_zero=True)
     _positive("init.freeze_epochs", cfg.init.freeze_epochs, allow_zero=True)
+    _positive("init.body_lr_scale", cfg.init.body_lr_scale)
     if cfg.init.freeze_stages and not cfg.init.path and not ct.peer_init:
         raise ConfigError("init.freeze_stages needs init.path (--init-from) or coteaching.peer_init (--init-peer-from): "
                           "freezing random weights teaches nothing")

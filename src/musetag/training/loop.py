@@ -51,6 +51,8 @@ from musetag.training.members import run_members
 from musetag.training.recipe_checks import fit_to_task, set_keys
 from musetag.training.results import write_results
 from musetag.training.runstate import Run, RunResult, checkpoint_meta, jsonable
+from musetag.training import probe
+from musetag.training.param_groups import param_groups
 from musetag.training.schedules import build_optimizer
 from musetag.training.scoring import per_class_loss
 from musetag.training.setup import check_models, epoch_seed, setup_run
@@ -82,6 +84,9 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         if sets:
             cfg = cfg.replace(sets=sets)
         cfg = cfg.replace({"out": str(run_dir)})
+        if probe.route(cfg):
+            raise ConfigError(f"{run_dir} is a probe run (fitted in seconds, nothing to resume); train it again "
+                              "into a new --out folder")
         check_writable(run_dir, folder=True, flag="--resume")
         with run_lock(run_dir):
             if cfg.members:
@@ -106,6 +111,8 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
                 f"{run_dir} already holds a training run; continue it with `musetag train --resume {run_dir}` "
                 "or choose another --out folder"
             )
+        if probe.route(cfg):  # embeddings + probe: fitted by musetag.training.probe, not the epoch loop
+            return probe.train_probe(cfg, run_dir)
         if cfg.members:
             # --set options apply to every member (except those choosing the members themselves)
             member_sets = [item for item in sets or [] if item.split("=", 1)[0].strip() not in ("members", "member_sets")]
@@ -256,7 +263,8 @@ def _maybe_switch_to_sgd(run: Run, epoch: int) -> None:
     if not (cfg.optim.switch_to_sgd_epoch and epoch >= cfg.optim.switch_to_sgd_epoch and state.optimizer_name != "sgd"):
         return
     switch_lr = cfg.optim.switch_lr or cfg.optim.lr
-    run.optimizers = [build_optimizer(m.parameters(), cfg.optim, name="sgd", lr=switch_lr) for m in run.models]
+    run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name="sgd", lr=switch_lr)
+                      for m in run.models]
     for s in run.schedules:
         s.base_lr = switch_lr
     state.optimizer_name = "sgd"

@@ -100,7 +100,7 @@ class LRSchedule:
               steps_per_epoch: int = 1) -> float:
         lr = self.lr_at(epoch, progress, steps_per_epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # init.body_lr_scale (musetag.training.param_groups)
         return lr
 
     def end_epoch(self, val_loss: float | None) -> None:

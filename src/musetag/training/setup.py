@@ -30,6 +30,7 @@ from musetag.training.epoch import WithSegments
 from musetag.training.losses import build_loss
 from musetag.training.run_length import describe_schedule
 from musetag.training.runstate import Run, jsonable
+from musetag.training.param_groups import param_groups
 from musetag.training.schedules import LRSchedule, build_optimizer
 from musetag.training.scoring import reported_metric
 from musetag.training.swa import SWA, Snapshots, swa_start_epoch
@@ -246,7 +247,7 @@ def _build_optimisation(run: Run) -> None:
     if run.dist.is_main:
         log.info("schedule: %s", describe_schedule(cfg, swa_start, Snapshots(cfg.snapshots.count, cfg.epochs).epochs_at))
     run.state.optimizer_name = cfg.optim.name
-    run.optimizers = [build_optimizer(m.parameters(), cfg.optim) for m in models]
+    run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim) for m in models]
     run.schedules = [LRSchedule(cfg.schedule, epochs=cfg.epochs, base_lr=cfg.optim.lr, swa_start=swa_start,
                                 swa_lr=cfg.swa.lr, swa_anneal_epochs=cfg.swa.anneal_epochs) for _ in models]
     run.swa = SWA(models[0], epochs=cfg.epochs, length=cfg.swa.length) if cfg.swa.enabled else None
@@ -267,7 +268,8 @@ def _resume(run: Run) -> None:
     cfg, state = run.cfg, run.state
     tr = ckpt.load_checkpoint(run.last_path, map_location="cpu")["training"]
     if tr["optimizer_name"] != cfg.optim.name:
-        run.optimizers = [build_optimizer(m.parameters(), cfg.optim, name=tr["optimizer_name"]) for m in run.models]
+        run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name=tr["optimizer_name"])
+                          for m in run.models]
     for m, sd in zip(run.models, tr["models"]):
         m.load_state_dict(sd)
     for opt, sd in zip(run.optimizers, tr["optimizers"]):

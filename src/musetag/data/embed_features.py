@@ -1,0 +1,114 @@
+"""Track embeddings of pretrained models as cached features (``preset = "embed:MODEL"``).
+
+A dataset TOML with ``preset = "embed:jamendo-musicnn"`` (a pretrained catalogue name, ``musetag
+models --pretrained``, or a model package path relative to the TOML) makes ``musetag prepare`` store
+one vector per track: the model's pooled penultimate layer averaged over the windows the model
+uses, computed by :class:`musetag.tag.embed.Embedder`, the same numbers ``musetag embed`` writes.
+``embed:a+b`` concatenates the vectors of several backbones (in that order). Each track's array is
+float32 ``(dim, 1)`` (one "frame"), so the cache's per-band statistics are per-dimension statistics of
+the training split (``stats.json``: ``band_mean``/``band_std``). Probes (:mod:`musetag.models.probe`)
+train on these caches; ``musetag package`` joins the backbone and the probe into one package.
+
+Stage note: computing an embedding runs a model package through the tagger, so this module imports
+``musetag.tag.embed`` inside its functions (a documented function-level exception, see
+docs/ARCHITECTURE.md).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from musetag.errors import ConfigError
+
+PREFIX = "embed:"
+
+
+def is_embed_preset(preset: Any) -> bool:
+    return isinstance(preset, str) and preset.startswith(PREFIX)
+
+
+def split_spec(spec: str) -> list[str]:
+    """The backbones of an ``a+b`` spec, in order."""
+    return [p.strip() for p in str(spec).split("+")]
+
+
+def _check_part(part: str, where: str, base_dir: Path | None) -> str:
+    from musetag.models.hub import catalogue, is_pretrained_name
+
+    if not part:
+        raise ConfigError(f"{where}: preset = \"embed:...\" names an empty backbone; write embed:NAME or embed:A+B")
+    if is_pretrained_name(part):
+        return part
+    path = Path(part).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.exists():
+        raise ConfigError(
+            f"{where}: preset embed:{part}: {part!r} is neither a pretrained model ({', '.join(sorted(catalogue()))}) "
+            f"nor an existing model package ({path}); fix the name or the path"
+        )
+    return str(path.resolve())
+
+
+def embedding_feature_config(spec: str, where: str = "dataset config", *, base_dir: str | os.PathLike | None = None):
+    """The :class:`~musetag.features.FeatureConfig` of an ``embed:`` preset (``spec`` without the prefix);
+    package paths are made absolute (relative ones against ``base_dir``, the TOML's folder)."""
+    from musetag.features import FeatureConfig
+
+    base = Path(base_dir) if base_dir is not None else None
+    parts = [_check_part(p, where, base) for p in split_spec(spec)]
+    joined = "+".join(parts)
+    return FeatureConfig(kind="embedding", embed=joined, name=f"{PREFIX}{joined}")
+
+
+def load_backbones(spec: str, *, batch_size: int = 32, device: str = "cpu") -> list:
+    """One :class:`~musetag.tag.embed.Embedder` per backbone of ``spec``."""
+    from musetag.tag.embed import load_embedder  # function-level: data -> tag exception (docs/ARCHITECTURE.md)
+
+    return [load_embedder(part, batch_size=batch_size, device=device) for part in split_spec(spec)]
+
+
+def embed_track(embedders: list, audio: str | os.PathLike) -> np.ndarray:
+    """The concatenated embeddings of one audio file, float32 ``(dim, 1)``."""
+    vectors = [np.asarray(e.embed(str(audio)), dtype=np.float32).reshape(-1) for e in embedders]
+    return np.concatenate(vectors)[:, None]
+
+
+def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]], None], *, progress: bool) -> None:
+    """Compute and store the cache jobs of an ``embed:`` cache in this process (each backbone loaded
+    once; torch threads as for ``musetag embed``); ``handle`` gets the same results as for audio features.
+    A failing track is reported (``{"id", "error"}``) and never stops the others."""
+    if not jobs:
+        return
+    from tqdm import tqdm
+
+    from musetag.data.cache import _summary
+    from musetag.features import FeatureConfig
+
+    config = FeatureConfig.from_dict(jobs[0]["features"])
+    embedders = load_backbones(config.embed)
+    bar = tqdm(total=len(jobs), desc="prepare (embed)", unit="track", disable=not progress, dynamic_ncols=True)
+    try:
+        for job in jobs:
+            try:
+                if job["audio"] is None or not Path(job["audio"]).is_file():
+                    raise FileNotFoundError(f"audio file {job['audio']} not found")
+                array = embed_track(embedders, job["audio"])
+                if not np.isfinite(array).all():
+                    raise ValueError(f"{job['audio']}: the embedding has NaN or infinite values")
+                final = Path(job["out"])
+                tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
+                with open(tmp, "wb") as fh:
+                    np.save(fh, array)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+                handle({"id": job["id"], "file": job.get("file", f"features/{final.name}"), **_summary(array, "embedding")})
+            except Exception as exc:  # noqa: BLE001 - reported in failures.csv, the other tracks continue
+                handle({"id": job["id"], "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")})
+            bar.update(1)
+    finally:
+        bar.close()

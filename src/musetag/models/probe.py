@@ -1,0 +1,143 @@
+"""Probes: small classifiers on track embeddings of a pretrained model (the small-data path).
+
+``probe_linear``
+    standardise (per-dimension mean/std of the training embeddings, stored as buffers) -> one
+    linear layer: multinomial logistic regression (multiclass) or one logistic regression per tag
+    (multilabel), the model scikit-learn's ``LogisticRegression`` fits.
+``probe_mlp``
+    standardise -> Linear(dim, hidden) -> ReLU -> Linear(hidden, n_classes).
+``probe_on_backbone``
+    pretrained backbone(s) and a probe in one network, what ``musetag package`` makes of a probe
+    run: ``forward_features`` is the backbone's embedding of one window and ``head(embedding)``
+    the probe's logits. A package of it says ``aggregation = "embedding_mean"``: the tagger averages
+    the windows' embeddings over the track first (as ``musetag embed`` and the embedding cache do)
+    and applies the head once, so its scores are exactly ``probe(embed(track))``.
+
+Inputs: any ``(batch, ...)`` tensor holding ``dim`` numbers per item (the cache stores ``(dim, 1)``
+per track, which batches to ``(batch, 1, dim, 1)``). Fitting (L-BFGS, the regularisation chosen on
+validation) is in :mod:`musetag.training.probe`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from musetag.errors import ModelError
+from musetag.models.base import InputSpec, MusetagModel
+from musetag.models.registry import register_model
+
+_PAPER = "Alain & Bengio (2017), linear probes; Castellon, Donahue & Liang (2021), probing music representations"
+
+
+def _embedding_input(dim: int) -> InputSpec:
+    return InputSpec(kind="spectrogram", shape=(1, int(dim), 1), variable_length=False, fixed_freq=True)
+
+
+class _Probe(MusetagModel):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ModelError(f"probe: dim (the embedding size) must be a positive integer, got {dim!r}")
+        self.dim = dim
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.default_input = _embedding_input(dim)
+
+    def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-dimension statistics of the training embeddings (constant dimensions keep std 1)."""
+        std = torch.as_tensor(std, dtype=self.std.dtype).clone()
+        std[std < 1e-8] = 1.0
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(std)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Any ``(batch, ...)`` layout holding ``dim`` numbers per item (no spectrogram shape check)."""
+        return self._features(x)
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.dim:
+            raise ModelError(f"probe built for {self.dim}-d embeddings got {x.shape[1]} numbers per item "
+                             f"(input shape {tuple(x.shape)}); use embeddings of the backbone it was trained on")
+        return (x.to(self.mean.dtype) - self.mean) / self.std
+
+
+class LinearProbe(_Probe):
+    def __init__(self, n_classes: int, dim: int) -> None:
+        super().__init__(dim)
+        self.num_features = dim
+        self.classifier = nn.Linear(dim, n_classes)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.standardise(x)
+
+
+class MLPProbe(_Probe):
+    def __init__(self, n_classes: int, dim: int, hidden: int) -> None:
+        super().__init__(dim)
+        self.hidden = nn.Linear(dim, hidden)
+        self.num_features = hidden
+        self.classifier = nn.Linear(hidden, n_classes)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.hidden(self.standardise(x)))
+
+
+@register_model("probe_linear", family="probe", paper=_PAPER, default_input=_embedding_input(64))
+def probe_linear(*, n_classes: int, in_channels: int = 1, dim: int = 64) -> MusetagModel:
+    """Logistic regression on standardised track embeddings (``dim`` numbers per track)."""
+    return LinearProbe(n_classes, dim)
+
+
+@register_model("probe_mlp", family="probe", paper=_PAPER, default_input=_embedding_input(64))
+def probe_mlp(*, n_classes: int, in_channels: int = 1, dim: int = 64, hidden: int = 256) -> MusetagModel:
+    """One hidden ReLU layer on standardised track embeddings (regularised by the L2 penalty the fit
+    chooses on validation; full-batch L-BFGS, so no dropout)."""
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ModelError(f"probe_mlp: hidden must be a positive integer, got {hidden!r}")
+    return MLPProbe(n_classes, dim, hidden)
+
+
+class ProbeOnBackbone(nn.Module):
+    """``forward_features``: the backbones' window embeddings, concatenated; ``head``: the probe
+    (see the module docstring)."""
+
+    def __init__(self, backbones: list[nn.Module], probe: nn.Module) -> None:
+        super().__init__()
+        self.backbones = nn.ModuleList(backbones)
+        self.probe = probe
+        self.num_features = sum(int(getattr(b, "num_features", 0)) for b in backbones)
+        self.default_input = getattr(backbones[0], "default_input", None)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b.forward_features(x) for b in self.backbones], dim=-1)
+
+    def head(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Logits of the probe for track embeddings ``(batch, num_features)``."""
+        return self.probe(embedding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+@register_model("probe_on_backbone", family="probe", paper=_PAPER, default_input=_embedding_input(64))
+def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbones: list | None = None,
+                      probe: dict | None = None) -> nn.Module:
+    """Pretrained backbones (``[{"name", "args"}, ...]``, embeddings concatenated) with a probe
+    (``{"name", "args"}``) on their track embedding; built by ``musetag package`` of a probe run."""
+    from musetag.models.registry import create_model
+
+    if not isinstance(backbones, list) or not backbones:
+        raise ModelError(f"probe_on_backbone: backbones must be a non-empty list of {{'name', 'args'}}, got {backbones!r}")
+    for key, spec in [("backbone", b) for b in backbones] + [("probe", probe)]:
+        if not isinstance(spec, dict) or not spec.get("name"):
+            raise ModelError(f"probe_on_backbone: {key} must be {{'name': ..., 'args': {{...}}}}, got {spec!r}")
+    bodies = []
+    for spec in backbones:
+        b_args: dict[str, Any] = dict(spec.get("args") or {})
+        bodies.append(create_model(spec["name"], **{"n_classes": b_args.pop("n_classes", 1), **b_args}))
+    p_args: dict[str, Any] = {k: v for k, v in dict(probe.get("args") or {}).items() if k != "n_classes"}
+    head = create_model(probe["name"], n_classes=n_classes, **p_args)
+    return ProbeOnBackbone(bodies, head)

@@ -1,0 +1,84 @@
+"""One model package from a probe run: the pretrained backbone(s) and the probe together.
+
+A probe (:mod:`musetag.models.probe`) learns from track embeddings; to tag audio it needs the
+backbone that made them. ``musetag package RUN`` of a probe run (its checkpoint's features say
+``kind = "embedding"``) writes a package whose model is ``probe_on_backbone``: the backbone
+packages' networks (``backbones.<i>.*``) and the probe (``probe.*``) in one ``model.safetensors``,
+with the backbone's front end and segment rule and ``aggregation = "embedding_mean"``. The tagger
+then averages the windows' embeddings over the track (exactly as ``musetag embed`` and the
+embedding cache do), concatenates the backbones' vectors and applies the probe once
+(:mod:`musetag.tag.probe_tagging`), so a package's scores are ``probe(embed(track))``.
+
+Several backbones (``embed:a+b``) go into one package when they share the front end and segment
+rule (e.g. ``jamendo-fcn+msd-fcn``); otherwise the error says so.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from musetag.errors import ModelError
+
+EMBEDDING_MEAN = "embedding_mean"
+
+
+def _front(pkg) -> tuple[Any, Any]:
+    features = {k: v for k, v in pkg.features.items() if k not in ("mean", "std", "name")}
+    segment = {k: v for k, v in pkg.segment.items() if k != "aggregation"}
+    return features, segment
+
+
+def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os.PathLike, out: str | os.PathLike, *,
+                  overwrite: bool = False) -> Path:
+    """Write the backbone + probe package of a probe run's checkpoint ``ckpt`` to ``out``."""
+    from musetag.data.embed_features import split_spec
+    from musetag.tag.package import load_package, save_package
+
+    features = ckpt.get("features") or {}
+    spec = features.get("embed")
+    if not spec:
+        raise ModelError(f"{checkpoint_path}: an embedding checkpoint without 'embed' (its backbone); retrain the probe")
+    parts = split_spec(spec)
+    backbones = []
+    for part in parts:
+        try:
+            backbones.append(load_package(part))
+        except ModelError as exc:
+            raise ModelError(f"{checkpoint_path}: the probe's backbone {part!r} cannot be loaded ({exc}); "
+                             "restore it (or pull it: `musetag pull NAME`) and package again") from None
+    first = _front(backbones[0])
+    for part, pkg in zip(parts[1:], backbones[1:]):
+        if _front(pkg) != first:
+            raise ModelError(
+                f"{checkpoint_path}: the backbones {parts[0]!r} and {part!r} hear the audio differently (front end or "
+                "segment rule), so they cannot share one package; train the probe on embeddings of one backbone "
+                "(or of backbones with the same front end, e.g. jamendo-fcn+msd-fcn) to package it"
+            )
+    probe_spec = dict(ckpt["model"])
+    state: dict[str, Any] = {}
+    for i, pkg in enumerate(backbones):
+        state.update({f"backbones.{i}.{k}": v for k, v in pkg.state_dict.items()})
+    state.update({f"probe.{k}": v for k, v in ckpt["state_dict"].items()})
+    segment = dict(backbones[0].segment, aggregation=EMBEDDING_MEAN)
+    source = {"run_dir": str(Path(run_dir).resolve()), "checkpoint": checkpoint_path.name,
+              "backbones": [{"model": p, "sha256": pkg.sha256, **({"source": pkg.source} if pkg.source else {})}
+                            for p, pkg in zip(parts, backbones)]}
+    licences = [pkg.licence for pkg in backbones if pkg.licence]
+    citations = [pkg.citation for pkg in backbones if pkg.citation]
+    return save_package(
+        out,
+        model_name="probe_on_backbone",
+        model_args={"backbones": [{"name": pkg.model_name, "args": dict(pkg.model_args)} for pkg in backbones],
+                    "probe": {"name": probe_spec["name"], "args": dict(probe_spec.get("args") or {})}},
+        state_dict=state,
+        features=dict(backbones[0].features),
+        tags=list(ckpt.get("tags") or []),
+        task=ckpt.get("task", "multilabel"),
+        segment=segment,
+        thresholds=ckpt.get("thresholds"),
+        source=source,
+        overwrite=overwrite,
+        licence="; ".join(dict.fromkeys(licences)) or None,
+        citation=" ".join(dict.fromkeys(citations)) or None,
+    )
