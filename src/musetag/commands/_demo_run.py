@@ -134,7 +134,7 @@ def run_demo(
 
     # 4. package ------------------------------------------------------------------------------
     stage(4, "packaging the model")
-    from musetag.tag.package import create_package
+    from musetag.tag.package_from_run import create_package
 
     try:
         model = create_package(run_dir, out / "model", overwrite=True)

@@ -37,7 +37,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.tag.package import create_package, load_package
+    from musetag.tag.package import load_package
+    from musetag.tag.package_from_run import create_package
 
     if args.allow_unsafe_pickle:
         from musetag.models.safe_load import allow_unsafe_pickle

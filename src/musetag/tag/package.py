@@ -397,118 +397,6 @@ def _write_archive(out: Path, members: dict[str, bytes]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# from a training run
-# ---------------------------------------------------------------------------------------------
-def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Path:
-    """The checkpoint file to package: ``swa``, ``best``, ``last``, or ``auto`` (swa, else best, else last).
-
-    ``run_dir`` may also be a checkpoint file itself.
-    """
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        return run_dir
-    if not run_dir.is_dir():
-        raise ModelError(f"run folder {run_dir} does not exist; pass the folder `musetag train` wrote")
-    ckpt_dir = run_dir / "checkpoints"
-    if checkpoint not in CHECKPOINT_CHOICES:
-        raise ModelError(f"--checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINT_CHOICES)}")
-    order = ("swa", "best", "last") if checkpoint == "auto" else (checkpoint,)
-    for name in order:
-        path = ckpt_dir / f"{name}.pt"
-        if path.is_file():
-            return path
-    found = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
-    raise ModelError(
-        f"{run_dir}: no {' or '.join(f'checkpoints/{n}.pt' for n in order)} "
-        f"(found: {', '.join(found) or 'nothing'}); "
-        + ("choose one of the found checkpoints with --checkpoint" if found else "is this a musetag run folder?")
-    )
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    from musetag.models.safe_load import load_torch_file
-
-    path = Path(path)
-    ckpt = load_torch_file(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
-        raise ModelError(
-            f"{path} is not a musetag checkpoint (expected a dict with 'model' and 'state_dict'); "
-            "pass a run folder written by `musetag train`"
-        )
-    return ckpt
-
-
-def create_package(
-    run_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    checkpoint: str = "auto",
-    segment_seconds: float | None = None,
-    hop_seconds: float | None = None,
-    aggregation: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Package a training run's checkpoint (SWA by default, else best, else last) into ``out``.
-
-    ``segment_seconds`` / ``hop_seconds`` / ``aggregation`` override (or supply) the segmenting
-    the run used; by default the checkpoint's own ``segment`` is kept.
-    """
-    path = find_checkpoint(run_dir, checkpoint)
-    ckpt = load_checkpoint(path)
-    if (ckpt.get("features") or {}).get("kind") == "embedding":  # a probe run: backbone + probe in one package
-        from musetag.tag.probe_package import package_probe
-
-        if segment_seconds is not None or hop_seconds is not None or aggregation is not None:
-            raise ModelError(f"{path}: a probe package uses its backbone's segments; drop --segment-seconds, "
-                             "--hop-seconds and --aggregation")
-        return package_probe(ckpt, path, run_dir, out, overwrite=overwrite)
-    model = ckpt["model"]
-    features = dict(ckpt.get("features") or {})
-    if not features:
-        raise ModelError(f"{path}: the checkpoint has no 'features' config; it cannot be tagged faithfully")
-    segment = dict(ckpt.get("segment") or {})
-    if segment_seconds is not None or hop_seconds is not None:
-        segment = _segment_from_seconds(features, segment, segment_seconds, hop_seconds)
-    if aggregation is not None:
-        segment["aggregation"] = aggregation
-    source = {"run_dir": str(Path(run_dir).resolve()), "checkpoint": path.name}
-    for key in ("epoch", "metrics"):
-        if key in ckpt and isinstance(ckpt[key], (int, float, str, dict)):
-            source[key] = ckpt[key]
-    return save_package(
-        out,
-        model_name=model["name"],
-        model_args=dict(model.get("args") or {}),
-        state_dict=ckpt["state_dict"],
-        features=features,
-        tags=list(ckpt.get("tags") or []),
-        task=ckpt.get("task", "multilabel"),
-        segment=segment,
-        thresholds=ckpt.get("thresholds"),
-        source=source,
-        overwrite=overwrite,
-    )
-
-
-def _segment_from_seconds(features, segment, segment_seconds, hop_seconds):
-    sr = int(features["sample_rate"])
-    seg = dict(segment)
-    if features.get("kind", "mel") == "waveform":
-        unit, per_second = "samples", float(sr)
-    else:
-        unit, per_second = "frames", sr / float(features["hop_length"])
-    if segment_seconds is not None:
-        seg.pop("frames", None)
-        seg.pop("samples", None)
-        seg[unit] = max(1, int(round(segment_seconds * per_second)))
-    length = seg.get(unit)
-    if not length:
-        raise ModelError("pass --segment-seconds too: the checkpoint records no segment length")
-    seg["hop"] = max(1, int(round(hop_seconds * per_second))) if hop_seconds is not None else seg.get("hop", length)
-    return seg
-
-
-# ---------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------
 #: a musetag.json is a few kB; anything past this is not a package description
@@ -687,3 +575,16 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
         licence=desc.get("licence"),
         citation=desc.get("citation"),
     )
+
+
+_FROM_RUN = ("create_package", "find_checkpoint", "load_checkpoint")
+
+
+def __getattr__(name: str) -> Any:
+    """``create_package``, ``find_checkpoint``, ``load_checkpoint``: where they were before they moved to
+    :mod:`musetag.tag.package_from_run` (imported on first use: that module builds on this one)."""
+    if name in _FROM_RUN:
+        from musetag.tag import package_from_run
+
+        return getattr(package_from_run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -667,63 +666,16 @@ def load_config(
 
 
 # ---------------------------------------------------------------------------------------------
-# TOML writing (the subset the config uses: tables, arrays of tables, scalars, lists)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    if value is None:
-        raise ConfigError("TOML cannot hold None values")
-    raise ConfigError(f"cannot write {type(value).__name__} value {value!r} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "_-" for c in key):
-        return key
-    return json.dumps(key)
-
-
-def _emit_table(lines: list[str], name: str, table: dict) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_list(v)}
-    subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    lists = {k: v for k, v in table.items() if _is_table_list(v)}
-    if name and (scalars or not (subtables or lists)):
-        lines.append(f"\n[{name}]")
-    for key, value in scalars.items():
-        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in subtables.items():
-        _emit_table(lines, f"{name}.{_toml_key(key)}" if name else _toml_key(key), value)
-    for key, items in lists.items():
-        full = f"{name}.{_toml_key(key)}" if name else _toml_key(key)
-        for item in items:
-            lines.append(f"\n[[{full}]]")
-            for k, v in item.items():
-                lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-
-
-def _is_table_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+# TOML writing (tomli-w; the reading side is the standard library's tomllib)
 
 
 def dumps_toml(data: dict) -> str:
-    lines: list[str] = []
-    _emit_table(lines, "", data)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    import tomli_w
+
+    try:
+        return tomli_w.dumps(data)
+    except TypeError as exc:  # None and objects TOML has no type for
+        raise ConfigError(f"cannot write the configuration as TOML: {exc}") from None
 
 
 def dump_toml(cfg: TrainConfig, path: str | Path, header: str = "") -> Path:
