@@ -215,3 +215,15 @@ def test_no_stage_imports_a_later_stage_even_inside_functions():
     unexpected = {pair for pair in found if pair not in RIGHTWARD_ALLOWED}
     assert not unexpected, "a stage imports a later one (move the code, or add a documented exception): " + \
         ", ".join(f"{a} -> {b}" for a, b in sorted(unexpected))
+
+
+def test_long_modules_say_why_they_are_one_file():
+    # the house rule: a module past ~500 lines is split, unless it is one cohesive thing that says why at its top
+    long = {}
+    for name, path in _all_modules().items():
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 520:
+            long[name] = ast.get_docstring(ast.parse(text)) or ""
+    assert long, "no long module found: the scan read nothing"
+    unexplained = sorted(name for name, doc in long.items() if "One file on purpose" not in doc)
+    assert not unexplained, "split these modules or say at their top why they are one file: " + ", ".join(unexplained)

@@ -20,6 +20,9 @@ read and resumed as they are.
 Every ``.npy`` is written to a temporary name and renamed into place (``os.replace``), so a killed
 run never leaves a half-written file; the next run skips what is done and continues. Official
 MTG-Jamendo mel-spectrograms (records with a ``feature_path``) are used in place, without audio.
+
+One file on purpose (about 570 lines): the worker side, the journal, the shared arrays and the index
+are one write protocol whose pieces must agree; reading is in :mod:`musetag.data.cache_reader`.
 """
 from __future__ import annotations
 

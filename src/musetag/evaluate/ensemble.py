@@ -29,6 +29,10 @@ Methods (``METHODS``):
 
 Test predictions are only transformed with what was fitted on validation; test targets, when
 given, are used for scoring and nothing else.
+
+One file on purpose (about 570 lines): the transforms, the search that fits them on validation and
+the public fit/apply API share one candidate representation; the AP kernel it leans on is
+:mod:`musetag.evaluate.rank_ap`.
 """
 from __future__ import annotations
 

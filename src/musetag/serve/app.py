@@ -47,6 +47,9 @@ in this process.
 
 Extending: ``create_app`` returns a FastAPI app holding the loaded :class:`Tagger` as
 ``app.state.tagger``; more routes (``POST /v1/similar``) can be added to it.
+
+One file on purpose (about 540 lines): the routes share one app state and error format; the decoder
+processes are :mod:`musetag.serve.decoders`.
 """
 from __future__ import annotations
 

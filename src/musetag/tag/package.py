@@ -43,6 +43,9 @@ or the frames of ``L`` samples (mel: ``features.n_frames(L)``).
 
 Loading checks the format and musetag versions and the weights' checksum, and every failure says
 what is wrong and how to fix it, so tagging can never silently drift from what was trained.
+
+One file on purpose (about 590 lines): the format's description, its checks, the writer and the bounded
+reader must agree on every field; a package made from a training run is :mod:`musetag.tag.package_from_run`.
 """
 from __future__ import annotations
 

@@ -22,6 +22,10 @@ each file's row is written once (rows are keyed by path).
 Rows of :func:`tag_dataset` are Arrow rows: ``scores`` is a struct with one field per tag (null on
 an error row), ``top_tags`` a list of ``{tag, score}``; :func:`result_row` turns one into the
 plain dict ``musetag tag`` writes.
+
+One file on purpose (about 550 lines): listing, decode tasks, the actor pool and the writer are the
+stages of one Ray dataflow; its CLI branch is :mod:`musetag.commands._ray_cli` and the parquet
+output :mod:`musetag.tag.ray_parquet`.
 """
 from __future__ import annotations
 

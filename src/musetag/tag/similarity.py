@@ -15,6 +15,9 @@ Backends:
 standardised over the catalogue (so that tags the model scores high everywhere do not dominate),
 then a query is either a track's score vector (cosine) or a weighted set of tags (mean standardised
 score). Nothing here is downloaded or trained.
+
+One file on purpose (about 530 lines): the embedding index and the mood index share the catalogue
+loading, standardisation and the query language of ``musetag similar``.
 """
 from __future__ import annotations
 

@@ -18,6 +18,10 @@ candidate scores best on validation (ties keep ``final``), ``"pinned"`` ships ``
 plateau schedule's patience then count validations; the best epoch is the best validated one). ``decision`` sets a multilabel
 run's thresholds (:mod:`musetag.training.decisions`). ``--set epochs=N`` scales the recipe's other
 epoch counts (:mod:`musetag.training.run_length`).
+
+One file on purpose (about 700 lines): the sections, their checks and the `--set`/TOML parsing are
+one schema that must change together; splitting it would put one key's type, default and check in
+different files.
 """
 from __future__ import annotations
 
