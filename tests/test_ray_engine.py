@@ -264,3 +264,13 @@ def test_dataset_api_and_manifest(cluster, package, tmp_path):
     # a user's own Dataset of paths composes
     ds = ray_engine.tag_dataset(package, ray.data.from_items([{"path": str(files[0])}]))
     assert [r["status"] for r in ds.take_all()] == ["ok"]
+
+
+def test_gpu_actors_on_a_cluster_without_gpus_are_refused_at_once(cluster, package, tmp_path):
+    # this CPU cluster has no GPU: Ray would leave the actor pending forever; musetag says so instead
+    folder = tmp_path / "music"
+    write_clips(folder, 1)
+    from musetag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--gpus-per-worker 1: the Ray cluster has 0 GPU\(s\)"):
+        ray_engine.tag_dataset(package, [folder], address=cluster, gpus_per_actor=1.0)

@@ -323,6 +323,7 @@ def _pipeline(
 ):
     init_ray(address)
     ray = _ray()
+    _check_gpus(ray, gpus_per_actor, num_actors)
     from musetag.tag.package import load_package
 
     package = load_package(model)  # on the driver: checks the model and gives the front end's config
@@ -359,6 +360,23 @@ def _pipeline(
         **_retry_args(max_restarts=-1, max_task_retries=-1),
     )
     return ds
+
+
+def _check_gpus(ray, gpus_per_actor: float, num_actors: int) -> None:
+    """Refuse GPU actors on a cluster without the GPUs for even one of them: Ray would otherwise wait
+    for a GPU forever without a word (a fixed cluster never gets one)."""
+    if not gpus_per_actor:
+        return
+    if gpus_per_actor < 0:
+        raise ConfigError(f"--gpus-per-worker must be 0 or more, got {gpus_per_actor:g}")
+    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if have < gpus_per_actor:
+        raise ConfigError(
+            f"--gpus-per-worker {gpus_per_actor:g}: the Ray cluster has {have:g} GPU(s), so no model copy could start; "
+            "drop --gpus-per-worker (CPU actors) or add GPU nodes to the cluster (`ray status` lists its resources)")
+    if have < gpus_per_actor * num_actors:
+        log.warning("the cluster's %g GPU(s) fit %d of the %d model copies asked for; the others wait for a GPU",
+                    have, int(have // gpus_per_actor), num_actors)
 
 
 def _retry_args(**kwargs: Any) -> dict[str, Any]:
