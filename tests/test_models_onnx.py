@@ -47,11 +47,17 @@ SMALL = {
     "won_fcn": ({}, (1, 1279 * 256)),
     "won_musicnn": ({"backend": 8, "dense": 16}, (1, 4096)),
     "won_crnn": ({"hidden": 8}, (1, 95 * 256)),
+    # probes on track embeddings (dim numbers per track, stored as (dim, 1))
+    "probe_linear": ({"dim": 16}, (1, 16, 1)),
+    "probe_mlp": ({"dim": 16, "hidden": 8}, (1, 16, 1)),
 }
+# backbone + probe packages average the windows' embeddings before the probe, which one exported
+# graph per window cannot do: `tag --backend onnx` refuses them (tests/test_probe.py)
+NOT_EXPORTED = {"probe_on_backbone"}
 
 
 def test_every_model_has_an_onnx_case():
-    assert set(SMALL) == set(list_models())
+    assert set(SMALL) | NOT_EXPORTED == set(list_models()) and not set(SMALL) & NOT_EXPORTED
 
 
 @pytest.mark.slow

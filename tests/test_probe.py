@@ -184,6 +184,11 @@ def test_probe_run_packages_backbone_and_probe_and_tags_audio(prepared, tmp_path
     scores = Tagger.from_package(pkg).tag(audio)
     assert scores.tags == ckpt["tags"]
     np.testing.assert_allclose(scores.scores_array, expected, atol=1e-5)
+    # one ONNX graph per window cannot average embeddings before the probe: refused with the fix
+    from musetag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="torch backend only; drop --backend onnx"):
+        Tagger.from_package(pkg, backend="onnx")
 
 
 def test_probe_needs_an_embedding_dataset_and_vice_versa(tmp_path):
