@@ -87,6 +87,17 @@ def _summary(array: np.ndarray, kind: str) -> dict[str, Any]:
             "band_sum": band, "band_sumsq": band_sq}
 
 
+def save_array_atomically(final: Path, array: np.ndarray) -> None:
+    """Write ``final`` (.npy) under a temporary name of this process, synced, then renamed into place: a
+    killed run never leaves a half-written array (and a stale temporary names the process that wrote it)."""
+    tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+
+
 def _process_track(job: dict[str, Any]) -> dict[str, Any]:
     """Compute (or check) one track's features and store them; never raises."""
     track_id = job["id"]
@@ -120,13 +131,7 @@ def _process_track(job: dict[str, Any]) -> dict[str, Any]:
         array = np.ascontiguousarray(array.astype(job["dtype"]))
         if not np.isfinite(array).all():
             raise DatasetError(f"{audio}: features contain NaN or infinite values (float16 overflow?)")
-        final = Path(job["out"])
-        tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        save_array_atomically(Path(job["out"]), array)
         return {"id": track_id, "file": job["file"], **_summary(array, config.kind)}
     except Exception as exc:  # reported, never fatal: the other tracks continue
         message = f"{type(exc).__name__}: {exc}".replace("\n", " ")

@@ -85,7 +85,7 @@ def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
         return
     from tqdm import tqdm
 
-    from musetag.data.cache import _summary
+    from musetag.data.cache import _summary, save_array_atomically
     from musetag.features import FeatureConfig
 
     config = FeatureConfig.from_dict(jobs[0]["features"])
@@ -100,12 +100,7 @@ def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
                 if not np.isfinite(array).all():
                     raise ValueError(f"{job['audio']}: the embedding has NaN or infinite values")
                 final = Path(job["out"])
-                tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
-                with open(tmp, "wb") as fh:
-                    np.save(fh, array)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
+                save_array_atomically(final, array)
                 handle({"id": job["id"], "file": job.get("file", f"features/{final.name}"), **_summary(array, "embedding")})
             except Exception as exc:  # noqa: BLE001 - reported in failures.csv, the other tracks continue
                 handle({"id": job["id"], "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")})

@@ -51,28 +51,33 @@ __all__ = [
 # ------------------------------------------------------------------------------------ extraction
 
 
+class MeanVector:
+    """A track's embedding: the mean of its windows' ``forward_features`` vectors, accumulated batch by
+    batch (``add``) in float64; ``result()`` is float32."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, feats: np.ndarray) -> None:
+        part = feats.astype(np.float64).sum(0)
+        self.total = part if self.total is None else self.total + part
+        self.count += len(feats)
+
+    def mean(self, what: str = "embed") -> np.ndarray:
+        if self.total is None:
+            raise AudioError(f"no segments to {what}")
+        return (self.total / self.count).astype(np.float32)
+
+    def result(self) -> np.ndarray:
+        return self.mean()
+
+
 def _embedder_class():
     """:class:`Embedder` is built on first use so that importing this module does not load torch."""
     if "Embedder" in globals():
         return globals()["Embedder"]
     from musetag.tag.tagger import Tagger, _TorchRunner
-
-    class _MeanVector:
-        """The track's embedding: the mean of its windows' ``forward_features`` vectors."""
-
-        def __init__(self) -> None:
-            self.total: np.ndarray | None = None
-            self.count = 0
-
-        def add(self, feats: np.ndarray) -> None:
-            part = feats.astype(np.float64).sum(0)
-            self.total = part if self.total is None else self.total + part
-            self.count += len(feats)
-
-        def result(self) -> np.ndarray:
-            if self.total is None:
-                raise AudioError("no segments to embed")
-            return (self.total / self.count).astype(np.float32)
 
     class _FeatureRunner(_TorchRunner):
         def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -106,7 +111,7 @@ def _embedder_class():
             self.tags = []
 
         def _accumulator(self):
-            return _MeanVector()
+            return MeanVector()
 
         def embed(self, source: Any, sample_rate: int | None = None) -> np.ndarray:
             """The embedding of one file (path, bytes, file object) or array (``sample_rate`` needed)."""

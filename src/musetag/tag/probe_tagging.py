@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from musetag.errors import AudioError, ConfigError
+from musetag.errors import ConfigError
+from musetag.tag.embed import MeanVector
 
 EMBEDDING_MEAN = "embedding_mean"
 
@@ -30,27 +31,19 @@ class EmbeddingRunner:
             return self.model.forward_features(x).float().cpu().numpy()
 
 
-class EmbeddingMeanHead:
+class EmbeddingMeanHead(MeanVector):
     """``add(window embeddings)`` per batch, then ``result()``: the head's probabilities of their mean."""
 
     def __init__(self, model: Any, task: str, device: Any) -> None:
+        super().__init__()
         self.model, self.task, self.device = model, task, device
-        self.total: np.ndarray | None = None
-        self.count = 0
-
-    def add(self, feats: np.ndarray) -> None:
-        part = feats.astype(np.float64).sum(0)
-        self.total = part if self.total is None else self.total + part
-        self.count += len(feats)
 
     def result(self) -> np.ndarray:
         import torch
 
         from musetag.tag.tagger import _activation
 
-        if self.total is None:
-            raise AudioError("no segments to score")
-        mean = (self.total / self.count).astype(np.float32)
+        mean = self.mean("score")
         with torch.inference_mode():
             logits = self.model.head(torch.from_numpy(mean[None]).to(self.device)).float().cpu().numpy()[0]
         return _activation(logits, self.task).astype(np.float32)
