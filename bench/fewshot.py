@@ -11,7 +11,8 @@ and every other clip is the test set (the same split for every arm). Arms:
 (c) probes: ``musetag train probe-linear`` / ``probe-mlp`` on a CSV-manifest dataset with
     ``preset = "embed:BACKBONE"``, for each backbone (and concatenations);
 (d) fine-tuning: ``musetag train smalldata-finetune`` (the pretrained MTG-Jamendo baseline, frozen
-    body first, augmentation, SWA), epochs cut to ``--finetune-epochs``.
+    body first, augmentation, SWA; ``--finetune-epochs``) and ``smalldata-finetune-musicnn`` (Musicnn on
+    MTG-Jamendo, front end frozen throughout; ``--finetune-musicnn-epochs``), on the 16 kHz waveform.
 
 Every clip's embedding (and classical features, and mel-spectrogram) is computed once and reused
 across draws: the embeddings come from ``musetag embed`` files (``--embeddings DIR`` holding
@@ -22,8 +23,8 @@ extraction cost. Results are cached in ``--work`` (``results.jsonl``), so a reru
 missing.
 
 Usage: python bench/fewshot.py --work DIR --embeddings DIR [--backbones a,b] [--concat a+b]
-       [--sizes 5,10,20] [--draws 3] [--arms classical,probe,scratch,finetune]
-       [--scratch-epochs 30] [--finetune-epochs 8] [--slow-draws 1]
+       [--sizes 5,10,20] [--draws 3] [--arms classical,probe,scratch,finetune,finetune-musicnn]
+       [--scratch-epochs 30] [--finetune-epochs 30] [--finetune-musicnn-epochs 15] [--slow-draws 1]
 Writes bench/results/fewshot.md.
 """
 from __future__ import annotations
@@ -167,17 +168,21 @@ def embedding_cache(backbone: str, all_clips, emb_dir: Path, work: Path) -> Path
     return cache
 
 
-def mel_extraction_cpu(all_clips, work: Path, n: int = 10) -> float:
-    """CPU seconds per clip of the jamendo96 mel-spectrogram (the slow arms' features; their cache is built
-    by worker processes whose CPU time the run's own clock does not see), measured on ``n`` clips."""
-    path = work / "jamendo96_cpu.json"
+#: the slow arms' feature presets, as the report's extraction column names them
+PRESET_LABEL = {"jamendo96": "jamendo96 mel", "waveform16k": "16 kHz waveform"}
+
+
+def preset_extraction_cpu(all_clips, work: Path, preset: str, n: int = 10) -> float:
+    """CPU seconds per clip of the slow arms' features (their cache is built by worker processes whose CPU
+    time the run's own clock does not see), measured on ``n`` clips."""
+    path = work / f"{preset}_cpu.json"
     if path.exists():
         return float(json.loads(path.read_text())["cpu_per_clip"])
     from musetag.features import extract_file
 
     t0 = time.process_time()
     for p, _ in all_clips[:: max(1, len(all_clips) // n)][:n]:
-        extract_file(p, "jamendo96")
+        extract_file(p, preset)
     cpu = (time.process_time() - t0) / n
     path.write_text(json.dumps({"cpu_per_clip": cpu, "clips": n}))
     return cpu
@@ -251,9 +256,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="5,10,20")
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--slow-draws", type=int, default=1, help="draws for the from-scratch and fine-tuning arms")
-    ap.add_argument("--arms", default="classical,probe,scratch,finetune")
+    ap.add_argument("--arms", default="classical,probe,scratch,finetune,finetune-musicnn")
     ap.add_argument("--scratch-epochs", type=int, default=30)
-    ap.add_argument("--finetune-epochs", type=int, default=8)
+    ap.add_argument("--finetune-epochs", type=int, default=30)
+    ap.add_argument("--finetune-musicnn-epochs", type=int, default=15)
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -309,12 +315,15 @@ def main() -> None:
                         acc, cpu, summary = train_arm(recipe, toml, folder / "run", cache, [])
                         res.add(arm=arm, k=k, seed=seed, test_accuracy=acc, cpu_s=cpu, C=summary["probe"]["C"],
                                 extraction=bb)
-    slow = [("scratch", "(a) from scratch: gtzan-genre", "gtzan-genre", [f"epochs={args.scratch_epochs}"]),
-            ("finetune", "(d) fine-tune: smalldata-finetune", "smalldata-finetune",
-             [f"epochs={args.finetune_epochs}"])]
-    if any(key in arms for key, *_ in slow) or (args.work / "jamendo96_cpu.json").exists():
-        extraction["jamendo96 mel"] = mel_extraction_cpu(all_clips, args.work)
-    for key, arm, recipe, sets in slow:
+    slow = [("scratch", "(a) from scratch: gtzan-genre", "gtzan-genre", "jamendo96", [f"epochs={args.scratch_epochs}"]),
+            ("finetune", "(d) fine-tune: smalldata-finetune", "smalldata-finetune", "jamendo96",
+             [f"epochs={args.finetune_epochs}"]),
+            ("finetune-musicnn", "(d) fine-tune: smalldata-finetune-musicnn", "smalldata-finetune-musicnn",
+             "waveform16k", [f"epochs={args.finetune_musicnn_epochs}"])]
+    for key, _, _, preset, _ in slow:
+        if key in arms or (args.work / f"{preset}_cpu.json").exists():
+            extraction[PRESET_LABEL[preset]] = preset_extraction_cpu(all_clips, args.work, preset)
+    for key, arm, recipe, preset, sets in slow:
         if key not in arms:
             continue
         arm = f"{arm} ({sets[0]})"
@@ -323,9 +332,9 @@ def main() -> None:
                 if res.has(arm, k, seed):
                     continue
                 folder = args.work / "runs" / f"{recipe}-{k}-{seed}"
-                toml = write_dataset(folder, all_clips, draw(all_clips, k, seed), "jamendo96")
-                acc, cpu, _ = train_arm(recipe, toml, folder / "run", args.work / "caches" / "jamendo96", sets)
-                res.add(arm=arm, k=k, seed=seed, test_accuracy=acc, cpu_s=cpu, extraction="jamendo96 mel")
+                toml = write_dataset(folder, all_clips, draw(all_clips, k, seed), preset)
+                acc, cpu, _ = train_arm(recipe, toml, folder / "run", args.work / "caches" / preset, sets)
+                res.add(arm=arm, k=k, seed=seed, test_accuracy=acc, cpu_s=cpu, extraction=PRESET_LABEL[preset])
     write_report(res, args, extraction, args.note)
 
 

@@ -158,11 +158,31 @@ def random_gain_mel(x: torch.Tensor, rng: np.random.Generator, max_db: float, sc
     return x * 10.0 ** (gains_db * k / 20.0)
 
 
+class InModelSpecAugment:
+    """SpecAugment for a waveform model whose mel front end is inside the network (the trainer sets
+    it as the model's ``spec_augment``): the model calls it on its normalised mel during training,
+    with the generator :class:`BatchAugment` handed it for this batch (so runs and resumes draw the
+    same masks). Masks fill with 0, the mean after the model's input batch norm."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.rng: np.random.Generator | None = None
+
+    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.rng is None:
+            return mel
+        c = self.cfg
+        return spec_augment(mel, self.rng, time_masks=c.time_masks, freq_masks=c.freq_masks,
+                            max_time_fraction=c.max_time_fraction, max_freq_fraction=c.max_freq_fraction,
+                            prob=c.specaugment_prob)
+
+
 class BatchAugment(nn.Module):
     """Training-time augmentation of ``(x, y)`` batches from an ``augment`` config section.
 
     Order: gain (waveforms; mel features: an offset in dB) and noise (waveform inputs), random
-    scale, SpecAugment (spectrograms), then mixup (which also mixes the targets). In ``eval()``
+    scale, SpecAugment (spectrograms; for waveforms, ``spec_hook`` masks the mel inside the model),
+    then mixup (which also mixes the targets). In ``eval()``
     mode the batch is returned unchanged. ``feature_config`` (with its ``mean``/``std`` when the
     batches are normalised) tells the mel gain how large one dB is; without it a mel batch is
     taken as unnormalised 10*log10 power.
@@ -176,6 +196,7 @@ class BatchAugment(nn.Module):
         self.n_classes = n_classes
         self.task = task
         self.mel_gain = mel_gain_scale(feature_config) if feature_config is not None else ("add", 1.0, 1.0)
+        self.spec_hook: InModelSpecAugment | None = None
 
     @property
     def active(self) -> bool:
@@ -196,6 +217,8 @@ class BatchAugment(nn.Module):
             x = random_gain_mel(x, rng, c.gain_db, self.mel_gain)
         if tuple(c.random_scale) != (1.0, 1.0):
             x = random_scale(x, rng, float(c.random_scale[0]), float(c.random_scale[1]))
+        if self.spec_hook is not None:
+            self.spec_hook.rng = rng  # the model masks its own mel in the forward pass that follows
         if c.specaugment and self.kind != "waveform":
             x = spec_augment(x, rng, time_masks=c.time_masks, freq_masks=c.freq_masks,
                              max_time_fraction=c.max_time_fraction, max_freq_fraction=c.max_freq_fraction,

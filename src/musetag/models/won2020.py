@@ -124,10 +124,16 @@ class _WonBase(MusetagModel):
         super().__init__()
         self.spec = TorchaudioMelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=512, f_min=0.0, f_max=8000.0, n_mels=n_mels)
         self.spec_bn = nn.BatchNorm2d(1)
+        #: training only: a callable applied to the normalised mel ``(B, 1, 96, T)`` (SpecAugment of a
+        #: waveform model, set by the trainer from ``augment.specaugment``); not part of the weights
+        self.spec_augment = None
 
     def _mel(self, x: torch.Tensor) -> torch.Tensor:
         wave = x.mean(dim=1) if x.shape[1] != 1 else x[:, 0]  # (B, S)
-        return self.spec_bn(self.spec(wave).unsqueeze(1))
+        mel = self.spec_bn(self.spec(wave).unsqueeze(1))
+        if self.training and self.spec_augment is not None:
+            mel = self.spec_augment(mel)
+        return mel
 
 
 def _check_in_channels(in_channels: int) -> None:

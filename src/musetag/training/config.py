@@ -58,6 +58,9 @@ class DataSection:
     at most ``eval_max_segments`` evenly spaced ones (0: all) and aggregates the per-segment
     outputs with ``aggregation``. The windows of each track are cut once per run and kept in
     memory up to ``eval_cache_mb`` megabytes (0: cut again at every evaluation).
+    ``min_epoch_samples`` > the training split's size makes an epoch several passes over it (each a new
+    order and new random crops), so a tiny dataset still gets that many examples, and optimiser steps,
+    per epoch; epoch-counted settings (freezing, patience, schedules, SWA) then keep their meaning.
     """
 
     dataset: str = ""
@@ -70,6 +73,7 @@ class DataSection:
     batch_size: int = 32
     eval_batch_size: int = 64
     eval_cache_mb: float = 1024.0
+    min_epoch_samples: int = 0
     num_workers: int = 0
     train_split: str = "train"
     validation_split: str = "validation"
@@ -200,13 +204,15 @@ class InitSection:
     ``prefix:OLD=NEW`` or ``module:function``); the classifier is re-created for this dataset's tags.
     ``freeze_stages`` > 0 freezes the first stages for ``freeze_epochs`` epochs (0: the whole run)
     of every network started from weights: the model (``path``) and the co-teaching peer
-    (``coteaching.peer_init``). What was loaded, skipped and frozen is written to
+    (``coteaching.peer_init``); the first ``keep_frozen`` of those stay frozen after that (a front
+    end that is never trained). What was loaded, skipped and frozen is written to
     ``RUN_DIR/transfer.json`` (``transfer-peer.json`` for the peer)."""
 
     path: str = ""
     map: str = ""
     freeze_stages: int = 0
     freeze_epochs: int = 0
+    keep_frozen: int = 0
     body_lr_scale: float = 1.0  # everything but the classifier at lr x this (musetag.training.param_groups)
 
 
@@ -346,6 +352,7 @@ def validate(cfg: TrainConfig) -> None:
     _positive("data.batch_size", cfg.data.batch_size)
     _positive("data.eval_batch_size", cfg.data.eval_batch_size)
     _positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    _positive("data.min_epoch_samples", cfg.data.min_epoch_samples, allow_zero=True)
     _positive("optim.lr", cfg.optim.lr)
     _positive("optim.weight_decay", cfg.optim.weight_decay, allow_zero=True)
     _positive("optim.grad_clip", cfg.optim.grad_clip, allow_zero=True)
@@ -387,6 +394,11 @@ def validate(cfg: TrainConfig) -> None:
     _positive("early_stopping.patience", cfg.early_stopping.patience, allow_zero=True)
     _positive("init.freeze_stages", cfg.init.freeze_stages, allow_zero=True)
     _positive("init.freeze_epochs", cfg.init.freeze_epochs, allow_zero=True)
+    _positive("init.keep_frozen", cfg.init.keep_frozen, allow_zero=True)
+    if cfg.init.keep_frozen > cfg.init.freeze_stages:
+        raise ConfigError(f"init.keep_frozen = {cfg.init.keep_frozen} is more than init.freeze_stages = "
+                          f"{cfg.init.freeze_stages}: the stages kept frozen are the first of the frozen ones; "
+                          f"raise freeze_stages to at least {cfg.init.keep_frozen}")
     _positive("init.body_lr_scale", cfg.init.body_lr_scale)
     if cfg.init.freeze_stages and not cfg.init.path and not ct.peer_init:
         raise ConfigError("init.freeze_stages needs init.path (--init-from) or coteaching.peer_init (--init-peer-from): "

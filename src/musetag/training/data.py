@@ -273,10 +273,17 @@ def _train_stats(data: TrainingData, cache_dir: Path) -> tuple[float, float]:
 
 class EpochSampler(Sampler):
     """Yields ``(track index, crop seed)`` for one epoch: a permutation drawn from
-    ``default_rng([seed, epoch])``, this rank's shard of it, from position ``start`` on."""
+    ``default_rng([seed, epoch])``, this rank's shard of it, from position ``start`` on.
 
-    def __init__(self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    ``min_samples`` larger than ``n`` makes the epoch ``min_samples`` items long: whole passes, each a
+    new permutation with new crop seeds, the last one cut short (``data.min_epoch_samples``: a tiny
+    training set still gets optimiser steps, not one batch, per epoch). The first pass is the order
+    an epoch has without it."""
+
+    def __init__(self, n: int, *, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 min_samples: int = 0) -> None:
         self.n = int(n)
+        self.length = max(self.n, int(min_samples)) if self.n else 0
         self.seed = int(seed)
         self.shuffle = shuffle
         self.rank = rank
@@ -290,19 +297,22 @@ class EpochSampler(Sampler):
 
     def order(self) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch, 7919])
-        perm = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-        crop_seeds = rng.integers(0, 2**62, size=self.n)
-        items = [(int(i), int(s)) for i, s in zip(perm, crop_seeds)]
+        items: list[tuple[int, int]] = []
+        while len(items) < self.length:
+            perm = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+            crop_seeds = rng.integers(0, 2**62, size=self.n)
+            items.extend((int(i), int(s)) for i, s in zip(perm, crop_seeds))
+        items = items[:self.length]
         if self.world_size > 1:
-            total = -(-self.n // self.world_size) * self.world_size
-            items = (items + items[: total - self.n])[self.rank:total:self.world_size]
+            total = -(-self.length // self.world_size) * self.world_size
+            items = (items + items[: total - self.length])[self.rank:total:self.world_size]
         return items
 
     def __iter__(self):
         return iter(self.order()[self.start:])
 
     def __len__(self) -> int:
-        per_rank = -(-self.n // self.world_size)
+        per_rank = -(-self.length // self.world_size)
         return max(0, per_rank - self.start)
 
 
@@ -330,7 +340,10 @@ class CropDataset(Dataset):
                 pad = [(0, 0)] * (x.ndim - 1) + [(0, self.crop - length)]
                 x = np.pad(x, pad)
         y = torch.as_tensor(self.targets[index])
-        return {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": y, "index": index}
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:  # an excerpt of a memory-mapped waveform is a read-only view: own it
+            x = x.copy()
+        return {"x": torch.from_numpy(x), "y": y, "index": index}
 
 
 def collate(items: list[dict]) -> dict:

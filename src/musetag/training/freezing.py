@@ -2,7 +2,8 @@
 
 :func:`model_stages` names a model's stages (its top-level blocks, input to output, classifier
 excluded); :class:`StageFreezer` freezes the first N of them for the first K epochs, batch-norm
-layers included (they run in eval mode while frozen). Used by :mod:`musetag.training.transfer`.
+layers included (they run in eval mode while frozen), the first ``keep_frozen`` of them for the whole
+run. Used by :mod:`musetag.training.transfer`.
 """
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 class StageFreezer:
-    """Freeze the first ``n_stages`` stages for the first ``epochs`` epochs (None: always).
+    """Freeze the first ``n_stages`` stages for the first ``epochs`` epochs (None: always); of those,
+    the first ``keep_frozen`` stay frozen for the whole run (a frozen front end under a back end that
+    is unfrozen after ``epochs``).
 
     Frozen parameters get ``requires_grad = False`` (no gradient is computed, optimisers skip them)
     and frozen batch-norm layers run in eval mode even while the model trains (a forward pre-hook),
@@ -75,7 +78,7 @@ class StageFreezer:
     epoch at the start of every epoch (before or after ``model.train()``).
     """
 
-    def __init__(self, model: nn.Module, n_stages: int, epochs: int | None = None) -> None:
+    def __init__(self, model: nn.Module, n_stages: int, epochs: int | None = None, keep_frozen: int = 0) -> None:
         stages = model_stages(model)
         if n_stages < 0:
             raise ConfigError(f"freeze_stages={n_stages}: give a number of stages >= 0")
@@ -86,26 +89,53 @@ class StageFreezer:
             )
         if epochs is not None and epochs < 0:
             raise ConfigError(f"freeze_epochs={epochs}: give a number of epochs >= 0 (omit it to freeze throughout)")
+        if not 0 <= keep_frozen <= n_stages:
+            raise ConfigError(f"keep_frozen={keep_frozen}: give at most freeze_stages ({n_stages}) stages that "
+                              "stay frozen for the whole run")
         self.model = model
         self.epochs = epochs
+        self.keep_frozen = int(keep_frozen)
         self.stage_names = [n for n, _ in stages[:n_stages]]
-        self._modules = [m for _, m in stages[:n_stages]]
-        self._params = [p for m in self._modules for p in m.parameters()]
+        self._groups = [g for g in (_FrozenGroup(stages[:keep_frozen], None),
+                                    _FrozenGroup(stages[keep_frozen:n_stages], epochs)) if g.names]
+
+    @property
+    def frozen(self) -> bool:
+        return any(g.frozen for g in self._groups)
+
+    def is_frozen_at(self, epoch: int) -> bool:
+        return any(g.is_frozen_at(epoch) for g in self._groups)
+
+    def apply(self, epoch: int) -> bool:
+        """Freeze or unfreeze for ``epoch`` (0-based); returns whether any stage is frozen."""
+        for group in self._groups:
+            group.apply(epoch)
+        return self.frozen
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+class _FrozenGroup:
+    """Consecutive stages frozen together until one epoch (None: always)."""
+
+    def __init__(self, stages: list[tuple[str, nn.Module]], epochs: int | None) -> None:
+        self.names = [n for n, _ in stages]
+        self.epochs = epochs
+        modules = [m for _, m in stages]
+        self._params = [p for m in modules for p in m.parameters()]
         self._trainable = [p.requires_grad for p in self._params]
-        self._norms = [
-            sub for m in self._modules for sub in m.modules() if isinstance(sub, nn.modules.batchnorm._BatchNorm)
-        ]
+        self._norms = [sub for m in modules for sub in m.modules() if isinstance(sub, nn.modules.batchnorm._BatchNorm)]
         self._hooks: list[Any] = []
         self.frozen = False
 
     def is_frozen_at(self, epoch: int) -> bool:
-        return bool(self._modules) and (self.epochs is None or epoch < self.epochs)
+        return bool(self.names) and (self.epochs is None or epoch < self.epochs)
 
-    def apply(self, epoch: int) -> bool:
-        """Freeze or unfreeze for ``epoch`` (0-based); returns whether the stages are frozen."""
+    def apply(self, epoch: int) -> None:
         frozen = self.is_frozen_at(epoch)
         if frozen == self.frozen:
-            return frozen
+            return
         for p, trainable in zip(self._params, self._trainable):
             p.requires_grad_(trainable and not frozen)
             if frozen:
@@ -116,12 +146,10 @@ class StageFreezer:
             for h in self._hooks:
                 h.remove()
             self._hooks = []
-        log.info("%s stages %s (epoch %d)", "froze" if frozen else "unfroze", ", ".join(self.stage_names), epoch + 1)
+        until = "for the whole run" if self.epochs is None else f"until epoch {self.epochs}"
+        log.info("%s stages %s (epoch %d)%s", "froze" if frozen else "unfroze", ", ".join(self.names), epoch + 1,
+                 f" {until}" if frozen else "")
         self.frozen = frozen
-        return frozen
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
 def _eval_mode(module: nn.Module, inputs: Any) -> None:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from musetag.errors import ConfigError, MusetagError
-from musetag.features.augment import BatchAugment
+from musetag.features.augment import BatchAugment, InModelSpecAugment
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training.config import TrainConfig, dump_toml
@@ -93,7 +93,7 @@ def _freezer(cfg: TrainConfig, model: nn.Module, dist: D.DistInfo):
     if dist.enabled and cfg.init.freeze_epochs:
         raise ConfigError("init.freeze_epochs cannot unfreeze stages under DDP (torchrun): freeze for the whole "
                           "run (init.freeze_epochs = 0) or train on one process")
-    return StageFreezer(model, cfg.init.freeze_stages, cfg.init.freeze_epochs or None)
+    return StageFreezer(model, cfg.init.freeze_stages, cfg.init.freeze_epochs or None, keep_frozen=cfg.init.keep_frozen)
 
 
 def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_dir: Path, dist: D.DistInfo,
@@ -261,6 +261,22 @@ def _build_optimisation(run: Run) -> None:
     run.augment = BatchAugment(cfg.augment, kind=data.kind, n_classes=data.n_classes, task=data.task,
                                feature_config=data.feature_config if data.normalize else
                                dataclasses.replace(data.feature_config, mean=None, std=None))
+    if cfg.augment.specaugment and data.kind == "waveform":
+        _spec_augment_inside(run)
+
+
+def _spec_augment_inside(run: Run) -> None:
+    """SpecAugment on waveform input: masked inside the networks that compute their own mel (a
+    ``spec_augment`` attribute); refused for the others instead of silently skipped."""
+    inside = [m for m in run.models if hasattr(m, "spec_augment")]
+    if len(inside) < len(run.models):
+        raise ConfigError(f"augment.specaugment masks a mel-spectrogram, but {run.cfg.model.name} takes a waveform "
+                          f"({run.data.feature_config.name}) and computes no mel inside; set augment.specaugment = "
+                          "false, or use a mel preset")
+    hook = InModelSpecAugment(run.cfg.augment)
+    for m in inside:
+        m.spec_augment = hook
+    run.augment.spec_hook = hook
 
 
 def _resume(run: Run) -> None:
@@ -320,7 +336,8 @@ def _build_loader(run: Run) -> None:
     if dist.enabled and cfg.data.batch_size % dist.world_size:
         raise ConfigError(f"data.batch_size = {cfg.data.batch_size} is the global batch; it must be divisible "
                           f"by the {dist.world_size} processes")
-    run.sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    run.sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
+                               min_samples=cfg.data.min_epoch_samples)
     train_set = CropDataset(data, "train", cfg.data.crop)
     # own generator: creating an iterator never draws from the global RNG (exact resume)
     run.loader = DataLoader(train_set, batch_size=run.per_rank_batch, sampler=run.sampler,
