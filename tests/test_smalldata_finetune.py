@@ -169,3 +169,6 @@ def test_musicnn_finetune_keeps_the_front_end_and_trains_the_back_end_on_real_cl
     assert back and not any(torch.equal(final[k], start[k]) for k in back)  # trained after the first epoch
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2
+    # the logged lr is the schedule's (the new classifier's); the body's is beside it at init.body_lr_scale
+    assert metrics[0]["lr"] == pytest.approx(1e-3)
+    assert [m["lr_body"] for m in metrics] == pytest.approx([0.1 * m["lr"] for m in metrics])

@@ -209,8 +209,12 @@ def _epoch(run: Run, epoch: int) -> dict:
                                  loader=run.loader, sampler=run.sampler, loss_fn=run.loss_fn, augment=run.augment,
                                  cfg=cfg, data=run.data, device=run.device, dist=dist, autocast=run.autocast,
                                  scaler=run.scaler, state=state, save_mid_epoch=lambda: _save_last(run))
-    lr = run.optimizers[0].param_groups[0]["lr"]
+    groups = run.optimizers[0].param_groups
+    # the schedule's lr (the classifier's group); with init.body_lr_scale the body's scaled lr beside it
+    lr = next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
     record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "optimizer": state.optimizer_name}
+    if any(g.get("lr_scale", 1.0) != 1.0 for g in groups):
+        record["lr_body"] = next(g["lr"] for g in groups if g.get("lr_scale", 1.0) != 1.0)
     validate = should_validate(epoch, cfg.epochs, cfg.validate_every)
     val: dict = {}
     is_best = False
