@@ -28,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("paths", metavar="PATH", nargs="+", help="audio files and/or folders")
     p.add_argument("--out", "-o", required=True,
                    help="embeddings file: .npy (+ NAME.tracks.csv, NAME.meta.json) or .parquet")
+    p.add_argument("--with-scores", action="store_true",
+                   help="append each track's tag scores (as `musetag tag` gives them: same windows, the package's "
+                        "aggregation) after the embedding; the metadata names the score columns")
     p.add_argument("--recursive", "-r", action="store_true", help="also embed files in subfolders")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="embed only part I of N (1-based) of the file list; deterministic by relative path")
@@ -49,6 +52,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "engine", "local") == "ray":
+        if args.with_scores:
+            from musetag.errors import ConfigError
+
+            raise ConfigError("--with-scores runs with the local engine only; drop --engine ray (or --with-scores)")
         from musetag.commands._ray_cli import embed_command
 
         return embed_command(args)
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.paths, out, recursive=args.recursive, shard=shard, workers=max(1, min(4, (os.cpu_count() or 2) - 1)) if args.workers is None else args.workers,
         batch_size=args.batch_size, device=args.device or torchrun_device(), backend=args.backend,
         retry_errors=args.retry_errors,
-        resume=not args.restart, progress=show_progress(args),
+        resume=not args.restart, progress=show_progress(args), scores=args.with_scores,
     )
     print(report.summary(), file=sys.stderr)
     return exit_status(report.ok, report.failed, report.skipped)

@@ -156,6 +156,22 @@ class MusetagModel(nn.Module):
             )
 
 
+def has_base_forward(model: nn.Module) -> bool:
+    """Whether ``model(x)`` is the base contract ``forward_head(forward_features(x))`` (a
+    :class:`MusetagModel` whose class does not override ``forward``), so that one pass through
+    ``forward_features`` gives both the embedding and, through ``forward_head``, the logits."""
+    return isinstance(model, MusetagModel) and type(model).forward is MusetagModel.forward
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(forward_features(x), model(x))`` from one pass when the model keeps the base contract
+    (the logits are ``forward_head`` of those features); a model that overrides ``forward`` is run
+    a second time for its logits."""
+    features = model.forward_features(x)
+    logits = model.forward_head(features) if has_base_forward(model) else model(x)
+    return features, logits
+
+
 def _check_positive(what: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ModelError(f"{what} must be a positive integer, got {value!r}")

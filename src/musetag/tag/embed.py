@@ -93,24 +93,36 @@ def _embedder_class():
         the tagger; each segment's ``forward_features`` vector is averaged over the track.
         ``embed(source)`` returns that vector; ``tag_many`` yields results whose ``scores_array``
         is the vector (``status`` as for tagging). ``backend="onnx"`` reads the ``embedding`` output
-        of the graph ``musetag export`` writes (onnxruntime; same front end).
+        of the graph ``musetag export`` writes (onnxruntime; same front end). ``scores=True``: the
+        vector is followed by the track's tag scores as the tagger gives them
+        (:mod:`musetag.tag.embed_scores`; ``score_tags`` names those columns).
         """
 
         onnx_output = "embedding"
 
         def __init__(self, package, *, batch_size: int = 32, device: str = "cpu", backend: str = "torch",
-                     **kwargs: Any) -> None:
+                     scores: bool = False, **kwargs: Any) -> None:
             super().__init__(package, backend=backend, batch_size=batch_size, device=device, **kwargs)
             if backend == "onnx":
-                self._dim = int(self.runner.width)
+                self.feature_dim = int(self.runner.width)
             else:
                 if not hasattr(self.model, "forward_features"):
                     raise MusetagError(f"model {package.model_name!r} has no forward_features(); it cannot embed")
                 self.runner = _FeatureRunner(self.model, device)
-                self._dim = int(getattr(self.model, "num_features", 0))
+                self.feature_dim = int(getattr(self.model, "num_features", 0))
+            self.with_scores = bool(scores)
+            self.score_tags = list(package.tags) if scores else []
+            if scores:
+                from musetag.tag import embed_scores
+
+                embed_scores.attach(self, device)
             self.tags = []
 
         def _accumulator(self):
+            if self.with_scores:
+                from musetag.tag import embed_scores
+
+                return embed_scores.accumulator(self)
             return MeanVector()
 
         def embed(self, source: Any, sample_rate: int | None = None) -> np.ndarray:
@@ -119,7 +131,7 @@ def _embedder_class():
 
         @property
         def dim(self) -> int:
-            return self._dim
+            return self.feature_dim + len(self.score_tags)
 
     _Embedder.__name__ = _Embedder.__qualname__ = "Embedder"
     _Embedder.__module__ = __name__
@@ -133,12 +145,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", **kwargs: Any):
+def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", scores: bool | None = None,
+                  **kwargs: Any):
     """An :class:`Embedder` from a package path (or a loaded ``ModelPackage``, or an Embedder);
-    ``backend="onnx"`` (and ``onnx_path=``) as for :class:`~musetag.tag.Tagger`."""
+    ``backend="onnx"`` (and ``onnx_path=``) as for :class:`~musetag.tag.Tagger`; ``scores=True``
+    appends the track's tag scores to each vector (:mod:`musetag.tag.embed_scores`)."""
     cls = _embedder_class()
     if isinstance(model, cls):
+        if scores is not None and bool(scores) != model.with_scores:
+            raise ConfigError(f"an Embedder built with scores={model.with_scores} was given with scores={bool(scores)}; "
+                              "pass the package path, or an Embedder built with the same setting")
         return model
+    kwargs["scores"] = bool(scores)
     from musetag.tag.package import ModelPackage, load_package
 
     package = model if isinstance(model, ModelPackage) else load_package(model)
@@ -244,6 +262,7 @@ def embed_files(
     resume: bool = True,
     progress: bool = True,
     flush_every: int = 256,
+    scores: bool | None = None,
 ) -> EmbedReport:
     """Embed every audio file under ``paths`` into ``out`` (``.npy`` or ``.parquet``).
 
@@ -251,11 +270,14 @@ def embed_files(
     ``musetag tag`` lists them; ``shard`` (``"I/N"`` or a :class:`musetag.tag.shard.Shard`) keeps this
     worker's part. Failed files go to ``<name>.errors.csv`` and never stop the run; finished tracks
     are saved to ``<out>.partial/`` every ``flush_every`` tracks, so a killed run resumes where it
-    stopped (``resume=False`` starts over); ``retry_errors`` embeds failed files again.
+    stopped (``resume=False`` starts over); ``retry_errors`` embeds failed files again. ``scores``:
+    append each track's tag scores (``--with-scores``; None: as ``model``, an Embedder, was built, else
+    no); an output or partial run made with the other setting is refused, never mixed.
     """
     from tqdm.auto import tqdm
 
     from musetag import __version__
+    from musetag.tag.embed_scores import check_resume, scores_meta
     from musetag.tag.shard import Shard, collect_shard_files, parse_shard
 
     out = Path(out)
@@ -264,7 +286,8 @@ def embed_files(
     if out.suffix.lower() == ".parquet":
         _pyarrow()
     shard = shard if isinstance(shard, Shard) else parse_shard(shard)
-    embedder = load_embedder(model, batch_size=batch_size, device=device, backend=backend)
+    embedder = load_embedder(model, batch_size=batch_size, device=device, backend=backend, scores=scores)
+    scores = embedder.with_scores
     package = embedder.package
     side = side_files(out)
     files = collect_shard_files(paths, shard, recursive=recursive)
@@ -281,6 +304,7 @@ def embed_files(
                 f"{out} holds embeddings of another model (sha256 {str(table.meta.get('model_sha256'))[:12]}...); "
                 "choose another --out, or delete it to start over"
             )
+        check_resume(str(out), table.meta.get("scores", False), scores, "pass --restart to replace it (or choose another --out)")
         for p, v in zip(table.paths, table.vectors):
             done[os.path.abspath(p)] = (p, v)
     elif not resume:
@@ -292,8 +316,11 @@ def embed_files(
             f"{side['partial']} holds unfinished embeddings of another model; delete it, or pass --restart, "
             "or choose another --out"
         )
+    if owner.exists():
+        check_resume(str(side["partial"]), json.loads(owner.read_text()).get("scores", False), scores,
+                     "pass --restart to start over (or choose another --out)")
     side["partial"].mkdir(parents=True, exist_ok=True)
-    owner.write_text(json.dumps({"model_sha256": package.sha256}))
+    owner.write_text(json.dumps({"model_sha256": package.sha256, **({"scores": True} if scores else {})}))
     for p, v in zip(*chunks.read()):
         done[os.path.abspath(p)] = (p, v)
     error_keys = {os.path.abspath(p) for p in errors}
@@ -346,6 +373,8 @@ def embed_files(
     }
     if rows:
         report.dim = int(vectors.shape[1])
+    if scores:
+        meta.update(scores_meta(embedder, report.dim))
     write_embeddings(out, [p for p, _ in rows], vectors, meta)
     _write_errors(side["errors"], errors)
     shutil.rmtree(side["partial"], ignore_errors=True)
