@@ -4,7 +4,11 @@ A dataset TOML with ``preset = "embed:jamendo-musicnn"`` (a pretrained catalogue
 models --pretrained``, or a model package path relative to the TOML) makes ``musetag prepare`` store
 one vector per track: the model's pooled penultimate layer averaged over the windows the model
 uses, computed by :class:`musetag.tag.embed.Embedder`, the same numbers ``musetag embed`` writes.
-``embed:a+b`` concatenates the vectors of several backbones (in that order). Each track's array is
+``embed:a+b`` concatenates the vectors of several backbones (in that order). A backbone written
+``NAME:scores`` (``embed:jamendo-musicnn:scores``, ``embed:a:scores+b``) adds its tag scores after its
+embedding, the vector ``musetag embed --with-scores`` writes (:mod:`musetag.tag.embed_scores`); the
+suffix is read only when the whole name is neither a pretrained model nor an existing path, so a
+package folder whose name ends in ``:scores`` still works. Each track's array is
 float32 ``(dim, 1)`` (one "frame"), so the cache's per-band statistics are per-dimension statistics of
 the training split (``stats.json``: ``band_mean``/``band_std``). Probes (:mod:`musetag.models.probe`)
 train on these caches; ``musetag package`` joins the backbone and the probe into one package.
@@ -24,6 +28,7 @@ import numpy as np
 from musetag.errors import ConfigError
 
 PREFIX = "embed:"
+SCORES = "scores"
 
 
 def is_embed_preset(preset: Any) -> bool:
@@ -35,22 +40,53 @@ def split_spec(spec: str) -> list[str]:
     return [p.strip() for p in str(spec).split("+")]
 
 
-def _check_part(part: str, where: str, base_dir: Path | None) -> str:
-    from musetag.models.hub import catalogue, is_pretrained_name
+def parse_part(part: str) -> tuple[str, bool]:
+    """``(backbone, with scores)`` of one backbone of a spec: ``NAME:scores`` -> ``(NAME, True)``.
+    A name that is itself a pretrained model or an existing path is taken whole."""
+    from musetag.models.hub import is_pretrained_name
 
-    if not part:
-        raise ConfigError(f"{where}: preset = \"embed:...\" names an empty backbone; write embed:NAME or embed:A+B")
+    head, sep, suffix = part.rpartition(":")
+    if sep and suffix == SCORES and not is_pretrained_name(part) and not Path(part).expanduser().exists():
+        return head, True
+    return part, False
+
+
+def _resolve(part: str, base_dir: Path | None) -> str | None:
+    from musetag.models.hub import is_pretrained_name
+
     if is_pretrained_name(part):
         return part
     path = Path(part).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.exists():
-        raise ConfigError(
-            f"{where}: preset embed:{part}: {part!r} is neither a pretrained model ({', '.join(sorted(catalogue()))}) "
-            f"nor an existing model package ({path}); fix the name or the path"
-        )
-    return str(path.resolve())
+    return str(path.resolve()) if path.exists() else None
+
+
+def _check_part(part: str, where: str, base_dir: Path | None) -> str:
+    from musetag.models.hub import catalogue
+
+    if not part:
+        raise ConfigError(f"{where}: preset = \"embed:...\" names an empty backbone; write embed:NAME or embed:A+B")
+    whole = _resolve(part, base_dir)
+    if whole is not None:
+        return whole
+    head, sep, suffix = part.rpartition(":")
+    if sep and head:
+        resolved = _resolve(head, base_dir)
+        if resolved is not None and suffix == SCORES:
+            return f"{resolved}:{SCORES}"
+        if resolved is not None:
+            raise ConfigError(
+                f"{where}: preset embed:{part}: unknown backbone suffix ':{suffix}'; the only one is ':{SCORES}' "
+                f"(its tag scores after its embedding): write embed:{head}:{SCORES}, or embed:{head} for the embedding alone"
+            )
+    path = Path(part).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    raise ConfigError(
+        f"{where}: preset embed:{part}: {part!r} is neither a pretrained model ({', '.join(sorted(catalogue()))}) "
+        f"nor an existing model package ({path}); fix the name or the path"
+    )
 
 
 def embedding_feature_config(spec: str, where: str = "dataset config", *, base_dir: str | os.PathLike | None = None):
@@ -65,10 +101,11 @@ def embedding_feature_config(spec: str, where: str = "dataset config", *, base_d
 
 
 def load_backbones(spec: str, *, batch_size: int = 32, device: str = "cpu") -> list:
-    """One :class:`~musetag.tag.embed.Embedder` per backbone of ``spec``."""
+    """One :class:`~musetag.tag.embed.Embedder` per backbone of ``spec`` (``NAME:scores``: with scores)."""
     from musetag.tag.embed import load_embedder  # function-level: data -> tag exception (docs/ARCHITECTURE.md)
 
-    return [load_embedder(part, batch_size=batch_size, device=device) for part in split_spec(spec)]
+    return [load_embedder(name, batch_size=batch_size, device=device, scores=scores)
+            for name, scores in map(parse_part, split_spec(spec))]
 
 
 def embed_track(embedders: list, audio: str | os.PathLike) -> np.ndarray:

@@ -11,7 +11,11 @@
     run: ``forward_features`` is the backbone's embedding of one window and ``head(embedding)``
     the probe's logits. A package of it says ``aggregation = "embedding_mean"``: the tagger averages
     the windows' embeddings over the track first (as ``musetag embed`` and the embedding cache do)
-    and applies the head once, so its scores are exactly ``probe(embed(track))``.
+    and applies the head once, so its scores are exactly ``probe(embed(track))``. A backbone with
+    ``scores`` (from ``preset = "embed:NAME:scores"``) adds its tag scores after its embedding:
+    ``window_outputs`` gives each backbone's window embeddings and logits, which the tagger
+    averages and aggregates by that backbone's rule (:mod:`musetag.tag.probe_tagging`), as
+    ``musetag embed --with-scores`` does.
 
 Inputs: any ``(batch, ...)`` tensor holding ``dim`` numbers per item (the cache stores ``(dim, 1)``
 per track, which batches to ``(batch, 1, dim, 1)``). Fitting (L-BFGS, the regularisation chosen on
@@ -102,31 +106,55 @@ def probe_mlp(*, n_classes: int, in_channels: int = 1, dim: int = 64, hidden: in
 
 class ProbeOnBackbone(nn.Module):
     """``forward_features``: the backbones' window embeddings, concatenated; ``head``: the probe
-    (see the module docstring)."""
+    (see the module docstring). ``scores[i]`` (``{"aggregation", "task"}`` or None): backbone ``i``'s
+    tag scores follow its embedding in the probe's input."""
 
-    def __init__(self, backbones: list[nn.Module], probe: nn.Module) -> None:
+    def __init__(self, backbones: list[nn.Module], probe: nn.Module, scores: list | None = None) -> None:
         super().__init__()
         self.backbones = nn.ModuleList(backbones)
         self.probe = probe
+        self.scores = list(scores) if scores is not None else [None] * len(backbones)
         self.num_features = sum(int(getattr(b, "num_features", 0)) for b in backbones)
         self.default_input = getattr(backbones[0], "default_input", None)
+
+    @property
+    def has_scores(self) -> bool:
+        return any(s is not None for s in self.scores)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([b.forward_features(x) for b in self.backbones], dim=-1)
 
+    def window_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per backbone: its window embeddings and, for a backbone with scores, its window logits
+        (one pass where the backbone keeps the base forward contract)."""
+        from musetag.models.base import features_and_logits
+
+        return [features_and_logits(b, x) if s is not None else (b.forward_features(x), None)
+                for b, s in zip(self.backbones, self.scores)]
+
     def head(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Logits of the probe for track embeddings ``(batch, num_features)``."""
+        """Logits of the probe for track vectors (the embeddings, with scores where asked)."""
         return self.probe(embedding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        """The probe on each window alone (a one-window track: its embedding and, where asked, its
+        probabilities, which every aggregation rule gives for a single window)."""
+        if not self.has_scores:
+            return self.head(self.forward_features(x))
+        parts = []
+        for (features, logits), s in zip(self.window_outputs(x), self.scores):
+            parts.append(features)
+            if logits is not None:
+                parts.append(torch.softmax(logits, -1) if s.get("task") == "multiclass" else torch.sigmoid(logits))
+        return self.head(torch.cat(parts, dim=-1))
 
 
 @register_model("probe_on_backbone", family="probe", paper=_PAPER, default_input=_embedding_input(64))
 def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbones: list | None = None,
                       probe: dict | None = None) -> nn.Module:
-    """Pretrained backbones (``[{"name", "args"}, ...]``, embeddings concatenated) with a probe
-    (``{"name", "args"}``) on their track embedding; built by ``musetag package`` of a probe run."""
+    """Pretrained backbones (``[{"name", "args"}, ...]``, embeddings concatenated; ``"scores":
+    {"aggregation", "task"}`` in an entry appends that backbone's tag scores) with a probe
+    (``{"name", "args"}``) on their track vector; built by ``musetag package`` of a probe run."""
     from musetag.models.registry import create_model
 
     if not isinstance(backbones, list) or not backbones:
@@ -140,4 +168,9 @@ def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbones: list |
         bodies.append(create_model(spec["name"], **{"n_classes": b_args.pop("n_classes", 1), **b_args}))
     p_args: dict[str, Any] = {k: v for k, v in dict(probe.get("args") or {}).items() if k != "n_classes"}
     head = create_model(probe["name"], n_classes=n_classes, **p_args)
-    return ProbeOnBackbone(bodies, head)
+    scores = [spec.get("scores") for spec in backbones]
+    for spec, s in zip(backbones, scores):
+        if s is not None and (not isinstance(s, dict) or not s.get("aggregation") or not s.get("task")):
+            raise ModelError(f"probe_on_backbone: backbone {spec['name']!r} has scores {s!r}; expected "
+                             "{'aggregation': ..., 'task': ...}; re-create the package with `musetag package RUN`")
+    return ProbeOnBackbone(bodies, head, scores)

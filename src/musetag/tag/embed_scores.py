@@ -32,7 +32,7 @@ class TorchFeaturesAndLogits:
     def __init__(self, model: Any, device: Any) -> None:
         import torch
 
-        self.torch, self.model, self.device = torch, model, device
+        self.torch, self.model, self.device = torch, model, torch.device(device)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from musetag.models.base import features_and_logits
@@ -84,25 +84,34 @@ class FeaturesAndScores:
 
 
 def _probe_head_accumulator(embedder: Any):
-    """A backbone + probe package: the mean embedding, then the probe's scores of that mean (what it tags)."""
-    from musetag.tag.probe_tagging import EmbeddingMeanHead
+    """A backbone + probe package: the mean embedding, then the probe's scores (what it tags)."""
+    from musetag.tag.probe_tagging import EmbeddingMeanHead, ScoredProbeHead
 
     class _MeanAndHead(EmbeddingMeanHead):
         def result(self) -> np.ndarray:
             return np.concatenate([self.mean(), super().result()]).astype(np.float32, copy=False)
 
-    return _MeanAndHead(embedder.model, embedder.task, embedder.runner.device)
+    class _ScoredMeanAndHead(ScoredProbeHead):
+        def result(self) -> np.ndarray:
+            return np.concatenate([self.features(), super().result()]).astype(np.float32, copy=False)
+
+    cls = _ScoredMeanAndHead if getattr(embedder.model, "has_scores", False) else _MeanAndHead
+    return cls(embedder.model, embedder.task, embedder.runner.device)
 
 
 def attach(embedder: Any, device: str) -> None:
     """Make ``embedder`` (an :class:`~musetag.tag.embed.Embedder` being built) return the embedding and
     the scores of every window."""
-    if embedder.package.aggregation == "embedding_mean":
-        return  # the probe scores the track's mean embedding: the feature runner is all it needs
+    if embedder.package.aggregation == "embedding_mean":  # the probe scores the track's mean embedding
+        if getattr(embedder.model, "has_scores", False):  # ... and its backbones' scores
+            from musetag.tag.probe_tagging import WindowOutputsRunner
+
+            embedder.runner = WindowOutputsRunner(embedder.model, embedder.runner.device)
+        return
     if embedder.backend == "onnx":
         embedder.runner = OnnxFeaturesAndLogits(embedder.runner, embedder.onnx_path)
         return
-    embedder.runner = TorchFeaturesAndLogits(embedder.model, device)
+    embedder.runner = TorchFeaturesAndLogits(embedder.model, embedder.runner.device)
 
 
 def accumulator(embedder: Any):

@@ -9,6 +9,9 @@ then averages the windows' embeddings over the track (exactly as ``musetag embed
 embedding cache do), concatenates the backbones' vectors and applies the probe once
 (:mod:`musetag.tag.probe_tagging`), so a package's scores are ``probe(embed(track))``.
 
+A backbone with scores (``embed:NAME:scores``) keeps its aggregation rule and task in the package
+(``model_args.backbones[i].scores``) so that tagging rebuilds the same vector.
+
 Several backbones (``embed:a+b``) go into one package when they share the front end and segment
 rule (e.g. ``jamendo-fcn+msd-fcn``); otherwise the error says so.
 """
@@ -32,7 +35,7 @@ def _front(pkg) -> tuple[Any, Any]:
 def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os.PathLike, out: str | os.PathLike, *,
                   overwrite: bool = False) -> Path:
     """Write the backbone + probe package of a probe run's checkpoint ``ckpt`` to ``out``."""
-    from musetag.data.embed_features import split_spec
+    from musetag.data.embed_features import parse_part, split_spec
     from musetag.tag.package import load_package, save_package
 
     features = ckpt.get("features") or {}
@@ -40,13 +43,18 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
     if not spec:
         raise ModelError(f"{checkpoint_path}: an embedding checkpoint without 'embed' (its backbone); retrain the probe")
     parts = split_spec(spec)
-    backbones = []
+    backbones, scored = [], []
     for part in parts:
+        name, with_scores = parse_part(part)
         try:
-            backbones.append(load_package(part))
+            backbones.append(load_package(name))
         except ModelError as exc:
-            raise ModelError(f"{checkpoint_path}: the probe's backbone {part!r} cannot be loaded ({exc}); "
+            raise ModelError(f"{checkpoint_path}: the probe's backbone {name!r} cannot be loaded ({exc}); "
                              "restore it (or pull it: `musetag pull NAME`) and package again") from None
+        if with_scores and backbones[-1].aggregation == EMBEDDING_MEAN:
+            raise ModelError(f"{checkpoint_path}: the backbone {name!r} is itself a backbone + probe package, whose "
+                             "scores cannot be rebuilt per window; train the probe on embed:NAME without :scores")
+        scored.append({"aggregation": backbones[-1].aggregation, "task": backbones[-1].task} if with_scores else None)
     first = _front(backbones[0])
     for part, pkg in zip(parts[1:], backbones[1:]):
         if _front(pkg) != first:
@@ -69,7 +77,8 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
     return save_package(
         out,
         model_name="probe_on_backbone",
-        model_args={"backbones": [{"name": pkg.model_name, "args": dict(pkg.model_args)} for pkg in backbones],
+        model_args={"backbones": [{"name": pkg.model_name, "args": dict(pkg.model_args), **({"scores": sc} if sc else {})}
+                                  for pkg, sc in zip(backbones, scored)],
                     "probe": {"name": probe_spec["name"], "args": dict(probe_spec.get("args") or {})}},
         state_dict=state,
         features=dict(backbones[0].features),

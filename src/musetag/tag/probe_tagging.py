@@ -3,6 +3,12 @@
 The network runs as for ``musetag embed`` (each window's ``forward_features``); the track's windows
 are averaged into one embedding (float64 sums, as :mod:`musetag.tag.embed` does) and the probe's
 head turns that embedding into scores once, so the scores equal ``probe(embed(track))``.
+
+A probe trained on ``preset = "embed:NAME:scores"`` reads each scored backbone's tag scores after its
+embedding: the runner gives every backbone's window embeddings and logits
+(``ProbeOnBackbone.window_outputs``), and :class:`ScoredProbeHead` averages the embeddings and
+aggregates the logits by that backbone's own rule, rebuilding the vector ``musetag embed
+--with-scores`` (and the cache) holds before the head scores it.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import numpy as np
 
 from musetag.errors import ConfigError
 from musetag.tag.embed import MeanVector
+from musetag.tag.segments import _Aggregator
 
 EMBEDDING_MEAN = "embedding_mean"
 
@@ -49,6 +56,54 @@ class EmbeddingMeanHead(MeanVector):
         return _activation(logits, self.task).astype(np.float32)
 
 
+class WindowOutputsRunner(EmbeddingRunner):
+    """Per backbone of a ``probe_on_backbone`` model with scores: ``(embeddings, logits or None)``."""
+
+    def __call__(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return [(f.float().cpu().numpy(), None if lg is None else lg.float().cpu().numpy())
+                    for f, lg in self.model.window_outputs(x)]
+
+
+class ScoredProbeHead:
+    """Per backbone: the mean of its window embeddings and, where it has scores, its logits
+    aggregated by its rule; ``vector()`` concatenates them (float32, as the embedding cache stores
+    them) and ``result()`` is the head's probabilities of that vector."""
+
+    def __init__(self, model: Any, task: str, device: Any) -> None:
+        self.model, self.task, self.device = model, task, device
+        self.parts = [(MeanVector(), None if s is None else _Aggregator(s["aggregation"], s["task"]))
+                      for s in model.scores]
+
+    def add(self, outputs: list) -> None:
+        for (features, logits), (mean, agg) in zip(outputs, self.parts):
+            mean.add(features)
+            if agg is not None:
+                agg.add(logits)
+
+    def features(self) -> np.ndarray:
+        return np.concatenate([mean.mean("score") for mean, _ in self.parts])
+
+    def vector(self) -> np.ndarray:
+        pieces = []
+        for mean, agg in self.parts:
+            pieces.append(mean.mean("score"))
+            if agg is not None:
+                pieces.append(agg.result())
+        return np.concatenate(pieces).astype(np.float32, copy=False)
+
+    def result(self) -> np.ndarray:
+        import torch
+
+        from musetag.tag.tagger import _activation
+
+        with torch.inference_mode():
+            logits = self.model.head(torch.from_numpy(self.vector()[None]).to(self.device)).float().cpu().numpy()[0]
+        return _activation(logits, self.task).astype(np.float32)
+
+
 def attach(tagger: Any, device: str) -> None:
     """Make ``tagger`` (a :class:`~musetag.tag.Tagger` of an ``embedding_mean`` package) run the
     backbone's embeddings and apply the probe to their track mean."""
@@ -58,8 +113,11 @@ def attach(tagger: Any, device: str) -> None:
     if not hasattr(tagger.model, "head"):
         raise ConfigError(f"{tagger.package.path}: aggregation 'embedding_mean' needs a probe_on_backbone model, "
                           f"found {tagger.package.model_name!r}; re-create the package with `musetag package RUN`")
-    tagger.runner = EmbeddingRunner(tagger.runner.model, tagger.runner.device)
+    scored = getattr(tagger.model, "has_scores", False)
+    tagger.runner = (WindowOutputsRunner if scored else EmbeddingRunner)(tagger.runner.model, tagger.runner.device)
 
 
-def accumulator(tagger: Any) -> EmbeddingMeanHead:
+def accumulator(tagger: Any) -> EmbeddingMeanHead | ScoredProbeHead:
+    if getattr(tagger.runner.model, "has_scores", False):
+        return ScoredProbeHead(tagger.runner.model, tagger.task, tagger.runner.device)
     return EmbeddingMeanHead(tagger.runner.model, tagger.task, tagger.runner.device)

@@ -443,6 +443,9 @@ def _write_records(out: Path, kind: str, rows, records_are_keyed: bool, key: str
 def _merge_meta(metas: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:
     ref = metas[0]
     for meta, p in zip(metas[1:], paths[1:]):
+        if bool(meta.get("scores")) != bool(ref.get("scores")):
+            raise DatasetError(f"{p} and {paths[0]}: one was embedded with --with-scores and the other without; "
+                               "re-embed that shard with the same setting")
         for field in ("model_sha256", "dim", "layer"):
             if meta.get(field) != ref.get(field):
                 raise DatasetError(
