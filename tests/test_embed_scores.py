@@ -126,6 +126,13 @@ def test_command_writes_scores_with_their_metadata_and_plain_runs_are_unchanged(
     for path, row in zip(scored.paths, scored.vectors):
         np.testing.assert_allclose(row, embedder.embed(path), rtol=1e-5, atol=1e-6)
     assert "broken.mp3" in (tmp_path / "s.errors.csv").read_text()
+    # similarity search over a scored index embeds an outside query with scores too: it finds its twin
+    from musetag.tag.similarity import SimilarityIndex, find_similar
+
+    twin = tmp_path / "twin.wav"
+    twin.write_bytes((music / "t2.wav").read_bytes())
+    matches = find_similar(SimilarityIndex.load(tmp_path / "s.parquet"), twin, k=1)
+    assert matches[0].path == str(music / "t2.wav") and matches[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package, music, tmp_path):
@@ -158,6 +165,17 @@ def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package,
     embed_files(package, [music], tmp_path / "plain2.npy", shard="2/2", progress=False)
     with pytest.raises(DatasetError, match="--with-scores and the other without"):
         merge_outputs([parts[0], tmp_path / "plain2.npy"], tmp_path / "bad.npy")
+
+
+def test_ray_engine_and_a_mismatched_embedder_are_refused(package, music, tmp_path, capsys):
+    from musetag.tag.embed import embed_files, load_embedder
+
+    assert main(["embed", str(package), str(music), "--out", str(tmp_path / "r.npy"), "--with-scores",
+                 "--engine", "ray"]) == 2
+    assert "--with-scores runs with the local engine only; drop --engine ray" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="built with scores=False was given with scores=True"):
+        embed_files(load_embedder(package), [music], tmp_path / "m.npy", scores=True, progress=False)
+    assert not (tmp_path / "m.npy").exists()
 
 
 def test_onnx_uses_both_graph_outputs_and_refuses_a_graph_without_logits(package, music, tmp_path):

@@ -499,6 +499,7 @@ def embedder_for(index: SimilarityIndex, model: str | os.PathLike | None = None,
         raise ConfigError(
             f"the index was built with the model package {path}, which is not here; pass its new place with --model"
         )
+    kwargs.setdefault("scores", bool(index.meta.get("scores")))  # an index with tag scores: queries get them too
     embedder = load_embedder(path, **kwargs)
     recorded = index.meta.get("model_sha256")
     if recorded and embedder.package.sha256 != recorded:
@@ -525,7 +526,7 @@ class SimilarityService:
                 f"--similar-index {index_path} was embedded with another model (sha256 {str(recorded)[:12]}...) than "
                 f"the served package {package.path} ({package.sha256[:12]}...); embed the catalogue with this package"
             )
-        self.embedder = load_embedder(package, device=device)
+        self.embedder = load_embedder(package, device=device, scores=bool(self.index.meta.get("scores")))
 
     def search_segments(self, segments: np.ndarray, k: int = 10) -> list[Match]:
         """Neighbours of a track given as the served model's feature windows (what the decoders return)."""
