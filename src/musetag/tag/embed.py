@@ -2,7 +2,8 @@
 
 The vector is the model's pooled penultimate layer (``forward_features``) computed on the same
 segments the tagger uses (the package's segment length and hop) and averaged over them, so that
-two tracks are compared on what the tagger looked at.
+two tracks are compared on what the tagger looked at. ``scores=True`` (``--with-scores``) appends the
+track's tag scores as the tagger gives them (:mod:`musetag.tag.embed_scores`).
 
 Files (chosen by the extension of ``--out``):
 
