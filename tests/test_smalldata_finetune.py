@@ -172,3 +172,17 @@ def test_musicnn_finetune_keeps_the_front_end_and_trains_the_back_end_on_real_cl
     # the logged lr is the schedule's (the new classifier's); the body's is beside it at init.body_lr_scale
     assert metrics[0]["lr"] == pytest.approx(1e-3)
     assert [m["lr_body"] for m in metrics] == pytest.approx([0.1 * m["lr"] for m in metrics])
+
+
+def test_a_tiny_training_split_without_min_epoch_samples_gets_a_warning_with_the_fix(caplog):
+    from musetag.training.setup import _warn_tiny_epochs
+
+    cfg = load_config("gtzan-genre")
+    with caplog.at_level("WARNING", logger="musetag.train"):
+        _warn_tiny_epochs(15, 16, 15, cfg)
+    assert "an epoch is 1 optimiser step of 16" in caplog.text and "data.min_epoch_samples=128" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="musetag.train"):
+        _warn_tiny_epochs(128, 16, 15, load_config("gtzan-genre", sets=["data.min_epoch_samples=128"]))
+        _warn_tiny_epochs(600, 16, 600, cfg)
+    assert caplog.text == ""

@@ -338,12 +338,30 @@ def _build_loader(run: Run) -> None:
                           f"by the {dist.world_size} processes")
     run.sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
                                min_samples=cfg.data.min_epoch_samples)
+    _warn_tiny_epochs(len(run.sampler), run.per_rank_batch, len(data.splits["train"]), cfg)
     train_set = CropDataset(data, "train", cfg.data.crop)
     # own generator: creating an iterator never draws from the global RNG (exact resume)
     run.loader = DataLoader(train_set, batch_size=run.per_rank_batch, sampler=run.sampler,
                             num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=cfg.data.drop_last,
                             generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=False,
                             pin_memory=run.device.type == "cuda")
+
+
+#: fewer optimiser steps per epoch than this, and epoch-counted settings lose their meaning
+TINY_EPOCH_STEPS = 4
+
+
+def _warn_tiny_epochs(items: int, batch: int, n_train: int, cfg: TrainConfig) -> None:
+    """Say so when an epoch is one or two optimiser steps (a tiny training split and no
+    ``data.min_epoch_samples``): freezing, patience, schedules and SWA then count almost nothing."""
+    steps = -(-items // max(1, batch))
+    if steps >= TINY_EPOCH_STEPS or cfg.data.min_epoch_samples:
+        return
+    log.warning("the training split has %d tracks: an epoch is %d optimiser step%s of %d, so early stopping "
+                "(patience %d epochs), freezing and the schedule count almost nothing; set "
+                "data.min_epoch_samples = %d (--set data.min_epoch_samples=%d) to draw that many examples per epoch",
+                n_train, steps, "" if steps == 1 else "s", batch, cfg.early_stopping.patience,
+                8 * batch, 8 * batch)
 
 
 def rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
