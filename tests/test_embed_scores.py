@@ -281,3 +281,8 @@ def test_probe_on_scores_packages_to_the_probe_formula(prepared_scores, tmp_path
     # the package embeds with scores too: [its backbone embedding, the probe's scores]
     v = load_embedder(pkg, scores=True).embed(audio)
     np.testing.assert_allclose(v, np.concatenate([e[:64], expected]), atol=1e-5)
+    # per-window scores (tag --segments): the probe on each window's [embedding, own probabilities]; the
+    # baseline's rule is one centred excerpt, so the one window's scores are the track's
+    timed = Tagger.from_package(pkg, segments=True).tag(audio)
+    assert timed.segments.scores.shape == (1, 3)
+    np.testing.assert_allclose(timed.segments.scores[0], expected, atol=1e-5)

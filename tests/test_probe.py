@@ -184,6 +184,20 @@ def test_probe_run_packages_backbone_and_probe_and_tags_audio(prepared, tmp_path
     scores = Tagger.from_package(pkg).tag(audio)
     assert scores.tags == ckpt["tags"]
     np.testing.assert_allclose(scores.scores_array, expected, atol=1e-5)
+    # per-window scores (tag --segments): the same formula on each window's own embedding
+    tagger = Tagger.from_package(pkg, segments=True)
+    timed = tagger.tag(audio)
+    np.testing.assert_allclose(timed.scores_array, expected, atol=1e-5)
+    import torch
+
+    windows, _ = tagger.front.segments(audio)
+    with torch.inference_mode():
+        w = load_embedder(BACKBONE).model.forward_features(torch.from_numpy(windows)).double().numpy()
+    w_logits = ((w - sd["mean"]) / sd["std"]) @ sd["classifier.weight"].T + sd["classifier.bias"]
+    w_expected = np.exp(w_logits - w_logits.max(1, keepdims=True))
+    w_expected /= w_expected.sum(1, keepdims=True)
+    assert timed.segments.scores.shape == (len(windows), 3)
+    np.testing.assert_allclose(timed.segments.scores, w_expected, atol=1e-5)
     # one ONNX graph per window cannot average embeddings before the probe: refused with the fix
     from musetag.errors import ConfigError
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from musetag.errors import ConfigError
 from musetag.tag.embed import MeanVector
-from musetag.tag.segments import _Aggregator
+from musetag.tag.segments import WindowRecorder, _Aggregator
 
 EMBEDDING_MEAN = "embedding_mean"
 
@@ -102,6 +102,39 @@ class ScoredProbeHead:
         with torch.inference_mode():
             logits = self.model.head(torch.from_numpy(self.vector()[None]).to(self.device)).float().cpu().numpy()[0]
         return _activation(logits, self.task).astype(np.float32)
+
+
+class WindowProbeRecorder(WindowRecorder):
+    """Per-window scores (``tag --segments``) of a backbone + probe package: the probe applied to each
+    window's own vector (its embedding and, for a scored backbone, that window's tag probabilities),
+    i.e. the scores the package gives a track made of that window alone."""
+
+    def __init__(self, model: Any, task: str, device: Any) -> None:
+        super().__init__(task)
+        self.model, self.device = model, device
+        self.scores = getattr(model, "scores", None) if getattr(model, "has_scores", False) else None
+
+    def add(self, outputs: Any) -> None:
+        import torch
+
+        from musetag.tag.tagger import _activation
+
+        if self.scores is None:
+            vectors = np.asarray(outputs, dtype=np.float32)
+        else:
+            pieces = []
+            for (features, logits), spec in zip(outputs, self.scores):
+                pieces.append(features)
+                if spec is not None:
+                    pieces.append(_activation(logits, spec["task"]))
+            vectors = np.concatenate(pieces, axis=1).astype(np.float32)
+        with torch.inference_mode():
+            logits = self.model.head(torch.from_numpy(vectors).to(self.device)).float().cpu().numpy()
+        super().add(logits)
+
+
+def recorder(tagger: Any) -> WindowProbeRecorder:
+    return WindowProbeRecorder(tagger.runner.model, tagger.task, tagger.runner.device)
 
 
 def attach(tagger: Any, device: str) -> None:

@@ -262,6 +262,10 @@ class Tagger:
 
     def _recorder(self, keep: bool | None = None) -> WindowRecorder | None:
         keep = self.keep_segments if keep is None else keep
+        if keep and self.package.aggregation == "embedding_mean":
+            from musetag.tag import probe_tagging
+
+            return probe_tagging.recorder(self)  # the probe on each window's embedding
         return WindowRecorder(self.task) if keep else None
 
     def _feed(self, acc, segments: np.ndarray, recorder: WindowRecorder | None = None) -> None:
