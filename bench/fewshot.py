@@ -236,7 +236,7 @@ def write_report(res: Results, args, extraction: dict[str, float], notes: list[s
         if cs:
             lines.append(f"- {arm}: C = {', '.join(f'{c:g}' for c in cs)}")
     lines += ["", *notes, ""]
-    (BENCH / "results" / "fewshot.md").write_text("\n".join(lines))
+    (args.report or BENCH / "results" / "fewshot.md").write_text("\n".join(lines))
     classical = {k: np.mean([r["test_accuracy"] for r in res.rows if r["arm"].startswith("(b)") and r["k"] == k])
                  for k in sizes}
     probe = "(c) probe-linear on jamendo-musicnn"  # the README's example, fixed beforehand (not the best on test)
@@ -261,6 +261,7 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=30)
     ap.add_argument("--finetune-musicnn-epochs", type=int, default=15)
     ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--report", type=Path, default=None, help="where the table goes (default bench/results/fewshot.md)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.work is None or args.embeddings is None:
