@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from musetag._allocator import tune_allocator
+
+    tune_allocator()  # big network buffers reused from the heap, not mapped and faulted in every batch
     try:
         with _one_line_warnings():
             return int(args.func(args) or 0)
