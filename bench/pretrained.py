@@ -316,8 +316,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from musetag.models.hub import pull
-    from musetag.tag import Tagger
+    from musetag.inference.hub import pull
+    from musetag.inference import Tagger
 
     t_script = time.perf_counter()
     cores = os.cpu_count() or 1

@@ -67,7 +67,7 @@ def main() -> int:
     import torch
 
     from musetag.tag import ray_engine
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.tagger import Tagger
     from tagging import make_package
 
     cores = os.cpu_count() or 1

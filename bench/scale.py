@@ -41,7 +41,7 @@ def _package(tmp: Path, name: str, preset: str, frames: int) -> Path:
 
     from musetag.features import get_preset
     from musetag.models import create_model
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     features = get_preset(preset)
     torch.manual_seed(0)
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from musetag.audio import audio_info
-    from musetag.tag.embed import embed_files
+    from musetag.inference.embed import embed_files
     from musetag.tag.batch import tag_files
-    from musetag.tag.tagger import FrontEnd, Tagger
+    from musetag.inference.tagger import FrontEnd, Tagger
 
     torch.set_num_threads(1)
     audio_s = sum(audio_info(s).duration for s in songs)

@@ -45,7 +45,7 @@ def make_package(root: Path, model_name: str, frames: int):
 
     from musetag.features import get_preset
     from musetag.models import create_model
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     torch.manual_seed(0)
     features = get_preset("jamendo96").to_dict()
@@ -69,7 +69,7 @@ def reference_pipeline(paths, package_path):
     import scipy.signal
     import torch
 
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     pkg = load_package(package_path)
     cfg = pkg.features
@@ -104,7 +104,7 @@ def reference_pipeline(paths, package_path):
 
 
 def ours(paths, package_path, workers):
-    from musetag.tag import Tagger
+    from musetag.inference import Tagger
 
     tagger = Tagger.from_package(package_path, batch_size=32)
     start = time.perf_counter()

@@ -31,7 +31,7 @@ def pretrained_package(name: str):
     """The converted package of a pretrained model, pulled from the mirror; skip when it is absent."""
     if not SHARED_MODELS.is_dir():
         pytest.skip(f"pretrained weights mirror not available: {SHARED_MODELS}")
-    from musetag.models.hub import pull
+    from musetag.inference.hub import pull
 
     return pull(name, progress=False)
 

@@ -26,7 +26,7 @@ def package(tmp_path_factory):
     import torch
 
     from musetag.models import create_model
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     torch.manual_seed(0)
     model = create_model("simplecnn", n_classes=3)
@@ -59,7 +59,7 @@ def music(tmp_path_factory):
 def test_embedding_is_the_mean_of_the_tagger_segments_features(package, music):
     import torch
 
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
 
     embedder = load_embedder(package)
     path = music / "low" / "low0.wav"
@@ -73,7 +73,7 @@ def test_embedding_is_the_mean_of_the_tagger_segments_features(package, music):
 
 
 def test_streamed_long_files_give_the_whole_file_embedding(package, tmp_path):
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
 
     path = tmp_path / "long.wav"
     sf.write(path, _tone(440, seconds=9.0, noise=0.05, seed=7), SR)
@@ -86,7 +86,7 @@ def test_streamed_long_files_give_the_whole_file_embedding(package, tmp_path):
 def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
     """With --workers the (forked) workers run the network: they must return the same mean of
     forward_features vectors, never the tagger's probabilities."""
-    from musetag.tag.embed import load_embedder, read_embeddings
+    from musetag.inference.embed import load_embedder, read_embeddings
 
     runs = {}
     for workers in (0, 2):
@@ -105,7 +105,7 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     """`musetag export` then `musetag embed --backend onnx`: the graph's embedding output gives the
     PyTorch embeddings."""
     pytest.importorskip("onnxruntime")
-    from musetag.tag.embed import read_embeddings
+    from musetag.inference.embed import read_embeddings
 
     assert main(["export", str(package), "--format", "onnx"]) == 0  # MODEL/model.onnx, found by embed
     tables = {}
@@ -123,7 +123,7 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
 def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext, capsys):
     if ext == ".parquet":
         pytest.importorskip("pyarrow")
-    from musetag.tag.embed import read_embeddings, side_files
+    from musetag.inference.embed import read_embeddings, side_files
 
     out = tmp_path / f"emb{ext}"
     args = ["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]
@@ -142,7 +142,7 @@ def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext,
 
 
 def test_an_interrupted_run_resumes_from_its_partial_chunks(package, music, tmp_path):
-    from musetag.tag.embed import embed_files, load_embedder, read_embeddings, side_files
+    from musetag.inference.embed import embed_files, load_embedder, read_embeddings, side_files
 
     out = tmp_path / "emb.npy"
     embedder = load_embedder(package)
@@ -167,7 +167,7 @@ def test_an_interrupted_run_resumes_from_its_partial_chunks(package, music, tmp_
 
 
 def test_sharded_embedding_merges_to_the_single_run(package, music, tmp_path):
-    from musetag.tag.embed import embed_files, read_embeddings
+    from musetag.inference.embed import embed_files, read_embeddings
 
     embed_files(package, [music], tmp_path / "all.npy", recursive=True, progress=False)
     parts = []
@@ -268,7 +268,7 @@ def test_http_service_answers_similar_uploads(package, music, tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from musetag.tag.embed import embed_files
+    from musetag.inference.embed import embed_files
     from musetag.serve.app import create_app
 
     embed_files(package, [music], tmp_path / "emb.npy", recursive=True, progress=False)
@@ -294,7 +294,7 @@ def test_http_similar_without_an_index_says_how_to_enable_it(package):
     r = client.post("/v1/similar", content=b"RIFF")
     assert r.status_code == 404 and r.json()["error"] == "no_index" and "--similar-index" in r.json()["message"]
     with pytest.raises(ConfigError, match="another model"):
-        from musetag.tag.embed import write_embeddings
+        from musetag.inference.embed import write_embeddings
 
         bad = package.parent / "other.npy"
         write_embeddings(bad, ["x.wav"], np.ones((1, 64), np.float32), {"model_sha256": "0" * 64})

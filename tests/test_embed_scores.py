@@ -28,7 +28,7 @@ def _package(folder, aggregation="mean", task="multilabel"):
 
     from musetag.features import get_preset
     from musetag.models import create_model
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     cfg = get_preset("fusion64").to_dict()
     cfg.update(sample_rate=SR, mono=True, n_fft=512, hop_length=256)
@@ -59,8 +59,8 @@ def music(tmp_path_factory):
 @pytest.mark.parametrize("aggregation,task", [("mean", "multilabel"), ("mean_logits", "multilabel"),
                                               ("max", "multilabel"), ("mean", "multiclass")])
 def test_vector_is_the_plain_embedding_then_the_tagger_scores(tmp_path, music, aggregation, task):
-    from musetag.tag import Tagger
-    from musetag.tag.embed import load_embedder
+    from musetag.inference import Tagger
+    from musetag.inference.embed import load_embedder
 
     pkg = _package(tmp_path / "m", aggregation, task)
     with_scores, plain, tagger = load_embedder(pkg, scores=True), load_embedder(pkg), Tagger.from_package(pkg)
@@ -73,8 +73,8 @@ def test_vector_is_the_plain_embedding_then_the_tagger_scores(tmp_path, music, a
 
 
 def test_streamed_long_files_give_the_tagger_streamed_scores(package, tmp_path):
-    from musetag.tag import Tagger
-    from musetag.tag.embed import load_embedder
+    from musetag.inference import Tagger
+    from musetag.inference.embed import load_embedder
 
     path = tmp_path / "long.wav"
     t = np.arange(9 * SR) / SR
@@ -110,7 +110,7 @@ def test_a_model_that_overrides_forward_is_run_for_its_own_logits():
 
 
 def test_command_writes_scores_with_their_metadata_and_plain_runs_are_unchanged(package, music, tmp_path):
-    from musetag.tag.embed import load_embedder, read_embeddings
+    from musetag.inference.embed import load_embedder, read_embeddings
 
     assert main(["embed", str(package), str(music), "--out", str(tmp_path / "plain.npy"), "--workers", "0"]) == 3
     assert main(["embed", str(package), str(music), "--out", str(tmp_path / "s.parquet"), "--with-scores",
@@ -136,7 +136,7 @@ def test_command_writes_scores_with_their_metadata_and_plain_runs_are_unchanged(
 
 
 def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package, music, tmp_path):
-    from musetag.tag.embed import embed_files, read_embeddings
+    from musetag.inference.embed import embed_files, read_embeddings
     from musetag.tag.shard import merge_outputs
 
     out = tmp_path / "e.npy"
@@ -168,7 +168,7 @@ def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package,
 
 
 def test_ray_engine_and_a_mismatched_embedder_are_refused(package, music, tmp_path, capsys):
-    from musetag.tag.embed import embed_files, load_embedder
+    from musetag.inference.embed import embed_files, load_embedder
 
     assert main(["embed", str(package), str(music), "--out", str(tmp_path / "r.npy"), "--with-scores",
                  "--engine", "ray"]) == 2
@@ -182,7 +182,7 @@ def test_onnx_uses_both_graph_outputs_and_refuses_a_graph_without_logits(package
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
     from musetag.tag.export import export_model
 
     graph, _ = export_model(package, "onnx", tmp_path / "m.onnx")
@@ -235,8 +235,8 @@ def prepared_scores(tmp_path_factory):
 
 def test_cache_holds_the_with_scores_vectors(prepared_scores, tmp_path):
     from musetag.data.cache import FeatureCache
-    from musetag.tag import Tagger
-    from musetag.tag.embed import embed_files, load_embedder, read_embeddings
+    from musetag.inference import Tagger
+    from musetag.inference.embed import embed_files, load_embedder, read_embeddings
 
     _, result = prepared_scores
     assert not result.failures
@@ -259,9 +259,9 @@ def test_cache_holds_the_with_scores_vectors(prepared_scores, tmp_path):
 
 def test_probe_on_scores_packages_to_the_probe_formula(prepared_scores, tmp_path):
     import musetag
-    from musetag.tag import Tagger
-    from musetag.tag.embed import load_embedder
-    from musetag.tag.package import create_package, load_checkpoint
+    from musetag.inference import Tagger
+    from musetag.inference.embed import load_embedder
+    from musetag.tag.package_from_run import create_package, load_checkpoint
 
     toml, _ = prepared_scores
     run = tmp_path / "run"

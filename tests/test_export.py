@@ -10,9 +10,9 @@ import torch
 
 from musetag.cli import main
 from musetag.errors import ModelError
-from musetag.tag import Tagger
+from musetag.inference import Tagger
 from musetag.tag.export import _onnx_meta, check_parity, export_model, onnx_outputs
-from musetag.tag.package import load_package
+from musetag.inference.package import load_package
 from test_package import make_package, tiny_model
 
 pytest.importorskip("onnxruntime")
@@ -59,7 +59,7 @@ def test_onnx_embedding_output_matches_torch_embeddings(tmp_path):
     forward_features; a graph from an older export (logits only) is refused with the fix."""
     import onnx
 
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
 
     torch.manual_seed(1)
     from musetag.models import create_model

@@ -67,7 +67,7 @@ def evil(tmp_path, monkeypatch):
 @pytest.mark.parametrize("form", ["zip", "legacy", "checkpoint"])
 def test_malicious_pickle_is_refused_by_every_loader(evil, form):
     from musetag.models.pretrained import read_state_dict
-    from musetag.tag.package import create_package
+    from musetag.tag.package_from_run import create_package
     from musetag.training.checkpoint import load_checkpoint
     from musetag.training.transfer import load_source
 
@@ -158,7 +158,7 @@ def _bomb(package: Path, out: Path, inflated: int) -> Path:
 def test_zip_bomb_is_refused_after_reading_little(tmp_path):
     from test_package import make_package
 
-    from musetag.tag import package as pkg
+    from musetag.inference import package as pkg
 
     package = make_package(tmp_path / "pkg")
     bomb = _bomb(package, tmp_path / "bomb.zip", 64 << 20)
@@ -196,7 +196,7 @@ def test_weights_without_recorded_size_are_bounded(tmp_path, monkeypatch):
 
     from test_package import make_package
 
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     package = make_package(tmp_path / "pkg")
     desc = json.loads((package / "musetag.json").read_text())
@@ -210,7 +210,7 @@ def test_weights_without_recorded_size_are_bounded(tmp_path, monkeypatch):
 
 
 def test_a_huge_description_is_not_read_whole(tmp_path):
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     folder = tmp_path / "pkg"
     folder.mkdir()
@@ -282,7 +282,7 @@ def test_oversized_out_is_not_read_back(tmp_path, monkeypatch):
 
 
 def test_embed_out_on_a_device_is_refused(small_package, tmp_path):
-    from musetag.tag.embed import embed_files
+    from musetag.inference.embed import embed_files
 
     audio = _one_clip(tmp_path / "music")
     link = tmp_path / "vectors.npy"
@@ -334,7 +334,7 @@ def test_joined_mp3_is_decoded_to_its_last_frame(joined_mp3, decoder, monkeypatc
 
 
 def test_joined_mp3_is_tagged_whole_in_memory_and_streamed(small_package, joined_mp3):
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.tagger import Tagger
 
     whole = Tagger.from_package(small_package).tag(str(joined_mp3))
     streamed = Tagger.from_package(small_package, stream_seconds=30.0, block_seconds=11.0).tag(str(joined_mp3))
@@ -365,7 +365,7 @@ def odd_clips(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_short_and_silent_files_are_flagged_in_every_format(small_package, odd_clips, tmp_path):
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.tagger import Tagger
     from musetag.tag.writers import read_results
 
     tagger = Tagger.from_package(small_package)
@@ -436,7 +436,7 @@ def test_dangling_symlink_in_a_folder_is_an_error_row(small_package, odd_clips, 
 
 
 def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, tmp_path, capsys):
-    from musetag.tag.embed import embed_files  # noqa: F401 - the embed command shares the statuses
+    from musetag.inference.embed import embed_files  # noqa: F401 - the embed command shares the statuses
     from musetag.exit_codes import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
 
     bad = tmp_path / "bad"
@@ -611,7 +611,7 @@ def test_malformed_package_is_refused_before_allocating(small_package, odd_clips
     import resource
     import shutil
 
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     pkg = tmp_path / "pkg"
     shutil.copytree(small_package, pkg)

@@ -1,4 +1,4 @@
-"""The pretrained-model catalogue, download and cache (musetag.models.hub), over a real HTTP server on
+"""The pretrained-model catalogue, download and cache (musetag.inference.hub), over a real HTTP server on
 127.0.0.1 and through an offline mirror folder. Conversion and parity with upstream: test_pretrained.py."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from musetag.cli import main
 from musetag.errors import ModelError
-from musetag.models import hub
+from musetag.inference import hub
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from musetag.errors import ModelError
 from musetag.features import get_preset
 from musetag.models import create_model
 from musetag.training.checkpoint import rng_state, save_checkpoint
-from musetag.tag.package import create_package, load_package, save_package
+from musetag.inference.package import load_package, save_package
+from musetag.tag.package_from_run import create_package
 
 TAGS = ["calm", "dark", "energetic", "happy", "sad", "epic"]
 
@@ -247,7 +248,7 @@ def test_a_packaged_training_run_reproduces_its_test_predictions(tmp_path):
     files from audio, and find the run's own predictions/test.npy (computed from its feature cache)."""
     from musetag.cli import main
     from musetag.data.synth import make_corpus
-    from musetag.tag import Tagger
+    from musetag.inference import Tagger
 
     make_corpus(tmp_path / "corpus", n_clips=12, seconds=3.5, seed=5, clips_per_artist=1,
                 split_fractions=(0.5, 0.25, 0.25))

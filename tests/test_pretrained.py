@@ -59,8 +59,8 @@ def test_python_api_takes_a_pretrained_name():
 
 
 def test_packages_record_licence_citation_and_source():
-    from musetag.models.hub import get_entry
-    from musetag.tag.package import load_package
+    from musetag.inference.hub import get_entry
+    from musetag.inference.package import load_package
 
     folder = pretrained_package("mtg-jamendo-baseline")
     pkg = load_package(folder)
@@ -174,7 +174,7 @@ def test_a_long_file_streamed_gets_the_same_excerpt_as_in_memory():
 
 def test_whole_song_variant_of_the_baseline_averages_excerpts_over_the_song():
     from musetag import Tagger
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     folder = pretrained_package("mtg-jamendo-baseline-whole")
     pkg = load_package(folder)

@@ -53,7 +53,7 @@ def prepared(tmp_path_factory):
 
 def test_cached_embeddings_are_musetag_embed_vectors_with_train_split_stats(prepared):
     from musetag.data.cache import FeatureCache
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
 
     toml, result = prepared
     assert not result.failures
@@ -77,7 +77,7 @@ def test_cached_embeddings_are_musetag_embed_vectors_with_train_split_stats(prep
 def test_a_plus_b_concatenates_backbones_in_order(tmp_path):
     pretrained_package(BACKBONE)
     from musetag.data.cache import FeatureCache, prepare
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
 
     rows = _clips(1)[:1]
     spec = f"{BACKBONE}+mtg-jamendo-baseline-whole"
@@ -162,9 +162,9 @@ def test_regularisation_is_chosen_on_validation(rng):
 
 def test_probe_run_packages_backbone_and_probe_and_tags_audio(prepared, tmp_path):
     import musetag
-    from musetag.tag import Tagger
-    from musetag.tag.embed import load_embedder
-    from musetag.tag.package import create_package, load_checkpoint
+    from musetag.inference import Tagger
+    from musetag.inference.embed import load_embedder
+    from musetag.tag.package_from_run import create_package, load_checkpoint
 
     toml, _ = prepared
     run = tmp_path / "run"

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 from scipy.special import expit, logit, softmax
 
-from musetag.tag import Tagger
-from musetag.tag.package import save_package
+from musetag.inference import Tagger
+from musetag.inference.package import save_package
 from test_package import TAGS, feature_dict, make_package, tiny_model
 
 SR = 12000  # jamendo96: 12 kHz, hop 256 -> 46.875 frames per second
@@ -151,7 +151,7 @@ def test_window_scores_aggregate_to_the_file_scores_by_the_package_rule(tmp_path
     for name, other in rules.items():  # the rules give answers far apart: the check below tells them apart
         assert name == aggregation or np.abs(other - expected).max() > 1e-4  # 50x the tolerance
     np.testing.assert_allclose(res.scores_array, expected, atol=2e-6)
-    from musetag.tag.segments import aggregate_windows
+    from musetag.inference.segments import aggregate_windows
 
     np.testing.assert_allclose(aggregate_windows(p, aggregation, task), expected, atol=1e-9)
 

@@ -31,7 +31,7 @@ def test_segments_and_two_models(tmp_path, monkeypatch):
 
     import musetag.serve.decoders as serve_decoders
     from musetag.serve.app import create_app
-    from musetag.tag import Tagger
+    from musetag.inference import Tagger
 
     monkeypatch.setattr(serve_decoders, "_context", lambda: mp.get_context("fork"))
     first = make_package(tmp_path / "moods", frames=64, hop=64)

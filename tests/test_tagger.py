@@ -15,9 +15,9 @@ import torch
 from musetag.errors import AudioError, ConfigError
 from musetag.features import compute_features, normalize
 from musetag.features.presets import FeatureConfig
-from musetag.tag import Tagger
-from musetag.tag.package import load_package
-from musetag.tag.tagger import FrontEnd, segment_starts
+from musetag.inference import Tagger
+from musetag.inference.package import load_package
+from musetag.inference.tagger import FrontEnd, segment_starts
 from test_package import feature_dict, make_package, tiny_model
 
 SR = 12000
@@ -136,7 +136,7 @@ def test_workers_run_the_cpu_network_and_match_in_process(fitted_package, tmp_pa
     tagging in this process, file by file and in input order."""
     import multiprocessing as mp
 
-    import musetag.tag.tagger as tagger_module
+    import musetag.inference.tagger as tagger_module
 
     paths = []
     for i, freq in enumerate((150, 3000, 420, 3300, 260)):
@@ -220,7 +220,7 @@ _ORIGINAL_PREPARE = None
 
 def test_a_crashing_decoder_fails_only_its_file(tmp_path, monkeypatch):
     global _ORIGINAL_PREPARE
-    import musetag.tag.tagger as tagger_module
+    import musetag.inference.tagger as tagger_module
 
     _ORIGINAL_PREPARE = tagger_module._prepare_in_worker
     monkeypatch.setattr(tagger_module, "_prepare_in_worker", _crash_on_some_files)
@@ -253,7 +253,7 @@ def test_one_hour_file_streams_with_bounded_memory(tmp_path):
         f"""
         import json, resource, torch
         torch.set_num_threads(1)
-        from musetag.tag import Tagger
+        from musetag.inference import Tagger
         tagger = Tagger.from_package({str(pkg)!r}, batch_size=64)
         tagger.tag({str(tmp_path / 'warm.wav')!r})  # warm up torch and the extractor first
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -39,7 +39,7 @@ def _body_equal(a: nn.Module, b: nn.Module) -> bool:
 def test_every_source_form_loads_the_body_and_recreates_the_classifier(tmp_path, form):
     from safetensors.torch import save_file
 
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     src = _source()
     sd = src.state_dict()
@@ -196,7 +196,7 @@ def test_train_init_from_a_run_with_another_tag_set(tmp_path):
     report = json.loads((tmp_path / "rb" / "transfer.json").read_text())
     assert report["skipped_classifier"] == ["classifier.weight", "classifier.bias"]
     assert report["frozen_stages"] == ["features.0", "features.1"] and report["fraction_loaded"] > 0.9
-    from musetag.tag.package import find_checkpoint
+    from musetag.tag.package_from_run import find_checkpoint
 
     # a run folder gives its final checkpoint (the demo recipe's is SWA): the one transfer.json names
     loaded = find_checkpoint(tmp_path / "ra", "auto")
@@ -219,7 +219,7 @@ def test_coteaching_peer_starts_from_other_weights(tmp_path, capsys):
 
     from musetag.cli import main
     from musetag.data.synth import make_corpus
-    from musetag.tag.package import find_checkpoint
+    from musetag.tag.package_from_run import find_checkpoint
 
     a = make_corpus(tmp_path / "a", n_clips=12, seconds=3, seed=1, task="multiclass", clips_per_artist=1)
     b = make_corpus(tmp_path / "b", n_clips=12, seconds=3, seed=2, task="multilabel", clips_per_artist=1)

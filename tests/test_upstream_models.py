@@ -15,15 +15,15 @@ import torch
 from conftest import SHARED_DATA, shared_path
 from musetag.errors import ModelError
 from musetag.models import create_model
-from musetag.models.upstream import (
+from musetag.inference.upstream import (
     BASELINE_WHOLE_SONG_SEGMENT,
     UPSTREAM_MODELS,
     build_model_from_upstream,
     build_package_from_upstream,
 )
-from musetag.tag import Tagger
-from musetag.tag.package import load_package
-from musetag.tag.tagger import audio_chunk_starts
+from musetag.inference import Tagger
+from musetag.inference.package import load_package
+from musetag.inference.tagger import audio_chunk_starts
 from musetag.training.transfer import convert_upstream, list_key_mappings, transfer_weights
 
 SHARED_MODELS = SHARED_DATA.parent / "models"
@@ -168,7 +168,7 @@ def _tiny_won_package(tmp_path, segment, name="pkg"):
     torch.manual_seed(0)
     model = create_model("won_musicnn", n_classes=3, backend=8, dense=16).eval()
     from musetag.features import get_preset
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     return save_package(
         tmp_path / name, model_name="won_musicnn", model_args=model.musetag_config["args"],
@@ -235,7 +235,7 @@ def test_centre_excerpt_rule_cuts_audio_before_mel_features(tmp_path):
     """A mel preset with an audio rule: the excerpt is cut from the audio, then the features of
     that excerpt (not of the whole file) are the model window."""
     from musetag.features import compute_features, get_preset
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     cfg = get_preset("jamendo96")
     model = create_model("vggish_baseline", n_classes=2, act="elu").eval()
@@ -381,7 +381,7 @@ def test_onnx_export_includes_the_mel_front_end(tmp_path, name, samples):
     pytest.importorskip("onnxruntime")
     from musetag.features import get_preset
     from musetag.tag.export import export_model
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     torch.manual_seed(0)
     model = create_model(name, n_classes=4).eval()

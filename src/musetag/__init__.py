@@ -26,7 +26,8 @@ _PUBLIC = {
     "list_models": "musetag.models:list_models",
     "train": "musetag.training:train",
     "evaluate_predictions": "musetag.evaluate:evaluate",
-    "Tagger": "musetag.tag:Tagger",
+    "Tagger": "musetag.inference:Tagger",
+    "load_embedder": "musetag.inference:load_embedder",
 }
 
 __all__ = ["__version__", *_PUBLIC]

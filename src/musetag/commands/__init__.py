@@ -12,7 +12,7 @@ def looks_like_model(text: str) -> bool:
     rather than audio to tag."""
     import os
 
-    from musetag.models.hub import is_pretrained_name
+    from musetag.inference.hub import is_pretrained_name
 
     if not os.path.exists(text):
         return is_pretrained_name(text)
@@ -27,7 +27,7 @@ def split_model_and_paths(items: list[str], explicit: str | None) -> tuple[str, 
     import sys
 
     from musetag.errors import ConfigError
-    from musetag.models.hub import DEFAULT_MODEL
+    from musetag.inference.hub import DEFAULT_MODEL
 
     if explicit:
         return explicit, list(items)

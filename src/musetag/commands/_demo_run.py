@@ -144,7 +144,7 @@ def run_demo(
 
     # 5. tag new audio -------------------------------------------------------------------------
     stage(5, "tagging freshly generated clips the model has never heard")
-    from musetag.tag import Tagger
+    from musetag.inference import Tagger
 
     tagged = []
     try:
@@ -162,7 +162,7 @@ def run_demo(
         raise DemoError(f"tagging stage failed: {exc}") from exc
 
     # 6. real music, real pretrained model -------------------------------------------------------
-    from musetag.models.hub import DEFAULT_MODEL
+    from musetag.inference.hub import DEFAULT_MODEL
 
     pretrained = pretrained or DEFAULT_MODEL
     stage(6, f"tagging real music with the pretrained {pretrained} (trained on real music)")
@@ -186,8 +186,8 @@ def run_demo(
 
 def _tag_real_music(name: str, real_audio, fallback: list[Path], echo) -> list[dict]:
     """Stage 6: never fails the demo for want of network; a broken model or song is still reported."""
-    from musetag.models import hub
-    from musetag.tag import Tagger
+    from musetag.inference import hub
+    from musetag.inference import Tagger
 
     try:
         folder = hub.pull(name)

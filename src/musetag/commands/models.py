@@ -67,7 +67,7 @@ def _model_args(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     if args.pretrained:
-        from musetag.models import hub
+        from musetag.inference import hub
 
         if args.json:
             import json

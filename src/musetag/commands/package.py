@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
     from musetag.tag.package_from_run import create_package
 
     if args.allow_unsafe_pickle:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unsafe_pickle()
 
     from musetag.outputs import check_writable
-    from musetag.tag.package import ARCHIVE_SUFFIXES
+    from musetag.inference.package import ARCHIVE_SUFFIXES
 
     if not (args.force and os.path.exists(args.out)):
         check_writable(args.out, folder=not str(args.out).lower().endswith(ARCHIVE_SUFFIXES))

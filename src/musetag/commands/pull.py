@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from musetag.commands import show_progress
     from musetag.errors import ConfigError
-    from musetag.models import hub
+    from musetag.inference import hub
 
     names = list(hub.catalogue()) if args.all else list(args.names)
     if not names:

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _tagger(model, tags, device):
     from musetag.errors import ConfigError
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.tagger import Tagger
 
     if not model:
         raise ConfigError("--mood with a query audio needs the model that wrote the tag scores: --model PACKAGE")

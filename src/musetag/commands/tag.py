@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
         return tag_command(args)
     from musetag.tag.batch import tag_files
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.tagger import Tagger
 
     if args.workers is None:
         args.workers = default_workers()

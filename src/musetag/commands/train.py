@@ -108,7 +108,7 @@ def _init_sets(args) -> list[str]:
     """--init-from and friends as ``init.*`` settings (values quoted so that they stay strings)."""
     import os
 
-    from musetag.models.hub import is_pretrained_name
+    from musetag.inference.hub import is_pretrained_name
 
     def where(source: str) -> str:  # a pretrained name stays a name unless such a file exists here
         return source if is_pretrained_name(source) and not os.path.exists(source) else os.path.abspath(source)

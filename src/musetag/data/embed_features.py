@@ -3,10 +3,10 @@
 A dataset TOML with ``preset = "embed:jamendo-musicnn"`` (a pretrained catalogue name, ``musetag
 models --pretrained``, or a model package path relative to the TOML) makes ``musetag prepare`` store
 one vector per track: the model's pooled penultimate layer averaged over the windows the model
-uses, computed by :class:`musetag.tag.embed.Embedder`, the same numbers ``musetag embed`` writes.
+uses, computed by :class:`musetag.inference.embed.Embedder`, the same numbers ``musetag embed`` writes.
 ``embed:a+b`` concatenates the vectors of several backbones (in that order). A backbone written
 ``NAME:scores`` (``embed:jamendo-musicnn:scores``, ``embed:a:scores+b``) adds its tag scores after its
-embedding, the vector ``musetag embed --with-scores`` writes (:mod:`musetag.tag.embed_scores`); the
+embedding, the vector ``musetag embed --with-scores`` writes (:mod:`musetag.inference.embed_scores`); the
 suffix is read only when the whole name is neither a pretrained model nor an existing path, so a
 package folder whose name ends in ``:scores`` still works. Each track's array is
 float32 ``(dim, 1)`` (one "frame"), so the cache's per-band statistics are per-dimension statistics of
@@ -14,7 +14,7 @@ the training split (``stats.json``: ``band_mean``/``band_std``). Probes (:mod:`m
 train on these caches; ``musetag package`` joins the backbone and the probe into one package.
 
 Stage note: computing an embedding runs a model package through the tagger, so this module imports
-``musetag.tag.embed`` inside its functions (a documented function-level exception, see
+``musetag.inference.embed`` inside its functions (a documented function-level exception, see
 docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ def split_spec(spec: str) -> list[str]:
 def parse_part(part: str) -> tuple[str, bool]:
     """``(backbone, with scores)`` of one backbone of a spec: ``NAME:scores`` -> ``(NAME, True)``.
     A name that is itself a pretrained model or an existing path is taken whole."""
-    from musetag.models.hub import is_pretrained_name
+    from musetag.inference.hub import is_pretrained_name
 
     head, sep, suffix = part.rpartition(":")
     if sep and suffix == SCORES and not is_pretrained_name(part) and not Path(part).expanduser().exists():
@@ -52,7 +52,7 @@ def parse_part(part: str) -> tuple[str, bool]:
 
 
 def _resolve(part: str, base_dir: Path | None) -> str | None:
-    from musetag.models.hub import is_pretrained_name
+    from musetag.inference.hub import is_pretrained_name
 
     if is_pretrained_name(part):
         return part
@@ -63,7 +63,7 @@ def _resolve(part: str, base_dir: Path | None) -> str | None:
 
 
 def _check_part(part: str, where: str, base_dir: Path | None) -> str:
-    from musetag.models.hub import catalogue
+    from musetag.inference.hub import catalogue
 
     if not part:
         raise ConfigError(f"{where}: preset = \"embed:...\" names an empty backbone; write embed:NAME or embed:A+B")
@@ -101,8 +101,8 @@ def embedding_feature_config(spec: str, where: str = "dataset config", *, base_d
 
 
 def load_backbones(spec: str, *, batch_size: int = 32, device: str = "cpu") -> list:
-    """One :class:`~musetag.tag.embed.Embedder` per backbone of ``spec`` (``NAME:scores``: with scores)."""
-    from musetag.tag.embed import load_embedder  # function-level: data -> tag exception (docs/ARCHITECTURE.md)
+    """One :class:`~musetag.inference.embed.Embedder` per backbone of ``spec`` (``NAME:scores``: with scores)."""
+    from musetag.inference.embed import load_embedder  # function-level: data -> tag exception (docs/ARCHITECTURE.md)
 
     return [load_embedder(name, batch_size=batch_size, device=device, scores=scores)
             for name, scores in map(parse_part, split_spec(spec))]

@@ -14,7 +14,7 @@
     and applies the head once, so its scores are exactly ``probe(embed(track))``. A backbone with
     ``scores`` (from ``preset = "embed:NAME:scores"``) adds its tag scores after its embedding:
     ``window_outputs`` gives each backbone's window embeddings and logits, which the tagger
-    averages and aggregates by that backbone's rule (:mod:`musetag.tag.probe_tagging`), as
+    averages and aggregates by that backbone's rule (:mod:`musetag.inference.probe_tagging`), as
     ``musetag embed --with-scores`` does.
 
 Inputs: any ``(batch, ...)`` tensor holding ``dim`` numbers per item (the cache stores ``(dim, 1)``

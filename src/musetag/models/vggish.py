@@ -10,7 +10,7 @@ the documented size and lets any clip of at least 320 frames through.
 
 ``act``: the activation after each batch normalisation. The published baseline (upstream
 ``scripts/baseline/model.py`` of MTG/mtg-jamendo-dataset, weights ``best_model.pth``) uses ELU:
-build it with ``act="elu"`` (what :mod:`musetag.models.upstream` does; its weights load with the
+build it with ``act="elu"`` (what :mod:`musetag.inference.upstream` does; its weights load with the
 ``mtg-baseline`` key mapping). The default stays ``"relu"`` so that packages written before the
 argument existed rebuild the network they were trained with. Convolutions have biases, as upstream.
 Upstream applies its dropout with a fresh ``nn.Dropout`` module, which stays in training mode

@@ -6,7 +6,7 @@ Endpoints
     multipart upload (field ``file``) or the raw audio as the request body; query ``top_k``.
     Returns ``{"filename", "duration", "top_tags": [{"tag", "score"}], "decisions", "scores",
     "warnings", "n_segments", "model", "elapsed_ms"}``; ``warnings`` (a list, usually empty) flags scores of
-    audio shorter than the model's input, silent, or damaged (:mod:`musetag.tag.checks`).
+    audio shorter than the model's input, silent, or damaged (:mod:`musetag.inference.checks`).
     ``segments=true`` adds ``tags`` (the vocabulary) and ``segments``: one ``{"start", "end",
     "scores": [one per tag]}`` per window (seconds), from the same network pass as ``scores``.
     ``model=ID`` picks one of several served models (404 ``unknown_model`` names them).
@@ -140,7 +140,7 @@ def create_app(
     the decoder processes start with the app (lifespan) and ``/healthz`` answers once they run.
     """
     from musetag import __version__
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.tagger import Tagger
 
     if max_upload_mb <= 0:
         raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
@@ -150,7 +150,7 @@ def create_app(
         raise ConfigError(f"--decode-timeout must be positive, got {decode_timeout}")
     if body_timeout <= 0:
         raise ConfigError(f"--body-timeout must be positive, got {body_timeout}")
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     paths = [package_path] if isinstance(package_path, (str, os.PathLike)) else list(package_path)
     if not paths:

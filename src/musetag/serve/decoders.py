@@ -15,7 +15,7 @@ log = logging.getLogger("musetag.serve.app")
 def _decoder_main(conn, features: dict, segment: dict) -> None:
     import torch
 
-    from musetag.tag.tagger import FrontEnd, die_with_parent, error_message
+    from musetag.inference.tagger import FrontEnd, die_with_parent, error_message
 
     die_with_parent()
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def _context():
     server process that has imported the heavy modules once; never from the threaded app process."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "musetag.features", "musetag.audio", "musetag.tag.tagger"])
+        ctx.set_forkserver_preload(["torch", "musetag.features", "musetag.audio", "musetag.inference.tagger"])
         return ctx
     return mp.get_context("spawn")
 

@@ -1,4 +1,6 @@
-"""Tagging with trained models: packages, the Tagger, result writers, export.
+"""Many files at once: batch tagging, result writers, shards, Ray, similarity, export.
+
+One file with one model is :mod:`musetag.inference` (the Tagger, packages).
 
 Imports are lazy so ``import musetag.tag`` does not load torch.
 """
@@ -8,12 +10,7 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
-    "Tagger": "musetag.tag.tagger:Tagger",
-    "TagResult": "musetag.tag.tagger:TagResult",
-    "ModelPackage": "musetag.tag.package:ModelPackage",
-    "load_package": "musetag.tag.package:load_package",
-    "save_package": "musetag.tag.package:save_package",
-    "create_package": "musetag.tag.package:create_package",
+    "create_package": "musetag.tag.package_from_run:create_package",
     "tag_files": "musetag.tag.batch:tag_files",
     "collect_audio_files": "musetag.tag.batch:collect_audio_files",
     "read_results": "musetag.tag.writers:read_results",

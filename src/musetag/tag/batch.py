@@ -10,7 +10,7 @@ from typing import Iterable
 
 from musetag.exit_codes import exit_status
 from musetag.tag.files import AUDIO_EXTENSIONS, collect_audio_files  # noqa: F401 - re-exported
-from musetag.tag.tagger import Tagger
+from musetag.inference.tagger import Tagger
 from musetag.tag.writers import ResultWriter
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ The split (also in docs/CONTRACTS.md): the exported graph is the **network only*
 normalised feature windows to logits, ``features (batch, C, n_mels, frames) -> logits (batch,
 n_tags)`` (waveform models: ``(batch, C, samples)``), with a dynamic batch axis. The front end
 (decode, resample, STFT, mel, dB, normalisation, windowing, aggregation) stays in musetag's
-:class:`~musetag.tag.tagger.FrontEnd`, which every backend shares. Reason: features are computed
+:class:`~musetag.inference.tagger.FrontEnd`, which every backend shares. Reason: features are computed
 once over the whole file and then cut into (often overlapping) windows, exactly as training
 evaluated; a graph that started from waveform windows would recompute the STFT for every overlap
 and see zero padding at each window's edges instead of the neighbouring audio, so its scores would
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError, ModelError
-from musetag.tag.package import ModelPackage, _file_mode, load_package
+from musetag.inference.package import ModelPackage, _file_mode, load_package
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")

@@ -1,7 +1,7 @@
 """The audio files a tagging run lists: explicit files as given, then each folder's audio files.
 
 A leaf module (no torch, no tagger) shared by :mod:`musetag.tag.batch` (``musetag tag``),
-:mod:`musetag.tag.shard` (``--shard I/N``) and :mod:`musetag.tag.embed` (``musetag embed``).
+:mod:`musetag.tag.shard` (``--shard I/N``) and :mod:`musetag.inference.embed` (``musetag embed``).
 """
 from __future__ import annotations
 

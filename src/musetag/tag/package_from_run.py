@@ -1,6 +1,6 @@
 """A model package from a training run (``musetag package RUN``): the run's chosen checkpoint with its
 feature settings, segmenting rule, thresholds and tags, written in the package format of
-:mod:`musetag.tag.package` (a probe run becomes backbone + probe, :mod:`musetag.tag.probe_package`).
+:mod:`musetag.inference.package` (a probe run becomes backbone + probe, :mod:`musetag.inference.probe_package`).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from musetag.errors import ModelError
-from musetag.tag.package import CHECKPOINT_CHOICES, save_package
+from musetag.inference.package import CHECKPOINT_CHOICES, save_package
 
 def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Path:
     """The checkpoint file to package: ``swa``, ``best``, ``last``, or ``auto`` (swa, else best, else last).
@@ -68,7 +68,7 @@ def create_package(
     path = find_checkpoint(run_dir, checkpoint)
     ckpt = load_checkpoint(path)
     if (ckpt.get("features") or {}).get("kind") == "embedding":  # a probe run: backbone + probe in one package
-        from musetag.tag.probe_package import package_probe
+        from musetag.inference.probe_package import package_probe
 
         if segment_seconds is not None or hop_seconds is not None or aggregation is not None:
             raise ModelError(f"{path}: a probe package uses its backbone's segments; drop --segment-seconds, "

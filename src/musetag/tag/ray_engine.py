@@ -153,7 +153,7 @@ def _front(features: dict, segment: dict, stream_seconds: float, block_seconds: 
     if front is None:
         import torch
 
-        from musetag.tag.tagger import FrontEnd
+        from musetag.inference.tagger import FrontEnd
 
         torch.set_num_threads(1)
         front = _FRONTS[key] = FrontEnd(features, segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
@@ -184,7 +184,7 @@ def prepare_batch(batch, *, features: dict, segment: dict, stream_seconds: float
     A file that fails gets its error message as ``status`` and no segments."""
     import pyarrow as pa
 
-    from musetag.tag.tagger import error_message
+    from musetag.inference.tagger import error_message
 
     front = _front(features, segment, stream_seconds, block_seconds)
     out = {"path": [], "status": [], "duration": [], "warnings": [], "segments": []}
@@ -224,11 +224,11 @@ class _Scorer:
         self.kind = kind
         self.top_k = int(top_k)
         if kind == "embed":
-            from musetag.tag.embed import load_embedder
+            from musetag.inference.embed import load_embedder
 
             self.model = load_embedder(model, batch_size=batch_size, device=device, backend=backend)
         else:
-            from musetag.tag.tagger import Tagger
+            from musetag.inference.tagger import Tagger
 
             kwargs = {"device": device} if backend == "torch" else {}
             self.model = Tagger.from_package(model, backend=backend, threshold=threshold, batch_size=batch_size, **kwargs)
@@ -237,7 +237,7 @@ class _Scorer:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from musetag.tag.tagger import error_message
+        from musetag.inference.tagger import error_message
 
         m = self.model
         rows = batch.to_pylist()
@@ -324,7 +324,7 @@ def _pipeline(
     init_ray(address)
     ray = _ray()
     _check_gpus(ray, gpus_per_actor, num_actors)
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     package = load_package(model)  # on the driver: checks the model and gives the front end's config
     model_path = str(Path(package.path).resolve())
@@ -402,7 +402,7 @@ def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
     opts = {**_DEFAULTS, **kwargs}
     if opts["block_seconds"] is None:
-        from musetag.tag.tagger import DEFAULT_BLOCK_SECONDS
+        from musetag.inference.tagger import DEFAULT_BLOCK_SECONDS
 
         opts["block_seconds"] = DEFAULT_BLOCK_SECONDS
     return opts
@@ -427,7 +427,7 @@ def embed_dataset(model, paths_or_dataset, **kwargs: Any):
 
 def _model_path(model) -> str:
     """The package's resolved path (a pretrained name is pulled into the cache here, on the driver)."""
-    from musetag.tag.package import ModelPackage, load_package
+    from musetag.inference.package import ModelPackage, load_package
 
     package = model if isinstance(model, ModelPackage) else load_package(model, load_weights=False)
     return str(Path(package.path).resolve())
@@ -440,7 +440,7 @@ def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool =
     """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``, or .parquet: see
     :mod:`musetag.tag.ray_parquet`); files already in ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
     from musetag.tag.batch import TagSummary
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
     from musetag.tag.writers import ResultWriter, row_key
 
     model = _model_path(model)
@@ -494,9 +494,9 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     ``musetag embed``); resumes from an existing output and its ``.partial/`` folder."""
     import shutil
 
-    from musetag import embed as E
+    from musetag.inference import embed as E
     from musetag.tag.shard import Shard, parse_shard
-    from musetag.tag.package import load_package
+    from musetag.inference.package import load_package
 
     out = Path(out)
     E._check_ext(out)

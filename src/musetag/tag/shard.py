@@ -277,7 +277,7 @@ def merge_outputs(
         if p.resolve() == out.resolve():
             raise ConfigError(f"{out} is also an input; write the merge to a new file")
     if kind == "embeddings":
-        from musetag.tag import embeddings_file as _embed
+        from musetag.inference import embeddings_file as _embed
 
         tables = [_embed.read_embeddings(p) for p in paths]
         records = [

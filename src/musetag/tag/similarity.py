@@ -122,7 +122,7 @@ class SimilarityIndex:
     @classmethod
     def from_embeddings(cls, path: str | os.PathLike, **kwargs: Any) -> SimilarityIndex:
         """Index an embeddings file written by ``musetag embed`` (``.npy`` or ``.parquet``)."""
-        from musetag.tag.embed import read_embeddings
+        from musetag.inference.embed import read_embeddings
 
         table = read_embeddings(path)
         return cls(table.vectors, table.paths, meta={**table.meta, "source": str(path)}, **kwargs)
@@ -474,7 +474,7 @@ def find_similar(
 ) -> list[Match]:
     """Tracks of ``index`` closest to ``query``: a track of the index (its stored vector is used and
     it is left out of the results), or audio (path, bytes, file object or array with
-    ``sample_rate``) embedded with ``embedder`` (:func:`musetag.tag.embed.load_embedder`; by default the
+    ``sample_rate``) embedded with ``embedder`` (:func:`musetag.inference.embed.load_embedder`; by default the
     model package recorded in the index)."""
     if isinstance(query, (str, os.PathLike)):
         known = index.find(query)
@@ -488,9 +488,9 @@ def find_similar(
 
 
 def embedder_for(index: SimilarityIndex, model: str | os.PathLike | None = None, **kwargs: Any) -> Any:
-    """The :class:`~musetag.tag.embed.Embedder` of the model that built ``index`` (or ``model``), after
+    """The :class:`~musetag.inference.embed.Embedder` of the model that built ``index`` (or ``model``), after
     checking that its checksum is the one recorded in the index."""
-    from musetag.tag.embed import load_embedder
+    from musetag.inference.embed import load_embedder
 
     path = model or index.meta.get("model_package")
     if not path:
@@ -516,7 +516,7 @@ class SimilarityService:
 
     def __init__(self, index_path: str | os.PathLike, package: Any, *, backend: str | None = None,
                  device: str = "cpu") -> None:
-        from musetag.tag.embed import load_embedder
+        from musetag.inference.embed import load_embedder
 
         self.path = Path(index_path)
         self.index = SimilarityIndex.load(index_path, backend=backend)

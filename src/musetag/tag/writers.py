@@ -21,7 +21,7 @@ JSONL). A file that decodes is tagged, but scores that should not be read as a j
 are flagged, never returned bare: ``too_short: ...`` when the audio is shorter than the model's
 input window (it was zero-padded), ``silent: ...`` when its peak is at or below -60 dBFS
 (digital silence included), ``decoder: ...`` when the decoder skipped damaged data. See
-:mod:`musetag.tag.checks`. Files written before the ``warnings`` column existed are read back
+:mod:`musetag.inference.checks`. Files written before the ``warnings`` column existed are read back
 (and rewritten with it) on resume.
 
 On start an existing output is read back: rows it holds are "done" and are skipped, a torn last

@@ -32,7 +32,7 @@ the command line and TOML, as ``--init-map SPEC`` where SPEC is
   ``lightning`` (drops the ``model.`` prefix of a PyTorch Lightning module), ``timm`` (a bare timm
   model's weights onto musetag's ``timm:<name>`` models and timm-based backbones), ``mtg-baseline`` and
   ``won2020`` (published upstream weights onto their exact zoo re-implementations, strict; also
-  :func:`convert_upstream` without a target model, see :mod:`musetag.models.upstream`);
+  :func:`convert_upstream` without a target model, see :mod:`musetag.inference.upstream`);
 - ``prefix:OLD=NEW`` to rename a prefix (``prefix:encoder.=features.``; ``prefix:backbone.=`` drops
   one), several separated by ``;``;
 - ``package.module:function`` or ``path/to/file.py:function``: your own callable.
@@ -131,8 +131,9 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
         return SourceWeights(dict(source.state_dict()), type(source).__name__, "model", model=cfg)
     if isinstance(source, Mapping):
         return SourceWeights(_tensors_only(source), "state_dict", "weights")
-    from musetag.models.hub import resolve
-    from musetag.tag import package as pkg
+    from musetag.inference.hub import resolve
+    from musetag.inference import package as pkg
+    from musetag.tag.package_from_run import find_checkpoint
 
     path = resolve(source)
     if not path.exists():
@@ -148,7 +149,7 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
             tags=list(p.tags), features=dict(p.features), task=p.task,
         )
     if path.is_dir():
-        ckpt_path = pkg.find_checkpoint(path, "auto")
+        ckpt_path = find_checkpoint(path, "auto")
         src = _load_checkpoint_file(ckpt_path)
         src.kind, src.origin = "run", f"{path} ({ckpt_path.name})"
         return src

@@ -38,7 +38,7 @@ def peak(audio: np.ndarray) -> float:
 
 def input_warnings(front, n_samples: int, peak_value: float, notes: list[str] | None = None) -> list[str]:
     """The warnings for ``n_samples`` of audio at the model rate whose peak is ``peak_value``
-    (``front``: the :class:`musetag.tag.tagger.FrontEnd` that decoded it)."""
+    (``front``: the :class:`musetag.inference.tagger.FrontEnd` that decoded it)."""
     out: list[str] = []
     rate = float(front.sample_rate)
     seconds = n_samples / rate

@@ -1,9 +1,9 @@
 """Tag scores after the embedding: ``musetag embed --with-scores`` and ``load_embedder(..., scores=True)``.
 
-Each track's vector is the pooled penultimate mean of :mod:`musetag.tag.embed` (the same numbers as
+Each track's vector is the pooled penultimate mean of :mod:`musetag.inference.embed` (the same numbers as
 without scores) followed by the track's tag scores exactly as ``musetag tag`` gives them for that
 package: the same windows and the package's own aggregation (``mean`` of probabilities,
-``mean_logits`` or ``max``, :class:`musetag.tag.segments._Aggregator`). One network pass per window:
+``mean_logits`` or ``max``, :class:`musetag.inference.segments._Aggregator`). One network pass per window:
 a model that keeps the base contract (``forward = forward_head(forward_features(x))``) gets its
 logits from ``forward_head`` of the features it embedded; a model that overrides ``forward`` is
 run a second time for them (:func:`musetag.models.base.features_and_logits`). ONNX graphs from
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.tag.embed import MeanVector
-from musetag.tag.segments import _Aggregator
+from musetag.inference.embed import MeanVector
+from musetag.inference.segments import _Aggregator
 
 
 class TorchFeaturesAndLogits:
@@ -85,7 +85,7 @@ class FeaturesAndScores:
 
 def _probe_head_accumulator(embedder: Any):
     """A backbone + probe package: the mean embedding, then the probe's scores (what it tags)."""
-    from musetag.tag.probe_tagging import EmbeddingMeanHead, ScoredProbeHead
+    from musetag.inference.probe_tagging import EmbeddingMeanHead, ScoredProbeHead
 
     class _MeanAndHead(EmbeddingMeanHead):
         def result(self) -> np.ndarray:
@@ -100,11 +100,11 @@ def _probe_head_accumulator(embedder: Any):
 
 
 def attach(embedder: Any, device: str) -> None:
-    """Make ``embedder`` (an :class:`~musetag.tag.embed.Embedder` being built) return the embedding and
+    """Make ``embedder`` (an :class:`~musetag.inference.embed.Embedder` being built) return the embedding and
     the scores of every window."""
     if embedder.package.aggregation == "embedding_mean":  # the probe scores the track's mean embedding
         if getattr(embedder.model, "has_scores", False):  # ... and its backbones' scores
-            from musetag.tag.probe_tagging import WindowOutputsRunner
+            from musetag.inference.probe_tagging import WindowOutputsRunner
 
             embedder.runner = WindowOutputsRunner(embedder.model, embedder.runner.device)
         return

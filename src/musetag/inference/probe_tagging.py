@@ -1,7 +1,7 @@
-"""Tagging with a backbone + probe package (``aggregation = "embedding_mean"``, :mod:`musetag.tag.probe_package`).
+"""Tagging with a backbone + probe package (``aggregation = "embedding_mean"``, :mod:`musetag.inference.probe_package`).
 
 The network runs as for ``musetag embed`` (each window's ``forward_features``); the track's windows
-are averaged into one embedding (float64 sums, as :mod:`musetag.tag.embed` does) and the probe's
+are averaged into one embedding (float64 sums, as :mod:`musetag.inference.embed` does) and the probe's
 head turns that embedding into scores once, so the scores equal ``probe(embed(track))``.
 
 A probe trained on ``preset = "embed:NAME:scores"`` reads each scored backbone's tag scores after its
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.tag.embed import MeanVector
-from musetag.tag.segments import WindowRecorder, _Aggregator
+from musetag.inference.embed import MeanVector
+from musetag.inference.segments import WindowRecorder, _Aggregator
 
 EMBEDDING_MEAN = "embedding_mean"
 
@@ -48,7 +48,7 @@ class EmbeddingMeanHead(MeanVector):
     def result(self) -> np.ndarray:
         import torch
 
-        from musetag.tag.tagger import _activation
+        from musetag.inference.tagger import _activation
 
         mean = self.mean("score")
         with torch.inference_mode():
@@ -97,7 +97,7 @@ class ScoredProbeHead:
     def result(self) -> np.ndarray:
         import torch
 
-        from musetag.tag.tagger import _activation
+        from musetag.inference.tagger import _activation
 
         with torch.inference_mode():
             logits = self.model.head(torch.from_numpy(self.vector()[None]).to(self.device)).float().cpu().numpy()[0]
@@ -117,7 +117,7 @@ class WindowProbeRecorder(WindowRecorder):
     def add(self, outputs: Any) -> None:
         import torch
 
-        from musetag.tag.tagger import _activation
+        from musetag.inference.tagger import _activation
 
         if self.scores is None:
             vectors = np.asarray(outputs, dtype=np.float32)

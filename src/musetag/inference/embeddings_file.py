@@ -2,7 +2,7 @@
 
 ``embeddings.npy`` (float32 ``(tracks, dim)``) with ``embeddings.tracks.csv`` and
 ``embeddings.meta.json`` beside it, or ``embeddings.parquet`` (needs ``pyarrow``); see
-:mod:`musetag.tag.embed`, which computes them, and :mod:`musetag.tag.shard`, which merges them.
+:mod:`musetag.inference.embed`, which computes them, and :mod:`musetag.tag.shard`, which merges them.
 A leaf module (no torch, nothing else of the tagging stage) so that both can import it.
 """
 from __future__ import annotations

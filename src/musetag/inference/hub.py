@@ -358,12 +358,12 @@ def pull(name: str, *, force: bool = False, progress: bool | None = None) -> Pat
 
 
 def _convert(entry: Pretrained, state: dict, out: Path) -> None:
-    from musetag.models.upstream import build_package_from_upstream
+    from musetag.inference.upstream import build_package_from_upstream
 
     source = {"pretrained": {"name": entry.name, "url": entry.url, "sha256": entry.sha256,
                              "upstream": entry.upstream, "converter": CONVERTER_VERSION},
               "licence": entry.licence, "citation": entry.citation, "figures": entry.figures}
-    from musetag.models import upstream
+    from musetag.inference import upstream
 
     segment = upstream.BASELINE_WHOLE_SONG_SEGMENT if entry.extra.get("segment") == "whole_song" else None
     build_package_from_upstream(entry.extra.get("upstream", entry.name), state, entry.tags, out, source=source,

@@ -1,7 +1,7 @@
 """Decode + features + windows of one file, configured by a package's ``features`` and ``segment``
 (:class:`FrontEnd`; it runs in worker and decoder processes too, so no network here). Where the
 windows lie is kept (:attr:`FrontEnd.last_starts`) and turned into seconds by
-:meth:`FrontEnd.window_times` for per-window scores. See :mod:`musetag.tag.tagger` for the whole
+:meth:`FrontEnd.window_times` for per-window scores. See :mod:`musetag.inference.tagger` for the whole
 pipeline and the streaming of long files.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_STREAM_SECONDS = 600.0
 DEFAULT_BLOCK_SECONDS = 60.0
 
 
-from musetag.tag.segments import (  # noqa: E402
+from musetag.inference.segments import (  # noqa: E402
     AUDIO_RULES,
     _Segmenter,
     _window,
@@ -65,7 +65,7 @@ class FrontEnd:
         self.stream_seconds = float(stream_seconds) if self.length else math.inf
         self.block_seconds = float(block_seconds)
         self.last_duration = 0.0
-        self.last_warnings: list[str] = []  # of the last file segmented (musetag.tag.checks)
+        self.last_warnings: list[str] = []  # of the last file segmented (musetag.inference.checks)
         self.last_starts: list[int] = []  # window starts (frames or samples) of the last file segmented
         self._samples = 0
         self._torch = torch
@@ -141,7 +141,7 @@ class FrontEnd:
     def segments(self, source: Source, sample_rate: int | None = None) -> tuple[np.ndarray, float]:
         """All windows of a file held in memory: ``(n_segments, C, ...)`` and the duration in seconds."""
         from musetag.audio.io import collect_notes
-        from musetag.tag.checks import input_warnings, peak
+        from musetag.inference.checks import input_warnings, peak
 
         with collect_notes() as notes:
             audio = self.decode(source, sample_rate)
@@ -174,7 +174,7 @@ class FrontEnd:
             if count > self.max_segments:
                 keep = set(np.unique(np.round(np.linspace(0, count - 1, self.max_segments)).astype(int)).tolist())
         from musetag.audio.io import collect_notes
-        from musetag.tag.checks import input_warnings, peak
+        from musetag.inference.checks import input_warnings, peak
 
         segmenter = _Segmenter(self.length, self.hop, keep)
         blocks = stream_blocks(

@@ -3,7 +3,7 @@
 The vector is the model's pooled penultimate layer (``forward_features``) computed on the same
 segments the tagger uses (the package's segment length and hop) and averaged over them, so that
 two tracks are compared on what the tagger looked at. ``scores=True`` (``--with-scores``) appends the
-track's tag scores as the tagger gives them (:mod:`musetag.tag.embed_scores`).
+track's tag scores as the tagger gives them (:mod:`musetag.inference.embed_scores`).
 
 Files (chosen by the extension of ``--out``):
 
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import AudioError, ConfigError, MusetagError
-from musetag.tag.embeddings_file import (  # noqa: F401 - the file format lives there; re-exported
+from musetag.inference.embeddings_file import (  # noqa: F401 - the file format lives there; re-exported
     _EXTS, FORMAT, FORMAT_VERSION, EmbeddingTable, _atomic_replace, _check_ext, _pyarrow, read_embeddings,
     side_files, write_embeddings,
 )
@@ -78,7 +78,7 @@ def _embedder_class():
     """:class:`Embedder` is built on first use so that importing this module does not load torch."""
     if "Embedder" in globals():
         return globals()["Embedder"]
-    from musetag.tag.tagger import Tagger, _TorchRunner
+    from musetag.inference.tagger import Tagger, _TorchRunner
 
     class _FeatureRunner(_TorchRunner):
         def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -96,7 +96,7 @@ def _embedder_class():
         is the vector (``status`` as for tagging). ``backend="onnx"`` reads the ``embedding`` output
         of the graph ``musetag export`` writes (onnxruntime; same front end). ``scores=True``: the
         vector is followed by the track's tag scores as the tagger gives them
-        (:mod:`musetag.tag.embed_scores`; ``score_tags`` names those columns).
+        (:mod:`musetag.inference.embed_scores`; ``score_tags`` names those columns).
         """
 
         onnx_output = "embedding"
@@ -114,14 +114,14 @@ def _embedder_class():
             self.with_scores = bool(scores)
             self.score_tags = list(package.tags) if scores else []
             if scores:
-                from musetag.tag import embed_scores
+                from musetag.inference import embed_scores
 
                 embed_scores.attach(self, device)
             self.tags = []
 
         def _accumulator(self):
             if self.with_scores:
-                from musetag.tag import embed_scores
+                from musetag.inference import embed_scores
 
                 return embed_scores.accumulator(self)
             return MeanVector()
@@ -150,7 +150,7 @@ def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", scor
                   **kwargs: Any):
     """An :class:`Embedder` from a package path (or a loaded ``ModelPackage``, or an Embedder);
     ``backend="onnx"`` (and ``onnx_path=``) as for :class:`~musetag.tag.Tagger`; ``scores=True``
-    appends the track's tag scores to each vector (:mod:`musetag.tag.embed_scores`)."""
+    appends the track's tag scores to each vector (:mod:`musetag.inference.embed_scores`)."""
     cls = _embedder_class()
     if isinstance(model, cls):
         if scores is not None and bool(scores) != model.with_scores:
@@ -158,7 +158,7 @@ def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", scor
                               "pass the package path, or an Embedder built with the same setting")
         return model
     kwargs["scores"] = bool(scores)
-    from musetag.tag.package import ModelPackage, load_package
+    from musetag.inference.package import ModelPackage, load_package
 
     package = model if isinstance(model, ModelPackage) else load_package(model)
     return cls(package, batch_size=batch_size, device=device, **kwargs)
@@ -278,7 +278,7 @@ def embed_files(
     from tqdm.auto import tqdm
 
     from musetag import __version__
-    from musetag.tag.embed_scores import check_resume, scores_meta
+    from musetag.inference.embed_scores import check_resume, scores_meta
     from musetag.tag.shard import Shard, collect_shard_files, parse_shard
 
     out = Path(out)

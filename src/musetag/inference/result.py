@@ -6,15 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from musetag.tag.segments import SegmentScores
+from musetag.inference.segments import SegmentScores
 
 
 @dataclass
 class TagResult:
     """Scores of one file (or array). ``status`` is ``"ok"`` or the error message; ``warnings``
     flags scores not to read as a judgement of music (too short, silent, damaged data: see
-    :mod:`musetag.tag.checks`); ``segments`` holds the windows' own scores and times when asked for
-    (:class:`musetag.tag.segments.SegmentScores`; ``to_row`` then adds ``segments``:
+    :mod:`musetag.inference.checks`); ``segments`` holds the windows' own scores and times when asked for
+    (:class:`musetag.inference.segments.SegmentScores`; ``to_row`` then adds ``segments``:
     ``[{"start", "end", "scores": [one per tag, vocabulary order]}]``)."""
 
     tags: list[str]

@@ -7,7 +7,7 @@ packages' networks (``backbones.<i>.*``) and the probe (``probe.*``) in one ``mo
 with the backbone's front end and segment rule and ``aggregation = "embedding_mean"``. The tagger
 then averages the windows' embeddings over the track (exactly as ``musetag embed`` and the
 embedding cache do), concatenates the backbones' vectors and applies the probe once
-(:mod:`musetag.tag.probe_tagging`), so a package's scores are ``probe(embed(track))``.
+(:mod:`musetag.inference.probe_tagging`), so a package's scores are ``probe(embed(track))``.
 
 A backbone with scores (``embed:NAME:scores``) keeps its aggregation rule and task in the package
 (``model_args.backbones[i].scores``) so that tagging rebuilds the same vector.
@@ -36,7 +36,7 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
                   overwrite: bool = False) -> Path:
     """Write the backbone + probe package of a probe run's checkpoint ``ckpt`` to ``out``."""
     from musetag.data.embed_features import parse_part, split_spec
-    from musetag.tag.package import load_package, save_package
+    from musetag.inference.package import load_package, save_package
 
     features = ckpt.get("features") or {}
     spec = features.get("embed")

@@ -3,10 +3,10 @@
 One entry per catalogue name: the zoo architecture that reproduces the upstream network exactly
 (with ``n_classes``), the key mapping of :mod:`musetag.training.transfer` that renames its state dict, the
 features (a preset of :mod:`musetag.features`), and the segment rule of the upstream evaluation
-(see :mod:`musetag.tag.package`). Tag names, download URLs and checksums belong to the caller
+(see :mod:`musetag.inference.package`). Tag names, download URLs and checksums belong to the caller
 (the pretrained catalogue); this module never downloads anything.
 
->>> from musetag.models.upstream import UPSTREAM_MODELS, build_package_from_upstream
+>>> from musetag.inference.upstream import UPSTREAM_MODELS, build_package_from_upstream
 >>> entry = UPSTREAM_MODELS["jamendo-musicnn"]          # doctest: +SKIP
 >>> sd = torch.load(path, map_location="cpu", weights_only=True)  # doctest: +SKIP
 >>> build_package_from_upstream("jamendo-musicnn", sd, tags, "pkgs/jamendo-musicnn",
@@ -161,7 +161,7 @@ def build_package_from_upstream(
     ``upstream: name``; ``licence`` / ``citation`` (default: the entry's paper) likewise.
     ``segment`` replaces the entry's segment rule (e.g. :data:`BASELINE_WHOLE_SONG_SEGMENT`).
     Raises :class:`ModelError` when the weights or the tag count do not fit. Returns ``out_dir``."""
-    from musetag.tag.package import save_package
+    from musetag.inference.package import save_package
 
     entry = get_upstream(name)
     tags = [str(t) for t in tags]

@@ -38,7 +38,7 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
 For both audio rules ``samples`` is the length in samples at the features' sample rate, ``hop``
 and ``max_segments`` are not used (an error), and a file shorter than ``L`` gives one chunk: the
 whole file zero-padded at the end to ``L`` samples; the result is flagged
-(a ``too_short`` warning, :attr:`musetag.tag.tagger.TagResult.warnings`). The model window is then ``L`` samples (waveform)
+(a ``too_short`` warning, :attr:`musetag.inference.tagger.TagResult.warnings`). The model window is then ``L`` samples (waveform)
 or the frames of ``L`` samples (mel: ``features.n_frames(L)``).
 
 Loading checks the format and musetag versions and the weights' checksum, and every failure says
@@ -256,7 +256,7 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     for key in ("licence", "citation"):
         if desc.get(key) is not None and not isinstance(desc[key], str):
             raise ModelError(f"{where}: {key!r} must be a string, found {desc[key]!r}")
-    from musetag.tag.checks import check_description_bounds
+    from musetag.inference.checks import check_description_bounds
 
     check_description_bounds(desc, where)
 
@@ -510,9 +510,9 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
     whose SHA-256 differs from the recorded one (a damaged or replaced file).
 
     ``path`` may also be a pretrained model's name (``musetag models --pretrained``): it is pulled
-    into the cache on first use (:mod:`musetag.models.hub`).
+    into the cache on first use (:mod:`musetag.inference.hub`).
     """
-    from musetag.models.hub import resolve
+    from musetag.inference.hub import resolve
 
     path = resolve(path)
     where = f"model package {path}"
@@ -578,16 +578,3 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
         licence=desc.get("licence"),
         citation=desc.get("citation"),
     )
-
-
-_FROM_RUN = ("create_package", "find_checkpoint", "load_checkpoint")
-
-
-def __getattr__(name: str) -> Any:
-    """``create_package``, ``find_checkpoint``, ``load_checkpoint``: where they were before they moved to
-    :mod:`musetag.tag.package_from_run` (imported on first use: that module builds on this one)."""
-    if name in _FROM_RUN:
-        from musetag.tag import package_from_run
-
-        return getattr(package_from_run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

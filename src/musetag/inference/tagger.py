@@ -7,7 +7,7 @@ frames, a file shorter than one window padded to one), run through the network i
 into probabilities (sigmoid for multilabel, softmax for multiclass) and aggregated over the
 windows (``mean`` of probabilities, ``mean_logits`` or ``max``).
 
-Audio-domain segment rules (``segment.rule``, see :mod:`musetag.tag.package`) reproduce published
+Audio-domain segment rules (``segment.rule``, see :mod:`musetag.inference.package`) reproduce published
 evaluation protocols instead: ``evenly_spaced`` (Won et al. 2020: ``count`` chunks of ``samples``
 samples, ``hop = (n - samples) // count``) and ``centre_excerpt`` (the MTG-Jamendo baseline's
 centred 29.1 s). The decoded audio is cut first and the features are computed per chunk, as
@@ -20,9 +20,9 @@ equals the whole-file frame, windows are cut as they fill up and scores are aggr
 so memory stays bounded whatever the length. (Per-file operations, silence trimming, cannot be
 applied when streaming; a long file is tagged untrimmed.)
 
-The parts live in their own modules: :mod:`musetag.tag.frontend` (decode, features, windows),
-:mod:`musetag.tag.segments` (window placement, aggregation, per-window scores),
-:mod:`musetag.tag.runners` (torch / onnxruntime) and :mod:`musetag.tag.result` (``TagResult``).
+The parts live in their own modules: :mod:`musetag.inference.frontend` (decode, features, windows),
+:mod:`musetag.inference.segments` (window placement, aggregation, per-window scores),
+:mod:`musetag.inference.runners` (torch / onnxruntime) and :mod:`musetag.inference.result` (``TagResult``).
 ``Tagger(..., segments=True)`` keeps every window's probabilities and times in the result
 (:attr:`TagResult.segments`), taken from the same network outputs as the file's scores.
 
@@ -41,23 +41,23 @@ import numpy as np
 
 from musetag.errors import ConfigError, MusetagError
 from musetag.features.streaming import FEATURE_BLOCK_SECONDS, StreamingFeatures  # noqa: F401 - re-exported
-from musetag.tag.package import ModelPackage, load_package
-from musetag.tag.result import TagResult  # noqa: F401 - re-exported
-from musetag.tag.runners import _OnnxRunner, _TorchRunner  # noqa: F401 - re-exported
+from musetag.inference.package import ModelPackage, load_package
+from musetag.inference.result import TagResult  # noqa: F401 - re-exported
+from musetag.inference.runners import _OnnxRunner, _TorchRunner  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 
-# decoding, features and windows (musetag.tag.frontend); segmenting and aggregating
-# (musetag.tag.segments; segment_starts lives with training, the same windows as its evaluation)
-from musetag.tag.frontend import (  # noqa: E402,F401 - re-exported
+# decoding, features and windows (musetag.inference.frontend); segmenting and aggregating
+# (musetag.inference.segments; segment_starts lives with training, the same windows as its evaluation)
+from musetag.inference.frontend import (  # noqa: E402,F401 - re-exported
     DEFAULT_BLOCK_SECONDS,
     DEFAULT_STREAM_SECONDS,
     FrontEnd,
     Source,
 )
-from musetag.tag.segments import (  # noqa: E402,F401 - re-exported
+from musetag.inference.segments import (  # noqa: E402,F401 - re-exported
     AUDIO_RULES,
     SegmentScores,
     WindowRecorder,
@@ -195,8 +195,8 @@ class Tagger:
             self.runner = _OnnxRunner(self.onnx_path, output=self.onnx_output)
         else:
             raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
-        if package.aggregation == "embedding_mean":  # backbone + probe package: musetag.tag.probe_tagging
-            from musetag.tag import probe_tagging
+        if package.aggregation == "embedding_mean":  # backbone + probe package: musetag.inference.probe_tagging
+            from musetag.inference import probe_tagging
 
             probe_tagging.attach(self, device)
 
@@ -255,7 +255,7 @@ class Tagger:
         aggregation (mean of probabilities, mean of logits, or max), as in training. Subclasses
         (the embedder) replace it; ``add(outputs)`` per batch, then ``result()``."""
         if self.package.aggregation == "embedding_mean":
-            from musetag.tag import probe_tagging
+            from musetag.inference import probe_tagging
 
             return probe_tagging.accumulator(self)
         return _Aggregator(self.package.aggregation, self.task)
@@ -263,7 +263,7 @@ class Tagger:
     def _recorder(self, keep: bool | None = None) -> WindowRecorder | None:
         keep = self.keep_segments if keep is None else keep
         if keep and self.package.aggregation == "embedding_mean":
-            from musetag.tag import probe_tagging
+            from musetag.inference import probe_tagging
 
             return probe_tagging.recorder(self)  # the probe on each window's embedding
         return WindowRecorder(self.task) if keep else None
