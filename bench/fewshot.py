@@ -150,7 +150,7 @@ def embedding_cache(backbone: str, all_clips, emb_dir: Path, work: Path) -> Path
     from musetag.data.cache import CACHE_VERSION, _feature_key
     from musetag.data.embed_features import embedding_feature_config
     from musetag.data.store import arrays_dir, audio_key
-    from musetag.inference.embed import read_embeddings
+    from musetag.inference.embeddings_file import read_embeddings
 
     cache = work / "caches" / backbone.replace("+", "__")
     settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))

@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from musetag.audio import audio_info
-    from musetag.inference.embed import embed_files
+    from musetag.tag.embed_files import embed_files
     from musetag.tag.batch import tag_files
-    from musetag.inference.tagger import FrontEnd, Tagger
+    from musetag.inference.frontend import FrontEnd
+    from musetag.inference.tagger import Tagger
 
     torch.set_num_threads(1)
     audio_s = sum(audio_info(s).duration for s in songs)

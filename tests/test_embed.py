@@ -86,7 +86,8 @@ def test_streamed_long_files_give_the_whole_file_embedding(package, tmp_path):
 def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
     """With --workers the (forked) workers run the network: they must return the same mean of
     forward_features vectors, never the tagger's probabilities."""
-    from musetag.inference.embed import load_embedder, read_embeddings
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.embeddings_file import read_embeddings
 
     runs = {}
     for workers in (0, 2):
@@ -105,7 +106,7 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     """`musetag export` then `musetag embed --backend onnx`: the graph's embedding output gives the
     PyTorch embeddings."""
     pytest.importorskip("onnxruntime")
-    from musetag.inference.embed import read_embeddings
+    from musetag.inference.embeddings_file import read_embeddings
 
     assert main(["export", str(package), "--format", "onnx"]) == 0  # MODEL/model.onnx, found by embed
     tables = {}
@@ -123,7 +124,7 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
 def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext, capsys):
     if ext == ".parquet":
         pytest.importorskip("pyarrow")
-    from musetag.inference.embed import read_embeddings, side_files
+    from musetag.inference.embeddings_file import read_embeddings, side_files
 
     out = tmp_path / f"emb{ext}"
     args = ["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress"]
@@ -142,7 +143,9 @@ def test_embed_command_records_errors_and_resumes(package, music, tmp_path, ext,
 
 
 def test_an_interrupted_run_resumes_from_its_partial_chunks(package, music, tmp_path):
-    from musetag.inference.embed import embed_files, load_embedder, read_embeddings, side_files
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.embeddings_file import read_embeddings, side_files
+    from musetag.tag.embed_files import embed_files
 
     out = tmp_path / "emb.npy"
     embedder = load_embedder(package)
@@ -167,7 +170,8 @@ def test_an_interrupted_run_resumes_from_its_partial_chunks(package, music, tmp_
 
 
 def test_sharded_embedding_merges_to_the_single_run(package, music, tmp_path):
-    from musetag.inference.embed import embed_files, read_embeddings
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.embed_files import embed_files
 
     embed_files(package, [music], tmp_path / "all.npy", recursive=True, progress=False)
     parts = []
@@ -268,7 +272,7 @@ def test_http_service_answers_similar_uploads(package, music, tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from musetag.inference.embed import embed_files
+    from musetag.tag.embed_files import embed_files
     from musetag.serve.app import create_app
 
     embed_files(package, [music], tmp_path / "emb.npy", recursive=True, progress=False)
@@ -294,7 +298,7 @@ def test_http_similar_without_an_index_says_how_to_enable_it(package):
     r = client.post("/v1/similar", content=b"RIFF")
     assert r.status_code == 404 and r.json()["error"] == "no_index" and "--similar-index" in r.json()["message"]
     with pytest.raises(ConfigError, match="another model"):
-        from musetag.inference.embed import write_embeddings
+        from musetag.inference.embeddings_file import write_embeddings
 
         bad = package.parent / "other.npy"
         write_embeddings(bad, ["x.wav"], np.ones((1, 64), np.float32), {"model_sha256": "0" * 64})

@@ -110,7 +110,8 @@ def test_a_model_that_overrides_forward_is_run_for_its_own_logits():
 
 
 def test_command_writes_scores_with_their_metadata_and_plain_runs_are_unchanged(package, music, tmp_path):
-    from musetag.inference.embed import load_embedder, read_embeddings
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.embeddings_file import read_embeddings
 
     assert main(["embed", str(package), str(music), "--out", str(tmp_path / "plain.npy"), "--workers", "0"]) == 3
     assert main(["embed", str(package), str(music), "--out", str(tmp_path / "s.parquet"), "--with-scores",
@@ -136,7 +137,8 @@ def test_command_writes_scores_with_their_metadata_and_plain_runs_are_unchanged(
 
 
 def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package, music, tmp_path):
-    from musetag.inference.embed import embed_files, read_embeddings
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.embed_files import embed_files
     from musetag.tag.shard import merge_outputs
 
     out = tmp_path / "e.npy"
@@ -168,7 +170,8 @@ def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package,
 
 
 def test_ray_engine_and_a_mismatched_embedder_are_refused(package, music, tmp_path, capsys):
-    from musetag.inference.embed import embed_files, load_embedder
+    from musetag.inference.embed import load_embedder
+    from musetag.tag.embed_files import embed_files
 
     assert main(["embed", str(package), str(music), "--out", str(tmp_path / "r.npy"), "--with-scores",
                  "--engine", "ray"]) == 2
@@ -183,7 +186,7 @@ def test_onnx_uses_both_graph_outputs_and_refuses_a_graph_without_logits(package
     import onnx
 
     from musetag.inference.embed import load_embedder
-    from musetag.tag.export import export_model
+    from musetag.inference.export import export_model
 
     graph, _ = export_model(package, "onnx", tmp_path / "m.onnx")
     torch_vec = load_embedder(package, scores=True).embed(music / "t1.wav")
@@ -202,7 +205,7 @@ def test_onnx_uses_both_graph_outputs_and_refuses_a_graph_without_logits(package
 def test_preset_suffix_parsing_and_its_errors(tmp_path):
     pretrained_package(BACKBONE)
     from musetag.data import load_dataset_config
-    from musetag.data.embed_features import parse_part
+    from musetag.inference.embed_spec import parse_part
     from musetag.data.store import feature_key
 
     rows = [("x.mp3", "a", "train")]
@@ -236,7 +239,9 @@ def prepared_scores(tmp_path_factory):
 def test_cache_holds_the_with_scores_vectors(prepared_scores, tmp_path):
     from musetag.data.cache import FeatureCache
     from musetag.inference import Tagger
-    from musetag.inference.embed import embed_files, load_embedder, read_embeddings
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.embed_files import embed_files
 
     _, result = prepared_scores
     assert not result.failures

@@ -11,7 +11,7 @@ import torch
 from musetag.cli import main
 from musetag.errors import ModelError
 from musetag.inference import Tagger
-from musetag.tag.export import _onnx_meta, check_parity, export_model, onnx_outputs
+from musetag.inference.export import _onnx_meta, check_parity, export_model, onnx_outputs
 from musetag.inference.package import load_package
 from test_package import make_package, tiny_model
 

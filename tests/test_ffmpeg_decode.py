@@ -265,7 +265,7 @@ def test_jamendo96_decodes_as_essentia_everywhere(mp3_file, tmp_path):
     """extract_file, the prepare cache, the tagger (whole file, streamed, uploads as served)."""
     from musetag.data.cache import FeatureCache, build_cache
     from musetag.data.manifest import TrackRecord
-    from musetag.inference.tagger import FrontEnd
+    from musetag.inference.frontend import FrontEnd
 
     cfg = get_preset("jamendo96")
     audio, rate = load_audio(mp3_file, decoder="essentia")

@@ -282,7 +282,7 @@ def test_oversized_out_is_not_read_back(tmp_path, monkeypatch):
 
 
 def test_embed_out_on_a_device_is_refused(small_package, tmp_path):
-    from musetag.inference.embed import embed_files
+    from musetag.tag.embed_files import embed_files
 
     audio = _one_clip(tmp_path / "music")
     link = tmp_path / "vectors.npy"
@@ -436,7 +436,7 @@ def test_dangling_symlink_in_a_folder_is_an_error_row(small_package, odd_clips, 
 
 
 def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, tmp_path, capsys):
-    from musetag.inference.embed import embed_files  # noqa: F401 - the embed command shares the statuses
+    from musetag.tag.embed_files import embed_files  # noqa: F401 - the embed command shares the statuses
     from musetag.exit_codes import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
 
     bad = tmp_path / "bad"

@@ -147,7 +147,7 @@ def test_excerpt_matches_essentia_golden_on_all_songs():
 def test_whole_songs_match_essentia_golden():
     """extract_file (whole-file decode) and the tagger's streamed path (block-wise decode, block-wise
     features), both from the MP3 files."""
-    from musetag.inference.tagger import FrontEnd
+    from musetag.inference.frontend import FrontEnd
 
     cfg = get_preset("jamendo96")
     for name in GOLDEN_FULL:

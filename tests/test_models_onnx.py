@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from musetag.models import create_model, list_models, model_info
-from musetag.tag.export import logits_and_embedding
+from musetag.inference.export import logits_and_embedding
 
 ort = pytest.importorskip("onnxruntime")
 

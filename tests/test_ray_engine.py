@@ -239,7 +239,8 @@ def test_killed_actor_is_restarted_and_every_file_is_written_once(cluster, packa
 
 
 def test_embed_equals_the_local_embeddings(cluster, package, tmp_path):
-    from musetag.inference.embed import embed_files, read_embeddings
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.embed_files import embed_files
 
     folder = tmp_path / "music"
     write_clips(folder, 3)

@@ -151,7 +151,7 @@ def test_window_scores_aggregate_to_the_file_scores_by_the_package_rule(tmp_path
     for name, other in rules.items():  # the rules give answers far apart: the check below tells them apart
         assert name == aggregation or np.abs(other - expected).max() > 1e-4  # 50x the tolerance
     np.testing.assert_allclose(res.scores_array, expected, atol=2e-6)
-    from musetag.inference.segments import aggregate_windows
+    from musetag.evaluate.aggregation import aggregate_windows
 
     np.testing.assert_allclose(aggregate_windows(p, aggregation, task), expected, atol=1e-9)
 

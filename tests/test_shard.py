@@ -158,7 +158,7 @@ def test_a_failure_is_replaced_by_the_success_of_another_shard(tmp_path):
 
 @pytest.mark.parametrize("ext", [".npy", ".parquet"])
 def test_merge_embeddings_with_their_error_lists(tmp_path, ext):
-    from musetag.inference.embed import read_embeddings, side_files, write_embeddings
+    from musetag.inference.embeddings_file import read_embeddings, side_files, write_embeddings
 
     if ext == ".parquet":
         pytest.importorskip("pyarrow")

@@ -17,7 +17,8 @@ from musetag.features import compute_features, normalize
 from musetag.features.presets import FeatureConfig
 from musetag.inference import Tagger
 from musetag.inference.package import load_package
-from musetag.inference.tagger import FrontEnd, segment_starts
+from musetag.inference.frontend import FrontEnd
+from musetag.inference.segments import segment_starts
 from test_package import feature_dict, make_package, tiny_model
 
 SR = 12000

@@ -23,7 +23,7 @@ from musetag.inference.upstream import (
 )
 from musetag.inference import Tagger
 from musetag.inference.package import load_package
-from musetag.inference.tagger import audio_chunk_starts
+from musetag.inference.segments import audio_chunk_starts
 from musetag.training.transfer import convert_upstream, list_key_mappings, transfer_weights
 
 SHARED_MODELS = SHARED_DATA.parent / "models"
@@ -380,7 +380,7 @@ def test_onnx_export_includes_the_mel_front_end(tmp_path, name, samples):
     backend equals the torch backend."""
     pytest.importorskip("onnxruntime")
     from musetag.features import get_preset
-    from musetag.tag.export import export_model
+    from musetag.inference.export import export_model
     from musetag.inference.package import save_package
 
     torch.manual_seed(0)

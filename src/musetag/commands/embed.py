@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
         return embed_command(args)
     from musetag.commands import show_progress
-    from musetag.inference.embed import embed_files
+    from musetag.tag.embed_files import embed_files
     from musetag.tag.shard import distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))

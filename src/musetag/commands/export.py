@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.tag.export import export_model
+    from musetag.inference.export import export_model
 
     path, diff = export_model(args.model, args.format, args.out, tolerance=args.tolerance, opset=args.opset)
     print(f"wrote {path} ({args.format}); max |logit difference| vs PyTorch: {diff:.2e} (tolerance {args.tolerance:g})")

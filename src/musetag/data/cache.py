@@ -41,6 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from musetag.data.cache_arrays import _summary, save_array_atomically
 from musetag.data.manifest import TrackRecord
 from musetag.data.cache_reader import FeatureCache, open_cache  # noqa: F401  (re-exported)
 from musetag.data.tags import TagVocab
@@ -70,32 +71,6 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def _band_axis_sums(array: np.ndarray, kind: str) -> tuple[float, float, int, list[float] | None, list[float] | None]:
-    x = np.asarray(array, dtype=np.float64)
-    total, total_sq, count = float(x.sum()), float(np.square(x).sum()), int(x.size)
-    if kind in ("mel", "embedding") and x.ndim >= 2:  # embeddings (dim, 1): per-dimension statistics
-        per = np.moveaxis(x, -2, 0).reshape(x.shape[-2], -1)
-        return total, total_sq, count, per.sum(axis=1).tolist(), np.square(per).sum(axis=1).tolist()
-    return total, total_sq, count, None, None
-
-
-def _summary(array: np.ndarray, kind: str) -> dict[str, Any]:
-    total, total_sq, count, band, band_sq = _band_axis_sums(array, kind)
-    return {"shape": list(array.shape), "sum": total, "sumsq": total_sq, "count": count,
-            "band_sum": band, "band_sumsq": band_sq}
-
-
-def save_array_atomically(final: Path, array: np.ndarray) -> None:
-    """Write ``final`` (.npy) under a temporary name of this process, synced, then renamed into place: a
-    killed run never leaves a half-written array (and a stale temporary names the process that wrote it)."""
-    tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
 
 
 def _process_track(job: dict[str, Any]) -> dict[str, Any]:

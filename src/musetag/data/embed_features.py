@@ -13,9 +13,8 @@ float32 ``(dim, 1)`` (one "frame"), so the cache's per-band statistics are per-d
 the training split (``stats.json``: ``band_mean``/``band_std``). Probes (:mod:`musetag.models.probe`)
 train on these caches; ``musetag package`` joins the backbone and the probe into one package.
 
-Stage note: computing an embedding runs a model package through the tagger, so this module imports
-``musetag.inference.embed`` inside its functions (a documented function-level exception, see
-docs/ARCHITECTURE.md).
+The data stage asks the inference layer for the vectors (:func:`musetag.inference.embed.load_embedder`,
+imported where used so that reading a cache does not load torch); it never reaches into ``tag/``.
 """
 from __future__ import annotations
 
@@ -26,29 +25,13 @@ from typing import Any, Callable
 import numpy as np
 
 from musetag.errors import ConfigError
+from musetag.inference.embed_spec import SCORES, parse_part, split_spec
 
 PREFIX = "embed:"
-SCORES = "scores"
 
 
 def is_embed_preset(preset: Any) -> bool:
     return isinstance(preset, str) and preset.startswith(PREFIX)
-
-
-def split_spec(spec: str) -> list[str]:
-    """The backbones of an ``a+b`` spec, in order."""
-    return [p.strip() for p in str(spec).split("+")]
-
-
-def parse_part(part: str) -> tuple[str, bool]:
-    """``(backbone, with scores)`` of one backbone of a spec: ``NAME:scores`` -> ``(NAME, True)``.
-    A name that is itself a pretrained model or an existing path is taken whole."""
-    from musetag.inference.hub import is_pretrained_name
-
-    head, sep, suffix = part.rpartition(":")
-    if sep and suffix == SCORES and not is_pretrained_name(part) and not Path(part).expanduser().exists():
-        return head, True
-    return part, False
 
 
 def _resolve(part: str, base_dir: Path | None) -> str | None:
@@ -102,7 +85,7 @@ def embedding_feature_config(spec: str, where: str = "dataset config", *, base_d
 
 def load_backbones(spec: str, *, batch_size: int = 32, device: str = "cpu") -> list:
     """One :class:`~musetag.inference.embed.Embedder` per backbone of ``spec`` (``NAME:scores``: with scores)."""
-    from musetag.inference.embed import load_embedder  # function-level: data -> tag exception (docs/ARCHITECTURE.md)
+    from musetag.inference.embed import load_embedder
 
     return [load_embedder(name, batch_size=batch_size, device=device, scores=scores)
             for name, scores in map(parse_part, split_spec(spec))]
@@ -122,7 +105,7 @@ def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
         return
     from tqdm import tqdm
 
-    from musetag.data.cache import _summary, save_array_atomically
+    from musetag.data.cache_arrays import _summary, save_array_atomically
     from musetag.features import FeatureConfig
 
     config = FeatureConfig.from_dict(jobs[0]["features"])

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from musetag.errors import EvaluationError
+from musetag.evaluate.aggregation import aggregate_segments
 from musetag.evaluate.metrics import (
     TABLE_ROWS,
     EvaluationWarning,
-    aggregate_segments,
     average_precision_per_tag,
     format_table,
     mediaeval_table,

@@ -21,6 +21,8 @@ _PUBLIC = {
     "load_package": "musetag.inference.package:load_package",
     "save_package": "musetag.inference.package:save_package",
     "load_embedder": "musetag.inference.embed:load_embedder",
+    "load_model": "musetag.inference.loading:load_model",
+    "export_model": "musetag.inference.export:export_model",
 }
 
 __all__ = list(_PUBLIC)

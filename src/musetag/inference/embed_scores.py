@@ -3,7 +3,7 @@
 Each track's vector is the pooled penultimate mean of :mod:`musetag.inference.embed` (the same numbers as
 without scores) followed by the track's tag scores exactly as ``musetag tag`` gives them for that
 package: the same windows and the package's own aggregation (``mean`` of probabilities,
-``mean_logits`` or ``max``, :class:`musetag.inference.segments._Aggregator`). One network pass per window:
+``mean_logits`` or ``max``, :class:`musetag.evaluate.aggregation.WindowAggregator`). One network pass per window:
 a model that keeps the base contract (``forward = forward_head(forward_features(x))``) gets its
 logits from ``forward_head`` of the features it embedded; a model that overrides ``forward`` is
 run a second time for them (:func:`musetag.models.base.features_and_logits`). ONNX graphs from
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed import MeanVector
-from musetag.inference.segments import _Aggregator
+from musetag.evaluate.aggregation import WindowAggregator
+from musetag.inference.scoring import MeanVector, WindowScorer
 
 
 class TorchFeaturesAndLogits:
@@ -72,7 +72,7 @@ class FeaturesAndScores:
 
     def __init__(self, aggregation: str, task: str) -> None:
         self.vector = MeanVector()
-        self.scores = _Aggregator(aggregation, task)
+        self.scores = WindowAggregator(aggregation, task)
 
     def add(self, outputs: tuple[np.ndarray, np.ndarray]) -> None:
         features, logits = outputs
@@ -83,7 +83,7 @@ class FeaturesAndScores:
         return np.concatenate([self.vector.result(), self.scores.result()]).astype(np.float32, copy=False)
 
 
-def _probe_head_accumulator(embedder: Any):
+def _probe_head_accumulator(model: Any, task: str, device: Any):
     """A backbone + probe package: the mean embedding, then the probe's scores (what it tags)."""
     from musetag.inference.probe_tagging import EmbeddingMeanHead, ScoredProbeHead
 
@@ -95,30 +95,28 @@ def _probe_head_accumulator(embedder: Any):
         def result(self) -> np.ndarray:
             return np.concatenate([self.features(), super().result()]).astype(np.float32, copy=False)
 
-    cls = _ScoredMeanAndHead if getattr(embedder.model, "has_scores", False) else _MeanAndHead
-    return cls(embedder.model, embedder.task, embedder.runner.device)
+    cls = _ScoredMeanAndHead if getattr(model, "has_scores", False) else _MeanAndHead
+    return cls(model, task, device)
 
 
-def attach(embedder: Any, device: str) -> None:
-    """Make ``embedder`` (an :class:`~musetag.inference.embed.Embedder` being built) return the embedding and
-    the scores of every window."""
-    if embedder.package.aggregation == "embedding_mean":  # the probe scores the track's mean embedding
-        if getattr(embedder.model, "has_scores", False):  # ... and its backbones' scores
+def scored_embedding_scorer(network: Any, feature_runner: Any) -> WindowScorer:
+    """The scorer of an embedder with scores: every window's embedding and logits from one pass, the
+    embeddings averaged and the logits aggregated by the package's rule (a backbone + probe package: the
+    mean embedding, then the probe's scores). ``feature_runner``: the plain embedder's runner."""
+    package = network.package
+    if package.aggregation == "embedding_mean":  # the probe scores the track's mean embedding
+        model, task, device = network.model, package.task, network.device
+        runner = feature_runner
+        if getattr(model, "has_scores", False):  # ... and its backbones' scores
             from musetag.inference.probe_tagging import WindowOutputsRunner
 
-            embedder.runner = WindowOutputsRunner(embedder.model, embedder.runner.device)
-        return
-    if embedder.backend == "onnx":
-        embedder.runner = OnnxFeaturesAndLogits(embedder.runner, embedder.onnx_path)
-        return
-    embedder.runner = TorchFeaturesAndLogits(embedder.model, embedder.runner.device)
-
-
-def accumulator(embedder: Any):
-    """The per-track accumulator of an embedder with scores."""
-    if embedder.package.aggregation == "embedding_mean":
-        return _probe_head_accumulator(embedder)
-    return FeaturesAndScores(embedder.package.aggregation, embedder.task)
+            runner = WindowOutputsRunner(model, device)
+        return WindowScorer(runner, lambda: _probe_head_accumulator(model, task, device), None, tags=[])
+    if network.backend == "onnx":
+        runner = OnnxFeaturesAndLogits(network.runner, network.onnx_path)
+    else:
+        runner = TorchFeaturesAndLogits(network.model, network.device)
+    return WindowScorer(runner, lambda: FeaturesAndScores(package.aggregation, package.task), None, tags=[])
 
 
 def scores_meta(embedder: Any, dim: int) -> dict[str, Any]:

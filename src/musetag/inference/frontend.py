@@ -14,20 +14,12 @@ import numpy as np
 
 from musetag.errors import AudioError, ConfigError, ModelError
 from musetag.features.streaming import StreamingFeatures
+from musetag.inference.segments import AUDIO_RULES, _Segmenter, _window, audio_chunk_starts, segment_starts, window_times
 
 Source = Any  # path (str | PathLike), bytes, binary file object or a numpy array
 DEFAULT_STREAM_SECONDS = 600.0
 DEFAULT_BLOCK_SECONDS = 60.0
 
-
-from musetag.inference.segments import (  # noqa: E402
-    AUDIO_RULES,
-    _Segmenter,
-    _window,
-    audio_chunk_starts,
-    window_times,
-)
-from musetag.training.data import segment_starts  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

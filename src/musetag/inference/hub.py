@@ -110,10 +110,9 @@ class Pretrained:
 
     @property
     def tags(self) -> list[str]:
-        """Tag names musetag shows: upstream's, without MTG-Jamendo's ``category---`` prefixes."""
-        from musetag.data.tags import strip_prefix
-
-        return [strip_prefix(t) for t in self.upstream_tags]
+        """Tag names musetag shows: upstream's, without MTG-Jamendo's ``category---`` prefixes (the rule of
+        :func:`musetag.data.tags.strip_prefix`, which the data stage owns; the catalogue comes before it)."""
+        return [t.split("---", 1)[1] if "---" in t else t for t in self.upstream_tags]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "task": self.task, "n_tags": len(self.tags),

@@ -63,13 +63,14 @@ from pathlib import Path
 from typing import Any
 
 from musetag.errors import ModelError
+from musetag.evaluate.aggregation import AGGREGATIONS as WINDOW_RULES
 
 PACKAGE_FORMAT = 1
 DESCRIPTION_FILE = "musetag.json"
 WEIGHTS_FILE = "model.safetensors"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
-AGGREGATIONS = ("mean", "mean_logits", "max", "embedding_mean")  # the last: backbone + probe packages
+AGGREGATIONS = (*WINDOW_RULES, "embedding_mean")  # the last: backbone + probe packages
 SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
 AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
 TASKS = ("multilabel", "multiclass")
@@ -509,12 +510,10 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
     package format or musetag version newer than this installation, missing weights, or weights
     whose SHA-256 differs from the recorded one (a damaged or replaced file).
 
-    ``path`` may also be a pretrained model's name (``musetag models --pretrained``): it is pulled
-    into the cache on first use (:mod:`musetag.inference.hub`).
+    It reads files only: a pretrained model's name is loaded with
+    :func:`musetag.inference.loading.load_model`, which pulls it first.
     """
-    from musetag.inference.hub import resolve
-
-    path = resolve(path)
+    path = Path(path)
     where = f"model package {path}"
     desc_bytes, weights = _read_members(path)
     try:

@@ -35,8 +35,9 @@ def _front(pkg) -> tuple[Any, Any]:
 def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os.PathLike, out: str | os.PathLike, *,
                   overwrite: bool = False) -> Path:
     """Write the backbone + probe package of a probe run's checkpoint ``ckpt`` to ``out``."""
-    from musetag.data.embed_features import parse_part, split_spec
-    from musetag.inference.package import load_package, save_package
+    from musetag.inference.embed_spec import parse_part, split_spec
+    from musetag.inference.loading import load_model
+    from musetag.inference.package import save_package
 
     features = ckpt.get("features") or {}
     spec = features.get("embed")
@@ -47,7 +48,7 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
     for part in parts:
         name, with_scores = parse_part(part)
         try:
-            backbones.append(load_package(name))
+            backbones.append(load_model(name))
         except ModelError as exc:
             raise ModelError(f"{checkpoint_path}: the probe's backbone {name!r} cannot be loaded ({exc}); "
                              "restore it (or pull it: `musetag pull NAME`) and package again") from None

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed import MeanVector
-from musetag.inference.segments import WindowRecorder, _Aggregator
+from musetag.evaluate.aggregation import WindowAggregator, activation
+from musetag.inference.scoring import MeanVector, WindowScorer
+from musetag.inference.segments import WindowRecorder
 
 EMBEDDING_MEAN = "embedding_mean"
 
@@ -48,12 +49,10 @@ class EmbeddingMeanHead(MeanVector):
     def result(self) -> np.ndarray:
         import torch
 
-        from musetag.inference.tagger import _activation
-
         mean = self.mean("score")
         with torch.inference_mode():
             logits = self.model.head(torch.from_numpy(mean[None]).to(self.device)).float().cpu().numpy()[0]
-        return _activation(logits, self.task).astype(np.float32)
+        return activation(logits, self.task).astype(np.float32)
 
 
 class WindowOutputsRunner(EmbeddingRunner):
@@ -74,7 +73,7 @@ class ScoredProbeHead:
 
     def __init__(self, model: Any, task: str, device: Any) -> None:
         self.model, self.task, self.device = model, task, device
-        self.parts = [(MeanVector(), None if s is None else _Aggregator(s["aggregation"], s["task"]))
+        self.parts = [(MeanVector(), None if s is None else WindowAggregator(s["aggregation"], s["task"]))
                       for s in model.scores]
 
     def add(self, outputs: list) -> None:
@@ -97,11 +96,9 @@ class ScoredProbeHead:
     def result(self) -> np.ndarray:
         import torch
 
-        from musetag.inference.tagger import _activation
-
         with torch.inference_mode():
             logits = self.model.head(torch.from_numpy(self.vector()[None]).to(self.device)).float().cpu().numpy()[0]
-        return _activation(logits, self.task).astype(np.float32)
+        return activation(logits, self.task).astype(np.float32)
 
 
 class WindowProbeRecorder(WindowRecorder):
@@ -117,8 +114,6 @@ class WindowProbeRecorder(WindowRecorder):
     def add(self, outputs: Any) -> None:
         import torch
 
-        from musetag.inference.tagger import _activation
-
         if self.scores is None:
             vectors = np.asarray(outputs, dtype=np.float32)
         else:
@@ -126,31 +121,32 @@ class WindowProbeRecorder(WindowRecorder):
             for (features, logits), spec in zip(outputs, self.scores):
                 pieces.append(features)
                 if spec is not None:
-                    pieces.append(_activation(logits, spec["task"]))
+                    pieces.append(activation(logits, spec["task"]))
             vectors = np.concatenate(pieces, axis=1).astype(np.float32)
         with torch.inference_mode():
             logits = self.model.head(torch.from_numpy(vectors).to(self.device)).float().cpu().numpy()
         super().add(logits)
 
 
-def recorder(tagger: Any) -> WindowProbeRecorder:
-    return WindowProbeRecorder(tagger.runner.model, tagger.task, tagger.runner.device)
-
-
-def attach(tagger: Any, device: str) -> None:
-    """Make ``tagger`` (a :class:`~musetag.tag.Tagger` of an ``embedding_mean`` package) run the
-    backbone's embeddings and apply the probe to their track mean."""
-    if tagger.backend != "torch":
-        raise ConfigError(f"{tagger.package.path}: a backbone + probe package runs with the torch backend only; "
+def check_probe_network(network: Any) -> None:
+    """A backbone + probe package runs on torch, and its model is a ``probe_on_backbone`` (it has a head)."""
+    package = network.package
+    if network.backend != "torch":
+        raise ConfigError(f"{package.path}: a backbone + probe package runs with the torch backend only; "
                           "drop --backend onnx")
-    if not hasattr(tagger.model, "head"):
-        raise ConfigError(f"{tagger.package.path}: aggregation 'embedding_mean' needs a probe_on_backbone model, "
-                          f"found {tagger.package.model_name!r}; re-create the package with `musetag package RUN`")
-    scored = getattr(tagger.model, "has_scores", False)
-    tagger.runner = (WindowOutputsRunner if scored else EmbeddingRunner)(tagger.runner.model, tagger.runner.device)
+    if not hasattr(network.model, "head"):
+        raise ConfigError(f"{package.path}: aggregation 'embedding_mean' needs a probe_on_backbone model, "
+                          f"found {package.model_name!r}; re-create the package with `musetag package RUN`")
 
 
-def accumulator(tagger: Any) -> EmbeddingMeanHead | ScoredProbeHead:
-    if getattr(tagger.runner.model, "has_scores", False):
-        return ScoredProbeHead(tagger.runner.model, tagger.task, tagger.runner.device)
-    return EmbeddingMeanHead(tagger.runner.model, tagger.task, tagger.runner.device)
+def probe_scorer(network: Any) -> WindowScorer:
+    """The scorer of a backbone + probe package (aggregation ``embedding_mean``) on ``network``: the
+    backbone's window embeddings (and, for scored backbones, their logits), the probe on their track
+    mean, and the probe on each window's own vector for per-window scores."""
+    check_probe_network(network)
+    package = network.package
+    model, task, device = network.model, package.task, network.device
+    scored = getattr(model, "has_scores", False)
+    runner = (WindowOutputsRunner if scored else EmbeddingRunner)(model, device)
+    head = ScoredProbeHead if scored else EmbeddingMeanHead
+    return WindowScorer(runner, lambda: head(model, task, device), lambda: WindowProbeRecorder(model, task, device))

@@ -2,11 +2,14 @@
 (:class:`_OnnxRunner`); both take and return numpy arrays."""
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from musetag.errors import ModelError
+from musetag.errors import ConfigError, ModelError
 
 
 class _TorchRunner:
@@ -26,7 +29,7 @@ class _TorchRunner:
 
 class _OnnxRunner:
     """onnxruntime on the CPU; returns the graph's ``output`` (``logits``, or ``embedding`` for
-    embedders; see :mod:`musetag.tag.export`)."""
+    embedders; see :mod:`musetag.inference.export`)."""
 
     def __init__(self, onnx_path: Path, output: str = "logits") -> None:
         import onnxruntime as ort
@@ -48,3 +51,33 @@ class _OnnxRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+@dataclass
+class Network:
+    """A package's network, ready to run: the torch module (None on the ONNX backend), the ONNX graph's
+    path (None on torch), the device, and ``runner``, the plain runner (logits, or the graph output
+    named when it was built)."""
+
+    package: Any
+    backend: str
+    device: Any
+    runner: Any
+    model: Any = None
+    onnx_path: Path | None = None
+
+
+def build_network(package: Any, backend: str = "torch", device: str = "cpu",
+                  onnx_path: str | os.PathLike | None = None, onnx_output: str = "logits") -> Network:
+    """The :class:`Network` of ``package`` on ``backend`` (``torch`` or ``onnx``: onnxruntime on the CPU,
+    reading the graph output ``onnx_output`` of ``onnx_path`` or of the graph ``musetag export`` writes)."""
+    if backend == "torch":
+        model = package.build_model()
+        runner = _TorchRunner(model, device)
+        return Network(package, backend, runner.device, runner, model=model)
+    if backend == "onnx":
+        from musetag.inference.export import onnx_for_package
+
+        path = onnx_for_package(package, onnx_path)
+        return Network(package, backend, None, _OnnxRunner(path, output=onnx_output), onnx_path=path)
+    raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")

@@ -1,13 +1,13 @@
 """Windows of a file and their scores: where the tagger cuts, what each window scored, how the
 windows make the file's score.
 
-:func:`audio_chunk_starts` and :class:`_Segmenter` place the windows (with
-:func:`musetag.training.data.segment_starts`, shared with training's evaluation);
-:func:`window_times` turns window starts into seconds; :class:`_Aggregator` turns the network
-outputs of a file's windows into its scores by the package's rule (``mean`` of probabilities,
-``mean_logits``, ``max``); :class:`SegmentScores` keeps the per-window probabilities and their
-times (``Tagger(..., segments=True)``, ``musetag tag --segments``, ``POST /v1/tag?segments=true``)
-and :func:`aggregate_windows` recomputes the file score from them by the same rule.
+:func:`segment_starts` is the one window rule (training's evaluation imports it);
+:func:`audio_chunk_starts` and :class:`_Segmenter` place the windows; :func:`window_times` turns
+window starts into seconds; :class:`SegmentScores` keeps the per-window probabilities and their
+times (``Tagger(..., segments=True)``, ``musetag tag --segments``, ``POST /v1/tag?segments=true``).
+The windows' outputs become the file's score by the one aggregation rule,
+:mod:`musetag.evaluate.aggregation` (``WindowAggregator``; ``aggregate_windows`` recomputes the file
+score from the per-window probabilities).
 
 The per-window scores come from the same forward pass as the file's scores (no second decode):
 the aggregator and the recorder are fed the same network outputs.
@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from musetag.errors import AudioError, ModelError
-
-AGGREGATIONS = ("mean", "mean_logits", "max")
-
+from musetag.errors import ModelError
+from musetag.evaluate.aggregation import activation
 
 # ---------------------------------------------------------------------------------------------
 # where the windows are
@@ -51,6 +49,23 @@ def audio_chunk_starts(n: int, length: int, rule: str, count: int = 0) -> list[i
         return [0]
     hop = (n - length) // (chunks - 1)
     return [i * hop for i in range(chunks)]
+
+
+def segment_starts(n: int, length: int, hop: int, max_segments: int = 0) -> list[int]:
+    """Window starts over ``n`` frames: every ``hop``, plus one zero-padded window covering the tail
+    when the regular ones miss it; ``max_segments`` > 0 keeps that many, evenly spaced. The one
+    window rule: training's evaluation and the tagger both cut here, so tagging sees what validation saw."""
+    if n <= length:
+        starts = [0]
+    else:
+        starts = list(range(0, n - length + 1, hop))
+        last = starts[-1]
+        if last + hop < n and last + length < n:
+            starts.append(last + hop)
+    if max_segments and len(starts) > max_segments:
+        pick = np.unique(np.round(np.linspace(0, len(starts) - 1, max_segments)).astype(int))
+        starts = [starts[i] for i in pick]
+    return starts
 
 
 def _window(x: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -121,65 +136,6 @@ def window_times(starts, length: int, unit_seconds: float, duration: float) -> n
     return np.stack([np.minimum(s, duration), np.minimum(e, duration)], axis=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# scores of windows -> the file's score
-# ---------------------------------------------------------------------------------------------
-def _activation(logits: np.ndarray, task: str) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    if task == "multiclass":
-        z = logits - logits.max(axis=-1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=-1, keepdims=True)
-    return 1.0 / (1.0 + np.exp(-logits))
-
-
-class _Aggregator:
-    def __init__(self, how: str, task: str) -> None:
-        if how not in AGGREGATIONS:
-            raise ModelError(f"unknown segment aggregation {how!r}; use {', '.join(AGGREGATIONS)}")
-        self.how, self.task = how, task
-        self.acc: np.ndarray | None = None
-        self.count = 0
-
-    def add(self, logits: np.ndarray) -> None:
-        values = logits.astype(np.float64) if self.how == "mean_logits" else _activation(logits, self.task)
-        part = values.max(axis=0) if self.how == "max" else values.sum(axis=0)
-        if self.acc is None:
-            self.acc = part
-        else:
-            self.acc = np.maximum(self.acc, part) if self.how == "max" else self.acc + part
-        self.count += values.shape[0]
-
-    def result(self) -> np.ndarray:
-        if self.acc is None:
-            raise AudioError("no segments to score")
-        if self.how == "max":
-            out = self.acc
-        elif self.how == "mean_logits":
-            out = _activation(self.acc / self.count, self.task)
-        else:
-            out = self.acc / self.count
-        return out.astype(np.float32)
-
-
-def aggregate_windows(probabilities: np.ndarray, how: str, task: str = "multilabel") -> np.ndarray:
-    """The file score from its windows' probabilities ``(n, tags)``, by the package's rule:
-    ``mean`` (of probabilities), ``max``, or ``mean_logits`` (the activation of the mean logit;
-    the logits are recovered from the probabilities: ``log(p / (1 - p))`` for multilabel,
-    ``log p`` for multiclass, which softmax reads the same as the logits)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    if how == "mean":
-        return p.mean(axis=0)
-    if how == "max":
-        return p.max(axis=0)
-    if how != "mean_logits":
-        raise ModelError(f"unknown segment aggregation {how!r}; use {', '.join(AGGREGATIONS)}")
-    eps = 1e-12
-    p = np.clip(p, eps, 1.0 - eps) if task != "multiclass" else np.clip(p, eps, 1.0)
-    logits = np.log(p) if task == "multiclass" else np.log(p) - np.log1p(-p)
-    return _activation(logits.mean(axis=0), task)
-
-
 @dataclass
 class SegmentScores:
     """Per-window probabilities of one file: ``start`` / ``end`` (seconds, ``(n,)``) and
@@ -199,15 +155,6 @@ class SegmentScores:
             for s, e, row in zip(self.start, self.end, self.scores)
         ]
 
-    @classmethod
-    def from_list(cls, rows: list[dict[str, Any]]) -> "SegmentScores":
-        """The inverse of :meth:`to_list` (a result row read back)."""
-        return cls(
-            start=np.array([float(r["start"]) for r in rows], dtype=np.float64),
-            end=np.array([float(r["end"]) for r in rows], dtype=np.float64),
-            scores=np.array([list(r["scores"]) for r in rows], dtype=np.float64).reshape(len(rows), -1),
-        )
-
 
 class WindowRecorder:
     """Collects the probabilities of every window fed to the network (``add(logits)`` per batch)."""
@@ -217,7 +164,7 @@ class WindowRecorder:
         self.parts: list[np.ndarray] = []
 
     def add(self, logits: np.ndarray) -> None:
-        self.parts.append(_activation(logits, self.task))
+        self.parts.append(activation(logits, self.task))
 
     def probabilities(self) -> np.ndarray:
         return np.concatenate(self.parts, axis=0) if self.parts else np.zeros((0, 0))

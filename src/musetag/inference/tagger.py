@@ -21,8 +21,10 @@ so memory stays bounded whatever the length. (Per-file operations, silence trimm
 applied when streaming; a long file is tagged untrimmed.)
 
 The parts live in their own modules: :mod:`musetag.inference.frontend` (decode, features, windows),
-:mod:`musetag.inference.segments` (window placement, aggregation, per-window scores),
-:mod:`musetag.inference.runners` (torch / onnxruntime) and :mod:`musetag.inference.result` (``TagResult``).
+:mod:`musetag.inference.segments` (window placement, per-window scores), :mod:`musetag.inference.runners`
+(torch / onnxruntime), :mod:`musetag.inference.scoring` (runner + aggregation + head, composed once:
+the Tagger is given a scorer factory, ``tag_scorer`` by default) and :mod:`musetag.inference.result`
+(``TagResult``); the aggregation rule is :mod:`musetag.evaluate.aggregation`.
 ``Tagger(..., segments=True)`` keeps every window's probabilities and times in the result
 (:attr:`TagResult.segments`), taken from the same network outputs as the file's scores.
 
@@ -40,35 +42,28 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from musetag.errors import ConfigError, MusetagError
-from musetag.features.streaming import FEATURE_BLOCK_SECONDS, StreamingFeatures  # noqa: F401 - re-exported
-from musetag.inference.package import ModelPackage, load_package
-from musetag.inference.result import TagResult  # noqa: F401 - re-exported
-from musetag.inference.runners import _OnnxRunner, _TorchRunner  # noqa: F401 - re-exported
+from musetag.inference.frontend import DEFAULT_BLOCK_SECONDS, DEFAULT_STREAM_SECONDS, FrontEnd, Source
+from musetag.inference.package import ModelPackage
+from musetag.inference.result import TagResult
+from musetag.inference.runners import Network, build_network
+from musetag.inference.scoring import WindowScorer, plain_scorer
+from musetag.inference.segments import SegmentScores
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 
-# decoding, features and windows (musetag.inference.frontend); segmenting and aggregating
-# (musetag.inference.segments; segment_starts lives with training, the same windows as its evaluation)
-from musetag.inference.frontend import (  # noqa: E402,F401 - re-exported
-    DEFAULT_BLOCK_SECONDS,
-    DEFAULT_STREAM_SECONDS,
-    FrontEnd,
-    Source,
-)
-from musetag.inference.segments import (  # noqa: E402,F401 - re-exported
-    AUDIO_RULES,
-    SegmentScores,
-    WindowRecorder,
-    _activation,
-    _Aggregator,
-    _Segmenter,
-    _window,
-    audio_chunk_starts,
-    window_times,
-)
-from musetag.training.data import segment_starts  # noqa: E402,F401 - re-exported
+
+def tag_scorer(network: Network) -> WindowScorer:
+    """The tagger's scorer: the package's aggregation over the network's logits; a backbone + probe
+    package (aggregation ``embedding_mean``) gets the probe on the mean embedding
+    (:func:`musetag.inference.probe_tagging.probe_scorer`)."""
+    package = network.package
+    if package.aggregation == "embedding_mean":
+        from musetag.inference.probe_tagging import probe_scorer
+
+        return probe_scorer(network)
+    return plain_scorer(network.runner, package.aggregation, package.task)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +151,6 @@ class Tagger:
     computed by the same front end either way).
     """
 
-    #: the ONNX graph output this class reads (the embedder reads ``embedding``)
-    onnx_output = "logits"
-
     def __init__(
         self,
         package: ModelPackage,
@@ -171,39 +163,36 @@ class Tagger:
         stream_seconds: float = DEFAULT_STREAM_SECONDS,
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
         segments: bool = False,
+        scorer: Callable[[Network], WindowScorer] = tag_scorer,
+        onnx_output: str = "logits",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.package = package
-        self.tags = list(package.tags)
         self.task = package.task
         self.batch_size = int(batch_size)
         self.backend = backend
         self.stream_seconds = float(stream_seconds)
         self.block_seconds = float(block_seconds)
+        self.tags = list(package.tags)
         self.thresholds = self._resolve_thresholds(threshold)
         self.keep_segments = bool(segments)  # results carry per-window scores (TagResult.segments)
         self.front = FrontEnd(package.features, package.segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
-        if backend == "torch":
-            self.model = package.build_model()
-            self.runner: Callable[[np.ndarray], np.ndarray] = _TorchRunner(self.model, device)
-        elif backend == "onnx":
-            from musetag.tag.export import onnx_for_package
-
-            self.model = None
-            self.onnx_path = onnx_for_package(package, onnx_path)
-            self.runner = _OnnxRunner(self.onnx_path, output=self.onnx_output)
-        else:
-            raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
-        if package.aggregation == "embedding_mean":  # backbone + probe package: musetag.inference.probe_tagging
-            from musetag.inference import probe_tagging
-
-            probe_tagging.attach(self, device)
+        #: the network (torch module or ONNX graph) and its plain runner
+        self.network = build_network(package, backend, device, onnx_path, onnx_output)
+        self.model, self.onnx_path = self.network.model, self.network.onnx_path
+        #: runner + aggregation + per-window head, composed once (musetag.inference.scoring)
+        self.scorer = scorer(self.network)
+        if self.scorer.tags is not None:
+            self.tags = list(self.scorer.tags)
 
     @classmethod
-    def from_package(cls, path: str | os.PathLike, **kwargs: Any) -> "Tagger":
-        """Load (and verify) a package folder or archive; keyword arguments as for ``Tagger``."""
-        return cls(load_package(path), **kwargs)
+    def from_package(cls, model: str | os.PathLike, **kwargs: Any) -> "Tagger":
+        """A tagger of a package folder or archive, or of a pretrained model's name (pulled into the
+        cache on first use: :func:`musetag.inference.loading.load_model`); keyword arguments as for ``Tagger``."""
+        from musetag.inference.loading import load_model
+
+        return cls(load_model(model), **kwargs)
 
     # -- thresholds ---------------------------------------------------------------------------------
     def _resolve_thresholds(self, threshold: float | str | None) -> np.ndarray:
@@ -229,13 +218,14 @@ class Tagger:
 
     # -- scoring ------------------------------------------------------------------------------------
     def segment_logits(self, segments: np.ndarray) -> np.ndarray:
-        """Network outputs for ``(n, C, ...)`` windows, in batches of ``batch_size``."""
-        outs = [self.runner(segments[i : i + self.batch_size]) for i in range(0, len(segments), self.batch_size)]
+        """The network's plain outputs for ``(n, C, ...)`` windows, in batches of ``batch_size``."""
+        outs = [self.network.runner(segments[i : i + self.batch_size]) for i in range(0, len(segments), self.batch_size)]
         return np.concatenate(outs, axis=0)
 
-    def _result(
+    def make_result(
         self, scores: np.ndarray, path: Any, duration: float | None, n_segments: int, warnings: list[str] | None = None
     ) -> TagResult:
+        """The :class:`TagResult` of a file scored elsewhere (a worker process, the Ray engine)."""
         return TagResult(
             tags=self.tags,
             scores_array=scores,
@@ -250,38 +240,16 @@ class Tagger:
     def error_result(self, path: Any, message: str) -> TagResult:
         return TagResult(tags=self.tags, thresholds=self.thresholds, task=self.task, path=str(path), status=message)
 
-    def _accumulator(self):
-        """What turns the network outputs of a file's windows into its result: the package's
-        aggregation (mean of probabilities, mean of logits, or max), as in training. Subclasses
-        (the embedder) replace it; ``add(outputs)`` per batch, then ``result()``."""
-        if self.package.aggregation == "embedding_mean":
-            from musetag.inference import probe_tagging
-
-            return probe_tagging.accumulator(self)
-        return _Aggregator(self.package.aggregation, self.task)
-
-    def _recorder(self, keep: bool | None = None) -> WindowRecorder | None:
-        keep = self.keep_segments if keep is None else keep
-        if keep and self.package.aggregation == "embedding_mean":
-            from musetag.inference import probe_tagging
-
-            return probe_tagging.recorder(self)  # the probe on each window's embedding
-        return WindowRecorder(self.task) if keep else None
-
-    def _feed(self, acc, segments: np.ndarray, recorder: WindowRecorder | None = None) -> None:
-        for i in range(0, len(segments), self.batch_size):
-            out = self.runner(segments[i : i + self.batch_size])
-            acc.add(out)
-            if recorder is not None:  # the same outputs: per-window scores cost no second pass
-                recorder.add(out)
-
     def score_windows(self, segments: np.ndarray, keep: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """File-level result of ``(n, C, ...)`` windows, batched through the network, and the
         windows' probabilities ``(n, tags)`` when the tagger keeps them (``keep`` None: as the
         tagger was built) else None."""
-        acc, rec = self._accumulator(), self._recorder(keep)
-        self._feed(acc, segments, rec)
-        return acc.result(), None if rec is None else rec.probabilities()
+        return self.scorer.score(segments, self.batch_size, self.keep_segments if keep is None else keep)
+
+    def score_groups(self, groups: list[np.ndarray]) -> list[np.ndarray]:
+        """File-level results of several files' windows (``groups[i]``: file ``i``), run through the
+        network together in batches of ``batch_size``: what the Ray engine calls per block of files."""
+        return self.scorer.score_groups(groups, self.batch_size)
 
     def aggregate(self, segments: np.ndarray) -> np.ndarray:
         """File-level result of ``(n, C, ...)`` windows (what ``score_segments`` returns)."""
@@ -304,7 +272,7 @@ class Tagger:
         """The result of a file's windows; ``starts`` (:attr:`FrontEnd.last_starts`) places them in
         time when the tagger keeps per-window scores (``keep_segments`` overrides that per call)."""
         scores, probs = self.score_windows(segments, keep_segments)
-        result = self._result(scores, path, duration, len(segments), warnings)
+        result = self.make_result(scores, path, duration, len(segments), warnings)
         if probs is not None:
             if starts is None or len(starts) != len(probs):
                 raise ConfigError("per-window scores need the windows' starts (FrontEnd.last_starts)")
@@ -325,12 +293,13 @@ class Tagger:
         )
 
     def _tag_stream(self, path: Any) -> TagResult:
-        acc, rec = self._accumulator(), self._recorder()
+        acc = self.scorer.accumulate()
+        rec = self.scorer.new_recorder() if self.keep_segments else None
         n = 0
         for segs in self.front.stream_segments(path):
-            self._feed(acc, segs, rec)
+            self.scorer.feed(acc, segs, self.batch_size, rec)
             n += len(segs)
-        result = self._result(acc.result(), path, self.front.last_duration, n, self.front.last_warnings)
+        result = self.make_result(acc.result(), path, self.front.last_duration, n, self.front.last_warnings)
         if rec is not None:
             result.segments = self._segment_scores(rec.probabilities(), self.front.last_starts, result.duration)
         return result
@@ -366,7 +335,7 @@ class Tagger:
         fork = "fork" in mp.get_all_start_methods()
         ctx = mp.get_context("fork" if fork else "spawn")
         # a forked worker inherits this tagger (nothing is pickled): let it run a CPU torch network
-        scorer = self if fork and self.backend == "torch" and self.runner.device.type == "cpu" else None
+        scorer = self if fork and self.backend == "torch" and self.network.device.type == "cpu" else None
         initargs = (self.package.features, self.package.segment, self.stream_seconds, self.block_seconds, scorer)
 
         def new_pool() -> ProcessPoolExecutor:
@@ -422,7 +391,7 @@ class Tagger:
                     else:
                         if status == "scored":
                             scores, n_segments, kept = payload
-                            result = self._result(scores, src, duration, n_segments, warnings)
+                            result = self.make_result(scores, src, duration, n_segments, warnings)
                             if kept is not None:  # (window probabilities, window starts)
                                 result.segments = self._segment_scores(kept[0], kept[1], duration)
                         elif status == "ok":

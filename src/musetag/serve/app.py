@@ -150,7 +150,7 @@ def create_app(
         raise ConfigError(f"--decode-timeout must be positive, got {decode_timeout}")
     if body_timeout <= 0:
         raise ConfigError(f"--body-timeout must be positive, got {body_timeout}")
-    from musetag.inference.package import load_package
+    from musetag.inference.loading import load_model
 
     paths = [package_path] if isinstance(package_path, (str, os.PathLike)) else list(package_path)
     if not paths:
@@ -164,7 +164,7 @@ def create_app(
         ids.append(name)
     # start the decoders first: their process imports torch & co. while this one loads the model.
     # Models with the same front end and windows share one pool of decoders.
-    described = [load_package(path, load_weights=False) for path in paths]
+    described = [load_model(path, load_weights=False) for path in paths]
     pools: dict[str, DecoderPool] = {}
     model_pool: dict[str, DecoderPool] = {}
     try:

@@ -15,7 +15,8 @@ log = logging.getLogger("musetag.serve.app")
 def _decoder_main(conn, features: dict, segment: dict) -> None:
     import torch
 
-    from musetag.inference.tagger import FrontEnd, die_with_parent, error_message
+    from musetag.inference.frontend import FrontEnd
+    from musetag.inference.tagger import die_with_parent, error_message
 
     die_with_parent()
     torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Many files at once: batch tagging, result writers, shards, Ray, similarity, export.
+"""Many files at once: batch tagging, result writers, shards, Ray, similarity, packages from training runs.
 
 One file with one model is :mod:`musetag.inference` (the Tagger, packages).
 
@@ -14,7 +14,6 @@ _PUBLIC = {
     "tag_files": "musetag.tag.batch:tag_files",
     "collect_audio_files": "musetag.tag.batch:collect_audio_files",
     "read_results": "musetag.tag.writers:read_results",
-    "export_model": "musetag.tag.export:export_model",
 }
 
 __all__ = list(_PUBLIC)

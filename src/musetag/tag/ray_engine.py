@@ -153,7 +153,7 @@ def _front(features: dict, segment: dict, stream_seconds: float, block_seconds: 
     if front is None:
         import torch
 
-        from musetag.inference.tagger import FrontEnd
+        from musetag.inference.frontend import FrontEnd
 
         torch.set_num_threads(1)
         front = _FRONTS[key] = FrontEnd(features, segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
@@ -245,18 +245,9 @@ class _Scorer:
         results: dict[int, Any] = {}
         if segs:
             order = list(segs)
-            allw = np.concatenate([segs[i] for i in order], axis=0)
             try:
-                outs = np.concatenate(
-                    [m.runner(allw[j : j + m.batch_size]) for j in range(0, len(allw), m.batch_size)], axis=0
-                )
-                pos = 0
-                for i in order:
-                    n = len(segs[i])
-                    acc = m._accumulator()
-                    acc.add(outs[pos : pos + n])
-                    pos += n
-                    results[i] = (acc.result(), n)
+                for i, scores in zip(order, m.score_groups([segs[i] for i in order])):
+                    results[i] = (scores, len(segs[i]))
             except Exception:  # noqa: BLE001 - retry file by file so one bad input fails alone
                 for i in order:
                     try:
@@ -267,7 +258,7 @@ class _Scorer:
         for i, r in enumerate(rows):
             res = results.get(i)
             if isinstance(res, tuple):
-                result = m._result(res[0], r["path"], r["duration"], res[1], r["warnings"])
+                result = m.make_result(res[0], r["path"], r["duration"], res[1], r["warnings"])
             else:
                 result = m.error_result(r["path"], res if isinstance(res, str) else r["status"])
             out.append(self._row(result))
@@ -324,9 +315,9 @@ def _pipeline(
     init_ray(address)
     ray = _ray()
     _check_gpus(ray, gpus_per_actor, num_actors)
-    from musetag.inference.package import load_package
+    from musetag.inference.loading import load_model
 
-    package = load_package(model)  # on the driver: checks the model and gives the front end's config
+    package = load_model(model)  # on the driver: checks the model and gives the front end's config
     model_path = str(Path(package.path).resolve())
     ds = file_dataset(paths_or_dataset, recursive=recursive, shard=shard, skip=skip)
     files_per_batch = max(1, int(files_per_batch))
@@ -402,7 +393,7 @@ def _options(kwargs: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
     opts = {**_DEFAULTS, **kwargs}
     if opts["block_seconds"] is None:
-        from musetag.inference.tagger import DEFAULT_BLOCK_SECONDS
+        from musetag.inference.frontend import DEFAULT_BLOCK_SECONDS
 
         opts["block_seconds"] = DEFAULT_BLOCK_SECONDS
     return opts
@@ -427,9 +418,10 @@ def embed_dataset(model, paths_or_dataset, **kwargs: Any):
 
 def _model_path(model) -> str:
     """The package's resolved path (a pretrained name is pulled into the cache here, on the driver)."""
-    from musetag.inference.package import ModelPackage, load_package
+    from musetag.inference.loading import load_model
+    from musetag.inference.package import ModelPackage
 
-    package = model if isinstance(model, ModelPackage) else load_package(model, load_weights=False)
+    package = model if isinstance(model, ModelPackage) else load_model(model, load_weights=False)
     return str(Path(package.path).resolve())
 
 
@@ -440,16 +432,16 @@ def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool =
     """Tag ``sources`` on Ray into ``out`` (.csv/.json/.jsonl, as ``musetag tag``, or .parquet: see
     :mod:`musetag.tag.ray_parquet`); files already in ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
     from musetag.tag.batch import TagSummary
-    from musetag.inference.package import load_package
+    from musetag.inference.loading import load_model
     from musetag.tag.writers import ResultWriter, row_key
 
     model = _model_path(model)
     if Path(out).suffix.lower() == ".parquet":  # through a resumable JSONL file, then one parquet file
         from musetag.tag.ray_parquet import run_tag_parquet
 
-        return run_tag_parquet(run_tag, model, sources, out, tags=list(load_package(model).tags),
+        return run_tag_parquet(run_tag, model, sources, out, tags=list(load_model(model).tags),
                                retry_errors=retry_errors, progress=progress, **kwargs)
-    package = load_package(model)
+    package = load_model(model)
     opts = _options(kwargs)
     files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
                        recursive=opts["recursive"], shard=opts["shard"])
@@ -494,27 +486,29 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     ``musetag embed``); resumes from an existing output and its ``.partial/`` folder."""
     import shutil
 
-    from musetag.inference import embed as E
+    from musetag.inference import embeddings_file as F
+    from musetag.tag import embed_files as E
+    from musetag.tag.writers import check_output_file
     from musetag.tag.shard import Shard, parse_shard
-    from musetag.inference.package import load_package
+    from musetag.inference.loading import load_model
 
     out = Path(out)
-    E._check_ext(out)
-    out_exists = E.check_output_file(out)
+    F._check_ext(out)
+    out_exists = check_output_file(out)
     if out.suffix.lower() == ".parquet":
-        E._pyarrow()
+        F._pyarrow()
     model = _model_path(model)
-    package = load_package(model)
+    package = load_model(model)
     opts = _options(kwargs)
     shard = opts["shard"] if isinstance(opts["shard"], Shard) else parse_shard(opts["shard"])
     files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
                        recursive=opts["recursive"], shard=shard)
-    side = E.side_files(out)
+    side = F.side_files(out)
     report = E.EmbedReport(out=out, total=len(files))
     done: dict[str, tuple[str, np.ndarray]] = {}
     errors = E._read_errors(side["errors"]) if resume and not retry_errors else {}
     if resume and out_exists:
-        table = E.read_embeddings(out)
+        table = F.read_embeddings(out)
         if table.meta.get("model_sha256") not in (None, package.sha256):
             raise ConfigError(f"{out} holds embeddings of another model; choose another --out, or delete it")
         for p, v in zip(table.paths, table.vectors):
@@ -569,7 +563,7 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
         "segment": package.segment, "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
         "shard": str(shard) if not shard.is_whole else None, "musetag_version": __version__, "engine": "ray",
     }
-    E.write_embeddings(out, [p for p, _ in rows], vectors, meta)
+    F.write_embeddings(out, [p for p, _ in rows], vectors, meta)
     E._write_errors(side["errors"], errors)
     shutil.rmtree(side["partial"], ignore_errors=True)
     return report

@@ -122,7 +122,7 @@ class SimilarityIndex:
     @classmethod
     def from_embeddings(cls, path: str | os.PathLike, **kwargs: Any) -> SimilarityIndex:
         """Index an embeddings file written by ``musetag embed`` (``.npy`` or ``.parquet``)."""
-        from musetag.inference.embed import read_embeddings
+        from musetag.inference.embeddings_file import read_embeddings
 
         table = read_embeddings(path)
         return cls(table.vectors, table.paths, meta={**table.meta, "source": str(path)}, **kwargs)

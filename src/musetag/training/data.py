@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, Sampler
 
 from musetag.data.store import dataset_cache_dir, default_store, feature_key  # noqa: F401  (feature_key: re-exported)
 from musetag.errors import ConfigError, DatasetError
+from musetag.inference.segments import segment_starts
 
 log = logging.getLogger(__name__)
 
@@ -359,26 +360,9 @@ def collate(items: list[dict]) -> dict:
             "index": torch.tensor([it["index"] for it in items])}
 
 
-def segment_starts(n: int, length: int, hop: int, max_segments: int = 0) -> list[int]:
-    """Window starts over ``n`` frames: every ``hop``, plus one zero-padded window covering the tail
-    when the regular ones miss it; ``max_segments`` > 0 keeps that many, evenly spaced. The same
-    rule the tagger uses (it imports this function), so tagging sees what validation saw."""
-    if n <= length:
-        starts = [0]
-    else:
-        starts = list(range(0, n - length + 1, hop))
-        last = starts[-1]
-        if last + hop < n and last + length < n:
-            starts.append(last + hop)
-    if max_segments and len(starts) > max_segments:
-        pick = np.unique(np.round(np.linspace(0, len(starts) - 1, max_segments)).astype(int))
-        starts = [starts[i] for i in pick]
-    return starts
-
-
 def segments(x: np.ndarray, crop: int, hop: int, max_segments: int = 0) -> np.ndarray:
     """Cut a track ``(C, F, T)`` / ``(C, S)`` into ``(n, C, F, crop)`` windows (see
-    :func:`segment_starts`; short windows are zero-padded). ``crop`` 0: the whole track."""
+    :func:`musetag.inference.segments.segment_starts`; short windows are zero-padded). ``crop`` 0: the whole track."""
     if crop <= 0:
         return x[None]
     out = []

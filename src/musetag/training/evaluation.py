@@ -4,7 +4,8 @@ Every evaluation (each validated epoch, each final candidate: best, last, SWA, s
 same tracks cut into the same windows, so :class:`EvalWindows` cuts each track of a split once
 (:func:`~musetag.training.data.segments` of the normalised features) and keeps the windows in memory
 up to ``data.eval_cache_mb`` megabytes (tracks past the budget are cut again each time).
-:func:`predict` runs the networks over those windows and aggregates them per track;
+:func:`predict` runs the networks over those windows and aggregates them per track by the one rule
+(:func:`musetag.evaluate.aggregation.aggregate_counts`, the tagger's);
 :func:`should_validate` is the ``validate_every`` rule.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from musetag.evaluate.aggregation import aggregate_counts
 from musetag.training import distributed as D
 from musetag.training.config import TrainConfig
 from musetag.training.data import TrainingData, segments
@@ -76,10 +78,10 @@ def predict(models: list[nn.Module], weights: list[float], data: TrainingData, s
                 with autocast():
                     outs.append(model(chunk).float())
             logits = torch.cat(outs)
-            probs = aggregate(logits, counts, cfg.data.aggregation, data.task)
+            probs = aggregate_counts(logits.cpu().numpy(), counts, cfg.data.aggregation, data.task)
             mixed = probs * w if mixed is None else mixed + probs * w
         mixed = mixed / sum(w for w in weights if w)
-        for (index, _), row in zip(buffer, mixed.cpu().numpy()):
+        for (index, _), row in zip(buffer, mixed):
             results[index] = row
         buffer.clear()
 
@@ -98,17 +100,6 @@ def predict(models: list[nn.Module], weights: list[float], data: TrainingData, s
         for index, row in part.items():
             out[index] = row
     return out
-
-
-def aggregate(logits: torch.Tensor, counts: list[int], how: str, task: str) -> torch.Tensor:
-    act = (lambda z: torch.softmax(z, dim=-1)) if task == "multiclass" else torch.sigmoid
-    rows = []
-    for part in torch.split(logits, counts):
-        if how == "max":
-            rows.append(act(part).max(dim=0).values)
-        else:
-            rows.append(act(part).mean(dim=0))
-    return torch.stack(rows)
 
 
 def split_scores(preds: np.ndarray, data: TrainingData, split: str) -> dict:

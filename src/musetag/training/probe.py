@@ -166,11 +166,11 @@ def _splits(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def train_probe(cfg, run_dir: Path):
-    """``musetag train`` for a probe recipe: the run folder and a :class:`~musetag.training.loop.RunResult`."""
+    """``musetag train`` for a probe recipe: the run folder and a :class:`~musetag.training.runstate.RunResult`."""
     from musetag.training import checkpoint as ckpt
     from musetag.training.config import dump_toml
     from musetag.training.data import load_training_data
-    from musetag.training.loop import RunResult
+    from musetag.training.runstate import RunResult
     from musetag.training.scoring import max_f1_thresholds, reported_metric, score
 
     t0 = time.time()

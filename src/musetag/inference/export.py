@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError, ModelError
-from musetag.inference.package import ModelPackage, _file_mode, load_package
+from musetag.inference.package import ModelPackage, _file_mode
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -107,7 +107,9 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    package = load_package(package_path)
+    from musetag.inference.loading import load_model
+
+    package = load_model(package_path)
     out = Path(out) if out is not None else default_output(package.path or package_path, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = package.build_model()
@@ -166,7 +168,7 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
             "musetag_task": package.task,
             "musetag_model": package.model_name,
             "musetag_input": "normalised feature windows " + str(list(example_input(package, 1).shape[1:]))
-            + " with a dynamic batch axis; see musetag.tag.export",
+            + " with a dynamic batch axis; see musetag.inference.export",
             "musetag_outputs": ",".join(outputs),
             "musetag_version": package.musetag_version,
         }
