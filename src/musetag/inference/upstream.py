@@ -111,10 +111,6 @@ UPSTREAM_MODELS: dict[str, UpstreamModel] = {
 }
 
 
-def list_upstream() -> list[str]:
-    return list(UPSTREAM_MODELS)
-
-
 def get_upstream(name: str) -> UpstreamModel:
     try:
         return UPSTREAM_MODELS[name]
