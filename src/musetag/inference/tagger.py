@@ -148,7 +148,10 @@ class Tagger:
     ``threshold``: ``None`` (the package's tuned per-tag thresholds when it has them, else 0.5),
     ``"tuned"`` (require them) or a number applied to every tag. ``backend``: ``"torch"`` or
     ``"onnx"`` (onnxruntime running the network exported by ``musetag export``; features are
-    computed by the same front end either way).
+    computed by the same front end either way). ``scorer``: called once with the built
+    :class:`~musetag.inference.runners.Network`, returns the :class:`~musetag.inference.scoring.WindowScorer`
+    (runner + aggregation + per-window head) every file goes through (``tag_scorer`` by default;
+    the embedder passes its own); ``onnx_output``: the graph output the ONNX runner reads.
     """
 
     def __init__(
