@@ -162,7 +162,8 @@ def main(argv=None) -> int:
         RESULTS.write_text(
             "## Data loader vs training step (`bench/loader.py`)\n\n"
             f"Random {args.crop}-frame crops, batch {args.batch}, from {source}, memory-mapped, through "
-            f"training's `CropDataset` + `EpochSampler`, `DataLoader(num_workers={args.workers})`. Peer: one training step of `bour_convs` (96 mels; forward, "
+            f"training's `CropDataset` + `EpochSampler`, `DataLoader(num_workers={args.workers})`. "
+            "Peer: one training step of `bour_convs` (96 mels; forward, "
             f"BCE, backward, SGD Nesterov) on the same batch shape, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), {platform.machine()}, {os.cpu_count()} cores, load average "
             f"{load:.1f}.\n\n"

@@ -9,7 +9,8 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
     ``model`` {``name``, ``args``} (rebuilt with :func:`musetag.models.create_model`), ``features``
     (:class:`musetag.features.FeatureConfig` as a dict, with the dataset ``mean``/``std``), ``tags``
     (the vocabulary in output order), ``task`` (``multilabel`` | ``multiclass``), ``thresholds``
-    (per-tag decision thresholds tuned on validation, ``null`` for a never-on tag, or ``null``), ``segment`` {``frames`` (or
+    (per-tag decision thresholds tuned on validation, an entry ``null`` for a tag never on, or ``null``),
+    ``segment`` {``frames`` (or
     ``samples`` for waveform models), ``hop``, ``aggregation``}, ``weights`` {``file``, ``sha256``,
     ``bytes``} and ``source`` (the run folder and checkpoint it came from, or for converted
     published weights where they were downloaded from: ``url``, ``commit``, ``sha256``...).

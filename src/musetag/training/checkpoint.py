@@ -99,7 +99,8 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
 
 def load_model(path_or_payload: str | Path | dict, *, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a checkpoint (in eval mode) and return ``(model, payload)``."""
-    payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload, map_location=map_location, with_weights=True)
+    payload = path_or_payload if isinstance(path_or_payload, dict) else \
+        load_checkpoint(path_or_payload, map_location=map_location, with_weights=True)
     from musetag.models import create_model
 
     spec = dict(payload["model"])

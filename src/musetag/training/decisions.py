@@ -2,7 +2,8 @@
 
 ``decision = "max_f1"`` tunes each tag's threshold for the highest F1 on validation: the official
 MediaEval procedure, :func:`musetag.evaluate.thresholds.fit_thresholds` (a tag without validation
-positives gets ``+inf``, never on). On a small validation set a tag has a handful of positives and its F1-optimal threshold
+positives gets ``+inf``, never on).
+On a small validation set a tag has a handful of positives and its F1-optimal threshold
 is noise, usually far too low: with ~140 clips and 114 mood tags, 32 tags switched on for one clip.
 ``decision = "prior_rate"`` is calibrated instead: each tag's threshold is the validation score
 quantile that switches the tag on for the share of tracks that carry it in the training labels, so

@@ -3,15 +3,16 @@
 The SoundFusion seed trained VGG16 on GTZAN and reused its weights for FMA; the MediaEval systems
 start from ImageNet backbones. :func:`init_from` does this for any musetag model:
 
-1. :func:`load_source` reads the weights (through :func:`musetag.models.weights.read_weights`) from a training run folder (``RUN_DIR``: its SWA, else best,
-   else last checkpoint), a checkpoint file (``.pt``), a model package (folder or archive), or a raw
-   weights file (``.safetensors``, ``.pt``/``.pth``/``.bin``/``.ckpt`` holding a ``state_dict``,
-   for example timm ImageNet weights downloaded elsewhere or another toolkit's checkpoint). Nothing
-   is ever downloaded.
+1. :func:`load_source` reads the weights (through :func:`musetag.models.weights.read_weights`) from a
+   training run folder (``RUN_DIR``: its SWA, else best, else last checkpoint), a checkpoint file
+   (``.pt``), a model package (folder or archive), or a raw weights file (``.safetensors``,
+   ``.pt``/``.pth``/``.bin``/``.ckpt`` holding a ``state_dict``, for example timm ImageNet weights
+   downloaded elsewhere or another toolkit's checkpoint). Nothing is ever downloaded.
 2. A *key mapping* renames the source's keys to the target's (see below).
 3. Every source tensor whose name and shape match a target tensor is loaded. A first convolution
    trained on 3-channel images is adapted to 1- or 2-channel spectrograms
-   (:func:`musetag.models.weights.adapt_input_weight`, as timm's ``adapt_input_conv``: the RGB filters are summed). The classifier is re-created for the new
+   (:func:`musetag.models.weights.adapt_input_weight`, as timm's ``adapt_input_conv``: the RGB filters
+   are summed). The classifier is re-created for the new
    tag set: when the source's tags are known, the rows of tags the two share are copied (a
    fine-tune on a superset of tags keeps what was learnt), the others start fresh.
 4. A :class:`TransferReport` lists what was loaded, adapted, skipped (and why), and which target
