@@ -1,8 +1,10 @@
 """Benchmark: can the data loader feed training? Random-crop batches per second from a feature cache
 vs. the batches per second one training step of ``bour_convs`` consumes.
 
-Loader: :class:`musetag.data.sampling.RandomCropDataset` over a prepared cache (memory-mapped
-``.npy``, only the crop's frames read), ``DataLoader(batch_size=32, num_workers=2, shuffle=True)``.
+Loader: what ``musetag train`` uses, :class:`musetag.training.data.CropDataset` drawn by
+:class:`~musetag.training.data.EpochSampler` over a prepared cache (memory-mapped ``.npy``, only the
+crop's frames read, normalised with the cache's statistics), ``DataLoader(batch_size=32, num_workers=2,
+collate_fn=collate)``.
 Without ``--cache`` a cache of full-length tracks is built in a temporary folder: 128 tracks of
 96 mel bands x 10,000 frames (3.6 minutes each at 46.9 frames/s, the length of MTG-Jamendo tracks),
 float16, random values, registered through the same ``build_cache`` path as official features.
@@ -50,15 +52,31 @@ def build_synthetic_cache(root: Path, n_tracks: int, frames: int, n_mels: int = 
     return root / "cache"
 
 
+def training_data(cache_dir: Path):
+    """The cache's tracks as the training split of a :class:`~musetag.training.data.TrainingData`."""
+    from musetag.data.cache import FeatureCache
+    from musetag.training.data import SplitData, TrainingData
+
+    cache = FeatureCache(cache_dir)
+    rows = cache.indices(None)
+    split = SplitData("train", [cache.tracks[i]["id"] for i in rows], [cache.file(i) for i in rows],
+                      cache.targets(rows))
+    config = cache.feature_config
+    return TrainingData(cache.task, cache.vocab.to_list(), config, {"train": split}, Path(cache_dir),
+                        normalize=config.mean is not None)
+
+
 def loader_rate(cache_dir: Path, *, crop: int, batch: int, workers: int, min_seconds: float) -> tuple[float, float]:
     import torch
     from torch.utils.data import DataLoader
 
-    from musetag.data.sampling import RandomCropDataset
+    from musetag.training.data import CropDataset, EpochSampler, collate
 
-    dataset = RandomCropDataset(cache_dir, None, crop=crop, seed=0)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+    data = training_data(cache_dir)
+    sampler = EpochSampler(len(data.splits["train"]), seed=0)
+    loader = DataLoader(CropDataset(data, "train", crop), batch_size=batch, sampler=sampler, num_workers=workers,
+                        collate_fn=collate, drop_last=True, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(0))
     for i, _ in enumerate(loader):  # warm-up epoch: workers started, page cache filled
         if i >= 3:
             break
@@ -66,9 +84,9 @@ def loader_rate(cache_dir: Path, *, crop: int, batch: int, workers: int, min_sec
     cpu0 = time.process_time()
     start = time.perf_counter()
     while time.perf_counter() - start < min_seconds:
-        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         for b in loader:
-            assert b["x"].shape == (batch, 1, dataset.cache.index["features"]["n_mels"], crop)
+            assert b["x"].shape == (batch, 1, data.feature_config.n_mels, crop)
             n += 1
         epoch += 1
     elapsed = time.perf_counter() - start
@@ -143,8 +161,9 @@ def main(argv=None) -> int:
             if args.cache is None else f"the cache `{args.cache}`"
         RESULTS.write_text(
             "## Data loader vs training step (`bench/loader.py`)\n\n"
-            f"Random {args.crop}-frame crops, batch {args.batch}, from {source}, memory-mapped, "
-            f"`DataLoader(num_workers={args.workers})`. Peer: one training step of `bour_convs` (96 mels; forward, "
+            f"Random {args.crop}-frame crops, batch {args.batch}, from {source}, memory-mapped, through "
+            f"training's `CropDataset` + `EpochSampler`, `DataLoader(num_workers={args.workers})`. "
+            "Peer: one training step of `bour_convs` (96 mels; forward, "
             f"BCE, backward, SGD Nesterov) on the same batch shape, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), {platform.machine()}, {os.cpu_count()} cores, load average "
             f"{load:.1f}.\n\n"

@@ -266,7 +266,8 @@ def test_probe_on_scores_packages_to_the_probe_formula(prepared_scores, tmp_path
     import musetag
     from musetag.inference import Tagger
     from musetag.inference.embed import load_embedder
-    from musetag.tag.package_from_run import create_package, load_checkpoint
+    from musetag.models.weights import load_checkpoint
+    from musetag.tag.package_from_run import create_package
 
     toml, _ = prepared_scores
     run = tmp_path / "run"

@@ -66,9 +66,8 @@ def evil(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("form", ["zip", "legacy", "checkpoint"])
 def test_malicious_pickle_is_refused_by_every_loader(evil, form):
-    from musetag.models.pretrained import read_state_dict
+    from musetag.models.weights import load_checkpoint, read_state_dict
     from musetag.tag.package_from_run import create_package
-    from musetag.training.checkpoint import load_checkpoint
     from musetag.training.transfer import load_source
 
     path, marker = evil[form], evil[form].parent / "PWNED"
@@ -107,7 +106,7 @@ def test_malicious_init_from_is_refused_before_training(evil, tmp_path, capsys):
 def test_the_explicit_flag_unpickles_a_trusted_old_file(tmp_path, monkeypatch):
     """An old musetag checkpoint (NumPy RNG state as ndarray) needs the opt-in; with it, it loads."""
     from musetag.models.safe_load import allow_unsafe_pickle
-    from musetag.training.checkpoint import load_checkpoint
+    from musetag.models.weights import load_checkpoint
 
     monkeypatch.setenv("MUSETAG_ALLOW_UNSAFE_PICKLE", "")  # recorded: undone after the test (allow_unsafe_pickle sets it)
     monkeypatch.delenv("MUSETAG_ALLOW_UNSAFE_PICKLE")
@@ -124,6 +123,7 @@ def test_own_checkpoints_load_weights_only_and_restore_every_rng(tmp_path):
     state restores NumPy, Python and torch exactly."""
     import random
 
+    from musetag.models.weights import load_checkpoint
     from musetag.training import checkpoint as ckpt
 
     np.random.seed(3), random.seed(3), torch.manual_seed(3)
@@ -136,7 +136,7 @@ def test_own_checkpoints_load_weights_only_and_restore_every_rng(tmp_path):
     path = ckpt.save_checkpoint(payload, tmp_path / "last.pt")
     loaded = torch.load(path, weights_only=True)  # raises if anything needs full unpickling
     assert loaded["training"]["epoch"] == 2 and isinstance(loaded["training"]["epoch"], int)
-    ckpt.set_rng_state(ckpt.load_checkpoint(path)["training"]["rng"])
+    ckpt.set_rng_state(load_checkpoint(path)["training"]["rng"])
     again = (np.random.standard_normal(4), random.random(), torch.rand(3))
     assert np.array_equal(expected[0], again[0]) and expected[1] == again[1] and torch.equal(expected[2], again[2])
 

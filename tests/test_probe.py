@@ -164,7 +164,8 @@ def test_probe_run_packages_backbone_and_probe_and_tags_audio(prepared, tmp_path
     import musetag
     from musetag.inference import Tagger
     from musetag.inference.embed import load_embedder
-    from musetag.tag.package_from_run import create_package, load_checkpoint
+    from musetag.models.weights import load_checkpoint
+    from musetag.tag.package_from_run import create_package
 
     toml, _ = prepared
     run = tmp_path / "run"

@@ -12,8 +12,9 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 from musetag.errors import ConfigError
+from musetag.models.weights import load_checkpoint
 from musetag.training import train
-from musetag.training.checkpoint import load_checkpoint, load_model
+from musetag.training.checkpoint import load_model
 
 TINY = ["progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32", "data.batch_size=4",
         "model.args.width=4"]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from musetag.errors import ModelError
+from musetag.models.weights import load_checkpoint
 from musetag.training import checkpoint as ckpt
 from musetag.training.config import OptimSection, ScheduleSection
 from musetag.training.coteaching import coteaching_losses, forget_rate_at, small_loss_indices
@@ -130,7 +131,7 @@ def test_checkpoint_round_trip_rebuilds_the_model(tmp_path):
     assert payload["musetag_version"] and payload["epoch"] == 3
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="corrupt"):
-        ckpt.load_checkpoint(tmp_path / "junk.pt")
+        load_checkpoint(tmp_path / "junk.pt")
     torch.save({"state_dict": {}}, tmp_path / "plain.pt")
     with pytest.raises(ModelError, match="not a musetag checkpoint"):
-        ckpt.load_checkpoint(tmp_path / "plain.pt")
+        load_checkpoint(tmp_path / "plain.pt")

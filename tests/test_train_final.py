@@ -90,7 +90,7 @@ def test_validate_every_is_checked():
 # ------------------------------------------------------------------ item 9: decisions on small validation sets
 def test_small_validation_sets_get_calibrated_decisions():
     from musetag.training.decisions import MIN_POSITIVES, decision_thresholds
-    from musetag.training.scoring import max_f1_thresholds
+    from musetag.evaluate.thresholds import fit_thresholds
 
     rng = np.random.default_rng(0)
     n_tags = 60
@@ -98,7 +98,7 @@ def test_small_validation_sets_get_calibrated_decisions():
     train_y = (rng.random((900, n_tags)) < prior).astype(np.float32)
     val_y = (rng.random((140, n_tags)) < prior).astype(np.float32)
     val_p = np.clip(0.15 * val_y + rng.random(val_y.shape) * 0.5, 0, 1)  # a weak model
-    f1_th = max_f1_thresholds(val_p, val_y)
+    f1_th = fit_thresholds(val_p, val_y)
     f1_on = (val_p >= np.asarray(f1_th)).sum(axis=1).mean()
     th, info = decision_thresholds("auto", val_p, val_y, train_y)
     on = (val_p >= np.asarray(th)).sum(axis=1)
@@ -113,4 +113,4 @@ def test_small_validation_sets_get_calibrated_decisions():
     big_y = (rng.random((4000, 3)) < 0.3).astype(np.float32)
     big_p = np.clip(0.3 * big_y + rng.random(big_y.shape) * 0.7, 0, 1)
     th, info = decision_thresholds("auto", big_p, big_y, big_y)
-    assert info["rule"] == "max_f1" and th == max_f1_thresholds(big_p, big_y)
+    assert info["rule"] == "max_f1" and th == list(fit_thresholds(big_p, big_y))

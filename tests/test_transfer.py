@@ -7,10 +7,10 @@ from torch import nn
 
 from musetag.errors import ConfigError, ModelError
 from musetag.models import create_model
+from musetag.models.weights import list_key_mappings
 from musetag.training.transfer import (
     StageFreezer,
     init_from,
-    list_key_mappings,
     load_source,
     model_from_source,
     model_stages,
@@ -196,7 +196,7 @@ def test_train_init_from_a_run_with_another_tag_set(tmp_path):
     report = json.loads((tmp_path / "rb" / "transfer.json").read_text())
     assert report["skipped_classifier"] == ["classifier.weight", "classifier.bias"]
     assert report["frozen_stages"] == ["features.0", "features.1"] and report["fraction_loaded"] > 0.9
-    from musetag.tag.package_from_run import find_checkpoint
+    from musetag.models.weights import find_checkpoint
 
     # a run folder gives its final checkpoint (the demo recipe's is SWA): the one transfer.json names
     loaded = find_checkpoint(tmp_path / "ra", "auto")
@@ -219,7 +219,7 @@ def test_coteaching_peer_starts_from_other_weights(tmp_path, capsys):
 
     from musetag.cli import main
     from musetag.data.synth import make_corpus
-    from musetag.tag.package_from_run import find_checkpoint
+    from musetag.models.weights import find_checkpoint
 
     a = make_corpus(tmp_path / "a", n_clips=12, seconds=3, seed=1, task="multiclass", clips_per_artist=1)
     b = make_corpus(tmp_path / "b", n_clips=12, seconds=3, seed=2, task="multilabel", clips_per_artist=1)

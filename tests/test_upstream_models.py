@@ -24,7 +24,8 @@ from musetag.inference.upstream import (
 from musetag.inference import Tagger
 from musetag.inference.package import load_package
 from musetag.inference.segments import audio_chunk_starts
-from musetag.training.transfer import convert_upstream, list_key_mappings, transfer_weights
+from musetag.models.weights import convert_upstream, list_key_mappings
+from musetag.training.transfer import transfer_weights
 
 SHARED_MODELS = SHARED_DATA.parent / "models"
 WON_KEYS = ("jamendo-fcn", "jamendo-musicnn", "jamendo-crnn", "mtat-fcn", "mtat-musicnn", "msd-fcn", "msd-crnn")

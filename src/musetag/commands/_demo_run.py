@@ -72,7 +72,7 @@ def run_demo(
     real_audio: str | Path | None = None,
     pretrained: str | None = None,
 ) -> DemoResult:
-    """Run the whole demo into ``out`` and return what it produced."""
+    """Run the whole demo into ``out`` and return what it produced: the six stages below, in order."""
     out = Path(out).resolve()
     _prepare_out(out)
     t0 = time.perf_counter()
@@ -80,11 +80,31 @@ def run_demo(
     def stage(n: int, title: str):
         _say(f"\n[{n}/6] {title}  (t={time.perf_counter() - t0:.0f}s)", echo)
 
-    # 1. corpus ------------------------------------------------------------------------------
     stage(1, f"generating the synthetic corpus: {n_clips} clips of {seconds:g} s with audible tags")
+    dataset = _corpus_stage(out / "corpus", n_clips, seconds, seed, progress, echo)
+    stage(2, "preparing features and training the `demo` recipe")
+    run_dir = out / "run"
+    val = _training_stage(dataset, run_dir, epochs, progress, echo)
+    stage(3, "evaluating on the held-out test split and writing the report")
+    test_table, report_path = _evaluation_stage(run_dir, out / "report", echo)
+    stage(4, "packaging the model")
+    model = _package_stage(run_dir, out / "model", echo)
+    stage(5, "tagging freshly generated clips the model has never heard")
+    tagged = _tagging_stage(model, out / "examples", seconds, seed, echo)
+    from musetag.inference.hub import DEFAULT_MODEL
+
+    pretrained = pretrained or DEFAULT_MODEL
+    stage(6, f"tagging real music with the pretrained {pretrained} (trained on real music)")
+    real = _tag_real_music(pretrained, real_audio, [Path(t["path"]) for t in tagged], echo)
+    _say_next(time.perf_counter() - t0, test_table, report_path, model, pretrained, real, echo)
+    return DemoResult(out=out, run_dir=run_dir, model=Path(model), report=report_path,
+                      validation=val, test=test_table, tagged=tagged, real=real)
+
+
+def _corpus_stage(corpus: Path, n_clips: int, seconds: float, seed: int, progress: bool, echo) -> Path:
+    """Stage 1: the synthetic corpus (reused when its parameters match); its ``dataset.toml``."""
     from musetag.data.synth import make_corpus
 
-    corpus = out / "corpus"
     manifest = corpus / "manifest.csv"
     try:
         if not _corpus_is_current(corpus, n_clips, seconds, seed):
@@ -96,15 +116,15 @@ def run_demo(
             _say(f"  reusing {corpus}", echo)
     except MusetagError as exc:
         raise DemoError(f"corpus stage failed: {exc}") from exc
-    dataset = corpus / "dataset.toml"
     tags = (corpus / "tags.txt").read_text().split()
     _say(f"  {manifest}  ({len(tags)} tags: {', '.join(tags)})", echo)
+    return corpus / "dataset.toml"
 
-    # 2. features + training -----------------------------------------------------------------
-    stage(2, "preparing features and training the `demo` recipe")
+
+def _training_stage(dataset: Path, run_dir: Path, epochs: int | None, progress: bool, echo) -> dict:
+    """Stage 2: features and the `demo` recipe trained into ``run_dir``; the validation scores."""
     from musetag.training import train
 
-    run_dir = out / "run"
     sets = ["progress=true" if progress else "progress=false"]
     if epochs is not None:
         sets.append(f"epochs={epochs}")
@@ -112,43 +132,49 @@ def run_demo(
         result = train("demo", data=dataset, out=run_dir, sets=sets)
     except MusetagError as exc:
         raise DemoError(f"training stage failed: {exc}") from exc
-    val, test = result.validation, result.test
+    val = result.validation
     _say(
         f"  best epoch {result.best_epoch}: validation {result.metric} {val.get(result.metric, float('nan')):.4f}",
         echo,
     )
+    return val
 
-    # 3. evaluation + report -----------------------------------------------------------------
-    stage(3, "evaluating on the held-out test split and writing the report")
-    report_path = None
+
+def _evaluation_stage(run_dir: Path, report_dir: Path, echo) -> tuple[dict, Path]:
+    """Stage 3: the official table on the test split and the HTML report."""
     try:
         test_table = _score_run(run_dir)
         from musetag.evaluate.report import make_report
 
-        report_path = Path(make_report(run_dir, out / "report", title="musetag demo: synthetic corpus"))
+        report_path = Path(make_report(run_dir, report_dir, title="musetag demo: synthetic corpus"))
     except MusetagError as exc:
         raise DemoError(f"evaluation stage failed: {exc}") from exc
     for key in ("PR-AUC-macro", "ROC-AUC-macro", "PR-AUC-micro", "ROC-AUC-micro", "F-score-macro"):
         if key in test_table:
             _say(f"  test {key:14s} {test_table[key]:.4f}", echo)
+    return test_table, report_path
 
-    # 4. package ------------------------------------------------------------------------------
-    stage(4, "packaging the model")
+
+def _package_stage(run_dir: Path, out: Path, echo) -> Path:
+    """Stage 4: the run packaged."""
     from musetag.tag.package_from_run import create_package
 
     try:
-        model = create_package(run_dir, out / "model", overwrite=True)
+        model = create_package(run_dir, out, overwrite=True)
     except MusetagError as exc:
         raise DemoError(f"packaging stage failed: {exc}") from exc
     _say(f"  {model}", echo)
+    return model
 
-    # 5. tag new audio -------------------------------------------------------------------------
-    stage(5, "tagging freshly generated clips the model has never heard")
+
+def _tagging_stage(model: Path, examples: Path, seconds: float, seed: int, echo) -> list[dict]:
+    """Stage 5: four new synthetic clips tagged by the package, shown beside their true tags."""
+    from musetag.data.synth import make_corpus
     from musetag.inference import Tagger
 
     tagged = []
     try:
-        examples_manifest = make_corpus(out / "examples", n_clips=4, seconds=seconds, seed=seed + 1000)
+        examples_manifest = make_corpus(examples, n_clips=4, seconds=seconds, seed=seed + 1000)
         truth = _read_manifest(examples_manifest)
         tagger = Tagger.from_package(model)
         for rel, true_tags in truth:
@@ -160,14 +186,12 @@ def run_demo(
             _say(f"  {path.name}: {shown}   (true: {', '.join(true_tags)})", echo)
     except MusetagError as exc:
         raise DemoError(f"tagging stage failed: {exc}") from exc
+    return tagged
 
-    # 6. real music, real pretrained model -------------------------------------------------------
-    from musetag.inference.hub import DEFAULT_MODEL
 
-    pretrained = pretrained or DEFAULT_MODEL
-    stage(6, f"tagging real music with the pretrained {pretrained} (trained on real music)")
-    real = _tag_real_music(pretrained, real_audio, [Path(t["path"]) for t in tagged], echo)
-    elapsed = time.perf_counter() - t0
+def _say_next(elapsed: float, test_table: dict, report_path: Path, model: Path, pretrained: str, real: list,
+              echo) -> None:
+    """The closing lines: the scores, the report, and the commands to try next."""
     pr = test_table.get("PR-AUC-macro", float("nan"))
     _say(f"\nDone in {elapsed:.0f} s. Test PR-AUC-macro {pr:.4f}, ROC-AUC-macro "
          f"{test_table.get('ROC-AUC-macro', float('nan')):.4f}.", echo)
@@ -180,8 +204,6 @@ def run_demo(
     _say("  published systems on MTG-Jamendo: musetag train --list  (e.g. bour2021-filters-m128-i224-wbce)", echo)
     if real:
         _say(f"  musetag tag YOUR_SONG.mp3                # real moods with {pretrained}", echo)
-    return DemoResult(out=out, run_dir=run_dir, model=Path(model), report=report_path,
-                      validation=val, test=test_table, tagged=tagged, real=real)
 
 
 def _tag_real_music(name: str, real_audio, fallback: list[Path], echo) -> list[dict]:

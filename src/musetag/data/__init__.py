@@ -1,10 +1,7 @@
-"""Datasets: corpus readers -> manifest (TrackRecord) -> feature cache -> sampling -> tensors.
+"""Datasets: corpus readers -> manifest (TrackRecord) -> feature cache.
 
-Batches from the torch datasets in :mod:`musetag.data.sampling` are dicts::
-
-    x      FloatTensor (batch, C, n_mels, frames) for spectrograms, (batch, C, samples) for waveforms
-    y      FloatTensor (batch, n_tags) multi-hot (multilabel) or LongTensor (batch,) class index
-    index  LongTensor (batch,) position of the track in the dataset's record list
+The torch datasets and samplers that turn a cache into batches are training's
+(:mod:`musetag.training.data`: ``CropDataset``, ``EpochSampler``, ``collate``).
 """
 from __future__ import annotations
 
@@ -25,8 +22,6 @@ from musetag.data.tags import TagVocab, strip_prefix
 def __getattr__(name: str):
     # torch-dependent parts load on first use, so reading manifests stays light
     lazy = {"FeatureCache": "cache", "prepare": "cache", "build_cache": "cache", "open_cache": "cache",
-            "RandomCropDataset": "sampling", "SegmentDataset": "sampling", "SegmentItemDataset": "sampling",
-            "ClassAwareSampler": "sampling", "collate_segments": "sampling", "aggregate_segments": "sampling",
             "make_corpus": "synth"}
     if name in lazy:
         import importlib
@@ -37,6 +32,5 @@ def __getattr__(name: str):
 __all__ = [
     "DatasetConfig", "load_dataset_config", "READERS", "load_records", "dataset_vocab", "SPLITS", "TrackRecord",
     "check_group_disjoint", "read_manifest", "write_manifest", "seeded_split", "split_records", "TagVocab",
-    "strip_prefix", "FeatureCache", "prepare", "build_cache", "open_cache", "RandomCropDataset", "SegmentDataset",
-    "SegmentItemDataset", "ClassAwareSampler", "collate_segments", "aggregate_segments", "make_corpus",
+    "strip_prefix", "FeatureCache", "prepare", "build_cache", "open_cache", "make_corpus",
 ]

@@ -21,7 +21,7 @@ Every ``.npy`` is written to a temporary name and renamed into place (``os.repla
 run never leaves a half-written file; the next run skips what is done and continues. Official
 MTG-Jamendo mel-spectrograms (records with a ``feature_path``) are used in place, without audio.
 
-One file on purpose (about 570 lines): the worker side, the journal, the shared arrays and the index
+One file on purpose (about 640 lines): the worker side, the journal, the shared arrays and the index
 are one write protocol whose pieces must agree; reading is in :mod:`musetag.data.cache_reader`.
 """
 from __future__ import annotations
@@ -253,7 +253,11 @@ def build_cache(
     store: str | Path | None = None,
 ) -> PrepareResult:
     """The work behind :func:`prepare`, for records and a FeatureConfig given directly. ``store``: the
-    array store root of a new cache (default ``out_dir/features``); an existing cache keeps its own."""
+    array store root of a new cache (default ``out_dir/features``); an existing cache keeps its own.
+
+    Steps: check the records, open (or create) the cache's settings and array folder, plan one job per
+    track not yet cached and run them (journal lines as they finish), write ``failures.csv``, then the
+    statistics and the index."""
     started = time.perf_counter()
     if dtype not in DTYPES:
         raise DatasetError(f"dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -262,7 +266,41 @@ def build_cache(
         dtype = "float32"  # the same numbers `musetag embed` gives (musetag.data.embed_features)
     records = list(records)
     vocab = vocab or TagVocab.from_records(records)
+    official = _check_sources(records, features, from_audio, where)
+    settings, arrays, by_audio = _open_cache_folder(out, features, dtype, dataset, official, overwrite, store)
+    ctx = _BuildContext(out, arrays, by_audio, official, features, dtype, overwrite, where)
+    done, failures, n_jobs, resumed = _compute_missing(ctx, records, workers=workers, progress=progress)
+    failure_rows = _write_failures(out, records, failures, official)
+    cached = [r for r in records if r.id in done and r.id not in failures]
+    if not cached:
+        raise DatasetError(
+            f"{out}: no track could be processed ({len(failure_rows)} failures; first: "
+            f"{failure_rows[0]['error'] if failure_rows else 'none'}); see {out / 'failures.csv'}"
+        )
+    train = [done[r.id] for r in cached if r.split == "train"]
+    stats = _combine_stats(train or [done[r.id] for r in cached], split="train" if train else "all")
     feature_dict = features.replace(mean=None, std=None).to_dict()
+    _write_index(out, name, task, settings, feature_dict, vocab, cached, done, stats)
+    return PrepareResult(out, len(records), len(cached), n_jobs - len(failure_rows), resumed, failure_rows,
+                         stats, time.perf_counter() - started)
+
+
+@dataclass
+class _BuildContext:
+    """What every step of :func:`build_cache` needs to know about the cache being built."""
+
+    out: Path
+    arrays: Path
+    by_audio: bool
+    official: bool
+    features: Any
+    dtype: str
+    overwrite: bool
+    where: str
+
+
+def _check_sources(records: list[TrackRecord], features, from_audio: bool, where: str) -> bool:
+    """Whether the official mel-spectrograms are used; refuses records with nothing to compute from."""
     official = _use_official(records, features, from_audio, where)
     if not official and any(r.audio_path is None for r in records):
         missing = [r.id for r in records if r.audio_path is None]
@@ -270,7 +308,13 @@ def build_cache(
             f"{where}: {len(missing)} track(s) have no audio path (e.g. {', '.join(missing[:3])}); "
             "set paths.audio_root (or melspec_root for official features)"
         )
+    return official
 
+
+def _open_cache_folder(out: Path, features, dtype: str, dataset: dict | None, official: bool, overwrite: bool,
+                       store: str | Path | None) -> tuple[dict[str, Any], Path, bool]:
+    """``(settings, array folder, arrays named by audio file)``: a new cache's ``cache.json`` written, an
+    existing one's compared (a different version or settings is refused), ``--overwrite`` applied."""
     # cache.json keeps the settings that decide the arrays (no name, mean/std or extra): a resumed run
     # and training (musetag.training.data) compare against them
     settings = json.loads(json.dumps(_settings(_feature_key(features), "float32" if official else dtype, dataset,
@@ -295,67 +339,47 @@ def build_cache(
         by_audio = True
         settings["arrays"] = os.path.relpath(arrays, out)
     if previous is not None:
-        comparable = ("version", "features", "dtype", "official_features")
-        diff = [k for k in comparable if previous.get(k) != settings.get(k)]
-        if "version" in diff:
-            raise DatasetError(
-                f"{out}: this cache was made by an older musetag (cache format {previous.get('version')}, now "
-                f"{CACHE_VERSION}) whose features differ from today's; rebuild it with --overwrite (or use another --out)"
-            )
-        if diff:
-            raise DatasetError(
-                f"{out}: this cache was prepared with different settings ({', '.join(diff)} differ); "
-                "use another --out folder, or --overwrite to rebuild it"
-            )
+        _check_same_settings(out, previous, settings)
     else:
         _atomic_write_text(settings_path, json.dumps({**settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                                                      indent=1))
     if not official:
         arrays.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(arrays)
+    return settings, arrays, by_audio
 
-    journal_path = out / "journal.jsonl"
-    done = _read_journal(journal_path)
+
+def _check_same_settings(out: Path, previous: dict[str, Any], settings: dict[str, Any]) -> None:
+    comparable = ("version", "features", "dtype", "official_features")
+    diff = [k for k in comparable if previous.get(k) != settings.get(k)]
+    if "version" in diff:
+        raise DatasetError(
+            f"{out}: this cache was made by an older musetag (cache format {previous.get('version')}, now "
+            f"{CACHE_VERSION}) whose features differ from today's; rebuild it with --overwrite (or use another --out)"
+        )
+    if diff:
+        raise DatasetError(
+            f"{out}: this cache was prepared with different settings ({', '.join(diff)} differ); "
+            "use another --out folder, or --overwrite to rebuild it"
+        )
+
+
+def _compute_missing(ctx: _BuildContext, records: list[TrackRecord], *, workers: int | None,
+                     progress: bool) -> tuple[dict[str, dict[str, Any]], dict[str, str], int, int]:
+    """Every track not in the journal computed (or summarised, when its array already exists):
+    ``(journal entries by id, errors by id, jobs run, tracks resumed)``."""
     names = {r.id: safe_name(r.id) for r in records}
-    if not by_audio and len(set(names.values())) != len(names):
-        raise DatasetError(f"{where}: two track ids map to the same cache file name; make the ids unique")
-    jobs, resumed = [], 0
+    if not ctx.by_audio and len(set(names.values())) != len(names):
+        raise DatasetError(f"{ctx.where}: two track ids map to the same cache file name; make the ids unique")
+    journal_path = ctx.out / "journal.jsonl"
+    done = _read_journal(journal_path)
     failures: dict[str, str] = {}
-    queued: dict[Path, str] = {}  # array -> the track computing it
-    followers: dict[str, str] = {}  # track -> the track computing its array (the same audio file twice)
     journal = open(journal_path, "a", encoding="utf-8")
     try:
-        for r in records:
-            final = _array_path(arrays, r, names[r.id], by_audio) if not official else None
-            rel = os.path.relpath(final, out) if final is not None else None
-            entry = done.get(r.id)
-            if official:
-                if entry is not None and entry.get("file") == str(r.feature_path):
-                    resumed += 1
-                    continue
-            elif final is not None and final in queued:
-                followers[r.id] = queued[final]
-                continue
-            elif final is not None and final.exists() and not overwrite:
-                if entry is None or entry.get("file") != rel:
-                    # Another dataset's array of the same audio, or renamed into place but killed before the
-                    # journal line: summarise the file (no decoding).
-                    array = np.load(final, mmap_mode="r")
-                    entry = {"id": r.id, "file": rel, **_summary(array, features.kind)}
-                    journal.write(json.dumps(entry) + "\n")
-                    done[r.id] = entry
-                resumed += 1
-                continue
-            if final is not None:
-                queued[final] = r.id
-            jobs.append({"id": r.id, "audio": str(r.audio_path) if r.audio_path else None,
-                         "official": str(r.feature_path) if official else None,
-                         "features": feature_dict, "dtype": dtype,
-                         "out": str(final or arrays / f"{names[r.id]}.npy"), "file": rel})
-        journal.flush()
+        jobs, followers, resumed = _plan_jobs(ctx, records, names, done, journal)
         if resumed:
             log.info("%s: %d of %d tracks already cached (by an earlier run, or by another dataset over the same "
-                     "audio); %d to compute", out, resumed, len(records), len(jobs))
+                     "audio); %d to compute", ctx.out, resumed, len(records), len(jobs))
 
         def handle(result: dict[str, Any]) -> None:
             if "error" in result:
@@ -365,7 +389,7 @@ def build_cache(
             journal.flush()
             done[result["id"]] = result
 
-        if features.kind == "embedding":
+        if ctx.features.kind == "embedding":
             from musetag.data.embed_features import run_embed_jobs
 
             run_embed_jobs(jobs, handle, progress=progress)
@@ -378,7 +402,51 @@ def build_cache(
                 handle({**done[leader], "id": track})
     finally:
         journal.close()
+    return done, failures, len(jobs), resumed
 
+
+def _plan_jobs(ctx: _BuildContext, records: list[TrackRecord], names: dict[str, str],
+               done: dict[str, dict[str, Any]], journal) -> tuple[list[dict[str, Any]], dict[str, str], int]:
+    """``(jobs, followers, resumed)``: one job per track still to compute; a track whose audio another
+    track computes follows it; an array already in place is summarised into the journal (no decoding)."""
+    feature_dict = ctx.features.replace(mean=None, std=None).to_dict()
+    jobs, resumed = [], 0
+    queued: dict[Path, str] = {}  # array -> the track computing it
+    followers: dict[str, str] = {}  # track -> the track computing its array (the same audio file twice)
+    for r in records:
+        final = _array_path(ctx.arrays, r, names[r.id], ctx.by_audio) if not ctx.official else None
+        rel = os.path.relpath(final, ctx.out) if final is not None else None
+        entry = done.get(r.id)
+        if ctx.official:
+            if entry is not None and entry.get("file") == str(r.feature_path):
+                resumed += 1
+                continue
+        elif final is not None and final in queued:
+            followers[r.id] = queued[final]
+            continue
+        elif final is not None and final.exists() and not ctx.overwrite:
+            if entry is None or entry.get("file") != rel:
+                # Another dataset's array of the same audio, or renamed into place but killed before the
+                # journal line: summarise the file (no decoding).
+                array = np.load(final, mmap_mode="r")
+                entry = {"id": r.id, "file": rel, **_summary(array, ctx.features.kind)}
+                journal.write(json.dumps(entry) + "\n")
+                done[r.id] = entry
+            resumed += 1
+            continue
+        if final is not None:
+            queued[final] = r.id
+        jobs.append({"id": r.id, "audio": str(r.audio_path) if r.audio_path else None,
+                     "official": str(r.feature_path) if ctx.official else None,
+                     "features": feature_dict, "dtype": ctx.dtype,
+                     "out": str(final or ctx.arrays / f"{names[r.id]}.npy"), "file": rel})
+    journal.flush()
+    return jobs, followers, resumed
+
+
+def _write_failures(out: Path, records: list[TrackRecord], failures: dict[str, str],
+                    official: bool) -> list[dict[str, str]]:
+    """``failures.csv`` (atomically; header only when nothing failed); its rows."""
     failure_rows = [{"id": r.id, "path": str(r.feature_path if official else r.audio_path), "error": failures[r.id]}
                     for r in records if r.id in failures]
     with open(out / ".failures.csv.tmp", "w", newline="", encoding="utf-8") as handle:
@@ -388,17 +456,7 @@ def build_cache(
     os.replace(out / ".failures.csv.tmp", out / "failures.csv")
     if failure_rows:
         log.warning("%d track(s) failed; see %s", len(failure_rows), out / "failures.csv")
-    cached = [r for r in records if r.id in done and r.id not in failures]
-    if not cached:
-        raise DatasetError(
-            f"{out}: no track could be processed ({len(failure_rows)} failures; first: "
-            f"{failure_rows[0]['error'] if failure_rows else 'none'}); see {out / 'failures.csv'}"
-        )
-    train = [done[r.id] for r in cached if r.split == "train"]
-    stats = _combine_stats(train or [done[r.id] for r in cached], split="train" if train else "all")
-    _write_index(out, name, task, settings, feature_dict, vocab, cached, done, stats)
-    return PrepareResult(out, len(records), len(cached), len(jobs) - len(failure_rows), resumed, failure_rows,
-                         stats, time.perf_counter() - started)
+    return failure_rows
 
 
 def training_cache(records: Sequence[TrackRecord], feature_config, cache_dir: str | Path, *, progress: bool = True,

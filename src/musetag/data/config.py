@@ -182,14 +182,3 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     return DatasetConfig.from_dict(data, base_dir=path.parent, source=path)
-
-
-def require_path(config: DatasetConfig, key: str, *, kind: str = "any") -> Path:
-    """``config.paths[key]``, checked to exist (``kind``: file | dir | any)."""
-    if key not in config.paths:
-        raise ConfigError(f"{config.where}: [paths] needs {key} = \"...\" for reader {config.reader!r}")
-    path = config.paths[key]
-    ok = path.is_file() if kind == "file" else path.is_dir() if kind == "dir" else path.exists()
-    if not ok:
-        raise DatasetError(f"{config.where}: paths.{key} = {path} does not exist (expected a {kind}); fix the path")
-    return path

@@ -6,6 +6,13 @@ This follows the organisers' ``calculate_decisions.py``: for each tag,
 at each point and the threshold of the first maximum is kept; decisions are
 ``predictions > threshold`` (strictly greater, as in the official script, so the tuned
 threshold itself is not a positive).
+
+A tag without a positive example gets ``+inf``: never on. The official script has no rule of its own
+for it; under the scikit-learn of the challenge years its one candidate threshold was the highest score,
+which ``>`` never exceeds (never on), while today's scikit-learn returns the lowest score (on for nearly
+every track). ``+inf`` fixes the first reading whatever the version. JSON has no infinity, so where
+thresholds are written as JSON (a package's ``musetag.json``, the service's ``/v1/tags``) a never-on
+threshold is ``null`` (:func:`thresholds_to_json`, read back by :func:`thresholds_from_json`).
 """
 from __future__ import annotations
 
@@ -44,6 +51,20 @@ def fit_thresholds(predictions, targets, *, tags: Sequence[str] | None = None) -
         warnings.warn(f"no positive example to tune a threshold for: {', '.join(missing)} "
                       "(threshold set to +inf: never predicted)", EvaluationWarning, stacklevel=2)
     return thresholds
+
+
+def thresholds_to_json(thresholds) -> list[float | None] | None:
+    """Thresholds as JSON values: ``+inf`` (never on) as ``None``; ``None`` (no thresholds) stays ``None``."""
+    if thresholds is None:
+        return None
+    return [None if float(t) == float("inf") else float(t) for t in thresholds]
+
+
+def thresholds_from_json(values) -> list[float] | None:
+    """The inverse of :func:`thresholds_to_json`: ``None`` entries are ``+inf`` (never on)."""
+    if values is None:
+        return None
+    return [float("inf") if v is None else float(v) for v in values]
 
 
 def apply_thresholds(predictions, thresholds) -> np.ndarray:

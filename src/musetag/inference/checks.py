@@ -96,10 +96,11 @@ def check_description_bounds(desc: dict, where: str) -> None:
     thresholds = desc.get("thresholds")
     if thresholds is not None:
         if not isinstance(thresholds, list) or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in thresholds
-        ):
+            t is None or isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in thresholds
+        ):  # null: a tag never on (no validation positive to tune it on)
             shown = thresholds[:3] if isinstance(thresholds, list) else thresholds
-            raise ModelError(f"{where}: thresholds must be numbers between 0 and 1 (found {shown!r}...); {fix}")
+            raise ModelError(f"{where}: thresholds must be numbers between 0 and 1, or null for a tag never "
+                             f"on (found {shown!r}...); {fix}")
     if not isinstance(desc["features"], dict):
         raise ModelError(f"{where}: 'features' must be an object; {fix}")
     try:

@@ -9,7 +9,8 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
     ``model`` {``name``, ``args``} (rebuilt with :func:`musetag.models.create_model`), ``features``
     (:class:`musetag.features.FeatureConfig` as a dict, with the dataset ``mean``/``std``), ``tags``
     (the vocabulary in output order), ``task`` (``multilabel`` | ``multiclass``), ``thresholds``
-    (per-tag decision thresholds tuned on validation, or ``null``), ``segment`` {``frames`` (or
+    (per-tag decision thresholds tuned on validation, an entry ``null`` for a tag never on, or ``null``),
+    ``segment`` {``frames`` (or
     ``samples`` for waveform models), ``hop``, ``aggregation``}, ``weights`` {``file``, ``sha256``,
     ``bytes``} and ``source`` (the run folder and checkpoint it came from, or for converted
     published weights where they were downloaded from: ``url``, ``commit``, ``sha256``...).
@@ -64,12 +65,12 @@ from typing import Any
 
 from musetag.errors import ModelError
 from musetag.evaluate.aggregation import AGGREGATIONS as WINDOW_RULES
+from musetag.evaluate.thresholds import thresholds_from_json, thresholds_to_json
 
 PACKAGE_FORMAT = 1
 DESCRIPTION_FILE = "musetag.json"
 WEIGHTS_FILE = "model.safetensors"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
 AGGREGATIONS = (*WINDOW_RULES, "embedding_mean")  # the last: backbone + probe packages
 SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
 AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
@@ -155,7 +156,7 @@ class ModelPackage:
             "features": self.features,
             "tags": list(self.tags),
             "task": self.task,
-            "thresholds": None if self.thresholds is None else [float(t) for t in self.thresholds],
+            "thresholds": thresholds_to_json(self.thresholds),  # +inf (never on) as null
             "segment": self.segment,
             "weights": {"file": WEIGHTS_FILE, "sha256": self.sha256},
             "source": self.source,
@@ -325,7 +326,7 @@ def save_package(
         "features": features,
         "tags": [str(t) for t in tags],
         "task": task,
-        "thresholds": None if thresholds is None else [float(t) for t in thresholds],
+        "thresholds": thresholds_to_json(thresholds),  # +inf (never on) as null
         "segment": segment,
         "weights": {"file": WEIGHTS_FILE},
         "source": dict(source or {}),
@@ -568,7 +569,7 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
         tags=list(desc["tags"]),
         task=desc["task"],
         segment=dict(desc["segment"]),
-        thresholds=None if desc.get("thresholds") is None else [float(t) for t in desc["thresholds"]],
+        thresholds=thresholds_from_json(desc.get("thresholds")),
         musetag_version=written_by,
         sha256=expected or "",
         source=dict(desc.get("source") or {}),

@@ -121,7 +121,7 @@ def get_upstream(name: str) -> UpstreamModel:
 def convert_state_dict(name: str, upstream_state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The upstream weights renamed to the zoo model's keys, checked strictly against it."""
     from musetag.models import create_model
-    from musetag.training.transfer import convert_upstream
+    from musetag.models.weights import convert_upstream
 
     entry = get_upstream(name)
     model = create_model(entry.model, **entry.args)

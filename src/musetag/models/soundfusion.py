@@ -30,7 +30,7 @@ from torch import nn
 from musetag.errors import ModelError
 from musetag.models.base import SPECTROGRAM, WAVEFORM, InputSpec, MusetagModel
 from musetag.models.layers import ConvBnAct, ConvMelSpectrogram, GlobalMaxAvgPool
-from musetag.models.pretrained import load_pretrained
+from musetag.models.weights import load_pretrained
 from musetag.models.registry import create_model, register_model
 
 PAPER = "Ausilio, Keshavarz, Prodan, SoundFusion: Music Recognition by Information Fusion of Different Representations"

@@ -17,7 +17,7 @@ from torch import nn
 from musetag._compat import import_timm
 from musetag.errors import ModelError
 from musetag.models.base import SPECTROGRAM, InputSpec, MusetagModel
-from musetag.models.pretrained import load_pretrained
+from musetag.models.weights import load_pretrained
 from musetag.models.registry import ModelInfo, register_model, register_prefix
 
 PAPER = "Pham et al. 2021, SELAB-HCMUS at MediaEval 2021: Music Theme and Emotion Classification with Co-teaching"

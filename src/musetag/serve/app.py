@@ -70,6 +70,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from musetag.errors import ConfigError
+from musetag.evaluate.thresholds import thresholds_to_json
 from musetag.serve.decoders import DecoderCrashed, DecoderPool, DecodeTimeout
 
 log = logging.getLogger(__name__)
@@ -441,7 +442,7 @@ def create_app(
         return {
             "tags": chosen.tags,
             "task": chosen.task,
-            "thresholds": [float(t) for t in chosen.thresholds],
+            "thresholds": thresholds_to_json(chosen.thresholds),  # +inf (never on) as null
             "model": info,
             "id": mid,
         }

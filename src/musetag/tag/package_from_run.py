@@ -6,48 +6,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from musetag.errors import ModelError
-from musetag.inference.package import CHECKPOINT_CHOICES, save_package
-
-def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Path:
-    """The checkpoint file to package: ``swa``, ``best``, ``last``, or ``auto`` (swa, else best, else last).
-
-    ``run_dir`` may also be a checkpoint file itself.
-    """
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        return run_dir
-    if not run_dir.is_dir():
-        raise ModelError(f"run folder {run_dir} does not exist; pass the folder `musetag train` wrote")
-    ckpt_dir = run_dir / "checkpoints"
-    if checkpoint not in CHECKPOINT_CHOICES:
-        raise ModelError(f"--checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINT_CHOICES)}")
-    order = ("swa", "best", "last") if checkpoint == "auto" else (checkpoint,)
-    for name in order:
-        path = ckpt_dir / f"{name}.pt"
-        if path.is_file():
-            return path
-    found = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
-    raise ModelError(
-        f"{run_dir}: no {' or '.join(f'checkpoints/{n}.pt' for n in order)} "
-        f"(found: {', '.join(found) or 'nothing'}); "
-        + ("choose one of the found checkpoints with --checkpoint" if found else "is this a musetag run folder?")
-    )
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    from musetag.models.safe_load import load_torch_file
-
-    path = Path(path)
-    ckpt = load_torch_file(path, what="checkpoint")
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
-        raise ModelError(
-            f"{path} is not a musetag checkpoint (expected a dict with 'model' and 'state_dict'); "
-            "pass a run folder written by `musetag train`"
-        )
-    return ckpt
+from musetag.models.weights import find_checkpoint, load_checkpoint
+from musetag.inference.package import save_package
 
 
 def create_package(
@@ -66,7 +28,7 @@ def create_package(
     the run used; by default the checkpoint's own ``segment`` is kept.
     """
     path = find_checkpoint(run_dir, checkpoint)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, with_weights=True)
     if (ckpt.get("features") or {}).get("kind") == "embedding":  # a probe run: backbone + probe in one package
         from musetag.inference.probe_package import package_probe
 

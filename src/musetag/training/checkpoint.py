@@ -17,7 +17,8 @@ training config:
 
 ``last.pt`` adds the training state needed by ``musetag train --resume``: ``training`` =
 ``{epoch, step, optimizer, optimizer_name, schedule, swa, rng, early_stopping, ...}``.
-Writes are atomic (temporary file + rename) so a killed run never leaves a torn checkpoint.
+Writes are atomic (temporary file + rename) so a killed run never leaves a torn checkpoint. Reading one
+(with its format checks) is :func:`musetag.models.weights.load_checkpoint`.
 
 Everything in a checkpoint is a tensor, number, string or plain container (NumPy arrays and scalars are
 converted on save, the NumPy RNG state included), so it loads with ``torch.load(weights_only=True)``:
@@ -35,9 +36,7 @@ import torch
 
 from musetag import __version__
 from musetag.errors import ModelError
-
-FORMAT = "musetag-checkpoint"
-FORMAT_VERSION = 1
+from musetag.models.weights import FORMAT, FORMAT_VERSION, load_checkpoint
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -98,27 +97,10 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
-    """Read a musetag checkpoint, checking its format."""
-    from musetag.models.safe_load import load_torch_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} does not exist; pass RUN_DIR/checkpoints/best.pt (or last.pt, swa.pt)")
-    payload = load_torch_file(path, map_location=map_location, what="checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a musetag checkpoint (no format = {FORMAT!r}); was it written by musetag train?")
-    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelError(
-            f"{path} has checkpoint format {payload['format_version']}, newer than this musetag "
-            f"({FORMAT_VERSION}); upgrade musetag"
-        )
-    return payload
-
-
 def load_model(path_or_payload: str | Path | dict, *, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a checkpoint (in eval mode) and return ``(model, payload)``."""
-    payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload, map_location=map_location)
+    payload = path_or_payload if isinstance(path_or_payload, dict) else \
+        load_checkpoint(path_or_payload, map_location=map_location, with_weights=True)
     from musetag.models import create_model
 
     spec = dict(payload["model"])

@@ -470,10 +470,6 @@ def resolved_final(cfg: TrainConfig) -> str:
 _FREE_DICTS = {"model.args", "coteaching.peer_args", "features", "set"}
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
 def _coerce(key: str, tp: Any, value: Any, source: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):

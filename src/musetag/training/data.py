@@ -72,16 +72,29 @@ class TrainingData:
     def n_classes(self) -> int:
         return len(self.tags)
 
-    def load(self, split: str, index: int) -> np.ndarray:
-        """Track ``index`` of ``split`` as float32 ``(C, F, T)`` / ``(C, S)``, normalised."""
+    def _array(self, split: str, index: int) -> np.ndarray:
+        """Track ``index`` of ``split`` as stored (a memory map, kept open: reopening a file per item is
+        5-10x slower)."""
         path = self.splits[split].paths[index]
         try:
             x = self._maps.get(path)
-            if x is None:  # memory maps stay open: reopening a file per item is 5-10x slower
+            if x is None:
                 x = self._maps[path] = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise DatasetError(f"cached features {path} cannot be read ({exc}); delete the cache folder "
                                f"{self.cache_dir} and run again") from None
+        return x
+
+    def length(self, split: str, index: int) -> int:
+        """Frames (or samples) of track ``index`` of ``split``, read from the file's header only."""
+        return int(self._array(split, index).shape[-1])
+
+    def load(self, split: str, index: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Track ``index`` of ``split`` as float32 ``(C, F, T)`` / ``(C, S)``, normalised; ``start``/``stop``
+        select frames (samples) on the last axis, and only those are read from the memory map."""
+        x = self._array(split, index)
+        if start or stop is not None:
+            x = x[..., start:stop]
         x = np.asarray(x, dtype=np.float32)
         if self.kind == "mel":
             if x.ndim == 2:
@@ -128,63 +141,19 @@ def default_cache_dir(dataset_config, feature_config, run_dir: Path | None) -> P
     return dataset_cache_dir(dataset_config, feature_config, run_dir if run_dir is not None else Path("."))
 
 
-def _safe_name(track_id: str) -> str:
-    digest = hashlib.sha1(track_id.encode()).hexdigest()[:10]
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in track_id)[-60:]
-    return f"{stem}-{digest}.npy"
-
-
 def prepare_cache(records, feature_config, cache_dir: Path, *, progress: bool = True,
                   store: Path | None = None) -> dict[str, Path]:
-    """Feature file for every record (computed once, then reused): ``{track id: .npy path}``.
+    """Feature file for every record (computed once, then reused): ``{track id: .npy path}``, in the data
+    package's feature cache (the one ``musetag prepare`` fills: :func:`musetag.data.cache.training_cache`)."""
+    from musetag.data.cache import training_cache
 
-    Uses the data package's feature cache (``musetag prepare``) when it is available, otherwise
-    computes the features itself into ``cache_dir`` (same layout: one ``.npy`` per track).
-    """
     try:
-        from musetag.data import cache as data_cache  # noqa: F401
-    except ImportError:
-        data_cache = None
-    if data_cache is not None and hasattr(data_cache, "training_cache"):
-        try:
-            return data_cache.training_cache(records, feature_config, cache_dir, progress=progress, store=store)
-        except DatasetError as exc:
-            if "different settings" not in str(exc):
-                raise
-            raise DatasetError(f"{exc}. For `musetag train`: delete {cache_dir} to rebuild it, or set "
-                               "data.cache_dir to another folder") from None
-    return _internal_cache(records, feature_config, cache_dir, progress=progress)
-
-
-def _internal_cache(records, feature_config, cache_dir: Path, *, progress: bool) -> dict[str, Path]:
-    from tqdm.auto import tqdm
-
-    from musetag.audio import load_audio
-    from musetag.features.frontend import compute_features
-
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "features.json").write_text(json.dumps(feature_config.to_dict(), indent=1, default=str))
-    out = {}
-    todo = []
-    for r in records:
-        path = cache_dir / _safe_name(r.id)
-        out[r.id] = path
-        if not path.exists():
-            todo.append((r, path))
-    for r, path in tqdm(todo, desc="features", disable=not progress or not todo, leave=False):
-        if r.audio_path is None:
-            if r.feature_path is not None:
-                out[r.id] = Path(r.feature_path)
-                continue
-            raise DatasetError(f"track {r.id!r} has neither audio nor features; fix the dataset")
-        audio, sr = load_audio(r.audio_path, sample_rate=feature_config.sample_rate, mono=feature_config.mono,
-                               resample_method=feature_config.resample_method, decoder=feature_config.decoder)
-        feats = compute_features(audio, sr, feature_config).astype(np.float32)
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, feats)
-        tmp.replace(path)
-    return out
+        return training_cache(records, feature_config, cache_dir, progress=progress, store=store)
+    except DatasetError as exc:
+        if "different settings" not in str(exc):
+            raise
+        raise DatasetError(f"{exc}. For `musetag train`: delete {cache_dir} to rebuild it, or set "
+                           "data.cache_dir to another folder") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,15 +300,15 @@ class CropDataset(Dataset):
 
     def __getitem__(self, key):
         index, crop_seed = key
-        x = self.data.load(self.split, index)
-        if self.crop:
-            length = x.shape[-1]
-            if length > self.crop:
-                start = int(np.random.default_rng(crop_seed).integers(0, length - self.crop + 1))
-                x = x[..., start:start + self.crop]
-            elif length < self.crop:
-                pad = [(0, 0)] * (x.ndim - 1) + [(0, self.crop - length)]
-                x = np.pad(x, pad)
+        length = self.data.length(self.split, index)
+        if self.crop and length > self.crop:  # only the excerpt's frames are read and normalised
+            start = int(np.random.default_rng(crop_seed).integers(0, length - self.crop + 1))
+            x = self.data.load(self.split, index, start, start + self.crop)
+        else:
+            x = self.data.load(self.split, index)
+        if self.crop and length < self.crop:
+            pad = [(0, 0)] * (x.ndim - 1) + [(0, self.crop - length)]
+            x = np.pad(x, pad)
         y = torch.as_tensor(self.targets[index])
         x = np.ascontiguousarray(x)
         if not x.flags.writeable:  # an excerpt of a memory-mapped waveform is a read-only view: own it

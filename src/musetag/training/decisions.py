@@ -1,7 +1,9 @@
 """Per-tag decision thresholds of a multilabel run, and the rule that chose them.
 
-``decision = "max_f1"`` tunes each tag's threshold for the highest F1 on validation (the MediaEval
-practice). On a small validation set a tag has a handful of positives and its F1-optimal threshold
+``decision = "max_f1"`` tunes each tag's threshold for the highest F1 on validation: the official
+MediaEval procedure, :func:`musetag.evaluate.thresholds.fit_thresholds` (a tag without validation
+positives gets ``+inf``, never on).
+On a small validation set a tag has a handful of positives and its F1-optimal threshold
 is noise, usually far too low: with ~140 clips and 114 mood tags, 32 tags switched on for one clip.
 ``decision = "prior_rate"`` is calibrated instead: each tag's threshold is the validation score
 quantile that switches the tag on for the share of tracks that carry it in the training labels, so
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from musetag.training.scoring import max_f1_thresholds
+from musetag.evaluate.thresholds import fit_thresholds
 
 #: median positive validation tracks per tag from which F1-tuned thresholds are trusted
 MIN_POSITIVES = 20
@@ -53,7 +55,7 @@ def decision_thresholds(rule: str, val_pred: np.ndarray, val_targets: np.ndarray
     ``{"rule", "reason", "tags_per_track_validation", "tags_per_track_train"}``."""
     used, reason = choose_rule(rule, val_targets)
     if used == "max_f1":
-        thresholds = max_f1_thresholds(val_pred, val_targets)
+        thresholds = [float(t) for t in fit_thresholds(val_pred, val_targets)]
     else:
         thresholds = prior_rate_thresholds(val_pred, train_targets)
     on = (np.asarray(val_pred) >= np.asarray(thresholds)[None, :]).sum(axis=1) if len(val_pred) else np.zeros(0)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from musetag.models.weights import load_checkpoint
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training.config import TrainConfig, resolved_final
@@ -98,7 +99,7 @@ def _snapshot_predictions(run: Run, last_epoch: int, last, kept) -> list[tuple[n
             out.append(last)
             continue
         clone = copy.deepcopy(ckpt.unwrap(run.models[0]))
-        clone.load_state_dict(ckpt.load_checkpoint(path)["state_dict"])
+        clone.load_state_dict(load_checkpoint(path)["state_dict"])
         clone = clone.to(run.device)
         val = kept(f"snapshot-{k}", epoch) if single else None
         if val is None:
@@ -147,7 +148,7 @@ def _load_best(models, ckpt_dir: Path, dist, device) -> list[nn.Module] | None:
         if not path.exists():
             return None
         clone = copy.deepcopy(ckpt.unwrap(m))
-        clone.load_state_dict(ckpt.load_checkpoint(path)["state_dict"])
+        clone.load_state_dict(load_checkpoint(path)["state_dict"])
         out.append(clone.to(device))
     return out
 

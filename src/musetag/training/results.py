@@ -9,6 +9,7 @@ import time
 import numpy as np
 from torch import nn
 
+from musetag.models.weights import load_checkpoint
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training.decisions import decision_thresholds
@@ -109,11 +110,11 @@ def _write_thresholds(run: Run, final: str, candidates: dict, swa_model, thresho
                  thresholds=swa_th, meta_model=run.models[0])
     best_path = ckpt_dir / "best.pt"
     if best_path.exists():
-        payload = ckpt.load_checkpoint(best_path)
+        payload = load_checkpoint(best_path)
         payload["thresholds"] = thresholds if final == "best" else _thresholds(run, candidates["best"][0])[0]
         ckpt.save_checkpoint(payload, best_path)
     if final == "last":
-        payload = ckpt.load_checkpoint(run.last_path)
+        payload = load_checkpoint(run.last_path)
         payload["thresholds"] = thresholds
         ckpt.save_checkpoint(payload, run.last_path)
     return {"swa": "swa.pt", "last": "last.pt"}.get(final, "best.pt")

@@ -1,4 +1,5 @@
-"""Validation scores used to pick the best epoch, and decision thresholds.
+"""Validation scores used to pick the best epoch, computed by :mod:`musetag.evaluate` (the official
+MediaEval arithmetic; decision thresholds are :mod:`musetag.training.decisions`).
 
 The metric that picks the best epoch is the one the task reports: PR-AUC-macro for multilabel
 tagging (MediaEval), accuracy for single-label classification (reported with balanced accuracy and
@@ -25,22 +26,19 @@ def _defined_columns(targets: np.ndarray) -> np.ndarray:
 def score(predictions: np.ndarray, targets: np.ndarray, task: str) -> dict:
     """Scores of ``predictions`` (probabilities, ``(tracks, tags)``) against ``targets``
     (multi-hot ``(tracks, tags)`` or class indices ``(tracks,)``)."""
-    from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
+    from musetag.evaluate.metrics import mediaeval_table, multiclass_metrics
 
     predictions = np.asarray(predictions, dtype=np.float64)
     if not np.isfinite(predictions).all():
         raise EvaluationError("predictions contain NaN or infinite values; training diverged (lower the learning rate)")
     if task == "multiclass":
         targets = np.asarray(targets).astype(np.int64).reshape(-1)
-        decided = predictions.argmax(axis=1)
-        labels = np.arange(predictions.shape[1])
-        out = {"accuracy": float((decided == targets).mean()),
-               "balanced_accuracy": float(_balanced_accuracy(balanced_accuracy_score, targets, decided)),
-               "f1_macro": float(f1_score(targets, decided, labels=labels, average="macro", zero_division=0))}
+        found = multiclass_metrics(targets, predictions)
+        out = {k: found[k] for k in ("accuracy", "balanced_accuracy", "f1_macro")}
         onehot = np.eye(predictions.shape[1])[targets]
         cols = _defined_columns(onehot)
         if cols.any():
-            out["roc_auc_macro"] = float(roc_auc_score(onehot[:, cols], predictions[:, cols], average="macro"))
+            out["roc_auc_macro"] = mediaeval_table(onehot[:, cols], predictions[:, cols])["ROC-AUC-macro"]
         return out
     targets = np.asarray(targets, dtype=np.float64)
     cols = _defined_columns(targets)
@@ -49,30 +47,21 @@ def score(predictions: np.ndarray, targets: np.ndarray, task: str) -> dict:
         out["pr_auc_macro"] = float("nan")
         out["roc_auc_macro"] = float("nan")
         return out
-    t, p = targets[:, cols], predictions[:, cols]
-    out["pr_auc_macro"] = float(average_precision_score(t, p, average="macro"))
-    out["roc_auc_macro"] = float(roc_auc_score(t, p, average="macro"))
-    out["pr_auc_micro"] = float(average_precision_score(t, p, average="micro"))
+    table = mediaeval_table(targets[:, cols], predictions[:, cols])
+    out["pr_auc_macro"] = table["PR-AUC-macro"]
+    out["roc_auc_macro"] = table["ROC-AUC-macro"]
+    out["pr_auc_micro"] = table["PR-AUC-micro"]
     return out
-
-
-def _balanced_accuracy(fn, targets, decided) -> float:
-    import warnings
-
-    with warnings.catch_warnings():  # a class predicted but absent from the split: scikit-learn warns
-        warnings.simplefilter("ignore")
-        return fn(targets, decided)
 
 
 def confusion(predictions: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
     """The confusion matrix of single-label predictions with class names: ``{"classes": [...],
     "matrix": rows = true class, columns = predicted class}``."""
-    from sklearn.metrics import confusion_matrix
+    from musetag.evaluate.metrics import multiclass_metrics
 
     targets = np.asarray(targets).astype(np.int64).reshape(-1)
-    decided = np.asarray(predictions).argmax(axis=1)
-    matrix = confusion_matrix(targets, decided, labels=np.arange(len(classes)))
-    return {"classes": list(classes), "matrix": matrix.tolist()}
+    found = multiclass_metrics(targets, np.asarray(predictions), classes=list(classes))
+    return {"classes": list(classes), "matrix": found["confusion_matrix"]}
 
 
 def per_class_loss(predictions: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
@@ -92,22 +81,3 @@ def loss_value(predictions: np.ndarray, targets: np.ndarray, task: str) -> float
         t = np.asarray(targets).astype(np.int64).reshape(-1)
         return float(-np.log(p[np.arange(len(t)), t]).mean())
     return float(per_class_loss(predictions, targets, task).mean())
-
-
-def max_f1_thresholds(predictions: np.ndarray, targets: np.ndarray) -> list[float]:
-    """Per-tag threshold maximising F1 on a precision-recall curve (the MediaEval practice: tune
-    on validation, apply to test). Tags without positives get 0.5."""
-    from sklearn.metrics import precision_recall_curve
-
-    predictions = np.asarray(predictions, dtype=np.float64)
-    targets = np.asarray(targets)
-    thresholds = []
-    for j in range(predictions.shape[1]):
-        if targets[:, j].sum() == 0:
-            thresholds.append(0.5)
-            continue
-        precision, recall, th = precision_recall_curve(targets[:, j], predictions[:, j])
-        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        best = int(np.argmax(f1[:-1])) if len(th) else 0
-        thresholds.append(float(th[best]) if len(th) else 0.5)
-    return thresholds

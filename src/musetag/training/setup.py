@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from musetag.errors import ConfigError, MusetagError
 from musetag.features.augment import BatchAugment, InModelSpecAugment
+from musetag.models.weights import load_checkpoint
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training.config import TrainConfig, dump_toml
@@ -282,7 +283,7 @@ def _spec_augment_inside(run: Run) -> None:
 def _resume(run: Run) -> None:
     """Networks, optimisers, schedules, strategies, counters and RNG from ``checkpoints/last.pt``."""
     cfg, state = run.cfg, run.state
-    tr = ckpt.load_checkpoint(run.last_path, map_location="cpu")["training"]
+    tr = load_checkpoint(run.last_path, map_location="cpu")["training"]
     if tr["optimizer_name"] != cfg.optim.name:
         run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name=tr["optimizer_name"])
                           for m in run.models]

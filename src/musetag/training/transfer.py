@@ -3,15 +3,16 @@
 The SoundFusion seed trained VGG16 on GTZAN and reused its weights for FMA; the MediaEval systems
 start from ImageNet backbones. :func:`init_from` does this for any musetag model:
 
-1. :func:`load_source` reads the weights from a training run folder (``RUN_DIR``: its SWA, else best,
-   else last checkpoint), a checkpoint file (``.pt``), a model package (folder or archive), or a raw
-   weights file (``.safetensors``, ``.pt``/``.pth``/``.bin``/``.ckpt`` holding a ``state_dict``,
-   for example timm ImageNet weights downloaded elsewhere or another toolkit's checkpoint). Nothing
-   is ever downloaded.
+1. :func:`load_source` reads the weights (through :func:`musetag.models.weights.read_weights`) from a
+   training run folder (``RUN_DIR``: its SWA, else best, else last checkpoint), a checkpoint file
+   (``.pt``), a model package (folder or archive), or a raw weights file (``.safetensors``,
+   ``.pt``/``.pth``/``.bin``/``.ckpt`` holding a ``state_dict``, for example timm ImageNet weights
+   downloaded elsewhere or another toolkit's checkpoint). Nothing is ever downloaded.
 2. A *key mapping* renames the source's keys to the target's (see below).
 3. Every source tensor whose name and shape match a target tensor is loaded. A first convolution
-   trained on 3-channel images is adapted to 1- or 2-channel spectrograms (timm's
-   ``adapt_input_conv``: the RGB filters are summed). The classifier is re-created for the new
+   trained on 3-channel images is adapted to 1- or 2-channel spectrograms
+   (:func:`musetag.models.weights.adapt_input_weight`, as timm's ``adapt_input_conv``: the RGB filters
+   are summed). The classifier is re-created for the new
    tag set: when the source's tags are known, the rows of tags the two share are copied (a
    fine-tune on a superset of tags keeps what was learnt), the others start fresh.
 4. A :class:`TransferReport` lists what was loaded, adapted, skipped (and why), and which target
@@ -32,12 +33,13 @@ the command line and TOML, as ``--init-map SPEC`` where SPEC is
   ``lightning`` (drops the ``model.`` prefix of a PyTorch Lightning module), ``timm`` (a bare timm
   model's weights onto musetag's ``timm:<name>`` models and timm-based backbones), ``mtg-baseline`` and
   ``won2020`` (published upstream weights onto their exact zoo re-implementations, strict; also
-  :func:`convert_upstream` without a target model, see :mod:`musetag.inference.upstream`);
+  :func:`musetag.models.weights.convert_upstream` without a target model, see :mod:`musetag.inference.upstream`);
 - ``prefix:OLD=NEW`` to rename a prefix (``prefix:encoder.=features.``; ``prefix:backbone.=`` drops
   one), several separated by ``;``;
 - ``package.module:function`` or ``path/to/file.py:function``: your own callable.
 
-Register your own with ``@register_key_mapping("name")``.
+Register your own with ``@register_key_mapping("name")``; the registry, the file reader and the
+upstream renames are :mod:`musetag.models.weights`.
 """
 from __future__ import annotations
 
@@ -54,15 +56,15 @@ from torch import nn
 
 from musetag.errors import ModelError
 from musetag.training.freezing import StageFreezer, model_stages
-from musetag.training.key_maps import (  # noqa: F401  (re-exported: transfer is where users import them from)
+from musetag.models.weights import (
     KeyMap,
-    _tensors_only,
+    adapt_input_weight,
     classifier_prefix,
-    convert_upstream,
+    find_checkpoint,
     get_key_mapping,
     list_key_mappings,
-    register_key_mapping,
-    upstream_model_spec,
+    read_weights,
+    tensors_only,
 )
 
 log = logging.getLogger(__name__)
@@ -76,11 +78,6 @@ __all__ = [
     "transfer_weights",
     "model_from_source",
     "model_stages",
-    "register_key_mapping",
-    "get_key_mapping",
-    "list_key_mappings",
-    "convert_upstream",
-    "upstream_model_spec",
 ]
 
 RAW_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -104,25 +101,6 @@ class SourceWeights:
 
 
 
-def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, Mapping):
-        tensors = _tensors_only(obj)
-        if tensors and len(tensors) >= len(obj) / 2:
-            return tensors
-        for key in ("state_dict", "model_state_dict", "model", "net", "network", "weights", "params", "ema"):
-            if key in obj and isinstance(obj[key], (Mapping, nn.Module)):
-                found = _find_state_dict(obj[key], path)
-                if found:
-                    return found
-    raise ModelError(
-        f"{path}: found no weights in this file (expected a state_dict, or a dict holding one under "
-        "'state_dict', 'model_state_dict' or 'model'); pass a musetag run folder, package, checkpoint or "
-        "a .safetensors/.pt file of tensors"
-    )
-
-
 def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module) -> SourceWeights:
     """Read the weights to transfer from a run folder, checkpoint, package, raw weights file,
     an in-memory ``state_dict`` or a model."""
@@ -130,10 +108,9 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
         cfg = getattr(source, "musetag_config", None) or None
         return SourceWeights(dict(source.state_dict()), type(source).__name__, "model", model=cfg)
     if isinstance(source, Mapping):
-        return SourceWeights(_tensors_only(source), "state_dict", "weights")
+        return SourceWeights(tensors_only(source), "state_dict", "weights")
     from musetag.inference.hub import resolve
     from musetag.inference import package as pkg
-    from musetag.tag.package_from_run import find_checkpoint
 
     path = resolve(source)
     if not path.exists():
@@ -162,23 +139,14 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
 
 
 def _load_checkpoint_file(path: Path) -> SourceWeights:
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return SourceWeights(load_file(str(path)), str(path), "weights")
-        except Exception as exc:  # noqa: BLE001 - name the file
-            raise ModelError(f"{path}: cannot read safetensors weights ({exc}); the file is damaged") from None
-    from musetag.models.safe_load import load_torch_file
-
-    obj = load_torch_file(path, what="--init-from weights")
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj.get("model"), Mapping) \
-            and "name" in obj["model"]:
-        return SourceWeights(
-            _tensors_only(obj["state_dict"]), str(path), "checkpoint", model=dict(obj["model"]),
-            tags=list(obj.get("tags") or []) or None, features=obj.get("features"), task=obj.get("task"),
-        )
-    return SourceWeights(_find_state_dict(obj, path), str(path), "weights")
+    weights = read_weights(path, what="--init-from weights")
+    ckpt = weights.checkpoint
+    if ckpt is None:
+        return SourceWeights(weights.state_dict, str(path), "weights")
+    return SourceWeights(
+        weights.state_dict, str(path), "checkpoint", model=dict(ckpt["model"]),
+        tags=list(ckpt.get("tags") or []) or None, features=ckpt.get("features"), task=ckpt.get("task"),
+    )
 
 
 # ------------------------------------------------------------------------------------ transfer
@@ -293,7 +261,7 @@ def transfer_weights(
             report.loaded.append(key)
         elif (adapt_input_channels and key == first_conv and value.dim() == 4 and tgt.dim() == 4
               and value.shape[0] == tgt.shape[0] and value.shape[2:] == tgt.shape[2:]):
-            new_state[key] = _adapt_input_conv(tgt.shape[1], value).to(dtype=tgt.dtype)
+            new_state[key] = adapt_input_weight(value, tgt.shape[1]).to(dtype=tgt.dtype)
             report.adapted.append(key)
         else:
             report.skipped_shape.append((key, list(value.shape), list(tgt.shape)))
@@ -321,15 +289,6 @@ def transfer_weights(
         log.warning("only %.1f%% of the parameters were loaded from %s; is it the same architecture?",
                     100 * report.fraction_loaded, src.origin)
     return report
-
-
-def _adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
-    from musetag._compat import import_timm
-
-    import_timm()
-    from timm.models import adapt_input_conv
-
-    return adapt_input_conv(in_chans, weight.clone())
 
 
 def _classifier_rows(value, tgt, tags, source_tags):

@@ -1,9 +1,9 @@
-"""Initialise a model body from a local checkpoint file (never a download).
+"""Weights onto a module: a model body initialised from a local file (``pretrained_path``, never a
+download), the one input-convolution adapter, and the key-for-key comparison of a state dict with a model.
 
-Accepts ``.safetensors`` or a ``torch.save`` file holding a state dict (optionally under
-``"state_dict"`` or ``"model"``). Output-layer weights are dropped (the tag set differs), and a
-3-channel (RGB) input convolution is adapted to 1 or 2 input channels the way timm does: summed
-for one channel, repeated and rescaled otherwise.
+:func:`load_pretrained` reads the file with :func:`~musetag.models.weights.files.read_state_dict`, drops
+the output-layer weights (the tag set differs) and adapts a 3-channel (RGB) input convolution to the
+model's input channels with :func:`adapt_input_weight`.
 """
 from __future__ import annotations
 
@@ -14,44 +14,24 @@ import torch
 from torch import nn
 
 from musetag.errors import ModelError
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(
-            f"pretrained checkpoint not found: {path}. Give the path of a local weights file "
-            f"(.pth/.pt/.safetensors); musetag never downloads weights."
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            from musetag.models.safe_load import load_torch_file
-
-            state = load_torch_file(path, what="pretrained checkpoint")
-    except ModelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any decoding failure means the same to the user
-        raise ModelError(f"cannot read pretrained checkpoint {path}: {exc}. Is it a PyTorch/safetensors weights file?") from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"pretrained checkpoint {path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+from musetag.models.weights.files import read_state_dict
 
 
 def adapt_input_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Convert a conv weight ``(out, 3, kh, kw)`` to ``in_channels`` input channels."""
+    """A conv weight ``(out, in, kh, kw)`` converted to ``in_channels`` input channels, as timm's
+    ``adapt_input_conv`` does for RGB filters: summed over the input channels for one channel, else
+    repeated and scaled by ``in / in_channels`` (so the response to a constant input is kept). Unlike
+    timm's it also converts from 1 or 2 channels (timm refuses or returns them unchanged). Computed in
+    float32, returned in the weight's dtype."""
     if weight.shape[1] == in_channels:
         return weight
+    w = weight.float()
     if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    repeat = math.ceil(in_channels / weight.shape[1])
-    return weight.repeat(1, repeat, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
+        out = w.sum(dim=1, keepdim=True)
+    else:
+        repeat = math.ceil(in_channels / w.shape[1])
+        out = w.repeat(1, repeat, 1, 1)[:, :in_channels] * (w.shape[1] / in_channels)
+    return out.to(weight.dtype)
 
 
 def load_pretrained(module: nn.Module, path: str | Path, *, drop_prefixes: tuple[str, ...] = (),
