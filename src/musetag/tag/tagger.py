@@ -207,25 +207,26 @@ class Tagger:
 
     # -- thresholds ---------------------------------------------------------------------------------
     def _resolve_thresholds(self, threshold: float | str | None) -> np.ndarray:
+        """Per-tag thresholds, float64 so that a published value decides exactly as upstream did
+        (``score > threshold``: a float32 copy could round a threshold onto a score)."""
         n = len(self.tags)
         tuned = self.package.thresholds
         if threshold is None:
-            return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float32)
+            return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float64)
         if isinstance(threshold, str):
             if threshold == "tuned":
                 if tuned is None:
-                    raise ConfigError(
-                        f"{self.package.path}: the package has no tuned thresholds; pass a number "
-                        "(--threshold 0.5) or package a run whose validation tuned them"
-                    )
-                return np.asarray(tuned, dtype=np.float32)
+                    from musetag.models.published_thresholds import no_thresholds_message
+
+                    raise ConfigError(no_thresholds_message(self.package.source, self.package.path))
+                return np.asarray(tuned, dtype=np.float64)
             try:
                 threshold = float(threshold)
             except ValueError:
                 raise ConfigError(f"threshold {threshold!r} must be 'tuned' or a number in [0, 1]") from None
         if not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"threshold {threshold} must be between 0 and 1")
-        return np.full(n, float(threshold), dtype=np.float32)
+        return np.full(n, float(threshold), dtype=np.float64)
 
     # -- scoring ------------------------------------------------------------------------------------
     def segment_logits(self, segments: np.ndarray) -> np.ndarray:
