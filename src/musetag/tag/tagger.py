@@ -130,6 +130,9 @@ def error_message(source: Any, exc: BaseException) -> str:
         msg = f"file not found: {source}"
     elif isinstance(exc, IsADirectoryError):
         msg = f"{source} is a folder; pass --recursive to tag the files inside"
+    elif isinstance(exc, PermissionError):
+        msg = (f"{source}: permission denied, this user may not read it; make it readable (chmod a+r, or change "
+               "its owner) or run musetag as a user who can read it")
     else:
         msg = f"{type(exc).__name__}: {text}"
     name = str(source)
