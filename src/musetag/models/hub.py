@@ -112,6 +112,7 @@ class PinnedFile:
     size: int
     mirror_path: str
     upstream: str  # repository@commit:path
+    model: str = ""  # the catalogue entry it belongs to (what `musetag pull` is given)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ _add(Pretrained(
         url=f"https://raw.githubusercontent.com/MTG/mtg-jamendo-dataset/{_BASELINE_COMMIT}/{_BASELINE_THRESHOLDS}",
         sha256="ad32f50886897b71a1b1e84122da0ff7f89d53c71ca7f4e1609926e8cb50937a", size=2_282,
         mirror_path="mtg-jamendo-baseline/baseline_vggish_thresholds.txt",
-        upstream=f"MTG/mtg-jamendo-dataset@{_BASELINE_COMMIT}:{_BASELINE_THRESHOLDS}"),
+        upstream=f"MTG/mtg-jamendo-dataset@{_BASELINE_COMMIT}:{_BASELINE_THRESHOLDS}", model="mtg-jamendo-baseline"),
 ))
 _add(dataclasses.replace(
     _CATALOGUE["mtg-jamendo-baseline"], name="mtg-jamendo-baseline-whole",
@@ -349,7 +350,8 @@ def _download(entry: Pretrained | PinnedFile, dest: Path, progress: bool | None)
         ) from None
     except ModelError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise ModelError(f"{exc}; the download was removed, try again (`musetag pull {entry.name} --force`)") from None
+        again = getattr(entry, "model", "") or entry.name
+        raise ModelError(f"{exc}; the download was removed, try again (`musetag pull {again} --force`)") from None
 
 
 def fetch(entry: Pretrained | PinnedFile, *, progress: bool | None = None) -> Path:

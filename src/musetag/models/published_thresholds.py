@@ -79,5 +79,5 @@ def no_thresholds_message(source: dict | None, where: object) -> str:
             or "its authors published none"
         return (f"{name} has no published per-tag thresholds ({why}); {instead}, or fine-tune it on your labels "
                 "(`musetag train --init-from`) and package the run, whose validation tunes them")
-    return (f"{where}: this package has no tuned per-tag thresholds (its run tuned none); {instead}, or package a "
+    return (f"{where}: this package has no tuned thresholds (its run tuned none); {instead}, or package a "
             "multilabel run whose validation tuned them (`musetag package RUN --out MODEL`)")

@@ -56,7 +56,8 @@ def decision_thresholds(rule: str, val_pred: np.ndarray, val_targets: np.ndarray
         thresholds = max_f1_thresholds(val_pred, val_targets)
     else:
         thresholds = prior_rate_thresholds(val_pred, train_targets)
-    on = (np.asarray(val_pred) >= np.asarray(thresholds)[None, :]).sum(axis=1) if len(val_pred) else np.zeros(0)
+    # decided as packages decide (musetag.tag.result.TagResult.decisions): score > threshold
+    on = (np.asarray(val_pred) > np.asarray(thresholds)[None, :]).sum(axis=1) if len(val_pred) else np.zeros(0)
     info = {"rule": used, "reason": reason,
             "tags_per_track_validation": float(on.mean()) if on.size else None,
             "tags_per_track_train": float(np.asarray(train_targets).sum(axis=1).mean()) if len(train_targets) else None}
