@@ -96,7 +96,13 @@ def loss_value(predictions: np.ndarray, targets: np.ndarray, task: str) -> float
 
 def max_f1_thresholds(predictions: np.ndarray, targets: np.ndarray) -> list[float]:
     """Per-tag threshold maximising F1 on a precision-recall curve (the MediaEval practice: tune
-    on validation, apply to test). Tags without positives get 0.5."""
+    on validation, apply to test). Tags without positives get 0.5.
+
+    Packages decide ``score > threshold`` (the MediaEval rule) while the curve's F1 counts ``score >=
+    candidate``, so each threshold is placed just below the F1-optimal score: halfway to the next lower
+    validation score. The decisions then switch on exactly the tracks the F1 was computed for.
+    (:func:`musetag.evaluate.thresholds.fit_thresholds` keeps the candidate itself, as the organisers'
+    script does, to reproduce their published thresholds.)"""
     from sklearn.metrics import precision_recall_curve
 
     predictions = np.asarray(predictions, dtype=np.float64)
@@ -109,5 +115,15 @@ def max_f1_thresholds(predictions: np.ndarray, targets: np.ndarray) -> list[floa
         precision, recall, th = precision_recall_curve(targets[:, j], predictions[:, j])
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         best = int(np.argmax(f1[:-1])) if len(th) else 0
-        thresholds.append(float(th[best]) if len(th) else 0.5)
+        thresholds.append(_just_below(float(th[best]), predictions[:, j]) if len(th) else 0.5)
     return thresholds
+
+
+def _just_below(score: float, column: np.ndarray) -> float:
+    """A threshold under which ``column > threshold`` keeps ``score`` and everything above it: halfway to the
+    next lower score (in float32 too, the precision networks score in); the float32 step below when none is
+    lower; never under 0."""
+    lower = column[column < score]
+    if lower.size:
+        return float((score + float(lower.max())) / 2)
+    return max(0.0, float(np.nextafter(np.float32(score), np.float32(-1.0))))
