@@ -774,3 +774,182 @@ def test_a_forked_child_does_not_keep_the_run_lock(tmp_path):
     os.waitpid(trainer, 0)
     with run_lock(tmp_path / "run"):  # only the worker could still hold it
         pass
+
+
+# -- 11. leftovers of issue 27 ------------------------------------------------------------------------------
+
+
+def test_pull_repairs_a_cached_package_whose_weights_were_tampered_with(tmp_path, monkeypatch, caplog):
+    """`musetag pull NAME` checks the cached package's weights, not only its description: a tampered
+    model.safetensors is re-converted from the verified upstream file (tag then works), with a warning."""
+    import logging
+
+    from conftest import pretrained_package
+
+    from musetag.models import hub
+    from musetag.inference.package import load_package
+
+    pretrained_package("mtg-jamendo-baseline")  # skips without the mirror
+    monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "home"))
+    folder = hub.pull("mtg-jamendo-baseline", progress=False)
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    damaged = bytearray(good)
+    damaged[-1] ^= 0xFF
+    weights.write_bytes(bytes(damaged))
+    with pytest.raises(ModelError, match="damaged or was replaced"):
+        load_package(folder)
+    with caplog.at_level(logging.WARNING, logger="musetag"):
+        assert main(["pull", "mtg-jamendo-baseline", "--no-progress"]) == 0
+    assert "damaged" in caplog.text and str(folder) in caplog.text
+    assert weights.read_bytes() == good
+    assert load_package("mtg-jamendo-baseline").n_tags == 56
+
+
+def _package_without_size(tmp_path: Path) -> Path:
+    import json
+
+    from test_package import make_package
+
+    package = make_package(tmp_path / "pkg")
+    desc = json.loads((package / "musetag.json").read_text())
+    desc["weights"].pop("bytes")
+    (package / "musetag.json").write_text(json.dumps(desc))
+    return package
+
+
+@pytest.mark.parametrize("form", ["zip", "tar"])
+def test_an_archive_member_larger_than_the_limit_is_refused_before_reading_it(tmp_path, monkeypatch, form):
+    """Without a recorded size the weights member is bounded by the limit: a member whose archive entry is
+    larger is refused before one byte of it is read (it used to be read up to the limit, 2 GiB by default)."""
+    import tarfile
+
+    from musetag.inference import package as pkg
+
+    package = _package_without_size(tmp_path)
+    if form == "zip":
+        archive = _bomb(package, tmp_path / "big.zip", 16 << 20)
+        json_member = None
+    else:
+        archive = tmp_path / "big.tar.gz"
+        with tarfile.open(archive, "w:gz") as tf:
+            tf.add(package / "musetag.json", "pkg/musetag.json")
+            big = tmp_path / "zeros"
+            with open(big, "wb") as f:
+                f.truncate(16 << 20)
+            tf.add(big, "pkg/model.safetensors")
+        json_member = archive
+    assert json_member is None or json_member.exists()
+    monkeypatch.setenv("MUSETAG_MAX_MODEL_BYTES", str(4 << 20))
+    read = []
+    real = pkg._read_bounded
+
+    def counting(stream, limit, where, name, *a, **k):
+        return real(_Counting(stream, read if name == pkg.WEIGHTS_FILE else []), limit, where, name, *a, **k)
+
+    monkeypatch.setattr(pkg, "_read_bounded", counting)
+    with pytest.raises(ModelError, match="larger than") as err:
+        pkg.load_package(archive)
+    assert archive.name in str(err.value)
+    assert sum(read) == 0, f"{sum(read):,} bytes of an oversized member were read before refusing it"
+
+
+@pytest.mark.parametrize("declared", [10**13, -5, "1000", None, 1.5, True])
+def test_a_declared_weights_size_must_be_a_sane_whole_number(small_package, tmp_path, declared, capsys):
+    import json
+    import shutil
+
+    from musetag.inference.package import load_package
+
+    package = tmp_path / "pkg"
+    shutil.copytree(small_package, package)
+    desc = json.loads((package / "musetag.json").read_text())
+    desc["weights"]["bytes"] = declared
+    (package / "musetag.json").write_text(json.dumps(desc))
+    with pytest.raises(ModelError, match="weights.bytes") as err:
+        load_package(package)
+    assert "musetag.json" in str(err.value) and "re-create" in str(err.value)
+
+
+def test_tags_with_a_comma_are_refused_at_the_door(tmp_path, capsys):
+    """`similar --tags a,b` splits on commas, so a tag named 'rock, pop' could never be asked for: refused
+    where tags enter (a package, a dataset's labels), naming the tag and the fix."""
+    import json
+
+    from test_package import make_package
+
+    from musetag.data.tags import TagVocab
+    from musetag.errors import DatasetError
+    from musetag.inference.package import load_package
+
+    with pytest.raises(ModelError, match="'rock, pop'.*comma"):
+        make_package(tmp_path / "new", tags=["rock, pop", "jazz"])
+    package = make_package(tmp_path / "pkg", tags=["rock", "jazz"])
+    desc = json.loads((package / "musetag.json").read_text())
+    desc["tags"] = ["rock, pop", "jazz"]
+    (package / "musetag.json").write_text(json.dumps(desc))
+    with pytest.raises(ModelError, match="'rock, pop'.*comma") as err:
+        load_package(package)
+    assert str(package) in str(err.value) and "rename" in str(err.value)
+    with pytest.raises(DatasetError, match="'rock, pop'.*comma"):
+        TagVocab(["rock, pop", "jazz"])
+    tags_file = tmp_path / "tags.txt"
+    tags_file.write_text("jazz\nrock, pop\n")
+    with pytest.raises(DatasetError, match="tags.txt.*'rock, pop'.*comma"):
+        TagVocab.from_file(tags_file)
+
+
+def _unreadable(path: Path) -> bool:
+    try:
+        if path.stat().st_size == 0:
+            return False
+        path.open("rb").close()
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def test_a_file_the_user_may_not_read_says_so_and_how_to_fix_it(small_package, tmp_path):
+    """A real permission error even as root: a write-only sysfs file (4,096 bytes by stat) behind an audio name."""
+    from musetag.tag.writers import read_results
+
+    target = next((f for f in map(Path, ("/sys/bus/cpu/uevent", "/sys/bus/pci/rescan", "/sys/bus/nd/uevent"))
+                   if _unreadable(f)), None)
+    if target is None:
+        pytest.skip("no write-only sysfs file here: no real unreadable file to test with (tests run as root)")
+    folder = tmp_path / "music"
+    folder.mkdir()
+    (folder / "locked.mp3").symlink_to(target)
+    out = tmp_path / "r.jsonl"
+    assert main(["tag", str(small_package), str(folder), "--out", str(out), "--workers", "0", "--no-progress"]) != 0
+    status = read_results(out)[0]["status"]
+    assert "Errno" not in status and "PermissionError" not in status, status
+    assert str(folder / "locked.mp3") in status and "permission" in status and "chmod" in status
+
+
+def test_the_description_limit_is_not_said_to_be_adjustable(tmp_path):
+    from musetag.inference.package import MAX_DESCRIPTION_BYTES, load_package
+
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "musetag.json").write_bytes(b" " * (MAX_DESCRIPTION_BYTES + 10))
+    with pytest.raises(ModelError, match="musetag.json") as err:
+        load_package(folder)
+    assert "MUSETAG_MAX_MODEL_BYTES" not in str(err.value)
+
+
+def test_init_peer_from_refusals_name_the_option_given(tmp_path, capsys):
+    from musetag.data.synth import make_corpus
+
+    corpus = make_corpus(tmp_path / "c", n_clips=8, seconds=2, seed=1, task="multilabel", clips_per_artist=1)
+    weird = tmp_path / "weights.bin"
+    weird.write_bytes(b"\0" * 16)
+    peer = ["--set", "coteaching.enabled=true", "--set", "coteaching.peer=simplecnn",
+            "--set", "coteaching.peer_args={width = 8}"]
+    capsys.readouterr()
+    assert main(["train", "demo", "--data", str(corpus.parent / "dataset.toml"), "--out", str(tmp_path / "r"),
+                 "--init-peer-from", str(weird), "--set", "epochs=1", "--no-progress", *peer]) != 0
+    err = capsys.readouterr().err
+    assert "--init-peer-from" in err and "--init-from" not in err, err

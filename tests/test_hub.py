@@ -186,3 +186,56 @@ def test_tag_without_a_model_uses_the_default(tmp_path):
     assert split_model_and_paths([str(pkg), "x"], None) == (str(pkg), ["x"])
     with pytest.raises(Exception, match="give the audio"):
         split_model_and_paths([str(pkg)], None)
+
+
+def _thresholds_text(tags, values) -> str:
+    return "".join(f"{t}\t{v!r}\n" for t, v in zip(tags, values))
+
+
+@pytest.mark.parametrize("damage", ["short", "order", "columns", "nan", "above_one", "not_utf8", "prefix"])
+def test_published_thresholds_are_read_strictly(tmp_path, damage):
+    from musetag.inference.published_thresholds import read_published_thresholds
+
+    tags = list(hub.get_entry("mtg-jamendo-baseline").upstream_tags)
+    values = [round(0.01 * (i + 1), 6) for i in range(len(tags))]
+    good = tmp_path / "good.txt"
+    good.write_text(_thresholds_text(tags, values), encoding="utf-8")
+    assert read_published_thresholds(good, tags) == values
+    lines = _thresholds_text(tags, values).splitlines(keepends=True)
+    if damage == "short":
+        lines.pop()
+    elif damage == "order":
+        lines[0], lines[1] = lines[1], lines[0]
+    elif damage == "columns":
+        lines[3] = lines[3].rstrip("\n") + "\t0.5\n"
+    elif damage == "nan":
+        lines[3] = f"{tags[3]}\tnan\n"
+    elif damage == "above_one":
+        lines[3] = f"{tags[3]}\t1.5\n"
+    elif damage == "prefix":
+        lines[3] = lines[3].replace("mood/theme---", "")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe" + "".join(lines).encode() if damage == "not_utf8" else "".join(lines).encode())
+    with pytest.raises(ModelError) as err:
+        read_published_thresholds(bad, tags, fix="run `musetag pull X --force`")
+    message = str(err.value)
+    assert str(bad) in message and "musetag pull X --force" in message
+    if damage in ("order", "columns", "nan", "above_one", "prefix"):
+        assert f"{bad}:{1 if damage == 'order' else 4}:" in message
+
+
+def test_published_thresholds_are_fetched_and_verified_like_the_weights(cache, server):
+    root, base = server
+    entry = hub.get_entry("mtg-jamendo-baseline")
+    text = _thresholds_text(entry.upstream_tags, [0.1] * len(entry.upstream_tags)).encode()
+    (root / "t.txt").write_bytes(text)
+    pinned = dataclasses.replace(entry.thresholds, url=f"{base}/t.txt", sha256=hashlib.sha256(text).hexdigest(),
+                                 size=len(text))
+    got = hub.fetch(pinned, progress=False)
+    assert got.read_bytes() == text and got.suffix == ".txt" and got.parent == cache / "downloads"
+    (root / "t.txt").write_bytes(text.replace(b"0.1\n", b"0.2\n", 1))
+    got.unlink()
+    with pytest.raises(ModelError, match="sha256") as err:
+        hub.fetch(pinned, progress=False)
+    assert "musetag pull mtg-jamendo-baseline --force" in str(err.value)
+    assert not any((cache / "downloads").iterdir())

@@ -155,6 +155,11 @@ def test_serve_without_a_model_serves_the_default_with_licence_and_source(tmp_pa
         names, tags, golden = _golden_baseline()
         i = names.index(song.stem)
         assert max(abs(reply["scores"][t] - golden[i][j]) for j, t in enumerate(tags)) <= 1e-3
+        # the decided tags (the page highlights these): golden scores above the published thresholds
+        published_tags, values = _published()
+        row = golden[i][[tags.index(t) for t in published_tags]]
+        assert reply["decisions"] == [published_tags[j] for j in np.argsort(-row, kind="stable") if row[j] > values[j]]
+        assert reply["decisions"] and httpx.get(server.url + "/v1/tags").json()["thresholds"] == list(values)
     finally:
         server.stop()
 
@@ -182,3 +187,118 @@ def test_whole_song_variant_of_the_baseline_averages_excerpts_over_the_song():
     song = str(sorted(shared_path("jamendo-songs", "mp3").glob("Fantasma*.mp3"))[0])
     result = Tagger.from_package(folder).tag(song)
     assert result.ok and result.n_segments >= 6  # a 3-minute song: ceil(n / 29.1 s) excerpts
+
+
+# -- decisions out of the box: the organisers' published thresholds ------------------------------------
+
+
+def _published():
+    """(tags, thresholds) of baseline_vggish_thresholds.txt, read here with plain Python (not musetag)."""
+    text = (shared_path("..", "models", "mtg-jamendo-baseline", "baseline_vggish_thresholds.txt")
+            .read_text(encoding="utf-8"))
+    pairs = [line.split("\t") for line in text.splitlines()]
+    return [t.replace("mood/theme---", "") for t, _ in pairs], np.array([float(v) for _, v in pairs])
+
+
+def test_official_predictions_through_the_package_rule_are_the_published_decisions():
+    """The organisers' test predictions, decided by the default package's thresholds and TagResult's rule,
+    equal baseline_vggish_decisions.npy cell for cell (>= would differ on 57 cells: ties on the thresholds)."""
+    from musetag.inference.package import load_package
+    from musetag.inference.result import TagResult
+    from musetag.inference.tagger import Tagger
+
+    results = shared_path("mtg-jamendo", "mediaeval-results")
+    predictions = np.load(results / "baseline_vggish_predictions.npy")
+    published = np.load(results / "baseline_vggish_decisions.npy")
+    pkg = load_package(pretrained_package("mtg-jamendo-baseline"))
+    tags, values = _published()
+    assert pkg.tags == tags and pkg.thresholds == list(values)
+    thresholds = Tagger(pkg, threshold="tuned").thresholds
+    decided = np.zeros_like(published)
+    for i, row in enumerate(predictions):
+        result = TagResult(tags=pkg.tags, scores_array=row, thresholds=thresholds)
+        decided[i, [pkg.tags.index(t) for t in result.decisions]] = True
+    assert np.array_equal(decided, published)
+    assert int(((predictions >= values) != published).sum()) == 57  # the rule matters on this data
+
+
+def test_tag_threshold_tuned_with_the_default_model_in_every_output(tmp_path, capsys):
+    """`musetag tag SONG --threshold tuned` (default model) decides the tags upstream's model and thresholds
+    decide for the song (golden scores > published thresholds), in the table, CSV, JSON and JSONL."""
+    pretrained_package("mtg-jamendo-baseline")
+    song = sorted(shared_path("jamendo-songs", "mp3").glob("Veränderung*.mp3"))[0]
+    names, gtags, golden = _golden_baseline()
+    tags, values = _published()
+    scores = golden[names.index(song.stem)][[gtags.index(t) for t in tags]]
+    expected = [tags[j] for j in np.argsort(-scores, kind="stable") if scores[j] > values[j]]
+    assert expected, "the golden song decides no tag: pick another"
+    base = ["tag", str(song), "--threshold", "tuned", "--no-progress", "--workers", "0"]
+    assert main(base) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("\tdecided: " + ", ".join(expected))
+    for suffix in (".csv", ".json", ".jsonl"):
+        out = tmp_path / f"tags{suffix}"
+        assert main([*base, "--out", str(out)]) == 0
+        if suffix == ".csv":
+            with open(out, newline="", encoding="utf-8") as f:
+                decisions = next(csv.DictReader(f))["decisions"].split(";")
+        elif suffix == ".json":
+            decisions = json.loads(out.read_text(encoding="utf-8"))["results"][0]["decisions"]
+        else:
+            decisions = json.loads(out.read_text(encoding="utf-8").splitlines()[0])["decisions"]
+        assert decisions == expected, suffix
+
+
+def test_models_without_published_thresholds_say_what_to_do(tmp_path, capsys):
+    pretrained_package("jamendo-musicnn")
+    song = sorted(shared_path("jamendo-songs", "mp3").glob("Confession*.mp3"))[0]
+    for model in ("jamendo-musicnn", "mtg-jamendo-baseline-whole"):
+        pretrained_package(model)
+        assert main(["tag", model, str(song), "--threshold", "tuned", "--workers", "0"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{model} has no published per-tag thresholds" in err
+        assert "--threshold 0.5" in err and "--top-k" in err and "Traceback" not in err
+    assert "centred excerpt" in err
+
+
+def _make_stale(folder: Path) -> None:
+    """What a package pulled by the previous musetag looks like: converter 1, no thresholds."""
+    desc = json.loads((folder / "musetag.json").read_text(encoding="utf-8"))
+    desc["thresholds"] = None
+    pretrained = desc["source"]["pretrained"]
+    pretrained["converter"] = 1
+    for key in ("thresholds_url", "thresholds_sha256"):
+        pretrained.pop(key, None)
+    (folder / "musetag.json").write_text(json.dumps(desc), encoding="utf-8")
+
+
+def test_pull_refreshes_a_cached_package_from_before_the_thresholds(tmp_path, monkeypatch, caplog, capsys):
+    import dataclasses
+    import logging
+
+    from musetag.models import hub
+    from musetag.inference.package import load_package
+
+    pretrained_package("mtg-jamendo-baseline")
+    monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "home"))
+    folder = hub.pull("mtg-jamendo-baseline", progress=False)
+    _make_stale(folder)
+    assert load_package(folder).thresholds is None
+    # online (here: the mirror): the next use re-converts it, thresholds included
+    assert main(["pull", "mtg-jamendo-baseline", "--no-progress"]) == 0
+    assert load_package(folder).thresholds == list(_published()[1])
+    # offline: the old package keeps working, with a warning; --threshold tuned says how to get them
+    _make_stale(folder)
+    entry = hub.get_entry("mtg-jamendo-baseline")
+    offline = dataclasses.replace(entry.thresholds, url="http://127.0.0.1:9/thresholds.txt")
+    monkeypatch.setitem(hub._CATALOGUE, entry.name, dataclasses.replace(entry, thresholds=offline))
+    monkeypatch.delenv("MUSETAG_MODEL_MIRROR")
+    for cached in (tmp_path / "home" / "downloads").glob("*thresholds*"):
+        cached.unlink()
+    with caplog.at_level(logging.WARNING, logger="musetag.inference.hub"):
+        assert hub.pull("mtg-jamendo-baseline", progress=False) == folder
+    assert "musetag pull mtg-jamendo-baseline" in caplog.text
+    assert load_package(folder).thresholds is None
+    song = sorted(shared_path("jamendo-songs", "mp3").glob("Confession*.mp3"))[0]
+    assert main(["tag", str(song), "--threshold", "tuned", "--workers", "0"]) == 2
+    assert "run `musetag pull mtg-jamendo-baseline`" in capsys.readouterr().err

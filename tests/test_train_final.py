@@ -113,4 +113,23 @@ def test_small_validation_sets_get_calibrated_decisions():
     big_y = (rng.random((4000, 3)) < 0.3).astype(np.float32)
     big_p = np.clip(0.3 * big_y + rng.random(big_y.shape) * 0.7, 0, 1)
     th, info = decision_thresholds("auto", big_p, big_y, big_y)
-    assert info["rule"] == "max_f1" and th == list(fit_thresholds(big_p, big_y))
+    assert info["rule"] == "max_f1" and th == list(fit_thresholds(big_p, big_y, keep_f1=True))
+
+
+def test_max_f1_thresholds_keep_their_f1_under_the_strict_decision_rule():
+    """Packages decide ``score > threshold`` (the MediaEval rule); precision_recall_curve's F1 counts
+    ``score >= candidate``. The tuned threshold must switch on exactly the validation tracks its F1 was
+    computed for: with the candidate itself, '>' dropped the positive at the threshold on every tag."""
+    from sklearn.metrics import f1_score, precision_recall_curve
+
+    from musetag.evaluate.thresholds import fit_thresholds
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 8)) < 0.2).astype(np.float32)
+    p = np.clip(0.25 * y + rng.random(y.shape) * 0.75, 0, 1).astype(np.float32)  # float32, as networks give
+    th = np.asarray(fit_thresholds(p, y, keep_f1=True))
+    for j in range(y.shape[1]):
+        precision, recall, _ = precision_recall_curve(y[:, j], p[:, j])
+        best = np.max(2 * precision * recall / np.maximum(precision + recall, 1e-12))
+        assert f1_score(y[:, j], p[:, j] > th[j]) == pytest.approx(best, abs=1e-12), j
+        assert f1_score(y[:, j], p[:, j] > np.float32(th[j])) == pytest.approx(best, abs=1e-12), j

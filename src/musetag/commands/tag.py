@@ -69,8 +69,9 @@ def register(subparsers) -> None:
                         "file is printed")
     p.add_argument("--top-k", type=int, default=5, help="how many top tags to list per file")
     p.add_argument("--threshold", default=None,
-                   help="'tuned' (the package's per-tag thresholds) or a probability; default: tuned when "
-                        "the package has them, else 0.5")
+                   help="'tuned' (the package's per-tag thresholds: the default model carries the ones its "
+                        "authors published) or a probability; a tag is decided when its score is above it "
+                        "(score > threshold); default: tuned when the package has them, else 0.5")
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (0 = decode in this process); default: one per core (at most 8), "
                         f"fewer when the available memory would not hold {WORKER_MEMORY_MB} MB per worker beside "
@@ -146,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
         for result in tagger.tag_many(files, workers=args.workers):
             if result.ok:
                 tops = ", ".join(f"{t} {s:.3f}" for t, s in result.top(args.top_k))
+                decided = ", ".join(result.decisions) or "(none)"
                 flags = "".join(f"\twarning: {w}" for w in result.warnings)
-                print(f"{result.path}\tok\t{tops}{flags}")
+                print(f"{result.path}\tok\t{tops}\tdecided: {decided}{flags}")
             else:
                 failed += 1
                 print(f"{result.path}\terror\t{result.status}")

@@ -20,10 +20,19 @@ def strip_prefix(tag: str) -> str:
 class TagVocab:
     """Ordered tags. Column ``i`` of every target/prediction matrix is ``vocab.tags[i]``."""
 
-    def __init__(self, tags: Iterable[str]):
+    def __init__(self, tags: Iterable[str], *, source: str | Path | None = None):
+        """``source``: where the tags come from (a file, a dataset), named in errors."""
         self.tags: tuple[str, ...] = tuple(tags)
+        where = f"{source}: " if source else ""
         if not self.tags:
-            raise DatasetError("empty tag vocabulary: the dataset has no tags")
+            raise DatasetError(f"{where}empty tag vocabulary: the dataset has no tags")
+        commas = [t for t in self.tags if "," in t]
+        if commas:
+            raise DatasetError(
+                f"{where}tag {commas[0]!r} contains a comma, and commas separate tags wherever tags are named "
+                "(`musetag similar --tags a,b`), so it could never be asked for; rename it in the labels "
+                "(e.g. 'rock/pop')"
+            )
         self._index = {tag: i for i, tag in enumerate(self.tags)}
         if len(self._index) != len(self.tags):
             dup = [t for t, n in Counter(self.tags).items() if n > 1]
@@ -31,11 +40,12 @@ class TagVocab:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_records(cls, records, *, sort: bool = True, min_count: int = 1) -> "TagVocab":
+    def from_records(cls, records, *, sort: bool = True, min_count: int = 1,
+                     source: str | Path | None = None) -> "TagVocab":
         """Tags seen in ``records`` (sorted alphabetically, like MTG-Jamendo's official order)."""
         counts = Counter(tag for record in records for tag in record.tags)
         tags = [t for t, n in counts.items() if n >= min_count]
-        return cls(sorted(tags) if sort else tags)
+        return cls(sorted(tags) if sort else tags, source=source)
 
     @classmethod
     def from_file(cls, path: str | Path, *, strip: bool = True) -> "TagVocab":
@@ -46,7 +56,7 @@ class TagVocab:
         except FileNotFoundError:
             raise DatasetError(f"{path}: tag list not found") from None
         tags = [line.strip() for line in lines if line.strip()]
-        return cls(strip_prefix(t) for t in tags) if strip else cls(tags)
+        return cls((strip_prefix(t) for t in tags) if strip else tags, source=path)
 
     # -- queries ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -98,12 +108,13 @@ class TagVocab:
         return self.index(tags[0])
 
     def decode(self, vector: Sequence[float], threshold: float | Sequence[float] = 0.5) -> list[str]:
-        """Tags whose score reaches ``threshold`` (scalar or one per tag)."""
+        """Tags whose score is above ``threshold`` (scalar or one per tag; ``score > threshold``, the
+        MediaEval decision rule, as :attr:`musetag.inference.result.TagResult.decisions`)."""
         scores = np.asarray(vector, dtype=np.float64)
         if scores.shape != (len(self.tags),):
             raise DatasetError(f"expected {len(self.tags)} scores, got shape {scores.shape}")
         thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), scores.shape)
-        return [tag for tag, s, t in zip(self.tags, scores, thr) if s >= t]
+        return [tag for tag, s, t in zip(self.tags, scores, thr) if s > t]
 
     def counts(self, records) -> np.ndarray:
         """Number of records carrying each tag (positives per column)."""

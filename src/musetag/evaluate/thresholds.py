@@ -26,9 +26,15 @@ from musetag.errors import EvaluationError
 from musetag.evaluate.metrics import as_scores, as_targets, check_same_shape, EvaluationWarning
 
 
-def fit_thresholds(predictions, targets, *, tags: Sequence[str] | None = None) -> np.ndarray:
+def fit_thresholds(predictions, targets, *, tags: Sequence[str] | None = None, keep_f1: bool = False) -> np.ndarray:
     """Per-tag thresholds maximising F1 (official MediaEval procedure). A tag without positives
-    gets +inf (never predicted), with a warning naming it."""
+    gets +inf (never predicted), with a warning naming it.
+
+    The curve's F1 counts ``score >= candidate`` while decisions are ``score > threshold``, so the
+    official threshold drops the positive scored exactly at it. ``keep_f1=False`` keeps the candidate, as
+    the organisers' script does (it reproduces their published thresholds); ``keep_f1=True`` (musetag's
+    own training) places each threshold halfway to the next lower validation score, so the decisions switch
+    on exactly the tracks the F1 was computed for."""
     from sklearn.metrics import precision_recall_curve
 
     pred = as_scores(predictions, name="validation predictions")
@@ -46,11 +52,22 @@ def fit_thresholds(predictions, targets, *, tags: Sequence[str] | None = None) -
             f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
         # f1 has one more point than cand (recall 0, precision 1); it is never the maximum when a
         # positive exists, but guard anyway
-        thresholds[i] = cand[min(int(np.argmax(f1)), len(cand) - 1)]
+        best = float(cand[min(int(np.argmax(f1)), len(cand) - 1)])
+        thresholds[i] = _just_below(best, pred[:, i]) if keep_f1 else best
     if missing:
         warnings.warn(f"no positive example to tune a threshold for: {', '.join(missing)} "
                       "(threshold set to +inf: never predicted)", EvaluationWarning, stacklevel=2)
     return thresholds
+
+
+def _just_below(score: float, column: np.ndarray) -> float:
+    """A threshold under which ``column > threshold`` keeps ``score`` and everything above it: halfway to the
+    next lower score (in float32 too, the precision networks score in); the float32 step below when none is
+    lower; never under 0."""
+    lower = column[column < score]
+    if lower.size:
+        return float((score + float(lower.max())) / 2)
+    return max(0.0, float(np.nextafter(np.float32(score), np.float32(-1.0))))
 
 
 def thresholds_to_json(thresholds) -> list[float | None] | None:

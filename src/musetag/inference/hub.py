@@ -8,7 +8,19 @@ citation and source) and keeps both in the cache:
 
 ``$MUSETAG_HOME`` (default ``$XDG_CACHE_HOME/musetag``, i.e. ``~/.cache/musetag``)
     ``downloads/<name>-<sha256[:12]>.pth``  the upstream file, byte for byte
+    ``downloads/<name>-thresholds-<sha256[:12]>.txt``  the published per-tag thresholds, when there are any
     ``models/<name>/``                        the converted package (what tagging reads)
+
+An entry whose authors published per-tag decision thresholds (the MTG-Jamendo baseline:
+:attr:`Pretrained.thresholds`) has them fetched the same way (pinned URL, size, SHA-256, mirror path),
+read strictly (:mod:`musetag.inference.published_thresholds`) and written into the package, so
+``--threshold tuned`` (and the default) decides as upstream did: ``score > threshold``.
+
+A cached package is used only when it is current: written by this converter
+(:data:`CONVERTER_VERSION`) from the pinned files, and its weights still match their SHA-256. A
+damaged package is re-converted from the verified download (with a warning); a package of an older
+converter is refreshed, and kept as it is (with a warning saying how to refresh it) when the files it
+needs cannot be fetched.
 
 Where the file comes from, in order: the cache; ``$MUSETAG_MODEL_MIRROR`` (a folder laid out like
 the upstream repositories, see :attr:`Pretrained.mirror_path`: tests and CI point it at
@@ -39,7 +51,8 @@ log = logging.getLogger(__name__)
 #: the model ``musetag tag`` / ``musetag serve`` use when none is given
 DEFAULT_MODEL = "mtg-jamendo-baseline"
 #: bump when the conversion changes: cached packages written by an older converter are rebuilt
-CONVERTER_VERSION = 1
+#: (2: the published per-tag thresholds are part of the package)
+CONVERTER_VERSION = 2
 MIRROR_ENV = "MUSETAG_MODEL_MIRROR"
 HOME_ENV = "MUSETAG_HOME"
 
@@ -90,6 +103,19 @@ _DATASET = {"jamendo": ("MTG-Jamendo top-50 tags", _JAMENDO_TOP50),
 
 
 @dataclass(frozen=True)
+class PinnedFile:
+    """One more upstream file of a catalogue entry, pinned and fetched like the weights (cache, mirror, URL)."""
+
+    name: str  # its name in the download cache
+    url: str
+    sha256: str
+    size: int
+    mirror_path: str
+    upstream: str  # repository@commit:path
+    model: str = ""  # the catalogue entry it belongs to (what `musetag pull` is given)
+
+
+@dataclass(frozen=True)
 class Pretrained:
     """One catalogue entry: where the upstream file is and what it is."""
 
@@ -107,6 +133,10 @@ class Pretrained:
     task: str = "multilabel"
     trained_on: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the per-tag decision thresholds upstream published for these weights (None: none published)
+    thresholds: PinnedFile | None = None
+    #: why there are no published thresholds, when that needs saying (shown by ``--threshold tuned``)
+    no_thresholds: str = ""
 
     @property
     def tags(self) -> list[str]:
@@ -118,7 +148,8 @@ class Pretrained:
         return {"name": self.name, "description": self.description, "task": self.task, "n_tags": len(self.tags),
                 "tags": self.tags, "trained_on": self.trained_on, "licence": self.licence, "citation": self.citation,
                 "upstream": self.upstream, "url": self.url, "sha256": self.sha256, "bytes": self.size,
-                "figures": self.figures}
+                "figures": self.figures,
+                "thresholds": None if self.thresholds is None else dataclasses.asdict(self.thresholds)}
 
 
 def _won(dataset: str, arch: str, sha256: str, size: int, figures: str) -> Pretrained:
@@ -146,6 +177,7 @@ def _add(entry: Pretrained) -> None:
 
 _BASELINE_PATH = "scripts/baseline/models/best_model.pth"
 _BASELINE_COMMIT = "1b4fa8c32e076c73b5175c1703ae805b4109309d"
+_BASELINE_THRESHOLDS = "results/mediaeval/baseline_vggish_thresholds.txt"
 _add(Pretrained(
     name="mtg-jamendo-baseline",
     description="MediaEval 2019-2021 organisers' baseline (VGG-ish, after Choi et al. 2016) on the 56 MTG-Jamendo "
@@ -160,6 +192,12 @@ _add(Pretrained(
     upstream=f"MTG/mtg-jamendo-dataset@{_BASELINE_COMMIT}:{_BASELINE_PATH}",
     figures="MTG-Jamendo split-0 test (MediaEval): PR-AUC-macro 0.1077, ROC-AUC-macro 0.7258 (official results)",
     trained_on="MTG-Jamendo mood/theme (56 tags), split-0",
+    thresholds=PinnedFile(
+        name="mtg-jamendo-baseline-thresholds",
+        url=f"https://raw.githubusercontent.com/MTG/mtg-jamendo-dataset/{_BASELINE_COMMIT}/{_BASELINE_THRESHOLDS}",
+        sha256="ad32f50886897b71a1b1e84122da0ff7f89d53c71ca7f4e1609926e8cb50937a", size=2_282,
+        mirror_path="mtg-jamendo-baseline/baseline_vggish_thresholds.txt",
+        upstream=f"MTG/mtg-jamendo-dataset@{_BASELINE_COMMIT}:{_BASELINE_THRESHOLDS}", model="mtg-jamendo-baseline"),
 ))
 _add(dataclasses.replace(
     _CATALOGUE["mtg-jamendo-baseline"], name="mtg-jamendo-baseline-whole",
@@ -168,6 +206,9 @@ _add(dataclasses.replace(
                 "centred excerpt (mtg-jamendo-baseline)",
     figures="same weights as mtg-jamendo-baseline; the published figures are for its centred excerpt",
     extra={"upstream": "mtg-jamendo-baseline", "segment": "whole_song"},
+    thresholds=None,
+    no_thresholds="the published thresholds were tuned on the centred excerpt (mtg-jamendo-baseline has them), "
+                  "not on whole-song averages",
 ))
 _add(_won("jamendo", "fcn", "7bce08a66dbc70d096b0a330f44b4cacd9aa25519b83489fbb98f2164a194e2b", 1_902_815,
           "MTG-Jamendo top-50 test: ROC-AUC-macro 0.8253 (philtgun/music-tagging-benchmark evaluation.txt)"))
@@ -219,21 +260,41 @@ def home() -> Path:
     return Path(base).expanduser() / "musetag"
 
 
-def download_path(entry: Pretrained) -> Path:
-    return home() / "downloads" / f"{entry.name}-{entry.sha256[:12]}.pth"
+def download_path(entry: Pretrained | PinnedFile) -> Path:
+    suffix = Path(entry.mirror_path).suffix or ".pth"
+    return home() / "downloads" / f"{entry.name}-{entry.sha256[:12]}{suffix}"
 
 
 def package_dir(name: str) -> Path:
     return home() / "models" / name
 
 
-def _package_is_current(folder: Path, entry: Pretrained) -> bool:
+def _package_state(folder: Path, entry: Pretrained) -> str:
+    """``"current"``, ``"missing"``, ``"stale"`` (another converter or pinned file) or ``"damaged"`` (its weights
+    no longer match the SHA-256 its description records: a tampered or half-written cache)."""
     try:
         desc = json.loads((folder / "musetag.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "missing"
     except (OSError, ValueError):
-        return False
-    pretrained = (desc.get("source") or {}).get("pretrained") or {}
-    return pretrained.get("sha256") == entry.sha256 and pretrained.get("converter") == CONVERTER_VERSION
+        return "damaged"
+    if not isinstance(desc, dict):
+        return "damaged"
+    source = desc.get("source") if isinstance(desc.get("source"), dict) else {}
+    pretrained = source.get("pretrained") if isinstance(source.get("pretrained"), dict) else {}
+    expected = (desc.get("weights") or {}).get("sha256") if isinstance(desc.get("weights"), dict) else None
+    weights = folder / "model.safetensors"
+    if not expected or not weights.is_file() or _sha256(weights) != expected:
+        return "damaged"
+    thresholds = None if entry.thresholds is None else entry.thresholds.sha256
+    if (pretrained.get("sha256") != entry.sha256 or pretrained.get("converter") != CONVERTER_VERSION
+            or pretrained.get("thresholds_sha256") != thresholds):
+        return "stale"
+    return "current"
+
+
+def _package_is_current(folder: Path, entry: Pretrained) -> bool:
+    return _package_state(folder, entry) == "current"
 
 
 def _sha256(path: Path) -> str:
@@ -244,7 +305,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_file(path: Path, entry: Pretrained, origin: str) -> None:
+def _check_file(path: Path, entry: Pretrained | PinnedFile, origin: str) -> None:
     size = path.stat().st_size
     if size != entry.size:
         raise ModelError(f"{origin}: {size:,} bytes where {entry.name} has {entry.size:,} (a truncated or "
@@ -259,7 +320,7 @@ def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
-def _download(entry: Pretrained, dest: Path, progress: bool | None) -> None:
+def _download(entry: Pretrained | PinnedFile, dest: Path, progress: bool | None) -> None:
     """Stream the upstream URL into ``dest`` (atomically), with a progress bar."""
     from tqdm.auto import tqdm
 
@@ -288,10 +349,11 @@ def _download(entry: Pretrained, dest: Path, progress: bool | None) -> None:
         ) from None
     except ModelError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise ModelError(f"{exc}; the download was removed, try again (`musetag pull {entry.name} --force`)") from None
+        again = getattr(entry, "model", "") or entry.name
+        raise ModelError(f"{exc}; the download was removed, try again (`musetag pull {again} --force`)") from None
 
 
-def fetch(entry: Pretrained, *, progress: bool | None = None) -> Path:
+def fetch(entry: Pretrained | PinnedFile, *, progress: bool | None = None) -> Path:
     """The verified upstream file in the cache: from the cache, the mirror, or the URL."""
     dest = download_path(entry)
     if dest.is_file():
@@ -333,20 +395,55 @@ def _read_upstream(path: Path, entry: Pretrained) -> dict:
     return state
 
 
+def _read_thresholds(entry: Pretrained, progress: bool | None) -> list[float] | None:
+    """The published per-tag thresholds (verified download, strictly parsed), or None when there are none."""
+    if entry.thresholds is None:
+        return None
+    from musetag.inference.published_thresholds import read_published_thresholds
+
+    path = fetch(entry.thresholds, progress=progress)
+    try:
+        return read_published_thresholds(path, entry.upstream_tags,
+                                         fix=f"run `musetag pull {entry.name} --force` to fetch it again")
+    except ModelError:
+        path.unlink(missing_ok=True)
+        raise
+
+
 def pull(name: str, *, force: bool = False, progress: bool | None = None) -> Path:
-    """The package folder of pretrained model ``name``: fetched and converted on first use."""
+    """The package folder of pretrained model ``name``: fetched and converted on first use, re-converted
+    when the cached package is damaged or was written by an older converter (see the module docstring)."""
     entry = get_entry(name)
     folder = package_dir(name)
-    if not force and _package_is_current(folder, entry):
+    state = "forced" if force else _package_state(folder, entry)
+    if state == "current":
         return folder
+    if state == "damaged" and folder.exists():
+        log.warning("the cached package %s is damaged (its weights differ from the SHA-256 it records); "
+                    "converting it again from the verified upstream file", folder)
+    try:
+        return _pull_and_convert(entry, folder, force=force, progress=progress)
+    except ModelError as exc:
+        if state != "stale":
+            raise
+        log.warning("%s: cannot refresh the cached package %s, written by an older musetag (%s); using it as "
+                    "it is. Run `musetag pull %s` when the files can be fetched", name, folder, exc, name)
+        return folder
+
+
+def _pull_and_convert(entry: Pretrained, folder: Path, *, force: bool, progress: bool | None) -> Path:
+    name = entry.name
     if force:
         download_path(entry).unlink(missing_ok=True)
+        if entry.thresholds is not None:
+            download_path(entry.thresholds).unlink(missing_ok=True)
     raw = fetch(entry, progress=progress)
     state = _read_upstream(raw, entry)
+    thresholds = _read_thresholds(entry, progress)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}."))
     try:
-        _convert(entry, state, staging / "pkg")
+        _convert(entry, state, staging / "pkg", thresholds)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging / "pkg", folder)
@@ -356,17 +453,22 @@ def pull(name: str, *, force: bool = False, progress: bool | None = None) -> Pat
     return folder
 
 
-def _convert(entry: Pretrained, state: dict, out: Path) -> None:
+def _convert(entry: Pretrained, state: dict, out: Path, thresholds: list[float] | None = None) -> None:
     from musetag.inference.upstream import build_package_from_upstream
 
+    published = entry.thresholds
     source = {"pretrained": {"name": entry.name, "url": entry.url, "sha256": entry.sha256,
-                             "upstream": entry.upstream, "converter": CONVERTER_VERSION},
+                             "upstream": entry.upstream, "converter": CONVERTER_VERSION,
+                             "thresholds_url": None if published is None else published.url,
+                             "thresholds_sha256": None if published is None else published.sha256,
+                             **({"no_thresholds": entry.no_thresholds} if entry.no_thresholds else {})},
               "licence": entry.licence, "citation": entry.citation, "figures": entry.figures}
     from musetag.inference import upstream
 
     segment = upstream.BASELINE_WHOLE_SONG_SEGMENT if entry.extra.get("segment") == "whole_song" else None
     build_package_from_upstream(entry.extra.get("upstream", entry.name), state, entry.tags, out, source=source,
-                                licence=entry.licence, citation=entry.citation, segment=segment)
+                                licence=entry.licence, citation=entry.citation, segment=segment,
+                                thresholds=thresholds)
 
 
 def resolve(model: str | os.PathLike, *, progress: bool | None = None) -> Path:
@@ -393,6 +495,8 @@ def format_catalogue() -> str:
         lines.append(f"{entry.name}{default}: {entry.description}")
         lines.append(f"    tags: {', '.join(entry.tags[:12])}{', ...' if len(entry.tags) > 12 else ''}")
         lines.append(f"    published: {entry.figures}")
+        lines.append("    decisions: " + ("the published per-tag thresholds (score > threshold)" if entry.thresholds
+                                          else "no published thresholds: --threshold P or --top-k N"))
         lines.append(f"    cite: {entry.citation}")
         lines.append(f"    source: {entry.upstream}")
     lines.append(f"\ncache: {home()} ({HOME_ENV}); mirror: {os.environ.get(MIRROR_ENV) or '(none)'} ({MIRROR_ENV})")

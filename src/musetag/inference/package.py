@@ -252,6 +252,14 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
         raise ModelError(
             f"{where}: segment aggregation {seg.get('aggregation')!r} is not one of {', '.join(AGGREGATIONS)}"
         )
+    commas = [t for t in tags if "," in t]
+    if commas:
+        raise ModelError(
+            f"{where}: tag {commas[0]!r} contains a comma, and commas separate tags wherever tags are named "
+            "(`musetag similar --tags a,b`), so it could never be asked for; rename it (e.g. 'rock/pop') in the "
+            "labels and re-train, or edit the tag list of the package"
+        )
+    _declared_weights_bytes(desc, where)
     thresholds = desc.get("thresholds")
     if thresholds is not None and len(thresholds) != len(tags):
         raise ModelError(f"{where}: {len(thresholds)} thresholds for {len(tags)} tags")
@@ -411,21 +419,60 @@ MAX_DESCRIPTION_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 2 << 30
 
 
-def _weights_limit(desc_bytes: bytes) -> tuple[int, bool]:
+def _max_weights_bytes() -> int:
+    return int(os.environ.get("MUSETAG_MAX_MODEL_BYTES", MAX_WEIGHTS_BYTES))
+
+
+def _declared_weights_bytes(desc: Any, where: str) -> int | None:
+    """``weights.bytes`` of a description: None when it records no size, else a whole number of bytes from
+    1 to the weights bound; anything else (negative, too large, a string, null, a fraction) is refused."""
+    weights = desc.get("weights") if isinstance(desc, dict) else None
+    if not isinstance(weights, dict) or "bytes" not in weights:
+        return None
+    declared, most = weights["bytes"], _max_weights_bytes()
+    if not _is_int(declared) or not 0 < declared <= most:
+        raise ModelError(
+            f"{where}: {DESCRIPTION_FILE} records weights.bytes = {declared!r}, which is not a size of weights "
+            f"(a whole number of bytes from 1 to {most:,}); the description is damaged or crafted: re-create the "
+            "package with `musetag package`"
+            + (" (or raise MUSETAG_MAX_MODEL_BYTES if the model really is that large)"
+               if _is_int(declared) and declared > most else "")
+        )
+    return declared
+
+
+def _weights_limit(desc_bytes: bytes, where: str) -> tuple[int, bool]:
     """(most weight bytes to read, whether that is the size the description records). A recorded size
-    above the global bound does not raise the bound."""
+    must lie within the global bound (:func:`_declared_weights_bytes`)."""
     try:
-        declared = json.loads(desc_bytes.decode("utf-8")).get("weights", {}).get("bytes")
+        desc = json.loads(desc_bytes.decode("utf-8"))
     except Exception:  # noqa: BLE001 - a broken description is reported by load_package
-        declared = None
-    most = int(os.environ.get("MUSETAG_MAX_MODEL_BYTES", MAX_WEIGHTS_BYTES))
-    if isinstance(declared, int) and 0 <= declared <= most:
-        return declared, True
-    return most, False
+        desc = None
+    declared = _declared_weights_bytes(desc, where)
+    return (declared, True) if declared is not None else (_max_weights_bytes(), False)
 
 
-def _read_bounded(stream, limit: int, where: str, name: str, declared: bool) -> bytes:
-    """Read at most ``limit`` bytes from a file-like object; refuse (without reading on) past that."""
+def _too_large(where: str, name: str, limit: int, declared: bool, size: int | None = None) -> ModelError:
+    what = f"{size:,} bytes, " if size is not None else ""
+    if name == DESCRIPTION_FILE:  # a fixed bound: a description is a few kB
+        return ModelError(
+            f"{where}: {name} is {what}larger than {limit:,} bytes, which no package description is (a damaged "
+            "or crafted file). Re-create the package with `musetag package`"
+        )
+    why = f"larger than the {limit:,} bytes its description records" if declared else f"larger than {limit:,} bytes"
+    return ModelError(
+        f"{where}: {name} is {what}{why}; the package is damaged or crafted (a decompression bomb?). "
+        "Re-create the package with `musetag package`"
+        + ("" if declared else " or raise MUSETAG_MAX_MODEL_BYTES if the model really is that large")
+    )
+
+
+def _read_bounded(stream, limit: int, where: str, name: str, declared: bool, size: int | None = None) -> bytes:
+    """Read at most ``limit`` bytes from a file-like object; refuse (without reading on) past that. ``size``:
+    the member's size as its archive entry (or the file system) gives it; above ``limit`` it is refused
+    before anything is read. The entry is not trusted either: the read itself stays bounded."""
+    if size is not None and size > limit:
+        raise _too_large(where, name, limit, declared, size)
     chunks, total = [], 0
     while True:
         chunk = stream.read(min(1 << 20, limit + 1 - total))
@@ -433,13 +480,7 @@ def _read_bounded(stream, limit: int, where: str, name: str, declared: bool) -> 
             return b"".join(chunks)
         total += len(chunk)
         if total > limit:
-            why = (f"larger than the {limit:,} bytes its description records" if declared
-                   else f"larger than {limit:,} bytes")
-            raise ModelError(
-                f"{where}: {name} is {why}; the archive is damaged or crafted (a decompression bomb?). "
-                "Re-create the package with `musetag package`"
-                + ("" if declared else " or raise MUSETAG_MAX_MODEL_BYTES if the model really is that large")
-            )
+            raise _too_large(where, name, limit, declared)
         chunks.append(chunk)
 
 
@@ -460,18 +501,19 @@ def _read_members(path: Path) -> tuple[bytes, bytes | None]:
             )
             raise ModelError(f"{path} is not a model package: {DESCRIPTION_FILE} is missing.{hint}")
         with open(desc_path, "rb") as f:
-            desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False)
+            desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False, os.fstat(f.fileno()).st_size)
         weights_path = path / WEIGHTS_FILE
         if not weights_path.is_file():
             return desc, None
-        limit, declared = _weights_limit(desc)
+        limit, declared = _weights_limit(desc, where)
         with open(weights_path, "rb") as f:
-            return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared)
+            return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared, os.fstat(f.fileno()).st_size)
     if not path.exists():
         raise ModelError(f"model package {path} does not exist; create one with `musetag package RUN_DIR --out MODEL`")
     if not path.is_file():
         raise ModelError(f"{path} is neither a package folder nor a regular archive file; pass the folder written by `musetag package`")
     opened: dict[str, Any] = {}  # member base name -> zero-argument opener of a stream
+    sizes: dict[str, int] = {}  # member base name -> its size as the archive entry gives it
     try:
         if zipfile.is_zipfile(path):
             archive = zipfile.ZipFile(path)
@@ -479,12 +521,14 @@ def _read_members(path: Path) -> tuple[bytes, bytes | None]:
                 base = info.filename.rstrip("/").split("/")[-1]
                 if base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.filename.count("/") <= 1 and not info.is_dir():
                     opened[base] = (lambda info=info: archive.open(info))
+                    sizes[base] = info.file_size  # zipfile never returns more than this (a CRC error instead)
         elif tarfile.is_tarfile(path):
             archive = tarfile.open(path)
             for info in archive.getmembers():
                 base = info.name.rstrip("/").split("/")[-1]
                 if info.isfile() and base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.name.count("/") <= 1:
                     opened[base] = (lambda info=info: archive.extractfile(info))
+                    sizes[base] = info.size
         else:
             raise ModelError(
                 f"{path} is neither a package folder nor a .zip/.tar archive of one; "
@@ -493,11 +537,15 @@ def _read_members(path: Path) -> tuple[bytes, bytes | None]:
         with archive:
             if DESCRIPTION_FILE not in opened:
                 raise ModelError(f"archive {path} holds no {DESCRIPTION_FILE}; it is not a musetag model package")
+            if sizes[DESCRIPTION_FILE] > MAX_DESCRIPTION_BYTES:
+                raise _too_large(where, DESCRIPTION_FILE, MAX_DESCRIPTION_BYTES, False, sizes[DESCRIPTION_FILE])
             with opened[DESCRIPTION_FILE]() as f:
                 desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False)
             if WEIGHTS_FILE not in opened:
                 return desc, None
-            limit, declared = _weights_limit(desc)
+            limit, declared = _weights_limit(desc, where)
+            if sizes[WEIGHTS_FILE] > limit:  # refused before opening the member
+                raise _too_large(where, WEIGHTS_FILE, limit, declared, sizes[WEIGHTS_FILE])
             with opened[WEIGHTS_FILE]() as f:
                 return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared)
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:

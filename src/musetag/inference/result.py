@@ -50,12 +50,13 @@ class TagResult:
 
     @property
     def decisions(self) -> list[str]:
-        """Tags decided present: above their threshold (multilabel) or the arg-max (multiclass)."""
+        """Tags decided present: strictly above their threshold (multilabel: ``score > threshold``, the
+        MediaEval rule the published thresholds were made for) or the arg-max (multiclass)."""
         if self.scores_array is None:
             return []
         if self.task == "multiclass":
             return [self.tags[int(np.argmax(self.scores_array))]]
-        mask = self.scores_array >= self.thresholds
+        mask = self.scores_array > self.thresholds
         order = np.argsort(-self.scores_array, kind="stable")
         return [self.tags[i] for i in order if mask[i]]
 

@@ -125,6 +125,9 @@ def error_message(source: Any, exc: BaseException) -> str:
         msg = f"file not found: {source}"
     elif isinstance(exc, IsADirectoryError):
         msg = f"{source} is a folder; pass --recursive to tag the files inside"
+    elif isinstance(exc, PermissionError):
+        msg = (f"{source}: permission denied, this user may not read it; make it readable (chmod a+r, or change "
+               "its owner) or run musetag as a user who can read it")
     else:
         msg = f"{type(exc).__name__}: {text}"
     name = str(source)
@@ -199,25 +202,26 @@ class Tagger:
 
     # -- thresholds ---------------------------------------------------------------------------------
     def _resolve_thresholds(self, threshold: float | str | None) -> np.ndarray:
+        """Per-tag thresholds, float64 so that a published value decides exactly as upstream did
+        (``score > threshold``: a float32 copy could round a threshold onto a score)."""
         n = len(self.tags)
         tuned = self.package.thresholds
         if threshold is None:
-            return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float32)
+            return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float64)
         if isinstance(threshold, str):
             if threshold == "tuned":
                 if tuned is None:
-                    raise ConfigError(
-                        f"{self.package.path}: the package has no tuned thresholds; pass a number "
-                        "(--threshold 0.5) or package a run whose validation tuned them"
-                    )
-                return np.asarray(tuned, dtype=np.float32)
+                    from musetag.inference.published_thresholds import no_thresholds_message
+
+                    raise ConfigError(no_thresholds_message(self.package.source, self.package.path))
+                return np.asarray(tuned, dtype=np.float64)
             try:
                 threshold = float(threshold)
             except ValueError:
                 raise ConfigError(f"threshold {threshold!r} must be 'tuned' or a number in [0, 1]") from None
         if not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"threshold {threshold} must be between 0 and 1")
-        return np.full(n, float(threshold), dtype=np.float32)
+        return np.full(n, float(threshold), dtype=np.float64)
 
     # -- scoring ------------------------------------------------------------------------------------
     def segment_logits(self, segments: np.ndarray) -> np.ndarray:

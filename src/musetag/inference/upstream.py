@@ -149,6 +149,7 @@ def build_package_from_upstream(
     citation: str | None = None,
     segment: dict[str, Any] | None = None,
     overwrite: bool = False,
+    thresholds: list[float] | None = None,
 ) -> Path:
     """Write a normal musetag package (``model.safetensors`` + ``musetag.json``) for the
     catalogue entry ``name`` from its upstream state dict (as ``torch.load(..., weights_only=True)``
@@ -156,6 +157,8 @@ def build_package_from_upstream(
     ``source``: where the weights came from (url, commit, sha256...), recorded in the package with
     ``upstream: name``; ``licence`` / ``citation`` (default: the entry's paper) likewise.
     ``segment`` replaces the entry's segment rule (e.g. :data:`BASELINE_WHOLE_SONG_SEGMENT`).
+    ``thresholds``: the per-tag decision thresholds upstream published for these weights (output order),
+    decided strictly (``score > threshold``), or None.
     Raises :class:`ModelError` when the weights or the tag count do not fit. Returns ``out_dir``."""
     from musetag.inference.package import save_package
 
@@ -173,6 +176,7 @@ def build_package_from_upstream(
         tags=tags,
         task=entry.task,
         segment=dict(segment if segment is not None else entry.segment),
+        thresholds=thresholds,
         source={"upstream": name, **dict(source or {})},
         licence=licence,
         citation=citation if citation is not None else entry.citation,

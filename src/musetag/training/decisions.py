@@ -55,10 +55,11 @@ def decision_thresholds(rule: str, val_pred: np.ndarray, val_targets: np.ndarray
     ``{"rule", "reason", "tags_per_track_validation", "tags_per_track_train"}``."""
     used, reason = choose_rule(rule, val_targets)
     if used == "max_f1":
-        thresholds = [float(t) for t in fit_thresholds(val_pred, val_targets)]
+        thresholds = [float(t) for t in fit_thresholds(val_pred, val_targets, keep_f1=True)]
     else:
         thresholds = prior_rate_thresholds(val_pred, train_targets)
-    on = (np.asarray(val_pred) >= np.asarray(thresholds)[None, :]).sum(axis=1) if len(val_pred) else np.zeros(0)
+    # decided as packages decide (musetag.inference.result.TagResult.decisions): score > threshold
+    on = (np.asarray(val_pred) > np.asarray(thresholds)[None, :]).sum(axis=1) if len(val_pred) else np.zeros(0)
     info = {"rule": used, "reason": reason,
             "tags_per_track_validation": float(on.mean()) if on.size else None,
             "tags_per_track_train": float(np.asarray(train_targets).sum(axis=1).mean()) if len(train_targets) else None}

@@ -98,16 +98,17 @@ def _freezer(cfg: TrainConfig, model: nn.Module, dist: D.DistInfo):
 
 
 def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_dir: Path, dist: D.DistInfo,
-                   resume: bool, *, source: str, key_map: str, report_name: str, what: str = ""):
+                   resume: bool, *, source: str, key_map: str, report_name: str, what: str = "",
+                   option: str = "--init-from"):
     """Load the matching weights of ``source`` into ``model`` (not on resume: last.pt holds them),
     write RUN_DIR/``report_name``; returns the StageFreezer of ``init.freeze_stages`` or None."""
     from musetag.training.transfer import load_source, transfer_weights
 
     freezer = _freezer(cfg, model, dist)
     if not resume:
-        src = load_source(source)
-        _check_front_end(src.features, data.feature_config, src.origin, data.normalize)
-        report = transfer_weights(model, src, key_map=key_map or None, tags=list(data.tags))
+        src = load_source(source, option=option)
+        _check_front_end(src.features, data.feature_config, src.origin, data.normalize, option)
+        report = transfer_weights(model, src, key_map=key_map or None, tags=list(data.tags), option=option)
         if freezer is not None:
             report.frozen_stages = freezer.stage_names
         if dist.is_main:
@@ -121,7 +122,8 @@ _FRONT_END_FIELDS = ("kind", "sample_rate", "mono", "n_mels", "n_fft", "hop_leng
                      "power", "db_multiplier")
 
 
-def _check_front_end(source_features: dict | None, features, origin: str, normalize: bool) -> None:
+def _check_front_end(source_features: dict | None, features, origin: str, normalize: bool,
+                     option: str = "--init-from") -> None:
     """Weights trained on one front end are useless on another: refuse before training when the source
     (a package or checkpoint that records its features) heard different features than this run computes."""
     if not source_features:
@@ -131,7 +133,7 @@ def _check_front_end(source_features: dict | None, features, origin: str, normal
               if k in theirs and k in ours and theirs[k] != ours[k]]
     if differ:
         raise ConfigError(
-            f"--init-from {origin} was trained on {theirs.get('name', 'other')} features, but this run computes "
+            f"{option} {origin} was trained on {theirs.get('name', 'other')} features, but this run computes "
             f"{ours.get('name')} ({'; '.join(differ[:4])}). Set [features] preset = {theirs.get('name')!r} in the "
             "recipe (or --set features.preset=...), so the network hears what it was trained on"
         )
@@ -232,7 +234,8 @@ def _build_networks(run: Run, resume: bool) -> None:
         if cfg.coteaching.peer_init:
             freezers.append(_init_transfer(cfg, peer, data, run.run_dir, run.dist, resume,
                                            source=cfg.coteaching.peer_init, key_map=cfg.coteaching.peer_init_map,
-                                           report_name="transfer-peer.json", what="peer: "))
+                                           report_name="transfer-peer.json", what="peer: ",
+                                           option="--init-peer-from"))
         run.models.append(peer)
         run.weights = [float(w) for w in cfg.coteaching.weights]
     run.freezers = [f for f in freezers if f is not None]

@@ -101,9 +101,10 @@ class SourceWeights:
 
 
 
-def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module) -> SourceWeights:
+def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Module, *,
+                option: str = "--init-from") -> SourceWeights:
     """Read the weights to transfer from a run folder, checkpoint, package, raw weights file,
-    an in-memory ``state_dict`` or a model."""
+    an in-memory ``state_dict`` or a model. ``option``: the command-line option named in errors."""
     if isinstance(source, nn.Module):
         cfg = getattr(source, "musetag_config", None) or None
         return SourceWeights(dict(source.state_dict()), type(source).__name__, "model", model=cfg)
@@ -115,7 +116,7 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
     path = resolve(source)
     if not path.exists():
         raise ModelError(
-            f"--init-from {path}: no such file or folder; give a run folder of `musetag train`, a checkpoint "
+            f"{option} {path}: no such file or folder; give a run folder of `musetag train`, a checkpoint "
             "(.pt), a model package, a local weights file (.safetensors/.pt), or a pretrained model's name "
             "(`musetag models --pretrained`)."
         )
@@ -127,19 +128,19 @@ def load_source(source: str | os.PathLike | Mapping[str, torch.Tensor] | nn.Modu
         )
     if path.is_dir():
         ckpt_path = find_checkpoint(path, "auto")
-        src = _load_checkpoint_file(ckpt_path)
+        src = _load_checkpoint_file(ckpt_path, option)
         src.kind, src.origin = "run", f"{path} ({ckpt_path.name})"
         return src
     if path.suffix.lower() not in RAW_SUFFIXES:
         raise ModelError(
-            f"--init-from {path}: unknown weights format {path.suffix or '(no extension)'}; expected a run folder, "
+            f"{option} {path}: unknown weights format {path.suffix or '(no extension)'}; expected a run folder, "
             f"a model package, or one of {', '.join(RAW_SUFFIXES)}"
         )
-    return _load_checkpoint_file(path)
+    return _load_checkpoint_file(path, option)
 
 
-def _load_checkpoint_file(path: Path) -> SourceWeights:
-    weights = read_weights(path, what="--init-from weights")
+def _load_checkpoint_file(path: Path, option: str = "--init-from") -> SourceWeights:
+    weights = read_weights(path, what=f"{option} weights")
     ckpt = weights.checkpoint
     if ckpt is None:
         return SourceWeights(weights.state_dict, str(path), "weights")
@@ -222,6 +223,7 @@ def transfer_weights(
     keep_classifier: bool | None = None,
     adapt_input_channels: bool = True,
     min_fraction: float = 0.0,
+    option: str = "--init-from",
 ) -> TransferReport:
     """Load into ``model`` every source weight whose (mapped) name and shape match.
 
@@ -231,7 +233,7 @@ def transfer_weights(
     Raises :class:`ModelError` when nothing matches (wrong architecture or mapping), or when less than
     ``min_fraction`` of the parameters could be loaded.
     """
-    src = source if isinstance(source, SourceWeights) else load_source(source)
+    src = source if isinstance(source, SourceWeights) else load_source(source, option=option)
     mapped = get_key_mapping(key_map)(dict(src.state_dict), model)
     source_tags = list(source_tags) if source_tags is not None else src.tags
     target = model.state_dict()
@@ -269,9 +271,9 @@ def transfer_weights(
         examples_src = ", ".join(list(mapped)[:4])
         examples_tgt = ", ".join(list(target)[:4])
         raise ModelError(
-            f"--init-from {src.origin}: no weight matches the model by name and shape (source keys like "
+            f"{option} {src.origin}: no weight matches the model by name and shape (source keys like "
             f"{examples_src}; model keys like {examples_tgt}). Use the same architecture, or a key mapping "
-            f"(--init-map {', '.join(list_key_mappings())}, prefix:OLD=NEW, or module:function)"
+            f"({option.replace('-from', '-map')} {', '.join(list_key_mappings())}, prefix:OLD=NEW, or module:function)"
         )
     model.load_state_dict(new_state, strict=False)
     params = dict(model.named_parameters())
@@ -282,8 +284,9 @@ def transfer_weights(
     report.not_initialised = [k for k in target if k not in new_state and not k.endswith("num_batches_tracked")]
     if report.fraction_loaded < min_fraction:
         raise ModelError(
-            f"--init-from {src.origin}: only {report.fraction_loaded:.1%} of the parameters matched "
-            f"(minimum {min_fraction:.0%}); check the architecture or give a key mapping (--init-map)"
+            f"{option} {src.origin}: only {report.fraction_loaded:.1%} of the parameters matched "
+            f"(minimum {min_fraction:.0%}); check the architecture or give a key mapping "
+            f"({option.replace('-from', '-map')})"
         )
     if report.fraction_loaded < 0.5:
         log.warning("only %.1f%% of the parameters were loaded from %s; is it the same architecture?",

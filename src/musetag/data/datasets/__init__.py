@@ -58,7 +58,7 @@ def dataset_vocab(config, records) -> "TagVocab":
 
     if config.tags_file is not None:
         return TagVocab.from_file(config.tags_file)
-    return TagVocab.from_records(records)
+    return TagVocab.from_records(records, source=f"the labels of {config.source or config.name or 'the dataset'}")
 
 
 # Register the built-in readers (import for side effects).
