@@ -786,7 +786,7 @@ def test_pull_repairs_a_cached_package_whose_weights_were_tampered_with(tmp_path
 
     from conftest import pretrained_package
 
-    from musetag.models import hub
+    from musetag.inference import hub
     from musetag.inference.package import load_package
 
     pretrained_package("mtg-jamendo-baseline")  # skips without the mirror

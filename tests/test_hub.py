@@ -13,7 +13,7 @@ import torch
 
 from musetag.cli import main
 from musetag.errors import ModelError
-from musetag.inference import hub
+from musetag.inference import catalogue, hub
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_pull_of_a_malicious_file_runs_nothing(cache, server, monkeypatch, capsy
 
     evil = evil_files(root / "evil")["zip"]
     entry = _entry_for(evil, f"{base}/evil/evil.pth", name="jamendo-fcn")
-    monkeypatch.setitem(hub._CATALOGUE, "jamendo-fcn", entry)
+    monkeypatch.setitem(catalogue._CATALOGUE, "jamendo-fcn", entry)
     assert main(["pull", "jamendo-fcn", "--no-progress"]) != 0
     assert not (evil.parent / "PWNED").exists()
     assert "allow-unsafe-pickle" in capsys.readouterr().err

@@ -276,7 +276,7 @@ def test_pull_refreshes_a_cached_package_from_before_the_thresholds(tmp_path, mo
     import dataclasses
     import logging
 
-    from musetag.models import hub
+    from musetag.inference import catalogue, hub
     from musetag.inference.package import load_package
 
     pretrained_package("mtg-jamendo-baseline")
@@ -291,7 +291,7 @@ def test_pull_refreshes_a_cached_package_from_before_the_thresholds(tmp_path, mo
     _make_stale(folder)
     entry = hub.get_entry("mtg-jamendo-baseline")
     offline = dataclasses.replace(entry.thresholds, url="http://127.0.0.1:9/thresholds.txt")
-    monkeypatch.setitem(hub._CATALOGUE, entry.name, dataclasses.replace(entry, thresholds=offline))
+    monkeypatch.setitem(catalogue._CATALOGUE, entry.name, dataclasses.replace(entry, thresholds=offline))
     monkeypatch.delenv("MUSETAG_MODEL_MIRROR")
     for cached in (tmp_path / "home" / "downloads").glob("*thresholds*"):
         cached.unlink()

@@ -59,25 +59,3 @@ def read_published_thresholds(path: str | os.PathLike, upstream_tags: Sequence[s
             raise ModelError(f"{where}: threshold {raw[:40]!r} for {tag!r} is not a number in [0, 1]{advice}")
         values.append(value)
     return values
-
-
-def no_thresholds_message(source: dict | None, where: object) -> str:
-    """One line for ``--threshold tuned`` on a package without per-tag thresholds: why, and what to do
-    instead. ``source``: the package's ``source`` record; ``where``: its path (or name)."""
-    instead = ("use --threshold P (one probability for every tag, e.g. --threshold 0.5) or read the ranking "
-               "(--top-k N)")
-    pretrained = (source or {}).get("pretrained") if isinstance(source, dict) else None
-    if isinstance(pretrained, dict) and pretrained.get("name"):
-        name = pretrained["name"]
-        from musetag.inference.hub import CONVERTER_VERSION, get_entry, is_pretrained_name
-
-        entry = get_entry(name) if is_pretrained_name(name) else None
-        if entry is not None and entry.thresholds is not None and pretrained.get("converter") != CONVERTER_VERSION:
-            return (f"{name}: this cached copy predates its published thresholds; run `musetag pull {name}` to "
-                    f"fetch them, or {instead}")
-        why = pretrained.get("no_thresholds") or (entry.no_thresholds if entry is not None else "") \
-            or "its authors published none"
-        return (f"{name} has no published per-tag thresholds ({why}); {instead}, or fine-tune it on your labels "
-                "(`musetag train --init-from`) and package the run, whose validation tunes them")
-    return (f"{where}: this package has no tuned thresholds (its run tuned none); {instead}, or package a "
-            "multilabel run whose validation tuned them (`musetag package RUN --out MODEL`)")

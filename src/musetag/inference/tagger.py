@@ -211,7 +211,7 @@ class Tagger:
         if isinstance(threshold, str):
             if threshold == "tuned":
                 if tuned is None:
-                    from musetag.inference.published_thresholds import no_thresholds_message
+                    from musetag.inference.hub import no_thresholds_message
 
                     raise ConfigError(no_thresholds_message(self.package.source, self.package.path))
                 return np.asarray(tuned, dtype=np.float64)
