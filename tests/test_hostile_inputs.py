@@ -787,6 +787,7 @@ def test_pull_repairs_a_cached_package_whose_weights_were_tampered_with(tmp_path
     from conftest import pretrained_package
 
     from musetag.inference import hub
+    from musetag.inference.loading import load_model
     from musetag.inference.package import load_package
 
     pretrained_package("mtg-jamendo-baseline")  # skips without the mirror
@@ -803,7 +804,7 @@ def test_pull_repairs_a_cached_package_whose_weights_were_tampered_with(tmp_path
         assert main(["pull", "mtg-jamendo-baseline", "--no-progress"]) == 0
     assert "damaged" in caplog.text and str(folder) in caplog.text
     assert weights.read_bytes() == good
-    assert load_package("mtg-jamendo-baseline").n_tags == 56
+    assert load_model("mtg-jamendo-baseline").n_tags == 56
 
 
 def _package_without_size(tmp_path: Path) -> Path:

@@ -31,11 +31,14 @@ def test_training_max_f1_uses_the_official_rule():
     with pytest.warns(EvaluationWarning, match="column 2"):
         th, info = decision_thresholds("max_f1", val_p, val_y, val_y)
     assert info["rule"] == "max_f1"
-    # known answers: tag 0's positives score 0.9 and 0.6 (F1 = 1 from 0.6 on), tag 1's one positive 0.7
-    assert th[:2] == [0.6, 0.7] and th[2] == math.inf
+    # known answers: tag 0's positives score 0.9 and 0.6 (F1 = 1 from 0.6 on), tag 1's one positive 0.7: the
+    # official candidates; training places them halfway to the next lower score (0.4, 0.3) so that
+    # 'score > threshold' keeps the positive at the candidate
+    assert th[:2] == [0.5, 0.5] and th[2] == math.inf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EvaluationWarning)
-        assert th == [float(t) for t in fit_thresholds(val_p, val_y)]
+        assert th == [float(t) for t in fit_thresholds(val_p, val_y, keep_f1=True)]
+        assert list(fit_thresholds(val_p, val_y)[:2]) == [0.6, 0.7]
     assert not (val_p[:, 2] >= th[2]).any()  # never on, whatever the score
 
 
