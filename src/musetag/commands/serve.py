@@ -50,7 +50,8 @@ def register(subparsers) -> None:
                         "scores.csv|.jsonl|.parquet`)")
     p.add_argument("--api-key", default=None, metavar="KEY",
                    help="require 'Authorization: Bearer KEY' on every /v1/* request (default: $MUSETAG_API_KEY, "
-                        "else no key); /healthz and the page stay open and the page asks for the key")
+                        "else no key; the variable keeps the key out of the process list); /healthz and the page "
+                        "stay open and the page asks for the key")
     p.add_argument("--allow-anonymous", action="store_true",
                    help="allow listening on a non-loopback --host (e.g. 0.0.0.0) without an API key")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
