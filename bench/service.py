@@ -38,6 +38,18 @@ RESULTS = REPO / "bench" / "results" / "service.md"
 CURVE = RESULTS.with_suffix(".png")
 SONGS = Path("/work/shared/data/jamendo-songs/mp3")
 MIRROR = Path("/work/shared/models")
+NOTES = (
+    "- allocator policy (measured 2026-12-06 on this machine, load average 10-15, 200 requests each): with the "
+    "server policy of `musetag serve` (glibc's adaptive thresholds, 2 malloc arenas, `malloc_trim` after each "
+    "request and each decode) the idle tree held 966 MB RSS after 200 requests (server 319 MB, decoders 206 + "
+    "206 MB); with `MUSETAG_MALLOC=default` (glibc untouched) 1277 MB after 100 and 1295 MB after 200 (server "
+    "423 MB, decoders 320 + 317 MB). The batch CLI's 1 GiB thresholds, which `serve` used before, grew the server "
+    "process alone from 407 to 926 MB over 300 requests (issue 27).\n"
+    "- CPU per request is the figure to read on a busy machine: requests/s on 2 idle cores is at most 2 / (server + "
+    "decoders) CPU seconds. The decoders' share is the exact (Essentia-equal) decode of the whole song, of which "
+    "the default model uses the centred 29.1 s; decoding only that excerpt is the front end's work (issue 27, "
+    "item 1), which the service picks up through `FrontEnd.segments` unchanged.\n"
+)
 
 
 def free_port() -> int:
@@ -303,7 +315,7 @@ def report(args, songs, load: Load, elapsed, ready_s, start, end, load_before, l
                "(other work shares this machine: absolute figures are noisy)")
     RESULTS.write_text(
         f"## The service under load (`bench/service.py`)\n\n"
-        f"`musetag serve {args.model} --host 127.0.0.1 {args.server_args}`, with an API key (the bearer check on), "
+        f"`{' '.join(['musetag serve', args.model, '--host 127.0.0.1', args.server_args]).strip()}`, with an API key (the bearer check on), "
         f"ready {ready_s:.0f} s after start; {args.clients} concurrent clients POST the {len(songs)} full songs of "
         f"`{args.songs.name}/` (mean {mean_mb:.1f} MB MP3) as raw bodies, cycled, until {args.requests} requests "
         f"or {args.max_seconds:g} s. A 503 is retried after its Retry-After. Memory: the server's whole process tree "
@@ -325,6 +337,7 @@ def report(args, songs, load: Load, elapsed, ready_s, start, end, load_before, l
         f"- command: `python bench/service.py --requests {args.requests} --max-seconds {args.max_seconds:g} "
         f"--clients {args.clients}" + (f" --server-args '{args.server_args}'" if args.server_args else "") + "`\n"
         + (f"- the RSS curve: ![RSS curve]({CURVE.name})\n" if drawn else "")
+        + NOTES
     )
 
 

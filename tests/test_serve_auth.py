@@ -28,11 +28,15 @@ def keyed(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("auth")
     pkg = make_package(root / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
-    os.environ["MUSETAG_API_KEY"] = KEY
+    before = os.environ.get("MUSETAG_API_KEY")
+    os.environ["MUSETAG_API_KEY"] = KEY  # the started process inherits it
     try:
         server = Server(pkg, root / "serve.log", "--max-concurrency", "1")
     finally:
-        del os.environ["MUSETAG_API_KEY"]
+        if before is None:
+            del os.environ["MUSETAG_API_KEY"]
+        else:
+            os.environ["MUSETAG_API_KEY"] = before
     try:
         server.wait()
         yield server
