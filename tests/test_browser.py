@@ -253,3 +253,46 @@ def test_page_with_the_default_pretrained_model_shows_real_moods_and_its_licence
         browser.save_screenshot(str(tmp_path / "pretrained-page.png"))
     finally:
         server.stop()
+
+
+def test_page_asks_for_the_api_key_and_sends_it(browser, tmp_path):
+    """A server with --api-key: the page sees `auth: true` on /healthz, asks for the key, keeps it in
+    sessionStorage and sends it on every request (model description and tagging); a wrong key is asked
+    for again."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = "page-key-42"
+    pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
+    server = Server(pkg, tmp_path / "serve.log", "--max-concurrency", "1", "--api-key", key)
+    clip = tmp_path / "tone.wav"
+    clip.write_bytes(wav_bytes(8.0))
+    try:
+        server.wait()
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 120)
+        form = browser.find_element(By.ID, "key-form")
+        wait.until(lambda d: form.is_displayed())
+        assert "needs an API key" in browser.find_element(By.ID, "key-message").text
+        assert "simplecnn" not in browser.find_element(By.ID, "model").text  # nothing asked without the key
+
+        browser.find_element(By.ID, "api-key").send_keys("wrong-key")
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait.until(lambda d: form.is_displayed() and "did not accept" in d.find_element(By.ID, "key-message").text)
+        assert browser.execute_script("return sessionStorage.getItem('musetag.apiKey')") is None
+
+        browser.find_element(By.ID, "api-key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))  # /v1/models and /v1/tags
+        assert not form.is_displayed()
+        assert browser.execute_script("return sessionStorage.getItem('musetag.apiKey')") == key
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#bars .bar"))  # POST /v1/tag with the key
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar")) == len(TAGS)
+        # a reload in the same tab keeps the key: no question, the model is described at once
+        browser.refresh()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+    finally:
+        server.stop()

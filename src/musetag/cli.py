@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from musetag._allocator import tune_allocator
 
-    tune_allocator()  # big network buffers reused from the heap, not mapped and faulted in every batch
+    # batch commands: big network buffers reused from the heap, not mapped and faulted in every batch;
+    # `serve` asks for the server policy (memory given back after each request)
+    tune_allocator(policy=getattr(args, "allocator", "batch"))
     try:
         with _one_line_warnings():
             return int(args.func(args) or 0)

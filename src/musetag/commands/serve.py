@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+DEFAULT_QUEUE = 32  # the same as musetag.serve.app's (not imported here: FastAPI is an optional extra)
+DEFAULT_QUEUE_TIMEOUT = 60.0
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,8 +16,11 @@ def register(subparsers) -> None:
             "raw body; ?segments=true adds every window's scores and times, ?model=ID picks a model), GET /v1/tags, "
             "GET /v1/models, GET /healthz, OpenAPI docs at /docs, and a web page at / to drop a file, "
             "play it and see its tags. Uploads beyond --max-upload-mb get 413, undecodable ones 422, a "
-            "decode running past --decode-timeout is stopped (422), an upload not received within --body-timeout gets 408 (a client that disconnects mid-upload is logged in one line), and when all --max-concurrency "
-            "decoders are busy requests get 503 with Retry-After."
+            "decode running past --decode-timeout is stopped (422), an upload not received within --body-timeout gets 408 (a client that disconnects mid-upload is logged in one line). When all --max-concurrency "
+            "decoders are busy a request waits its turn (at most --queue waiting, each at most --queue-timeout s) and "
+            "gets 503 with Retry-After only when the queue is full or its wait ran out. With --api-key (or "
+            "$MUSETAG_API_KEY) every /v1/* request needs 'Authorization: Bearer KEY' (401 otherwise; /healthz stays "
+            "open); listening on a non-loopback --host without a key needs --allow-anonymous."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -26,6 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
     p.add_argument("--max-concurrency", type=int, default=2, help="uploads decoded at the same time (decoder processes)")
+    p.add_argument("--queue", type=int, default=DEFAULT_QUEUE,
+                   help="requests that may wait for a busy decoder; beyond that they get 503 with Retry-After")
+    p.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT,
+                   help="seconds a request may wait for a decoder before it gets 503 with Retry-After")
     p.add_argument("--decode-timeout", type=float, default=60.0, help="seconds one upload may take to decode")
     p.add_argument("--body-timeout", type=float, default=120.0,
                    help="seconds a client may take to send its whole upload; a stalled or trickling body gets 408")
@@ -38,8 +48,15 @@ def register(subparsers) -> None:
     p.add_argument("--mood-index", default=None, metavar="SCORES",
                    help="enable GET /v1/moods?tags=happy,-sad over this tag-score table (`musetag tag ... --out "
                         "scores.csv|.jsonl|.parquet`)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on every /v1/* request (default: $MUSETAG_API_KEY, "
+                        "else no key; the variable keeps the key out of the process list); /healthz and the page "
+                        "stay open and the page asks for the key")
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="allow listening on a non-loopback --host (e.g. 0.0.0.0) without an API key")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    p.set_defaults(func=run)
+    # a long-running server keeps glibc's adaptive thresholds and trims after each request (musetag._allocator)
+    p.set_defaults(func=run, allocator="server")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         max_upload_mb=args.max_upload_mb,
         max_concurrency=args.max_concurrency,
+        queue=args.queue,
+        queue_timeout=args.queue_timeout,
+        api_key=args.api_key,
+        allow_anonymous=args.allow_anonymous,
         decode_timeout=args.decode_timeout,
         body_timeout=args.body_timeout,
         top_k=args.top_k,

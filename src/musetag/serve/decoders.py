@@ -15,10 +15,12 @@ log = logging.getLogger("musetag.serve.app")
 def _decoder_main(conn, features: dict, segment: dict) -> None:
     import torch
 
+    from musetag._allocator import trim_heap, tune_allocator
     from musetag.inference.frontend import FrontEnd
     from musetag.inference.tagger import die_with_parent, error_message
 
     die_with_parent()
+    tune_allocator(policy="server")
     torch.set_num_threads(1)
 
     front = FrontEnd(features, segment)
@@ -42,6 +44,8 @@ def _decoder_main(conn, features: dict, segment: dict) -> None:
             conn.send(("error", text, None))
         except Exception as exc:  # noqa: BLE001 - reported to the client as an undecodable upload
             conn.send(("error", error_message(name, exc), None))
+        msg = data = segs = None  # noqa: F841 - drop the references before trimming
+        trim_heap()  # the song's samples and features go back to the system, not kept for the next one
 
 
 class DecodeTimeout(Exception):
@@ -108,7 +112,8 @@ class _Decoder:
 
 
 class DecoderPool:
-    """``size`` decoder processes; ``try_acquire`` never waits (the service answers 503 instead)."""
+    """``size`` decoder processes; ``try_acquire`` never waits (the service's wait queue,
+    :mod:`musetag.serve.queue`, holds one slot per decoder in front of it)."""
 
     def __init__(self, features: dict, segment: dict, size: int) -> None:
         self.features, self.segment, self.size = features, segment, size

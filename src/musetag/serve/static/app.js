@@ -1,7 +1,8 @@
 // musetag web page: choose or drop a file, play it, POST it to /v1/tag?segments=true (one model, or
 // every served model side by side), draw its top tags over time as a timeline synchronised with the
 // audio player (click or arrow keys seek, a cursor follows playback) and its whole-song tags as bars.
-// No external resources: works offline.
+// No external resources: works offline. When the server has an API key (/healthz says auth: true, or a
+// request is answered 401) the page asks for it, keeps it in sessionStorage and sends it on every request.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -13,6 +14,47 @@
   const COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000"];
   const SVG = "http://www.w3.org/2000/svg";
   let objectUrl = null, lastResults = [], models = [], timelines = [], fileDuration = 0, lastFile = null;
+
+  // -- the API key (musetag serve --api-key) -----------------------------------------------------------
+  const KEY_STORE = "musetag.apiKey";
+  const keyForm = $("key-form"), keyInput = $("api-key"), keyMessage = $("key-message");
+
+  function storedKey() {
+    try { return sessionStorage.getItem(KEY_STORE) || ""; } catch (e) { return ""; }
+  }
+
+  function askKey(text) {
+    try { sessionStorage.removeItem(KEY_STORE); } catch (e) { /* storage disabled */ }
+    keyMessage.textContent = text;
+    keyForm.hidden = false;
+    keyInput.focus();
+  }
+
+  // every request of the page goes through here: the key (when there is one) rides along
+  function api(url, options) {
+    const opts = Object.assign({}, options || {});
+    const key = storedKey();
+    if (key) opts.headers = Object.assign({}, opts.headers || {}, { Authorization: "Bearer " + key });
+    return fetch(url, opts).then((r) => {
+      // a rejected key is asked for again; a request sent without one while the form is open leaves it as it is
+      if (r.status === 401 && (key || keyForm.hidden)) {
+        askKey(key ? "The server did not accept that key; enter it again." : "This server needs an API key.");
+      }
+      return r;
+    });
+  }
+
+  keyForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = keyInput.value.trim();
+    if (!key) return;
+    try { sessionStorage.setItem(KEY_STORE, key); } catch (err) { /* storage disabled: asked again next time */ }
+    keyInput.value = "";
+    keyForm.hidden = true;
+    setStatus("");
+    start();
+    if (lastFile) handle(lastFile);
+  });
 
   function setStatus(text, isError) {
     statusEl.textContent = text;
@@ -51,28 +93,36 @@
 
   function loadDescription(id) {
     const q = id && id !== ALL ? "?model=" + encodeURIComponent(id) : "";
-    return fetch("/v1/tags" + q).then((r) => r.json()).then(describe)
+    return api("/v1/tags" + q).then((r) => r.json()).then(describe)
       .catch(() => { $("model").textContent = "model description unavailable"; });
   }
 
-  fetch("/v1/models").then((r) => r.json()).then((info) => {
-    models = info.models.map((m) => m.id);
-    select.replaceChildren();
-    for (const m of info.models) {
-      const opt = document.createElement("option");
-      opt.value = m.id;
-      opt.textContent = `${m.id} (${m.n_tags} tags)`;
-      select.append(opt);
-    }
-    if (models.length > 1) {
-      const opt = document.createElement("option");
-      opt.value = ALL;
-      opt.textContent = "all models, side by side";
-      select.append(opt);
-    }
-    pick.hidden = models.length < 2;
-    return loadDescription(models[0]);
-  }).catch(() => loadDescription(null));
+  function start() {
+    return api("/v1/models").then((r) => r.json()).then((info) => {
+      models = info.models.map((m) => m.id);
+      select.replaceChildren();
+      for (const m of info.models) {
+        const opt = document.createElement("option");
+        opt.value = m.id;
+        opt.textContent = `${m.id} (${m.n_tags} tags)`;
+        select.append(opt);
+      }
+      if (models.length > 1) {
+        const opt = document.createElement("option");
+        opt.value = ALL;
+        opt.textContent = "all models, side by side";
+        select.append(opt);
+      }
+      pick.hidden = models.length < 2;
+      return loadDescription(models[0]);
+    }).catch(() => loadDescription(null));
+  }
+
+  // a server with a key says so on its open /healthz: ask before the first request fails
+  fetch("/healthz").then((r) => r.json()).then((h) => {
+    if (h.auth && !storedKey()) askKey("This server needs an API key.");
+    else start();
+  }).catch(start);
 
   // -- the timeline --------------------------------------------------------------------------------
   function svgEl(name, attrs) {
@@ -263,10 +313,11 @@
     const form = new FormData();
     form.append("file", file, file.name);
     const q = `?segments=true&top_k=${TOP}` + (id ? "&model=" + encodeURIComponent(id) : "");
-    const response = await fetch("/v1/tag" + q, { method: "POST", body: form });
+    const response = await api("/v1/tag" + q, { method: "POST", body: form });
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
+      if (response.status === 401) throw new Error("this server needs an API key: enter it above and the file is tagged");
       const msg = body && body.message ? body.message : `the server answered ${response.status}`;
       throw new Error(msg);
     }

@@ -1,0 +1,42 @@
+"""The service's one error format: every error is a JSON body ``{"error": code, "message": text}``
+with a 4xx/5xx status (:func:`error`), including FastAPI's own validation and HTTP errors
+(:func:`install_error_handlers`). Shared by every route set built on this stack."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("musetag.serve.app")
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"error": code, "message": message}`` with ``status`` (and ``headers``)."""
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+async def _validation(request: Request, exc: RequestValidationError):
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body"))
+        parts.append(f"{where}: {err.get('msg')}")
+    return error(400, "bad_request", "; ".join(parts) or "invalid request")
+
+
+async def _http(request: Request, exc: StarletteHTTPException):
+    return error(exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception):  # pragma: no cover - last resort
+    log.exception("unexpected error on %s", request.url.path)
+    return error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer validation errors (400), HTTP errors and unexpected exceptions (500) in the JSON format."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
