@@ -23,7 +23,7 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
     features of the whole file, cut into windows of ``frames`` (``samples`` for waveform
     features) every ``hop`` (default: the length), at most ``max_segments`` of them; ``frames`` 0
     is the whole file at once. The rule training evaluates with
-    (:func:`musetag.training.data.segment_starts`).
+    (:func:`musetag.inference.segments.segment_starts`).
 ``"evenly_spaced"``
     ``{"rule": "evenly_spaced", "samples": L, "count": N, "aggregation": ...}``: the evaluation
     protocol of Won et al. 2020. The decoded audio (``n`` samples at the features' rate) is cut
