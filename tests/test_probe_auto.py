@@ -1,0 +1,121 @@
+"""probe-auto: grouped folds, the batched CV fit, block scaling, nested CV, the averaged probe.
+
+Known answers: the batched linear fit is scikit-learn's LogisticRegression (multilabel: one per tag)
+and Ridge(alpha = 1 / C) (regression) on the fold's standardised inputs; grouped folds never split a
+group; the averaged probe's output is the mean of its members' probabilities computed with numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _multilabel(rng, n=80, dim=6, tags=3):
+    x = rng.standard_normal((n, dim))
+    w = rng.standard_normal((dim, tags))
+    y = (x @ w + 0.5 * rng.standard_normal((n, tags)) > 0.3).astype(np.float32)
+    return x.astype(np.float32), y
+
+
+def test_batched_linear_fit_is_sklearn_logistic_regression_per_fold_and_c(rng):
+    from sklearn.linear_model import LogisticRegression
+
+    from musetag.training.probe_cv import _standardised, batched_fit
+
+    x, y = _multilabel(rng)
+    masks = np.zeros((2, len(y)), bool)
+    masks[0, :60] = True
+    masks[1, 20:] = True
+    cs = [0.1, 1.0]
+    z = np.stack([_standardised(x, m, [x.shape[1]]) for m in masks]).astype(np.float32)
+    logits = batched_fit("linear", "multilabel", y.shape[1], z, y, masks, cs, seed=0, hidden=8, max_iter=500)
+    for p, (m, c) in enumerate(zip(masks, cs)):
+        for t in range(y.shape[1]):
+            ref = LogisticRegression(C=c, tol=1e-10, max_iter=5000).fit(z[p][m], y[m, t]).decision_function(z[p])
+            np.testing.assert_allclose(logits[p, :, t], ref, atol=2e-3)
+
+
+def test_batched_linear_regression_is_sklearn_ridge(rng):
+    from sklearn.linear_model import Ridge
+
+    from musetag.training.probe_cv import _standardised, batched_fit
+
+    x = rng.standard_normal((50, 5)).astype(np.float32)
+    y = (x @ rng.standard_normal((5, 2)) + 0.3 * rng.standard_normal((50, 2))).astype(np.float32)
+    mask = np.ones((1, 50), bool)
+    z = _standardised(x, mask[0], [5])[None].astype(np.float32)
+    out = batched_fit("linear", "regression", 2, z, y, mask, [0.5], seed=0, hidden=8, max_iter=500)[0]
+    ref = Ridge(alpha=1 / 0.5).fit(z[0], y).predict(z[0])
+    np.testing.assert_allclose(out, ref, atol=1e-3)
+
+
+def test_grouped_folds_keep_each_group_in_one_fold_and_cover_every_track(rng):
+    from musetag.training.probe_cv import make_folds
+
+    _, y = _multilabel(rng, n=60)
+    groups = [f"a{i // 3}" for i in range(60)]
+    folds = make_folds("multilabel", y, groups, 5, seed=0)
+    held = np.concatenate([te for _, te in folds])
+    assert sorted(held.tolist()) == list(range(60))
+    for tr, te in folds:
+        assert not {groups[i] for i in tr} & {groups[i] for i in te}
+    from musetag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only 3 groups"):
+        make_folds("multilabel", y, [f"a{i % 3}" for i in range(60)], 5, seed=0)
+
+
+def test_rare_tags_are_flagged_for_the_choice():
+    from musetag.training.probe_cv import rare_outputs
+
+    y = np.zeros((20, 3), np.float32)
+    y[:10, 0] = 1  # 10 positives
+    y[:4, 1] = 1  # 4 < 5 folds
+    y[:, 2] = 1  # no negative
+    assert rare_outputs("multilabel", y, 5).tolist() == [False, True, True]
+    assert rare_outputs("multiclass", np.array([0] * 10 + [1] * 3), 5).tolist() == [False, True]
+
+
+def test_block_scaling_gives_each_backbone_the_same_total_variance(rng):
+    from musetag.training.probe_cv import _standardised, block_scales
+
+    assert block_scales([64]) == [1.0]
+    x = np.concatenate([rng.standard_normal((40, 8)) * 5, rng.standard_normal((40, 32))], axis=1)
+    z = _standardised(x, np.ones(40, bool), [8, 32])
+    assert z[:, :8].var(0).sum() == pytest.approx(z[:, 8:].var(0).sum(), rel=1e-6)
+    assert z.var(0).sum() == pytest.approx(40, rel=1e-6)  # the total is unchanged
+
+
+def test_probe_average_is_the_mean_of_its_members_probabilities(rng):
+    import torch
+
+    from musetag.models import create_model
+
+    members = [{"name": "probe_linear", "args": {}, "columns": [[0, 3]]},
+               {"name": "probe_mlp", "args": {"hidden": 4}, "columns": [[3, 5], [0, 1]]}]
+    model = create_model("probe_average", n_classes=2, members=members, task="multilabel").eval()
+    x = torch.as_tensor(rng.standard_normal((6, 5)), dtype=torch.float32)
+    with torch.no_grad():
+        a = torch.sigmoid(model.members[0](x[:, :3]))
+        b = torch.sigmoid(model.members[1](torch.cat([x[:, 3:5], x[:, :1]], 1)))
+        got = torch.sigmoid(model(x))
+    np.testing.assert_allclose(got.numpy(), ((a + b) / 2).numpy(), atol=1e-5)
+    rebuilt = create_model("probe_average", **model.musetag_config["args"])
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_nested_cv_scores_top_m_on_held_out_folds_only(rng):
+    from musetag.training.probe_cv import Candidate, make_folds, nested
+
+    _, y = _multilabel(rng, n=60)
+    folds = make_folds("multilabel", y, None, 3, seed=0)
+    good = Candidate(("a",), "linear", [1.0], oof=[y + 0.1 * rng.random(y.shape)], pooled=[0.9])
+    bad = Candidate(("b",), "linear", [1.0], oof=[5 * rng.random(y.shape)], pooled=[0.5])
+    info = nested([bad, good], y, "multilabel", folds, np.ones(3, bool), sizes=(1, 2))
+    assert info["m"] == [1, 2]
+    assert info["score"][0] == pytest.approx(1.0)  # the good candidate is ranked first on every inner set
+    assert info["score"][1] < info["score"][0]  # averaging with noise hurts: nested CV says so
