@@ -561,7 +561,8 @@ def _write_index(out: Path, name, task, settings, feature_dict, vocab: TagVocab,
         e = done[r.id]
         entries.append({"id": r.id, "file": e["file"], "shape": e["shape"], "split": r.split, "tags": list(r.tags),
                         "group": r.group, "duration": r.duration,
-                        "audio_path": str(r.audio_path) if r.audio_path else None})
+                        "audio_path": str(r.audio_path) if r.audio_path else None,
+                        **({"targets": list(r.extra["targets"])} if r.extra.get("targets") else {})})
     features = json.loads(json.dumps(dict(feature_dict, mean=stats["mean"], std=stats["std"]), default=str))
     index = {"version": CACHE_VERSION, "name": name, "task": task, "tags": vocab.to_list(),
              "dtype": settings["dtype"], "official_features": settings["official_features"],

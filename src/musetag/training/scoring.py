@@ -14,6 +14,10 @@ from musetag.errors import EvaluationError
 
 
 def reported_metric(task: str) -> str:
+    if task == "regression":
+        from musetag.evaluate.regression import REPORTED
+
+        return REPORTED
     return "accuracy" if task == "multiclass" else "pr_auc_macro"
 
 
@@ -27,6 +31,10 @@ def score(predictions: np.ndarray, targets: np.ndarray, task: str) -> dict:
     (multi-hot ``(tracks, tags)`` or class indices ``(tracks,)``)."""
     from sklearn.metrics import average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
+    if task == "regression":  # R², Pearson r, CCC per target (musetag.evaluate.regression)
+        from musetag.evaluate.regression import regression_scores
+
+        return regression_scores(predictions, targets)
     predictions = np.asarray(predictions, dtype=np.float64)
     if not np.isfinite(predictions).all():
         raise EvaluationError("predictions contain NaN or infinite values; training diverged (lower the learning rate)")
