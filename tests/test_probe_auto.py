@@ -119,3 +119,80 @@ def test_nested_cv_scores_top_m_on_held_out_folds_only(rng):
     assert info["m"] == [1, 2]
     assert info["score"][0] == pytest.approx(1.0)  # the good candidate is ranked first on every inner set
     assert info["score"][1] < info["score"][0]  # averaging with noise hurts: nested CV says so
+
+
+def _fill_cache(cache, backbone, paths, rng):
+    """Cached embeddings of ``paths`` for ``backbone`` as a `prepare` would store them (random vectors of the
+    backbone's width: the run's choice does not matter here, the package's arithmetic does)."""
+    import json
+
+    from musetag.data.cache import CACHE_VERSION, _feature_key
+    from musetag.data.embed_features import embedding_feature_config
+    from musetag.data.store import arrays_dir, audio_key
+    from musetag.tag.package import load_package
+
+    dim = int(load_package(backbone).build_model().num_features)
+    settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))
+    arrays = arrays_dir(cache / "features", settings, "float32", CACHE_VERSION)
+    arrays.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        np.save(arrays / audio_key(p), rng.standard_normal((dim, 1)).astype(np.float32))
+
+
+def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
+    import csv
+    import json
+
+    import musetag
+    from conftest import pretrained_package, shared_path
+    from musetag.tag import Tagger
+    from musetag.tag.embed import load_embedder
+    from musetag.tag.package import create_package, load_checkpoint
+
+    backbones = ["jamendo-crnn", "msd-crnn"]  # one front end: a pair of them makes one package
+    for b in backbones:
+        pretrained_package(b)
+    files = sorted((shared_path("gtzan3") / "audio" / "jazz").glob("*.mp3"))[:20]
+    splits = ["train"] * 12 + ["validation"] * 4 + ["test"] * 4
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, "calm" if i % 2 else "dark", s, f"artist{i // 2}"])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "embed:jamendo-crnn"\n'
+                                      '[paths]\nmanifest = "m.csv"\n')
+    for b in backbones:
+        _fill_cache(tmp_path / "cache" / b, b, [str(f) for f in files], rng)
+    run = tmp_path / "run"
+    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", f"select.backbones={backbones}",
+                        "select.folds=3", "select.grid=[0.1, 1.0]", "select.mlp_grid=[1.0]", "select.hidden=8",
+                        "select.bootstrap=50"])
+    summary = json.loads((run / "summary.json").read_text())
+    sel = summary["select"]
+    assert [c["candidate"] for c in sel["candidates"]].count("jamendo-crnn+msd-crnn / linear") == 1
+    assert len(sel["candidates"]) == 6 and sel["grouped"] and sel["folds"] == 3
+    assert sel["skipped_for_choice"] == []
+    assert set(sel["test_interval"]) == {"PR-AUC-macro", "ROC-AUC-macro"}
+    assert sel["chosen"] and sel["nested"]["chosen_m"] == len(sel["chosen"])
+
+    pkg = create_package(run, tmp_path / "pkg")
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    from musetag.models import create_model
+
+    model = create_model(ckpt["model"]["name"], **ckpt["model"]["args"])
+    model.load_state_dict(ckpt["state_dict"])
+    import soundfile as sf
+
+    from musetag.audio import load_audio
+
+    clip, sr = load_audio(files[-1], sample_rate=16000, mono=True)
+    audio = str(tmp_path / "short.wav")  # 4 s: one window per backbone keeps the test quick
+    sf.write(audio, np.asarray(clip).reshape(-1)[16000 * 5:16000 * 9], sr)
+    parts = ckpt["features"]["embed"].split("+")
+    vec = np.concatenate([load_embedder(p).embed(audio) for p in parts]).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        expected = torch.sigmoid(model.eval()(torch.as_tensor(vec)[None])).numpy()[0]
+    np.testing.assert_allclose(Tagger.from_package(pkg).tag(audio).scores_array, expected, atol=1e-5)
