@@ -237,9 +237,9 @@ class SelectSection:
     folds: int = 5
     pair_top: int = 3
     grid: list = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
-    mlp_grid: list = field(default_factory=lambda: [0.1, 1.0, 10.0])
-    hidden: int = 256
-    max_iter: int = 200
+    mlp_grid: list = field(default_factory=lambda: [1.0, 10.0])
+    hidden: int = 128
+    max_iter: int = 150
     average: list = field(default_factory=lambda: [1, 2, 3, 5])
     packable: bool = True
     bootstrap: int = 1000
