@@ -99,3 +99,20 @@ def test_linear_probe_on_regression_is_sklearn_ridge(rng):
     model = fit(build_probe("probe_linear", {}, 2, x, 0), x, y, "regression", 0.2, max_iter=500)
     z = (x - x.mean(0)) / x.std(0)
     np.testing.assert_allclose(predict(model, x, "regression"), Ridge(alpha=5.0).fit(z, y).predict(z), atol=1e-3)
+
+
+def test_score_command_prints_regression_figures(tmp_path, rng, capsys):
+    from scipy.stats import pearsonr
+
+    from musetag.cli import main
+
+    y = rng.random((30, 2))
+    p = y + 0.1 * rng.standard_normal((30, 2))
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "y.npy", y)
+    (tmp_path / "tags.txt").write_text("valence\narousal\n")
+    assert main(["score", str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"), "--task", "regression",
+                 "--tags", str(tmp_path / "tags.txt")]) == 0
+    out = capsys.readouterr().out
+    r = np.mean([pearsonr(y[:, j], p[:, j])[0] for j in range(2)])
+    assert f"pearson_r_mean\t{r:.6f}" in out and out.count("arousal\tR2") == 1
