@@ -116,3 +116,22 @@ def test_score_command_prints_regression_figures(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     r = np.mean([pearsonr(y[:, j], p[:, j])[0] for j in range(2)])
     assert f"pearson_r_mean\t{r:.6f}" in out and out.count("arousal\tR2") == 1
+
+
+def test_ccc_and_mse_losses_follow_lins_formula_and_the_task(rng):
+    import torch
+
+    from musetag.errors import ConfigError
+    from musetag.training.losses import build_loss
+    from musetag.training.recipe_checks import loss_mismatch
+
+    y = rng.random((16, 2))
+    p = y * 0.5 + 0.2 + 0.05 * rng.standard_normal((16, 2))
+    ccc = [2 * np.cov(y[:, j], p[:, j], bias=True)[0, 1] / (y[:, j].var() + p[:, j].var()
+                                                            + (y[:, j].mean() - p[:, j].mean()) ** 2) for j in range(2)]
+    pt, yt = torch.as_tensor(p), torch.as_tensor(y)
+    assert float(build_loss("ccc", task="regression")(pt, yt)) == pytest.approx(1 - np.mean(ccc), abs=1e-6)
+    assert float(build_loss("auto", task="regression")(pt, yt)) == pytest.approx(((p - y) ** 2).mean(), abs=1e-6)
+    assert loss_mismatch("bce", "regression") and loss_mismatch("mse", "multilabel")
+    with pytest.raises(ConfigError, match="needs 'mse' or 'ccc'"):
+        build_loss("ce", task="regression")

@@ -330,7 +330,7 @@ CHOICES: dict[str, tuple] = {
     "decision": DECISION_RULES,
     "data.aggregation": ("mean", "max"),
     "data.label_mode": ("multi", "single"),
-    "loss.name": ("auto", "bce", "wbce", "focal", "ce"),
+    "loss.name": ("auto", "bce", "wbce", "focal", "ce", "mse", "ccc"),
     "optim.name": ("sgd", "adam", "adamw", "amsgrad"),
     "optim.grad_clip_mode": ("norm", "value"),
     "schedule.name": ("constant", "cosine", "plateau", "step", "cosine_restarts"),
