@@ -242,7 +242,9 @@ def _outputs(logits: np.ndarray, task: str) -> np.ndarray:
     if task == "multiclass":
         e = np.exp(logits - logits.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True)).astype(np.float32)
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    from scipy.special import expit
+
+    return expit(logits).astype(np.float32)
 
 
 def cross_validate(cand: Candidate, task: str, n_out: int, x: np.ndarray, y: np.ndarray, widths: list[int], folds,
