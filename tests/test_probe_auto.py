@@ -196,3 +196,17 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     with torch.no_grad():
         expected = torch.sigmoid(model.eval()(torch.as_tensor(vec)[None])).numpy()[0]
     np.testing.assert_allclose(Tagger.from_package(pkg).tag(audio).scores_array, expected, atol=1e-5)
+
+
+def test_without_a_group_column_folds_are_stratified_with_one_warning(caplog):
+    import logging
+
+    from musetag.data.manifest import TrackRecord
+    from musetag.training.probe_auto import fold_groups
+
+    grouped = [TrackRecord(id=str(i), group=f"a{i}") for i in range(4)]
+    assert fold_groups(grouped, "mine.toml", 5) == ["a0", "a1", "a2", "a3"]
+    with caplog.at_level(logging.WARNING):
+        assert fold_groups([TrackRecord(id="x"), *grouped], "mine.toml", 5) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "mine.toml: no group column" in warnings[0].getMessage()

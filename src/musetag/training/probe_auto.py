@@ -96,13 +96,7 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
     for role in ("train", "validation"):
         if not chosen[role]:
             raise ConfigError(f"{ds.where}: no tracks in split {wanted[role]!r}")
-    trv = chosen["train"] + chosen["validation"]
-    groups = [r.group for r in trv]
-    if not all(groups):
-        log.warning("%s: no group column (artist) for every track: the %d folds are stratified but not grouped, so "
-                    "tracks of one artist can sit on both sides of a fold and the CV scores are optimistic; add a "
-                    "group column to the manifest", ds.where, cfg.select.folds)
-        groups = None
+    groups = fold_groups(chosen["train"] + chosen["validation"], ds.where, int(cfg.select.folds))
     blocks = {}
     for i, name in enumerate(backbones, 1):
         ds_b = dataclasses.replace(ds, preset=f"embed:{name}")
@@ -114,6 +108,17 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
                                if recs else np.zeros((0, 1), np.float32)) for role, recs in chosen.items()}
     y = {role: _targets(ds.task, vocab, recs, len(tags)) for role, recs in chosen.items()}
     return Arrays(ds.task, tags, {k: [r.id for r in v] for k, v in chosen.items()}, y, groups, blocks, ds)
+
+
+def fold_groups(records, where: str, folds: int) -> list | None:
+    """The records' groups (artists) for grouped folds; None, with one warning, when any track has none."""
+    groups = [r.group for r in records]
+    if all(groups):
+        return groups
+    log.warning("%s: no group column (artist) for every track: the %d folds are stratified but not grouped, so "
+                "tracks of one artist can sit on both sides of a fold and the CV scores are optimistic; add a "
+                "group column to the manifest", where, folds)
+    return None
 
 
 def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
