@@ -135,3 +135,36 @@ def test_ccc_and_mse_losses_follow_lins_formula_and_the_task(rng):
     assert loss_mismatch("bce", "regression") and loss_mismatch("mse", "multilabel")
     with pytest.raises(ConfigError, match="needs 'mse' or 'ccc'"):
         build_loss("ce", task="regression")
+
+
+def test_fine_tuning_on_a_regression_dataset_trains_with_ccc_and_reports_regression_scores(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    import musetag
+
+    sr = 16000
+    for i in range(12):
+        f = 220.0 * (1 + i / 6)
+        t = np.arange(sr * 3) / sr
+        sf.write(tmp_path / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), sr)
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "pitch", "loud"])
+        for i in range(12):
+            w.writerow([f"c{i}.wav", "", (["train"] * 6 + ["validation"] * 3 + ["test"] * 3)[i], i / 12, 1 - i / 24])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "regression"\ntargets = ["pitch", "loud"]\n'
+                                      'preset = "jamendo96"\n[paths]\nmanifest = "m.csv"\n')
+    run = tmp_path / "run"
+    musetag.train("demo", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", "epochs=2", "final=last", "loss.name=ccc", "data.crop=64", "data.eval_crop=64",
+                        "data.eval_hop=64", "data.batch_size=6"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "r2_mean" and {"pearson_r_mean", "ccc_mean"} <= set(summary["test"])
+    from musetag.evaluate.regression import regression_scores
+
+    pred = np.load(run / "predictions" / "test.npy")
+    y = np.load(run / "predictions" / "test_targets.npy")
+    assert pred.shape == (3, 2)
+    assert summary["test"]["r2_mean"] == pytest.approx(regression_scores(pred, y)["r2_mean"], abs=1e-5)

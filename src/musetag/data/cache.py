@@ -286,6 +286,8 @@ def build_cache(
     if features.kind == "embedding":
         dtype = "float32"  # the same numbers `musetag embed` gives (musetag.data.embed_features)
     records = list(records)
+    if vocab is None and records and not any(r.tags for r in records) and records[0].extra.get("targets"):
+        vocab = TagVocab(f"target{i}" for i in range(len(records[0].extra["targets"])))  # index only: no tags needed
     vocab = vocab or TagVocab.from_records(records)
     feature_dict = features.replace(mean=None, std=None).to_dict()
     official = _use_official(records, features, from_audio, where)

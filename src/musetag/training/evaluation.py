@@ -101,7 +101,8 @@ def predict(models: list[nn.Module], weights: list[float], data: TrainingData, s
 
 
 def aggregate(logits: torch.Tensor, counts: list[int], how: str, task: str) -> torch.Tensor:
-    act = (lambda z: torch.softmax(z, dim=-1)) if task == "multiclass" else torch.sigmoid
+    act = ((lambda z: torch.softmax(z, dim=-1)) if task == "multiclass"
+           else (lambda z: z) if task == "regression" else torch.sigmoid)  # regression: the values themselves
     rows = []
     for part in torch.split(logits, counts):
         if how == "max":
