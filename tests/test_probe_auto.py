@@ -210,3 +210,52 @@ def test_without_a_group_column_folds_are_stratified_with_one_warning(caplog):
         assert fold_groups([TrackRecord(id="x"), *grouped], "mine.toml", 5) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "mine.toml: no group column" in warnings[0].getMessage()
+
+
+def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
+    import csv
+    import json
+
+    import soundfile as sf
+    import torch
+
+    import musetag
+    from conftest import pretrained_package, shared_path
+    from musetag.audio import load_audio
+    from musetag.models import create_model
+    from musetag.tag import Tagger
+    from musetag.tag.embed import load_embedder
+    from musetag.tag.package import create_package, load_checkpoint
+
+    backbone = "jamendo-crnn"
+    pretrained_package(backbone)
+    files = sorted((shared_path("gtzan3") / "audio" / "rock").glob("*.mp3"))[:16]
+    splits = ["train"] * 10 + ["validation"] * 3 + ["test"] * 3
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group", "valence", "arousal"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, "", s, f"artist{i // 2}", i / 16, 1 - i / 32])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "regression"\ntargets = ["valence", "arousal"]\n'
+                                      f'preset = "embed:{backbone}"\n[paths]\nmanifest = "m.csv"\n')
+    _fill_cache(tmp_path / "cache" / backbone, backbone, [str(f) for f in files], rng)
+    run = tmp_path / "run"
+    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", f"select.backbones=['{backbone}']",
+                        "select.folds=3", "select.grid=[1.0]", "select.mlp_grid=[1.0]", "select.hidden=8",
+                        "select.bootstrap=20"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "r2_mean" and "pearson_r_mean" in summary["select"]["test_interval"]
+    pkg = create_package(run, tmp_path / "pkg")
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    model = create_model(ckpt["model"]["name"], **ckpt["model"]["args"])
+    model.load_state_dict(ckpt["state_dict"])
+    clip, sr = load_audio(files[-1], sample_rate=16000, mono=True)
+    audio = str(tmp_path / "short.wav")
+    sf.write(audio, np.asarray(clip).reshape(-1)[16000 * 5:16000 * 9], sr)
+    vec = load_embedder(backbone).embed(audio).astype(np.float32)
+    with torch.no_grad():
+        expected = model.eval()(torch.as_tensor(vec)[None]).numpy()[0]
+    result = Tagger.from_package(pkg).tag(audio)
+    assert result.tags == ["valence", "arousal"] and result.decisions == []
+    np.testing.assert_allclose(result.scores_array, expected, atol=1e-5)

@@ -72,7 +72,7 @@ CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
 AGGREGATIONS = ("mean", "mean_logits", "max", "embedding_mean")  # the last: backbone + probe packages
 SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
 AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
-TASKS = ("multilabel", "multiclass")
+TASKS = ("multilabel", "multiclass", "regression")
 
 
 def _installed_version() -> str:

@@ -51,7 +51,7 @@ class TagResult:
     @property
     def decisions(self) -> list[str]:
         """Tags decided present: above their threshold (multilabel) or the arg-max (multiclass)."""
-        if self.scores_array is None:
+        if self.scores_array is None or self.task == "regression":  # values, not tags: nothing to decide
             return []
         if self.task == "multiclass":
             return [self.tags[int(np.argmax(self.scores_array))]]

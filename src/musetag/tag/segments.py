@@ -126,6 +126,8 @@ def window_times(starts, length: int, unit_seconds: float, duration: float) -> n
 # ---------------------------------------------------------------------------------------------
 def _activation(logits: np.ndarray, task: str) -> np.ndarray:
     logits = logits.astype(np.float64)
+    if task == "regression":  # the values themselves
+        return logits
     if task == "multiclass":
         z = logits - logits.max(axis=-1, keepdims=True)
         e = np.exp(z)
@@ -174,6 +176,8 @@ def aggregate_windows(probabilities: np.ndarray, how: str, task: str = "multilab
         return p.max(axis=0)
     if how != "mean_logits":
         raise ModelError(f"unknown segment aggregation {how!r}; use {', '.join(AGGREGATIONS)}")
+    if task == "regression":  # values: the mean is the mean of the logits
+        return p.mean(axis=0)
     eps = 1e-12
     p = np.clip(p, eps, 1.0 - eps) if task != "multiclass" else np.clip(p, eps, 1.0)
     logits = np.log(p) if task == "multiclass" else np.log(p) - np.log1p(-p)
