@@ -25,9 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
     p.add_argument("--tags", help="tag list, one per line (names tags in warnings, --per-tag and the confusion "
                    "matrix); default: tags.txt beside the predictions (a training run's predictions/ folder)")
-    p.add_argument("--task", choices=["multilabel", "multiclass"], default="multilabel",
+    p.add_argument("--task", choices=["multilabel", "multiclass", "regression"], default="multilabel",
                    help="multiclass: ground truth holds class indices; prints accuracy, balanced accuracy, "
-                        "macro-F1 and the confusion matrix")
+                        "macro-F1 and the confusion matrix. regression: ground truth holds values (tracks x "
+                        "targets); prints R², Pearson r and CCC per target and their means")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--decisions", "-d", help="NPY file of boolean decisions (tracks x tags)")
     src.add_argument("--thresholds-from", nargs=2, metavar=("VAL_PRED", "VAL_GT"),
@@ -61,6 +62,8 @@ def run(args) -> int:
     tags = _tags(args, pred.shape[1] if pred.ndim == 2 else None)
     if args.task == "multiclass":
         return _multiclass(args, pred, gt, tags)
+    if args.task == "regression":
+        return _regression(args, pred, gt, tags)
     kw = {}
     if args.decisions:
         kw["decisions"] = load_array(args.decisions, "decisions")
@@ -178,6 +181,22 @@ def _multiclass(args, pred, gt, tags) -> int:
     print(" " * (width + 1) + " ".join(f"{c[:6]:>6s}" for c in r["classes"]))
     for c, row in zip(r["classes"], r["confusion_matrix"]):
         print(f"{c:>{width}s} " + " ".join(f"{v:6d}" for v in row))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2), encoding="utf-8")
+    return 0
+
+
+def _regression(args, pred, gt, tags) -> int:
+    from musetag.evaluate.regression import per_target, regression_scores
+
+    names = list(tags) if tags is not None else [f"target{i}" for i in range(pred.shape[1] if pred.ndim == 2 else 1)]
+    r = regression_scores(pred, gt, names=names)
+    per = per_target(pred, gt)
+    lines = [f"{k}\t{r[k]:.6f}" for k in ("r2_mean", "pearson_r_mean", "ccc_mean")]
+    lines += [f"{n}\tR2 {a:.6f}\tr {b:.6f}\tCCC {c:.6f}" for n, a, b, c in zip(names, per["r2"], per["pearson_r"], per["ccc"])]
+    print("\n".join(lines))
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     if args.json:

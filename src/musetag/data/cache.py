@@ -265,6 +265,8 @@ def build_cache(
     if features.kind == "embedding":
         dtype = "float32"  # the same numbers `musetag embed` gives (musetag.data.embed_features)
     records = list(records)
+    if vocab is None and records and not any(r.tags for r in records) and records[0].extra.get("targets"):
+        vocab = TagVocab(f"target{i}" for i in range(len(records[0].extra["targets"])))  # index only: no tags needed
     vocab = vocab or TagVocab.from_records(records)
     official = _check_sources(records, features, from_audio, where)
     settings, arrays, by_audio = _open_cache_folder(out, features, dtype, dataset, official, overwrite, store)
@@ -594,7 +596,8 @@ def _write_index(out: Path, name, task, settings, feature_dict, vocab: TagVocab,
         e = done[r.id]
         entries.append({"id": r.id, "file": e["file"], "shape": e["shape"], "split": r.split, "tags": list(r.tags),
                         "group": r.group, "duration": r.duration,
-                        "audio_path": str(r.audio_path) if r.audio_path else None})
+                        "audio_path": str(r.audio_path) if r.audio_path else None,
+                        **({"targets": list(r.extra["targets"])} if r.extra.get("targets") else {})})
     features = json.loads(json.dumps(dict(feature_dict, mean=stats["mean"], std=stats["std"]), default=str))
     index = {"version": CACHE_VERSION, "name": name, "task": task, "tags": vocab.to_list(),
              "dtype": settings["dtype"], "official_features": settings["official_features"],

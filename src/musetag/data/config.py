@@ -5,7 +5,8 @@ Example (paths are relative to the TOML file)::
 
     name = "gtzan3"
     reader = "gtzan"            # jamendo | fma | gtzan | csv
-    task = "multiclass"         # multilabel | multiclass
+    task = "multiclass"         # multilabel | multiclass | regression
+    # targets = ["valence", "arousal"]   # regression: numeric columns of the CSV manifest
     preset = "fusion64"         # a musetag.features preset, or "embed:MODEL" (pretrained track embeddings)
     # tags = "tags.txt"         # optional fixed vocabulary, one tag per line
     # cache = "cache/gtzan3"    # optional cache folder (default: .musetag-cache/<name>-<hash> beside this file)
@@ -32,8 +33,9 @@ from typing import Any
 
 from musetag.errors import ConfigError, DatasetError
 
-TASKS = ("multilabel", "multiclass")
-_TOP_KEYS = {"name", "reader", "task", "preset", "tags", "cache", "store", "paths", "options", "split", "features"}
+TASKS = ("multilabel", "multiclass", "regression")
+_TOP_KEYS = {"name", "reader", "task", "preset", "tags", "cache", "store", "paths", "options", "split", "features",
+             "targets"}
 _SPLIT_KEYS = {"seed", "fractions", "stratify", "group_disjoint"}
 
 
@@ -56,11 +58,13 @@ class DatasetConfig:
     store_dir: Path | None = None
     features: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    targets: tuple[str, ...] = ()  # regression: the numeric manifest columns, in output order
 
     def __post_init__(self) -> None:
         where = f"{self.source}: " if self.source else ""
         if self.task not in TASKS:
             raise ConfigError(f"{where}task = {self.task!r}; use one of {', '.join(TASKS)}")
+        self.targets = _check_targets(self.task, self.targets, self.reader, where)
         from musetag.data.datasets import READERS
 
         if self.reader not in READERS:
@@ -107,6 +111,8 @@ class DatasetConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain, TOML/JSON-serialisable form (absolute paths)."""
         out: dict[str, Any] = {"name": self.name, "reader": self.reader, "task": self.task}
+        if self.targets:
+            out["targets"] = list(self.targets)
         if self.preset:
             out["preset"] = self.preset
         if self.tags_file:
@@ -169,7 +175,27 @@ class DatasetConfig:
             store_dir=resolve(data["store"], "store") if data.get("store") else None,
             features=dict(features),
             source=source,
+            targets=data.get("targets", ()),
         )
+
+
+def _check_targets(task: str, targets: Any, reader: str, where: str) -> tuple[str, ...]:
+    """``targets`` of a regression dataset: a non-empty list of distinct column names of a CSV manifest."""
+    if task != "regression":
+        if targets:
+            raise ConfigError(f"{where}targets = {list(targets)!r} is only for task = \"regression\"; remove it "
+                              "or set task = \"regression\"")
+        return ()
+    if reader != "csv":
+        raise ConfigError(f"{where}task = \"regression\" reads numeric columns of a CSV manifest; use reader = \"csv\"")
+    if isinstance(targets, str) or not isinstance(targets, (list, tuple)) or not targets \
+            or not all(isinstance(t, str) and t.strip() for t in targets):
+        raise ConfigError(f"{where}task = \"regression\" needs targets = [\"column\", ...] naming numeric columns "
+                          f"of the manifest (e.g. targets = [\"valence\", \"arousal\"]), got {targets!r}")
+    names = tuple(t.strip() for t in targets)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}targets = {list(names)!r} names a column twice; list each once")
+    return names
 
 
 def load_dataset_config(path: str | Path) -> DatasetConfig:

@@ -2,7 +2,8 @@
 
 A track is cut into windows; the network scores each window; the track's score is
 
-* ``mean``: the mean of the windows' probabilities (sigmoid for multilabel, softmax for multiclass);
+* ``mean``: the mean of the windows' probabilities (sigmoid for multilabel, softmax for multiclass; for
+  regression the windows' values themselves);
 * ``max``: their maximum;
 * ``mean_logits``: the activation of the mean of the windows' logits.
 
@@ -23,8 +24,11 @@ AGGREGATIONS = ("mean", "mean_logits", "max")
 
 
 def activation(logits: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities of ``logits`` ``(..., classes)`` in float64: softmax for ``multiclass``, else sigmoid."""
+    """Probabilities of ``logits`` ``(..., classes)`` in float64: softmax for ``multiclass``, the values
+    themselves for ``regression``, else sigmoid."""
     logits = np.asarray(logits).astype(np.float64)
+    if task == "regression":
+        return logits
     if task == "multiclass":
         z = logits - logits.max(axis=-1, keepdims=True)
         e = np.exp(z)

@@ -74,7 +74,7 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 AGGREGATIONS = (*WINDOW_RULES, "embedding_mean")  # the last: backbone + probe packages
 SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
 AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
-TASKS = ("multilabel", "multiclass")
+TASKS = ("multilabel", "multiclass", "regression")
 
 
 def _installed_version() -> str:

@@ -52,7 +52,7 @@ class TagResult:
     def decisions(self) -> list[str]:
         """Tags decided present: strictly above their threshold (multilabel: ``score > threshold``, the
         MediaEval rule the published thresholds were made for) or the arg-max (multiclass)."""
-        if self.scores_array is None:
+        if self.scores_array is None or self.task == "regression":  # values, not tags: nothing to decide
             return []
         if self.task == "multiclass":
             return [self.tags[int(np.argmax(self.scores_array))]]

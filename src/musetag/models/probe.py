@@ -174,3 +174,68 @@ def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbones: list |
             raise ModelError(f"probe_on_backbone: backbone {spec['name']!r} has scores {s!r}; expected "
                              "{'aggregation': ..., 'task': ...}; re-create the package with `musetag package RUN`")
     return ProbeOnBackbone(bodies, head, scores)
+
+
+class ProbeAverage(nn.Module):
+    """The mean of several probes, each reading its own columns of one track vector (what
+    ``musetag train probe-auto`` keeps when nested cross-validation says averaging its top heads
+    helps). ``forward`` returns logits of the averaged output: ``logit(mean sigmoid)`` (multilabel),
+    ``log(mean softmax)`` (multiclass) or the mean value (regression)."""
+
+    def __init__(self, members: list[nn.Module], columns: list[list[list[int]]], task: str) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.columns = [[(int(a), int(b)) for a, b in spans] for spans in columns]
+        self.task = task
+        self.dim = max(b for spans in self.columns for _, b in spans)
+        self.num_features = self.dim
+        self.default_input = _embedding_input(self.dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.dim:
+            raise ModelError(f"probe_average built for {self.dim}-d track vectors got {x.shape[1]} numbers per item; "
+                             "use embeddings of the backbones it was trained on")
+        outs = []
+        for member, spans in zip(self.members, self.columns):
+            logits = member(torch.cat([x[:, a:b] for a, b in spans], dim=1))
+            if self.task == "multilabel":
+                outs.append(torch.sigmoid(logits))
+            elif self.task == "multiclass":
+                outs.append(torch.softmax(logits, -1))
+            else:
+                outs.append(logits)
+        mean = torch.stack(outs).mean(0)
+        if self.task == "regression":
+            return mean
+        if self.task == "multiclass":
+            return torch.log(mean.clamp_min(1e-12))
+        mean = mean.clamp(1e-7, 1 - 1e-7)
+        return torch.log(mean) - torch.log1p(-mean)
+
+
+@register_model("probe_average", family="probe", paper=_PAPER, default_input=_embedding_input(64))
+def probe_average(*, n_classes: int, in_channels: int = 1, members: list | None = None,
+                  task: str = "multilabel") -> nn.Module:
+    """The average of probes (``members``: ``[{"name", "args", "columns": [[start, end], ...]}]``, each
+    reading those column ranges of the track vector); ``task`` decides how outputs are averaged."""
+    from musetag.models.registry import create_model
+
+    if task not in ("multilabel", "multiclass", "regression"):
+        raise ModelError(f"probe_average: task must be multilabel, multiclass or regression, got {task!r}")
+    if not isinstance(members, list) or not members:
+        raise ModelError(f"probe_average: members must be a non-empty list of {{'name', 'args', 'columns'}}, got {members!r}")
+    built, columns = [], []
+    for spec in members:
+        spans = spec.get("columns") if isinstance(spec, dict) else None
+        if not spec.get("name") or not isinstance(spans, list) or not spans \
+                or not all(isinstance(s, (list, tuple)) and len(s) == 2 and 0 <= s[0] < s[1] for s in spans):
+            raise ModelError(f"probe_average: member {spec!r} needs a name and columns [[start, end], ...]")
+        args = {k: v for k, v in dict(spec.get("args") or {}).items() if k not in ("n_classes", "dim")}
+        dim = sum(int(b) - int(a) for a, b in spans)
+        built.append(create_model(spec["name"], n_classes=n_classes, dim=dim, **args))
+        columns.append([[int(a), int(b)] for a, b in spans])
+    return ProbeAverage(built, columns, task)

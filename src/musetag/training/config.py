@@ -226,6 +226,26 @@ class ProbeSection:
 
 
 @dataclass
+class SelectSection:
+    """``musetag train probe-auto`` (:mod:`musetag.training.probe_auto`): the backbones tried (empty: every
+    catalogue backbone), the heads, the folds of the grouped cross-validation on train+validation, how
+    many of the best single backbones are paired, the C grids and the MLP's width. ``packable``: pair
+    only backbones that hear audio alike, so that the winner always makes one package."""
+
+    backbones: list = field(default_factory=list)
+    heads: list = field(default_factory=lambda: ["linear", "mlp"])
+    folds: int = 5
+    pair_top: int = 3
+    grid: list = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    mlp_grid: list = field(default_factory=lambda: [1.0, 10.0])
+    hidden: int = 128
+    max_iter: int = 150
+    average: list = field(default_factory=lambda: [1, 2, 3, 5])
+    packable: bool = True
+    bootstrap: int = 1000
+
+
+@dataclass
 class MemberSpec:
     """One member of a multi-model ensemble: a shipped recipe (or, without one, the enclosing
     config) with ``set`` overrides; its outputs are weighted by ``weight``."""
@@ -276,6 +296,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
     init: InitSection = field(default_factory=InitSection)
     probe: ProbeSection = field(default_factory=ProbeSection)
+    select: SelectSection = field(default_factory=SelectSection)
     members: list = field(default_factory=list)
     member_sets: list = field(default_factory=list)
 
@@ -309,7 +330,7 @@ CHOICES: dict[str, tuple] = {
     "decision": DECISION_RULES,
     "data.aggregation": ("mean", "max"),
     "data.label_mode": ("multi", "single"),
-    "loss.name": ("auto", "bce", "wbce", "focal", "ce"),
+    "loss.name": ("auto", "bce", "wbce", "focal", "ce", "mse", "ccc"),
     "optim.name": ("sgd", "adam", "adamw", "amsgrad"),
     "optim.grad_clip_mode": ("norm", "value"),
     "schedule.name": ("constant", "cosine", "plateau", "step", "cosine_restarts"),

@@ -38,7 +38,7 @@ class SplitData:
     name: str
     ids: list[str]
     paths: list[Path]
-    targets: np.ndarray  # (n, n_tags) float32 multi-hot, or (n,) int64 class indices
+    targets: np.ndarray  # (n, n_tags) float32 multi-hot or regression values, or (n,) int64 class indices
     lengths: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -186,6 +186,8 @@ def load_training_data(cfg, run_dir: Path | None = None, *, progress: bool = Tru
                                f"the dataset has {sorted({str(r.split) for r in records})}")
         if ds.task == "multiclass":
             targets = np.array([vocab.encode_class(r.tags) for r in chosen], dtype=np.int64)
+        elif ds.task == "regression":  # (n, targets) float32: the manifest's numeric columns
+            targets = np.array([r.extra["targets"] for r in chosen], dtype=np.float32).reshape(len(chosen), len(tags))
         else:
             targets = (vocab.encode_many([r.tags for r in chosen]).astype(np.float32)
                        if chosen else np.zeros((0, len(tags)), np.float32))

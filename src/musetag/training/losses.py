@@ -112,12 +112,16 @@ def build_loss(name: str, *, task: str, train_targets=None, focal_alpha: float =
                focal_gamma: float = 2.0, label_smoothing: float = 0.0) -> nn.Module:
     """The loss named in the config, checked against the task."""
     if name == "auto":
-        name = "ce" if task == "multiclass" else "bce"
+        name = {"multiclass": "ce", "regression": "mse"}.get(task, "bce")
     from musetag.training.recipe_checks import loss_mismatch
 
-    why = loss_mismatch(name, task) if name in ("bce", "wbce", "focal", "ce") else None
+    why = loss_mismatch(name, task) if name in ("bce", "wbce", "focal", "ce", "mse", "ccc") else None
     if why:
         raise ConfigError(why)
+    if name in ("mse", "ccc"):  # regression (musetag.training.regression_losses)
+        from musetag.training.regression_losses import CCCLoss, MSELoss
+
+        return MSELoss() if name == "mse" else CCCLoss()
     if name == "bce":
         return BCELoss()
     if name == "wbce":
@@ -128,4 +132,4 @@ def build_loss(name: str, *, task: str, train_targets=None, focal_alpha: float =
         return FocalLoss(focal_alpha, focal_gamma)
     if name == "ce":
         return CrossEntropyLoss(label_smoothing)
-    raise ConfigError(f"loss.name = {name!r} is not valid; choose one of: auto, bce, wbce, focal, ce")
+    raise ConfigError(f"loss.name = {name!r} is not valid; choose one of: auto, bce, wbce, focal, ce, mse, ccc")

@@ -5,8 +5,9 @@ The fit is the textbook one, not the epoch loop: full-batch L-BFGS (float64) on
 
     mean over tracks of the loss  +  ||weights||^2 / (2 C n)
 
-(cross-entropy for multiclass tasks, binary cross-entropy summed over tags for multilabel ones;
-biases are not penalised), i.e. scikit-learn's ``LogisticRegression(C=C)`` objective divided by
+(cross-entropy for multiclass tasks, binary cross-entropy summed over tags for multilabel ones, half
+the squared error summed over targets for regression, i.e. ridge with ``alpha = 1 / C``; biases are
+not penalised), i.e. scikit-learn's ``LogisticRegression(C=C)`` objective divided by
 ``C n``. Inputs are standardised with the training split's per-dimension mean and std (stored in
 the probe). Every ``C`` of ``probe.grid`` is fitted on the training split; the one with the best
 validation score (accuracy / PR-AUC-macro; ties: the lower validation loss) is kept, logged and
@@ -43,6 +44,8 @@ def is_probe_model(name: str) -> bool:
 def route(cfg) -> bool:
     """Whether ``cfg`` is a probe run (fitted here, not by the epoch loop). A probe on audio features,
     or another model on embedding features, is an error naming the fix."""
+    if cfg.model.name == "probe_auto":  # musetag.training.probe_auto embeds with the backbones it tries
+        return True
     probe = is_probe_model(cfg.model.name)
     embed = False
     if cfg.data.dataset and not cfg.features:
@@ -84,6 +87,8 @@ def objective(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, task: st
     logits = model(x)
     if task == "multiclass":
         loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+    elif task == "regression":  # half the squared error: a linear probe is ridge with alpha = 1 / C
+        loss = 0.5 * torch.nn.functional.mse_loss(logits, y, reduction="sum")
     else:
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
     penalty = sum(w.pow(2).sum() for w in _penalised(model))
@@ -111,9 +116,12 @@ def fit(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, task: str, c: floa
 
 
 def predict(model: torch.nn.Module, x: np.ndarray, task: str) -> np.ndarray:
-    """Probabilities ``(tracks, classes)``: softmax (multiclass) or sigmoid (multilabel)."""
+    """Probabilities ``(tracks, classes)``: softmax (multiclass) or sigmoid (multilabel); the
+    values themselves for regression."""
     with torch.no_grad():
         logits = model(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+        if task == "regression":
+            return logits.numpy().astype(np.float32)
         probs = torch.softmax(logits, -1) if task == "multiclass" else torch.sigmoid(logits)
     return probs.numpy().astype(np.float32)
 
@@ -130,6 +138,8 @@ def build_probe(name: str, args: dict, n_classes: int, x_train: np.ndarray, seed
 
 
 def _log_loss(probs: np.ndarray, y: np.ndarray, task: str) -> float:
+    if task == "regression":  # mean squared error per track, summed over targets
+        return float(((probs - y) ** 2).sum(1).mean()) if len(y) else float("nan")
     p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
     if task == "multiclass":
         return float(-np.log(p[np.arange(len(y)), y]).mean()) if len(y) else float("nan")
@@ -174,6 +184,10 @@ def train_probe(cfg, run_dir: Path):
     from musetag.evaluate.thresholds import fit_thresholds
     from musetag.training.scoring import reported_metric, score
 
+    if cfg.model.name == "probe_auto":  # the recipe probe-auto: chosen by cross-validation
+        from musetag.training.probe_auto import train_probe_auto
+
+        return train_probe_auto(cfg, run_dir)
     t0 = time.time()
     grid = _check(cfg)
     run_dir = Path(run_dir)

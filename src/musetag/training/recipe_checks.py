@@ -16,9 +16,9 @@ from musetag.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: the losses each task accepts (``auto`` fits both)
-TASK_LOSSES = {"multiclass": ("ce",), "multilabel": ("bce", "wbce", "focal")}
+TASK_LOSSES = {"multiclass": ("ce",), "multilabel": ("bce", "wbce", "focal"), "regression": ("mse", "ccc")}
 #: what ``auto`` (and a recipe's loss of the other task) becomes
-AUTO_LOSS = {"multiclass": "ce", "multilabel": "bce"}
+AUTO_LOSS = {"multiclass": "ce", "multilabel": "bce", "regression": "mse"}
 
 
 def set_keys(sets: list[str] | None) -> set[str]:
@@ -30,6 +30,10 @@ def loss_mismatch(name: str, task: str) -> str | None:
     """Why loss ``name`` cannot train a ``task`` task (None when it can)."""
     if name == "auto" or name in TASK_LOSSES.get(task, ()):
         return None
+    if task == "regression":
+        return f"loss.name = {name!r} is for classes or tags; a regression task needs 'mse' or 'ccc' (or 'auto')"
+    if name in TASK_LOSSES["regression"]:
+        return f"loss.name = {name!r} is for regression; a {task} task needs {' or '.join(map(repr, TASK_LOSSES[task]))}"
     if task == "multiclass":
         return f"loss.name = {name!r} is for multilabel tagging; a multiclass task needs 'ce' (or 'auto')"
     return f"loss.name = {name!r} is for single-label tasks; use 'bce', 'wbce' or 'focal' for tagging"
@@ -57,5 +61,6 @@ def fit_to_task(cfg, *, pinned: set[str] | frozenset = frozenset(), quiet: bool 
     if not quiet:
         log.info("recipe %s: loss %r is for %s tasks and %s is %s, so training uses %r "
                  "(pin a loss with --set loss.name=...)", cfg.recipe or "custom", cfg.loss.name,
-                 "multiclass" if cfg.loss.name == "ce" else "multilabel", dataset.where, task, new)
+                 "multiclass" if cfg.loss.name == "ce" else "regression" if cfg.loss.name in ("mse", "ccc")
+                 else "multilabel", dataset.where, task, new)
     return cfg.replace({"loss": {"name": new}})

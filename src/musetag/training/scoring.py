@@ -15,6 +15,10 @@ from musetag.errors import EvaluationError
 
 
 def reported_metric(task: str) -> str:
+    if task == "regression":
+        from musetag.evaluate.regression import REPORTED
+
+        return REPORTED
     return "accuracy" if task == "multiclass" else "pr_auc_macro"
 
 
@@ -28,6 +32,10 @@ def score(predictions: np.ndarray, targets: np.ndarray, task: str) -> dict:
     (multi-hot ``(tracks, tags)`` or class indices ``(tracks,)``)."""
     from musetag.evaluate.metrics import mediaeval_table, multiclass_metrics
 
+    if task == "regression":  # R², Pearson r, CCC per target (musetag.evaluate.regression)
+        from musetag.evaluate.regression import regression_scores
+
+        return regression_scores(predictions, targets)
     predictions = np.asarray(predictions, dtype=np.float64)
     if not np.isfinite(predictions).all():
         raise EvaluationError("predictions contain NaN or infinite values; training diverged (lower the learning rate)")

@@ -56,6 +56,8 @@ def dataset_vocab(config, records) -> "TagVocab":
     """The tag vocabulary: the config's tag file when set, otherwise every tag in the records, sorted."""
     from musetag.data.tags import TagVocab
 
+    if config.task == "regression":  # the outputs are the target columns, in the TOML's order
+        return TagVocab(config.targets)
     if config.tags_file is not None:
         return TagVocab.from_file(config.tags_file)
     return TagVocab.from_records(records, source=f"the labels of {config.source or config.name or 'the dataset'}")

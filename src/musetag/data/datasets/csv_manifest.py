@@ -3,7 +3,10 @@
 Columns: ``path`` (relative to the manifest's folder, or absolute), ``tags`` (``;``-separated; the
 single class for a multiclass task), optional ``split`` (train / validation / test), optional
 ``group`` (artist: kept inside one split by the seeded split), optional ``id`` and ``duration``.
-A ``.tsv`` file is tab-separated, anything else comma-separated.
+A ``.tsv`` file is tab-separated, anything else comma-separated. A regression dataset
+(``task = "regression"``, ``targets = ["valence", "arousal"]``) reads those numeric columns into
+``record.extra["targets"]`` (a tuple in ``targets`` order); a missing or non-numeric value is an error
+naming the line and the column.
 
 Without an ``id`` column a track's id is its path without the extension (``songs/random``), unless
 two different files share it (``random.flac`` and ``random.mp3``): those keep their extension
@@ -27,7 +30,8 @@ from musetag.data.manifest import TrackRecord, normalize_split
 from musetag.errors import DatasetError
 
 
-def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files: bool = True) -> list[TrackRecord]:
+def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files: bool = True,
+                      targets: tuple[str, ...] = ()) -> list[TrackRecord]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: manifest not found; fix paths.manifest in the dataset config")
@@ -44,6 +48,10 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
                 f"{path}: missing column(s) {', '.join(missing)} ({sep}-separated header found: "
                 f"{', '.join(fields) or 'none'}); a manifest needs path,tags and optionally split,group"
             )
+        absent = [c for c in targets if c not in fields]
+        if absent:
+            raise DatasetError(f"{path}: regression target column(s) {', '.join(absent)} not in the header "
+                               f"({', '.join(fields)}); fix targets = [...] in the dataset TOML or add the columns")
         records, missing_files, derived = [], [], []
         for lineno, row in enumerate(reader, start=2):
             raw = (row.get("path") or "").strip()
@@ -69,6 +77,7 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
                 split=normalize_split(row.get("split"), source=f"{path}:{lineno}"),
                 group=(row.get("group") or "").strip() or None,
                 duration=duration_value,
+                extra={"targets": _numbers(row, targets, f"{path}:{lineno}")} if targets else {},
             ))
     records = _keep_apart(records, derived, path)
     if missing_files:
@@ -79,6 +88,25 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
             "the manifest's folder: fix them or remove the rows"
         )
     return records
+
+
+def _numbers(row: dict, columns: tuple[str, ...], where: str) -> tuple[float, ...]:
+    """The regression targets of one row, each a finite number."""
+    import math
+
+    out = []
+    for col in columns:
+        raw = (row.get(col) or "").strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value):
+            what = "is empty" if not raw else f"is {raw!r}, not a finite number"
+            raise DatasetError(f"{where}: column {col!r} {what}; every row of a regression dataset needs a number "
+                               "in each target column: fill it in or remove the row")
+        out.append(value)
+    return tuple(out)
 
 
 def _check_utf8(path: Path) -> None:
@@ -122,7 +150,8 @@ def _keep_apart(records: list[TrackRecord], derived: list[int], path: Path) -> l
 
 
 def _read(config) -> list[TrackRecord]:
-    return read_csv_manifest(config.paths["manifest"], tag_separator=str(config.options.get("tag_separator", ";")))
+    return read_csv_manifest(config.paths["manifest"], tag_separator=str(config.options.get("tag_separator", ";")),
+                             targets=tuple(getattr(config, "targets", ()) or ()))
 
 
 register_reader(ReaderSpec(name="csv", read=_read, required_paths=("manifest",), options={"tag_separator": ";"}))

@@ -1,0 +1,261 @@
+"""probe-auto: grouped folds, the batched CV fit, block scaling, nested CV, the averaged probe.
+
+Known answers: the batched linear fit is scikit-learn's LogisticRegression (multilabel: one per tag)
+and Ridge(alpha = 1 / C) (regression) on the fold's standardised inputs; grouped folds never split a
+group; the averaged probe's output is the mean of its members' probabilities computed with numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _multilabel(rng, n=80, dim=6, tags=3):
+    x = rng.standard_normal((n, dim))
+    w = rng.standard_normal((dim, tags))
+    y = (x @ w + 0.5 * rng.standard_normal((n, tags)) > 0.3).astype(np.float32)
+    return x.astype(np.float32), y
+
+
+def test_batched_linear_fit_is_sklearn_logistic_regression_per_fold_and_c(rng):
+    from sklearn.linear_model import LogisticRegression
+
+    from musetag.training.probe_cv import _standardised, batched_fit
+
+    x, y = _multilabel(rng)
+    masks = np.zeros((2, len(y)), bool)
+    masks[0, :60] = True
+    masks[1, 20:] = True
+    cs = [0.1, 1.0]
+    z = np.stack([_standardised(x, m, [x.shape[1]]) for m in masks]).astype(np.float32)
+    logits = batched_fit("linear", "multilabel", y.shape[1], z, y, masks, cs, seed=0, hidden=8, max_iter=500)
+    for p, (m, c) in enumerate(zip(masks, cs)):
+        for t in range(y.shape[1]):
+            ref = LogisticRegression(C=c, tol=1e-10, max_iter=5000).fit(z[p][m], y[m, t]).decision_function(z[p])
+            np.testing.assert_allclose(logits[p, :, t], ref, atol=2e-3)
+
+
+def test_batched_linear_regression_is_sklearn_ridge(rng):
+    from sklearn.linear_model import Ridge
+
+    from musetag.training.probe_cv import _standardised, batched_fit
+
+    x = rng.standard_normal((50, 5)).astype(np.float32)
+    y = (x @ rng.standard_normal((5, 2)) + 0.3 * rng.standard_normal((50, 2))).astype(np.float32)
+    mask = np.ones((1, 50), bool)
+    z = _standardised(x, mask[0], [5])[None].astype(np.float32)
+    out = batched_fit("linear", "regression", 2, z, y, mask, [0.5], seed=0, hidden=8, max_iter=500)[0]
+    ref = Ridge(alpha=1 / 0.5).fit(z[0], y).predict(z[0])
+    np.testing.assert_allclose(out, ref, atol=1e-3)
+
+
+def test_grouped_folds_keep_each_group_in_one_fold_and_cover_every_track(rng):
+    from musetag.training.probe_cv import make_folds
+
+    _, y = _multilabel(rng, n=60)
+    groups = [f"a{i // 3}" for i in range(60)]
+    folds = make_folds("multilabel", y, groups, 5, seed=0)
+    held = np.concatenate([te for _, te in folds])
+    assert sorted(held.tolist()) == list(range(60))
+    for tr, te in folds:
+        assert not {groups[i] for i in tr} & {groups[i] for i in te}
+    from musetag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only 3 groups"):
+        make_folds("multilabel", y, [f"a{i % 3}" for i in range(60)], 5, seed=0)
+
+
+def test_rare_tags_are_flagged_for_the_choice():
+    from musetag.training.probe_cv import rare_outputs
+
+    y = np.zeros((20, 3), np.float32)
+    y[:10, 0] = 1  # 10 positives
+    y[:4, 1] = 1  # 4 < 5 folds
+    y[:, 2] = 1  # no negative
+    assert rare_outputs("multilabel", y, 5).tolist() == [False, True, True]
+    assert rare_outputs("multiclass", np.array([0] * 10 + [1] * 3), 5).tolist() == [False, True]
+
+
+def test_block_scaling_gives_each_backbone_the_same_total_variance(rng):
+    from musetag.training.probe_cv import _standardised, block_scales
+
+    assert block_scales([64]) == [1.0]
+    x = np.concatenate([rng.standard_normal((40, 8)) * 5, rng.standard_normal((40, 32))], axis=1)
+    z = _standardised(x, np.ones(40, bool), [8, 32])
+    assert z[:, :8].var(0).sum() == pytest.approx(z[:, 8:].var(0).sum(), rel=1e-6)
+    assert z.var(0).sum() == pytest.approx(40, rel=1e-6)  # the total is unchanged
+
+
+def test_probe_average_is_the_mean_of_its_members_probabilities(rng):
+    import torch
+
+    from musetag.models import create_model
+
+    members = [{"name": "probe_linear", "args": {}, "columns": [[0, 3]]},
+               {"name": "probe_mlp", "args": {"hidden": 4}, "columns": [[3, 5], [0, 1]]}]
+    model = create_model("probe_average", n_classes=2, members=members, task="multilabel").eval()
+    x = torch.as_tensor(rng.standard_normal((6, 5)), dtype=torch.float32)
+    with torch.no_grad():
+        a = torch.sigmoid(model.members[0](x[:, :3]))
+        b = torch.sigmoid(model.members[1](torch.cat([x[:, 3:5], x[:, :1]], 1)))
+        got = torch.sigmoid(model(x))
+    np.testing.assert_allclose(got.numpy(), ((a + b) / 2).numpy(), atol=1e-5)
+    rebuilt = create_model("probe_average", **model.musetag_config["args"])
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        np.testing.assert_allclose(rebuilt(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_nested_cv_scores_top_m_on_held_out_folds_only(rng):
+    from musetag.training.probe_cv import Candidate, make_folds, nested
+
+    _, y = _multilabel(rng, n=60)
+    folds = make_folds("multilabel", y, None, 3, seed=0)
+    good = Candidate(("a",), "linear", [1.0], oof=[y + 0.1 * rng.random(y.shape)], pooled=[0.9])
+    bad = Candidate(("b",), "linear", [1.0], oof=[5 * rng.random(y.shape)], pooled=[0.5])
+    info = nested([bad, good], y, "multilabel", folds, np.ones(3, bool), sizes=(1, 2))
+    assert info["m"] == [1, 2]
+    assert info["score"][0] == pytest.approx(1.0)  # the good candidate is ranked first on every inner set
+    assert info["score"][1] < info["score"][0]  # averaging with noise hurts: nested CV says so
+
+
+def _fill_cache(cache, backbone, paths, rng):
+    """Cached embeddings of ``paths`` for ``backbone`` as a `prepare` would store them (random vectors of the
+    backbone's width: the run's choice does not matter here, the package's arithmetic does)."""
+    import json
+
+    from musetag.data.cache import CACHE_VERSION, _feature_key
+    from musetag.data.embed_features import embedding_feature_config
+    from musetag.data.store import arrays_dir, audio_key
+    from musetag.inference.package import load_package
+
+    dim = int(load_package(backbone).build_model().num_features)
+    settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))
+    arrays = arrays_dir(cache / "features", settings, "float32", CACHE_VERSION)
+    arrays.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        np.save(arrays / audio_key(p), rng.standard_normal((dim, 1)).astype(np.float32))
+
+
+def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
+    import csv
+    import json
+
+    import musetag
+    from conftest import pretrained_package, shared_path
+    from musetag.inference import Tagger
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.package import create_package, load_checkpoint
+
+    backbones = ["jamendo-crnn", "msd-crnn"]  # one front end: a pair of them makes one package
+    for b in backbones:
+        pretrained_package(b)
+    files = sorted((shared_path("gtzan3") / "audio" / "jazz").glob("*.mp3"))[:20]
+    splits = ["train"] * 12 + ["validation"] * 4 + ["test"] * 4
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, "calm" if i % 2 else "dark", s, f"artist{i // 2}"])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "embed:jamendo-crnn"\n'
+                                      '[paths]\nmanifest = "m.csv"\n')
+    for b in backbones:
+        _fill_cache(tmp_path / "cache" / b, b, [str(f) for f in files], rng)
+    run = tmp_path / "run"
+    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", f"select.backbones={backbones}",
+                        "select.folds=3", "select.grid=[0.1, 1.0]", "select.mlp_grid=[1.0]", "select.hidden=8",
+                        "select.bootstrap=50"])
+    summary = json.loads((run / "summary.json").read_text())
+    sel = summary["select"]
+    assert [c["candidate"] for c in sel["candidates"]].count("jamendo-crnn+msd-crnn / linear") == 1
+    assert len(sel["candidates"]) == 6 and sel["grouped"] and sel["folds"] == 3
+    assert sel["skipped_for_choice"] == []
+    assert set(sel["test_interval"]) == {"PR-AUC-macro", "ROC-AUC-macro"}
+    assert sel["chosen"] and sel["nested"]["chosen_m"] == len(sel["chosen"])
+
+    pkg = create_package(run, tmp_path / "pkg")
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    from musetag.models import create_model
+
+    model = create_model(ckpt["model"]["name"], **ckpt["model"]["args"])
+    model.load_state_dict(ckpt["state_dict"])
+    import soundfile as sf
+
+    from musetag.audio import load_audio
+
+    clip, sr = load_audio(files[-1], sample_rate=16000, mono=True)
+    audio = str(tmp_path / "short.wav")  # 4 s: one window per backbone keeps the test quick
+    sf.write(audio, np.asarray(clip).reshape(-1)[16000 * 5:16000 * 9], sr)
+    parts = ckpt["features"]["embed"].split("+")
+    vec = np.concatenate([load_embedder(p).embed(audio) for p in parts]).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        expected = torch.sigmoid(model.eval()(torch.as_tensor(vec)[None])).numpy()[0]
+    np.testing.assert_allclose(Tagger.from_package(pkg).tag(audio).scores_array, expected, atol=1e-5)
+
+
+def test_without_a_group_column_folds_are_stratified_with_one_warning(caplog):
+    import logging
+
+    from musetag.data.manifest import TrackRecord
+    from musetag.training.probe_auto import fold_groups
+
+    grouped = [TrackRecord(id=str(i), group=f"a{i}") for i in range(4)]
+    assert fold_groups(grouped, "mine.toml", 5) == ["a0", "a1", "a2", "a3"]
+    with caplog.at_level(logging.WARNING):
+        assert fold_groups([TrackRecord(id="x"), *grouped], "mine.toml", 5) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "mine.toml: no group column" in warnings[0].getMessage()
+
+
+def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
+    import csv
+    import json
+
+    import soundfile as sf
+    import torch
+
+    import musetag
+    from conftest import pretrained_package, shared_path
+    from musetag.audio import load_audio
+    from musetag.models import create_model
+    from musetag.inference import Tagger
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.package import create_package, load_checkpoint
+
+    backbone = "jamendo-crnn"
+    pretrained_package(backbone)
+    files = sorted((shared_path("gtzan3") / "audio" / "rock").glob("*.mp3"))[:16]
+    splits = ["train"] * 10 + ["validation"] * 3 + ["test"] * 3
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group", "valence", "arousal"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, "", s, f"artist{i // 2}", i / 16, 1 - i / 32])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "regression"\ntargets = ["valence", "arousal"]\n'
+                                      f'preset = "embed:{backbone}"\n[paths]\nmanifest = "m.csv"\n')
+    _fill_cache(tmp_path / "cache" / backbone, backbone, [str(f) for f in files], rng)
+    run = tmp_path / "run"
+    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", f"select.backbones=['{backbone}']",
+                        "select.folds=3", "select.grid=[1.0]", "select.mlp_grid=[1.0]", "select.hidden=8",
+                        "select.bootstrap=20"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "r2_mean" and "pearson_r_mean" in summary["select"]["test_interval"]
+    pkg = create_package(run, tmp_path / "pkg")
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    model = create_model(ckpt["model"]["name"], **ckpt["model"]["args"])
+    model.load_state_dict(ckpt["state_dict"])
+    clip, sr = load_audio(files[-1], sample_rate=16000, mono=True)
+    audio = str(tmp_path / "short.wav")
+    sf.write(audio, np.asarray(clip).reshape(-1)[16000 * 5:16000 * 9], sr)
+    vec = load_embedder(backbone).embed(audio).astype(np.float32)
+    with torch.no_grad():
+        expected = model.eval()(torch.as_tensor(vec)[None]).numpy()[0]
+    result = Tagger.from_package(pkg).tag(audio)
+    assert result.tags == ["valence", "arousal"] and result.decisions == []
+    np.testing.assert_allclose(result.scores_array, expected, atol=1e-5)
