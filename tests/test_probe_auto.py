@@ -129,9 +129,9 @@ def _fill_cache(cache, backbone, paths, rng):
     from musetag.data.cache import CACHE_VERSION, _feature_key
     from musetag.data.embed_features import embedding_feature_config
     from musetag.data.store import arrays_dir, audio_key
-    from musetag.inference.package import load_package
+    from musetag.inference.loading import load_model
 
-    dim = int(load_package(backbone).build_model().num_features)
+    dim = int(load_model(backbone).build_model().num_features)
     settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))
     arrays = arrays_dir(cache / "features", settings, "float32", CACHE_VERSION)
     arrays.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,8 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     from conftest import pretrained_package, shared_path
     from musetag.inference import Tagger
     from musetag.inference.embed import load_embedder
-    from musetag.inference.package import create_package, load_checkpoint
+    from musetag.models.weights import load_checkpoint
+    from musetag.tag.package_from_run import create_package
 
     backbones = ["jamendo-crnn", "msd-crnn"]  # one front end: a pair of them makes one package
     for b in backbones:
@@ -225,7 +226,8 @@ def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
     from musetag.models import create_model
     from musetag.inference import Tagger
     from musetag.inference.embed import load_embedder
-    from musetag.inference.package import create_package, load_checkpoint
+    from musetag.models.weights import load_checkpoint
+    from musetag.tag.package_from_run import create_package
 
     backbone = "jamendo-crnn"
     pretrained_package(backbone)

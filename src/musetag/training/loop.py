@@ -112,6 +112,10 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
                 "or choose another --out folder"
             )
         if probe.route(cfg):  # embeddings + probe: fitted by musetag.training.probe, not the epoch loop
+            if cfg.model.name == "probe_auto":  # the recipe probe-auto: chosen by cross-validation
+                from musetag.training.probe_auto import train_probe_auto
+
+                return train_probe_auto(cfg, run_dir)
             return probe.train_probe(cfg, run_dir)
         if cfg.members:
             # --set options apply to every member (except those choosing the members themselves)

@@ -5,6 +5,7 @@
   weigh ``2 / (1 + p_i)`` and negatives ``2 p_i / (1 + p_i)``.
 - ``focal``: binary focal loss (Lin et al. 2017) with ``alpha = 0.25``, ``gamma = 2`` by default.
 - ``ce``: cross-entropy for single-label (multiclass) tasks; also accepts soft (mixed-up) targets.
+- ``mse``, ``ccc``: regression (mean squared error; 1 - Lin's concordance correlation per target).
 
 Every loss takes ``reduction``: ``"mean"``, ``"none"`` (per element: ``(batch, n_tags)`` for the
 binary losses, ``(batch,)`` for ``ce``) or ``"sample"`` (``(batch,)``, the mean over tags), which
@@ -118,8 +119,7 @@ def build_loss(name: str, *, task: str, train_targets=None, focal_alpha: float =
     why = loss_mismatch(name, task) if name in ("bce", "wbce", "focal", "ce", "mse", "ccc") else None
     if why:
         raise ConfigError(why)
-    if name in ("mse", "ccc"):  # regression (musetag.training.regression_losses)
-        from musetag.training.regression_losses import CCCLoss, MSELoss
+    if name in ("mse", "ccc"):  # regression
 
         return MSELoss() if name == "mse" else CCCLoss()
     if name == "bce":
@@ -133,3 +133,25 @@ def build_loss(name: str, *, task: str, train_targets=None, focal_alpha: float =
     if name == "ce":
         return CrossEntropyLoss(label_smoothing)
     raise ConfigError(f"loss.name = {name!r} is not valid; choose one of: auto, bce, wbce, focal, ce, mse, ccc")
+
+
+# -- regression ---------------------------------------------------------------------------------
+class MSELoss(nn.Module):
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return _reduce((logits.float() - targets.float()) ** 2, reduction)
+
+
+def ccc_per_target(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's CCC of each column over the batch ``(batch, targets)`` -> ``(targets,)``."""
+    pred, target = pred.float(), target.float()
+    mp, mt = pred.mean(0), target.mean(0)
+    vp, vt = pred.var(0, unbiased=False), target.var(0, unbiased=False)
+    cov = ((pred - mp) * (target - mt)).mean(0)
+    return 2 * cov / (vp + vt + (mp - mt) ** 2).clamp_min(1e-12)
+
+
+class CCCLoss(nn.Module):
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if reduction != "mean":
+            return _reduce((logits.float() - targets.float()) ** 2, reduction)
+        return 1.0 - ccc_per_target(logits, targets).mean()

@@ -184,10 +184,6 @@ def train_probe(cfg, run_dir: Path):
     from musetag.evaluate.thresholds import fit_thresholds
     from musetag.training.scoring import reported_metric, score
 
-    if cfg.model.name == "probe_auto":  # the recipe probe-auto: chosen by cross-validation
-        from musetag.training.probe_auto import train_probe_auto
-
-        return train_probe_auto(cfg, run_dir)
     t0 = time.time()
     grid = _check(cfg)
     run_dir = Path(run_dir)

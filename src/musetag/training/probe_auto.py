@@ -128,10 +128,10 @@ def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ search
 def _same_front(a: str, b: str) -> bool:
-    from musetag.inference.package import load_package
+    from musetag.inference.loading import load_model
     from musetag.inference.probe_package import _front
 
-    return _front(load_package(a)) == _front(load_package(b))
+    return _front(load_model(a)) == _front(load_model(b))
 
 
 def search(cfg, arrays: Arrays, backbones, folds, keep) -> list[Candidate]:
