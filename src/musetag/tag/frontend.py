@@ -144,9 +144,14 @@ class FrontEnd:
         from musetag.tag.checks import input_warnings, peak
 
         with collect_notes() as notes:
-            audio = self.decode(source, sample_rate)
-        duration = audio.shape[-1] / self.sample_rate
-        self.last_warnings = input_warnings(self, audio.shape[-1], peak(audio), notes)
+            excerpt = self.centre_excerpt(source) if sample_rate is None else None
+            audio = excerpt[0] if excerpt else self.decode(source, sample_rate)
+        n = excerpt[1] if excerpt else audio.shape[-1]
+        duration = n / self.sample_rate
+        self.last_warnings = input_warnings(self, n, peak(audio), notes)
+        if excerpt:  # the one window of centre_excerpt, decoded no further than its end
+            self.last_starts = audio_chunk_starts(n, self.length, self.rule, self.count)
+            return self.chunk_features(audio[None]), duration
         if self.audio_rule:
             starts = self.last_starts = audio_chunk_starts(audio.shape[-1], self.length, self.rule, self.count)
             chunks = np.stack([_window(audio, s, self.length) for s in starts])
@@ -158,6 +163,20 @@ class FrontEnd:
         starts = self.last_starts = segment_starts(feats.shape[-1], self.length, self.hop, self.max_segments)
         return np.stack([_window(feats, s, self.length) for s in starts]), duration
 
+    # -- the segment rule decides what to decode ------------------------------------------------
+    def centre_excerpt(self, source: Source) -> tuple[np.ndarray, int] | None:
+        """``((C, length) audio, n)`` for the ``centre_excerpt`` rule, decoded only up to the
+        excerpt's end and equal to the whole-file path's window (:mod:`musetag.audio.excerpt`);
+        ``None`` where that does not apply and the whole file is decoded. Its peak (for the
+        silence warning) is the excerpt's."""
+        cfg = self.config
+        if self.rule != "centre_excerpt" or isinstance(source, np.ndarray) or cfg.trim_silence:
+            return None
+        from musetag.audio.excerpt import load_centre_excerpt
+
+        return load_centre_excerpt(source, self.length, sample_rate=cfg.sample_rate, mono=cfg.mono,
+                                   resample_method=cfg.resample_method, decoder=cfg.decoder)
+
     def stream_segments(self, source: Source) -> Iterator[np.ndarray]:
         """Windows of a long file, decoded block by block (bounded memory); yields ``(k, C, ...)``
         arrays and sets ``self.last_duration`` when exhausted."""
@@ -165,6 +184,18 @@ class FrontEnd:
 
         cfg = self.config
         if self.audio_rule:
+            from musetag.audio.io import collect_notes
+            from musetag.tag.checks import input_warnings, peak
+
+            with collect_notes() as notes:
+                excerpt = self.centre_excerpt(source)
+            if excerpt:  # a long file's centred window: decoded up to its end, held alone in memory
+                n = excerpt[1]
+                self.last_starts = audio_chunk_starts(n, self.length, self.rule, self.count)
+                self.last_duration = n / self.sample_rate
+                self.last_warnings = input_warnings(self, n, peak(excerpt[0]), notes)
+                yield self.chunk_features(excerpt[0][None])
+                return
             yield from self._stream_audio_chunks(source)
             return
         keep = None

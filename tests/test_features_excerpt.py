@@ -1,0 +1,111 @@
+"""The centred excerpt decoded no further than its end (musetag.audio.excerpt), for the default model's
+``centre_excerpt`` rule on jamendo96: equal sample for sample to the excerpt cut from the whole decoded
+and resampled file (the golden path), on the 10 real songs; the tagger's window from it equals the
+whole-file window; it decodes well under the whole file; truncated or joined files keep their errors
+and fallbacks. Why not a seek: FFmpeg's fixed-point MP3 decoder carries its rounding remainder through
+the whole stream (a decode from a seek point is one LSB off on about half the samples for good)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musetag.audio import load_audio
+from musetag.audio.excerpt import linear_output_count, load_centre_excerpt
+from musetag.audio.ops import resample
+from musetag.errors import AudioError
+from musetag.features import JAMENDO_EXCERPT_SAMPLES, compute_features, get_preset
+from conftest import shared_path
+
+pytest.importorskip("av")
+pytest.importorskip("samplerate")
+L = JAMENDO_EXCERPT_SAMPLES
+
+
+def _songs():
+    return sorted(shared_path("jamendo-songs", "mp3").glob("*.mp3"))
+
+
+def _excerpt(path):
+    return load_centre_excerpt(path, L, sample_rate=12000, mono=True, resample_method="linear", decoder="essentia")
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 3, 100, 44100, 123457, 6517760])
+def test_output_count_equals_the_whole_resampled_length(n_in):
+    rng = np.random.default_rng(n_in)
+    x = rng.standard_normal(n_in).astype(np.float32)
+    assert linear_output_count(n_in, 44100, 12000) == resample(x, 44100, 12000, method="linear").shape[-1]
+    assert linear_output_count(n_in, 12000, 12000) == n_in
+
+
+@pytest.mark.shared
+def test_excerpt_equals_the_whole_file_slice_and_the_golden_on_all_songs():
+    cfg = get_preset("jamendo96")
+    for path in _songs():
+        whole, _ = load_audio(path, sample_rate=12000, resample_method="linear", decoder="essentia")
+        got = _excerpt(path)
+        assert got is not None, path.name
+        excerpt, n = got
+        start = (whole.size - L) // 2
+        assert n == whole.size and excerpt.shape == (1, L)
+        np.testing.assert_array_equal(excerpt[0], whole[start : start + L])
+        golden = np.load(shared_path("golden", "essentia-jamendo96", "excerpt", f"{path.stem}.npy"))
+        feats = compute_features(excerpt[0], 12000, cfg)
+        golden = golden if golden.shape == feats.shape else golden.T
+        assert np.abs(feats - golden)[golden > -150].max() <= 0.05, path.name
+
+
+@pytest.mark.shared
+def test_tagger_window_equals_the_whole_file_window_and_decodes_less(tmp_path, monkeypatch):
+    from musetag.audio import ffmpeg_decode
+    from musetag.models import create_model
+    from musetag.tag.package import save_package
+    from musetag.tag.tagger import Tagger
+
+    cfg = get_preset("jamendo96")
+    model = create_model("vggish_baseline", n_classes=2, act="elu").eval()
+    pkg = save_package(
+        tmp_path / "base", model_name="vggish_baseline", model_args=model.musetag_config["args"],
+        state_dict=model.state_dict(), features=cfg.to_dict(), tags=["x", "y"], task="multilabel",
+        segment={"rule": "centre_excerpt", "samples": L, "aggregation": "mean"},
+    )
+    front = Tagger.from_package(pkg).front
+    song = _songs()[0]
+    decoded = []
+    blocks = ffmpeg_decode._Reader.blocks
+
+    def counting(self, *args, **kwargs):
+        for block in blocks(self, *args, **kwargs):
+            decoded.append(block.shape[0])
+            yield block
+
+    monkeypatch.setattr(ffmpeg_decode._Reader, "blocks", counting)
+    segs, duration = front.segments(song)
+    part = sum(decoded)
+    starts = list(front.last_starts)
+    decoded.clear()
+    monkeypatch.setattr(front, "centre_excerpt", lambda source: None)  # the whole-file path
+    whole_segs, whole_duration = front.segments(song)
+    assert sum(decoded) > 0 and part < 0.75 * sum(decoded)  # measured 0.61 of the file on this song
+    np.testing.assert_array_equal(segs, whole_segs)
+    assert duration == whole_duration and starts == list(front.last_starts)
+    monkeypatch.undo()
+    streamed = np.concatenate(list(front.stream_segments(song)))
+    np.testing.assert_array_equal(streamed, whole_segs)
+    assert front.last_starts == starts
+
+
+@pytest.mark.shared
+def test_truncated_and_joined_files(tmp_path):
+    song = _songs()[0]
+    data = song.read_bytes()
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(data[: int(len(data) * 0.8)])  # past the excerpt's end, short of the header's length
+    with pytest.raises(AudioError, match="truncated"):
+        _excerpt(cut)
+    early = tmp_path / "early.mp3"
+    early.write_bytes(data[: int(len(data) * 0.3)])  # before the excerpt: the whole-file path decides
+    assert _excerpt(early) is None
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(data + _songs()[1].read_bytes())  # the first header announces only the first part
+    assert _excerpt(joined) is None
+    assert load_centre_excerpt(song, L, sample_rate=12000, mono=True, resample_method="linear", decoder="auto") is None
