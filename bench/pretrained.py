@@ -176,9 +176,10 @@ def decode_upstream(name: str, paths) -> None:
 
 def decode_ours(paths, tagger) -> None:
     """Only musetag's decoding and resampling, as the package's front end does it (one process): the
-    centred excerpt decoded up to its end for the baseline's rule, else the whole file."""
+    windows its segment rule needs (the centred excerpt up to its end, musicnn's chunks by seeks), else
+    the whole file."""
     for path in paths:
-        if tagger.front.centre_excerpt(path) is None:
+        if tagger.front.decode_windows(path) is None:
             tagger.front.decode(path)
 
 

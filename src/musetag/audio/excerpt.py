@@ -16,8 +16,10 @@ golden tolerance of 0.05 dB). What can be saved exactly is everything after the 
 2. the file is decoded from its start up to the excerpt's last input sample, in blocks, through
    that converter; the excerpt is the slice ``[start, start + length)`` of its output, identical
    to slicing the whole resampled file (the streaming converter joins chunks without a seam);
-3. the rest of the file is only demuxed (no decoding) to check it is as long as announced, so a
-   truncated file still fails as it does when decoded whole.
+3. before that, the whole file is demuxed (no decoding, a few ms per song) and its packets' length
+   must agree with the announced one (to two MP3 frames and the encoder delay): a truncated file, or
+   one whose header understates it (MP3 frames appended after the header was written), goes to the
+   whole-file path, which decodes everything and reports a truncation.
 
 :func:`centre_excerpt` returns ``None`` where this does not apply (another decoder or resampler, a
 file whose length is not announced exactly, a file shorter than the excerpt) and the caller decodes
@@ -82,8 +84,9 @@ def centre_excerpt(source, name: str, length: int, sample_rate: int, resample_me
     with ffmpeg_decode._open(source, name) as reader:
         in_sr = reader.rate
         total_in = _announced_exactly(reader, source)
-        if not in_sr or not total_in:
+        if not in_sr or not total_in or not _demuxed_length_agrees(reader, total_in):
             return None
+    with ffmpeg_decode._open(source, name) as reader:  # decoded from the start, as a fresh open does
         out_sr = int(sample_rate)
         if out_sr != in_sr and resample_method != "linear":
             return None  # soxr's block processing does not promise a seamless exact join
@@ -108,10 +111,26 @@ def centre_excerpt(source, name: str, length: int, sample_rate: int, resample_me
                 break
         if pos < stop:
             return None  # shorter than announced: the whole-file path reports it
-        remaining = sum(int(p.duration or 0) for p in reader.container.demux(reader.stream) if p.size)
-        tb = reader.stream.time_base
-        reader.check_length(decoded + int(round(float(remaining * tb) * in_sr)) if tb else total_in)
         return np.concatenate(got, axis=1), n
+
+
+#: samples the demuxed packets may exceed or fall short of the announced length: two MP3 frames
+#: plus the encoder delay and padding the decoder trims
+_LENGTH_SLACK = 2 * 1152 + 2 * 1105
+
+
+def _demuxed_length_agrees(reader, total_in: int) -> bool:
+    """Whether the stream's packets (demuxed, not decoded) last as long as the header announces."""
+    tb = reader.stream.time_base
+    if not tb:
+        return False
+    ticks = 0
+    for packet in reader.container.demux(reader.stream):
+        if packet.size:
+            if not packet.duration:
+                return False
+            ticks += int(packet.duration)
+    return abs(int(round(float(ticks * tb) * reader.rate)) - total_in) <= _LENGTH_SLACK
 
 
 
