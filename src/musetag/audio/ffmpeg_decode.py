@@ -190,11 +190,21 @@ class _Reader:
             # samples announced by the header (Xing/LAME frame count, FLAC STREAMINFO, WAV data size),
             # or None where the container only estimates it
             self.announced = None
-            if self.stream.duration is not None and self.stream.time_base and self.rate:
+            if self.stream.duration is not None and self.stream.time_base and self.rate and not self._joined_mp3():
                 self.announced = int(round(float(self.stream.duration * self.stream.time_base) * self.rate))
         except BaseException:
             self.close()
             raise
+
+    def _joined_mp3(self) -> bool:
+        """Several MP3 streams joined end to end (:mod:`musetag.audio.mp3parts`): FFmpeg decodes them
+        all, but its duration is then a bitrate estimate (measured 14 % over on 10 joined songs), not
+        a length to check the decoded audio against."""
+        if self.container.format.name != "mp3":
+            return False
+        from musetag.audio.mp3parts import mp3_parts
+
+        return len(mp3_parts(self._source)) > 1  # restores a file object's position
 
     def close(self) -> None:
         try:
