@@ -175,9 +175,12 @@ def decode_upstream(name: str, paths) -> None:
 
 
 def decode_ours(paths, tagger) -> None:
-    """Only musetag's decoding and resampling, as the package's front end does it (one process)."""
+    """Only musetag's decoding and resampling, as the package's front end does it (one process): the
+    windows its segment rule needs (the centred excerpt up to its end, musicnn's chunks by seeks), else
+    the whole file."""
     for path in paths:
-        tagger.front.decode(path)
+        if tagger.front.decode_windows(path) is None:
+            tagger.front.decode(path)
 
 
 def ours(paths, tagger, workers: int) -> np.ndarray:
@@ -458,7 +461,8 @@ def render(args, rows, ratio, worst, workers, seconds, paths, cores, load0, load
         "The decode columns time only the decoding and resampling of each path, in one process (upstream: "
         "`librosa.load(sr=16000)`, or Essentia `MonoLoader` at 12 kHz for the baseline; ours: the package's "
         "front end, libmpg123 + soxr HQ for the Won models, FFmpeg's fixed-point MP3 decoder through PyAV + "
-        "libsamplerate linear for the baseline, as Essentia decodes).\n",
+        "libsamplerate linear for the baseline, as Essentia decodes, from the song's start to the end of the "
+        "centred excerpt only).\n",
         "| model | rounds | upstream | ours | in-process | ours / upstream | decode only: upstream | "
         "decode only: ours | scores max abs diff |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -485,10 +489,15 @@ def render(args, rows, ratio, worst, workers, seconds, paths, cores, load0, load
         "bookkeeping (`eval.py` runs the forward without `torch.no_grad()`; musetag runs it in inference "
         "mode) and whatever two worker processes on one thread each gain over one process on two threads "
         "(little on a busy machine); this script does not separate the three. musicnn (16 x 3 s) and the "
-        "baseline (one 29.1 s excerpt) spend a larger share decoding and resampling the whole song: compare "
-        "the decode columns. For the baseline, musetag decodes MP3 with the same FFmpeg fixed-point decoder as "
-        "Essentia, but through PyAV frame by frame in Python, and that costs more than Essentia's C++ "
-        "`MonoLoader` (see the decode columns), which is why ours is behind upstream there.",
+        "baseline (one 29.1 s excerpt) spend a larger share decoding and resampling: compare the decode columns. "
+        "Won et al.'s models decode the whole song (libmpg123) although musicnn's 16 x 3 s windows cover a "
+        "fraction of it (per-chunk seeks are not implemented yet). For the baseline, musetag decodes MP3 with "
+        "the same FFmpeg fixed-point decoder as Essentia (PyAV; each frame's raw samples copied, converted and "
+        "mixed once per block) and stops at the end of the centred excerpt, about 60 % of a song: that "
+        "decoder cannot seek exactly (it carries its rounding remainder through the whole stream, so samples "
+        "after a seek are one LSB off about half the time), so the start of the song is always decoded. The "
+        "upstream path decodes the whole song; the rest of both paths (12 kHz mel of 29.1 s, one forward "
+        "pass) is small, which bounds the baseline's ratio near 1 / 0.6 on one core.",
         "- On a machine shared with other jobs the wall times are noisy (the same network on other weights "
         "moves by tens of per cent between rows); the ratios, measured in the same run with alternating "
         "pipelines, are the figures to compare.\n",

@@ -44,7 +44,6 @@ import numpy as np
 from musetag.audio.sources import (
     _TRUNCATION_TOLERANCE_FRAC,
     _TRUNCATION_TOLERANCE_S,
-    _downmix_frames,
     _explain_open_failure,
     _note,
 )
@@ -106,25 +105,50 @@ def available(*, warn: bool = True) -> bool:
 
 
 # ------------------------------------------------------------------------------------- decoding
-def _to_float(frame, channels: int) -> np.ndarray:
-    """One decoded frame as ``(samples, channels)`` float32, converted as libavresample does for
-    Essentia (``s16 * 2**-15``, ``s32 * 2**-31``, ``(u8 - 128) * 2**-7``, float copied)."""
-    arr = frame.to_ndarray()
-    if frame.format.is_planar:
-        arr = arr.T
+# sample formats -> (numpy dtype, scale to float32) as libavresample converted them for Essentia
+_FORMATS = {
+    "s16": (np.int16, 2.0**-15),
+    "s32": (np.int32, 2.0**-31),
+    "u8": (np.uint8, 2.0**-7),
+    "s64": (np.int64, 2.0**-63),
+    "flt": (np.float32, None),
+    "dbl": (np.float64, None),
+}
+
+
+def _convert(raw: list[bytes], fmt: str, channels: int, planar: bool, mono: bool) -> np.ndarray:
+    """Raw decoded samples (one bytes string per channel when ``planar``, else one interleaved) ->
+    ``(samples, channels)`` float32 (``(samples, 1)`` with ``mono``), converted as libavresample
+    does for Essentia (``s16 * 2**-15``, ``s32 * 2**-31``, ``(u8 - 128) * 2**-7``, float copied),
+    channels averaged as :func:`musetag.audio.sources._downmix_frames` does. One numpy pass per
+    block, however many FFmpeg frames it holds."""
+    dtype, scale = _FORMATS[fmt]
+    if planar:
+        cols = [np.frombuffer(b, dtype=dtype) for b in raw]
     else:
-        arr = arr.reshape(-1, channels)
-    if arr.dtype == np.int16:
-        out = arr.astype(np.float32) * np.float32(1.0 / 32768)
-    elif arr.dtype == np.int32:
-        out = arr.astype(np.float32) * np.float32(2.0**-31)
-    elif arr.dtype == np.uint8:
-        out = (arr.astype(np.float32) - np.float32(128)) * np.float32(1.0 / 128)
-    elif arr.dtype == np.int64:
-        out = (arr.astype(np.float64) * 2.0**-63).astype(np.float32)
-    else:
-        out = arr.astype(np.float32, copy=False)
-    return out
+        inter = np.frombuffer(raw[0], dtype=dtype).reshape(-1, channels)
+        cols = [inter[:, c] for c in range(channels)]
+    if mono and channels == 2 and dtype == np.int16:
+        # (l * 2**-15 + r * 2**-15) * 0.5 in float32 is exact and equals (l + r) * 2**-16
+        out = cols[0].astype(np.int32)
+        out += cols[1]
+        return (out.astype(np.float32) * np.float32(2.0**-16))[:, None]
+    floats = []
+    for col in cols:
+        if dtype == np.uint8:
+            col = (col.astype(np.float32) - np.float32(128)) * np.float32(scale)
+        elif dtype == np.int64:
+            col = (col.astype(np.float64) * scale).astype(np.float32)
+        elif scale is not None:
+            col = col.astype(np.float32) * np.float32(scale)
+        floats.append(col.astype(np.float32, copy=False))
+    if mono and channels > 1:
+        out = floats[0].copy()
+        for col in floats[1:]:
+            out += col
+        out *= np.float32(1.0 / channels)
+        return out[:, None]
+    return np.ascontiguousarray(np.stack(floats, axis=1))
 
 
 class _Reader:
@@ -166,11 +190,21 @@ class _Reader:
             # samples announced by the header (Xing/LAME frame count, FLAC STREAMINFO, WAV data size),
             # or None where the container only estimates it
             self.announced = None
-            if self.stream.duration is not None and self.stream.time_base and self.rate:
+            if self.stream.duration is not None and self.stream.time_base and self.rate and not self._joined_mp3():
                 self.announced = int(round(float(self.stream.duration * self.stream.time_base) * self.rate))
         except BaseException:
             self.close()
             raise
+
+    def _joined_mp3(self) -> bool:
+        """Several MP3 streams joined end to end (:mod:`musetag.audio.mp3parts`): FFmpeg decodes them
+        all, but its duration is then a bitrate estimate (measured 14 % over on 10 joined songs), not
+        a length to check the decoded audio against."""
+        if self.container.format.name != "mp3":
+            return False
+        from musetag.audio.mp3parts import mp3_parts
+
+        return len(mp3_parts(self._source)) > 1  # restores a file object's position
 
     def close(self) -> None:
         try:
@@ -184,10 +218,9 @@ class _Reader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def chunks(self) -> Iterator[np.ndarray]:
-        """Decoded ``(samples, channels)`` float32 chunks, one per FFmpeg frame, in order. Frames
-        FFmpeg rejects are skipped (Essentia: "invalid frame, skipping it"); a read error ends the
-        file (Essentia stops there too)."""
+    def frames(self) -> Iterator:
+        """Decoded FFmpeg frames (non-empty), in order. Frames FFmpeg rejects are skipped (Essentia:
+        "invalid frame, skipping it"); a read error ends the file (Essentia stops there too)."""
         av = _import_av()
         packets = self.container.demux(self.stream)
         skipped = 0
@@ -208,25 +241,61 @@ class _Reader:
                 log.debug("%s: invalid frame skipped (%s)", self.name, exc)
                 frames = []
             for frame in frames:
-                channels = frame.layout.nb_channels
-                if not self.channels:
-                    self.channels = channels
-                if not self.rate:
-                    self.rate = int(frame.sample_rate)
-                if channels != self.channels or int(frame.sample_rate) != self.rate:
-                    raise AudioError(
-                        f"{self.name}: the audio changes from {self.channels} channel(s) at {self.rate} Hz to "
-                        f"{channels} at {frame.sample_rate} Hz part-way; re-encode it with one format throughout"
-                    )
                 if frame.samples:
-                    yield _to_float(frame, channels)
+                    yield frame
             if packet is None:
                 break
         if skipped:
-
             # a decoder warning on the file's row, as libmpg123's own messages are
             _note(self.name, f"decoder said: FFmpeg skipped {skipped} undecodable frame(s)")
 
+    def blocks(self, min_samples: int, *, mono: bool = False, limit: int | None = None) -> Iterator[np.ndarray]:
+        """Decoded ``(samples, channels)`` float32 blocks (``(samples, 1)`` with ``mono``) of at
+        least ``min_samples`` samples (the last may be shorter), in order. The frames' raw samples
+        are only copied per frame; conversion and channel mixing run once per block (no per-frame
+        numpy work). Decoding stops once ``limit`` samples are decoded (the block holding sample
+        ``limit`` is whole)."""
+        raw: list[list[bytes]] = []
+        size = total = 0
+        layout = None  # (format name, planar, bytes per sample, channels) of the frames in ``raw``
+        fmt_name = None
+        for frame in self.frames():
+            name = frame.format.name
+            if name != fmt_name or size >= min_samples:
+                if size:
+                    yield _convert([b"".join(r) for r in raw], layout[0], layout[3], layout[1], mono)
+                    size = 0
+                fmt, fmt_name = frame.format, name
+                layout = (name.rstrip("p") if fmt.is_planar else name, fmt.is_planar, fmt.bytes, self._check(frame))
+                raw = [[] for _ in range(layout[3] if fmt.is_planar else 1)]
+                width_per_sample = fmt.bytes * (1 if fmt.is_planar else layout[3])
+            elif frame.sample_rate != self.rate or frame.layout.nb_channels != layout[3]:
+                self._check(frame)
+            n = frame.samples
+            width = n * width_per_sample
+            planes = frame.planes
+            for c, plane_raw in enumerate(raw):
+                plane_raw.append(bytes(memoryview(planes[c])[:width]))
+            size += n
+            total += n
+            if limit is not None and total >= limit:
+                break
+        if size:
+            yield _convert([b"".join(r) for r in raw], layout[0], layout[3], layout[1], mono)
+
+    def _check(self, frame) -> int:
+        """The frame's channel count, after checking that rate and channels stay those of the file."""
+        channels = frame.layout.nb_channels
+        if not self.channels:
+            self.channels = channels
+        if not self.rate:
+            self.rate = int(frame.sample_rate)
+        if channels != self.channels or int(frame.sample_rate) != self.rate:
+            raise AudioError(
+                f"{self.name}: the audio changes from {self.channels} channel(s) at {self.rate} Hz to "
+                f"{channels} at {frame.sample_rate} Hz part-way; re-encode it with one format throughout"
+            )
+        return channels
     def check_length(self, decoded: int, start: int = 0) -> None:
         """:class:`AudioError` when nothing decoded, or far less than the header announces."""
 
@@ -248,28 +317,39 @@ def _open(source, name: str) -> _Reader:
     return _Reader(source, name)
 
 
-def decode(source, name: str, *, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
-    """The whole file (or ``offset``/``duration`` seconds of it) as ``(samples, channels)`` float32,
-    and its rate. ``source``: a :class:`~pathlib.Path` or a seekable binary file object (what
+#: samples per converted block when a whole file is decoded (about 6 s at 44.1 kHz)
+_DECODE_BLOCK = 1 << 18
+
+
+def decode(
+    source, name: str, *, offset: float = 0.0, duration: float | None = None, mono: bool = False
+) -> tuple[np.ndarray, int]:
+    """The whole file (or ``offset``/``duration`` seconds of it) as ``(samples, channels)`` float32
+    (``(samples, 1)``, the channel average, with ``mono``), and its rate. ``source``: a
+    :class:`~pathlib.Path` or a seekable binary file object (what
     :func:`musetag.audio.sources._normalise_source` returns). The file is decoded from its start (as
-    Essentia does; seeking in an MP3 would change the first samples) and decoding stops once the
-    requested span is complete."""
+    Essentia does: FFmpeg's fixed-point MP3 decoder carries its rounding remainder from sample to
+    sample through the whole stream, so a seek changes every later sample by up to one LSB) and
+    decoding stops once the requested span is complete."""
     with _open(source, name) as reader:
         parts: list[np.ndarray] = []
         pos = 0  # samples decoded so far
         start = stop = None
-        for chunk in reader.chunks():
-            if start is None:
+        if reader.rate:
+            start = int(round(offset * reader.rate))
+            stop = None if duration is None else start + max(1, int(round(duration * reader.rate)))
+        for block in reader.blocks(_DECODE_BLOCK, mono=mono, limit=stop):
+            if start is None:  # the container did not say its rate: the first frame did
                 start = int(round(offset * reader.rate))
                 stop = None if duration is None else start + max(1, int(round(duration * reader.rate)))
-            n = chunk.shape[0]
+            n = block.shape[0]
             lo, hi = max(start - pos, 0), n if stop is None else min(n, stop - pos)
             if hi > lo:
-                parts.append(chunk[lo:hi])
+                parts.append(block[lo:hi])
             pos += n
             if stop is not None and pos >= stop:
                 break
-        if start is None:
+        if pos == 0:
             reader.check_length(0)
         if start > 0 and pos <= start:
             raise AudioError(
@@ -278,9 +358,11 @@ def decode(source, name: str, *, offset: float = 0.0, duration: float | None = N
             )
         if stop is None:
             reader.check_length(pos - start, start)
-        channels = reader.channels
+        channels = 1 if mono else reader.channels
+        if len(parts) == 1:
+            return parts[0], reader.rate
         data = np.concatenate(parts, axis=0) if parts else np.zeros((0, channels), np.float32)
-        return np.ascontiguousarray(data, dtype=np.float32), reader.rate
+        return data, reader.rate
 
 
 def stream_blocks(
@@ -292,15 +374,18 @@ def stream_blocks(
     overlap_seconds: float,
     resample_method: str,
 ) -> Iterator[np.ndarray]:
-    """Blocks as :func:`musetag.audio.io.stream_blocks` yields them, decoded frame by frame (memory
-    bounded by a few blocks). With ``resample_method="linear"`` (libsamplerate's streaming
-    converter) or no resampling, the blocks join to exactly the samples of :func:`decode` followed
-    by the channel average and :func:`musetag.audio.ops.resample`."""
+    """Blocks as :func:`musetag.audio.io.stream_blocks` yields them, decoded in blocks of about
+    ``block_seconds`` (memory bounded by a few blocks). With ``resample_method="linear"``
+    (libsamplerate's streaming converter) or no resampling, the blocks join to exactly the samples
+    of :func:`decode` followed by the channel average and :func:`musetag.audio.ops.resample`."""
     from musetag.audio.ops import stream_resampler
 
     with _open(source, name) as reader:
-        chunks = reader.chunks()
-        first = next(chunks, None)
+        rate = reader.rate or 44100  # only sizes the decoded blocks
+        out_rate = int(sample_rate) if sample_rate else rate
+        read_frames = max(4096, int(round(block_seconds * out_rate)) * rate // out_rate)
+        raws = reader.blocks(read_frames, mono=mono)
+        first = next(raws, None)
         if first is None:
             reader.check_length(0)
         in_sr = reader.rate
@@ -309,29 +394,17 @@ def stream_blocks(
         block = max(1, int(round(block_seconds * out_sr)))
         step = max(1, block - int(round(overlap_seconds * out_sr)))
         resampler = stream_resampler(in_sr, out_sr, channels, resample_method)
-        read_frames = max(4096, int(block * in_sr / out_sr))
         buf = np.zeros((channels, 0), dtype=np.float32)
         emitted_any = False
         decoded = 0
-
-        def gathered() -> Iterator[tuple[np.ndarray, bool]]:
-            """Decoded chunks joined to at least ``read_frames`` samples; ``(raw, last)``."""
-            nonlocal decoded
-            pending, size = [first], first.shape[0]
-            for chunk in chunks:
-                if size >= read_frames:
-                    yield np.concatenate(pending, axis=0), False
-                    pending, size = [], 0
-                pending.append(chunk)
-                size += chunk.shape[0]
-                decoded += chunk.shape[0]
-            yield (np.concatenate(pending, axis=0) if pending else np.zeros((0, reader.channels), np.float32)), True
-
-        decoded = first.shape[0]
-        for raw, last in gathered():
+        raw = first
+        while raw is not None:
+            following = next(raws, None)
+            last = following is None
+            decoded += raw.shape[0]
             if last:
                 reader.check_length(decoded)  # a truncated file fails as load_audio does
-            chunk = _downmix_frames(raw)[None, :] if mono else np.ascontiguousarray(raw.T)
+            chunk = np.ascontiguousarray(raw.T)
             out = chunk if resampler is None else resampler.process(chunk, last=last)
             if out.shape[1]:
                 buf = np.concatenate([buf, out.astype(np.float32, copy=False)], axis=1)
@@ -339,6 +412,7 @@ def stream_blocks(
                 yield np.ascontiguousarray(buf[0, :block] if mono else buf[:, :block])
                 emitted_any = True
                 buf = buf[:, step:].copy()
+            raw = following
         if buf.shape[1] > (block - step if emitted_any else 0):
             yield np.ascontiguousarray(buf[0] if mono else buf)
         elif not emitted_any:

@@ -265,7 +265,7 @@ def load_audio(
     if _essentia_decoder(decoder):
         from musetag.audio import ffmpeg_decode
 
-        data, sr = ffmpeg_decode.decode(src, name, offset=offset, duration=duration)
+        data, sr = ffmpeg_decode.decode(src, name, offset=offset, duration=duration, mono=mono)
     elif kind is not None:
         data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
     else:

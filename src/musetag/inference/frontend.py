@@ -136,6 +136,11 @@ class FrontEnd:
         from musetag.inference.checks import input_warnings, peak
 
         with collect_notes() as notes:
+            part = self.decode_windows(source) if sample_rate is None else None
+            if part:  # only the windows the rule needs were decoded
+                chunks, self.last_starts, n = part
+                self.last_warnings = input_warnings(self, n, peak(chunks), notes)
+                return self.chunk_features(chunks), n / self.sample_rate
             audio = self.decode(source, sample_rate)
         duration = audio.shape[-1] / self.sample_rate
         self.last_warnings = input_warnings(self, audio.shape[-1], peak(audio), notes)
@@ -150,6 +155,30 @@ class FrontEnd:
         starts = self.last_starts = segment_starts(feats.shape[-1], self.length, self.hop, self.max_segments)
         return np.stack([_window(feats, s, self.length) for s in starts]), duration
 
+    # -- the segment rule decides what to decode ------------------------------------------------
+    def decode_windows(self, source: Source) -> tuple[np.ndarray, list[int], int] | None:
+        """``((k, C, length) audio windows, starts, n)`` decoding only what an audio rule needs, equal
+        to the whole-file path's windows: ``centre_excerpt`` decoded up to the excerpt's end
+        (:mod:`musetag.audio.excerpt`, exact), ``evenly_spaced`` chunks covering a small part of the
+        file by one seek each (:mod:`musetag.audio.windows`, to ~2e-6). ``None``: decode the whole
+        file. The silence warning then looks at the windows' peak."""
+        cfg = self.config
+        if not self.audio_rule or isinstance(source, np.ndarray) or cfg.trim_silence:
+            return None
+        settings = dict(sample_rate=cfg.sample_rate, mono=cfg.mono, resample_method=cfg.resample_method,
+                        decoder=cfg.decoder)
+        if self.rule == "centre_excerpt":
+            from musetag.audio.excerpt import load_centre_excerpt
+
+            got = load_centre_excerpt(source, self.length, **settings)
+            if got is None:
+                return None
+            return got[0][None], audio_chunk_starts(got[1], self.length, self.rule), got[1]
+        from musetag.audio.windows import spread_chunks
+
+        return spread_chunks(source, self.length, lambda n: audio_chunk_starts(n, self.length, self.rule, self.count),
+                             **settings)
+
     def stream_segments(self, source: Source) -> Iterator[np.ndarray]:
         """Windows of a long file, decoded block by block (bounded memory); yields ``(k, C, ...)``
         arrays and sets ``self.last_duration`` when exhausted."""
@@ -157,6 +186,17 @@ class FrontEnd:
 
         cfg = self.config
         if self.audio_rule:
+            from musetag.audio.io import collect_notes
+            from musetag.tag.checks import input_warnings, peak
+
+            with collect_notes() as notes:
+                part = self.decode_windows(source)
+            if part:  # a long file's windows, decoded alone: memory holds only them
+                chunks, self.last_starts, n = part
+                self.last_duration = n / self.sample_rate
+                self.last_warnings = input_warnings(self, n, peak(chunks), notes)
+                yield self.chunk_features(chunks)
+                return
             yield from self._stream_audio_chunks(source)
             return
         keep = None
