@@ -58,8 +58,8 @@ def test_excerpt_equals_the_whole_file_slice_and_the_golden_on_all_songs():
 def test_tagger_window_equals_the_whole_file_window_and_decodes_less(tmp_path, monkeypatch):
     from musetag.audio import ffmpeg_decode
     from musetag.models import create_model
-    from musetag.tag.package import save_package
-    from musetag.tag.tagger import Tagger
+    from musetag.inference.package import save_package
+    from musetag.inference.tagger import Tagger
 
     cfg = get_preset("jamendo96")
     model = create_model("vggish_baseline", n_classes=2, act="elu").eval()
@@ -118,7 +118,7 @@ def test_evenly_spaced_chunks_by_seeks_equal_the_whole_file_chunks(monkeypatch):
     equals the whole-file path's chunk to 2e-5 (measured 1.7e-6: libmpg123's in-decoder mix and soxr
     on a piece round differently), at the same starts; fcn's 16 x 29 s cover most of a song: whole."""
     from musetag.audio.windows import soxr_output_count
-    from musetag.tag.frontend import FrontEnd
+    from musetag.inference.frontend import FrontEnd
 
     cfg = get_preset("waveform16k").to_dict()
     for song in _songs()[:3]:
@@ -200,7 +200,7 @@ def test_three_hour_mp3_streams_in_bounded_memory(tmp_path):
         import numpy as np, torch
         torch.set_num_threads(1)
         from musetag.features import get_preset
-        from musetag.tag.frontend import FrontEnd
+        from musetag.inference.frontend import FrontEnd
         front = FrontEnd(get_preset("jamendo96").to_dict(), {{"rule": "centre_excerpt", "samples": {L}}})
         path = {str(path)!r}
         assert front.is_long(path)

@@ -56,7 +56,7 @@ def spread_chunks(
 ) -> tuple[np.ndarray, list[int], int] | None:
     """``((k, 1, length) chunks, starts, n)``: the chunks starting at ``place(n)`` (the segment
     rule's start samples for a signal of ``n`` samples, e.g. the ``evenly_spaced`` rule of
-    :func:`musetag.tag.segments.audio_chunk_starts`) of the mono signal at ``sample_rate``, each
+    :func:`musetag.inference.segments.audio_chunk_starts`) of the mono signal at ``sample_rate``, each
     decoded by a seek; ``None`` where that does not apply (see the module docstring)."""
     import soundfile as sf
     import soxr

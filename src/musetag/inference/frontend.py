@@ -187,7 +187,7 @@ class FrontEnd:
         cfg = self.config
         if self.audio_rule:
             from musetag.audio.io import collect_notes
-            from musetag.tag.checks import input_warnings, peak
+            from musetag.inference.checks import input_warnings, peak
 
             with collect_notes() as notes:
                 part = self.decode_windows(source)
