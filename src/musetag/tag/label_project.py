@@ -134,6 +134,7 @@ def create_project(folder, out, tags, *, task: str = "multilabel", backbone: str
                                   f"{getattr(project, name)!r}; run `musetag label {out}` to resume it, or give "
                                   "another --out")
         return old
+    scan(project)  # a folder without audio fails before the project folder is made
     if Path(out).exists() and any(Path(out).iterdir()):
         raise ConfigError(f"{out}: exists and is not a labelling project; give a new or empty --out folder")
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ class LabelSession:
         self.project = project
         self.tags = list(project.tags)
         self.paths = job.paths if job is not None else scan(project)
+        self.path_set = set(self.paths)
         self.job = job if job is not None else EmbeddingJob(project, self.paths)
         self.store = LabelStore(project.labels_path)
         self.lock = threading.RLock()
@@ -91,7 +92,7 @@ class LabelSession:
 
     # -- actions -----------------------------------------------------------------------------------------
     def check_label(self, path: str, tags) -> tuple[str, ...]:
-        if path not in self.job.vectors and path not in set(self.paths):
+        if path not in self.path_set:
             raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
         tags = tuple(tags)
         unknown = [t for t in tags if t not in self.tags]
@@ -159,7 +160,7 @@ class LabelSession:
         with self.lock:
             u = uncertainty(self.probs, self.project.task) if len(self.probs) else np.zeros(0)
         return {"tags": self.tags, "task": self.project.task, "backbone": self.project.backbone,
-                "labelled": sum(1 for p in labels if p in set(self.paths)), "positives": self.counts(labels),
+                "labelled": sum(1 for p in labels if p in self.path_set), "positives": self.counts(labels),
                 "progress": self.job.progress(), "failures": [{"path": p, "error": e}
                                                               for p, e in sorted(self.job.failures.items())],
                 "mean_uncertainty": round(float(u.mean()), 4) if len(u) else None, "refits": self.refits}
