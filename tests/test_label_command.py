@@ -116,6 +116,6 @@ def test_loop_resume_import_and_export(tmp_path, music, backbone):
 
 
 def test_reopening_with_other_tags_is_refused(tmp_path, music, backbone):
-    create_project(music, tmp_path / "proj", "a,b", backbone=str(backbone))
+    create_project(music, tmp_path / "proj", "a,b", backbone=str(backbone), recursive=True)
     with pytest.raises(ConfigError, match="tags = \\['a', 'b'\\]"):
-        create_project(music, tmp_path / "proj", "a,c", backbone=str(backbone))
+        create_project(music, tmp_path / "proj", "a,c", backbone=str(backbone), recursive=True)
