@@ -95,3 +95,14 @@ def test_random_and_folder_order_and_exhaustion():
     assert p.propose("active", positives=[0]) is None
     with pytest.raises(ConfigError, match="unknown proposal rule"):
         p.propose("nearest")
+
+
+def test_a_warm_refit_reaches_the_cold_fits_answer(rng):
+    X, Y = clusters(rng)
+    Y[::3, 0] = 1 - Y[::3, 0]  # noisy labels: a real optimum to converge to
+    Xs = standardise(X)
+    first = fit_head(Xs[:60], Y[:60])
+    warm = fit_head(Xs[:70], Y[:70], previous=first)
+    cold = fit_head(Xs[:70], Y[:70])
+    np.testing.assert_allclose(warm.predict(Xs), cold.predict(Xs), atol=2e-3)
+    assert not np.allclose(first.predict(Xs), cold.predict(Xs), atol=2e-3)

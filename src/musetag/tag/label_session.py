@@ -34,6 +34,7 @@ class LabelSession:
         self._index: list[str] = []  # embedded paths, in folder order, rows of X
         self._X = np.zeros((0, 0), dtype=np.float32)
         self._rows: dict[str, int] = {}
+        self._head = None
         self._proposer: Proposer | None = None
         self.probs = np.zeros((0, len(self.tags)), dtype=np.float32)
         self.recent: dict[str, list[str]] = {}  # annotator -> last labelled paths
@@ -50,6 +51,7 @@ class LabelSession:
         self._index, self._X = ready, standardise(X) if len(ready) else X
         self._rows = {p: i for i, p in enumerate(ready)}
         self._proposer = Proposer(self._X, seed=self.seed) if len(ready) else None
+        self._head = None  # new tracks: X is standardised again, so no warm start
         return True
 
     def labels(self) -> dict[str, tuple[str, ...]]:
@@ -76,7 +78,8 @@ class LabelSession:
                 self.probs = np.zeros((0, len(self.tags)), dtype=np.float32)
                 return labels
             rows, Y = self.targets(labels)
-            head = fit_head(self._X[rows], Y, self.project.task)
+            head = fit_head(self._X[rows], Y, self.project.task, previous=self._head)
+            self._head = head
             self.probs = head.predict(self._X).astype(np.float32)
             self._proposer.set_labelled(rows)
             self.refits += 1
