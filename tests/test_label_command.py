@@ -115,6 +115,31 @@ def test_loop_resume_import_and_export(tmp_path, music, backbone):
     assert all(r["path"].startswith(str(music)) for r in rows)
 
 
+def test_exported_package_tags_audio_as_the_page_predicts(tmp_path, music, backbone, capsys):
+    from musetag.inference.loading import load_model
+    from musetag.inference.tagger import Tagger
+
+    project = create_project(music, tmp_path / "proj", "low,high", backbone=str(backbone), recursive=True,
+                             store=tmp_path / "store")
+    session = LabelSession(project)
+    session.job.run()
+    for path, tag in (("low/l0.wav", "low"), ("low/l1.wav", "low"), ("low/l2.wav", "low"),
+                      ("high/h0.wav", "high"), ("high/h1.wav", "high"), ("high/h2.wav", "high")):
+        session.label(path, [tag], "me")
+    assert main(["label", str(tmp_path / "proj"), "--export", str(tmp_path / "pkg")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    fresh = LabelSession(project)  # a cold fit of every label, as the package's
+    fresh.refit()
+    tagger = Tagger(load_model(tmp_path / "pkg"))
+    assert tagger.package.tags == ["low", "high"] and len(tagger.package.thresholds) == 2
+    for path in ("low/l3.wav", "high/h3.wav"):
+        scores = tagger.tag(str(music / path)).scores
+        expected = {p["tag"]: p["score"] for p in fresh.predictions(path)}
+        assert scores == pytest.approx(expected, abs=2e-3)
+    assert main(["label", str(tmp_path / "proj"), "--export", str(tmp_path / "x.txt")]) == 2
+    assert "folder" in capsys.readouterr().err
+
+
 def test_reopening_with_other_tags_is_refused(tmp_path, music, backbone):
     create_project(music, tmp_path / "proj", "a,b", backbone=str(backbone), recursive=True)
     with pytest.raises(ConfigError, match="tags = \\['a', 'b'\\]"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DEFAULT_BACKBONE = "jamendo-musicnn"
 
@@ -34,8 +35,10 @@ def register(subparsers) -> None:
                    help="start from labels you have: a CSV with path and tags (';'-separated) columns")
     p.add_argument("--store", default=None, metavar="DIR",
                    help="the embedding store (default: $MUSETAG_HOME/features, shared by every project)")
-    p.add_argument("--export", default=None, metavar="OUT.csv",
-                   help="write the labels of PROJECT_DIR as a manifest CSV (path,tags,split,group) and exit")
+    p.add_argument("--export", default=None, metavar="OUT",
+                   help="OUT.csv: write the labels of PROJECT_DIR as a manifest (path,tags,split,group); a folder: "
+                        "a package (backbone + head refit on every label, thresholds by cross-validation) for "
+                        "`musetag tag` and `musetag serve`; then exit")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
     p.add_argument("--queue", type=int, default=32, help="requests that may wait for the model; beyond that 503")
@@ -77,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
         if not is_project(args.folder):
             raise ConfigError(f"--export: {args.folder} is not a labelling project (no project.json)")
+        if not args.export.lower().endswith(".csv"):
+            if Path(args.export).suffix:
+                raise ConfigError(f"--export {args.export}: give OUT.csv (a manifest) or a folder (a package)")
+            from musetag.tag.label_package import export_package
+
+            out = export_package(open_project(args.folder), args.export)
+            print(f"wrote {out}: the backbone and the head; run it with `musetag tag {out} FILES`")
+            return 0
         result = export_manifest(open_project(args.folder), args.export)
         print(f"wrote {args.export}: {result['tracks']} tracks in {result['groups']} groups "
               f"(train {result['splits']['train']}, validation {result['splits']['validation']}, "
