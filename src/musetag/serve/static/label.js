@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const annotator = sessionStorage.getItem("musetag-annotator") || ("tab-" + Math.random().toString(36).slice(2, 8));
   sessionStorage.setItem("musetag-annotator", annotator);
-  let key = sessionStorage.getItem("musetag-key") || "";
+  let key = sessionStorage.getItem("musetag.apiKey") || "";
   let tags = [], selected = new Set(), current = null, skipped = [], audioUrl = null;
 
   async function api(path, opts = {}) {
@@ -143,7 +143,7 @@
   $("undo").addEventListener("click", undo);
   $("rule").addEventListener("change", next);
   $("review-go").addEventListener("click", review);
-  $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); key = $("key").value; sessionStorage.setItem("musetag-key", key); $("key-form").hidden = true; start(); });
+  $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); key = $("key").value; sessionStorage.setItem("musetag.apiKey", key); $("key-form").hidden = true; start(); });
   $("export").addEventListener("click", async (ev) => {
     ev.preventDefault();
     try {
