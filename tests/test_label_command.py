@@ -89,6 +89,9 @@ def test_loop_resume_import_and_export(tmp_path, music, backbone):
     # the low tones score higher on "low" than the high tones
     scores = {t["path"]: t["score"] for t in session.review("low")}
     assert min(scores[f"low/l{i}.wav"] for i in range(4)) > max(scores[f"high/h{i}.wav"] for i in range(4))
+    near = session.similar("low/l0.wav", 3)
+    assert [t["path"].split("/")[0] for t in near] == ["low"] * 3 and "low/l0.wav" not in [t["path"] for t in near]
+    assert near[0]["label"] == ["low"] or near[0]["label"] is None
     assert session.undo("me") == "high/h1.wav"
     assert session.summary()["positives"] == {"low": 2, "high": 1}
     with pytest.raises(ConfigError, match="unknown tag"):

@@ -113,6 +113,9 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         labelled.pop(path)
         review = server.get("/v1/label/review", params={"tag": "rock"}).json()["tracks"]
         assert len(review) == 6 and review == sorted(review, key=lambda t: -t["score"])
+        near = server.get("/v1/label/similar", params={"path": "rock/rock.00000.mp3", "k": 3}).json()["tracks"]
+        assert len(near) == 3 and all(t["path"] != "rock/rock.00000.mp3" for t in near)
+        assert server.get("/v1/label/similar", params={"path": "nope.mp3"}).status_code == 400
     finally:
         server.kill()  # killed, not stopped: every answered label must be on disk
     server = LabelServer([str(project), *[]], tmp_path / "label2.log")

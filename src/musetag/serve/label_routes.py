@@ -6,7 +6,8 @@
 ``POST /v1/label/label`` ``{"path", "tags": [...], "annotator"}``: appended to ``labels.csv`` and fsynced,
 then the head is refit and every track rescored; answers the new state. ``POST /v1/label/undo``
 ``{"annotator"}``: revokes that annotator's last label. ``GET /v1/label/review?tag=T``: tracks by predicted
-score. ``GET /v1/label/audio?path=P``: the audio of an indexed track only. ``GET /v1/label/export``:
+score. ``GET /v1/label/similar?path=P&k=10``: "more like this" (cosine on the embeddings).
+``GET /v1/label/audio?path=P``: the audio of an indexed track only. ``GET /v1/label/export``:
 the manifest CSV (:mod:`musetag.tag.label_export`). ``GET /healthz`` (open) and ``GET /`` (the page).
 
 Work that touches the model (label, undo, next, review) runs in a thread behind one
@@ -117,6 +118,12 @@ async def undo(request: Request, body: UndoBody):
 async def review(request: Request, tag: str, limit: int = Query(200, ge=1, le=10000)):
     session = _session(request)
     return await _queued(request, lambda: {"tag": tag, "tracks": session.review(tag, limit)})
+
+
+@router.get("/v1/label/similar", summary="More like this: the nearest tracks in embedding space")
+async def similar(request: Request, path: str, k: int = Query(10, ge=1, le=200)):
+    session = _session(request)
+    return await _queued(request, lambda: {"path": path, "tracks": session.similar(path, k)})
 
 
 @router.get("/v1/label/audio", summary="The audio of one of the project's tracks")

@@ -158,6 +158,21 @@ class LabelSession:
             return [{"path": self._index[i], "score": round(float(self.probs[i, j]), 4),
                      "label": list(labels[self._index[i]]) if self._index[i] in labels else None} for i in order]
 
+    def similar(self, path: str, k: int = 10) -> list[dict]:
+        """"More like this": the ``k`` embedded tracks nearest ``path`` (cosine on the standardised
+        embeddings the head sees), with their current label."""
+        with self.lock:
+            self._sync_tracks()
+            if path not in self._rows:
+                raise DatasetError(f"{path!r} is not an embedded track of this project")
+            X = self._X / np.maximum(np.linalg.norm(self._X, axis=1, keepdims=True), 1e-12)
+            sims = X @ X[self._rows[path]]
+            sims[self._rows[path]] = -np.inf
+            order = np.argsort(-sims, kind="stable")[:k]
+            labels = self.labels()
+            return [{"path": self._index[i], "similarity": round(float(sims[i]), 4),
+                     "label": list(labels[self._index[i]]) if self._index[i] in labels else None} for i in order]
+
     def summary(self) -> dict:
         labels = self.labels()
         with self.lock:

@@ -130,6 +130,24 @@
     } catch (e) { status(e.message, true); }
   }
 
+  async function similar() {
+    if (!current) return;
+    try {
+      const r = await (await api("/v1/label/similar?k=10&path=" + encodeURIComponent(current))).json();
+      $("similar").innerHTML = "";
+      for (const t of r.tracks) {
+        const li = document.createElement("li");
+        const b = document.createElement("button");
+        b.type = "button"; b.textContent = "label this";
+        b.setAttribute("aria-label", `label ${t.path}`);
+        b.addEventListener("click", () => show({ path: t.path, predictions: [], label: t.label }));
+        li.textContent = `${t.path} · ${t.similarity.toFixed(2)} · ${t.label === null ? "unlabelled" : (t.label.join(", ") || "none")} `;
+        li.appendChild(b);
+        $("similar").appendChild(li);
+      }
+    } catch (e) { status(e.message, true); }
+  }
+
   document.addEventListener("keydown", (ev) => {
     if (ev.target && ["INPUT", "SELECT", "TEXTAREA"].includes(ev.target.tagName)) return;
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
@@ -143,6 +161,7 @@
   $("undo").addEventListener("click", undo);
   $("rule").addEventListener("change", next);
   $("review-go").addEventListener("click", review);
+  $("similar-go").addEventListener("click", similar);
   $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); key = $("key").value; sessionStorage.setItem("musetag.apiKey", key); $("key-form").hidden = true; start(); });
   $("export").addEventListener("click", async (ev) => {
     ev.preventDefault();
