@@ -143,6 +143,19 @@ def test_exported_package_tags_audio_as_the_page_predicts(tmp_path, music, backb
     assert "folder" in capsys.readouterr().err
 
 
+def test_multiclass_takes_one_tag_and_a_project_resumes_without_tags(tmp_path, music, backbone, capsys):
+    project = create_project(music, tmp_path / "proj", "low,high", task="multiclass", backbone=str(backbone),
+                             recursive=True, store=tmp_path / "store")
+    session = LabelSession(project)
+    with pytest.raises(ConfigError, match="multiclass: give one tag"):
+        session.label("low/l0.wav", ["low", "high"])
+    session.label("low/l0.wav", ["low"])
+    with pytest.raises(Exception, match="not a track of this project"):
+        session.label("elsewhere.wav", ["low"])
+    assert main(["label", str(tmp_path / "proj"), "--tags", "low,high"]) == 2
+    assert "resume it with `musetag label" in capsys.readouterr().err
+
+
 def test_reopening_with_other_tags_is_refused(tmp_path, music, backbone):
     create_project(music, tmp_path / "proj", "a,b", backbone=str(backbone), recursive=True)
     with pytest.raises(ConfigError, match="tags = \\['a', 'b'\\]"):
