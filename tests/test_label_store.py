@@ -49,12 +49,16 @@ def test_each_append_is_fsynced_before_returning(tmp_path, monkeypatch):
     assert synced == [str(tmp_path / "labels.csv")]
 
 
-def test_a_torn_last_line_is_ignored_and_a_bad_file_refused(tmp_path):
+def test_a_torn_line_is_skipped_and_never_swallows_the_next_and_a_bad_file_refused(tmp_path):
     path = tmp_path / "labels.csv"
     store = LabelStore(path)
     store.label("a.mp3", ["calm"], "")
     with open(path, "a") as handle:
         handle.write("b.mp3,sa")  # a writer killed mid-line
+    assert store.state() == {"a.mp3": ("calm",)}
+    store.label("c.mp3", ["sad"], "")  # the next append closes the torn line first
+    assert store.state() == {"a.mp3": ("calm",), "c.mp3": ("sad",)}
+    assert LabelStore(path).undo("").path == "c.mp3"
     assert store.state() == {"a.mp3": ("calm",)}
     bad = tmp_path / "other.csv"
     bad.write_text("path,genre\nx,y\n")

@@ -151,7 +151,8 @@ class LabelSession:
         if tag not in self.tags:
             raise ConfigError(f"unknown tag {tag!r}; the project's tags are {self.tags}")
         with self.lock:
-            self.refit() if len(self.probs) != len(self._index) or not self._index else None
+            if self._sync_tracks() or len(self.probs) != len(self._index):
+                self.refit()
             j = self.tags.index(tag)
             order = np.argsort(-self.probs[:, j], kind="stable")[:limit] if len(self.probs) else []
             labels = self.labels()

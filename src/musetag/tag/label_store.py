@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from musetag.errors import DatasetError
 
+log = logging.getLogger(__name__)
 FIELDS = ("path", "tags", "time", "annotator", "action")
 TAG_SEP = ";"
 ACTIONS = ("label", "undo")
@@ -37,6 +39,20 @@ class LabelEvent:
     time: str
     annotator: str
     action: str
+
+
+def _write_line(handle, data: bytes) -> None:
+    """Append ``data`` (one CSV line) to the locked ``handle`` and fsync it; after a writer killed mid-line
+    the torn line is closed first, so it never swallows this one."""
+    size = handle.seek(0, os.SEEK_END)
+    if size:
+        with open(handle.name, "rb") as reader:
+            reader.seek(size - 1)
+            if reader.read(1) != b"\n":
+                data = b"\n" + data
+    handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -71,9 +87,7 @@ class LabelStore:
         data = buf.getvalue().encode("utf-8")
         with self._lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # other processes; released when the file closes
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            _write_line(handle, data)
         return event
 
     def label(self, path: str, tags, annotator: str = "") -> LabelEvent:
@@ -92,13 +106,12 @@ class LabelStore:
             buf = io.StringIO()
             event = LabelEvent(target.path, (), time.strftime("%Y-%m-%dT%H:%M:%S%z"), annotator or "", "undo")
             csv.writer(buf, lineterminator="\n").writerow([event.path, "", event.time, event.annotator, "undo"])
-            handle.write(buf.getvalue().encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
+            _write_line(handle, buf.getvalue().encode("utf-8"))
         return event
 
     def events(self) -> list[LabelEvent]:
-        """Every line of the file, in order (a torn last line of a killed writer is ignored)."""
+        """Every line of the file, in order. A torn line (a writer killed mid-line) is skipped with a
+        warning naming it; a file that is not a labels file is refused."""
         text = self.path.read_text(encoding="utf-8")
         if text and not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
@@ -109,8 +122,9 @@ class LabelStore:
         out = []
         for n, row in enumerate(rows[1:], start=2):
             if len(row) != len(FIELDS) or row[4] not in ACTIONS:
-                raise DatasetError(f"{self.path}:{n}: malformed line {row!r}; expected {','.join(FIELDS)} "
-                                   f"with action one of {ACTIONS}; fix or delete that line")
+                log.warning("%s:%d: skipped a malformed line %r (a writer killed mid-line, or an edit); expected "
+                            "%s with action one of %s", self.path, n, row, ",".join(FIELDS), ACTIONS)
+                continue
             tags = tuple(t for t in row[1].split(TAG_SEP) if t)
             out.append(LabelEvent(row[0], tags, row[2], row[3], row[4]))
         return out
