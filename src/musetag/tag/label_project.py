@@ -221,6 +221,10 @@ class EmbeddingJob:
                 log.warning("%s: skipped (%s)", path, self.failures[rel])
         self.finished = time.monotonic()
         self.write_failures()
+        if self.todo:
+            p = self.progress()
+            log.info("embedded %d track(s) in %.1f s (%s tracks/s, %s), %d unreadable", p["computed"],
+                     self.finished - self.started, p["tracks_per_s"], self.project.backbone, p["failed"])
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="musetag-label-embed", daemon=True)
