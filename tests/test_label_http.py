@@ -128,6 +128,11 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         manifest = server.get("/v1/label/export")
         assert manifest.status_code == 200
         rows = list(csv.DictReader(manifest.text.splitlines()))
+        package = server.post("/v1/label/export-package", {})
+        assert package.status_code == 200, package.text
+        from musetag.inference.loading import load_model
+
+        assert load_model(package.json()["path"]).tags == ["classical", "rock"]
         assert {Path(r["path"]).name: r["tags"] for r in rows} == {Path(p).name: t[0] for p, t in labelled.items()}
     finally:
         server.kill(signal.SIGTERM)

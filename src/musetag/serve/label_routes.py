@@ -8,7 +8,8 @@ then the head is refit and every track rescored; answers the new state. ``POST /
 ``{"annotator"}``: revokes that annotator's last label. ``GET /v1/label/review?tag=T``: tracks by predicted
 score. ``GET /v1/label/similar?path=P&k=10``: "more like this" (cosine on the embeddings).
 ``GET /v1/label/audio?path=P``: the audio of an indexed track only. ``GET /v1/label/export``:
-the manifest CSV (:mod:`musetag.tag.label_export`). ``GET /healthz`` (open) and ``GET /`` (the page).
+the manifest CSV (:mod:`musetag.tag.label_export`); ``POST /v1/label/export-package``: the backbone + head
+package written to ``PROJECT_DIR/export/package`` (:mod:`musetag.tag.label_package`). ``GET /healthz`` (open) and ``GET /`` (the page).
 
 Work that touches the model (label, undo, next, review) runs in a thread behind one
 :class:`~musetag.serve.queue.WaitQueue` slot: a full queue or a wait past its limit gets 503 + Retry-After.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -145,3 +147,15 @@ async def export(request: Request):
     except MusetagError as exc:
         return error(400, "bad_request", str(exc))
     return FileResponse(out, media_type="text/csv", filename="manifest.csv")
+
+
+@router.post("/v1/label/export-package", summary="Write the backbone + head package into PROJECT_DIR/export/package")
+async def export_package(request: Request):
+    from musetag.tag.label_package import export_package as write_package
+
+    session = _session(request)
+    out = session.project.dir / "export" / "package"
+    result = await _queued(request, write_package, session.project, out)
+    if not isinstance(result, Path):
+        return result  # an error response
+    return {"path": str(result), "run": f"musetag tag {result} FILES"}

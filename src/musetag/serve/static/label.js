@@ -171,6 +171,12 @@
     } catch (e) { status(e.message, true); }
   });
 
+  $("export-package").addEventListener("click", async () => {
+    status("writing the package…");
+    try { const r = await post("/v1/label/export-package", {}); status(`wrote ${r.path}: run ${r.run}`); }
+    catch (e) { status(e.message, true); }
+  });
+
   async function start() {
     try {
       const s = await (await api("/v1/label/state")).json();
