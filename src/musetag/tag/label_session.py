@@ -1,0 +1,225 @@
+"""One labelling session: the project's tracks, labels, head and proposals (``musetag label``).
+
+:class:`LabelSession` joins the project (:mod:`musetag.tag.label_project`), its labels file
+(:mod:`musetag.tag.label_store`) and the learning loop (:mod:`musetag.training.active`): after each
+label the head is refit on every labelled, embedded track and every embedded track is rescored.
+It is used by the page's server (:mod:`musetag.serve.label_app`) and directly from Python (the tests
+and the labelling bench). Thread-safe: one lock around the labels and the model.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from musetag.errors import ConfigError, DatasetError
+from musetag.tag.label_project import EmbeddingJob, Project, scan
+from musetag.tag.label_store import TAG_SEP, LabelStore
+from musetag.training.active import Proposer, fit_head, standardise, uncertainty
+
+
+class LabelSession:
+    def __init__(self, project: Project, job: EmbeddingJob | None = None, seed: int = 0) -> None:
+        self.project = project
+        self.tags = list(project.tags)
+        self.paths = job.paths if job is not None else scan(project)
+        self.path_set = set(self.paths)
+        self.job = job if job is not None else EmbeddingJob(project, self.paths)
+        self.store = LabelStore(project.labels_path)
+        self.lock = threading.RLock()
+        self.seed = seed
+        self._index: list[str] = []  # embedded paths, in folder order, rows of X
+        self._X = np.zeros((0, 0), dtype=np.float32)
+        self._rows: dict[str, int] = {}
+        self._head = None
+        self._proposer: Proposer | None = None
+        self.probs = np.zeros((0, len(self.tags)), dtype=np.float32)
+        self.recent: dict[str, list[str]] = {}  # annotator -> last labelled paths
+        self.refits = 0
+
+    # -- tracks and model ---------------------------------------------------------------------------------
+    def _sync_tracks(self) -> bool:
+        """Take in newly embedded tracks (X standardised again); True when the set changed."""
+        with self.job.lock:
+            ready = [p for p in self.paths if p in self.job.vectors]
+            if len(ready) == len(self._index):
+                return False
+            X = np.stack([self.job.vectors[p] for p in ready]) if ready else np.zeros((0, 0), np.float32)
+        self._index, self._X = ready, standardise(X) if len(ready) else X
+        self._rows = {p: i for i, p in enumerate(ready)}
+        self._proposer = Proposer(self._X, seed=self.seed) if len(ready) else None
+        self._head = None  # new tracks: X is standardised again, so no warm start
+        return True
+
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        return self.store.state()
+
+    def targets(self, labels: dict[str, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows of X, Y)`` of the labelled, embedded tracks (labels of unknown tags are ignored)."""
+        rows, Y = [], []
+        col = {t: j for j, t in enumerate(self.tags)}
+        for path, tags in labels.items():
+            if path in self._rows:
+                y = np.zeros(len(self.tags), dtype=np.float32)
+                y[[col[t] for t in tags if t in col]] = 1.0
+                rows.append(self._rows[path])
+                Y.append(y)
+        return np.asarray(rows, dtype=int), np.asarray(Y, dtype=np.float32).reshape(-1, len(self.tags))
+
+    def refit(self) -> dict[str, tuple[str, ...]]:
+        """Refit the head on every label and rescore every embedded track; returns the labels."""
+        with self.lock:
+            self._sync_tracks()
+            labels = self.labels()
+            if not self._index:
+                self.probs = np.zeros((0, len(self.tags)), dtype=np.float32)
+                return labels
+            rows, Y = self.targets(labels)
+            head = fit_head(self._X[rows], Y, self.project.task, previous=self._head)
+            self._head = head
+            self.probs = head.predict(self._X).astype(np.float32)
+            self._proposer.set_labelled(rows)
+            self.refits += 1
+            return labels
+
+    def counts(self, labels) -> dict[str, int]:
+        positives = {t: 0 for t in self.tags}
+        for tags in labels.values():
+            for t in tags:
+                if t in positives:
+                    positives[t] += 1
+        return positives
+
+    # -- actions -----------------------------------------------------------------------------------------
+    def check_label(self, path: str, tags) -> tuple[str, ...]:
+        if path not in self.path_set:
+            raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
+        tags = tuple(tags)
+        unknown = [t for t in tags if t not in self.tags]
+        if unknown:
+            raise ConfigError(f"unknown tag(s) {', '.join(map(repr, unknown))}; the project's tags are {self.tags}")
+        if len(set(tags)) != len(tags):
+            raise ConfigError(f"a tag is given twice in {list(tags)}")
+        if self.project.task == "multiclass" and len(tags) > 1:
+            raise ConfigError(f"this project is multiclass: give one tag (or none), not {list(tags)}")
+        return tags
+
+    def label(self, path: str, tags, annotator: str = "") -> None:
+        tags = self.check_label(path, tags)
+        self.store.label(path, tags, annotator)  # on disk (fsynced) before anything else
+        with self.lock:
+            recent = self.recent.setdefault(annotator, [])
+            recent.append(path)
+            del recent[:-10]
+            self.refit()
+
+    def undo(self, annotator: str = "") -> str | None:
+        event = self.store.undo(annotator)
+        with self.lock:
+            if event is not None and self.recent.get(annotator) and self.recent[annotator][-1] == event.path:
+                self.recent[annotator].pop()
+            self.refit()
+        return event.path if event is not None else None
+
+    def propose(self, rule: str = "active", annotator: str = "", exclude=()) -> str | None:
+        with self.lock:
+            if self._sync_tracks() or self._proposer is None or len(self.probs) != len(self._index):
+                self.refit()
+            if self._proposer is None:
+                return None
+            labels = self.labels()
+            pos = list(self.counts(labels).values())
+            recent = [self._rows[p] for p in self.recent.get(annotator, []) if p in self._rows]
+            skip = [self._rows[p] for p in exclude if p in self._rows]
+            i = self._proposer.propose(rule, probs=self.probs, positives=pos, task=self.project.task,
+                                       recent=recent, exclude=skip)
+            return None if i is None else self._index[i]
+
+    # -- views -------------------------------------------------------------------------------------------
+    def predictions(self, path: str) -> list[dict]:
+        with self.lock:
+            i = self._rows.get(path) if self._index else None
+            if i is None or i >= len(self.probs):
+                return []
+            return [{"tag": t, "score": round(float(s), 4)} for t, s in zip(self.tags, self.probs[i])]
+
+    def review(self, tag: str, limit: int = 200) -> list[dict]:
+        """Tracks sorted by the predicted score of ``tag`` (highest first) with their current label."""
+        if tag not in self.tags:
+            raise ConfigError(f"unknown tag {tag!r}; the project's tags are {self.tags}")
+        with self.lock:
+            if self._sync_tracks() or len(self.probs) != len(self._index):
+                self.refit()
+            j = self.tags.index(tag)
+            order = np.argsort(-self.probs[:, j], kind="stable")[:limit] if len(self.probs) else []
+            labels = self.labels()
+            return [{"path": self._index[i], "score": round(float(self.probs[i, j]), 4),
+                     "label": list(labels[self._index[i]]) if self._index[i] in labels else None} for i in order]
+
+    def similar(self, path: str, k: int = 10) -> list[dict]:
+        """"More like this": the ``k`` embedded tracks nearest ``path`` (cosine on the standardised
+        embeddings the head sees), with their current label."""
+        with self.lock:
+            self._sync_tracks()
+            if path not in self._rows:
+                raise DatasetError(f"{path!r} is not an embedded track of this project")
+            X = self._X / np.maximum(np.linalg.norm(self._X, axis=1, keepdims=True), 1e-12)
+            sims = X @ X[self._rows[path]]
+            sims[self._rows[path]] = -np.inf
+            order = np.argsort(-sims, kind="stable")[:k]
+            labels = self.labels()
+            return [{"path": self._index[i], "similarity": round(float(sims[i]), 4),
+                     "label": list(labels[self._index[i]]) if self._index[i] in labels else None} for i in order]
+
+    def summary(self) -> dict:
+        labels = self.labels()
+        with self.lock:
+            u = uncertainty(self.probs, self.project.task) if len(self.probs) else np.zeros(0)
+        return {"tags": self.tags, "task": self.project.task, "backbone": self.project.backbone,
+                "labelled": sum(1 for p in labels if p in self.path_set), "positives": self.counts(labels),
+                "progress": self.job.progress(), "failures": [{"path": p, "error": e}
+                                                              for p, e in sorted(self.job.failures.items())],
+                "mean_uncertainty": round(float(u.mean()), 4) if len(u) else None, "refits": self.refits}
+
+
+def import_labels(session: LabelSession, csv_path: str | os.PathLike, annotator: str | None = None) -> int:
+    """Append the labels of ``csv_path`` (columns ``path`` and ``tags``, tags ``;``-separated, or ``path`` and
+    one tag column) that differ from the project's current ones; paths absolute or relative to the CSV's
+    folder or to the project folder. Returns the number of labels appended."""
+    csv_path = Path(csv_path)
+    try:
+        with open(csv_path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+            fields = list(rows[0].keys()) if rows else []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"--labels {csv_path}: cannot read it ({exc})") from exc
+    if "path" not in fields or len(fields) < 2:
+        raise DatasetError(f"--labels {csv_path}: expected a header with 'path' and 'tags' (or one tag column), "
+                           f"found {fields}")
+    column = "tags" if "tags" in fields else [f for f in fields if f != "path"][0]
+    known, current = set(session.paths), session.labels()
+    added = 0
+    for n, row in enumerate(rows, start=2):
+        rel = _project_path(session.project, csv_path, row["path"])
+        if rel not in known:
+            raise DatasetError(f"--labels {csv_path}:{n}: {row['path']} is not an audio file of {session.project.folder}")
+        tags = tuple(t.strip() for t in (row[column] or "").split(TAG_SEP) if t.strip())
+        try:
+            tags = session.check_label(rel, tags)
+        except ConfigError as exc:
+            raise ConfigError(f"--labels {csv_path}:{n}: {exc}") from exc
+        if current.get(rel) != tags:
+            session.store.label(rel, tags, annotator or f"import:{csv_path.name}")
+            added += 1
+    return added
+
+
+def _project_path(project: Project, csv_path: Path, value: str) -> str:
+    p = Path(value)
+    for candidate in ([p] if p.is_absolute() else [csv_path.parent / p, project.folder / p]):
+        if candidate.exists():
+            return os.path.relpath(candidate.resolve(), project.folder)
+    return value

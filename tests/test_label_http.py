@@ -1,0 +1,138 @@
+"""``musetag label`` started as users start it, on real clips (../shared/data/gtzan3), over HTTP."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import shared_path
+from test_package import make_package
+from test_serve import free_port
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+KEY = "label-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+class LabelServer:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path, self.log = log, open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "musetag", "label", *args, "--port", str(self.port),
+                                      "--api-key", KEY], stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"musetag label exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"musetag label did not start: {self.log_path.read_text()[-2000:]}")
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(20)
+        self.log.close()
+
+    def get(self, path, **kw):
+        return httpx.get(self.url + path, headers=AUTH, timeout=60, **kw)
+
+    def post(self, path, body):
+        return httpx.post(self.url + path, json=body, headers=AUTH, timeout=60)
+
+    def wait_embedded(self, n: int, timeout: float = 240.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.get("/v1/label/state").json()
+            if state["progress"]["embedded"] + state["progress"]["failed"] >= n and not state["progress"]["running"]:
+                return state
+            time.sleep(0.5)
+        raise RuntimeError(f"tracks not embedded in time: {state}")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    audio = shared_path("gtzan3", "audio")
+    folder = tmp_path_factory.mktemp("clips") / "music"
+    for genre in ("classical", "rock"):
+        (folder / genre).mkdir(parents=True)
+        for i in range(3):
+            name = f"{genre}.{i:05d}.mp3"
+            os.symlink(audio / genre / name, folder / genre / name)
+    (folder / "rock" / "damaged.mp3").write_bytes(b"ID3 not really an mp3")
+    return folder
+
+
+def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
+    backbone = make_package(tmp_path / "pkg", frames=64, hop=64)
+    project = tmp_path / "proj"
+    common = ["--backbone", str(backbone), "--store", str(tmp_path / "store")]
+    server = LabelServer([str(clips), "--tags", "classical,rock", "--out", str(project), "--recursive", *common],
+                         tmp_path / "label.log")
+    try:
+        server.wait()
+        assert httpx.get(server.url + "/v1/label/state").status_code == 401  # the key rule
+        assert httpx.get(server.url + "/v1/label/audio", params={"path": "rock/rock.00000.mp3"}).status_code == 401
+        assert "musetag label" in httpx.get(server.url + "/").text  # the page itself is open
+        state = server.wait_embedded(7)
+        assert state["progress"]["embedded"] == 6 and [f["path"] for f in state["failures"]] == ["rock/damaged.mp3"]
+        assert state["progress"]["tracks_per_s"] > 0
+        audio = server.get("/v1/label/audio", params={"path": "rock/rock.00001.mp3"})
+        assert audio.status_code == 200 and audio.content == (clips / "rock" / "rock.00001.mp3").read_bytes()
+        assert server.get("/v1/label/audio", params={"path": "../proj/labels.csv"}).status_code == 404
+        labelled = {}
+        for _ in range(4):
+            nxt = server.get("/v1/label/next", params={"annotator": "t"}).json()
+            path = nxt["path"]
+            assert path not in labelled and path != "rock/damaged.mp3"
+            tags = [path.split("/")[0]]
+            r = server.post("/v1/label/label", {"path": path, "tags": tags, "annotator": "t"})
+            assert r.status_code == 200, r.text
+            labelled[path] = tags
+        assert r.json()["state"]["labelled"] == 4
+        bad = server.post("/v1/label/label", {"path": path, "tags": ["jazz"], "annotator": "t"})
+        assert bad.status_code == 400 and "unknown tag" in bad.json()["message"]
+        undone = server.post("/v1/label/undo", {"annotator": "t"}).json()["undone"]
+        assert undone == path
+        labelled.pop(path)
+        review = server.get("/v1/label/review", params={"tag": "rock"}).json()["tracks"]
+        assert len(review) == 6 and review == sorted(review, key=lambda t: -t["score"])
+        near = server.get("/v1/label/similar", params={"path": "rock/rock.00000.mp3", "k": 3}).json()["tracks"]
+        assert len(near) == 3 and all(t["path"] != "rock/rock.00000.mp3" for t in near)
+        assert server.get("/v1/label/similar", params={"path": "nope.mp3"}).status_code == 400
+    finally:
+        server.kill()  # killed, not stopped: every answered label must be on disk
+    server = LabelServer([str(project), *[]], tmp_path / "label2.log")
+    try:
+        server.wait()
+        state = server.wait_embedded(7)
+        assert state["labelled"] == 3 and state["progress"]["computed"] == 0  # every array from the store
+        review = server.get("/v1/label/review", params={"tag": "rock"}).json()["tracks"]
+        assert {t["path"]: t["label"] for t in review if t["label"] is not None} == labelled
+        manifest = server.get("/v1/label/export")
+        assert manifest.status_code == 200
+        rows = list(csv.DictReader(manifest.text.splitlines()))
+        package = server.post("/v1/label/export-package", {})
+        assert package.status_code == 200, package.text
+        from musetag.inference.loading import load_model
+
+        assert load_model(package.json()["path"]).tags == ["classical", "rock"]
+        assert {Path(r["path"]).name: r["tags"] for r in rows} == {Path(p).name: t[0] for p, t in labelled.items()}
+    finally:
+        server.kill(signal.SIGTERM)

@@ -1,0 +1,87 @@
+"""The labels file of a labelling project: append-only, fsynced, latest wins, undo, two writers."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import pytest
+
+from musetag.errors import DatasetError
+from musetag.tag import label_store
+from musetag.tag.label_store import FIELDS, LabelStore
+
+
+def test_latest_label_wins_and_every_line_is_kept(tmp_path):
+    store = LabelStore(tmp_path / "labels.csv")
+    store.label("a.mp3", ["calm"], "ann")
+    store.label("b.mp3", [], "ann")  # none of the tags: a negative for every tag
+    store.label("a.mp3", ["calm", "sad"], "ann")  # an edit is a new line
+    assert store.state() == {"a.mp3": ("calm", "sad"), "b.mp3": ()}
+    lines = (tmp_path / "labels.csv").read_text().splitlines()
+    assert lines[0] == ",".join(FIELDS)
+    assert len(lines) == 4 and lines[1].startswith("a.mp3,calm,") and lines[3].startswith('a.mp3,calm;sad,')
+    # reopening replays the same state
+    assert LabelStore(tmp_path / "labels.csv").state() == {"a.mp3": ("calm", "sad"), "b.mp3": ()}
+
+
+def test_undo_reverts_to_previous_label_then_unlabelled(tmp_path):
+    store = LabelStore(tmp_path / "labels.csv")
+    store.label("a.mp3", ["calm"], "ann")
+    store.label("b.mp3", ["sad"], "other")
+    store.label("a.mp3", ["sad"], "ann")
+    assert store.undo("ann").path == "a.mp3"
+    assert store.state() == {"a.mp3": ("calm",), "b.mp3": ("sad",)}
+    assert store.undo("ann").path == "a.mp3"
+    assert store.state() == {"b.mp3": ("sad",)}  # the other annotator's label is untouched
+    assert store.undo("ann") is None
+    assert len((tmp_path / "labels.csv").read_text().splitlines()) == 6  # undo lines appended, none removed
+    assert LabelStore(tmp_path / "labels.csv").state() == {"b.mp3": ("sad",)}
+
+
+def test_each_append_is_fsynced_before_returning(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(label_store.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                             real(fd)))
+    store = LabelStore(tmp_path / "labels.csv")
+    synced.clear()
+    store.label("a.mp3", ["calm"], "ann")
+    assert synced == [str(tmp_path / "labels.csv")]
+
+
+def test_a_torn_line_is_skipped_and_never_swallows_the_next_and_a_bad_file_refused(tmp_path):
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    store.label("a.mp3", ["calm"], "")
+    with open(path, "a") as handle:
+        handle.write("b.mp3,sa")  # a writer killed mid-line
+    assert store.state() == {"a.mp3": ("calm",)}
+    store.label("c.mp3", ["sad"], "")  # the next append closes the torn line first
+    assert store.state() == {"a.mp3": ("calm",), "c.mp3": ("sad",)}
+    assert LabelStore(path).undo("").path == "c.mp3"
+    assert store.state() == {"a.mp3": ("calm",)}
+    bad = tmp_path / "other.csv"
+    bad.write_text("path,genre\nx,y\n")
+    with pytest.raises(DatasetError, match="other.csv: not a labels file"):
+        LabelStore(bad).state()
+
+
+def _writer(path: str, who: str, n: int) -> None:
+    store = LabelStore(path)
+    for i in range(n):
+        store.label(f"{who}-{i}.mp3", ["calm"] if i % 2 else [], who)
+
+
+def test_two_concurrent_writers_lose_nothing(tmp_path):
+    path = str(tmp_path / "labels.csv")
+    LabelStore(path)
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(path, who, 200)) for who in ("x", "y")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    state = LabelStore(path).state()
+    assert len(state) == 400
+    assert state["x-199.mp3"] == ("calm",) and state["y-0.mp3"] == ()
