@@ -31,7 +31,7 @@ def counted(monkeypatch):
         embed = embedder.embed
 
         def counting(source, *args, **kw):
-            calls[(part, str(source))] += 1
+            calls[(part.replace("@windows=fit", ""), str(source))] += 1
             return embed(source, *args, **kw)
 
         embedder.embed = counting
@@ -77,3 +77,10 @@ def test_a_composite_preset_computes_only_the_backbones_not_yet_cached(tmp_path,
     for f in files:
         np.testing.assert_array_equal(b_alone[f], both[f][len(alone[f]):])
         np.testing.assert_array_equal(swapped[f], np.concatenate([b_alone[f], alone[f]]))
+
+    counted.clear()  # the same backbone cut by another window rule is another array
+    upstream = _prepare(toml, f"{B}@windows=upstream")
+    assert counted == Counter({(f"{B}@windows=upstream", f): 1 for f in files})
+    for f in files:  # a 30 s clip: the upstream rule's two 29.1 s chunks, the fitted rule's one
+        np.testing.assert_array_equal(upstream[f], load_embedder(B, windows="upstream").embed(f))
+        assert not np.array_equal(upstream[f], b_alone[f])

@@ -4,7 +4,9 @@ A dataset TOML with ``preset = "embed:jamendo-musicnn"`` (a pretrained catalogue
 models --pretrained``, or a model package path relative to the TOML) makes ``musetag prepare`` store
 one vector per track: the model's pooled penultimate layer averaged over the windows the model
 uses, computed by :class:`musetag.inference.embed.Embedder`, the same numbers ``musetag embed`` writes.
-``embed:a+b`` concatenates the vectors of several backbones (in that order). A backbone written
+``embed:a+b`` concatenates the vectors of several backbones (in that order). Each backbone is recorded
+with its window rule (``NAME@windows=fit`` unless the preset says ``@windows=upstream``,
+:mod:`musetag.inference.embed_spec`): consecutive windows overlap by at most half their length. A backbone written
 ``NAME:scores`` (``embed:jamendo-musicnn:scores``, ``embed:a:scores+b``) adds its tag scores after its
 embedding, the vector ``musetag embed --with-scores`` writes (:mod:`musetag.inference.embed_scores`); the
 suffix is read only when the whole name is neither a pretrained model nor an existing path, so a
@@ -29,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed_spec import SCORES, parse_part, split_spec
+from musetag.inference.embed_spec import DEFAULT_WINDOWS, SCORES, join_options, parse_part, split_options, split_spec
 
 PREFIX = "embed:"
 
@@ -50,6 +52,15 @@ def _resolve(part: str, base_dir: Path | None) -> str | None:
 
 
 def _check_part(part: str, where: str, base_dir: Path | None) -> str:
+    """One backbone of a preset resolved, with its options (``windows`` always written: the default ``fit``)."""
+    whole = _resolve(part, base_dir) if part else None
+    if whole is not None:  # a package path holding an "@"
+        return join_options(whole, {"windows": DEFAULT_WINDOWS})
+    name, options = split_options(part, where)
+    return join_options(_check_backbone(name, where, base_dir), {"windows": DEFAULT_WINDOWS, **options})
+
+
+def _check_backbone(part: str, where: str, base_dir: Path | None) -> str:
     from musetag.inference.hub import catalogue
 
     if not part:
@@ -96,8 +107,10 @@ def load_backbone(part: str, *, batch_size: int = 32, device: str = "cpu"):
     """The :class:`~musetag.inference.embed.Embedder` of one backbone of a spec (``NAME`` or ``NAME:scores``)."""
     from musetag.inference.embed import load_embedder
 
+    from musetag.inference.embed_spec import part_windows
+
     name, scores = parse_part(part)
-    return load_embedder(name, batch_size=batch_size, device=device, scores=scores)
+    return load_embedder(name, batch_size=batch_size, device=device, scores=scores, windows=part_windows(part))
 
 
 def embed_track(embedders: list, audio: str | os.PathLike) -> np.ndarray:
