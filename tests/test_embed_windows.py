@@ -106,3 +106,11 @@ def test_musetag_embed_records_its_window_rule_and_never_mixes_two(tmp_path):
     np.testing.assert_array_equal(table.vectors[0], load_embedder(WHOLE).embed(audio))
     with pytest.raises(ConfigError, match="windows=fit, not upstream.*--restart"):
         embed_files(WHOLE, [audio], out, workers=1, progress=False, windows="upstream")
+
+
+def test_the_ray_engine_refuses_upstream_windows_it_would_not_cut(tmp_path, capsys):
+    from musetag.cli import main
+
+    code = main(["embed", WHOLE, str(tmp_path), "--out", str(tmp_path / "e.npy"), "--engine", "ray",
+                 "--windows", "upstream", "--no-progress"])
+    assert code != 0 and "--windows upstream runs with the local engine only" in capsys.readouterr().err

@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
             from musetag.errors import ConfigError
 
             raise ConfigError("--with-scores runs with the local engine only; drop --engine ray (or --with-scores)")
+        if args.windows != "fit":
+            from musetag.errors import ConfigError
+
+            raise ConfigError("--windows upstream runs with the local engine only (the Ray engine cuts fit windows); "
+                              "drop --engine ray (or --windows upstream)")
         from musetag.commands._ray_cli import embed_command
 
         return embed_command(args)
