@@ -214,9 +214,11 @@ def test_preset_suffix_parsing_and_its_errors(tmp_path):
         return load_dataset_config(_dataset(tmp_path / name, preset, rows)).feature_config()
 
     scored = config(f"embed:{BACKBONE}:scores+mtg-jamendo-baseline-whole", "a")
-    assert scored.embed == f"{BACKBONE}:scores+mtg-jamendo-baseline-whole"
+    # each backbone is recorded with its window rule (musetag.inference.embed_spec)
+    assert scored.embed == f"{BACKBONE}:scores@windows=fit+mtg-jamendo-baseline-whole@windows=fit"
     assert feature_key(scored) != feature_key(config(f"embed:{BACKBONE}+mtg-jamendo-baseline-whole", "b"))
     assert parse_part(f"{BACKBONE}:scores") == (BACKBONE, True) and parse_part(BACKBONE) == (BACKBONE, False)
+    assert parse_part(f"{BACKBONE}:scores@windows=fit") == (BACKBONE, True)
     odd = tmp_path / "pkg:scores"  # a package folder whose name ends in :scores is taken whole
     odd.mkdir()
     assert parse_part(str(odd)) == (str(odd), False)

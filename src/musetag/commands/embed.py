@@ -31,6 +31,9 @@ def register(subparsers) -> None:
     p.add_argument("--with-scores", action="store_true",
                    help="append each track's tag scores (as `musetag tag` gives them: same windows, the package's "
                         "aggregation) after the embedding; the metadata names the score columns")
+    p.add_argument("--windows", choices=("fit", "upstream"), default="fit",
+                   help="fit (default): consecutive windows overlap by at most half their length, as `prepare` of an "
+                        "embed: preset; upstream: the model's own segment rule, as `musetag tag` cuts")
     p.add_argument("--recursive", "-r", action="store_true", help="also embed files in subfolders")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="embed only part I of N (1-based) of the file list; deterministic by relative path")
@@ -56,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
             from musetag.errors import ConfigError
 
             raise ConfigError("--with-scores runs with the local engine only; drop --engine ray (or --with-scores)")
+        if args.windows != "fit":
+            from musetag.errors import ConfigError
+
+            raise ConfigError("--windows upstream runs with the local engine only (the Ray engine cuts fit windows); "
+                              "drop --engine ray (or --windows upstream)")
         from musetag.commands._ray_cli import embed_command
 
         return embed_command(args)
@@ -69,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.paths, out, recursive=args.recursive, shard=shard, workers=max(1, min(4, (os.cpu_count() or 2) - 1)) if args.workers is None else args.workers,
         batch_size=args.batch_size, device=args.device or torchrun_device(), backend=args.backend,
         retry_errors=args.retry_errors,
-        resume=not args.restart, progress=show_progress(args), scores=args.with_scores,
+        resume=not args.restart, progress=show_progress(args), scores=args.with_scores, windows=args.windows,
     )
     print(report.summary(), file=sys.stderr)
     return exit_status(report.ok, report.failed, report.skipped)

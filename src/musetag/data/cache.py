@@ -441,7 +441,9 @@ def _plan_jobs(ctx: _BuildContext, records: list[TrackRecord], names: dict[str, 
         jobs.append({"id": r.id, "audio": str(r.audio_path) if r.audio_path else None,
                      "official": str(r.feature_path) if ctx.official else None,
                      "features": feature_dict, "dtype": ctx.dtype,
-                     "out": str(final or ctx.arrays / f"{names[r.id]}.npy"), "file": rel})
+                     "out": str(final or ctx.arrays / f"{names[r.id]}.npy"), "file": rel,
+                     # embeddings: each backbone's per-file arrays sit beside the cache's own in the store
+                     "store": str(ctx.arrays.parent) if ctx.by_audio and ctx.features.kind == "embedding" else None})
     journal.flush()
     return jobs, followers, resumed
 

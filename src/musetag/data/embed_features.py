@@ -4,7 +4,9 @@ A dataset TOML with ``preset = "embed:jamendo-musicnn"`` (a pretrained catalogue
 models --pretrained``, or a model package path relative to the TOML) makes ``musetag prepare`` store
 one vector per track: the model's pooled penultimate layer averaged over the windows the model
 uses, computed by :class:`musetag.inference.embed.Embedder`, the same numbers ``musetag embed`` writes.
-``embed:a+b`` concatenates the vectors of several backbones (in that order). A backbone written
+``embed:a+b`` concatenates the vectors of several backbones (in that order). Each backbone is recorded
+with its window rule (``NAME@windows=fit`` unless the preset says ``@windows=upstream``,
+:mod:`musetag.inference.embed_spec`): consecutive windows overlap by at most half their length. A backbone written
 ``NAME:scores`` (``embed:jamendo-musicnn:scores``, ``embed:a:scores+b``) adds its tag scores after its
 embedding, the vector ``musetag embed --with-scores`` writes (:mod:`musetag.inference.embed_scores`); the
 suffix is read only when the whole name is neither a pretrained model nor an existing path, so a
@@ -12,6 +14,10 @@ package folder whose name ends in ``:scores`` still works. Each track's array is
 float32 ``(dim, 1)`` (one "frame"), so the cache's per-band statistics are per-dimension statistics of
 the training split (``stats.json``: ``band_mean``/``band_std``). Probes (:mod:`musetag.models.probe`)
 train on these caches; ``musetag package`` joins the backbone and the probe into one package.
+
+Every backbone of a spec also keeps its own per-file array in the array store, in the folder a cache of
+``embed:PART`` alone would use (:func:`part_arrays_dir`): ``prepare`` of ``embed:a+b`` after ``embed:a``
+runs only ``b``, and later ``embed:b`` or ``embed:b+a`` run nothing.
 
 The data stage asks the inference layer for the vectors (:func:`musetag.inference.embed.load_embedder`,
 imported where used so that reading a cache does not load torch); it never reaches into ``tag/``.
@@ -25,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed_spec import SCORES, parse_part, split_spec
+from musetag.inference.embed_spec import DEFAULT_WINDOWS, SCORES, join_options, parse_part, split_options, split_spec
 
 PREFIX = "embed:"
 
@@ -46,6 +52,15 @@ def _resolve(part: str, base_dir: Path | None) -> str | None:
 
 
 def _check_part(part: str, where: str, base_dir: Path | None) -> str:
+    """One backbone of a preset resolved, with its options (``windows`` always written: the default ``fit``)."""
+    whole = _resolve(part, base_dir) if part else None
+    if whole is not None:  # a package path holding an "@"
+        return join_options(whole, {"windows": DEFAULT_WINDOWS})
+    name, options = split_options(part, where)
+    return join_options(_check_backbone(name, where, base_dir), {"windows": DEFAULT_WINDOWS, **options})
+
+
+def _check_backbone(part: str, where: str, base_dir: Path | None) -> str:
     from musetag.inference.hub import catalogue
 
     if not part:
@@ -85,10 +100,17 @@ def embedding_feature_config(spec: str, where: str = "dataset config", *, base_d
 
 def load_backbones(spec: str, *, batch_size: int = 32, device: str = "cpu") -> list:
     """One :class:`~musetag.inference.embed.Embedder` per backbone of ``spec`` (``NAME:scores``: with scores)."""
+    return [load_backbone(part, batch_size=batch_size, device=device) for part in split_spec(spec)]
+
+
+def load_backbone(part: str, *, batch_size: int = 32, device: str = "cpu"):
+    """The :class:`~musetag.inference.embed.Embedder` of one backbone of a spec (``NAME`` or ``NAME:scores``)."""
     from musetag.inference.embed import load_embedder
 
-    return [load_embedder(name, batch_size=batch_size, device=device, scores=scores)
-            for name, scores in map(parse_part, split_spec(spec))]
+    from musetag.inference.embed_spec import part_windows
+
+    name, scores = parse_part(part)
+    return load_embedder(name, batch_size=batch_size, device=device, scores=scores, windows=part_windows(part))
 
 
 def embed_track(embedders: list, audio: str | os.PathLike) -> np.ndarray:
@@ -97,28 +119,72 @@ def embed_track(embedders: list, audio: str | os.PathLike) -> np.ndarray:
     return np.concatenate(vectors)[:, None]
 
 
+def part_arrays_dir(store: str | os.PathLike, features: dict[str, Any], part: str) -> Path:
+    """The array-store folder of one backbone ``part`` of the embedding features ``features`` (a
+    FeatureConfig's dict): the very folder a cache of ``embed:PART`` alone keeps its arrays in, so a
+    composite preset (``embed:a+b``) finds what ``embed:a`` computed, and ``embed:a`` what ``a+b`` did."""
+    from musetag.data.cache import CACHE_VERSION
+    from musetag.data.store import arrays_dir, settings_key
+    from musetag.features import FeatureConfig
+
+    config = FeatureConfig.from_dict({**features, "embed": part, "name": f"{PREFIX}{part}"})
+    return arrays_dir(Path(store), settings_key(config), "float32", CACHE_VERSION)
+
+
+class _Backbones:
+    """The backbones of one cache's spec, each loaded the first time a track needs it computed, and
+    each backbone's per-file arrays in the store (read when present, written when computed)."""
+
+    def __init__(self, features: dict[str, Any]) -> None:
+        self.features = features
+        self.parts = split_spec(features["embed"])
+        self.loaded: dict[str, Any] = {}
+
+    def vector(self, part: str, job: dict[str, Any]) -> np.ndarray:
+        from musetag.data.cache_arrays import save_array_atomically
+        from musetag.data.store import audio_key
+
+        final = Path(job["out"])
+        path = None
+        if job.get("store"):
+            path = part_arrays_dir(job["store"], self.features, part) / audio_key(job["audio"])
+            if path != final and path.is_file():
+                return np.load(path).reshape(-1).astype(np.float32, copy=False)
+        if part not in self.loaded:
+            self.loaded[part] = load_backbone(part)
+        vector = np.asarray(self.loaded[part].embed(str(job["audio"])), dtype=np.float32).reshape(-1)
+        if not np.isfinite(vector).all():
+            raise ValueError(f"{job['audio']}: the embedding of {part} has NaN or infinite values")
+        if path is not None and path != final:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_array_atomically(path, vector[:, None])
+        return vector
+
+    def track(self, job: dict[str, Any]) -> np.ndarray:
+        """The concatenated vectors of one job's audio file, float32 ``(dim, 1)``."""
+        return np.concatenate([self.vector(part, job) for part in self.parts])[:, None]
+
+
 def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]], None], *, progress: bool) -> None:
-    """Compute and store the cache jobs of an ``embed:`` cache in this process (each backbone loaded
-    once; torch threads as for ``musetag embed``); ``handle`` gets the same results as for audio features.
-    A failing track is reported (``{"id", "error"}``) and never stops the others."""
+    """Compute and store the cache jobs of an ``embed:`` cache in this process; ``handle`` gets the same
+    results as for audio features. Each backbone's vector of a file is its own array in the store
+    (:func:`part_arrays_dir`): a backbone already computed for that file (by this preset or another one
+    naming it) is read, never recomputed, and a backbone is loaded only when some file needs it (torch
+    threads as for ``musetag embed``). A failing track is reported (``{"id", "error"}``) and never stops the others."""
     if not jobs:
         return
     from tqdm import tqdm
 
     from musetag.data.cache_arrays import _summary, save_array_atomically
-    from musetag.features import FeatureConfig
 
-    config = FeatureConfig.from_dict(jobs[0]["features"])
-    embedders = load_backbones(config.embed)
+    backbones = _Backbones(jobs[0]["features"])
     bar = tqdm(total=len(jobs), desc="prepare (embed)", unit="track", disable=not progress, dynamic_ncols=True)
     try:
         for job in jobs:
             try:
                 if job["audio"] is None or not Path(job["audio"]).is_file():
                     raise FileNotFoundError(f"audio file {job['audio']} not found")
-                array = embed_track(embedders, job["audio"])
-                if not np.isfinite(array).all():
-                    raise ValueError(f"{job['audio']}: the embedding has NaN or infinite values")
+                array = backbones.track(job)
                 final = Path(job["out"])
                 save_array_atomically(final, array)
                 handle({"id": job["id"], "file": job.get("file", f"features/{final.name}"), **_summary(array, "embedding")})

@@ -1,9 +1,11 @@
 """Track embeddings: one vector per track from a trained model, for search and downstream models.
 
-The vector is the model's pooled penultimate layer (``forward_features``) computed on the same
-segments the tagger uses (the package's segment length and hop) and averaged over them, so that
-two tracks are compared on what the tagger looked at. ``scores=True`` (``--with-scores``) appends the
-track's tag scores as the tagger gives them (:mod:`musetag.inference.embed_scores`).
+The vector is the model's pooled penultimate layer (``forward_features``) computed on the tagger's
+windows (the package's segment length) and averaged over them; by default (``windows="fit"``)
+consecutive windows overlap by at most half their length (a catalogue model that cuts a 30 s clip
+into 16 nearly identical 29 s chunks embeds one), ``windows="upstream"`` keeps the model's own rule.
+``scores=True`` (``--with-scores``) appends the track's tag scores, aggregated as the tagger does over
+the same windows as the embedding (:mod:`musetag.inference.embed_scores`).
 
 The :class:`Embedder` is a :class:`~musetag.inference.tagger.Tagger` given another scorer
 (:func:`embedding_scorer`: the feature runner and the mean of the window vectors), so it decodes,
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError, MusetagError
+from musetag.inference.embed_spec import DEFAULT_WINDOWS, FIT_OVERLAP, WINDOWS
 from musetag.inference.runners import Network, _TorchRunner
 from musetag.inference.scoring import MeanVector, WindowScorer
 from musetag.inference.tagger import Tagger
@@ -55,6 +58,19 @@ def embedding_scorer(network: Network, scores: bool = False) -> WindowScorer:
     return WindowScorer(runner, MeanVector, None, tags=[])
 
 
+def embedding_package(package, windows: str):
+    """``package`` with the windows an embedding uses: ``fit`` adds ``max_overlap`` = :data:`FIT_OVERLAP` to
+    its segment (consecutive windows overlap by at most half their length), ``upstream`` keeps the model's
+    own rule. A backbone + probe package keeps the rule it records (the one its embeddings were made with)."""
+    from dataclasses import replace
+
+    if windows not in WINDOWS:
+        raise ConfigError(f"windows={windows!r} is not one of {', '.join(WINDOWS)}")
+    if windows == "upstream" or package.aggregation == "embedding_mean":
+        return package
+    return replace(package, segment={**package.segment, "max_overlap": FIT_OVERLAP})
+
+
 class Embedder(Tagger):
     """A :class:`~musetag.inference.tagger.Tagger` composed with :func:`embedding_scorer`: one vector per track.
 
@@ -62,12 +78,16 @@ class Embedder(Tagger):
     is the vector (``status`` as for tagging). ``backend="onnx"`` reads the ``embedding`` output
     of the graph ``musetag export`` writes (onnxruntime; same front end). ``scores=True``: the
     vector is followed by the track's tag scores as the tagger gives them
-    (:mod:`musetag.inference.embed_scores`; ``score_tags`` names those columns).
+    (:mod:`musetag.inference.embed_scores`; ``score_tags`` names those columns). ``windows``: ``fit``
+    (default; consecutive windows overlap by at most half their length, :func:`embedding_package`) or
+    ``upstream`` (the model's own segment rule, as ``musetag tag`` uses it).
     """
 
     def __init__(self, package, *, batch_size: int = 32, device: str = "cpu", backend: str = "torch",
-                 scores: bool = False, **kwargs: Any) -> None:
+                 scores: bool = False, windows: str = DEFAULT_WINDOWS, **kwargs: Any) -> None:
         self.with_scores = bool(scores)
+        self.windows = windows
+        package = embedding_package(package, windows)
         super().__init__(package, backend=backend, batch_size=batch_size, device=device,
                          scorer=partial(embedding_scorer, scores=self.with_scores), onnx_output="embedding", **kwargs)
         if backend == "onnx":
@@ -91,6 +111,9 @@ def load_embedder(model: Any, *, batch_size: int = 32, device: str = "cpu", scor
     or an Embedder); ``backend="onnx"`` (and ``onnx_path=``) as for :class:`~musetag.inference.tagger.Tagger`;
     ``scores=True`` appends the track's tag scores to each vector (:mod:`musetag.inference.embed_scores`)."""
     if isinstance(model, Embedder):
+        if kwargs.get("windows", model.windows) != model.windows:
+            raise ConfigError(f"an Embedder built with windows={model.windows} was given with windows={kwargs['windows']}; "
+                              "pass the package path, or an Embedder built with the same setting")
         if scores is not None and bool(scores) != model.with_scores:
             raise ConfigError(f"an Embedder built with scores={model.with_scores} was given with scores={bool(scores)}; "
                               "pass the package path, or an Embedder built with the same setting")

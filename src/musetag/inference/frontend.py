@@ -14,7 +14,8 @@ import numpy as np
 
 from musetag.errors import AudioError, ConfigError, ModelError
 from musetag.features.streaming import StreamingFeatures
-from musetag.inference.segments import AUDIO_RULES, _Segmenter, _window, audio_chunk_starts, segment_starts, window_times
+from musetag.inference.segments import (AUDIO_RULES, _Segmenter, _window, audio_chunk_starts, min_hop, segment_starts,
+                                        window_times)
 
 Source = Any  # path (str | PathLike), bytes, binary file object or a numpy array
 DEFAULT_STREAM_SECONDS = 600.0
@@ -52,6 +53,10 @@ class FrontEnd:
         self.max_segments = int(segment.get("max_segments") or 0)
         self.rule = str(segment.get("rule") or "regular")
         self.count = int(segment.get("count") or 0)
+        #: the embeddings' window rule: consecutive windows overlap by at most this fraction of their length
+        self.max_overlap = segment.get("max_overlap")
+        if self.max_overlap is not None and self.length and self.rule == "regular":
+            self.hop = max(self.hop, min_hop(self.length, self.max_overlap))
         if self.rule != "regular" and self.rule not in AUDIO_RULES:
             raise ModelError(f"unknown segment rule {self.rule!r}; use regular, {', '.join(AUDIO_RULES)}")
         self.stream_seconds = float(stream_seconds) if self.length else math.inf
@@ -145,7 +150,7 @@ class FrontEnd:
         duration = audio.shape[-1] / self.sample_rate
         self.last_warnings = input_warnings(self, audio.shape[-1], peak(audio), notes)
         if self.audio_rule:
-            starts = self.last_starts = audio_chunk_starts(audio.shape[-1], self.length, self.rule, self.count)
+            starts = self.last_starts = audio_chunk_starts(audio.shape[-1], self.length, self.rule, self.count, self.max_overlap)
             chunks = np.stack([_window(audio, s, self.length) for s in starts])
             return self.chunk_features(chunks), duration
         feats = self.features_blockwise(audio)
@@ -173,10 +178,11 @@ class FrontEnd:
             got = load_centre_excerpt(source, self.length, **settings)
             if got is None:
                 return None
-            return got[0][None], audio_chunk_starts(got[1], self.length, self.rule), got[1]
+            return got[0][None], audio_chunk_starts(got[1], self.length, self.rule, self.count, self.max_overlap), got[1]
         from musetag.audio.windows import spread_chunks
 
-        return spread_chunks(source, self.length, lambda n: audio_chunk_starts(n, self.length, self.rule, self.count),
+        return spread_chunks(source, self.length, lambda n: audio_chunk_starts(n, self.length, self.rule, self.count,
+                                                                         self.max_overlap),
                              **settings)
 
     def stream_segments(self, source: Source) -> Iterator[np.ndarray]:
@@ -244,7 +250,7 @@ class FrontEnd:
         cfg = self.config
         info = audio_info(source)
         n_est = int(round(info.frames * self.sample_rate / info.sample_rate))
-        starts = audio_chunk_starts(n_est, self.length, self.rule, self.count)
+        starts = audio_chunk_starts(n_est, self.length, self.rule, self.count, self.max_overlap)
         pending: dict[int, np.ndarray] = {}  # chunk index -> (C, length) buffer being filled
         emitted: set[int] = set()
         order: list[int] = []

@@ -36,6 +36,11 @@ A package is a folder (or a ``.zip`` / ``.tar`` / ``.tar.gz`` archive of one) ho
     starting at ``(n - L) // 2`` (the MTG-Jamendo baseline's 29.1 s excerpt, ``L`` = 349,200 at
     12 kHz), features computed from that audio only.
 
+Optional for every rule: ``max_overlap`` (a fraction of the window length, 0.5 in the backbone + probe
+packages of embeddings made with ``windows=fit``): consecutive windows overlap by at most that much
+(``regular``: the hop is raised; ``evenly_spaced``: fewer chunks, spread from the start to the end,
+:func:`musetag.inference.segments.audio_chunk_starts`).
+
 For both audio rules ``samples`` is the length in samples at the features' sample rate, ``hop``
 and ``max_segments`` are not used (an error), and a file shorter than ``L`` gives one chunk: the
 whole file zero-padded at the end to ``L`` samples; the result is flagged
@@ -248,6 +253,10 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
         )
     if int(seg.get("hop") or length or 1) <= 0:
         raise ModelError(f"{where}: segment hop must be positive, found {seg.get('hop')!r}")
+    overlap = seg.get("max_overlap")
+    if overlap is not None and (isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1):
+        raise ModelError(f"{where}: segment max_overlap must be a fraction in [0, 1) of the window length "
+                         f"(0.5 for embeddings' windows), found {overlap!r}; fix it or remove it")
     if seg.get("aggregation", "mean") not in AGGREGATIONS:
         raise ModelError(
             f"{where}: segment aggregation {seg.get('aggregation')!r} is not one of {', '.join(AGGREGATIONS)}"

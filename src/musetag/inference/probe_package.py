@@ -4,7 +4,9 @@ A probe (:mod:`musetag.models.probe`) learns from track embeddings; to tag audio
 backbone that made them. ``musetag package RUN`` of a probe run (its checkpoint's features say
 ``kind = "embedding"``) writes a package whose model is ``probe_on_backbone``: the backbone
 packages' networks (``backbones.<i>.*``) and the probe (``probe.*``) in one ``model.safetensors``,
-with the backbone's front end and segment rule and ``aggregation = "embedding_mean"``. The tagger
+with the backbone's front end and segment rule and ``aggregation = "embedding_mean"``; embeddings made with
+``windows=fit`` (:mod:`musetag.inference.embed_spec`) add ``max_overlap = 0.5`` to that rule, so tagging
+cuts the windows the cached embeddings were made from. The tagger
 then averages the windows' embeddings over the track (exactly as ``musetag embed`` and the
 embedding cache do), concatenates the backbones' vectors and applies the probe once
 (:mod:`musetag.inference.probe_tagging`), so a package's scores are ``probe(embed(track))``.
@@ -35,7 +37,7 @@ def _front(pkg) -> tuple[Any, Any]:
 def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os.PathLike, out: str | os.PathLike, *,
                   overwrite: bool = False) -> Path:
     """Write the backbone + probe package of a probe run's checkpoint ``ckpt`` to ``out``."""
-    from musetag.inference.embed_spec import parse_part, split_spec
+    from musetag.inference.embed_spec import FIT_OVERLAP, parse_part, part_windows, split_spec
     from musetag.inference.loading import load_model
     from musetag.inference.package import save_package
 
@@ -69,7 +71,14 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
     for i, pkg in enumerate(backbones):
         state.update({f"backbones.{i}.{k}": v for k, v in pkg.state_dict.items()})
     state.update({f"probe.{k}": v for k, v in ckpt["state_dict"].items()})
+    windows = {part_windows(p) for p in parts}
+    if len(windows) > 1:
+        raise ModelError(f"{checkpoint_path}: the backbones of {spec!r} were embedded with different window rules "
+                         "(windows=fit and windows=upstream), so one package cannot tag as they were made; "
+                         "train the probe on a preset whose backbones share one rule")
     segment = dict(backbones[0].segment, aggregation=EMBEDDING_MEAN)
+    if windows == {"fit"}:  # tag with the windows the embeddings were made with (no train/serve skew)
+        segment["max_overlap"] = FIT_OVERLAP
     source = {"run_dir": str(Path(run_dir).resolve()), "checkpoint": checkpoint_path.name,
               "backbones": [{"model": p, "sha256": pkg.sha256, **({"source": pkg.source} if pkg.source else {})}
                             for p, pkg in zip(parts, backbones)]}

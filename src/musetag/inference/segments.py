@@ -28,13 +28,16 @@ from musetag.evaluate.aggregation import activation
 AUDIO_RULES = ("evenly_spaced", "centre_excerpt")
 
 
-def audio_chunk_starts(n: int, length: int, rule: str, count: int = 0) -> list[int]:
+def audio_chunk_starts(n: int, length: int, rule: str, count: int = 0, max_overlap: float | None = None) -> list[int]:
     """Start samples of the chunks an audio-domain rule cuts from ``n`` samples.
 
     ``evenly_spaced``: ``count`` chunks, chunk ``i`` at ``i * ((n - length) // count)`` (Won et
     al. 2020's evaluation; ``count`` 0: ``ceil(n / length)`` chunks from the start to the end,
     ``hop = (n - length) // (chunks - 1)``). ``centre_excerpt``: one chunk at ``(n - length) // 2``.
-    ``n < length``: one chunk at 0 (zero-padded by the caller)."""
+    ``n < length``: one chunk at 0 (zero-padded by the caller). ``max_overlap`` (a fraction of
+    ``length``, the embeddings' rule): when two of those chunks would overlap by more, the file gets
+    instead as many chunks as keep every overlap within it (never more than the rule's), spread from
+    the start to the end (:func:`fit_chunk_starts`)."""
     if n < length:
         return [0]
     if rule == "centre_excerpt":
@@ -43,12 +46,28 @@ def audio_chunk_starts(n: int, length: int, rule: str, count: int = 0) -> list[i
         raise ModelError(f"unknown audio segment rule {rule!r}; use one of {', '.join(AUDIO_RULES)}")
     if count > 0:
         hop = (n - length) // count
-        return [i * hop for i in range(count)]
-    chunks = -(-n // length)
+        starts = [i * hop for i in range(count)]
+    else:
+        chunks = -(-n // length)
+        hop = (n - length) // (chunks - 1) if chunks > 1 else 0
+        starts = [i * hop for i in range(chunks)] if chunks > 1 else [0]
+    if max_overlap is not None and len(starts) > 1 and hop < min_hop(length, max_overlap):
+        return fit_chunk_starts(n, length, max_overlap, len(starts))
+    return starts
+
+
+def min_hop(length: int, max_overlap: float) -> int:
+    """The smallest hop between windows of ``length`` that overlap by at most ``max_overlap`` of it."""
+    return max(1, length - int(length * float(max_overlap)))
+
+
+def fit_chunk_starts(n: int, length: int, max_overlap: float, most: int) -> list[int]:
+    """As many chunks of ``length`` in ``n >= length`` samples as keep consecutive ones overlapping by at
+    most ``max_overlap`` of their length (at most ``most``), the first at 0 and the last ending at ``n``."""
+    chunks = min(most, 1 + (n - length) // min_hop(length, max_overlap))
     if chunks <= 1:
         return [0]
-    hop = (n - length) // (chunks - 1)
-    return [i * hop for i in range(chunks)]
+    return [i * (n - length) // (chunks - 1) for i in range(chunks)]
 
 
 def segment_starts(n: int, length: int, hop: int, max_segments: int = 0) -> list[int]:

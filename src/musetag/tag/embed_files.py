@@ -138,6 +138,7 @@ def embed_files(
     progress: bool = True,
     flush_every: int = 256,
     scores: bool | None = None,
+    windows: str | None = None,
 ) -> EmbedReport:
     """Embed every audio file under ``paths`` into ``out`` (``.npy`` or ``.parquet``).
 
@@ -147,7 +148,9 @@ def embed_files(
     are saved to ``<out>.partial/`` every ``flush_every`` tracks, so a killed run resumes where it
     stopped (``resume=False`` starts over); ``retry_errors`` embeds failed files again. ``scores``:
     append each track's tag scores (``--with-scores``; None: as ``model``, an Embedder, was built, else
-    no); an output or partial run made with the other setting is refused, never mixed.
+    no); an output or partial run made with the other setting is refused, never mixed. ``windows``: ``fit``
+    (default) or ``upstream`` (:class:`~musetag.inference.embed.Embedder`), recorded in the metadata; an output
+    or partial run made with the other rule is refused too.
     """
     from tqdm.auto import tqdm
 
@@ -160,7 +163,8 @@ def embed_files(
     if out.suffix.lower() == ".parquet":
         _pyarrow()
     shard = shard if isinstance(shard, Shard) else parse_shard(shard)
-    embedder = load_embedder(model, batch_size=batch_size, device=device, backend=backend, scores=scores)
+    embedder = load_embedder(model, batch_size=batch_size, device=device, backend=backend, scores=scores,
+                             **({"windows": windows} if windows is not None else {}))
     scores = embedder.with_scores
     package = embedder.package
     side = side_files(out)
@@ -168,7 +172,7 @@ def embed_files(
     report = EmbedReport(out=out, total=len(files), dim=embedder.dim)
 
     done, errors, chunks = _resume(out, side, package.sha256, scores, resume=resume, out_exists=out_exists,
-                                   retry_errors=retry_errors)
+                                   retry_errors=retry_errors, windows=embedder.windows)
     error_keys = {os.path.abspath(p) for p in errors}
     todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
     report.skipped = len(files) - len(todo)
@@ -206,8 +210,15 @@ def embed_files(
     return report
 
 
+def _check_windows(what: str, held: str | None, windows: str) -> None:
+    """Refuse to continue ``what`` made with another window rule (none recorded: made before ``fit`` existed)."""
+    if (held or "upstream") != windows:
+        raise ConfigError(f"{what} holds embeddings made with windows={held or 'upstream'}, not {windows}; pass "
+                          "--restart to replace them (or choose another --out, or run again with that rule)")
+
+
 def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resume: bool, out_exists: bool,
-            retry_errors: bool) -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, str], _Chunks]:
+            retry_errors: bool, windows: str = "fit") -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, str], _Chunks]:
     """What an earlier run of the same model left: ``(done, errors, chunks)``; ``done`` maps an absolute
     path to ``(path as listed, vector)``. Refuses an output or partial folder of another model or setting."""
     from musetag.inference.embed_scores import check_resume
@@ -225,6 +236,7 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
                 "choose another --out, or delete it to start over"
             )
         check_resume(str(out), table.meta.get("scores", False), scores, "pass --restart to replace it (or choose another --out)")
+        _check_windows(str(out), table.meta.get("windows"), windows)
         for p, v in zip(table.paths, table.vectors):
             done[os.path.abspath(p)] = (p, v)
     elif not resume:
@@ -239,8 +251,9 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
     if owner.exists():
         check_resume(str(side["partial"]), json.loads(owner.read_text()).get("scores", False), scores,
                      "pass --restart to start over (or choose another --out)")
+        _check_windows(str(side["partial"]), json.loads(owner.read_text()).get("windows"), windows)
     side["partial"].mkdir(parents=True, exist_ok=True)
-    owner.write_text(json.dumps({"model_sha256": package_sha256, **({"scores": True} if scores else {})}))
+    owner.write_text(json.dumps({"model_sha256": package_sha256, "windows": windows, **({"scores": True} if scores else {})}))
     for p, v in zip(*chunks.read()):
         done[os.path.abspath(p)] = (p, v)
     return done, errors, chunks
@@ -261,7 +274,8 @@ def _write_output(out: Path, side: dict[str, Path], done: dict, errors: dict[str
         "model_package": str(Path(package.path).resolve()) if package.path else None,
         "model_sha256": package.sha256,
         "layer": "forward_features",
-        "pooling": "mean over the tagger's segments",
+        "pooling": "mean over the segments",
+        "windows": embedder.windows,
         "segment": package.segment,
         "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
         "shard": str(shard) if not shard.is_whole else None,

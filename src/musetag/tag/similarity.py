@@ -500,6 +500,7 @@ def embedder_for(index: SimilarityIndex, model: str | os.PathLike | None = None,
             f"the index was built with the model package {path}, which is not here; pass its new place with --model"
         )
     kwargs.setdefault("scores", bool(index.meta.get("scores")))  # an index with tag scores: queries get them too
+    kwargs.setdefault("windows", index.meta.get("windows") or "upstream")  # queries cut as the index's tracks were
     embedder = load_embedder(path, **kwargs)
     recorded = index.meta.get("model_sha256")
     if recorded and embedder.package.sha256 != recorded:
