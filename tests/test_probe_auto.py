@@ -126,7 +126,8 @@ def _fill_cache(cache, backbone, paths, rng):
     backbone's width: the run's choice does not matter here, the package's arithmetic does)."""
     import json
 
-    from musetag.data.cache import CACHE_VERSION, _feature_key
+    from musetag.data.cache import _feature_key
+    from musetag.data.cache_arrays import CACHE_VERSION
     from musetag.data.embed_features import embedding_feature_config
     from musetag.data.store import arrays_dir, audio_key
     from musetag.inference.loading import load_model
@@ -146,7 +147,7 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     import musetag
     from conftest import pretrained_package, shared_path
     from musetag.inference import Tagger
-    from musetag.inference.embed import load_embedder
+    from musetag.data.embed_features import load_backbone
     from musetag.models.weights import load_checkpoint
     from musetag.tag.package_from_run import create_package
 
@@ -191,7 +192,7 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     audio = str(tmp_path / "short.wav")  # 4 s: one window per backbone keeps the test quick
     sf.write(audio, np.asarray(clip).reshape(-1)[16000 * 5:16000 * 9], sr)
     parts = ckpt["features"]["embed"].split("+")
-    vec = np.concatenate([load_embedder(p).embed(audio) for p in parts]).astype(np.float32)
+    vec = np.concatenate([load_backbone(p).embed(audio) for p in parts]).astype(np.float32)
     import torch
 
     with torch.no_grad():

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from musetag.data.cache_arrays import _summary, save_array_atomically
+from musetag.data.cache_arrays import CACHE_VERSION, _summary, save_array_atomically
 from musetag.data.manifest import TrackRecord
 from musetag.data.cache_reader import FeatureCache, open_cache  # noqa: F401  (re-exported)
 from musetag.data.tags import TagVocab
@@ -49,12 +49,6 @@ from musetag.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-#: bumped whenever arrays computed from audio change for the same settings, so an older cache is
-#: refused instead of mixed with new arrays. 2: the "linear" resampler is libsamplerate at
-#: Essentia's single-precision ratio (jamendo96 arrays computed before differ by up to several dB).
-#: 3: jamendo96 decodes as Essentia does (``decoder="essentia"``: FFmpeg's fixed-point MP3 decoder through
-#: PyAV); arrays computed from libmpg123/libsndfile audio differ by up to a few dB in quiet bins.
-CACHE_VERSION = 3
 DTYPES = ("float16", "float32")
 
 

@@ -11,6 +11,13 @@ from typing import Any
 
 import numpy as np
 
+#: bumped whenever arrays computed from audio change for the same settings, so an older cache is
+#: refused instead of mixed with new arrays. 2: the "linear" resampler is libsamplerate at
+#: Essentia's single-precision ratio (jamendo96 arrays computed before differ by up to several dB).
+#: 3: jamendo96 decodes as Essentia does (``decoder="essentia"``: FFmpeg's fixed-point MP3 decoder through
+#: PyAV); arrays computed from libmpg123/libsndfile audio differ by up to a few dB in quiet bins.
+CACHE_VERSION = 3
+
 
 def _band_axis_sums(array: np.ndarray, kind: str) -> tuple[float, float, int, list[float] | None, list[float] | None]:
     x = np.asarray(array, dtype=np.float64)

@@ -123,7 +123,7 @@ def part_arrays_dir(store: str | os.PathLike, features: dict[str, Any], part: st
     """The array-store folder of one backbone ``part`` of the embedding features ``features`` (a
     FeatureConfig's dict): the very folder a cache of ``embed:PART`` alone keeps its arrays in, so a
     composite preset (``embed:a+b``) finds what ``embed:a`` computed, and ``embed:a`` what ``a+b`` did."""
-    from musetag.data.cache import CACHE_VERSION
+    from musetag.data.cache_arrays import CACHE_VERSION
     from musetag.data.store import arrays_dir, settings_key
     from musetag.features import FeatureConfig
 

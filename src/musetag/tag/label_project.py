@@ -74,7 +74,7 @@ class Project:
 
     def arrays_dir(self) -> Path:
         """The store folder of this backbone's embeddings (the layout of ``musetag prepare``)."""
-        from musetag.data.cache import CACHE_VERSION
+        from musetag.data.cache_arrays import CACHE_VERSION
         from musetag.data.embed_features import embedding_feature_config
         from musetag.data.store import arrays_dir, settings_key
 
