@@ -155,6 +155,26 @@ def test_auto_backend(tmp_path):
         resolve_backend(pkg, "tf")
 
 
+def test_auto_falls_back_to_torch_when_there_is_no_graph(tmp_path, monkeypatch, caplog):
+    """auto with a graph that cannot be had (the export failed): torch, with a warning; onnx asked by name: the error."""
+    import musetag.inference.export as export
+    from musetag.inference import Tagger
+    from musetag.inference.package import load_package
+    from test_package import make_package
+
+    def no_graph(package, onnx_path=None):
+        raise ModelError("cannot export simplecnn to ONNX: boom")
+
+    monkeypatch.setattr(export, "onnx_for_package", no_graph)
+    pkg = load_package(make_package(tmp_path / "pkg"))
+    with caplog.at_level("WARNING"):
+        tagger = Tagger(pkg, backend="auto")
+    assert tagger.backend == "torch" and tagger.engine == "torch" and tagger.model is not None
+    assert "boom; tagging with PyTorch instead" in caplog.text
+    with pytest.raises(ModelError, match="boom"):
+        Tagger(pkg, backend="onnx")
+
+
 def test_damaged_cached_graph_is_exported_again(tmp_path, monkeypatch):
     """A cached graph that onnxruntime cannot read is replaced by a fresh export, not a crash."""
     from musetag.inference import Tagger

@@ -71,7 +71,8 @@ BACKENDS = ("auto", "torch", "onnx")
 def resolve_backend(package: Any, backend: str = "auto", device: str = "cpu") -> str:
     """``backend`` with ``"auto"`` decided: ``"onnx"`` (onnxruntime and the numpy front end, so torch is
     never imported once the graph exists) for a plain package on the CPU when onnxruntime is installed,
-    else ``"torch"`` (a GPU, a backbone + probe package, or no onnxruntime)."""
+    else ``"torch"`` (a GPU, a backbone + probe package, or no onnxruntime). The Tagger also falls back to
+    torch, with a warning, when ``auto`` cannot get a graph (the export failed)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if backend != "auto":

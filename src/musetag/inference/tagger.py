@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from musetag.errors import ConfigError, MusetagError
+from musetag.errors import ConfigError, ModelError, MusetagError
 from musetag.inference.frontend import DEFAULT_BLOCK_SECONDS, DEFAULT_STREAM_SECONDS, FrontEnd, Source
 from musetag.inference.package import ModelPackage
 from musetag.inference.result import TagResult
@@ -183,18 +183,25 @@ class Tagger:
         self.package = package
         self.task = package.task
         self.batch_size = int(batch_size)
-        self.backend = backend = resolve_backend(package, backend, device)
+        self.backend = resolve_backend(package, backend, device)
         self.stream_seconds = float(stream_seconds)
         self.block_seconds = float(block_seconds)
         self.tags = list(package.tags)
         self.thresholds = self._resolve_thresholds(threshold)
         self.keep_segments = bool(segments)  # results carry per-window scores (TagResult.segments)
+        #: the network (torch module or ONNX graph) and its plain runner
+        try:
+            self.network = build_network(package, self.backend, device, onnx_path, onnx_output)
+        except (ModelError, ImportError) as exc:  # auto: no graph (the export failed, onnx missing)
+            if backend != "auto":
+                raise
+            log.warning("%s; tagging with PyTorch instead (--backend torch)", exc)
+            self.backend = "torch"
+            self.network = build_network(package, self.backend, device, onnx_path, onnx_output)
         #: features in numpy on the onnx backend (no torch import), with the torch module otherwise
-        self.engine = "numpy" if backend == "onnx" else "torch"
+        self.engine = "numpy" if self.backend == "onnx" else "torch"
         self.front = FrontEnd(package.features, package.segment, stream_seconds=stream_seconds,
                               block_seconds=block_seconds, engine=self.engine)
-        #: the network (torch module or ONNX graph) and its plain runner
-        self.network = build_network(package, backend, device, onnx_path, onnx_output)
         self.model, self.onnx_path = self.network.model, self.network.onnx_path
         #: runner + aggregation + per-window head, composed once (musetag.inference.scoring)
         self.scorer = scorer(self.network)
