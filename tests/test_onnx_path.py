@@ -32,10 +32,10 @@ def _songs(n: int = 2) -> list:
 
 @pytest.fixture(scope="module")
 def onnx_cache(tmp_path_factory):
-    """Exported graphs go to a cache of this module (never the user's)."""
+    """Pulled models and exported graphs go to a cache of this module (never the user's)."""
     mp = pytest.MonkeyPatch()
-    cache = tmp_path_factory.mktemp("xdg-cache")
-    mp.setenv("XDG_CACHE_HOME", str(cache))
+    cache = tmp_path_factory.mktemp("musetag-home")
+    mp.setenv("MUSETAG_HOME", str(cache))
     yield cache
     mp.undo()
 
@@ -113,7 +113,7 @@ def _run_cli(args: list[str], cache) -> dict:
         status = main({args!r})
         print("STATUS", status, "TORCH", "torch" in sys.modules, file=sys.stderr)
     """)
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache), PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, MUSETAG_HOME=str(cache), PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     last = [line for line in out.stderr.splitlines() if line.startswith("STATUS ")]
     assert last, out.stderr
@@ -181,9 +181,9 @@ def test_damaged_cached_graph_is_exported_again(tmp_path, monkeypatch):
     from musetag.inference.package import load_package
     from test_package import make_package
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "cache"))
     pkg = load_package(make_package(tmp_path / "pkg"))
-    cached = tmp_path / "cache" / "musetag" / "onnx" / f"{pkg.sha256}.onnx"
+    cached = tmp_path / "cache" / "onnx" / f"{pkg.sha256}.onnx"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not a graph")
     tagger = Tagger(pkg, backend="onnx")
