@@ -50,7 +50,8 @@ def cli_options(args) -> dict[str, Any]:
     quiet_cli_ray(args.address, verbose=bool(getattr(args, "verbose", False)), progress=show_progress(args))
 
     return dict(batch_size=args.batch_size, num_actors=args.ray_actors, gpus_per_actor=args.gpus_per_worker,
-                address=args.address, recursive=args.recursive, shard=parse_shard(args.shard), backend=args.backend)
+                address=args.address, recursive=args.recursive, shard=parse_shard(args.shard),
+                backend="torch" if args.backend == "auto" else args.backend)  # auto: the local engine's fast start
 
 
 def tag_command(args) -> int:

@@ -76,8 +76,11 @@ def register(subparsers) -> None:
                    help="decoding processes (0 = decode in this process); default: one per core (at most 8), "
                         f"fewer when the available memory would not hold {WORKER_MEMORY_MB} MB per worker beside "
                         f"{MAIN_MEMORY_MB} MB for the main process")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="run the network with PyTorch or onnxruntime (the exported graph; see `musetag export`)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="onnx: onnxruntime runs the network's ONNX graph (exported once into the cache on first use, "
+                        "or `musetag export`) and numpy computes the features, so PyTorch is never imported (fast "
+                        "start); torch: PyTorch for both (a GPU, or to check the exported path); auto: onnx for a "
+                        "plain model on the CPU when onnxruntime is installed, else torch")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
     p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
     p.add_argument("--stream-minutes", type=float, default=10.0,
@@ -122,11 +125,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    import torch
-
-    # the decoding workers use one core each; the network gets the rest (oversubscribed OpenMP
-    # threads slow small tensors down many times)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
     from musetag.tag.shard import collect_shard_files, distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))
@@ -139,12 +137,19 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         stream_seconds=args.stream_minutes * 60.0,
         segments=args.segments,
-        **({"device": torchrun_device()} if args.backend == "torch" else {}),
+        **({"device": torchrun_device()} if args.backend != "onnx" else {}),
     )
+    if tagger.backend == "torch":
+        import torch
+
+        # the decoding workers use one core each; the network gets the rest (oversubscribed OpenMP
+        # threads slow small tensors down many times)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
     if args.out is None:
         files = collect_shard_files(args.paths, shard, recursive=args.recursive)
         failed = 0
-        for result in tagger.tag_many(files, workers=args.workers):
+        # one file: no worker processes to start (they would only wait for the first file)
+        for result in tagger.tag_many(files, workers=args.workers if len(files) > 1 else 0):
             if result.ok:
                 tops = ", ".join(f"{t} {s:.3f}" for t, s in result.top(args.top_k))
                 decided = ", ".join(result.decisions) or "(none)"

@@ -20,10 +20,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from musetag.errors import AudioError
+from musetag.errors import AudioError, ConfigError
 from musetag.features.presets import FeatureConfig
 
-__all__ = ["FEATURE_BLOCK_SECONDS", "StreamingFeatures"]
+__all__ = ["ENGINES", "FEATURE_BLOCK_SECONDS", "StreamingFeatures"]
 
 #: mel features of audio held in memory are computed this many seconds at a time: the complex
 #: spectrogram of a whole song (~50 MB for 7 min at 16 kHz) is never materialised, which saves
@@ -31,33 +31,51 @@ __all__ = ["FEATURE_BLOCK_SECONDS", "StreamingFeatures"]
 FEATURE_BLOCK_SECONDS = 15.0
 
 
+#: what computes the frames: the torch module (training's front end) or its numpy twin (no torch import)
+ENGINES = ("torch", "numpy")
+
+
 class StreamingFeatures:
     """The feature computation of one :class:`FeatureConfig`, whole, block-wise or streamed.
 
-    ``normalize``: apply the config's mean/std (a package's features carry them)."""
+    ``normalize``: apply the config's mean/std (a package's features carry them). ``engine``:
+    ``"torch"`` (:class:`musetag.features.frontend.FeatureExtractor`) or ``"numpy"``
+    (:class:`musetag.features.numpy_frontend.NumpyFeatureExtractor`, which never imports torch);
+    both give the same features to float32 rounding."""
 
-    def __init__(self, config: FeatureConfig, *, normalize: bool) -> None:
-        import torch
-
-        from musetag.features.frontend import FeatureExtractor
+    def __init__(self, config: FeatureConfig, *, normalize: bool, engine: str = "torch") -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"feature engine {engine!r} is not one of {', '.join(ENGINES)}")
+        if engine == "torch":
+            from musetag.features.frontend import FeatureExtractor as make
+        else:
+            from musetag.features.numpy_frontend import NumpyFeatureExtractor as make
 
         self.config = config
         self.kind = config.kind
+        self.engine = engine
         self.sample_rate = int(config.sample_rate)
-        self.extractor = FeatureExtractor(config, normalize=normalize).eval()
+        self.extractor = make(config, normalize=normalize)
         # streaming computes frames of any stretch of audio and drops the first ones itself
-        self.stream_extractor = FeatureExtractor(
-            dataclasses.replace(config, drop_first_frames=0), normalize=normalize
-        ).eval()
-        self._torch = torch
+        self.stream_extractor = make(dataclasses.replace(config, drop_first_frames=0), normalize=normalize)
+        if engine == "torch":
+            self.extractor.eval()
+            self.stream_extractor.eval()
+
+    def run(self, extractor, wave: np.ndarray) -> np.ndarray:
+        """``extractor`` (one of this object's) on a ``(batch, C, samples)`` array, as an array."""
+        wave = np.ascontiguousarray(wave, dtype=np.float32)
+        if self.engine == "numpy":
+            return extractor(wave)
+        import torch
+
+        with torch.inference_mode():
+            return extractor(torch.from_numpy(wave)).numpy()
 
     def features(self, audio: np.ndarray, extractor=None) -> np.ndarray:
         """``(channels, samples)`` audio at the config's rate -> ``(C, n_mels, frames)`` (mel) or
         ``(C, samples)`` (waveform), in one go."""
-        torch = self._torch
-        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None]
-        with torch.inference_mode():
-            return (extractor or self.extractor)(wave)[0].numpy()
+        return self.run(extractor or self.extractor, np.asarray(audio, dtype=np.float32)[None])[0]
 
     def blockwise(self, audio: np.ndarray) -> np.ndarray:
         """:meth:`features` of ``(channels, samples)`` audio, computed block by block.

@@ -36,9 +36,8 @@ class FrontEnd:
         *,
         stream_seconds: float = DEFAULT_STREAM_SECONDS,
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
+        engine: str = "torch",
     ) -> None:
-        import torch
-
         from musetag.features import FeatureConfig
 
         self.config = FeatureConfig.from_dict(dict(features))
@@ -46,7 +45,8 @@ class FrontEnd:
         self.sample_rate = int(self.config.sample_rate)
         normalize = self.config.mean is not None and self.config.std is not None
         # the feature computation, whole, block-wise and streamed: musetag.features.streaming
-        self.streaming = StreamingFeatures(self.config, normalize=normalize)
+        # engine: "torch" or "numpy" (the same features without importing torch)
+        self.streaming = StreamingFeatures(self.config, normalize=normalize, engine=engine)
         self.extractor = self.streaming.extractor
         self.length = int(segment.get("frames", segment.get("samples")) or 0)  # 0: the whole file at once
         self.hop = int(segment.get("hop") or self.length)
@@ -65,7 +65,6 @@ class FrontEnd:
         self.last_warnings: list[str] = []  # of the last file segmented (musetag.inference.checks)
         self.last_starts: list[int] = []  # window starts (frames or samples) of the last file segmented
         self._samples = 0
-        self._torch = torch
 
     # -- features (computed by musetag.features.streaming) ------------------------------------------
     def features(self, audio: np.ndarray, extractor=None) -> np.ndarray:
@@ -84,7 +83,7 @@ class FrontEnd:
         Arrays (``(samples,)``, ``(channels, samples)`` or soundfile's ``(samples, channels)``)
         need ``sample_rate``."""
         from musetag.audio import load_audio
-        from musetag.features.frontend import prepare_audio
+        from musetag.features.prepare import prepare_audio
 
         cfg = self.config
         if isinstance(source, np.ndarray):
@@ -130,10 +129,7 @@ class FrontEnd:
 
     def chunk_features(self, chunks: np.ndarray) -> np.ndarray:
         """Features of ``(k, C, samples)`` audio chunks, each on its own: ``(k, C, ...)``."""
-        torch = self._torch
-        wave = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32))
-        with torch.inference_mode():
-            return self.extractor(wave).numpy()
+        return self.streaming.run(self.extractor, chunks)
 
     def segments(self, source: Source, sample_rate: int | None = None) -> tuple[np.ndarray, float]:
         """All windows of a file held in memory: ``(n_segments, C, ...)`` and the duration in seconds."""

@@ -105,7 +105,8 @@ def is_archive(path: str | os.PathLike) -> bool:
 
 @dataclass
 class ModelPackage:
-    """A loaded (validated) model package. ``state_dict`` holds the weights as CPU tensors."""
+    """A loaded (validated) model package. ``state_dict`` holds the weights as CPU tensors (read from a
+    package file: a :class:`~musetag.inference.lazy_weights.LazyStateDict`, made on first access)."""
 
     model_name: str
     model_args: dict[str, Any]
@@ -612,12 +613,10 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
                 f"{where}: {WEIGHTS_FILE} is damaged or was replaced (sha256 {actual[:12]}..., expected "
                 f"{expected[:12]}...); copy the package again or re-create it with `musetag package`"
             )
-        from safetensors.torch import load as st_load
+        from musetag.inference.lazy_weights import LazyStateDict
 
-        try:
-            state_dict = st_load(weights)
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"{where}: cannot read {WEIGHTS_FILE}: {exc}") from exc
+        # header checked now, tensors made (with torch) only when a torch model is built
+        state_dict = LazyStateDict(weights, f"{where}: {WEIGHTS_FILE}")
 
     return ModelPackage(
         model_name=desc["model"]["name"],

@@ -32,11 +32,9 @@ class _OnnxRunner:
     embedders; see :mod:`musetag.inference.export`)."""
 
     def __init__(self, onnx_path: Path, output: str = "logits") -> None:
-        import onnxruntime as ort
+        from musetag.inference.export import onnx_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(onnx_path)
         self.input = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         if output == "logits":
@@ -65,6 +63,25 @@ class Network:
     runner: Any
     model: Any = None
     onnx_path: Path | None = None
+
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def resolve_backend(package: Any, backend: str = "auto", device: str = "cpu") -> str:
+    """``backend`` with ``"auto"`` decided: ``"onnx"`` (onnxruntime and the numpy front end, so torch is
+    never imported once the graph exists) for a plain package on the CPU when onnxruntime is installed,
+    else ``"torch"`` (a GPU, a backbone + probe package, or no onnxruntime). The Tagger also falls back to
+    torch, with a warning, when ``auto`` cannot get a graph (the export failed)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    if str(device) != "cpu" or package.aggregation == "embedding_mean":
+        return "torch"
+    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
 def build_network(package: Any, backend: str = "torch", device: str = "cpu",

@@ -41,11 +41,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from musetag.errors import ConfigError, MusetagError
+from musetag.errors import ConfigError, ModelError, MusetagError
 from musetag.inference.frontend import DEFAULT_BLOCK_SECONDS, DEFAULT_STREAM_SECONDS, FrontEnd, Source
 from musetag.inference.package import ModelPackage
 from musetag.inference.result import TagResult
-from musetag.inference.runners import Network, build_network
+from musetag.inference.runners import Network, build_network, resolve_backend
 from musetag.inference.scoring import WindowScorer, plain_scorer
 from musetag.inference.segments import SegmentScores
 
@@ -86,13 +86,17 @@ def die_with_parent() -> None:
 
 
 def _init_worker(
-    features: dict, segment: dict, stream_seconds: float, block_seconds: float, scorer: "Tagger | None" = None
+    features: dict, segment: dict, stream_seconds: float, block_seconds: float, scorer: "Tagger | None" = None,
+    engine: str = "torch",
 ) -> None:
-    import torch
-
     die_with_parent()
-    torch.set_num_threads(1)
-    _WORKER["front"] = FrontEnd(features, segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
+    if engine == "torch" or scorer is not None:
+        import torch
+
+        torch.set_num_threads(1)
+    _WORKER["front"] = FrontEnd(
+        features, segment, stream_seconds=stream_seconds, block_seconds=block_seconds, engine=engine
+    )
     _WORKER["scorer"] = scorer
 
 
@@ -149,9 +153,11 @@ class Tagger:
     ``segments=True``: every result also carries its windows' probabilities and times
     (:attr:`TagResult.segments`), from the same forward pass as the file's scores.
     ``threshold``: ``None`` (the package's tuned per-tag thresholds when it has them, else 0.5),
-    ``"tuned"`` (require them) or a number applied to every tag. ``backend``: ``"torch"`` or
-    ``"onnx"`` (onnxruntime running the network exported by ``musetag export``; features are
-    computed by the same front end either way). ``scorer``: called once with the built
+    ``"tuned"`` (require them) or a number applied to every tag. ``backend``: ``"torch"``,
+    ``"onnx"`` (onnxruntime running the network exported by ``musetag export``, or exported into the
+    cache on first use; features by the numpy front end, so torch is never imported) or ``"auto"``
+    (:func:`~musetag.inference.runners.resolve_backend`: onnx for a plain package on the CPU when
+    onnxruntime is installed, else torch). ``scorer``: called once with the built
     :class:`~musetag.inference.runners.Network`, returns the :class:`~musetag.inference.scoring.WindowScorer`
     (runner + aggregation + per-window head) every file goes through (``tag_scorer`` by default;
     the embedder passes its own); ``onnx_output``: the graph output the ONNX runner reads.
@@ -177,15 +183,25 @@ class Tagger:
         self.package = package
         self.task = package.task
         self.batch_size = int(batch_size)
-        self.backend = backend
+        self.backend = resolve_backend(package, backend, device)
         self.stream_seconds = float(stream_seconds)
         self.block_seconds = float(block_seconds)
         self.tags = list(package.tags)
         self.thresholds = self._resolve_thresholds(threshold)
         self.keep_segments = bool(segments)  # results carry per-window scores (TagResult.segments)
-        self.front = FrontEnd(package.features, package.segment, stream_seconds=stream_seconds, block_seconds=block_seconds)
         #: the network (torch module or ONNX graph) and its plain runner
-        self.network = build_network(package, backend, device, onnx_path, onnx_output)
+        try:
+            self.network = build_network(package, self.backend, device, onnx_path, onnx_output)
+        except (ModelError, ImportError) as exc:  # auto: no graph (the export failed, onnx missing)
+            if backend != "auto":
+                raise
+            log.warning("%s; tagging with PyTorch instead (--backend torch)", exc)
+            self.backend = "torch"
+            self.network = build_network(package, self.backend, device, onnx_path, onnx_output)
+        #: features in numpy on the onnx backend (no torch import), with the torch module otherwise
+        self.engine = "numpy" if self.backend == "onnx" else "torch"
+        self.front = FrontEnd(package.features, package.segment, stream_seconds=stream_seconds,
+                              block_seconds=block_seconds, engine=self.engine)
         self.model, self.onnx_path = self.network.model, self.network.onnx_path
         #: runner + aggregation + per-window head, composed once (musetag.inference.scoring)
         self.scorer = scorer(self.network)
@@ -343,7 +359,8 @@ class Tagger:
         ctx = mp.get_context("fork" if fork else "spawn")
         # a forked worker inherits this tagger (nothing is pickled): let it run a CPU torch network
         scorer = self if fork and self.backend == "torch" and self.network.device.type == "cpu" else None
-        initargs = (self.package.features, self.package.segment, self.stream_seconds, self.block_seconds, scorer)
+        initargs = (self.package.features, self.package.segment, self.stream_seconds, self.block_seconds, scorer,
+                    self.engine)
 
         def new_pool() -> ProcessPoolExecutor:
             return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=initargs)
