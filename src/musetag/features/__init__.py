@@ -17,9 +17,10 @@ _LAZY = {
         ("AUDIO_EXTENSIONS", "ExtractionReport", "extract_file", "extract_to_directory", "find_audio_files",
          "iter_extract"), "extract"),
     **dict.fromkeys(
-        ("JAMENDO_EXCERPT_SAMPLES", "FeatureExtractor", "analysis_window", "compute_features", "compute_stats",
-         "essentia_mel_filterbank", "get_extractor", "jamendo_excerpt_features", "mel_filterbank", "normalize",
-         "prepare_audio"), "frontend"),
+        ("JAMENDO_EXCERPT_SAMPLES", "FeatureExtractor", "compute_features", "compute_stats", "get_extractor",
+         "jamendo_excerpt_features", "normalize"), "frontend"),
+    **dict.fromkeys(("analysis_window", "essentia_mel_filterbank", "mel_filterbank"), "filters"),
+    **dict.fromkeys(("prepare_audio",), "prepare"),
     **dict.fromkeys(("PRESETS", "FeatureConfig", "get_preset", "list_presets"), "presets"),
 }
 

@@ -21,12 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from musetag.errors import ConfigError
-from musetag.features.filters import (  # noqa: F401 - re-exported: they were defined here
-    analysis_window,
-    essentia_mel_filterbank,
-    mel_filterbank,
-)
-from musetag.features.prepare import prepare_audio  # noqa: F401 - re-exported
+from musetag.features.filters import analysis_window, mel_filterbank
+from musetag.features.prepare import prepare_audio
 from musetag.features.presets import FeatureConfig
 
 
