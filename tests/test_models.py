@@ -46,8 +46,10 @@ _HEAVY = {"mixnet_s", "rexnet_100", "shake_fa_resnet", "soundfusion", "mobilenet
 
 
 # the backbone + probe network of a probe package is not a model of its own (no classifier to reset,
-# its input is its backbone's): tests/test_probe.py builds, packages and tags with it
-_NOT_STANDALONE = {"probe_on_backbone"}
+# its input is its backbone's): tests/test_probe.py builds, packages and tags with it; nor is the average of
+# probe-auto's top heads (one classifier per member, built from the members it is given):
+# tests/test_probe_auto.py trains, packages and tags with it
+_NOT_STANDALONE = {"probe_on_backbone", "probe_average"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _HEAVY else n

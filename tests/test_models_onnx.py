@@ -50,6 +50,9 @@ SMALL = {
     # probes on track embeddings (dim numbers per track, stored as (dim, 1))
     "probe_linear": ({"dim": 16}, (1, 16, 1)),
     "probe_mlp": ({"dim": 16, "hidden": 8}, (1, 16, 1)),
+    # probe-auto's average of its top heads, each reading its own columns of the track vector
+    "probe_average": ({"members": [{"name": "probe_linear", "columns": [[0, 10]]},
+                                   {"name": "probe_mlp", "args": {"hidden": 8}, "columns": [[4, 16]]}]}, (1, 16, 1)),
 }
 # backbone + probe packages average the windows' embeddings before the probe, which one exported
 # graph per window cannot do: `tag --backend onnx` refuses them (tests/test_probe.py)

@@ -195,7 +195,10 @@ class ProbeAverage(nn.Module):
         return x.reshape(x.shape[0], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], -1)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        """The averaged output of the track vectors ``x`` ``(batch, dim)`` (the embedding is the vector itself)."""
         if x.shape[1] != self.dim:
             raise ModelError(f"probe_average built for {self.dim}-d track vectors got {x.shape[1]} numbers per item; "
                              "use embeddings of the backbones it was trained on")

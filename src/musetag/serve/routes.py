@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from musetag._allocator import trim_heap
 from musetag.errors import ConfigError
+from musetag.evaluate.thresholds import thresholds_to_json
 from musetag.serve.decoders import DecoderCrashed, DecoderPool, DecodeTimeout
 from musetag.serve.queue import QueueFull, QueueRefused
 from musetag.serve.responses import error
@@ -147,7 +148,8 @@ async def list_tags(request: Request,
         return mid
     chosen = state.taggers[mid]
     info = {k: v for k, v in state.infos[mid].items() if k != "id"}
-    return {"tags": chosen.tags, "task": chosen.task, "thresholds": [float(t) for t in chosen.thresholds],
+    return {"tags": chosen.tags, "task": chosen.task,
+            "thresholds": thresholds_to_json(chosen.thresholds),  # +inf (never on) as null
             "model": info, "id": mid}
 
 
