@@ -23,7 +23,7 @@ from torch import nn
 from musetag.errors import ConfigError
 from musetag.features.filters import analysis_window, mel_filterbank
 from musetag.features.prepare import prepare_audio
-from musetag.features.presets import FeatureConfig
+from musetag.features.presets import FeatureConfig, require_stats
 
 
 class FeatureExtractor(nn.Module):
@@ -46,11 +46,8 @@ class FeatureExtractor(nn.Module):
         self.config = config
         self.stft_impl = stft_impl
         self.normalize = bool(normalize)
-        if normalize and (config.mean is None or config.std is None):
-            raise ConfigError(
-                f"feature config {config.name!r} has no mean/std; compute them first "
-                "(musetag.features.compute_stats) or build the extractor with normalize=False"
-            )
+        if normalize:
+            require_stats(config)
         if config.kind == "mel":
             self.register_buffer("window", torch.from_numpy(analysis_window(config)), persistent=False)
             self.register_buffer("mel_basis", torch.from_numpy(mel_filterbank(config)), persistent=False)

@@ -17,7 +17,7 @@ import numpy as np
 
 from musetag.errors import ConfigError
 from musetag.features.filters import analysis_window, mel_filterbank
-from musetag.features.presets import FeatureConfig
+from musetag.features.presets import FeatureConfig, require_stats
 
 __all__ = ["NumpyFeatureExtractor"]
 
@@ -33,11 +33,8 @@ class NumpyFeatureExtractor:
     def __init__(self, config: FeatureConfig, *, normalize: bool = False) -> None:
         self.config = config
         self.normalize = bool(normalize)
-        if normalize and (config.mean is None or config.std is None):
-            raise ConfigError(
-                f"feature config {config.name!r} has no mean/std; compute them first "
-                "(musetag.features.compute_stats) or build the extractor with normalize=False"
-            )
+        if normalize:
+            require_stats(config)
         if config.kind == "mel":
             self.window = analysis_window(config).astype(np.float32)
             self.mel_basis = np.ascontiguousarray(mel_filterbank(config), dtype=np.float32)

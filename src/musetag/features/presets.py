@@ -290,6 +290,15 @@ class FeatureConfig:
         return self.replace(mean=_to_builtin(mean), std=_to_builtin(std))
 
 
+def require_stats(config: FeatureConfig) -> None:
+    """Refuse to normalise with a config that has no dataset mean/std (both front ends, torch and numpy)."""
+    if config.mean is None or config.std is None:
+        raise ConfigError(
+            f"feature config {config.name!r} has no mean/std; compute them first "
+            "(musetag.features.compute_stats) or build the extractor with normalize=False"
+        )
+
+
 def _upgrade_legacy(data: dict[str, Any]) -> dict[str, Any]:
     """Settings written before the ``filterbank`` field existed: a ``jamendo96`` config with the old
     ``db_amin=1e-30`` meant Essentia's pipeline but got its floor wrong (Essentia's lin2db clamps at
