@@ -327,6 +327,7 @@ def test_won_tagger_parity_on_one_song(key, won_packages):
     assert np.abs(song.scores_array - z[key][i].mean(axis=0)).max() <= 1e-3
 
 
+@pytest.mark.timeout(1500)  # 10 songs through the network: minutes on 2 busy cores
 def test_jamendo_musicnn_tagger_parity_on_all_songs(won_packages):
     """All 10 songs through Tagger.tag_many (the fast model; every model on every song is the slow test)."""
     key = "jamendo-musicnn"
@@ -338,6 +339,7 @@ def test_jamendo_musicnn_tagger_parity_on_all_songs(won_packages):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # three songs through a 29 s-window network: minutes on 2 busy cores
 @pytest.mark.parametrize("key", [k for k in WON_KEYS if k != "jamendo-musicnn"])
 def test_won_tagger_parity_on_more_songs(key, won_packages):
     """Three more songs per heavy model (29 s chunks: ~7 s of CPU a song); the one-song test above and
