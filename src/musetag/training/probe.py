@@ -175,9 +175,24 @@ def _splits(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def write_probe_run(run_dir: Path, model, meta: dict, val_scores: dict, preds: dict, targets: dict, ids: dict) -> None:
+    """A fitted probe's run folder: ``checkpoints/best.pt`` (= ``last.pt``) and the validation and test
+    predictions with their targets and track ids (shared by probe runs and ``probe-auto``)."""
+    from musetag.training import checkpoint as ckpt
+
+    ckpt.save_checkpoint(ckpt.model_payload(model, meta=meta, kind="best", epoch=0, metrics=val_scores),
+                         run_dir / "checkpoints" / "best.pt")
+    shutil.copyfile(run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt")
+    pred_dir = run_dir / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    for role in ("validation", "test"):
+        np.save(pred_dir / f"{role}.npy", preds[role])
+        np.save(pred_dir / f"{role}_targets.npy", targets[role])
+        (pred_dir / f"{role}_ids.txt").write_text("\n".join(ids[role]) + "\n", encoding="utf-8")
+
+
 def train_probe(cfg, run_dir: Path):
     """``musetag train`` for a probe recipe: the run folder and a :class:`~musetag.training.runstate.RunResult`."""
-    from musetag.training import checkpoint as ckpt
     from musetag.training.config import dump_toml
     from musetag.training.data import load_training_data
     from musetag.training.runstate import RunResult
@@ -207,15 +222,9 @@ def train_probe(cfg, run_dir: Path):
     meta = {"model": model.musetag_config, "features": features, "tags": list(data.tags), "task": data.task,
             "segment": {"frames": 1, "hop": 1, "aggregation": "mean", "max_segments": 0},
             "thresholds": None if thresholds is None else [float(t) for t in thresholds]}
-    ckpt.save_checkpoint(ckpt.model_payload(model, meta=meta, kind="best", epoch=0, metrics=val_scores),
-                         run_dir / "checkpoints" / "best.pt")
-    shutil.copyfile(run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt")
-    pred_dir = run_dir / "predictions"
-    pred_dir.mkdir(exist_ok=True)
-    for role in ("validation", "test"):
-        np.save(pred_dir / f"{role}.npy", preds[role])
-        np.save(pred_dir / f"{role}_targets.npy", data.splits[role].targets)
-        (pred_dir / f"{role}_ids.txt").write_text("\n".join(data.splits[role].ids) + "\n", encoding="utf-8")
+    write_probe_run(run_dir, model, meta, val_scores, preds,
+                    {role: data.splits[role].targets for role in ("validation", "test")},
+                    {role: data.splits[role].ids for role in ("validation", "test")})
     probe_info = {"C": chosen, "chosen_on": f"validation {metric}", "grid": rows,
                   "objective": "mean loss + ||W||^2 / (2 C n) (scikit-learn's C), L-BFGS",
                   "embedding": data.feature_config.embed, "dim": int(x_tr.shape[1])}

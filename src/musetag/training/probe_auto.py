@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -249,10 +248,9 @@ def _oof_of(chosen: list[Candidate]) -> np.ndarray:
 def train_probe_auto(cfg, run_dir: Path):
     """``musetag train probe-auto``: the run folder and a :class:`~musetag.training.loop.RunResult`."""
     from musetag.data.embed_features import embedding_feature_config
-    from musetag.training import checkpoint as ckpt
     from musetag.training.config import dump_toml
     from musetag.training.runstate import RunResult
-    from musetag.training.probe import predict
+    from musetag.training.probe import predict, write_probe_run
     from musetag.evaluate.thresholds import fit_thresholds
     from musetag.training.scoring import reported_metric, score
 
@@ -297,15 +295,7 @@ def train_probe_auto(cfg, run_dir: Path):
     meta = {"model": model.musetag_config, "features": features.replace(mean=None, std=None).to_dict(),
             "tags": list(tags), "task": task, "segment": {"frames": 1, "hop": 1, "aggregation": "mean", "max_segments": 0},
             "thresholds": None if thresholds is None else [float(t) for t in thresholds]}
-    ckpt.save_checkpoint(ckpt.model_payload(model, meta=meta, kind="best", epoch=0, metrics=val_scores),
-                         run_dir / "checkpoints" / "best.pt")
-    shutil.copyfile(run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt")
-    pred_dir = run_dir / "predictions"
-    pred_dir.mkdir(exist_ok=True)
-    for role in ("validation", "test"):
-        np.save(pred_dir / f"{role}.npy", preds[role])
-        np.save(pred_dir / f"{role}_targets.npy", arrays.y[role])
-        (pred_dir / f"{role}_ids.txt").write_text("\n".join(arrays.ids[role]) + "\n", encoding="utf-8")
+    write_probe_run(run_dir, model, meta, val_scores, preds, arrays.y, arrays.ids)
     table = [c.row() for c in sorted(cands, key=lambda c: -np.nan_to_num(c.score, nan=-np.inf))]
     _log_table(table, metric)
     select_info = {"metric": metric, "folds": len(folds), "grouped": arrays.groups is not None,
