@@ -189,6 +189,7 @@ class ModelPackage:
     def build_model(self):
         """Rebuild the network with :func:`musetag.models.create_model` and load the weights (eval mode)."""
         from musetag.models import create_model
+        from musetag.models.weights import flush_denormals
 
         args = dict(self.model_args)
         args.setdefault("n_classes", self.n_tags)
@@ -210,6 +211,7 @@ class ModelPackage:
                 f"{self._where()}: the weights do not fit model {self.model_name!r}: {exc}. "
                 "Re-create the package with `musetag package RUN_DIR --out MODEL`."
             ) from exc
+        flush_denormals(model)
         model.eval()
         return model
 

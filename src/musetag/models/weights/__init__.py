@@ -24,7 +24,7 @@ from musetag.models.weights.checkpoints import (
     load_checkpoint,
 )
 from musetag.models.weights.files import WeightsFile, find_state_dict, read_state_dict, read_weights
-from musetag.models.weights.fit import adapt_input_weight, load_pretrained, state_dict_mismatch
+from musetag.models.weights.fit import adapt_input_weight, flush_denormals, load_pretrained, state_dict_mismatch
 from musetag.models.weights.key_maps import (
     KeyMap,
     classifier_prefix,
@@ -37,7 +37,7 @@ from musetag.models.weights.key_maps import (
 from musetag.models.weights.upstream import UPSTREAM_FORMATS, convert_upstream, upstream_model_spec
 
 __all__ = [
-    "CHECKPOINT_CHOICES", "FORMAT", "FORMAT_VERSION", "find_checkpoint", "load_checkpoint",
+    "CHECKPOINT_CHOICES", "FORMAT", "FORMAT_VERSION", "find_checkpoint", "flush_denormals", "load_checkpoint",
     "WeightsFile", "find_state_dict", "read_state_dict", "read_weights",
     "adapt_input_weight", "load_pretrained", "state_dict_mismatch",
     "KeyMap", "classifier_prefix", "get_key_mapping", "list_key_mappings", "register_key_mapping",

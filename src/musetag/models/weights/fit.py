@@ -72,3 +72,24 @@ def state_dict_mismatch(state: dict, own: dict, *, skip_shapes_under: str | None
     parts = [f"{label} {named(keys)}" for label, keys in
              (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
     return "; ".join(parts)
+
+
+def flush_denormals(module: nn.Module) -> int:
+    """Set every subnormal float in ``module``'s parameters and buffers to zero, in place; the count.
+
+    Weight decay drives dead filters towards zero, and published networks keep them as subnormal
+    numbers (jamendo-musicnn: 98,417 of its weights; jamendo-crnn: 93,846). x86 CPUs multiply
+    subnormals in microcode, so such a network runs up to ~50x slower (musicnn: 39 s instead of 0.8 s
+    for 16 windows on one core). Zeroing them moves no output by more than ~1e-37 times an activation.
+    """
+    flushed = 0
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if not tensor.is_floating_point():
+                continue
+            sub = (tensor != 0) & (tensor.abs() < torch.finfo(tensor.dtype).tiny)
+            count = int(sub.sum())
+            if count:
+                tensor.masked_fill_(sub, 0.0)
+                flushed += count
+    return flushed
