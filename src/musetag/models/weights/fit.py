@@ -54,6 +54,7 @@ def load_pretrained(module: nn.Module, path: str | Path, *, drop_prefixes: tuple
             f"Use weights saved from the same architecture."
         )
     module.load_state_dict(state, strict=True)
+    flush_denormals(module)
 
 
 def state_dict_mismatch(state: dict, own: dict, *, skip_shapes_under: str | None = None, show: int = 5) -> str:
