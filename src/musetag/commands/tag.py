@@ -151,9 +151,13 @@ def run(args: argparse.Namespace) -> int:
         # one file: no worker processes to start (they would only wait for the first file)
         for result in tagger.tag_many(files, workers=args.workers if len(files) > 1 else 0):
             if result.ok:
+                flags = "".join(f"\twarning: {w}" for w in result.warnings)
+                if result.task == "regression":
+                    values = ", ".join(f"{t} {v:.3f}" for t, v in result.scores.items())
+                    print(f"{result.path}\tok\tvalues: {values}{flags}")
+                    continue
                 tops = ", ".join(f"{t} {s:.3f}" for t, s in result.top(args.top_k))
                 decided = ", ".join(result.decisions) or "(none)"
-                flags = "".join(f"\twarning: {w}" for w in result.warnings)
                 print(f"{result.path}\tok\t{tops}\tdecided: {decided}{flags}")
             else:
                 failed += 1

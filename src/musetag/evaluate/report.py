@@ -311,6 +311,10 @@ def make_report(source, out_dir: str | Path, *, groundtruth=None, validation: tu
 
     if task == "multiclass":
         _multiclass_section(test_pred, test_gt, validation, tags, out, figures, data)
+    elif task == "regression":
+        from musetag.evaluate.report_regression import regression_section
+
+        regression_section(test_pred, test_gt, validation, tags, out, figures, data)
     else:
         _multilabel_section(test_pred, test_gt, validation, tags, out, figures, data)
 
@@ -435,6 +439,12 @@ def _html(title: str, data: dict, figures) -> str:
         for row in sorted(data["per_tag"], key=lambda r: -(r.get(key) or 0)):
             parts.append(f"<tr><td>{html.escape(row['tag'])}</td>" + "".join(f"<td>{_fmt(row.get(c))}</td>" for c in cols)
                          + "</tr>")
+        parts.append("</table>")
+    if data.get("per_target"):
+        parts.append("<h2>Per target</h2><table><tr><th>target</th><th>R²</th><th>Pearson r</th><th>CCC</th></tr>")
+        for row in data["per_target"]:
+            parts.append(f"<tr><td>{html.escape(row['target'])}</td>" + "".join(
+                f"<td>{_fmt(row[c])}</td>" for c in ("r2", "pearson_r", "ccc")) + "</tr>")
         parts.append("</table>")
     parts.append("<p class='note'>Written by musetag report; the same numbers are in report.json.</p></body></html>")
     return "\n".join(parts)

@@ -36,14 +36,15 @@ class TagResult:
 
     @property
     def scores(self) -> dict[str, float]:
-        """Probability per tag, in vocabulary order (empty for a failed file)."""
+        """Probability per tag, in vocabulary order (empty for a failed file); for a regression package
+        the predicted value per target."""
         if self.scores_array is None:
             return {}
         return {tag: float(s) for tag, s in zip(self.tags, self.scores_array)}
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` most probable tags, best first."""
-        if self.scores_array is None:
+        """The ``k`` most probable tags, best first (none for regression: its values are not ranked)."""
+        if self.scores_array is None or self.task == "regression":
             return []
         order = np.argsort(-self.scores_array, kind="stable")[: max(0, int(k))]
         return [(self.tags[i], float(self.scores_array[i])) for i in order]
@@ -71,6 +72,8 @@ class TagResult:
             "warnings": list(self.warnings),
             "scores": self.scores,
         }
+        if self.task == "regression":  # its scores are values: readers (plot, page) draw them on a value axis
+            row["task"] = "regression"
         if self.segments is not None:
             row["segments"] = self.segments.to_list()
         return row

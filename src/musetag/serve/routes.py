@@ -127,6 +127,7 @@ async def tag_upload(
     trim_heap()
     return {
         "model": mid,
+        "task": chosen.task,
         "filename": name,
         "duration": row["duration"],
         "top_tags": row["top_tags"],

@@ -2,7 +2,8 @@
 
 Reads the per-window scores that ``musetag tag --segments`` writes (``segments``: one
 ``{"start", "end", "scores"}`` per window, see :mod:`musetag.tag.writers`) and draws, per track,
-the top tags' probability over time (matplotlib, Agg backend: no display needed) into
+the top tags' probability over time (rows of a regression package, ``"task": "regression"``: the
+targets' predicted values on their own axis) (matplotlib, Agg backend: no display needed) into
 ``DIR/NNN-name.png``, plus ``DIR/index.html`` listing every track with its picture and its
 whole-file top tags. The page uses no external resources (works offline).
 """
@@ -66,15 +67,22 @@ def plot_track(row: dict[str, Any], tags: list[str], out: Path, *, top: int = 5)
         raise ConfigError(f"{row.get('path')}: {scores.shape[1]} scores per window for {len(tags)} tags")
     centre = (start + end) / 2
     duration = float(row.get("duration") or end.max())
+    regression = row.get("task") == "regression"
     fig = Figure(figsize=(9, 2.8), dpi=100)
     ax = fig.subplots()
-    for k, i in enumerate(_top_tags(row, tags, top)):
+    drawn = list(range(len(tags)))[:top] if regression else _top_tags(row, tags, top)
+    for k, i in enumerate(drawn):
         colour = COLOURS[k % len(COLOURS)]
         if len(segs) == 1:
             ax.plot([start[0], end[0]], [scores[0, i]] * 2, color=colour, label=tags[i], linewidth=2)
         else:
             ax.plot(centre, scores[:, i], color=colour, label=tags[i], linewidth=1.8, marker="." if len(segs) < 40 else None)
-    ax.set(xlim=(0, duration), ylim=(0, 1), xlabel="time (s)", ylabel="probability")
+    if regression:  # values on their own scale: the drawn targets' range with a margin
+        low, high = float(scores[:, drawn].min()), float(scores[:, drawn].max())
+        pad = max(0.05 * (high - low), 1e-3)
+        ax.set(xlim=(0, duration), ylim=(low - pad, high + pad), xlabel="time (s)", ylabel="predicted value")
+    else:
+        ax.set(xlim=(0, duration), ylim=(0, 1), xlabel="time (s)", ylabel="probability")
     ax.set_title(Path(str(row.get("path", ""))).name, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
@@ -128,12 +136,16 @@ def _index_html(results, items: list[dict[str, Any]], tags: list[str], top: int)
         ".muted{color:#666}.error{color:#a00}</style></head><body>",
         f"<h1>Timelines of {esc(Path(str(results)).name)}</h1>",
         f'<p class="muted">{sum(1 for i in items if i["png"])} tracks; the {top} most probable tags of each '
-        "track, scored window by window (lines join the windows' centres).</p>",
+        "track (of a regression model: its first targets' values), scored window by window (lines join the "
+        "windows' centres).</p>",
     ]
     for item in items:
         row, name = item["row"], esc(item["path"])
         if item["png"]:
-            tops = ", ".join(f"{esc(t['tag'])} {float(t['score']):.2f}" for t in row.get("top_tags") or [])
+            if row.get("task") == "regression":
+                tops = ", ".join(f"{esc(t)} {float(v):.2f}" for t, v in list((row.get("scores") or {}).items())[:top])
+            else:
+                tops = ", ".join(f"{esc(t['tag'])} {float(t['score']):.2f}" for t in row.get("top_tags") or [])
             dur = row.get("duration")
             parts.append(
                 f'<figure><figcaption><strong>{name}</strong> <span class="muted">'

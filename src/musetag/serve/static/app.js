@@ -156,7 +156,9 @@
   function drawTimeline(section, id, body, first) {
     const tags = body.tags, segs = body.segments || [];
     const duration = timelineDuration(body);
-    const order = tags.map((t, i) => i).sort((a, b) => body.scores[tags[b]] - body.scores[tags[a]]).slice(0, LINES);
+    const regression = body.task === "regression";  // values on their own axis, every target drawn
+    const order = regression ? tags.map((t, i) => i).slice(0, LINES)
+      : tags.map((t, i) => i).sort((a, b) => body.scores[tags[b]] - body.scores[tags[a]]).slice(0, LINES);
     const box = document.createElement("div");
     box.className = "timeline";
     if (first) box.id = "timeline";
@@ -167,12 +169,15 @@
     box.setAttribute("aria-valuemin", "0");
     box.setAttribute("aria-valuemax", duration.toFixed(1));
     box.dataset.windows = String(segs.length);
-    // the vertical scale: 0 to the highest score drawn (rounded up to 10 %), so low moods stay readable
-    let top = 0;
-    for (const s of segs) for (const ti of order) top = Math.max(top, s.scores[ti]);
-    const ymax = Math.min(1, Math.max(0.1, Math.ceil(top * 10 - 1e-9) / 10));
-    const yOf = (v) => (H * (1 - v / ymax)).toFixed(2);
+    // the vertical scale: 0 to the highest score drawn (rounded up to 10 %), so low moods stay readable;
+    // for regression values, their lowest to highest value
+    let top = regression ? -Infinity : 0, low = regression ? Infinity : 0;
+    for (const s of segs) for (const ti of order) { top = Math.max(top, s.scores[ti]); low = Math.min(low, s.scores[ti]); }
+    const ymin = regression ? low : 0;
+    const ymax = regression ? Math.max(top, low + 1e-6) : Math.min(1, Math.max(0.1, Math.ceil(top * 10 - 1e-9) / 10));
+    const yOf = (v) => (H * (1 - (v - ymin) / (ymax - ymin))).toFixed(2);
     box.dataset.ymax = String(ymax);
+    box.dataset.ymin = String(ymin);
     const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" });
     for (const y of [0.25, 0.5, 0.75]) svg.append(svgEl("line", { class: "grid", x1: 0, x2: W, y1: H * (1 - y), y2: H * (1 - y) }));
     const legend = document.createElement("ul");
@@ -198,7 +203,8 @@
     });
     const scale = document.createElement("li");
     scale.className = "muted";
-    scale.textContent = `(scale 0–${Math.round(ymax * 100)} %, a point per window)`;
+    scale.textContent = regression ? `(values ${ymin.toFixed(2)} to ${ymax.toFixed(2)}, a point per window)`
+      : `(scale 0–${Math.round(ymax * 100)} %, a point per window)`;
     legend.append(scale);
     const cursor = svgEl("line", { class: "cursor", x1: 0, x2: 0, y1: 0, y2: H });
     svg.append(cursor);
@@ -228,7 +234,7 @@
     summary.textContent = `Scores over time as a table (${segs.length} windows)`;
     const table = document.createElement("table");
     const head = table.createTHead().insertRow();
-    for (const text of ["from", "to", "top tags"]) {
+    for (const text of ["from", "to", regression ? "values" : "top tags"]) {
       const th = document.createElement("th");
       th.textContent = text;
       head.append(th);
@@ -239,7 +245,8 @@
       const best = tags.map((t, i) => i).sort((a, b) => s.scores[b] - s.scores[a]).slice(0, 3);
       row.insertCell().textContent = clock(s.start);
       row.insertCell().textContent = clock(s.end);
-      row.insertCell().textContent = best.map((i) => `${tags[i]} ${(s.scores[i] * 100).toFixed(0)}%`).join(", ");
+      row.insertCell().textContent = regression ? order.map((i) => `${tags[i]} ${s.scores[i].toFixed(3)}`).join(", ")
+        : best.map((i) => `${tags[i]} ${(s.scores[i] * 100).toFixed(0)}%`).join(", ");
     }
     details.append(summary, table);
     section.append(legend, box, axis, details);
@@ -249,8 +256,12 @@
   // -- the bars --------------------------------------------------------------------------------------
   function drawBars(section, body, first) {
     const decisions = new Set(body.decisions || []);
-    const entries = Object.entries(body.scores).sort((a, b) => b[1] - a[1]);
-    const shown = showAll.checked ? entries : entries.slice(0, TOP);
+    const regression = body.task === "regression";  // predicted values, in the targets' order
+    const entries = regression ? Object.entries(body.scores) : Object.entries(body.scores).sort((a, b) => b[1] - a[1]);
+    const shown = showAll.checked || regression ? entries : entries.slice(0, TOP);
+    // a value's bar: its place between the lowest and highest value shown (0 included)
+    const lo = Math.min(0, ...entries.map((e) => e[1])), hi = Math.max(lo + 1e-6, ...entries.map((e) => e[1]));
+    const width = (v) => (regression ? (100 * (v - lo)) / (hi - lo) : v * 100);
     const bars = document.createElement("ol");
     bars.className = "bars";
     if (first) bars.id = "bars";
@@ -272,10 +283,10 @@
       track.appendChild(fill);
       const value = document.createElement("span");
       value.className = "value";
-      value.textContent = (score * 100).toFixed(1) + "%";
+      value.textContent = regression ? score.toFixed(3) : (score * 100).toFixed(1) + "%";
       li.append(label, track, value);
       bars.appendChild(li);
-      requestAnimationFrame(() => { fill.style.width = Math.max(0.5, score * 100).toFixed(2) + "%"; });
+      requestAnimationFrame(() => { fill.style.width = Math.max(0.5, width(score)).toFixed(2) + "%"; });
     }
     section.append(bars);
   }
