@@ -62,21 +62,20 @@ class DecoderCrashed(Exception):
     pass
 
 
-def _context(engine: str = "torch"):
+def _context():
     """forkserver where available: decoders (and replacements for killed ones) fork from a clean
-    server process that has imported the heavy modules once (torch only for the torch engine); never
-    from the threaded app process."""
+    server process that has imported the heavy modules once; never from the threaded app process."""
     if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        heavy = ["torch"] if engine == "torch" else []
-        ctx.set_forkserver_preload([*heavy, "musetag.features", "musetag.audio", "musetag.inference.tagger"])
-        return ctx
+        return mp.get_context("forkserver")
     return mp.get_context("spawn")
 
 
 class _Decoder:
     def __init__(self, features: dict, segment: dict, engine: str = "torch") -> None:
-        ctx = _context(engine)
+        ctx = _context()
+        if ctx.get_start_method() == "forkserver":  # what the forkserver imports once (torch for its engine only)
+            heavy = ["torch"] if engine == "torch" else []
+            ctx.set_forkserver_preload([*heavy, "musetag.features", "musetag.audio", "musetag.inference.tagger"])
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_decoder_main, args=(child, features, segment, engine), daemon=True)
         self.process.start()
