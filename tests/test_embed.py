@@ -104,20 +104,27 @@ def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
 
 def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     """`musetag export` then `musetag embed --backend onnx`: the graph's embedding output gives the
-    PyTorch embeddings."""
+    PyTorch embeddings; without --backend (auto, as `musetag tag`) embed runs that same ONNX path."""
     pytest.importorskip("onnxruntime")
+    from musetag.inference.embed import load_embedder
     from musetag.inference.embeddings_file import read_embeddings
 
     assert main(["export", str(package), "--format", "onnx"]) == 0  # MODEL/model.onnx, found by embed
     tables = {}
-    for backend in ("torch", "onnx"):
+    for backend in ("torch", "onnx", None):
         out = tmp_path / f"{backend}.npy"
+        chosen = ["--backend", backend] if backend else []
         assert main(["embed", str(package), str(music), "-r", "--out", str(out), "--workers", "0", "--no-progress",
-                     "--backend", backend]) == 3  # broken.mp3 fails
+                     *chosen]) == 3  # broken.mp3 fails
         tables[backend] = read_embeddings(out)
-    assert tables["onnx"].paths == tables["torch"].paths and len(tables["torch"]) == 6
+    assert tables["onnx"].paths == tables["torch"].paths == tables[None].paths and len(tables["torch"]) == 6
     assert tables["onnx"].meta["dim"] == tables["torch"].meta["dim"] == tables["torch"].vectors.shape[1]
+    assert tables[None].meta["dim"] == tables["torch"].meta["dim"]
+    # fusion64's numpy and torch FFTs round differently in the quietest bins: 1e-4 on these vectors
     np.testing.assert_allclose(tables["onnx"].vectors, tables["torch"].vectors, atol=1e-4)
+    np.testing.assert_array_equal(tables[None].vectors, tables["onnx"].vectors)
+    auto = load_embedder(package, backend="auto")
+    assert auto.backend == "onnx" and auto.model is None and auto.dim == tables["torch"].vectors.shape[1]
 
 
 @pytest.mark.parametrize("ext", [".npy", ".parquet"])

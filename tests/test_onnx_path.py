@@ -214,3 +214,32 @@ def test_package_weights_are_checked_without_torch_and_loaded_on_use(tmp_path):
         check_safetensors_header((10**9).to_bytes(8, "little") + data[8:], "here.safetensors")
     with pytest.raises(ModelError, match="not JSON"):
         check_safetensors_header(data[:8] + b"\xff" + data[9:], "here.safetensors")
+
+
+def test_pull_exports_the_graph_so_the_first_tag_exports_nothing(tmp_path, monkeypatch, capsys):
+    """`musetag pull` leaves the ONNX graph `musetag tag` runs by default in the cache: the first tag finds
+    it (no export, no torch needed) and gives the torch path's scores."""
+    from conftest import SHARED_MODELS
+
+    import musetag.inference.export as export
+    from musetag.cli import main
+    from musetag.inference import Tagger
+    from musetag.inference.loading import load_model
+
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"pretrained weights mirror not available: {SHARED_MODELS}")
+    monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "home"))
+    assert main(["pull", "mtg-jamendo-baseline", "--no-progress"]) == 0
+    package = load_model("mtg-jamendo-baseline")
+    graph = tmp_path / "home" / "onnx" / f"{package.sha256}.onnx"
+    assert graph.is_file() and f"ONNX graph {graph}" in capsys.readouterr().out
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the graph was exported again on first use")
+
+    monkeypatch.setattr(export, "_export_onnx", no_export)
+    tagger = Tagger.from_package("mtg-jamendo-baseline", backend="auto")
+    assert tagger.backend == "onnx" and tagger.onnx_path == graph
+    song = _songs(1)[0]
+    ref = Tagger.from_package("mtg-jamendo-baseline", backend="torch").tag(song)
+    np.testing.assert_allclose(tagger.tag(song).scores_array, ref.scores_array, rtol=0, atol=1e-5)

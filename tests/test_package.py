@@ -5,6 +5,8 @@ and run folders in the documented formats; the other tagging tests import them.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import tarfile
 import zipfile
@@ -236,8 +238,15 @@ def test_cli_package(tmp_path, capsys):
 
     run, _ = make_run_dir(tmp_path)
     assert main(["package", str(run), "--out", str(tmp_path / "m"), "--checkpoint", "best"]) == 0
-    assert "simplecnn" in capsys.readouterr().out
-    assert load_package(tmp_path / "m").source["checkpoint"] == "best.pt"
+    out = capsys.readouterr().out
+    pkg = load_package(tmp_path / "m")
+    assert "simplecnn" in out and pkg.source["checkpoint"] == "best.pt"
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        # the graph `musetag tag` runs by default is exported with the package, not on the first tag
+        from musetag.inference.hub import home
+
+        graph = home() / "onnx" / f"{pkg.sha256}.onnx"
+        assert graph.is_file() and f"ONNX graph {graph}" in out
     assert main(["package", str(tmp_path / "nope"), "--out", str(tmp_path / "m2")]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -82,7 +82,12 @@ class Server:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     pkg = make_package(root / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
+    from musetag.inference.package import load_package
+    from musetag.inference.runners import prepare_onnx
+
+    prepare_onnx(load_package(pkg))  # as `musetag package` and `musetag pull` do: the server finds the graph
     srv = Server(pkg, root / "serve.log", "--max-upload-mb", str(MAX_MB), "--max-concurrency", "1", "--decode-timeout", "60")
+    srv.package = pkg
     try:
         srv.wait()
         yield srv
@@ -109,6 +114,55 @@ def test_health_tags_page_and_docs(server):
     assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text[:2000]
     redoc = httpx.get(server.url + "/redoc")
     assert redoc.status_code == 200 and "/docs-static/redoc.standalone.js" in redoc.text
+
+
+def _tree_pids(pid: int) -> list[int]:
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                pass
+    return seen
+
+
+def _loads_torch(pid: int) -> list[int]:
+    """The processes of ``pid``'s tree (server, forkserver, decoders) that have libtorch mapped."""
+    found = []
+    for p in _tree_pids(pid):
+        try:
+            if "libtorch" in Path(f"/proc/{p}/maps").read_text():
+                found.append(p)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux /proc")
+def test_default_backend_serves_without_torch_and_gives_the_torch_scores(server, tmp_path):
+    """`musetag serve` picks its backend as `musetag tag` does (auto: onnxruntime + numpy features for a
+    plain model on the CPU): neither the server nor its decoders load torch, and the scores are
+    `--backend torch`'s to 1e-5."""
+    pytest.importorskip("onnxruntime")
+    data = wav_bytes(6.0)
+    assert len(_tree_pids(server.proc.pid)) >= 3  # server, forkserver, decoder
+    assert _loads_torch(server.proc.pid) == []
+    auto = httpx.post(server.url + "/v1/tag", content=data, timeout=60)
+    assert auto.status_code == 200, auto.text
+    slow = Server(server.package, tmp_path / "torch.log", "--backend", "torch", "--max-concurrency", "1")
+    try:
+        slow.wait()
+        assert _loads_torch(slow.proc.pid)
+        ref = httpx.post(slow.url + "/v1/tag", content=data, timeout=60)
+    finally:
+        slow.stop()
+    assert ref.status_code == 200, ref.text
+    got, want = auto.json()["scores"], ref.json()["scores"]
+    assert list(got) == list(want) == TAGS
+    np.testing.assert_allclose(list(got.values()), list(want.values()), rtol=0, atol=1e-5)
 
 
 def test_upload_multipart_and_raw_body(server):

@@ -60,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
     )
     pkg = load_package(out)  # verify what was written
+    from musetag.inference.runners import prepare_onnx
+
+    graph = prepare_onnx(pkg)  # the graph `musetag tag` runs by default, exported now rather than on first use
     print(
         f"wrote {out}: {pkg.model_name}, {pkg.n_tags} tags ({pkg.task}), checkpoint {pkg.source.get('checkpoint')}, "
-        f"sha256 {pkg.sha256[:12]}"
+        f"sha256 {pkg.sha256[:12]}" + (f"; ONNX graph {graph}" if graph is not None else "")
     )
     return 0

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         description=(
             "Fetch a pretrained model's upstream weights (pinned URL, sha256 checked; or from the folder "
             "$MUSETAG_MODEL_MIRROR), read them as weights only and convert them into a musetag model package "
-            "under $MUSETAG_HOME/models/NAME (default ~/.cache/musetag). Every command that takes a MODEL also "
+            "under $MUSETAG_HOME/models/NAME (default ~/.cache/musetag), and export its network to ONNX into "
+            "$MUSETAG_HOME/onnx so the first `musetag tag` runs without PyTorch. Every command that takes a MODEL also "
             "accepts NAME and pulls it on first use. `musetag models --pretrained` lists the names."
         ),
     )
@@ -34,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("name a pretrained model (see `musetag models --pretrained`) or pass --all")
     for name in names:
         hub.get_entry(name)  # unknown names fail before anything is fetched
+    from musetag.inference.loading import load_model
+    from musetag.inference.runners import prepare_onnx
+
     for name in names:
         folder = hub.pull(name, force=args.force, progress=show_progress(args))
-        print(f"{name}: {folder}")
+        # the graph `musetag tag` runs by default, exported now rather than on the first tag
+        graph = prepare_onnx(load_model(folder))
+        print(f"{name}: {folder}" + (f" (ONNX graph {graph})" if graph is not None else ""))
     return 0

@@ -41,7 +41,10 @@ def register(subparsers) -> None:
                    help="seconds a client may take to send its whole upload; a stalled or trickling body gets 408")
     p.add_argument("--top-k", type=int, default=10, help="default number of top tags in responses")
     p.add_argument("--threshold", default=None, help="'tuned' or a probability (default: tuned if available, else 0.5)")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="network runtime")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="network runtime, as for `musetag tag`: onnx runs the exported graph on onnxruntime with numpy "
+                        "features (no PyTorch in the server or its decoders); torch: PyTorch; auto: onnx for a plain "
+                        "model on the CPU when onnxruntime is installed, else torch")
     p.add_argument("--similar-index", default=None, metavar="EMBEDDINGS",
                    help="enable POST /v1/similar over these embeddings (`musetag embed` with the same MODEL; "
                         ".npy, .parquet or a folder saved by `musetag similar --save-index`)")

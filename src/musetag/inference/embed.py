@@ -90,7 +90,7 @@ class Embedder(Tagger):
         package = embedding_package(package, windows)
         super().__init__(package, backend=backend, batch_size=batch_size, device=device,
                          scorer=partial(embedding_scorer, scores=self.with_scores), onnx_output="embedding", **kwargs)
-        if backend == "onnx":
+        if self.backend == "onnx":  # resolved: "auto" may have chosen either
             self.feature_dim = int(self.network.runner.width)
         else:
             self.feature_dim = int(getattr(self.model, "num_features", 0))

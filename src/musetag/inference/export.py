@@ -78,6 +78,9 @@ def _session(path: str, mtime_ns: int, size: int):
     # graphs exported before weights were flushed (models.weights.flush_denormals) keep subnormal
     # weights; treating them as zero keeps ONNX Runtime off the CPU's slow subnormal path
     opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    # no busy-waiting between runs: the decoding workers (tag_many, the service's decoders) need those
+    # cores, and spinning threads cost ~10 % more CPU per window (bench: baseline, 2 cores)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for unreadable graphs

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import numpy as np
 
 from musetag.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
 
 
 class _TorchRunner:
@@ -98,3 +102,22 @@ def build_network(package: Any, backend: str = "torch", device: str = "cpu",
         path = onnx_for_package(package, onnx_path)
         return Network(package, backend, None, _OnnxRunner(path, output=onnx_output), onnx_path=path)
     raise ConfigError(f"unknown backend {backend!r}; use torch or onnx")
+
+
+def prepare_onnx(package: Any) -> Path | None:
+    """Export ``package``'s ONNX graph into the cache now (``musetag pull``, ``musetag package``), so the
+    first ``musetag tag`` on the default ``--backend auto`` starts without PyTorch instead of exporting
+    then. Returns the graph's path, or None when ``auto`` would not use one (no onnxruntime or onnx, a
+    backbone + probe package) or the export failed: that is logged as a warning and tagging then runs on
+    PyTorch, as ``auto`` does."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None or resolve_backend(package, "auto") != "onnx":
+        return None
+    from musetag.inference.export import onnx_for_package
+
+    try:
+        return onnx_for_package(package)
+    except ModelError as exc:
+        log.warning("%s; `musetag tag` will use PyTorch for %s", exc, package.model_name)
+        return None

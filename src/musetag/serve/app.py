@@ -133,7 +133,7 @@ def create_app(
     decode_timeout: float = 60.0,
     body_timeout: float = 120.0,
     top_k: int = 10,
-    backend: str = "torch",
+    backend: str = "auto",
     threshold: float | str | None = None,
     batch_size: int = 32,
     similar_index: str | os.PathLike | None = None,

@@ -1,6 +1,8 @@
 """The service's decoder processes: killable workers that decode an upload and compute its
 features, so a decode that runs past its timeout really stops (its process is replaced) and a
-decoder that crashes is replaced too. :class:`DecoderPool` hands an idle one to each request.
+decoder that crashes is replaced too. :class:`DecoderPool` hands an idle one to each request. A pool
+whose model runs on onnxruntime computes its features with the numpy engine, so its processes never
+import torch (``engine="numpy"``: the same features, see ``tests/test_onnx_path.py``).
 """
 from __future__ import annotations
 
@@ -8,22 +10,26 @@ import logging
 import multiprocessing as mp
 import threading
 
-from musetag.errors import MusetagError
+from musetag.errors import ConfigError, MusetagError
 
 log = logging.getLogger("musetag.serve.app")
 
-def _decoder_main(conn, features: dict, segment: dict) -> None:
-    import torch
+ENGINES = ("torch", "numpy")
 
+
+def _decoder_main(conn, features: dict, segment: dict, engine: str = "torch") -> None:
     from musetag._allocator import trim_heap, tune_allocator
     from musetag.inference.frontend import FrontEnd
     from musetag.inference.tagger import die_with_parent, error_message
 
     die_with_parent()
     tune_allocator(policy="server")
-    torch.set_num_threads(1)
+    if engine == "torch":
+        import torch
 
-    front = FrontEnd(features, segment)
+        torch.set_num_threads(1)
+
+    front = FrontEnd(features, segment, engine=engine)
     conn.send(("ready", None, None))
     while True:
         try:
@@ -60,17 +66,18 @@ def _context():
     """forkserver where available: decoders (and replacements for killed ones) fork from a clean
     server process that has imported the heavy modules once; never from the threaded app process."""
     if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "musetag.features", "musetag.audio", "musetag.inference.tagger"])
-        return ctx
+        return mp.get_context("forkserver")
     return mp.get_context("spawn")
 
 
 class _Decoder:
-    def __init__(self, features: dict, segment: dict) -> None:
+    def __init__(self, features: dict, segment: dict, engine: str = "torch") -> None:
         ctx = _context()
+        if ctx.get_start_method() == "forkserver":  # what the forkserver imports once (torch for its engine only)
+            heavy = ["torch"] if engine == "torch" else []
+            ctx.set_forkserver_preload([*heavy, "musetag.features", "musetag.audio", "musetag.inference.tagger"])
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_decoder_main, args=(child, features, segment), daemon=True)
+        self.process = ctx.Process(target=_decoder_main, args=(child, features, segment, engine), daemon=True)
         self.process.start()
         child.close()
         self.ready = False
@@ -112,13 +119,16 @@ class _Decoder:
 
 
 class DecoderPool:
-    """``size`` decoder processes; ``try_acquire`` never waits (the service's wait queue,
-    :mod:`musetag.serve.queue`, holds one slot per decoder in front of it)."""
+    """``size`` decoder processes computing features with ``engine`` (``torch`` or ``numpy``);
+    ``try_acquire`` never waits (the service's wait queue, :mod:`musetag.serve.queue`, holds one slot
+    per decoder in front of it)."""
 
-    def __init__(self, features: dict, segment: dict, size: int) -> None:
-        self.features, self.segment, self.size = features, segment, size
+    def __init__(self, features: dict, segment: dict, size: int, engine: str = "torch") -> None:
+        if engine not in ENGINES:
+            raise ConfigError(f"decoder engine {engine!r} is not one of {', '.join(ENGINES)}")
+        self.features, self.segment, self.size, self.engine = features, segment, size, engine
         self._lock = threading.Lock()
-        self._idle: list[_Decoder] = [_Decoder(features, segment) for _ in range(size)]
+        self._idle: list[_Decoder] = [_Decoder(features, segment, engine) for _ in range(size)]
         self._all = list(self._idle)
 
     def wait_ready(self) -> None:
@@ -132,7 +142,7 @@ class DecoderPool:
     def release(self, dec: _Decoder, *, broken: bool = False) -> None:
         if broken:
             dec.kill()
-            fresh = _Decoder(self.features, self.segment)
+            fresh = _Decoder(self.features, self.segment, self.engine)
             with self._lock:
                 self._all = [d for d in self._all if d is not dec] + [fresh]
             dec = fresh

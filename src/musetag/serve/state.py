@@ -76,19 +76,23 @@ def unique_ids(paths: list) -> list[str]:
     return ids
 
 
-def _start_pools(paths: list, ids: list[str], size: int) -> tuple[dict[str, DecoderPool], dict[str, DecoderPool]]:
-    """Decoder processes first: they import torch & co. while this process loads the models. Models
-    with the same front end and windows share one pool."""
+def _start_pools(paths: list, ids: list[str], size: int,
+                 backend: str = "torch") -> tuple[dict[str, DecoderPool], dict[str, DecoderPool]]:
+    """Decoder processes first: they import their modules while this process loads the models. Models
+    with the same front end, windows and feature engine share one pool; a model that runs on
+    onnxruntime (``backend`` resolved per package) gets numpy decoders, which never import torch."""
     from musetag.inference.loading import load_model
+    from musetag.inference.runners import resolve_backend
 
     described = [load_model(path, load_weights=False) for path in paths]
     pools: dict[str, DecoderPool] = {}
     model_pool: dict[str, DecoderPool] = {}
     try:
         for mid, desc in zip(ids, described):
-            key = json.dumps([desc.features, desc.segment], sort_keys=True, default=str)
+            engine = "numpy" if resolve_backend(desc, backend) == "onnx" else "torch"
+            key = json.dumps([desc.features, desc.segment, engine], sort_keys=True, default=str)
             if key not in pools:
-                pools[key] = DecoderPool(desc.features, desc.segment, size)
+                pools[key] = DecoderPool(desc.features, desc.segment, size, engine=engine)
             model_pool[mid] = pools[key]
     except BaseException:
         for made in pools.values():
@@ -105,7 +109,7 @@ def load_state(paths: list, settings: dict[str, Any], *, backend: str, threshold
         raise ConfigError("musetag serve needs at least one MODEL")
     ids = unique_ids(paths)
     size = int(settings["max_concurrency"])
-    pools, model_pool = _start_pools(paths, ids, size)
+    pools, model_pool = _start_pools(paths, ids, size, backend)
     queues = {id(p): WaitQueue(size, settings["queue"], settings["queue_timeout"]) for p in pools.values()}
     try:
         taggers = {mid: Tagger.from_package(path, backend=backend, threshold=threshold, batch_size=batch_size)
