@@ -83,7 +83,9 @@ def test_the_option_grammar_takes_lists_and_names_the_fix():
     written = join_options("jamendo-fcn", {"windows": "fit", **b[1]})
     assert written == "jamendo-fcn@layers=4,5,6,pool=mean,std,windows=fit"
     assert split_options(written) == ("jamendo-fcn", {"layers": "4,5,6", "pool": "mean,std", "windows": "fit"})
-    assert part_layers("x@windows=fit") is None and part_layers("x@layers=-1")[1] == ["mean"]
+    assert part_layers("x@windows=fit") is None and part_layers("x@layers=-2")[1] == ["mean"]
+    assert part_layers("x@layers=features") is None and part_layers("x@layers=-1,pool=mean") is None  # the plain mean
+    assert part_layers("x@layers=-1,pool=std") == (["-1"], ["std"])
     for bad, says in [("x@pool=mean", "goes with layers"), ("x@layers=1,pool=median", "median"),
                       ("x@layers=1,pool=mean,mean", "twice"), ("x@depth=3", "unknown option")]:
         with pytest.raises(ConfigError, match=says):
@@ -153,13 +155,18 @@ def test_prepare_and_embed_give_the_same_layer_statistics_and_other_choices_reco
 
     counted.clear()
     other, _ = _prepare(toml, f"{A}@layers=conv1,features,pool=max")
-    legacy_like, _ = _prepare(toml, f"{A}@layers=features")
     assert not counted  # other layers and statistics come out of the stored stats arrays
-    plain, _ = _prepare(toml, A)  # the forward_features mean, computed the old way
+    explicit, _ = _prepare(toml, f"{A}@layers=features")  # the forward_features mean, computed the old way
+    assert sum(counted.values()) == len(files)
+    counted.clear()
+    same, _ = _prepare(toml, f"{A}@layers=-1,pool=mean")
+    assert not counted  # the same per-file arrays as layers=features
+    plain = load_embedder(A)  # no layers: the penultimate mean
     for f in files:
         assert other[f].shape == (128,)
-        np.testing.assert_allclose(legacy_like[f], plain[f], rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(chosen[f][128:192], legacy_like[f])  # features' mean, same numbers
+        np.testing.assert_array_equal(explicit[f], plain.embed(f))
+        np.testing.assert_array_equal(same[f], explicit[f])
+        np.testing.assert_allclose(chosen[f][128:192], explicit[f], rtol=1e-6, atol=1e-7)  # features' mean
 
     out = tmp_path / "e.npy"
     embed_files(spec, files, out, workers=0, progress=False)

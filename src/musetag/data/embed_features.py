@@ -31,7 +31,8 @@ from typing import Any, Callable
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed_spec import DEFAULT_WINDOWS, SCORES, join_options, parse_part, split_options, split_spec
+from musetag.inference.embed_spec import (DEFAULT_WINDOWS, SCORES, join_options, parse_part, plain_part, split_options,
+                                          split_spec)
 
 PREFIX = "embed:"
 
@@ -221,6 +222,7 @@ class _Backbones:
         chosen = part_layers(part)
         if chosen is not None:
             return self._chosen(part, job, chosen)
+        part = plain_part(part)  # NAME@layers=features,pool=mean: the arrays of NAME
         final = Path(job["out"])
         path = None
         if job.get("store"):

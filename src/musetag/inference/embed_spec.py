@@ -15,8 +15,11 @@ backbone written without the option (specs recorded before it existed) means ``u
 ``layers``: the backbone's layers whose statistics make the vector (tap names, or 1-based indices into
 the backbone's taps, negative from the end: ``-1`` is ``features``, the pooled penultimate layer;
 :mod:`musetag.models.taps`); ``pool``: the statistics over all frames of all windows, any of ``mean``,
-``std``, ``max`` (``meanstd`` is ``mean,std``; default ``mean``). A backbone without ``layers`` is the
-``forward_features`` vector averaged over windows, as before the option existed.
+``std``, ``max`` (``meanstd`` is ``mean,std``; default ``mean``). A backbone without ``layers`` (a spec
+recorded before the option existed, or a package path) is the ``forward_features`` vector averaged over
+windows; ``layers=features`` (or ``-1``) with ``pool=mean`` names that same vector explicitly (the same
+numbers, read from the same per-file arrays), whatever the default of a new ``embed:NAME``
+(:data:`DEFAULT_LAYERS`) is.
 
 The ``:scores`` suffix and the options are read only when the whole name is neither a pretrained model nor
 an existing path, so a package folder whose name ends in ``:scores`` or holds an ``@`` still works.
@@ -100,12 +103,24 @@ def part_layers(part: str) -> tuple[list[str], list[str]] | None:
         pool += list(POOL_ALIASES.get(p, (p,)))
     if len(set(pool)) != len(pool):
         raise ConfigError(f"backbone {part!r}: pool names a statistic twice")
-    return options["layers"].split(","), pool
+    layers = options["layers"].split(",")
+    if layers in (["features"], ["-1"]) and pool == ["mean"]:
+        return None  # the forward_features mean: the same numbers as a backbone without layers, the same arrays
+    return layers, pool
 
 
 def join_options(part: str, options: dict[str, str]) -> str:
     """The backbone ``part`` with its options written after ``@`` (sorted; none: the part alone)."""
     return f"{part}@{','.join(f'{k}={v}' for k, v in sorted(options.items()))}" if options else part
+
+
+def plain_part(part: str) -> str:
+    """``part`` without ``layers``/``pool`` when they name the ``forward_features`` mean (:func:`part_layers`
+    None): the key its per-file arrays have, whether written with ``layers=features`` or without layers."""
+    if part_layers(part) is not None:
+        return part
+    name, options = split_options(part)
+    return join_options(name, {k: v for k, v in options.items() if k not in LIST_OPTIONS})
 
 
 def part_windows(part: str) -> str:

@@ -70,11 +70,6 @@ def window_partials(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, li
     return features, [seen[name] for name in taps] + [_partial(_frames(features))]
 
 
-def widths_of(partials: list) -> list[int]:
-    """The channel count of each tap from its partial sums' width."""
-    return [(int(p.shape[1]) - 1) // 3 for p in partials]
-
-
 def stats_of(partials: list[np.ndarray]) -> np.ndarray:
     """A track's stats array (float32): per tap ``mean, std, max`` over all frames, from per-window
     partial sums ``(windows, 3 * C + 1)`` (float64, as :func:`window_partials` gives them)."""
