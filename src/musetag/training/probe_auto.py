@@ -146,10 +146,13 @@ def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ search
 def _same_front(a: str, b: str) -> bool:
+    from musetag.inference.embed_spec import parse_part, part_windows
     from musetag.inference.loading import load_model
     from musetag.inference.probe_package import _front
 
-    return _front(load_model(a)) == _front(load_model(b))
+    if part_windows(a) != part_windows(b):
+        return False
+    return _front(load_model(parse_part(a)[0])) == _front(load_model(parse_part(b)[0]))
 
 
 def search(cfg, arrays: Arrays, backbones, folds, keep) -> list[Candidate]:
