@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`), or a "
-                   "pretrained name (`musetag models --pretrained`; pulled into the cache on first use)")
+                   "pretrained name (`musetag models --pretrained`; pulled into the cache on first use); NAME@layers=-2,-1,pool=mean,std: "
+                   "statistics of those layers over all frames of all windows instead of the penultimate mean")
     p.add_argument("paths", metavar="PATH", nargs="+", help="audio files and/or folders")
     p.add_argument("--out", "-o", required=True,
                    help="embeddings file: .npy (+ NAME.tracks.csv, NAME.meta.json) or .parquet")

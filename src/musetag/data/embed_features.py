@@ -31,7 +31,8 @@ from typing import Any, Callable
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed_spec import DEFAULT_WINDOWS, SCORES, join_options, parse_part, split_options, split_spec
+from musetag.inference.embed_spec import (DEFAULT_WINDOWS, SCORES, join_options, parse_part, plain_part, split_options,
+                                          split_spec)
 
 PREFIX = "embed:"
 
@@ -109,8 +110,12 @@ def load_backbone(part: str, *, batch_size: int = 32, device: str = "cpu"):
 
     from musetag.inference.embed_spec import part_windows
 
+    from musetag.inference.embed_spec import part_layers
+
     name, scores = parse_part(part)
-    return load_embedder(name, batch_size=batch_size, device=device, scores=scores, windows=part_windows(part))
+    chosen = part_layers(part)
+    layers = {} if chosen is None else {"layers": "all" if chosen[0] == ["all"] else chosen[0], "pool": chosen[1]}
+    return load_embedder(name, batch_size=batch_size, device=device, scores=scores, windows=part_windows(part), **layers)
 
 
 def embed_track(embedders: list, audio: str | os.PathLike) -> np.ndarray:
@@ -131,6 +136,72 @@ def part_arrays_dir(store: str | os.PathLike, features: dict[str, Any], part: st
     return arrays_dir(Path(store), settings_key(config), "float32", CACHE_VERSION)
 
 
+#: the layout file of a folder of stats arrays (or of a cache's concatenated vectors)
+LAYOUT = "layout.json"
+
+
+def stats_part(part: str) -> str:
+    """The spec of one backbone's whole stats array (``NAME@layers=all,windows=...``): the key its per-file
+    arrays are stored under, shared by every choice of layers and statistics of that backbone."""
+    from musetag.inference.embed_spec import split_options
+
+    name, options = split_options(part)
+    return join_options(name, {"layers": "all", "windows": options.get("windows", "upstream")})
+
+
+def _save(path: Path, vector: np.ndarray) -> None:
+    from musetag.data.cache_arrays import save_array_atomically
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_array_atomically(path, vector[:, None])
+
+
+def _read_layout(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        return json.loads(path.read_text())["layout"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: unreadable vector layout ({exc}); delete it and the arrays beside it, then "
+                          "run `musetag prepare` again") from None
+
+
+def _write_layout(path: Path, layout: list[dict[str, Any]]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"layout": layout}, indent=1))
+    os.replace(tmp, path)  # atomic: a reader never sees half a layout
+
+
+def vector_layout(spec: str, layouts: dict[str, list[dict[str, Any]]], widths: dict[str, int]) -> list[dict[str, Any]]:
+    """The layout of a cache's concatenated vector: ``[{"backbone", "layer", "stat", "offset", "length"}]``;
+    a backbone without ``layers=`` is one row (``features``, ``mean``, or ``scores`` after it)."""
+    rows, offset = [], 0
+    for part in split_spec(spec):
+        for r in layouts.get(part) or [{"layer": "features", "stat": "mean", "length": widths[part]}]:
+            rows.append({"backbone": part, "layer": r["layer"], "stat": r["stat"], "offset": offset, "length": r["length"]})
+            offset += r["length"]
+    return rows
+
+
+def cache_layout(cache_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The vector layout of a prepared ``embed:`` cache (:func:`vector_layout`), from the ``layout.json``
+    beside its arrays; a ConfigError naming the fix when the cache has none."""
+    import json
+
+    cache_dir = Path(cache_dir)
+    try:
+        arrays = cache_dir / json.loads((cache_dir / "cache.json").read_text())["arrays"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{cache_dir}: not a prepared cache ({exc}); run `musetag prepare` first") from None
+    if not (arrays / LAYOUT).is_file():
+        raise ConfigError(f"{arrays / LAYOUT}: this embedding cache records no layout (prepared by an older musetag, "
+                          "or not an embed: preset); prepare it again with --overwrite")
+    return _read_layout(arrays / LAYOUT)
+
+
 class _Backbones:
     """The backbones of one cache's spec, each loaded the first time a track needs it computed, and
     each backbone's per-file arrays in the store (read when present, written when computed)."""
@@ -139,30 +210,77 @@ class _Backbones:
         self.features = features
         self.parts = split_spec(features["embed"])
         self.loaded: dict[str, Any] = {}
+        #: per backbone with layers=: the layout of its chosen vector (filled as vectors are made)
+        self.layouts: dict[str, list[dict[str, Any]]] = {}
 
     def vector(self, part: str, job: dict[str, Any]) -> np.ndarray:
-        from musetag.data.cache_arrays import save_array_atomically
+        """One backbone's vector of one job's file: read from the store, else computed (and stored); a
+        backbone with ``layers=`` is those statistics taken out of its stats array (:meth:`stats`)."""
         from musetag.data.store import audio_key
+        from musetag.inference.embed_spec import part_layers
 
+        chosen = part_layers(part)
+        if chosen is not None:
+            return self._chosen(part, job, chosen)
+        part = plain_part(part)  # NAME@layers=features,pool=mean: the arrays of NAME
         final = Path(job["out"])
         path = None
         if job.get("store"):
             path = part_arrays_dir(job["store"], self.features, part) / audio_key(job["audio"])
             if path != final and path.is_file():
                 return np.load(path).reshape(-1).astype(np.float32, copy=False)
+        vector = self._compute(part, job)
+        if path is not None and path != final:
+            _save(path, vector)
+        return vector
+
+    def _compute(self, part: str, job: dict[str, Any]) -> np.ndarray:
         if part not in self.loaded:
             self.loaded[part] = load_backbone(part)
         vector = np.asarray(self.loaded[part].embed(str(job["audio"])), dtype=np.float32).reshape(-1)
         if not np.isfinite(vector).all():
             raise ValueError(f"{job['audio']}: the embedding of {part} has NaN or infinite values")
-        if path is not None and path != final:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_array_atomically(path, vector[:, None])
         return vector
 
+    def _chosen(self, part: str, job: dict[str, Any], chosen: tuple[list[str], list[str]]) -> np.ndarray:
+        from musetag.models.taps import resolve_layers, select, selection_layout
+
+        stats, layout = self.stats(part, job)
+        if chosen[0] == ["all"]:
+            self.layouts[part] = layout
+            return stats
+        layers = resolve_layers(chosen[0], list(dict.fromkeys(r["layer"] for r in layout)), part)
+        vector = select(stats, layout, layers, chosen[1])
+        self.layouts[part] = selection_layout(layout, layers, chosen[1])
+        return vector
+
+    def stats(self, part: str, job: dict[str, Any]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The stats array of ``part``'s backbone for one file (every tap: mean, std, max) and its layout:
+        one per backbone, window rule and file in the store (:func:`stats_part`), whatever layers are chosen."""
+        from musetag.data.store import audio_key
+
+        whole = stats_part(part)
+        folder = part_arrays_dir(job["store"], self.features, whole) if job.get("store") else None
+        path = folder / audio_key(job["audio"]) if folder is not None else None
+        if path is not None and path.is_file() and (folder / LAYOUT).is_file():
+            return np.load(path).reshape(-1).astype(np.float32, copy=False), _read_layout(folder / LAYOUT)
+        vector = self._compute(whole, job)
+        layout = self.loaded[whole].layout
+        if path is not None:
+            _save(path, vector)
+            if not (folder / LAYOUT).is_file():
+                _write_layout(folder / LAYOUT, layout)
+        return vector, layout
+
     def track(self, job: dict[str, Any]) -> np.ndarray:
-        """The concatenated vectors of one job's audio file, float32 ``(dim, 1)``."""
-        return np.concatenate([self.vector(part, job) for part in self.parts])[:, None]
+        """The concatenated vectors of one job's audio file, float32 ``(dim, 1)``; the first one also
+        writes the vector's layout (:func:`vector_layout`) beside the arrays."""
+        vectors = [self.vector(part, job) for part in self.parts]
+        layout_path = Path(job["out"]).parent / LAYOUT
+        if not layout_path.is_file():
+            widths = {p: len(v) for p, v in zip(self.parts, vectors)}
+            _write_layout(layout_path, vector_layout(self.features["embed"], self.layouts, widths))
+        return np.concatenate(vectors)[:, None]
 
 
 def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]], None], *, progress: bool) -> None:

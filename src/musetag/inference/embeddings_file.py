@@ -1,7 +1,8 @@
 """The embeddings file format: write, read and locate the files of a ``musetag embed`` output.
 
 ``embeddings.npy`` (float32 ``(tracks, dim)``) with ``embeddings.tracks.csv`` and
-``embeddings.meta.json`` beside it, or ``embeddings.parquet`` (needs ``pyarrow``); see
+``embeddings.meta.json`` beside it (vectors made with ``layers=`` record their ``layout``: backbone,
+layer, statistic, offset, length of each slice), or ``embeddings.parquet`` (needs ``pyarrow``); see
 :mod:`musetag.inference.embed`, which computes them, and :mod:`musetag.tag.shard`, which merges them.
 A leaf module (no torch, nothing else of the tagging stage) so that both can import it.
 """
@@ -33,6 +34,12 @@ class EmbeddingTable:
     paths: list[str]
     vectors: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> list[dict[str, Any]] | None:
+        """``[{"backbone", "layer", "stat", "offset", "length"}]`` of vectors made with ``layers=``
+        (:mod:`musetag.inference.embed_layers`); None for the ``forward_features`` mean."""
+        return self.meta.get("layout")
 
     @property
     def dim(self) -> int:

@@ -11,6 +11,10 @@ then averages the windows' embeddings over the track (exactly as ``musetag embed
 embedding cache do), concatenates the backbones' vectors and applies the probe once
 (:mod:`musetag.inference.probe_tagging`), so a package's scores are ``probe(embed(track))``.
 
+A backbone embedded with ``layers=``/``pool=`` (:mod:`musetag.inference.embed_layers`) records its layers (as
+tap names), statistics and the layout of its slice (``model_args.backbones[i].layers/pool/layout``), so that
+tagging computes the same statistics of the same layers over the same windows.
+
 A backbone with scores (``embed:NAME:scores``) keeps its aggregation rule and task in the package
 (``model_args.backbones[i].scores``) so that tagging rebuilds the same vector.
 
@@ -34,10 +38,23 @@ def _front(pkg) -> tuple[Any, Any]:
     return features, segment
 
 
+def _layer_choice(pkg, chosen) -> dict[str, Any] | None:
+    """``{"layers", "pool", "layout"}`` of a backbone embedded with ``layers=`` (names resolved on its
+    network; the layout of its slice of the probe's input), or None for the ``forward_features`` mean."""
+    if chosen is None:
+        return None
+    from musetag.inference.embed_layers import ALL, chosen as resolve
+
+    layers, layout = resolve(pkg.build_model(), ALL if chosen[0] == ["all"] else chosen[0], chosen[1], "layers")
+    if layers is None:
+        layers = list(dict.fromkeys(r["layer"] for r in layout))
+    return {"layers": layers, "pool": list(chosen[1]) if chosen[0] != ["all"] else ["mean", "std", "max"], "layout": layout}
+
+
 def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os.PathLike, out: str | os.PathLike, *,
                   overwrite: bool = False) -> Path:
     """Write the backbone + probe package of a probe run's checkpoint ``ckpt`` to ``out``."""
-    from musetag.inference.embed_spec import FIT_OVERLAP, parse_part, part_windows, split_spec
+    from musetag.inference.embed_spec import FIT_OVERLAP, parse_part, part_layers, part_windows, split_spec
     from musetag.inference.loading import load_model
     from musetag.inference.package import save_package
 
@@ -46,7 +63,7 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
     if not spec:
         raise ModelError(f"{checkpoint_path}: an embedding checkpoint without 'embed' (its backbone); retrain the probe")
     parts = split_spec(spec)
-    backbones, scored = [], []
+    backbones, scored, choices = [], [], []
     for part in parts:
         name, with_scores = parse_part(part)
         try:
@@ -58,6 +75,7 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
             raise ModelError(f"{checkpoint_path}: the backbone {name!r} is itself a backbone + probe package, whose "
                              "scores cannot be rebuilt per window; train the probe on embed:NAME without :scores")
         scored.append({"aggregation": backbones[-1].aggregation, "task": backbones[-1].task} if with_scores else None)
+        choices.append(_layer_choice(backbones[-1], part_layers(part)))
     first = _front(backbones[0])
     for part, pkg in zip(parts[1:], backbones[1:]):
         if _front(pkg) != first:
@@ -87,8 +105,8 @@ def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os
     return save_package(
         out,
         model_name="probe_on_backbone",
-        model_args={"backbones": [{"name": pkg.model_name, "args": dict(pkg.model_args), **({"scores": sc} if sc else {})}
-                                  for pkg, sc in zip(backbones, scored)],
+        model_args={"backbones": [{"name": pkg.model_name, "args": dict(pkg.model_args), **({"scores": sc} if sc else {}),
+                                   **(ch or {})} for pkg, sc, ch in zip(backbones, scored, choices)],
                     "probe": {"name": probe_spec["name"], "args": dict(probe_spec.get("args") or {})}},
         state_dict=state,
         features=dict(backbones[0].features),

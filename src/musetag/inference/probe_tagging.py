@@ -139,6 +139,87 @@ def check_probe_network(network: Any) -> None:
                           f"found {package.model_name!r}; re-create the package with `musetag package RUN`")
 
 
+class LayeredRunner(EmbeddingRunner):
+    """Per backbone of a ``probe_on_backbone`` model on layer statistics: its taps' partial sums
+    (:func:`musetag.models.taps.window_partials`), one forward pass each."""
+
+    def __call__(self, batch: np.ndarray) -> list[list[np.ndarray]]:
+        from musetag.models.taps import window_partials
+
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return [[p.cpu().numpy() for p in window_partials(b, x)[1]] for b in self.model.backbones]
+
+
+def _layer_stats(model: Any) -> list:
+    """One :class:`~musetag.inference.embed_layers.LayerStats` per backbone (a backbone without layers:
+    the mean of ``features``, which is the ``forward_features`` mean)."""
+    from musetag.inference.embed_layers import LayerStats
+    from musetag.models.taps import FEATURES, tap_names
+
+    return [LayerStats(tap_names(b), *(c if c is not None else ([FEATURES], ["mean"])))
+            for b, c in zip(model.backbones, model.choices)]
+
+
+class LayeredVector:
+    """The track vector of a backbone + probe on layer statistics: each backbone's chosen statistics
+    over all frames of all windows, concatenated (float32, as the cache stores them)."""
+
+    def __init__(self, model: Any) -> None:
+        self.stats = _layer_stats(model)
+
+    def add(self, outputs: list) -> None:
+        for stats, partials in zip(self.stats, outputs):
+            stats.add(partials)
+
+    def result(self) -> np.ndarray:
+        return np.concatenate([s.result() for s in self.stats]).astype(np.float32, copy=False)
+
+
+class LayeredProbeHead(LayeredVector):
+    """:class:`LayeredVector`, then the probe's probabilities of it."""
+
+    def __init__(self, model: Any, task: str, device: Any) -> None:
+        super().__init__(model)
+        self.model, self.task, self.device = model, task, device
+
+    def result(self) -> np.ndarray:
+        import torch
+
+        vector = super().result()
+        with torch.inference_mode():
+            logits = self.model.head(torch.from_numpy(vector[None]).to(self.device)).float().cpu().numpy()[0]
+        return activation(logits, self.task).astype(np.float32)
+
+
+class LayeredWindowRecorder(WindowRecorder):
+    """Per-window scores of a backbone + probe on layer statistics: the probe on each window's own
+    statistics (the scores of a track made of that window alone)."""
+
+    def __init__(self, model: Any, task: str, device: Any) -> None:
+        super().__init__(task)
+        self.model, self.device = model, device
+
+    def add(self, outputs: list) -> None:
+        import torch
+
+        rows = []
+        for i in range(len(outputs[0][0])):
+            one = LayeredVector(self.model)
+            one.add([[p[i : i + 1] for p in partials] for partials in outputs])
+            rows.append(one.result())
+        with torch.inference_mode():
+            logits = self.model.head(torch.from_numpy(np.stack(rows)).to(self.device)).float().cpu().numpy()
+        super().add(logits)
+
+
+def layered_vector_scorer(network: Any) -> WindowScorer:
+    """The embedder's scorer on a backbone + probe package on layer statistics: its track vector."""
+    model = network.model
+    return WindowScorer(LayeredRunner(model, network.device), lambda: LayeredVector(model), None, tags=[])
+
+
 def probe_scorer(network: Any) -> WindowScorer:
     """The scorer of a backbone + probe package (aggregation ``embedding_mean``) on ``network``: the
     backbone's window embeddings (and, for scored backbones, their logits), the probe on their track
@@ -146,6 +227,9 @@ def probe_scorer(network: Any) -> WindowScorer:
     check_probe_network(network)
     package = network.package
     model, task, device = network.model, package.task, network.device
+    if getattr(model, "has_layers", False):
+        return WindowScorer(LayeredRunner(model, device), lambda: LayeredProbeHead(model, task, device),
+                            lambda: LayeredWindowRecorder(model, task, device))
     scored = getattr(model, "has_scores", False)
     runner = (WindowOutputsRunner if scored else EmbeddingRunner)(model, device)
     head = ScoredProbeHead if scored else EmbeddingMeanHead

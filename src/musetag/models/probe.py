@@ -109,19 +109,34 @@ class ProbeOnBackbone(nn.Module):
     (see the module docstring). ``scores[i]`` (``{"aggregation", "task"}`` or None): backbone ``i``'s
     tag scores follow its embedding in the probe's input."""
 
-    def __init__(self, backbones: list[nn.Module], probe: nn.Module, scores: list | None = None) -> None:
+    def __init__(self, backbones: list[nn.Module], probe: nn.Module, scores: list | None = None,
+                 choices: list | None = None, widths: list[int] | None = None) -> None:
         super().__init__()
         self.backbones = nn.ModuleList(backbones)
         self.probe = probe
         self.scores = list(scores) if scores is not None else [None] * len(backbones)
-        self.num_features = sum(int(getattr(b, "num_features", 0)) for b in backbones)
+        #: per backbone, ``(layers, pool)`` when its embedding is layer statistics (:mod:`musetag.models.taps`;
+        #: tagging: :mod:`musetag.inference.probe_tagging`), else None (the ``forward_features`` mean)
+        self.choices = list(choices) if choices is not None else [None] * len(backbones)
+        #: the width of each backbone's slice of the probe's input (``widths``: of layer statistics)
+        self.num_features = sum(widths) if widths else sum(int(getattr(b, "num_features", 0)) for b in backbones)
         self.default_input = getattr(backbones[0], "default_input", None)
 
     @property
     def has_scores(self) -> bool:
         return any(s is not None for s in self.scores)
 
+    @property
+    def has_layers(self) -> bool:
+        return any(c is not None for c in self.choices)
+
+    def _refuse_layers(self) -> None:
+        if self.has_layers:
+            raise ModelError("this backbone + probe's input is statistics of layers over a whole track, not one "
+                             "window's vector; tag it with musetag.inference.Tagger (`musetag tag`), which pools them")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._refuse_layers()
         return torch.cat([b.forward_features(x) for b in self.backbones], dim=-1)
 
     def window_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -139,6 +154,7 @@ class ProbeOnBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The probe on each window alone (a one-window track: its embedding and, where asked, its
         probabilities, which every aggregation rule gives for a single window)."""
+        self._refuse_layers()
         if not self.has_scores:
             return self.head(self.forward_features(x))
         parts = []
@@ -169,11 +185,18 @@ def probe_on_backbone(*, n_classes: int, in_channels: int = 1, backbones: list |
     p_args: dict[str, Any] = {k: v for k, v in dict(probe.get("args") or {}).items() if k != "n_classes"}
     head = create_model(probe["name"], n_classes=n_classes, **p_args)
     scores = [spec.get("scores") for spec in backbones]
+    choices = [(list(spec["layers"]), list(spec.get("pool") or ["mean"])) if spec.get("layers") else None
+               for spec in backbones]
+    if any(c is not None for c in choices) and any(s is not None for s in scores):
+        raise ModelError("probe_on_backbone: layers= and scores cannot be mixed; re-create the package from a probe "
+                         "trained on one of them")
     for spec, s in zip(backbones, scores):
         if s is not None and (not isinstance(s, dict) or not s.get("aggregation") or not s.get("task")):
             raise ModelError(f"probe_on_backbone: backbone {spec['name']!r} has scores {s!r}; expected "
                              "{'aggregation': ..., 'task': ...}; re-create the package with `musetag package RUN`")
-    return ProbeOnBackbone(bodies, head, scores)
+    widths = [sum(int(r["length"]) for r in spec["layout"]) if spec.get("layout") else int(getattr(b, "num_features", 0))
+              for spec, b in zip(backbones, bodies)]
+    return ProbeOnBackbone(bodies, head, scores, choices, widths if any(choices) else None)
 
 
 class ProbeAverage(nn.Module):

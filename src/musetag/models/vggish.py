@@ -37,13 +37,16 @@ class VGGishBaseline(MusetagModel):
                  act: str = "relu") -> None:
         super().__init__()
         self.input_bn = nn.BatchNorm2d(in_channels)
-        blocks, cin = [], in_channels
+        blocks, cin, taps = [], in_channels, {}
         for i, cout in enumerate(channels):
+            taps[f"conv{i + 1}"] = f"features.{len(blocks)}"
             blocks.append(ConvBnAct(cin, cout, 3, 1, 1, act=act, bias=True))
             if i < len(pools):
                 blocks.append(nn.MaxPool2d(pools[i]))
             cin = cout
         self.features = nn.Sequential(*blocks)
+        #: the conv blocks an embedding may pool (:mod:`musetag.models.taps`), then ``features``
+        self.embedding_taps = taps
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.num_features = cin
         self.head_drop = nn.Dropout(dropout)

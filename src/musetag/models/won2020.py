@@ -150,6 +150,8 @@ class WonFCN(_WonBase):
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(cin, n_classes)
         self.default_input = _spec(FCN_SAMPLES, frames).with_channels(in_channels)
+        #: the layers an embedding may pool (:mod:`musetag.models.taps`), then ``features``
+        self.embedding_taps = {f"layer{i}": f"layer{i}" for i in range(1, 6)}
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._mel(x)  # (B, 1, 96, T)
@@ -183,6 +185,10 @@ class WonMusicnn(_WonBase):
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(dense, n_classes)
         self.default_input = _spec(MUSICNN_SAMPLES, 1).with_channels(in_channels)
+        #: the layers an embedding may pool (:mod:`musetag.models.taps`; ``layer2``/``layer3`` before
+        #: their residual sums), then ``features``
+        self.embedding_taps = {**{f"front{i + 1}": f"layers.{i}" for i in range(5)},
+                               **{f"layer{i}": f"layer{i}" for i in range(1, 4)}}
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._mel(x)  # (B, 1, 96, T)
@@ -205,6 +211,8 @@ class WonCRNN(_WonBase):
         self.head_drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, n_classes)
         self.default_input = _spec(FCN_SAMPLES, frames).with_channels(in_channels)
+        #: the layers an embedding may pool (:mod:`musetag.models.taps`; ``layer5``: the GRU's outputs), then ``features``
+        self.embedding_taps = {f"layer{i}": f"layer{i}" for i in range(1, 6)}
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._mel(x)

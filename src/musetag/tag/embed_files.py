@@ -273,8 +273,10 @@ def _write_output(out: Path, side: dict[str, Path], done: dict, errors: dict[str
         "model_args": package.model_args,
         "model_package": str(Path(package.path).resolve()) if package.path else None,
         "model_sha256": package.sha256,
-        "layer": "forward_features",
-        "pooling": "mean over the segments",
+        "layer": "forward_features" if embedder.layout is None else list(dict.fromkeys(r["layer"] for r in embedder.layout)),
+        "pooling": "mean over the segments" if embedder.layout is None else "statistics over all frames of all segments",
+        **({"layout": [{"backbone": package.model_name, **r} for r in embedder.layout]}
+           if embedder.layout is not None else {}),
         "windows": embedder.windows,
         "segment": package.segment,
         "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},

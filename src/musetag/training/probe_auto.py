@@ -67,6 +67,8 @@ class Arrays:
     groups: list | None  # of train+validation, in order
     blocks: dict[str, dict[str, np.ndarray]]  # backbone -> role -> (tracks, dim)
     dataset: object
+    #: backbone -> its cache's vector layout ([{backbone, layer, stat, offset, length}], embed_features.cache_layout)
+    layouts: dict[str, list] = dataclasses.field(default_factory=dict)
 
 
 def _targets(task, vocab, chosen, n_out):
@@ -96,17 +98,34 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
         if not chosen[role]:
             raise ConfigError(f"{ds.where}: no tracks in split {wanted[role]!r}")
     groups = fold_groups(chosen["train"] + chosen["validation"], ds.where, int(cfg.select.folds))
-    blocks = {}
+    from musetag.data.embed_features import cache_layout
+
+    blocks, layouts = {}, {}
     for i, name in enumerate(backbones, 1):
         ds_b = dataclasses.replace(ds, preset=f"embed:{name}")
         fc = ds_b.feature_config()
         cache = Path(cfg.data.cache_dir) / name if cfg.data.cache_dir else dataset_cache_dir(ds_b, fc, run_dir)
         log.info("[backbone %d/%d] %s: embeddings in %s (computed once, reused)", i, len(backbones), name, cache)
         paths = prepare_cache(records, fc, cache, progress=cfg.progress, store=default_store(ds_b, cache))
+        try:
+            layouts[name] = cache_layout(cache)
+        except ConfigError:  # a cache prepared before layouts were written: the forward_features mean
+            layouts[name] = None
         blocks[name] = {role: (np.stack([np.load(paths[r.id]).reshape(-1) for r in recs]).astype(np.float32)
                                if recs else np.zeros((0, 1), np.float32)) for role, recs in chosen.items()}
     y = {role: _targets(ds.task, vocab, recs, len(tags)) for role, recs in chosen.items()}
-    return Arrays(ds.task, tags, {k: [r.id for r in v] for k, v in chosen.items()}, y, groups, blocks, ds)
+    return Arrays(ds.task, tags, {k: [r.id for r in v] for k, v in chosen.items()}, y, groups, blocks, ds, layouts)
+
+
+def union_layout(arrays: Arrays, union: list[str]) -> list[dict]:
+    """The layout of the chosen embedding (the union's blocks concatenated, offsets shifted)."""
+    rows, at = [], 0
+    for b in union:
+        width = arrays.blocks[b]["train"].shape[1]
+        rows += [{**r, "offset": r["offset"] + at} for r in arrays.layouts.get(b) or
+                 [{"backbone": b, "layer": "features", "stat": "mean", "offset": 0, "length": width}]]
+        at += width
+    return rows
 
 
 def fold_groups(records, where: str, folds: int) -> list | None:
@@ -127,10 +146,13 @@ def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ search
 def _same_front(a: str, b: str) -> bool:
+    from musetag.inference.embed_spec import parse_part, part_windows
     from musetag.inference.loading import load_model
     from musetag.inference.probe_package import _front
 
-    return _front(load_model(a)) == _front(load_model(b))
+    if part_windows(a) != part_windows(b):
+        return False
+    return _front(load_model(parse_part(a)[0])) == _front(load_model(parse_part(b)[0]))
 
 
 def search(cfg, arrays: Arrays, backbones, folds, keep) -> list[Candidate]:
@@ -301,6 +323,7 @@ def train_probe_auto(cfg, run_dir: Path):
     select_info = {"metric": metric, "folds": len(folds), "grouped": arrays.groups is not None,
                    "skipped_for_choice": [t for t, r in zip(tags, rare) if r], "candidates": table,
                    "nested": nested_info, "chosen": [c.name for c in chosen], "embedding": spec,
+                   "layout": union_layout(arrays, union),
                    "cpu_s": round(time.process_time() - c0, 1), "test_interval": interval}
     summary = {"recipe": cfg.recipe, "task": task, "metric": metric, "final": "best",
                "checkpoint": "checkpoints/best.pt", "best_epoch": 0, "epochs_run": 1, "stopped_early": False,
