@@ -230,7 +230,9 @@ class SelectSection:
     """``musetag train probe-auto`` (:mod:`musetag.training.probe_auto`): the backbones tried (empty: every
     catalogue backbone), the heads, the folds of the grouped cross-validation on train+validation, how
     many of the best single backbones are paired, the C grids and the MLP's width. ``packable``: pair
-    only backbones that hear audio alike, so that the winner always makes one package."""
+    only backbones that hear audio alike, so that the winner always makes one package. ``finetune``:
+    also cross-validate ``finetune_recipe`` (with ``finetune_sets``) on the same folds and train it
+    instead when its CV score is higher (off by default: about folds + 1 fine-tunes)."""
 
     backbones: list = field(default_factory=list)
     heads: list = field(default_factory=lambda: ["linear", "mlp"])
@@ -243,6 +245,10 @@ class SelectSection:
     average: list = field(default_factory=lambda: [1, 2, 3, 5])
     packable: bool = True
     bootstrap: int = 1000
+    # fine-tuning as one more candidate, on the same folds (musetag.training.finetune_candidate): CPU hours
+    finetune: bool = False
+    finetune_recipe: str = "smalldata-finetune-musicnn"
+    finetune_sets: list = field(default_factory=list)  # its --set overrides, e.g. ["epochs=4"]
 
 
 @dataclass

@@ -300,6 +300,12 @@ def train_probe_auto(cfg, run_dir: Path):
              len(y), len(folds), "grouped by the group column" if arrays.groups else "stratified, not grouped",
              len(backbones), list(sel.heads), metric)
     cands = search(cfg, arrays, backbones, folds, keep)
+    if sel.finetune:  # optional candidate: a fine-tune on the same folds, trained here when its CV score is higher
+        from musetag.training.finetune_candidate import finetune_candidate
+
+        done = finetune_candidate(cfg, arrays, folds, keep, cands, run_dir)
+        if done is not None:
+            return done
     chosen, nested_info = _choose(cands, arrays, folds, keep, sel.average)
     model, union = _final_model(arrays, chosen, cfg)
     x = {role: _stack(arrays, union, (role,)) for role in ("train", "validation", "test")}

@@ -108,7 +108,9 @@ def _init_transfer(cfg: TrainConfig, model: nn.Module, data: TrainingData, run_d
     if not resume:
         src = load_source(source, option=option)
         _check_front_end(src.features, data.feature_config, src.origin, data.normalize, option)
-        report = transfer_weights(model, src, key_map=key_map or None, tags=list(data.tags), option=option)
+        # a regression output is a value, not a tag's logit: no classifier row is copied for it, whatever its name
+        tags = None if data.task == "regression" else list(data.tags)
+        report = transfer_weights(model, src, key_map=key_map or None, tags=tags, option=option)
         if freezer is not None:
             report.frozen_stages = freezer.stage_names
         if dist.is_main:

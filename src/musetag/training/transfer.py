@@ -164,6 +164,7 @@ class TransferReport:
     classifier_rows: dict[str, list[str]] = field(default_factory=dict)  # key -> tags copied
     skipped_shape: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
     skipped_classifier: list[str] = field(default_factory=list)
+    flushed_subnormals: int = 0  # subnormal source weights set to zero (see transfer_weights)
     unused: list[str] = field(default_factory=list)  # source keys with no target
     not_initialised: list[str] = field(default_factory=list)  # target keys left at random init
     loaded_parameters: int = 0
@@ -201,6 +202,8 @@ class TransferReport:
             lines.append(f"  classifier rows kept for {len(tags)} shared tags: {few(tags)}")
         if self.skipped_classifier:
             lines.append(f"  classifier re-created for the new tags (skipped {few(self.skipped_classifier)})")
+        if self.flushed_subnormals:
+            lines.append(f"  subnormal weights set to zero: {self.flushed_subnormals:,}")
         if self.skipped_shape:
             lines.append(f"  skipped, shape differs: {few(self.skipped_shape)}")
         if self.unused:
@@ -277,7 +280,9 @@ def transfer_weights(
             f"({option.replace('-from', '-map')} {', '.join(list_key_mappings())}, prefix:OLD=NEW, or module:function)"
         )
     model.load_state_dict(new_state, strict=False)
-    flush_denormals(model)  # published weights keep subnormals that run ~50x slower on x86
+    # published weights can hold subnormal floats (jamendo-musicnn: 98,417) that x86 multiplies in microcode:
+    # zeroed here as ModelPackage.build_model does, or a fine-tune of them runs ~7x slower on a CPU
+    report.flushed_subnormals = flush_denormals(model)
     params = dict(model.named_parameters())
     report.total_parameters = sum(p.numel() for p in params.values())
     report.loaded_parameters = sum(
