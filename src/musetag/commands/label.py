@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: the catalogue backbone whose embedding labelled Emotify's moods best (grouped CV on train + validation,
+#: linear probe): bench/results/label-backbone.md, made by bench/label_backbone.py
 DEFAULT_BACKBONE = "jamendo-musicnn"
 
 
@@ -19,7 +21,10 @@ def register(subparsers) -> None:
             "(fsynced before the answer); after each one a logistic-regression head per tag is refit and every "
             "track rescored, and the next track is chosen for diversity until each tag has 2 positives, then by "
             "uncertainty. `musetag label PROJECT_DIR` resumes (and picks up new files); "
-            "`musetag label PROJECT_DIR --export OUT.csv` writes a manifest (path,tags,split,group) for prepare/train."
+            "`musetag label PROJECT_DIR --export OUT.csv` writes a manifest (path,tags,split,group) for prepare/train, "
+            "`--export OUT_DIR` a package (backbone + head chosen as `musetag train probe-auto` chooses). "
+            "`--task regression --targets valence,arousal`: a slider per target (values 0..1) instead of tag buttons, "
+            "a ridge head refit after each label."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -27,9 +32,18 @@ def register(subparsers) -> None:
     p.add_argument("--tags", default=None, help='the tags to label, comma-separated: --tags "focus,workout,late night"')
     p.add_argument("--out", default=None, metavar="PROJECT_DIR", help="the project folder (labels.csv, project.json)")
     p.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                   help="the embedding model: a pretrained name (`musetag models --pretrained`) or a package path")
-    p.add_argument("--task", choices=("multilabel", "multiclass"), default="multilabel",
-                   help="multilabel: any number of tags per track; multiclass: exactly one (or none)")
+                   help="the embedding model: a pretrained name (`musetag models --pretrained`) or a package path; "
+                        "the default labelled moods best of the catalogue (Emotify, artist-grouped CV: "
+                        "bench/results/label-backbone.md)")
+    p.add_argument("--task", choices=("multilabel", "multiclass", "regression"), default="multilabel",
+                   help="multilabel: any number of tags per track; multiclass: exactly one (or none); regression: "
+                        "a value per --targets name")
+    p.add_argument("--targets", default=None, metavar="NAMES",
+                   help='--task regression: the values to rate, comma-separated: --targets "valence,arousal"')
+    p.add_argument("--group-by", choices=("folder", "artist"), default=None,
+                   help="what an export keeps together (one split, one CV fold): the file's parent folder, or its "
+                        "artist tag (a file without one: its folder, counted in a warning). Default: the project's "
+                        "setting (folder for a new project)")
     p.add_argument("--recursive", action="store_true", help="include audio files in subfolders")
     p.add_argument("--labels", default=None, metavar="CSV",
                    help="start from labels you have: a CSV with path and tags (';'-separated) columns")
@@ -59,17 +73,38 @@ def open_session(args: argparse.Namespace):
     from musetag.tag.label_session import LabelSession
 
     if is_project(args.folder):
-        if args.tags is not None or args.out is not None:
+        if args.tags is not None or args.out is not None or args.targets is not None:
             raise ConfigError(f"{args.folder} is a labelling project: resume it with `musetag label {args.folder}` "
                               "(its tags and folder are in project.json); --tags and --out start a new one")
         project = open_project(args.folder)
+        if args.group_by is not None and args.group_by != project.group_by:
+            project.group_by = args.group_by  # the page's exports use it from now on
+            project.save()
     else:
-        if args.tags is None or args.out is None:
-            raise ConfigError(f"{args.folder}: a new project needs --tags \"a,b,c\" and --out PROJECT_DIR "
+        names = _names(args)
+        if args.out is None:
+            raise ConfigError(f"{args.folder}: a new project needs --out PROJECT_DIR "
                               "(or give an existing PROJECT_DIR to resume it)")
-        project = create_project(args.folder, args.out, args.tags, task=args.task, backbone=args.backbone,
-                                 recursive=args.recursive, store=args.store)
+        project = create_project(args.folder, args.out, names, task=args.task, backbone=args.backbone,
+                                 recursive=args.recursive, store=args.store, group_by=args.group_by or "folder")
     return LabelSession(project)
+
+
+def _names(args: argparse.Namespace) -> str:
+    """The tags of a new project (--tags), or a regression project's targets (--targets)."""
+    from musetag.errors import ConfigError
+
+    if args.task == "regression":
+        if args.targets is None or args.tags is not None:
+            raise ConfigError(f"{args.folder}: --task regression rates values: give --targets \"valence,arousal\" "
+                              "(not --tags)")
+        return args.targets
+    if args.targets is not None:
+        raise ConfigError("--targets is for --task regression; give --tags \"a,b,c\" for tags")
+    if args.tags is None:
+        raise ConfigError(f"{args.folder}: a new project needs --tags \"a,b,c\" and --out PROJECT_DIR "
+                          "(or give an existing PROJECT_DIR to resume it)")
+    return args.tags
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,10 +120,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--export {args.export}: give OUT.csv (a manifest) or a folder (a package)")
             from musetag.tag.label_package import export_package
 
-            out = export_package(open_project(args.folder), args.export)
+            out = export_package(open_project(args.folder), args.export, group_by=args.group_by)
             print(f"wrote {out}: the backbone and the head; run it with `musetag tag {out} FILES`")
             return 0
-        result = export_manifest(open_project(args.folder), args.export)
+        result = export_manifest(open_project(args.folder), args.export, group_by=args.group_by)
         print(f"wrote {args.export}: {result['tracks']} tracks in {result['groups']} groups "
               f"(train {result['splits']['train']}, validation {result['splits']['validation']}, "
               f"test {result['splits']['test']})")

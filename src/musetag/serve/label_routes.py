@@ -7,6 +7,8 @@
 then the head is refit and every track rescored; answers the new state. ``POST /v1/label/undo``
 ``{"annotator"}``: revokes that annotator's last label. ``GET /v1/label/review?tag=T``: tracks by predicted
 score. ``GET /v1/label/similar?path=P&k=10``: "more like this" (cosine on the embeddings).
+``GET /v1/label/timeline?path=P``: the current head's per-window scores over the track (the body of
+``POST /v1/tag?segments=true``: tags, scores, segments, duration), drawn by ``static/timeline.js``.
 ``GET /v1/label/audio?path=P``: the audio of an indexed track only. ``GET /v1/label/export``:
 the manifest CSV (:mod:`musetag.tag.label_export`); ``POST /v1/label/export-package``: the backbone + head
 package written to ``PROJECT_DIR/export/package`` (:mod:`musetag.tag.label_package`). ``GET /healthz`` (open) and ``GET /`` (the page).
@@ -34,6 +36,7 @@ router = APIRouter()
 class LabelBody(BaseModel):
     path: str
     tags: list[str] = Field(default_factory=list, description="the tags that apply; empty: none of them")
+    values: dict[str, float] | None = Field(None, description="regression projects: a value per target")
     annotator: str = ""
 
 
@@ -62,8 +65,12 @@ def _track(session, path: str | None, labels=None) -> dict:
     if path is None:
         return {"path": None, "predictions": [], "label": None}
     labels = session.labels() if labels is None else labels
-    return {"path": path, "predictions": session.predictions(path),
-            "label": list(labels[path]) if path in labels else None}
+    out = {"path": path, "predictions": session.predictions(path), "label": list(labels[path]) if path in labels else None}
+    if session.project.task == "regression" and path in labels:
+        from musetag.tag.label_session import parse_values
+
+        out["values"] = dict(zip(session.tags, parse_values(labels[path], session.tags)))
+    return out
 
 
 @router.get("/healthz", include_in_schema=False)
@@ -97,8 +104,8 @@ async def label(request: Request, body: LabelBody):
 
     def work():
         started = time.perf_counter()
-        session.label(body.path, body.tags, body.annotator)
-        return {"saved": {"path": body.path, "tags": list(body.tags)},
+        stored = session.label(body.path, body.tags, body.annotator, body.values)
+        return {"saved": {"path": body.path, "tags": list(body.tags), "label": list(stored)},
                 "refit_ms": round(1000 * (time.perf_counter() - started), 1), **_track(session, body.path),
                 "state": session.summary()}
 
@@ -126,6 +133,17 @@ async def review(request: Request, tag: str, limit: int = Query(200, ge=1, le=10
 async def similar(request: Request, path: str, k: int = Query(10, ge=1, le=200)):
     session = _session(request)
     return await _queued(request, lambda: {"path": path, "tracks": session.similar(path, k)})
+
+
+@router.get("/v1/label/timeline", summary="The current head's scores window by window over one track")
+async def timeline(request: Request, path: str):
+    session = _session(request)
+    if path not in session.path_set:
+        return error(404, "unknown_track", f"{path!r} is not a track of this project; GET /v1/label/next names them")
+    try:  # the backbone runs over the track (about a second): not behind the model's one slot
+        return await asyncio.to_thread(session.timeline, path)
+    except MusetagError as exc:
+        return error(400, "bad_request", str(exc))
 
 
 @router.get("/v1/label/audio", summary="The audio of one of the project's tracks")

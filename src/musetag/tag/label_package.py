@@ -1,25 +1,36 @@
 """A labelling project as a model package (``musetag label PROJECT_DIR --export OUT_DIR``).
 
-The head is refit on every label (:func:`musetag.training.active.fit_head`, cold, on the embeddings of
-the whole project standardised as the page does), turned into a ``probe_linear``
-(:mod:`musetag.models.probe`: the same standardisation and weights) and joined to the backbone by
-:func:`musetag.inference.probe_package.package_probe`, so ``musetag tag OUT_DIR`` and ``musetag serve
-OUT_DIR`` give ``probe(embed(track))``. Multilabel thresholds: per tag, the F1-best threshold
-(:func:`musetag.evaluate.thresholds.fit_thresholds`) on cross-validated probabilities of the labels
-(stratified k-fold, k = min(5, the tag's rarer class count)); a tag with fewer than 2 positives or 2
-negatives keeps 0.5.
+The head is chosen as ``musetag train probe-auto`` chooses one (:func:`choose_head`): its search
+(:func:`musetag.training.probe_auto.search`) cross-validates a linear and an MLP probe over its C grids
+on the labelled tracks' embeddings, folds grouped by ``--group-by`` (the file's folder, or its artist:
+:func:`musetag.tag.label_export.track_groups`); the best candidate is refit on every label
+(:func:`musetag.training.probe_cv.fit_grid`), and multilabel thresholds are the F1-best ones on its
+out-of-fold predictions (:func:`musetag.evaluate.thresholds.fit_thresholds`), as probe-auto sets them.
+Too few labels for that (fewer than 2 groups; multilabel: no tag with as many positives and negatives
+as folds; multiclass: fewer than 2 classes with a label per fold; regression: fewer than 2 labels per
+fold) falls back, with a logged reason, to the page's own head (:func:`musetag.training.active.fit_head`
+on the embeddings standardised over the whole project, turned into a ``probe_linear``) with thresholds
+from stratified k-fold predictions (k = min(5, the tag's rarer class count); 0.5 below 2).
+
+:func:`musetag.inference.probe_package.package_probe` joins the head to the backbone, so ``musetag tag
+OUT_DIR`` and ``musetag serve OUT_DIR`` give ``probe(embed(track))``.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from musetag.errors import DatasetError
+from musetag.errors import ConfigError, DatasetError
 from musetag.tag.label_project import EmbeddingJob, Project, scan
 from musetag.tag.label_store import LabelStore
 from musetag.training.active import fit_head
+
+log = logging.getLogger(__name__)
+FOLDS = 5
 
 
 def project_arrays(project: Project) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -53,30 +64,116 @@ def cv_thresholds(Xs: np.ndarray, Y: np.ndarray, seed: int = 0) -> list[float]:
     return out
 
 
-def export_package(project: Project, out: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write the backbone + head package of ``project`` to the folder ``out``."""
+def too_few(task: str, y: np.ndarray, groups: list, folds: int) -> str | None:
+    """Why the labels cannot be cross-validated in ``folds`` grouped folds (None: they can)."""
+    from musetag.training.probe_cv import rare_outputs
+
+    n_groups = len(set(groups))
+    if folds < 2:
+        return f"{n_groups} group(s): cross-validation needs at least 2 (label tracks of more folders or artists)"
+    if task == "multilabel" and rare_outputs(task, y, folds).all():
+        return f"no tag has {folds} positive and {folds} negative labels"
+    if task == "multiclass" and (np.bincount(y) >= folds).sum() < 2:
+        return f"fewer than 2 classes have {folds} labels"
+    if task == "regression" and len(y) < 2 * folds:
+        return f"{len(y)} labels for {folds} folds"
+    return None
+
+
+def choose_head(X: np.ndarray, y: np.ndarray, task: str, tags: list[str], groups: list, backbone: str, *,
+                seed: int = 0):
+    """probe-auto's choice on the labelled embeddings ``X`` (raw) and targets ``y`` (multiclass: class
+    indices): ``(fitted probe, thresholds or None, info)``; ``(None, None, {"fallback": reason})`` when
+    the labels are too few (:func:`too_few`)."""
+    from musetag.evaluate.thresholds import fit_thresholds
+    from musetag.training.config import SelectSection
+    from musetag.training.probe_auto import Arrays, search
+    from musetag.training.probe_cv import fit_grid, make_folds, rare_outputs
+
+    folds_n = min(FOLDS, len(set(groups)))
+    reason = too_few(task, y, groups, folds_n)
+    if reason is None:
+        try:
+            folds = make_folds(task, y, list(groups), folds_n, seed)
+        except ConfigError as exc:
+            reason = str(exc)
+    if reason is not None:
+        return None, None, {"fallback": reason}
+    keep = ~rare_outputs(task, y, folds_n) if task == "multilabel" else np.ones(len(tags), bool)
+    sel = SelectSection(backbones=[backbone], pair_top=0)
+    empty_x, empty_y = X[:0], y[:0]
+    arrays = Arrays(task, list(tags), {"train": [str(i) for i in range(len(y))], "validation": [], "test": []},
+                    {"train": y, "validation": empty_y, "test": empty_y}, list(groups),
+                    {backbone: {"train": X, "validation": empty_x, "test": empty_x}}, None)
+    cands = search(SimpleNamespace(select=sel, seed=seed), arrays, [backbone], folds, keep)
+    best = max(cands, key=lambda c: np.nan_to_num(c.score, nan=-np.inf))
+    model = fit_grid(best.head, task, len(tags), X, y, [X.shape[1]], [best.C], seed=seed, hidden=int(sel.hidden),
+                     max_iter=int(sel.max_iter))[0].eval()
+    thresholds = None
+    if task == "multilabel":
+        thresholds = [float(t) for t in fit_thresholds(best.oof[best.best], y, keep_f1=True)]
+    info = {"chosen": best.name, "C": best.C, "cv": best.score, "folds": folds_n,
+            "candidates": [c.row() for c in cands]}
+    return model, thresholds, info
+
+
+def _plain_model(project: Project, Xs: np.ndarray, Y: np.ndarray, mean: np.ndarray, std: np.ndarray):
+    """The page's own head as a ``probe_linear`` (standardisation over the whole project inside)."""
     import torch
 
-    from musetag.inference.probe_package import package_probe
     from musetag.models import create_model
 
-    labels = LabelStore(project.labels_path).state()
-    X, mean, std, paths = project_arrays(project)
-    rows = {p: i for i, p in enumerate(paths)}
-    labelled = [p for p in labels if p in rows]
-    if len(labelled) < 2:
-        raise DatasetError(f"{project.dir}: {len(labelled)} labelled, embedded track(s); label at least 2 first")
-    Y = np.zeros((len(labelled), len(project.tags)), dtype=np.float32)
-    for k, p in enumerate(labelled):
-        Y[k, [project.tags.index(t) for t in labels[p] if t in project.tags]] = 1.0
-    Xs = (X[[rows[p] for p in labelled]] - mean) / std
     head = fit_head(Xs, Y, project.task)
-    model = create_model("probe_linear", n_classes=len(project.tags), dim=X.shape[1])
+    model = create_model("probe_linear", n_classes=len(project.tags), dim=Xs.shape[1])
     model.set_standardisation(torch.from_numpy(mean), torch.from_numpy(std))
     with torch.no_grad():
         model.classifier.weight.copy_(torch.from_numpy(head.coef))
         model.classifier.bias.copy_(torch.from_numpy(head.intercept))
+    return model, cv_thresholds(Xs, Y) if project.task == "multilabel" else None
+
+
+def labelled_arrays(project: Project):
+    """``(X raw, Y, paths, X of every embedded track's mean and std)`` of the labelled, embedded tracks;
+    ``Y`` multi-hot (regression: the values)."""
+    from musetag.tag.label_session import parse_values
+
+    labels = LabelStore(project.labels_path).state()
+    X, mean, std, paths = project_arrays(project)
+    rows = {p: i for i, p in enumerate(paths)}
+    labelled = sorted(p for p in labels if p in rows)
+    if len(labelled) < 2:
+        raise DatasetError(f"{project.dir}: {len(labelled)} labelled, embedded track(s); label at least 2 first")
+    Y = np.zeros((len(labelled), len(project.tags)), dtype=np.float32)
+    for k, p in enumerate(labelled):
+        if project.task == "regression":
+            Y[k] = parse_values(labels[p], project.tags)
+        else:
+            Y[k, [project.tags.index(t) for t in labels[p] if t in project.tags]] = 1.0
+    return X[[rows[p] for p in labelled]], Y, labelled, mean, std
+
+
+def export_package(project: Project, out: str | os.PathLike, *, overwrite: bool = True,
+                   group_by: str | None = None) -> Path:
+    """Write the backbone + head package of ``project`` to the folder ``out``."""
+    from musetag.inference.probe_package import package_probe
+    from musetag.tag.label_export import track_groups
+
+    X, Y, labelled, mean, std = labelled_arrays(project)
+    keep = np.arange(len(Y))
+    if project.task == "multiclass":  # "none of these" is no class: left out, as the page's head does
+        keep = np.flatnonzero(Y.sum(axis=1) > 0)
+    groups = track_groups(project, [labelled[i] for i in keep], group_by)
+    y = Y[keep].argmax(axis=1) if project.task == "multiclass" else Y[keep]
+    model, thresholds, info = choose_head(X[keep], y, project.task, project.tags,
+                                          [groups[labelled[i]] for i in keep], project.backbone)
+    if model is None:
+        log.warning("%s: the exported head is the page's own logistic/ridge head, not one chosen by cross-validation: "
+                    "%s", project.dir, info["fallback"])
+        model, thresholds = _plain_model(project, (X - mean) / std, Y, mean, std)
+    else:
+        log.info("%s: head chosen by %d-fold grouped CV (--group-by %s): %s, C=%g, CV %.4f", project.dir,
+                 info["folds"], group_by or project.group_by, info["chosen"], info["C"], info["cv"])
     ckpt = {"model": model.musetag_config, "state_dict": model.state_dict(), "tags": list(project.tags),
-            "task": project.task, "features": {"kind": "embedding", "embed": project.backbone},
-            "thresholds": cv_thresholds(Xs, Y) if project.task == "multilabel" else None}
+            "task": project.task, "features": {"kind": "embedding", "embed": project.embed_spec()},
+            "thresholds": thresholds}
     return package_probe(ckpt, project.labels_path, project.dir, out, overwrite=overwrite)

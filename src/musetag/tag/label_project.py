@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 PROJECT_FILE = "project.json"
 DTYPE = "float32"  # embeddings are stored as computed (a prepare with --dtype float32 shares the folder)
-FORBIDDEN = (",", ";", "\n", "\r", '"')
+FORBIDDEN = (",", ";", "=", "\n", "\r", '"')
+GROUP_BY = ("folder", "artist")  # what keeps tracks together in an export's splits (label_export.track_groups)
 
 
 def parse_tags(text: str | list[str], where: str = "--tags") -> list[str]:
@@ -47,7 +48,8 @@ def parse_tags(text: str | list[str], where: str = "--tags") -> list[str]:
         bad = [c for c in FORBIDDEN if c in name]
         if bad:
             raise ConfigError(f"{where}: the tag name {name!r} contains {bad[0]!r}; tag names cannot hold commas, "
-                              "semicolons, quotes or line breaks (they separate tags in the labels file); rename it")
+                              "semicolons, '=', quotes or line breaks (they separate tags and values in the labels "
+                              "file); rename it")
         if name.lower() in (o.lower() for o in out):
             raise ConfigError(f"{where}: the tag {name!r} is given twice in {text!r}; give each tag once")
         out.append(name)
@@ -64,13 +66,21 @@ class Project:
     folder: Path
     tags: list[str]
     task: str = "multilabel"
-    backbone: str = "jamendo-musicnn"
+    backbone: str = ""  # a pretrained name or a package path (`musetag label --backbone`, whose default is measured)
     recursive: bool = False
     store: Path | None = None
+    group_by: str = "folder"
 
     @property
     def labels_path(self) -> Path:
         return self.dir / "labels.csv"
+
+    def embed_spec(self) -> str:
+        """The backbone as ``prepare``'s ``embed:`` preset records it (``NAME@windows=fit``): what the page
+        embeds with, what the arrays folder is named after, and what an exported package tags with."""
+        from musetag.data.embed_features import embedding_feature_config
+
+        return embedding_feature_config(self.backbone, "--backbone").embed
 
     def arrays_dir(self) -> Path:
         """The store folder of this backbone's embeddings (the layout of ``musetag prepare``)."""
@@ -105,27 +115,31 @@ def open_project(project_dir: str | os.PathLike) -> Project:
         d = json.loads(path.read_text(encoding="utf-8"))
         return Project(dir=Path(project_dir), folder=Path(d["folder"]), tags=parse_tags(d["tags"], str(path)),
                        task=d["task"], backbone=d["backbone"], recursive=bool(d["recursive"]),
-                       store=Path(d["store"]) if d.get("store") else None)
+                       store=Path(d["store"]) if d.get("store") else None, group_by=d.get("group_by", "folder"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DatasetError(f"{path}: not a readable labelling project ({exc}); start a new one with "
                            "musetag label FOLDER --tags ... --out NEW_DIR") from exc
 
 
-def create_project(folder, out, tags, *, task: str = "multilabel", backbone: str = "jamendo-musicnn",
-                   recursive: bool = False, store=None) -> Project:
+def create_project(folder, out, tags, *, backbone: str, task: str = "multilabel",
+                   recursive: bool = False, store=None, group_by: str = "folder") -> Project:
     """Check everything (tags, task, backbone, folder), then create ``out`` or reopen it (the same tags
-    and backbone; a different setting is refused rather than mixed into the labels)."""
+    and backbone; a different setting is refused rather than mixed into the labels). A regression
+    project's ``tags`` are its targets (``--targets valence,arousal``)."""
     from musetag.data.embed_features import embedding_feature_config
     from musetag.training.active import TASKS
 
     tags = parse_tags(tags)
     if task not in TASKS:
         raise ConfigError(f"--task {task!r}: use one of {', '.join(TASKS)}")
+    if group_by not in GROUP_BY:
+        raise ConfigError(f"--group-by {group_by!r}: use one of {', '.join(GROUP_BY)}")
     embedding_feature_config(backbone, "--backbone")  # an unknown backbone fails before any work
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder; give the folder of audio files to label")
-    project = Project(Path(out), folder, tags, task, backbone, recursive, Path(store).resolve() if store else None)
+    project = Project(Path(out), folder, tags, task, backbone, recursive, Path(store).resolve() if store else None,
+                      group_by)
     if is_project(out):
         old = open_project(out)
         for name in ("folder", "tags", "task", "backbone"):
@@ -204,7 +218,7 @@ class EmbeddingJob:
         self.started = time.monotonic()
         if self.todo:
             self.arrays.mkdir(parents=True, exist_ok=True)
-            embedders = load_backbones(self.project.backbone)
+            embedders = load_backbones(self.project.embed_spec())  # the windows prepare's arrays were cut with
         for rel in self.todo:
             path = self.project.folder / rel
             try:

@@ -18,7 +18,42 @@ import numpy as np
 from musetag.errors import ConfigError, DatasetError
 from musetag.tag.label_project import EmbeddingJob, Project, scan
 from musetag.tag.label_store import TAG_SEP, LabelStore
-from musetag.training.active import Proposer, fit_head, standardise, uncertainty
+from musetag.training.active import DEFAULT_RULE, Proposer, fit_head, standardise, uncertainty
+
+VALUE_RANGE = (0.0, 1.0)  # a regression slider's range (Emotify's agreement fractions, normalised valence/arousal)
+
+
+def format_values(values, targets) -> tuple[str, ...]:
+    """A regression label as stored in labels.csv: ``("valence=0.4", "arousal=0.75")`` in target order;
+    every target needs a finite number in :data:`VALUE_RANGE`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a regression label needs a value per target {list(targets)}, e.g. "
+                          f"{{{', '.join(repr(t) + ': 0.5' for t in targets)}}}")
+    unknown = [k for k in values if k not in targets]
+    missing = [t for t in targets if t not in values]
+    if unknown or missing:
+        raise ConfigError(f"a regression label needs exactly the targets {list(targets)}: "
+                          + (f"unknown {unknown}" if unknown else f"missing {missing}"))
+    out = []
+    for t in targets:
+        try:
+            v = float(values[t])
+        except (TypeError, ValueError):
+            raise ConfigError(f"target {t!r}: {values[t]!r} is not a number") from None
+        if not (VALUE_RANGE[0] <= v <= VALUE_RANGE[1]):
+            raise ConfigError(f"target {t!r}: {v} is outside {VALUE_RANGE[0]}..{VALUE_RANGE[1]}")
+        out.append(f"{t}={v:.6g}")
+    return tuple(out)
+
+
+def parse_values(tags, targets) -> tuple[float, ...]:
+    """The values of a stored regression label (:func:`format_values`), in target order."""
+    found = dict(t.split("=", 1) for t in tags if "=" in t)
+    try:
+        return tuple(float(found[t]) for t in targets)
+    except (KeyError, ValueError):
+        raise DatasetError(f"the regression label {';'.join(tags)!r} does not give a number for every target "
+                           f"{list(targets)}; label the track again") from None
 
 
 class LabelSession:
@@ -33,6 +68,8 @@ class LabelSession:
         self.seed = seed
         self._index: list[str] = []  # embedded paths, in folder order, rows of X
         self._X = np.zeros((0, 0), dtype=np.float32)
+        self._mean = self._std = None  # of the embedded tracks: how X was standardised
+        self._windows = None  # the timeline's WindowEmbedder, made on first use
         self._rows: dict[str, int] = {}
         self._head = None
         self._proposer: Proposer | None = None
@@ -48,6 +85,9 @@ class LabelSession:
             if len(ready) == len(self._index):
                 return False
             X = np.stack([self.job.vectors[p] for p in ready]) if ready else np.zeros((0, 0), np.float32)
+        if len(ready):
+            std = X.std(axis=0)
+            self._mean, self._std = X.mean(axis=0), np.where(std > 0, std, 1.0)
         self._index, self._X = ready, standardise(X) if len(ready) else X
         self._rows = {p: i for i, p in enumerate(ready)}
         self._proposer = Proposer(self._X, seed=self.seed) if len(ready) else None
@@ -58,11 +98,15 @@ class LabelSession:
         return self.store.state()
 
     def targets(self, labels: dict[str, tuple[str, ...]]) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows of X, Y)`` of the labelled, embedded tracks (labels of unknown tags are ignored)."""
+        """``(rows of X, Y)`` of the labelled, embedded tracks (labels of unknown tags are ignored;
+        regression: the targets' values)."""
         rows, Y = [], []
         col = {t: j for j, t in enumerate(self.tags)}
         for path, tags in labels.items():
-            if path in self._rows:
+            if path in self._rows and self.project.task == "regression":
+                rows.append(self._rows[path])
+                Y.append(np.asarray(parse_values(tags, self.tags), dtype=np.float32))
+            elif path in self._rows:
                 y = np.zeros(len(self.tags), dtype=np.float32)
                 y[[col[t] for t in tags if t in col]] = 1.0
                 rows.append(self._rows[path])
@@ -86,6 +130,9 @@ class LabelSession:
             return labels
 
     def counts(self, labels) -> dict[str, int]:
+        """Positive labels per tag (regression: labels per target)."""
+        if self.project.task == "regression":
+            return {t: len(labels) for t in self.tags}
         positives = {t: 0 for t in self.tags}
         for tags in labels.values():
             for t in tags:
@@ -94,10 +141,17 @@ class LabelSession:
         return positives
 
     # -- actions -----------------------------------------------------------------------------------------
-    def check_label(self, path: str, tags) -> tuple[str, ...]:
+    def check_label(self, path: str, tags, values=None) -> tuple[str, ...]:
+        """The label to store: ``tags`` checked, or a regression project's ``values`` formatted."""
         if path not in self.path_set:
             raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
         tags = tuple(tags)
+        if self.project.task == "regression":
+            if tags:
+                raise ConfigError(f"this project is a regression over {self.tags}: give values, not tags {list(tags)}")
+            return format_values(values, self.tags)
+        if values:
+            raise ConfigError(f"values {values} are for a regression project; this one is {self.project.task}")
         unknown = [t for t in tags if t not in self.tags]
         if unknown:
             raise ConfigError(f"unknown tag(s) {', '.join(map(repr, unknown))}; the project's tags are {self.tags}")
@@ -107,14 +161,15 @@ class LabelSession:
             raise ConfigError(f"this project is multiclass: give one tag (or none), not {list(tags)}")
         return tags
 
-    def label(self, path: str, tags, annotator: str = "") -> None:
-        tags = self.check_label(path, tags)
+    def label(self, path: str, tags, annotator: str = "", values=None) -> tuple[str, ...]:
+        tags = self.check_label(path, tags, values)
         self.store.label(path, tags, annotator)  # on disk (fsynced) before anything else
         with self.lock:
             recent = self.recent.setdefault(annotator, [])
             recent.append(path)
             del recent[:-10]
             self.refit()
+        return tags
 
     def undo(self, annotator: str = "") -> str | None:
         event = self.store.undo(annotator)
@@ -145,6 +200,28 @@ class LabelSession:
             if i is None or i >= len(self.probs):
                 return []
             return [{"tag": t, "score": round(float(s), 4)} for t, s in zip(self.tags, self.probs[i])]
+
+    def timeline(self, path: str) -> dict:
+        """The current head's scores window by window over ``path`` (:mod:`musetag.tag.label_timeline`),
+        with the track's own scores: the body the page's timeline draws."""
+        from musetag.tag.label_timeline import WindowEmbedder, timeline_body
+
+        if path not in self.path_set:
+            raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
+        if self._windows is None:
+            self._windows = WindowEmbedder(self.project.embed_spec())
+        windows = self._windows.windows_of(self.project.folder / path)  # the backbone, outside the session lock
+        with self.lock:
+            if self._sync_tracks() or self._head is None or len(self.probs) != len(self._index):
+                self.refit()
+            if self._head is None:
+                raise DatasetError("no track is embedded yet: the timeline needs the embeddings' statistics")
+            head, mean, std, row = self._head, self._mean, self._std, self._rows.get(path)
+            track = self.probs[row] if row is not None else None
+        per_window = head.predict((windows.vectors - mean) / std)
+        if track is None:
+            track = head.predict(((windows.vectors.mean(axis=0) - mean) / std)[None])[0]
+        return timeline_body(windows, self.tags, per_window, track, self.project.task)
 
     def review(self, tag: str, limit: int = 200) -> list[dict]:
         """Tracks sorted by the predicted score of ``tag`` (highest first) with their current label."""
@@ -178,16 +255,19 @@ class LabelSession:
         labels = self.labels()
         with self.lock:
             u = uncertainty(self.probs, self.project.task) if len(self.probs) else np.zeros(0)
+        regression = self.project.task == "regression"
         return {"tags": self.tags, "task": self.project.task, "backbone": self.project.backbone,
+                "default_rule": DEFAULT_RULE, "value_range": list(VALUE_RANGE) if regression else None,
                 "labelled": sum(1 for p in labels if p in self.path_set), "positives": self.counts(labels),
                 "progress": self.job.progress(), "failures": [{"path": p, "error": e}
                                                               for p, e in sorted(self.job.failures.items())],
-                "mean_uncertainty": round(float(u.mean()), 4) if len(u) else None, "refits": self.refits}
+                "mean_uncertainty": round(float(u.mean()), 4) if len(u) and not regression else None,
+                "refits": self.refits}
 
 
 def import_labels(session: LabelSession, csv_path: str | os.PathLike, annotator: str | None = None) -> int:
     """Append the labels of ``csv_path`` (columns ``path`` and ``tags``, tags ``;``-separated, or ``path`` and
-    one tag column) that differ from the project's current ones; paths absolute or relative to the CSV's
+    one tag column; regression: ``path`` and a column per target) that differ from the project's current ones; paths absolute or relative to the CSV's
     folder or to the project folder. Returns the number of labels appended."""
     csv_path = Path(csv_path)
     try:
@@ -196,6 +276,10 @@ def import_labels(session: LabelSession, csv_path: str | os.PathLike, annotator:
             fields = list(rows[0].keys()) if rows else []
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"--labels {csv_path}: cannot read it ({exc})") from exc
+    regression = session.project.task == "regression"
+    if regression and ("path" not in fields or not set(session.tags) <= set(fields)):
+        raise DatasetError(f"--labels {csv_path}: expected a header with 'path' and the targets {session.tags}, "
+                           f"found {fields}")
     if "path" not in fields or len(fields) < 2:
         raise DatasetError(f"--labels {csv_path}: expected a header with 'path' and 'tags' (or one tag column), "
                            f"found {fields}")
@@ -206,9 +290,9 @@ def import_labels(session: LabelSession, csv_path: str | os.PathLike, annotator:
         rel = _project_path(session.project, csv_path, row["path"])
         if rel not in known:
             raise DatasetError(f"--labels {csv_path}:{n}: {row['path']} is not an audio file of {session.project.folder}")
-        tags = tuple(t.strip() for t in (row[column] or "").split(TAG_SEP) if t.strip())
+        tags = () if regression else tuple(t.strip() for t in (row[column] or "").split(TAG_SEP) if t.strip())
         try:
-            tags = session.check_label(rel, tags)
+            tags = session.check_label(rel, tags, {t: row[t] for t in session.tags} if regression else None)
         except ConfigError as exc:
             raise ConfigError(f"--labels {csv_path}:{n}: {exc}") from exc
         if current.get(rel) != tags:

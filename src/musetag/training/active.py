@@ -5,13 +5,16 @@ Pure numpy / scikit-learn on track embeddings, no torch:
 - :func:`fit_head` + :meth:`Head.predict`: one logistic regression per tag (multilabel) or one
   multinomial logistic regression (multiclass) on the standardised embeddings of the labelled
   tracks; a tag whose labels are all one class predicts its smoothed positive rate
-  (``(positives + 1) / (labels + 2)``) for every track.
+  (``(positives + 1) / (labels + 2)``) for every track. Regression (sliders, ``--task regression``):
+  one ridge regression over the targets, its penalty chosen among :data:`RIDGE_ALPHAS` by efficient
+  leave-one-out CV (scikit-learn's ``RidgeCV``); with fewer than 3 labels every track gets the labels' mean.
 - :class:`Proposer`: the next track. Rule ``active``: until every tag has 2 positives, the
   unlabelled track farthest (Euclidean, standardised) from every labelled one (with none labelled,
   the one nearest the centroid: a typical track); then the most uncertain track (multilabel: the
   tags' mean closeness of the probability to the 0.5 threshold; multiclass: the smallest margin
   between the two best classes) that is not a near-duplicate of the last few labelled tracks (one of
-  the nearest 2% of the tracks to one of them). Rules
+  the nearest 2% of the tracks to one of them); regression has no such closeness, so its
+  proposals stay diverse (the track farthest from every labelled one) throughout. Rules
   ``random`` and ``folder`` (the folder's sorted order) are the switch the page offers.
 """
 from __future__ import annotations
@@ -23,7 +26,10 @@ import numpy as np
 from musetag.errors import ConfigError
 
 RULES = ("active", "random", "folder")
-TASKS = ("multilabel", "multiclass")
+#: the page's default order: the one that won the simulated labelling on Emotify (bench/results/labelling.md)
+DEFAULT_RULE = "active"
+TASKS = ("multilabel", "multiclass", "regression")
+RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # a regression head's penalty, chosen by leave-one-out CV
 MIN_POSITIVES = 2  # per tag, before uncertainty takes over from diversity
 RECENT = 5  # the last labelled tracks a proposal must not duplicate
 NEAR_FRACTION = 0.02  # a recent track's nearest 2% of the tracks (at least 1) count as its near-duplicates
@@ -47,6 +53,8 @@ class Head:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         logits = np.asarray(X, dtype=np.float32) @ self.coef.T + self.intercept
+        if self.task == "regression":
+            return logits
         if self.task == "multiclass":
             logits = logits - logits.max(axis=1, keepdims=True)
             e = np.exp(logits)
@@ -83,6 +91,8 @@ def fit_head(X: np.ndarray, Y: np.ndarray, task: str = "multilabel", C: float = 
     n_tags, dim = Y.shape[1], X.shape[1]
     coef = np.zeros((n_tags, dim), dtype=np.float32)
     intercept = np.zeros(n_tags, dtype=np.float32)
+    if task == "regression":
+        return _fit_ridge(X, Y, coef, intercept)
     if task == "multiclass":
         keep = Y.sum(axis=1) > 0
         classes = Y[keep].argmax(axis=1)
@@ -114,9 +124,24 @@ def fit_head(X: np.ndarray, Y: np.ndarray, task: str = "multilabel", C: float = 
     return Head(task, coef, intercept, models)
 
 
+def _fit_ridge(X: np.ndarray, Y: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> Head:
+    """The regression head: ``RidgeCV`` over :data:`RIDGE_ALPHAS` (3 labels or more), else the labels' mean."""
+    from sklearn.linear_model import RidgeCV
+
+    if len(Y) < 3:
+        intercept[:] = Y.mean(axis=0) if len(Y) else 0.0
+        return Head("regression", coef, intercept)
+    model = RidgeCV(alphas=RIDGE_ALPHAS).fit(X, Y)
+    coef[:], intercept[:] = model.coef_.reshape(coef.shape), model.intercept_
+    return Head("regression", coef, intercept, [model])
+
+
 def uncertainty(probs: np.ndarray, task: str) -> np.ndarray:
-    """Per track, higher = less sure: multilabel ``1 - mean |2p - 1|`` over tags; multiclass ``1 - margin``."""
+    """Per track, higher = less sure: multilabel ``1 - mean |2p - 1|`` over tags; multiclass ``1 - margin``;
+    regression has no probabilities (zeros)."""
     probs = np.asarray(probs, dtype=np.float64)
+    if task == "regression":
+        return np.zeros(len(probs))
     if task == "multiclass":
         top2 = np.sort(probs, axis=1)[:, -2:] if probs.shape[1] > 1 else np.hstack([np.zeros_like(probs), probs])
         return 1.0 - (top2[:, 1] - top2[:, 0])
@@ -167,7 +192,7 @@ class Proposer:
             centroid = self.X.mean(axis=0)
             d = np.linalg.norm(self.X[candidates] - centroid, axis=1)
             return int(candidates[np.argmin(d)])
-        if probs is None or positives is None or min(positives) < MIN_POSITIVES:
+        if task == "regression" or probs is None or positives is None or min(positives) < MIN_POSITIVES:
             return int(candidates[np.argmax(self.nearest[candidates])])
         u = uncertainty(probs[candidates], task)
         order = candidates[np.argsort(-u, kind="stable")]

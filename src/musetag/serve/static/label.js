@@ -1,13 +1,18 @@
 // The labelling page (musetag label): one track at a time, tags by click or keys 1-9, Enter saves,
-// S skips, U undoes. With an API key (401) the page asks for it, keeps it in sessionStorage and sends
-// it on every request; the audio is fetched with the key too (a blob URL), never from an open route.
+// S skips, U undoes; a regression project (--task regression) shows a slider per target instead (keys 1-9
+// focus one, the arrow keys move it, Enter saves). Under the player, the timeline of the current head's
+// scores window by window (timeline.js, shared with the main page). With an API key (401) the page asks
+// for it, keeps it in sessionStorage and sends it on every request; the audio is fetched with the key too
+// (a blob URL), never from an open route.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
   const annotator = sessionStorage.getItem("musetag-annotator") || ("tab-" + Math.random().toString(36).slice(2, 8));
   sessionStorage.setItem("musetag-annotator", annotator);
   let key = sessionStorage.getItem("musetag.apiKey") || "";
-  let tags = [], selected = new Set(), current = null, skipped = [], audioUrl = null;
+  let tags = [], selected = new Set(), current = null, skipped = [], audioUrl = null, task = "multilabel";
+  let values = {}, range = [0, 1], trackDuration = 0, timelineFor = null;
+  const timeline = MusetagTimeline.create($("audio"), () => trackDuration);
 
   async function api(path, opts = {}) {
     opts = Object.assign({}, opts);
@@ -37,7 +42,32 @@
     for (const f of s.failures) { const li = document.createElement("li"); li.textContent = `${f.path}: ${f.error}`; $("failures").appendChild(li); }
   }
 
+  function renderSliders() {
+    $("tag-buttons").innerHTML = "";
+    $("tag-buttons").setAttribute("aria-label", "Targets (keys 1-9 focus a slider, arrow keys move it, Enter saves, S skips, U undoes)");
+    tags.forEach((t, i) => {
+      const row = document.createElement("div");
+      row.className = "slider";
+      const id = "slider-" + i;
+      const label = document.createElement("label");
+      label.htmlFor = id;
+      label.textContent = (i < 9 ? `${i + 1} ` : "") + t;
+      const input = document.createElement("input");
+      Object.assign(input, { type: "range", id, min: String(range[0]), max: String(range[1]), step: "0.01" });
+      input.value = String(values[t]);
+      input.dataset.target = t;
+      input.setAttribute("aria-label", `${t}, from ${range[0]} to ${range[1]}${i < 9 ? " (key " + (i + 1) + ")" : ""}`);
+      const out = document.createElement("output");
+      out.htmlFor = id;
+      out.textContent = Number(values[t]).toFixed(2);
+      input.addEventListener("input", () => { values[t] = Number(input.value); out.textContent = values[t].toFixed(2); });
+      row.append(label, input, out);
+      $("tag-buttons").appendChild(row);
+    });
+  }
+
   function renderButtons() {
+    if (task === "regression") { renderSliders(); return; }
     $("tag-buttons").innerHTML = "";
     tags.forEach((t, i) => {
       const b = document.createElement("button");
@@ -55,21 +85,53 @@
     $("predictions").innerHTML = "";
     for (const p of preds) {
       const li = document.createElement("li");
-      li.className = "bar" + (p.score >= 0.5 ? " on" : "");
-      li.setAttribute("aria-label", `${p.tag}: predicted ${(p.score * 100).toFixed(0)} percent`);
-      li.innerHTML = `<span class="label"></span><span class="track"><span class="fill" style="width:${(p.score * 100).toFixed(1)}%"></span></span><span class="value">${p.score.toFixed(2)}</span>`;
+      const share = Math.min(1, Math.max(0, (p.score - range[0]) / (range[1] - range[0])));
+      li.className = "bar" + (task !== "regression" && p.score >= 0.5 ? " on" : "");
+      li.setAttribute("aria-label", task === "regression" ? `${p.tag}: predicted ${p.score.toFixed(2)}`
+        : `${p.tag}: predicted ${(p.score * 100).toFixed(0)} percent`);
+      li.innerHTML = `<span class="label"></span><span class="track"><span class="fill" style="width:${(share * 100).toFixed(1)}%"></span></span><span class="value">${p.score.toFixed(2)}</span>`;
       li.querySelector(".label").textContent = p.tag;
       $("predictions").appendChild(li);
     }
   }
 
+  // the sliders start at the track's label, else at the head's prediction, else mid-range
+  function startValues(track) {
+    const predicted = {};
+    for (const p of track.predictions || []) predicted[p.tag] = p.score;
+    values = {};
+    for (const t of tags) {
+      const v = track.values ? track.values[t] : (t in predicted ? predicted[t] : (range[0] + range[1]) / 2);
+      values[t] = Math.min(range[1], Math.max(range[0], Math.round(v * 100) / 100));
+    }
+  }
+
+  async function drawTimeline(path) {
+    timelineFor = path;
+    $("timeline-status").textContent = "computing the timeline…";
+    try {
+      const body = await (await api("/v1/label/timeline?path=" + encodeURIComponent(path))).json();
+      if (timelineFor !== path) return;  // another track was shown meanwhile
+      trackDuration = body.duration || 0;
+      $("timeline-holder").replaceChildren();
+      timeline.clear();
+      timeline.draw($("timeline-holder"), "current model", body, true);
+      timeline.moveCursors($("audio").currentTime || 0);
+      $("timeline-status").textContent = `${body.segments.length} windows, scored by the current model`;
+    } catch (e) { if (timelineFor === path) $("timeline-status").textContent = "no timeline: " + e.message; }
+  }
+
   async function show(track) {
     current = track.path;
-    selected = new Set(track.label || []);
+    selected = new Set(task === "regression" ? [] : track.label || []);
+    if (task === "regression") startValues(track);
     renderButtons();
     renderPredictions(track.predictions || []);
     if (!current) { $("filename").textContent = "No track to label yet (embedding, or everything is labelled)."; setTimeout(next, 3000); return; }
     $("filename").textContent = current + (track.label ? ` (labelled: ${track.label.join(", ") || "none"})` : "");
+    $("timeline-holder").replaceChildren();
+    timeline.clear();
+    drawTimeline(current);
     try {
       const blob = await (await api("/v1/label/audio?path=" + encodeURIComponent(current))).blob();
       if (audioUrl) URL.revokeObjectURL(audioUrl);
@@ -91,8 +153,11 @@
   async function accept() {
     if (!current) return;
     try {
-      const r = await post("/v1/label/label", { path: current, tags: tags.filter((t) => selected.has(t)), annotator });
-      status(`saved ${current}: ${r.saved.tags.join(", ") || "none of the tags"} (model refit in ${r.refit_ms} ms)`);
+      const body = task === "regression" ? { path: current, values, annotator }
+        : { path: current, tags: tags.filter((t) => selected.has(t)), annotator };
+      const r = await post("/v1/label/label", body);
+      const what = task === "regression" ? r.saved.label.join(", ") : r.saved.tags.join(", ") || "none of the tags";
+      status(`saved ${current}: ${what} (model refit in ${r.refit_ms} ms)`);
       renderState(r.state);
       await next();
     } catch (e) { status(e.message, true); }
@@ -114,7 +179,7 @@
       for (const t of r.tracks) {
         const li = document.createElement("li");
         li.textContent = `${t.path} · ${t.score.toFixed(2)} · ${t.label === null ? "unlabelled" : (t.label.join(", ") || "none")}`;
-        for (const [text, on] of [["is " + tag, true], ["is not " + tag, false]]) {
+        for (const [text, on] of task === "regression" ? [] : [["is " + tag, true], ["is not " + tag, false]]) {
           const b = document.createElement("button");
           b.type = "button"; b.textContent = text; b.setAttribute("aria-label", `${t.path} ${text}`);
           b.addEventListener("click", async () => {
@@ -149,9 +214,13 @@
   }
 
   document.addEventListener("keydown", (ev) => {
-    if (ev.target && ["INPUT", "SELECT", "TEXTAREA"].includes(ev.target.tagName)) return;
+    const slider = ev.target && ev.target.type === "range";  // a focused slider keeps its arrow keys
+    if (ev.target && ["INPUT", "SELECT", "TEXTAREA"].includes(ev.target.tagName) && !slider) return;
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-    if (/^[1-9]$/.test(ev.key) && tags[Number(ev.key) - 1] !== undefined) { toggle(tags[Number(ev.key) - 1]); ev.preventDefault(); }
+    if (/^[1-9]$/.test(ev.key) && tags[Number(ev.key) - 1] !== undefined) {
+      if (task === "regression") $("slider-" + (Number(ev.key) - 1)).focus(); else toggle(tags[Number(ev.key) - 1]);
+      ev.preventDefault();
+    }
     else if (ev.key === "Enter") { accept(); ev.preventDefault(); }
     else if (ev.key === "s" || ev.key === "S") { skip(); ev.preventDefault(); }
     else if (ev.key === "u" || ev.key === "U") { undo(); ev.preventDefault(); }
@@ -181,6 +250,9 @@
     try {
       const s = await (await api("/v1/label/state")).json();
       tags = s.tags;
+      task = s.task;
+      if (s.value_range) range = s.value_range;
+      $("rule").value = s.default_rule;
       $("review-tag").innerHTML = "";
       for (const t of tags) { const o = document.createElement("option"); o.value = o.textContent = t; $("review-tag").appendChild(o); }
       renderState(s);
