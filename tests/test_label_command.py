@@ -163,3 +163,24 @@ def test_reopening_with_other_tags_is_refused(tmp_path, music, backbone):
     create_project(music, tmp_path / "proj", "a,b", backbone=str(backbone), recursive=True)
     with pytest.raises(ConfigError, match="tags = \\['a', 'b'\\]"):
         create_project(music, tmp_path / "proj", "a,c", backbone=str(backbone), recursive=True)
+
+
+def test_default_backbone_is_the_measured_best():
+    """`--backbone`'s default is the best row of bench/results/label-backbone.md (bench/label_backbone.py)."""
+    from pathlib import Path
+
+    from musetag.commands.label import DEFAULT_BACKBONE
+
+    results = Path(__file__).resolve().parents[1] / "bench" / "results" / "label-backbone.md"
+    best = [line.split(": ", 1)[1] for line in results.read_text().splitlines() if line.startswith("best: ")]
+    assert best == [DEFAULT_BACKBONE]
+
+
+def test_default_order_is_the_one_the_simulation_chose():
+    """The page's default proposal rule is the one bench/results/labelling.md says (bench/labelling.py)."""
+    from pathlib import Path
+
+    from musetag.training.active import DEFAULT_RULE
+
+    text = (Path(__file__).resolve().parents[1] / "bench" / "results" / "labelling.md").read_text()
+    assert f"so the page defaults to `{DEFAULT_RULE}`" in text and "disagrees" not in text
