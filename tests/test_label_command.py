@@ -119,7 +119,7 @@ def test_loop_resume_import_and_export(tmp_path, music, backbone):
 
 
 def test_too_few_labels_export_the_pages_own_head(tmp_path, music, backbone, capsys, caplog):
-    """Two folders (groups) and 3 labels: too few to cross-validate a choice, so the package holds the page's
+    """Two folders (groups) that are the tags: no grouped fold can test a tag, so the package holds the page's
     head, refit cold on every label, and says why."""
     from musetag.inference.loading import load_model
     from musetag.inference.tagger import Tagger
@@ -132,7 +132,7 @@ def test_too_few_labels_export_the_pages_own_head(tmp_path, music, backbone, cap
         session.label(path, [tag], "me")
     with caplog.at_level("WARNING"):
         assert main(["label", str(tmp_path / "proj"), "--export", str(tmp_path / "pkg")]) == 0
-    assert "not one chosen by cross-validation: no tag has 2 positive and 2 negative labels" in caplog.text
+    assert "not one chosen by cross-validation: the positives of every tag sit in a single group" in caplog.text
     assert "wrote" in capsys.readouterr().out
     fresh = LabelSession(project)  # a cold fit of every label, as the package's
     fresh.refit()
@@ -163,3 +163,24 @@ def test_reopening_with_other_tags_is_refused(tmp_path, music, backbone):
     create_project(music, tmp_path / "proj", "a,b", backbone=str(backbone), recursive=True)
     with pytest.raises(ConfigError, match="tags = \\['a', 'b'\\]"):
         create_project(music, tmp_path / "proj", "a,c", backbone=str(backbone), recursive=True)
+
+
+def test_default_backbone_is_the_measured_best():
+    """`--backbone`'s default is the best row of bench/results/label-backbone.md (bench/label_backbone.py)."""
+    from pathlib import Path
+
+    from musetag.commands.label import DEFAULT_BACKBONE
+
+    results = Path(__file__).resolve().parents[1] / "bench" / "results" / "label-backbone.md"
+    best = [line.split(": ", 1)[1] for line in results.read_text().splitlines() if line.startswith("best: ")]
+    assert best == [DEFAULT_BACKBONE]
+
+
+def test_default_order_is_the_one_the_simulation_chose():
+    """The page's default proposal rule is the one bench/results/labelling.md says (bench/labelling.py)."""
+    from pathlib import Path
+
+    from musetag.training.active import DEFAULT_RULE
+
+    text = (Path(__file__).resolve().parents[1] / "bench" / "results" / "labelling.md").read_text()
+    assert f"so the page defaults to `{DEFAULT_RULE}`" in text and "disagrees" not in text

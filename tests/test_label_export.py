@@ -175,3 +175,16 @@ def test_timeline_scores_each_window_with_the_current_head(tmp_path, backbone):
     assert body["scores"] == pytest.approx({p["tag"]: p["score"] for p in session.predictions("mixed.wav")}, abs=1e-4)
     with pytest.raises(Exception, match="not a track of this project"):
         session.timeline("elsewhere.wav")
+
+
+def test_grouped_cv_needs_tags_that_span_groups():
+    """Folders that are the tags leave no grouped fold able to test a tag: the export falls back and says so."""
+    from musetag.tag.label_package import too_few
+
+    y = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    assert "every tag sit in a single group" in too_few("multilabel", y, ["low", "low", "high", "high"], 2)
+    assert too_few("multilabel", y, ["a", "b", "a", "b"], 2) is None
+    assert "fewer than 2 classes" in too_few("multiclass", np.array([0, 0, 1, 1]), ["l", "l", "h", "h"], 2)
+    assert too_few("multiclass", np.array([0, 0, 1, 1]), ["a", "b", "a", "b"], 2) is None
+    assert "1 group(s)" in too_few("multilabel", y, ["a"] * 4, 1)
+    assert "4 labels for 3 folds" in too_few("regression", y, ["a", "b", "c", "a"], 3)

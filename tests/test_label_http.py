@@ -47,7 +47,7 @@ class LabelServer:
     def kill(self, sig=signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
-            self.proc.wait(20)
+            self.proc.wait(60)  # SIGTERM waits for requests in flight (a timeline's backbone pass) on a busy machine
         self.log.close()
 
     def get(self, path, **kw):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 #: the catalogue backbone whose embedding labelled Emotify's moods best (grouped CV on train + validation,
 #: linear probe): bench/results/label-backbone.md, made by bench/label_backbone.py
-DEFAULT_BACKBONE = "jamendo-musicnn"
+DEFAULT_BACKBONE = "mtat-musicnn"
 
 
 def register(subparsers) -> None:
@@ -19,8 +19,9 @@ def register(subparsers) -> None:
             "127.0.0.1: it plays the proposed track, tags are toggled by click or keys 1-9, Enter saves (an empty "
             "selection: none of the tags), S skips, U undoes. Every label is appended to PROJECT_DIR/labels.csv "
             "(fsynced before the answer); after each one a logistic-regression head per tag is refit and every "
-            "track rescored, and the next track is chosen for diversity until each tag has 2 positives, then by "
-            "uncertainty. `musetag label PROJECT_DIR` resumes (and picks up new files); "
+            "track rescored; the next track is drawn at random (the page's menu offers the learning order: diverse "
+            "until each tag has 2 positives, then uncertain; it did not beat random order on Emotify: "
+            "bench/results/labelling.md) or in folder order. `musetag label PROJECT_DIR` resumes (and picks up new files); "
             "`musetag label PROJECT_DIR --export OUT.csv` writes a manifest (path,tags,split,group) for prepare/train, "
             "`--export OUT_DIR` a package (backbone + head chosen as `musetag train probe-auto` chooses). "
             "`--task regression --targets valence,arousal`: a slider per target (values 0..1) instead of tag buttons, "

@@ -6,9 +6,9 @@ on the labelled tracks' embeddings, folds grouped by ``--group-by`` (the file's 
 :func:`musetag.tag.label_export.track_groups`); the best candidate is refit on every label
 (:func:`musetag.training.probe_cv.fit_grid`), and multilabel thresholds are the F1-best ones on its
 out-of-fold predictions (:func:`musetag.evaluate.thresholds.fit_thresholds`), as probe-auto sets them.
-Too few labels for that (fewer than 2 groups; multilabel: no tag with as many positives and negatives
-as folds; multiclass: fewer than 2 classes with a label per fold; regression: fewer than 2 labels per
-fold) falls back, with a logged reason, to the page's own head (:func:`musetag.training.active.fit_head`
+Too few labels for that (fewer than 2 groups; every tag's positives inside one group (multiclass: all classes but one);
+multilabel: no tag with as many positives and negatives as folds; multiclass: fewer than 2 classes with a
+label per fold; regression: fewer than 2 labels per fold) falls back, with a logged reason, to the page's own head (:func:`musetag.training.active.fit_head`
 on the embeddings standardised over the whole project, turned into a ``probe_linear``) with thresholds
 from stratified k-fold predictions (k = min(5, the tag's rarer class count); 0.5 below 2).
 
@@ -64,6 +64,14 @@ def cv_thresholds(Xs: np.ndarray, Y: np.ndarray, seed: int = 0) -> list[float]:
     return out
 
 
+def one_group(task: str, y: np.ndarray, groups: list) -> np.ndarray:
+    """Per tag (class): True when all its positives sit in one group, so no grouped fold can train on it
+    and test on it (``--group-by folder`` over folders that are the tags)."""
+    g = np.asarray(groups, dtype=object)
+    hot = np.eye(int(y.max()) + 1 if len(y) else 1, dtype=bool)[y] if task == "multiclass" else np.asarray(y) > 0
+    return np.array([len(set(g[hot[:, j]])) < 2 for j in range(hot.shape[1])], dtype=bool)
+
+
 def too_few(task: str, y: np.ndarray, groups: list, folds: int) -> str | None:
     """Why the labels cannot be cross-validated in ``folds`` grouped folds (None: they can)."""
     from musetag.training.probe_cv import rare_outputs
@@ -71,6 +79,11 @@ def too_few(task: str, y: np.ndarray, groups: list, folds: int) -> str | None:
     n_groups = len(set(groups))
     if folds < 2:
         return f"{n_groups} group(s): cross-validation needs at least 2 (label tracks of more folders or artists)"
+    spread = ~one_group(task, y, groups) if task != "regression" and len(y) else None
+    if spread is not None and spread.sum() < (2 if task == "multiclass" else 1):
+        return ("the positives of every tag sit in a single group" if task == "multilabel" else
+                "fewer than 2 classes have labels in 2 groups or more") + \
+            ", so no grouped fold can test them (the folders are the tags? try --group-by artist)"
     if task == "multilabel" and rare_outputs(task, y, folds).all():
         return f"no tag has {folds} positive and {folds} negative labels"
     if task == "multiclass" and (np.bincount(y) >= folds).sum() < 2:
@@ -99,7 +112,8 @@ def choose_head(X: np.ndarray, y: np.ndarray, task: str, tags: list[str], groups
             reason = str(exc)
     if reason is not None:
         return None, None, {"fallback": reason}
-    keep = ~rare_outputs(task, y, folds_n) if task == "multilabel" else np.ones(len(tags), bool)
+    keep = ~(rare_outputs(task, y, folds_n) | one_group(task, y, groups)) if task == "multilabel" \
+        else np.ones(len(tags), bool)
     sel = SelectSection(backbones=[backbone], pair_top=0)
     empty_x, empty_y = X[:0], y[:0]
     arrays = Arrays(task, list(tags), {"train": [str(i) for i in range(len(y))], "validation": [], "test": []},

@@ -15,7 +15,7 @@ Pure numpy / scikit-learn on track embeddings, no torch:
   between the two best classes) that is not a near-duplicate of the last few labelled tracks (one of
   the nearest 2% of the tracks to one of them); regression has no such closeness, so its
   proposals stay diverse (the track farthest from every labelled one) throughout. Rules
-  ``random`` and ``folder`` (the folder's sorted order) are the switch the page offers.
+  ``random`` (the page's default, :data:`DEFAULT_RULE`) and ``folder`` (the folder's sorted order).
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ import numpy as np
 from musetag.errors import ConfigError
 
 RULES = ("active", "random", "folder")
-#: the page's default order: the one that won the simulated labelling on Emotify (bench/results/labelling.md)
-DEFAULT_RULE = "active"
+#: the page's default order: random, because in the simulated labelling on Emotify (bench/results/labelling.md,
+#: 5 seeds) the active rule's area was not above random order's; gtzan3 favoured active slightly
+DEFAULT_RULE = "random"
 TASKS = ("multilabel", "multiclass", "regression")
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # a regression head's penalty, chosen by leave-one-out CV
 MIN_POSITIVES = 2  # per tag, before uncertainty takes over from diversity
@@ -83,9 +84,18 @@ def fit_head(X: np.ndarray, Y: np.ndarray, task: str = "multilabel", C: float = 
              previous: Head | None = None) -> Head:
     """The head on labelled embeddings ``X`` (n, dim; standardised) and targets ``Y`` (n, n_tags) in {0, 1}.
     Multiclass: rows with no positive ("none of these") are left out of the fit. ``previous``: the last
-    head on the same embeddings, whose weights start the fit (the optimum is the same, reached sooner)."""
+    head on the same embeddings, whose weights start the fit (the optimum is the same, reached sooner).
+    BLAS runs on one thread: these fits are small, and on a busy machine a threaded BLAS inside scipy's
+    L-BFGS cost 10x the CPU of the fit itself (a profile of ``bench/labelling.py``)."""
+    from threadpoolctl import threadpool_limits
+
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; use one of {TASKS}")
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(X, Y, task, C, previous)
+
+
+def _fit(X: np.ndarray, Y: np.ndarray, task: str, C: float, previous: Head | None) -> Head:
     X = np.asarray(X, dtype=np.float32)
     Y = np.asarray(Y, dtype=np.float32)
     n_tags, dim = Y.shape[1], X.shape[1]
