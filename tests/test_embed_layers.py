@@ -212,3 +212,16 @@ def test_a_probe_package_on_layer_statistics_tags_as_its_embeddings_were_made(tm
         result = tagger.tag(audio)
         np.testing.assert_allclose(result.scores_array, expected, atol=1e-5)
         assert result.segments is not None and len(result.segments) >= 1
+
+
+def test_probe_auto_records_the_layout_of_the_chosen_embedding():
+    from musetag.training.probe_auto import Arrays, union_layout
+
+    z = np.zeros((2, 1), np.float32)
+    blocks = {"a@layers=-2,-1": {"train": np.zeros((2, 6), np.float32)}, "b": {"train": np.zeros((2, 4), np.float32)}}
+    layouts = {"a@layers=-2,-1": [{"backbone": "a", "layer": "l4", "stat": "mean", "offset": 0, "length": 2},
+                                  {"backbone": "a", "layer": "features", "stat": "mean", "offset": 2, "length": 4}],
+               "b": None}  # a cache prepared before layouts existed: one row
+    arrays = Arrays("multilabel", [], {}, {"train": z}, None, blocks, None, layouts)
+    assert [(r["backbone"], r["layer"], r["offset"], r["length"]) for r in union_layout(arrays, ["b", "a@layers=-2,-1"])] == [
+        ("b", "features", 0, 4), ("a", "l4", 4, 2), ("a", "features", 6, 4)]
