@@ -46,9 +46,10 @@ NOTES = (
     "423 MB, decoders 320 + 317 MB). The batch CLI's 1 GiB thresholds, which `serve` used before, grew the server "
     "process alone from 407 to 926 MB over 300 requests (issue 27).\n"
     "- CPU per request is the figure to read on a busy machine: requests/s on 2 idle cores is at most 2 / (server + "
-    "decoders) CPU seconds. The decoders' share is the exact (Essentia-equal) decode of the whole song, of which "
-    "the default model uses the centred 29.1 s; decoding only that excerpt is the front end's work (issue 27, "
-    "item 1), which the service picks up through `FrontEnd.segments` unchanged.\n"
+    "decoders) CPU seconds. The decoders' share is the exact (Essentia-equal) decode from the song's start to the "
+    "end of its centred 29.1 s excerpt (FFmpeg's fixed-point decoder cannot seek exactly) and the numpy features; "
+    "the server's is HTTP and the ONNX network (`--backend auto`: neither the server nor its decoders import "
+    "torch).\n"
 )
 
 
