@@ -115,3 +115,28 @@ def test_archive_cli_export_and_refusals(tmp_path, capsys):
         Tagger.from_package(second, backend="onnx", onnx_path=onnx_path)
     with pytest.raises(ModelError, match="does not exist"):
         Tagger.from_package(second, backend="onnx", onnx_path=tmp_path / "none.onnx")
+
+
+def test_onnx_runner_splits_a_big_batch_into_bounded_runs(tmp_path, monkeypatch):
+    """onnxruntime's arena keeps the largest run's activations for the session's life (32 windows of
+    29 s held 2.6-6.8 GB), so the runner feeds at most ONNX_RUN_ELEMENTS input numbers a run; the
+    outputs are the same rows as one run of the whole batch."""
+    from musetag.inference import runners
+
+    pkg = make_package(tmp_path / "pkg", model=tiny_model(), frames=64)
+    path, _ = export_model(pkg, "onnx")
+    runner = runners._OnnxRunner(path)
+    batch = np.random.default_rng(0).standard_normal((100, 1, 96, 64)).astype(np.float32)
+    whole = runner.session.run([runner.output], {runner.input: batch})[0]
+    seen = []
+    original = runner.session.run
+
+    class Counting:
+        def run(self, outputs, feeds):
+            seen.append(len(next(iter(feeds.values()))))
+            return original(outputs, feeds)
+
+    runner.session = Counting()
+    monkeypatch.setattr(runners, "ONNX_RUN_ELEMENTS", 96 * 64 * 40)  # 40 windows a run
+    np.testing.assert_allclose(runner(batch), whole, atol=1e-6)
+    assert seen == [40, 40, 20]

@@ -31,6 +31,12 @@ class _TorchRunner:
             return self.model(x).float().cpu().numpy()
 
 
+#: input numbers per onnxruntime run: its arena keeps the largest run's activations for the session's
+#: life, so 32 windows of 29 s held 2.6-3.4 GB; one or two such windows a run hold 0.2-0.35 GB and cost
+#: less CPU per window (bench/onnx_batch.py, bench/results/onnx-batch.md)
+ONNX_RUN_ELEMENTS = 1 << 18
+
+
 class _OnnxRunner:
     """onnxruntime on the CPU; returns the graph's ``output`` (``logits``, or ``embedding`` for
     embedders; see :mod:`musetag.inference.export`)."""
@@ -52,7 +58,12 @@ class _OnnxRunner:
         self.width = self.session.get_outputs()[names.index(output)].shape[-1]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        rows = max(1, ONNX_RUN_ELEMENTS // max(1, int(np.prod(batch.shape[1:]))))
+        if len(batch) <= rows:
+            return self.session.run([self.output], {self.input: batch})[0]
+        return np.concatenate([self.session.run([self.output], {self.input: batch[i : i + rows]})[0]
+                               for i in range(0, len(batch), rows)])
 
 
 @dataclass
