@@ -110,14 +110,15 @@ def cross_validate_finetune(recipe: str, dataset, data, folds, keep: np.ndarray,
 # ------------------------------------------------------------------------------------------ probe-auto's hook
 def _checked(sel) -> tuple[str, list[str]]:
     """``select.finetune_recipe`` (a shipped recipe or TOML that trains a network) and ``select.finetune_sets``."""
-    from musetag.training import probe
     from musetag.training.config import load_config
+    from musetag.training.probe import is_probe_model
 
     sets = sel.finetune_sets
     if not isinstance(sets, (list, tuple)) or not all(isinstance(s, str) and "=" in s for s in sets):
         raise ConfigError(f"select.finetune_sets = {sets!r}: give a list of \"key=value\" strings, e.g. [\"epochs=4\"]")
     recipe = str(sel.finetune_recipe)
-    if probe.route(load_config(recipe, sets=list(sets))):
+    name = load_config(recipe, sets=list(sets)).model.name
+    if name == "probe_auto" or is_probe_model(name):
         raise ConfigError(f"select.finetune_recipe = {recipe!r} fits a probe on embeddings, which probe-auto already "
                           "tries; name a fine-tuning recipe such as smalldata-finetune-musicnn")
     return recipe, list(sets)
@@ -126,10 +127,6 @@ def _checked(sel) -> tuple[str, list[str]]:
 def finetune_candidate(cfg, arrays, folds, keep: np.ndarray, cands: list[Candidate], run_dir: Path):
     """``select.finetune``: cross-validate the fine-tune; train it into ``run_dir`` and return its
     :class:`~musetag.training.runstate.RunResult` when it beats every probe's CV score, else None."""
-    from musetag.training.config import load_config
-    from musetag.training.loop import _run
-    from musetag.training.recipe_checks import fit_to_task, set_keys
-
     sel = cfg.select
     recipe, sets = _checked(sel)
     dataset = cfg.data.dataset
@@ -148,17 +145,25 @@ def finetune_candidate(cfg, arrays, folds, keep: np.ndarray, cands: list[Candida
     if not cand.score > best.score:
         return None
     log.info("fine-tuning wins: %s is trained on train+validation into %s", recipe, run_dir)
-    pool = pooled_split(data)
-    final = with_splits(data, pool, data.splits["validation"], data.splits["test"])
-    ft_sets = fixed_length_sets(recipe, [*sets, f"seed={cfg.seed}"])
-    ft_cfg = fit_to_task(load_config(recipe, sets=ft_sets, overrides={"data": {"dataset": str(dataset)},
-                                                                       "out": str(run_dir)}),
-                         pinned=set_keys(ft_sets))
-    result = _run(ft_cfg, Path(run_dir), resume=False, training_data=final)  # probe-auto holds the folder's lock
+    select = {"folds": len(folds), "grouped": arrays.groups is not None, "candidates": table, "chosen": [cand.name],
+              "cpu_s": round(cand.cpu_s, 1)}
+    return train_final(recipe, dataset, data, sets, cfg.seed, Path(run_dir), select)
+
+
+def train_final(recipe: str, dataset, data, sets: list[str], seed: int, run_dir: Path, select: dict):
+    """The fine-tune on train+validation of ``data`` into ``run_dir`` (whose lock the caller holds), the last
+    epoch kept; validation and test predicted once at the end; ``select`` is added to its ``summary.json``."""
+    from musetag.training.config import load_config
+    from musetag.training.loop import _run
+    from musetag.training.recipe_checks import fit_to_task, set_keys
+
+    ft_sets = fixed_length_sets(recipe, [*sets, f"seed={seed}"])
+    cfg = load_config(recipe, sets=ft_sets, overrides={"data": {"dataset": str(dataset)}, "out": str(run_dir)})
+    final = with_splits(data, pooled_split(data), data.splits["validation"], data.splits["test"])
+    result = _run(fit_to_task(cfg, pinned=set_keys(ft_sets)), Path(run_dir), resume=False, training_data=final)
     summary_path = Path(run_dir) / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    summary["select"] = {"metric": result.metric, "folds": len(folds), "grouped": arrays.groups is not None,
-                         "candidates": table, "chosen": [cand.name], "cpu_s": round(cand.cpu_s, 1),
+    summary["select"] = {"metric": result.metric, **select,
                          "note": "validation figures are in-sample (the final fine-tune trained on train+validation); "
                                  "the CV figures are in candidates"}
     summary_path.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
