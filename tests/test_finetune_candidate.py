@@ -72,6 +72,7 @@ def test_cross_validated_finetune_starts_from_the_published_weights_and_scores_h
     from sklearn.metrics import average_precision_score
 
     from musetag.training.finetune_candidate import cross_validate_finetune, load_pool, pooled_split, train_final
+    from musetag.training.loop import _run
     from musetag.training.probe_cv import make_folds
 
     pretrained_package("jamendo-musicnn")  # skips without the weights mirror
@@ -81,7 +82,7 @@ def test_cross_validated_finetune_starts_from_the_published_weights_and_scores_h
     assert len(pool) == 10 and data.tags == ["happy", "low"]
     folds = make_folds("multilabel", pool.targets, _groups(toml, pool.ids), 2, seed=0)
     keep = np.array([True, True])
-    cand = cross_validate_finetune(RECIPE, toml, data, folds, keep, tmp_path / "cv", sets=FAST, seed=3)
+    cand = cross_validate_finetune(RECIPE, toml, data, folds, keep, tmp_path / "cv", _run, sets=FAST, seed=3)
 
     published = _published()
     n_sub = sum(int(_subnormal(v).sum()) for v in published.values() if v.is_floating_point())
@@ -108,7 +109,9 @@ def test_cross_validated_finetune_starts_from_the_published_weights_and_scores_h
     assert cand.name == f"finetune:{RECIPE} / finetune" and cand.cpu_s > 0 and len(cand.per_fold[0]) == 2
 
     # when it wins probe-auto's choice: the same recipe on train+validation, the last epoch kept, test scored once
-    train_final(RECIPE, toml, data, FAST, 3, tmp_path / "final", {"chosen": [cand.name]})
+    train_final(RECIPE, toml, data, FAST, 3, tmp_path / "final", {"chosen": [cand.name]}, _run)
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train_final(RECIPE, toml, data, FAST, 3, tmp_path / "final", {}, _run)
     summary = json.loads((tmp_path / "final" / "summary.json").read_text())
     assert summary["select"]["chosen"] == [cand.name] and summary["select"]["metric"] == "pr_auc_macro"
     ckpt = torch.load(tmp_path / "final" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
