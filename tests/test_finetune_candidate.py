@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import pretrained_package
+from musetag.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -70,7 +71,8 @@ def _subnormal(t: torch.Tensor) -> torch.Tensor:
 def test_cross_validated_finetune_starts_from_the_published_weights_and_scores_honest_out_of_fold_predictions(tmp_path):
     from sklearn.metrics import average_precision_score
 
-    from musetag.training.finetune_candidate import cross_validate_finetune, load_pool, pooled_split
+    from musetag.training.finetune_candidate import cross_validate_finetune, load_pool, pooled_split, train_final
+    from musetag.training.loop import _run
     from musetag.training.probe_cv import make_folds
 
     pretrained_package("jamendo-musicnn")  # skips without the weights mirror
@@ -80,7 +82,7 @@ def test_cross_validated_finetune_starts_from_the_published_weights_and_scores_h
     assert len(pool) == 10 and data.tags == ["happy", "low"]
     folds = make_folds("multilabel", pool.targets, _groups(toml, pool.ids), 2, seed=0)
     keep = np.array([True, True])
-    cand = cross_validate_finetune(RECIPE, toml, data, folds, keep, tmp_path / "cv", sets=FAST, seed=3)
+    cand = cross_validate_finetune(RECIPE, toml, data, folds, keep, tmp_path / "cv", _run, sets=FAST, seed=3)
 
     published = _published()
     n_sub = sum(int(_subnormal(v).sum()) for v in published.values() if v.is_floating_point())
@@ -106,6 +108,17 @@ def test_cross_validated_finetune_starts_from_the_published_weights_and_scores_h
     assert cand.pooled[0] == pytest.approx(expected, abs=1e-6)
     assert cand.name == f"finetune:{RECIPE} / finetune" and cand.cpu_s > 0 and len(cand.per_fold[0]) == 2
 
+    # when it wins probe-auto's choice: the same recipe on train+validation, the last epoch kept, test scored once
+    train_final(RECIPE, toml, data, FAST, 3, tmp_path / "final", {"chosen": [cand.name]}, _run)
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train_final(RECIPE, toml, data, FAST, 3, tmp_path / "final", {}, _run)
+    summary = json.loads((tmp_path / "final" / "summary.json").read_text())
+    assert summary["select"]["chosen"] == [cand.name] and summary["select"]["metric"] == "pr_auc_macro"
+    ckpt = torch.load(tmp_path / "final" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["model"]["name"] == "won_musicnn"
+    assert len((tmp_path / "final" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert np.load(tmp_path / "final" / "predictions" / "test.npy").shape == (2, 2)
+
 
 def test_the_recipe_fine_tunes_regression_targets_with_ccc_and_copies_no_classifier_row(tmp_path):
     from sklearn.metrics import r2_score
@@ -124,7 +137,7 @@ def test_the_recipe_fine_tunes_regression_targets_with_ccc_and_copies_no_classif
     assert load_toml_config(run / "config.toml").loss.name == "ccc"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metric"] == "r2_mean"
-    pred, y = np.load(run / "predictions" / "test.npy"), np.load(run / "predictions" / "test_targets.npy")
+    pred = np.load(run / "predictions" / "test.npy")
     assert pred.shape == (2, 2) and np.isfinite(pred).all()
     val_pred, val_y = np.load(run / "predictions" / "validation.npy"), np.load(run / "predictions" / "validation_targets.npy")
     assert summary["validation"]["r2_mean"] == pytest.approx(
@@ -135,7 +148,7 @@ def test_the_recipe_fine_tunes_regression_targets_with_ccc_and_copies_no_classif
     assert np.isfinite(np.load(tmp_path / "run-mse" / "predictions" / "test.npy")).all()
 
 
-def test_probe_auto_with_select_finetune_chooses_by_cv_score_and_writes_both(tmp_path):
+def test_probe_auto_with_select_finetune_scores_it_on_the_same_folds_and_keeps_the_higher(tmp_path):
     import musetag
 
     pretrained_package("jamendo-musicnn")
@@ -150,9 +163,10 @@ def test_probe_auto_with_select_finetune_chooses_by_cv_score_and_writes_both(tmp
     musetag.train("probe-auto", out=run, sets=sets)
     info = json.loads((run / "finetune-cv.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
-    names = [c["candidate"] for c in summary["select"]["candidates"]]
-    assert f"finetune:{RECIPE} / finetune" in names or not info["chosen"]
     assert info["chosen"] == (info["finetune"]["cv"] > info["best_probe"]["cv"])
+    assert info["best_probe"]["cv"] == pytest.approx(summary["select"]["candidates"][0]["cv"]) or info["chosen"]
     ckpt = torch.load(run / "checkpoints" / summary["checkpoint"].split("/")[-1], map_location="cpu", weights_only=False)
     assert ckpt["model"]["name"] == ("won_musicnn" if info["chosen"] else "probe_linear")
     assert len(list((run / "finetune-cv").glob("fold-*"))) == 2
+    with pytest.raises(ConfigError, match="fits a probe"):
+        musetag.train("probe-auto", out=tmp_path / "bad", sets=[*sets, "select.finetune_recipe=probe-linear"])

@@ -73,14 +73,20 @@ def with_splits(data, train, validation, test=None):
     return dataclasses.replace(data, splits={"train": train, "validation": validation, "test": test}, _maps={})
 
 
-def train_on(recipe: str, dataset, data, out: Path, sets: list[str]):
-    """One fine-tune of ``recipe`` on ``data``'s splits into ``out`` (a fresh run folder)."""
-    from musetag.training.loop import train
+def train_on(recipe: str, dataset, data, out: Path, sets: list[str], runner):
+    """One fine-tune of ``recipe`` on ``data``'s splits into ``out`` (a fresh run folder). ``runner``: the epoch
+    loop's ``musetag.training.loop._run`` (passed in: the loop imports probe-auto, which imports this module)."""
+    from musetag.training.config import load_config
+    from musetag.training.recipe_checks import fit_to_task, set_keys
 
-    return train(recipe, data=dataset, out=out, sets=sets, training_data=data)
+    out = Path(out)
+    if (out / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a training run; remove it or train into another folder")
+    cfg = load_config(recipe, sets=sets, overrides={"data": {"dataset": str(Path(dataset).resolve())}, "out": str(out)})
+    return runner(fit_to_task(cfg, pinned=set_keys(sets)), out, resume=False, training_data=data)
 
 
-def cross_validate_finetune(recipe: str, dataset, data, folds, keep: np.ndarray, work: Path, *,
+def cross_validate_finetune(recipe: str, dataset, data, folds, keep: np.ndarray, work: Path, runner, *,
                             sets: list[str] | None = None, seed: int = 0) -> Candidate:
     """Out-of-fold predictions of ``recipe`` over train+validation of ``data`` (one run per fold, in
     ``work/fold-K``); a :class:`Candidate` scored like the probes, ``cpu_s`` the CPU seconds of all folds."""
@@ -94,7 +100,7 @@ def cross_validate_finetune(recipe: str, dataset, data, folds, keep: np.ndarray,
         out = Path(work) / f"fold-{k}"
         log.info("[finetune %s] fold %d/%d: %d training, %d held-out tracks", recipe, k + 1, len(folds), len(tr), len(te))
         train_on(recipe, dataset, with_splits(data, _subset(pool, tr, "train"), _subset(pool, te, "validation")),
-                 out, fixed)
+                 out, fixed, runner)
         pred = np.load(out / "predictions" / "validation.npy")
         ids = (out / "predictions" / "validation_ids.txt").read_text(encoding="utf-8").split()
         if ids != [pool.ids[i] for i in te]:
@@ -110,26 +116,23 @@ def cross_validate_finetune(recipe: str, dataset, data, folds, keep: np.ndarray,
 # ------------------------------------------------------------------------------------------ probe-auto's hook
 def _checked(sel) -> tuple[str, list[str]]:
     """``select.finetune_recipe`` (a shipped recipe or TOML that trains a network) and ``select.finetune_sets``."""
-    from musetag.training import probe
     from musetag.training.config import load_config
+    from musetag.training.probe import is_probe_model
 
     sets = sel.finetune_sets
     if not isinstance(sets, (list, tuple)) or not all(isinstance(s, str) and "=" in s for s in sets):
         raise ConfigError(f"select.finetune_sets = {sets!r}: give a list of \"key=value\" strings, e.g. [\"epochs=4\"]")
     recipe = str(sel.finetune_recipe)
-    if probe.route(load_config(recipe, sets=list(sets))):
+    name = load_config(recipe, sets=list(sets)).model.name
+    if name == "probe_auto" or is_probe_model(name):
         raise ConfigError(f"select.finetune_recipe = {recipe!r} fits a probe on embeddings, which probe-auto already "
                           "tries; name a fine-tuning recipe such as smalldata-finetune-musicnn")
     return recipe, list(sets)
 
 
-def finetune_candidate(cfg, arrays, folds, keep: np.ndarray, cands: list[Candidate], run_dir: Path):
+def finetune_candidate(cfg, arrays, folds, keep: np.ndarray, cands: list[Candidate], run_dir: Path, runner):
     """``select.finetune``: cross-validate the fine-tune; train it into ``run_dir`` and return its
     :class:`~musetag.training.runstate.RunResult` when it beats every probe's CV score, else None."""
-    from musetag.training.config import load_config
-    from musetag.training.loop import _run
-    from musetag.training.recipe_checks import fit_to_task, set_keys
-
     sel = cfg.select
     recipe, sets = _checked(sel)
     dataset = cfg.data.dataset
@@ -137,7 +140,7 @@ def finetune_candidate(cfg, arrays, folds, keep: np.ndarray, cands: list[Candida
     if [data.splits[r].ids for r in ("train", "validation", "test")] != [arrays.ids[r] for r in ("train", "validation", "test")]:
         raise ConfigError(f"{dataset}: the fine-tune recipe {recipe!r} reads other tracks than the probes "
                           "(failed decodes?); run `musetag prepare` for both presets and check failures.csv")
-    cand = cross_validate_finetune(recipe, dataset, data, folds, keep, Path(run_dir) / "finetune-cv", sets=sets,
+    cand = cross_validate_finetune(recipe, dataset, data, folds, keep, Path(run_dir) / "finetune-cv", runner, sets=sets,
                                    seed=cfg.seed)
     best = max(cands, key=lambda c: np.nan_to_num(c.score, nan=-np.inf))
     log.info("[candidate %d] %-45s CV %.4f ± %.4f (%.1f s CPU); best probe %s CV %.4f", len(cands) + 1, cand.name,
@@ -148,17 +151,20 @@ def finetune_candidate(cfg, arrays, folds, keep: np.ndarray, cands: list[Candida
     if not cand.score > best.score:
         return None
     log.info("fine-tuning wins: %s is trained on train+validation into %s", recipe, run_dir)
-    pool = pooled_split(data)
-    final = with_splits(data, pool, data.splits["validation"], data.splits["test"])
-    ft_sets = fixed_length_sets(recipe, [*sets, f"seed={cfg.seed}"])
-    ft_cfg = fit_to_task(load_config(recipe, sets=ft_sets, overrides={"data": {"dataset": str(dataset)},
-                                                                       "out": str(run_dir)}),
-                         pinned=set_keys(ft_sets))
-    result = _run(ft_cfg, Path(run_dir), resume=False, training_data=final)  # probe-auto holds the folder's lock
+    select = {"folds": len(folds), "grouped": arrays.groups is not None, "candidates": table, "chosen": [cand.name],
+              "cpu_s": round(cand.cpu_s, 1)}
+    return train_final(recipe, dataset, data, sets, cfg.seed, Path(run_dir), select, runner)
+
+
+def train_final(recipe: str, dataset, data, sets: list[str], seed: int, run_dir: Path, select: dict, runner):
+    """The fine-tune on train+validation of ``data`` into ``run_dir`` (whose lock the caller holds), the last
+    epoch kept; validation and test predicted once at the end; ``select`` is added to its ``summary.json``."""
+    ft_sets = fixed_length_sets(recipe, [*sets, f"seed={seed}"])
+    final = with_splits(data, pooled_split(data), data.splits["validation"], data.splits["test"])
+    result = train_on(recipe, dataset, final, Path(run_dir), ft_sets, runner)
     summary_path = Path(run_dir) / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    summary["select"] = {"metric": result.metric, "folds": len(folds), "grouped": arrays.groups is not None,
-                         "candidates": table, "chosen": [cand.name], "cpu_s": round(cand.cpu_s, 1),
+    summary["select"] = {"metric": result.metric, **select,
                          "note": "validation figures are in-sample (the final fine-tune trained on train+validation); "
                                  "the CV figures are in candidates"}
     summary_path.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")

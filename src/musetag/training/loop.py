@@ -115,7 +115,7 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
             if cfg.model.name == "probe_auto":  # the recipe probe-auto: chosen by cross-validation
                 from musetag.training.probe_auto import train_probe_auto
 
-                return train_probe_auto(cfg, run_dir)
+                return train_probe_auto(cfg, run_dir, runner=_run)  # _run: select.finetune's fine-tunes
             return probe.train_probe(cfg, run_dir)
         if cfg.members:
             # --set options apply to every member (except those choosing the members themselves)

@@ -267,8 +267,9 @@ def _oof_of(chosen: list[Candidate]) -> np.ndarray:
     return np.mean([c.oof[c.best] for c in chosen], axis=0)
 
 
-def train_probe_auto(cfg, run_dir: Path):
-    """``musetag train probe-auto``: the run folder and a :class:`~musetag.training.loop.RunResult`."""
+def train_probe_auto(cfg, run_dir: Path, runner=None):
+    """``musetag train probe-auto``: the run folder and a :class:`~musetag.training.loop.RunResult`. ``runner``:
+    the epoch loop's ``_run`` (passed in by the loop, which imports this module), for ``select.finetune``."""
     from musetag.data.embed_features import embedding_feature_config
     from musetag.training.config import dump_toml
     from musetag.training.runstate import RunResult
@@ -303,7 +304,7 @@ def train_probe_auto(cfg, run_dir: Path):
     if sel.finetune:  # optional candidate: a fine-tune on the same folds, trained here when its CV score is higher
         from musetag.training.finetune_candidate import finetune_candidate
 
-        done = finetune_candidate(cfg, arrays, folds, keep, cands, run_dir)
+        done = finetune_candidate(cfg, arrays, folds, keep, cands, run_dir, runner)
         if done is not None:
             return done
     chosen, nested_info = _choose(cands, arrays, folds, keep, sel.average)
