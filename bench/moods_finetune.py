@@ -258,13 +258,14 @@ def report(args, work: Path) -> str:
         "",
         verdict,
         "",
-        "Scope and caveats. Only this short fine-tune was measured over folds and seeds: 2 epochs with the back-end "
-        "convolutions frozen (`--keep-frozen 9`). Unfreezing them (`--keep-frozen 6`, the recipe's default) made "
-        "an epoch about 5x dearer on this machine, and running it on every fold did not fit the time we had; "
-        "longer runs were not tried either. So the verdict holds for this cheap setting, not for fine-tuning in "
+        "Scope and caveats. Two settings were measured (two result files of this script): `--keep-frozen 9` "
+        "(moods-finetune.md: the back-end convolutions stay frozen) and `--keep-frozen 6` (moods-finetune-keep6.md: "
+        "the recipe's own setting, the back end learns from epoch 2), both for 2 epochs only; longer fine-tunes "
+        "were not tried in the time we had, so the verdict holds for these short runs, not for fine-tuning in "
         "general. CPU seconds depend on how busy the machine is: the same linear-probe CV took 67 CPU s at load 12 "
-        "and 10 CPU s on an idle machine (the probes.json figures of each seed), so compare costs within a row. "
-        "The probes are deterministic given the folds (linear: the same test score for every seed).",
+        "and 10 CPU s on an idle machine, and a fold's fine-tune 62 CPU s at load 12 against 37-41 idle, so "
+        "compare costs within a table only. The probes are deterministic given the folds (linear: the same test "
+        "score for every seed).",
         "",
     ])
 
