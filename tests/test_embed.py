@@ -104,7 +104,7 @@ def test_worker_processes_give_the_same_embeddings(package, music, tmp_path):
 
 def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     """`musetag export` then `musetag embed --backend onnx`: the graph's embedding output gives the
-    PyTorch embeddings; without --backend (auto, as `musetag tag`) embed runs that same ONNX path."""
+    PyTorch embeddings; without --backend embed runs torch, the numbers `musetag prepare` stores."""
     pytest.importorskip("onnxruntime")
     from musetag.inference.embed import load_embedder
     from musetag.inference.embeddings_file import read_embeddings
@@ -122,7 +122,7 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     assert tables[None].meta["dim"] == tables["torch"].meta["dim"]
     # fusion64's numpy and torch FFTs round differently in the quietest bins: 1e-4 on these vectors
     np.testing.assert_allclose(tables["onnx"].vectors, tables["torch"].vectors, atol=1e-4)
-    np.testing.assert_array_equal(tables[None].vectors, tables["onnx"].vectors)
+    np.testing.assert_array_equal(tables[None].vectors, tables["torch"].vectors)
     auto = load_embedder(package, backend="auto")
     assert auto.backend == "onnx" and auto.model is None and auto.dim == tables["torch"].vectors.shape[1]
 

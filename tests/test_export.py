@@ -1,6 +1,7 @@
 """ONNX / TorchScript export: parity with PyTorch, metadata, and the tagger's onnx backend."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -140,3 +141,26 @@ def test_onnx_runner_splits_a_big_batch_into_bounded_runs(tmp_path, monkeypatch)
     monkeypatch.setattr(runners, "ONNX_RUN_ELEMENTS", 96 * 64 * 40)  # 40 windows a run
     np.testing.assert_allclose(runner(batch), whole, atol=1e-6)
     assert seen == [40, 40, 20]
+
+
+def test_onnx_path_leaves_the_process_float_mode_alone(tmp_path):
+    """ONNX Runtime's ``session.set_denormal_as_zero`` switched the calling thread to flush-to-zero for the
+    rest of the process (the user's numpy and torch code too); the cache's v2 graphs are exported from
+    weights with their subnormals zeroed instead, so no such option is set."""
+    import subprocess
+    import sys
+    import textwrap
+
+    pkg = make_package(tmp_path / "pkg", model=tiny_model(), frames=64)
+    code = textwrap.dedent(f"""
+        import numpy as np, torch
+        from musetag.inference import Tagger
+        tiny = np.finfo(np.float32).tiny
+        Tagger.from_package({str(pkg)!r}, backend="onnx").tag(np.random.default_rng(0).standard_normal(40000).astype(np.float32), 12000)
+        print((torch.tensor(tiny) / 7).item() != 0, (np.array([tiny], np.float32) / 7)[0] != 0)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MUSETAG_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]  # subnormal results still exist after an ONNX run
+    assert (tmp_path / "home" / "onnx" / f"{load_package(pkg).sha256}.v2.onnx").is_file()

@@ -243,9 +243,9 @@ def test_cli_package(tmp_path, capsys):
     assert "simplecnn" in out and pkg.source["checkpoint"] == "best.pt"
     if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
         # the graph `musetag tag` runs by default is exported with the package, not on the first tag
-        from musetag.inference.hub import home
+        from musetag.inference.export import cached_onnx_path
 
-        graph = home() / "onnx" / f"{pkg.sha256}.onnx"
+        graph = cached_onnx_path(pkg)
         assert graph.is_file() and f"ONNX graph {graph}" in out
     assert main(["package", str(tmp_path / "nope"), "--out", str(tmp_path / "m2")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -41,11 +41,12 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="decoding processes (0 = decode in this process); default: one per core but one, at most 4")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
-                   help="network runtime, as for `musetag tag`: onnx reads the `embedding` output of the exported "
-                        "graph on onnxruntime with numpy features (exported once into the cache, or `musetag "
-                        "export`); torch: PyTorch; auto: onnx for a plain model on the CPU when onnxruntime is "
-                        "installed, else torch (a GPU, a backbone + probe package)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="torch",
+                   help="network runtime: torch (default: PyTorch, the numbers `musetag prepare` stores for "
+                        "`embed:` presets, so files and caches are interchangeable); onnx reads the `embedding` "
+                        "output of the exported graph on onnxruntime with numpy features (within ~1e-4 of torch; "
+                        "exported once into the cache, or `musetag export`); auto: onnx for a plain model on the "
+                        "CPU when onnxruntime is installed, else torch")
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun, else cpu)")
     p.add_argument("--retry-errors", action="store_true", help="embed again files that failed before")
     p.add_argument("--restart", action="store_true", help="ignore earlier partial results and start over")

@@ -75,9 +75,6 @@ def _session(path: str, mtime_ns: int, size: int):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    # graphs exported before weights were flushed (models.weights.flush_denormals) keep subnormal
-    # weights; treating them as zero keeps ONNX Runtime off the CPU's slow subnormal path
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     # no busy-waiting between runs: the decoding workers (tag_many, the service's decoders) need those
     # cores, and spinning threads cost ~10 % more CPU per window (bench: baseline, 2 cores)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -246,7 +243,6 @@ def check_parity(model, package: ModelPackage, path: Path, fmt: str, tolerance: 
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         run = lambda x: session.run(None, {name: x})  # noqa: E731
@@ -283,6 +279,21 @@ def _onnx_meta(path: Path) -> dict[str, str]:
     return dict(onnx_session(path).get_modelmeta().custom_metadata_map)
 
 
+#: the cache's graph generation: "v2" graphs are exported from weights whose subnormal floats were
+#: zeroed (:func:`musetag.models.weights.flush_denormals`); older graphs keep them and run up to 50x
+#: slower, so they are not read. (ONNX Runtime's ``session.set_denormal_as_zero`` would also cure them,
+#: but it switches the calling thread to flush-to-zero for the rest of the process: the user's code too.)
+ONNX_CACHE_VERSION = "v2"
+
+
+def cached_onnx_path(package: ModelPackage) -> Path:
+    """Where the cache keeps ``package``'s exported graph: ``home() / "onnx"`` ($MUSETAG_HOME/onnx,
+    else $XDG_CACHE_HOME/musetag/onnx), named by the weights' sha256 and :data:`ONNX_CACHE_VERSION`."""
+    from musetag.inference.hub import home
+
+    return home() / "onnx" / f"{package.sha256}.{ONNX_CACHE_VERSION}.onnx"
+
+
 def onnx_for_package(package: ModelPackage, onnx_path: str | os.PathLike | None = None) -> Path:
     """The ONNX graph for ``package``: ``onnx_path``, else ``model.onnx`` in the package folder,
     else one exported (with the parity check) into the cache (``home() / "onnx"``, see
@@ -304,10 +315,8 @@ def onnx_for_package(package: ModelPackage, onnx_path: str | os.PathLike | None 
             return path
         if onnx_path is not None:
             raise ModelError(f"ONNX file {path} does not exist; create it with `musetag export MODEL --format onnx`")
-    from musetag.inference.hub import home
-
-    cache = home() / "onnx"  # $MUSETAG_HOME/onnx, else $XDG_CACHE_HOME/musetag/onnx
-    cached = cache / f"{package.sha256}.onnx"
+    cached = cached_onnx_path(package)
+    cache = cached.parent
     if cached.is_file():
         try:
             if "embedding" in onnx_outputs(cached):  # older exports lack it: export again
