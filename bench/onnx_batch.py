@@ -4,7 +4,7 @@ For every catalogue model pulled on this machine (its ONNX graph in the cache, e
 ``musetag pull``), a fresh process builds the session as musetag does
 (``musetag.inference.export.onnx_session``: denormals as zero, no spinning) and runs 32 random
 windows in runs of 1, 2, 4, 16 and 32 windows (a warm-up run first); it prints CPU s per window
-(``time.process_time``) and the process's peak RSS. Both sides of each row run in the same session
+(``time.process_time``) and the process's peak RSS (``VmHWM``). Both sides of each row run in the same session
 of this script, on the same machine, so the ratios hold under load. The rule the runner follows
 (``musetag.inference.runners.ONNX_RUN_ELEMENTS`` input numbers per run) is printed beside.
 
@@ -25,7 +25,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 from musetag.inference.export import onnx_session
 path, rows = sys.argv[1], int(sys.argv[2])
@@ -38,7 +38,9 @@ t = time.process_time()
 for _ in range(runs):
     s.run(None, {i.name: x})
 cpu = (time.process_time() - t) / (runs * rows)
-print(json.dumps({"cpu_per_window": cpu, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM: this process's peak RSS since exec (ru_maxrss would include the parent's at fork)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"cpu_per_window": cpu, "peak_mb": hwm / 1024,
                   "window": [int(d) for d in i.shape[1:]]}))
 """
 

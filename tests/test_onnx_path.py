@@ -183,7 +183,7 @@ def test_damaged_cached_graph_is_exported_again(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "cache"))
     pkg = load_package(make_package(tmp_path / "pkg"))
-    cached = tmp_path / "cache" / "onnx" / f"{pkg.sha256}.v2.onnx"
+    cached = tmp_path / "cache" / "onnx" / f"{pkg.sha256}.v3.onnx"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not a graph")
     tagger = Tagger(pkg, backend="onnx")
@@ -231,7 +231,7 @@ def test_pull_exports_the_graph_so_the_first_tag_exports_nothing(tmp_path, monke
     monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "home"))
     assert main(["pull", "mtg-jamendo-baseline", "--no-progress"]) == 0
     package = load_model("mtg-jamendo-baseline")
-    graph = tmp_path / "home" / "onnx" / f"{package.sha256}.v2.onnx"
+    graph = tmp_path / "home" / "onnx" / f"{package.sha256}.v3.onnx"
     assert graph.is_file() and f"ONNX graph {graph}" in capsys.readouterr().out
 
     def no_export(*args, **kwargs):
