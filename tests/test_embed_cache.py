@@ -41,14 +41,19 @@ def counted(monkeypatch):
     return calls
 
 
-def _prepare(toml, preset):
+def prepare_vectors(toml, preset):
+    """``prepare`` of the dataset TOML with ``preset = "embed:PRESET"``: ``({audio path: vector}, result)``."""
     from musetag.data.cache import FeatureCache, prepare
 
     toml.write_text(toml.read_text().replace(toml.read_text().split("\n")[2], f'preset = "embed:{preset}"'))
     result = prepare(toml, progress=False)
     assert not result.failures
     cache = FeatureCache(result.out_dir)
-    return {t["audio_path"]: cache.load(i, mmap=False)[:, 0] for i, t in enumerate(cache.tracks)}
+    return {t["audio_path"]: cache.load(i, mmap=False)[:, 0] for i, t in enumerate(cache.tracks)}, result
+
+
+def _prepare(toml, preset):
+    return prepare_vectors(toml, preset)[0]
 
 
 def test_a_composite_preset_computes_only_the_backbones_not_yet_cached(tmp_path, counted):

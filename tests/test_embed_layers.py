@@ -9,13 +9,13 @@ the same numbers, and choosing other layers or statistics after ``prepare`` embe
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import pretrained_package
+from test_embed_cache import counted, prepare_vectors  # noqa: F401 - counted is a fixture
 from test_probe import _clips, _dataset
 
 A = "mtg-jamendo-baseline"  # the VGG-ish baseline: five conv taps + features, cheap on the CPU
@@ -102,39 +102,6 @@ def test_layer_choices_resolve_names_and_indices():
         resolve_layers(["4"], names)
 
 
-@pytest.fixture
-def counted(monkeypatch):
-    import musetag.data.embed_features as ef
-
-    calls: Counter = Counter()
-    real = ef.load_backbone
-
-    def load(part, **kwargs):
-        embedder = real(part, **kwargs)
-        embed = embedder.embed
-
-        def counting(source, *args, **kw):
-            calls[(part, str(source))] += 1
-            return embed(source, *args, **kw)
-
-        embedder.embed = counting
-        return embedder
-
-    monkeypatch.setattr(ef, "load_backbone", load)
-    return calls
-
-
-def _prepare(toml, preset):
-    from musetag.data.cache import FeatureCache, prepare
-
-    toml.write_text(toml.read_text().replace(toml.read_text().split("\n")[2], f'preset = "embed:{preset}"'))
-    result = prepare(toml, progress=False)
-    assert not result.failures
-    cache = FeatureCache(result.out_dir)
-    vectors = {t["audio_path"]: cache.load(i, mmap=False)[:, 0] for i, t in enumerate(cache.tracks)}
-    return vectors, result
-
-
 def test_prepare_and_embed_give_the_same_layer_statistics_and_other_choices_recompute_nothing(tmp_path, counted):
     pretrained_package(A)
     from musetag.inference.embed import load_embedder
@@ -145,7 +112,7 @@ def test_prepare_and_embed_give_the_same_layer_statistics_and_other_choices_reco
     files = [r[0] for r in _clips(1)]
     toml = _dataset(tmp_path, f"embed:{A}", _clips(1), cache=False)
     spec = f"{A}@layers=-2,-1,pool=mean,std"
-    chosen, result = _prepare(toml, spec)
+    chosen, result = prepare_vectors(toml, spec)
     assert sum(counted.values()) == len(files)  # one stats array per file: every tap in one pass
     layout = cache_layout(result.out_dir)
     embedder = load_embedder(spec)
@@ -154,12 +121,12 @@ def test_prepare_and_embed_give_the_same_layer_statistics_and_other_choices_reco
         np.testing.assert_array_equal(chosen[f], embedder.embed(f))
 
     counted.clear()
-    other, _ = _prepare(toml, f"{A}@layers=conv1,features,pool=max")
+    other, _ = prepare_vectors(toml, f"{A}@layers=conv1,features,pool=max")
     assert not counted  # other layers and statistics come out of the stored stats arrays
-    explicit, _ = _prepare(toml, f"{A}@layers=features")  # the forward_features mean, computed the old way
+    explicit, _ = prepare_vectors(toml, f"{A}@layers=features")  # the forward_features mean, computed the old way
     assert sum(counted.values()) == len(files)
     counted.clear()
-    same, _ = _prepare(toml, f"{A}@layers=-1,pool=mean")
+    same, _ = prepare_vectors(toml, f"{A}@layers=-1,pool=mean")
     assert not counted  # the same per-file arrays as layers=features
     plain = load_embedder(A)  # no layers: the penultimate mean
     for f in files:
