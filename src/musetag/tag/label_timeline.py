@@ -3,7 +3,8 @@
 The backbone runs over the track as the page embeds it (:meth:`musetag.tag.label_project.Project.embed_spec`:
 the same package, window rule and front end), through a :class:`~musetag.inference.tagger.Tagger` composed
 with the embedder's scorer (:func:`musetag.inference.embed.embedding_scorer`) plus a per-window recorder
-that keeps each window's vector (:class:`WindowVectors`). The mean of those vectors is the track's
+that keeps each window's vector as it is (:class:`~musetag.inference.segments.WindowRecorder` with the
+regression task's identity activation). The mean of those vectors is the track's
 embedding; each window's vector goes through the current head, so the timeline shows what the head
 would say of a track made of that window alone (as ``musetag tag --segments`` of a backbone + probe
 package does, :class:`musetag.inference.probe_tagging.WindowProbeRecorder`). A track's window vectors
@@ -14,25 +15,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from musetag.errors import ConfigError
 
 KEEP = 32  # tracks whose window vectors are kept in memory
-
-
-class WindowVectors:
-    """A per-window recorder (``add(vectors)`` per batch) that keeps the windows' embeddings as they are."""
-
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-
-    def add(self, vectors: np.ndarray) -> None:
-        self.parts.append(np.asarray(vectors, dtype=np.float32))
-
-    def probabilities(self) -> np.ndarray:
-        return np.concatenate(self.parts, axis=0) if self.parts else np.zeros((0, 0), np.float32)
 
 
 @dataclass
@@ -47,8 +36,10 @@ class TrackWindows:
 
 def _with_window_vectors(network):
     from musetag.inference.embed import embedding_scorer
+    from musetag.inference.segments import WindowRecorder
 
-    return replace(embedding_scorer(network), record=WindowVectors)
+    # the identity activation of regression: the windows' vectors are kept as the network gave them
+    return replace(embedding_scorer(network), record=partial(WindowRecorder, "regression"))
 
 
 class WindowEmbedder:
@@ -96,8 +87,8 @@ def timeline_body(windows: TrackWindows, tags: list[str], window_scores: np.ndar
                   task: str = "multilabel") -> dict:
     """The body the page's timeline draws (the shape of ``POST /v1/tag?segments=true``; ``task``
     "regression" draws the values on their own axis)."""
+    from musetag.inference.segments import SegmentScores
+
     return {"tags": list(tags), "task": task, "scores": {t: round(float(s), 6) for t, s in zip(tags, track_scores)},
             "duration": round(windows.duration, 3),
-            "segments": [{"start": round(float(s), 3), "end": round(float(e), 3),
-                          "scores": [round(float(v), 6) for v in row]}
-                         for s, e, row in zip(windows.start, windows.end, window_scores)]}
+            "segments": SegmentScores(windows.start, windows.end, window_scores).to_list()}
