@@ -202,11 +202,15 @@ def test_trim_silence_equals_librosa_trim():
 
     rng = np.random.default_rng(0)
     x = np.concatenate([np.zeros(SR), tone(440, 2.0), 1e-4 * rng.standard_normal(SR).astype(np.float32)])
-    for y in (x, np.stack([x, x[::-1].copy()]), np.zeros(5000, np.float32)):
-        ours, span = trim_silence(y)
-        ref, ref_span = librosa.effects.trim(y)
-        assert span == tuple(ref_span)
-        np.testing.assert_array_equal(ours, ref)
+    # a quiet second channel is judged against the loudest frame of either channel, as librosa does
+    quiet = np.stack([x, 3e-3 * x[::-1]]).astype(np.float32)
+    for y in (x, np.stack([x, x[::-1].copy()]), quiet, np.zeros(5000, np.float32)):
+        # librosa's frames (whole hops: summed per block) and frames that are not a whole number of hops
+        for frames in ({}, {"frame_length": 1000, "hop_length": 300}):
+            ours, span = trim_silence(y, **frames)
+            ref, ref_span = librosa.effects.trim(y, **frames)
+            assert span == tuple(ref_span)
+            np.testing.assert_array_equal(ours, ref)
     assert trim_silence(x)[1] == (43520, 133632)  # 1 s of silence minus the 2048-sample frame reach
 
 

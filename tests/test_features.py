@@ -363,3 +363,44 @@ def test_extract_file_error_names_the_file(tmp_path):
     bad.write_bytes(b"")
     with pytest.raises(AudioError, match="bad.ogg"):
         extract_file(bad, "bour128")
+
+
+def test_iter_extract_in_worker_processes_keeps_order_errors_and_crashes(tmp_path, monkeypatch):
+    """workers > 1 runs files in forked processes: results in input order and equal to one process;
+    a bad file and a non-path source are handled in their place; a file that kills its worker
+    fails alone (the files in flight with it are retried and succeed)."""
+    import io
+    import os
+
+    from musetag.features import extract as extract_mod
+    from musetag.features import iter_extract
+
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"clip{i}.wav"
+        sf.write(p, tone(220.0 * (i + 1), 1.0, 22050), 22050)
+        paths.append(p)
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio\n" * 20)
+    crash = tmp_path / "crash.wav"
+    sf.write(crash, tone(440.0, 1.0, 22050), 22050)
+    upload = io.BytesIO(paths[0].read_bytes())
+    real = extract_mod.extract_file
+
+    def dies_on_crash(source, config, **kw):  # inherited by the forked workers
+        if str(source).endswith("crash.wav"):
+            os._exit(3)  # what a native decoder crash looks like to the pool
+        return real(source, config, **kw)
+
+    monkeypatch.setattr(extract_mod, "extract_file", dies_on_crash)
+    order = [paths[0], bad, crash, paths[1], upload, paths[2], paths[3], paths[4]]
+    got = list(iter_extract(order, "fusion64", workers=2))
+    assert [g[0] for g in got] == order
+    by_name = {getattr(src, "name", "upload"): (feats, err) for src, feats, err in got}
+    assert "crashed" in by_name["crash.wav"][1] and "crash.wav" in by_name["crash.wav"][1]
+    assert by_name["notes.wav"][0] is None and "notes.wav" in by_name["notes.wav"][1]
+    for p in paths:
+        feats, err = by_name[p.name]
+        assert err is None
+        np.testing.assert_array_equal(feats, real(p, "fusion64"))
+    np.testing.assert_array_equal(by_name["upload"][0], real(paths[0], "fusion64"))

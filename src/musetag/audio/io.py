@@ -103,6 +103,7 @@ class _JoinedMP3:
         from musetag.audio.mp3parts import RangeReader
 
         self.name = name
+        self.byte_parts = list(parts)  # what a whole-file libmpg123 decode reads part by part
         self._readers: list = []
         self._parts: list[sf.SoundFile] = []
         try:
@@ -308,8 +309,8 @@ def _read_soundfile(
         # (bit reservoir not primed): seek a little earlier and drop the pre-roll.
         preroll = min(start, _MP3_PREROLL_FRAMES) if f.format == "MP3" else 0
         data = None
-        if mono and f.format == "MP3" and start == 0 and want < 0:
-            data = _decode_mp3_mixed(source, sr, name)
+        if f.format == "MP3" and start == 0 and want < 0:
+            data = _decode_mp3_whole(source, sr, name, mono=mono, parts=getattr(f, "byte_parts", None))
         said: list[str] = []
         try:
             if data is None:
@@ -337,10 +338,14 @@ def _read_soundfile(
     return data, sr
 
 
-def _decode_mp3_mixed(source: AudioSource, sample_rate: int, name: str = "") -> np.ndarray | None:
-    """A whole MP3 (a path, an upload, a file object) mixed to one channel inside libmpg123, or
-    ``None`` (not installed, disabled, or it failed: soundfile then decodes it and reports any
-    problem). Every kind of source gives the same samples."""
+def _decode_mp3_whole(
+    source: AudioSource, sample_rate: int, name: str = "", *, mono: bool, parts: list | None = None
+) -> np.ndarray | None:
+    """A whole MP3 (a path, an upload, a file object) decoded by libmpg123, ``(frames, channels)``
+    float32, with ``mono`` the channels mixed inside the decoder (one column); or ``None`` (not
+    installed, disabled, or it failed: soundfile then decodes it and reports any problem). Every kind
+    of source gives the samples soundfile gives. ``parts``: the byte ranges of joined streams when the
+    caller found them already (:class:`_JoinedMP3`), so the file is not searched twice."""
     from musetag.audio import mpg123
 
     if not mpg123.available():
@@ -360,13 +365,12 @@ def _decode_mp3_mixed(source: AudioSource, sample_rate: int, name: str = "") -> 
                 source.seek(pos)
             # joined streams are decoded one by one, each trimmed by its own gapless header
             # (the samples soundfile gives for the same parts)
-            from musetag.audio.mp3parts import _parts_of
-
             view = memoryview(payload)
-            parts = _parts_of(view.obj if isinstance(view.obj, bytes) else bytes(view)) if len(view) else []
-            decoded = [mpg123.decode(view[a:b], mono=True) for a, b in (parts if len(parts) > 1 else [(0, len(view))])]
+            if parts is None:  # an ordinary file: soundfile opened it as one stream
+                parts = [(0, len(view))]
+            decoded = [mpg123.decode(view[a:b], mono=mono) for a, b in parts]
             rate = decoded[0][1]
-            if any(r != rate for _, r in decoded):
+            if any(r != rate for _, r in decoded) or any(d.shape[1] != decoded[0][0].shape[1] for d, _ in decoded):
                 return None
             data = decoded[0][0] if len(decoded) == 1 else np.concatenate([d for d, _ in decoded])
     except (mpg123.Mpg123Error, OSError, ValueError, TypeError):

@@ -138,17 +138,11 @@ def trim_silence(
     n = audio.shape[-1]
     if n == 0:
         return audio, (0, 0)
-    half = frame_length // 2
-    squares = np.square(audio.astype(np.float64))
-    padded = np.pad(squares, [(0, 0)] * (audio.ndim - 1) + [(half, half)])
-    csum = np.concatenate([np.zeros(audio.shape[:-1] + (1,)), np.cumsum(padded, axis=-1)], axis=-1)
     n_frames = 1 + n // hop_length
-    starts = np.arange(n_frames) * hop_length
-    ends = np.minimum(starts + frame_length, padded.shape[-1])
-    mean_square = (csum[..., ends] - csum[..., starts]) / frame_length  # (..., n_frames)
+    mean_square = _frame_energy(audio, frame_length, hop_length) / frame_length  # (..., n_frames)
     rms = np.sqrt(np.maximum(mean_square, 0.0))
     # librosa.amplitude_to_db(rms, ref=np.max): 20 log10(max(rms, 1e-5)) - 20 log10(max(max(rms), 1e-5))
-    ref = np.max(rms, axis=-1, keepdims=True)
+    ref = np.max(rms)  # over every channel, as librosa (a quiet channel is judged against the loud one)
     db = 20.0 * np.log10(np.maximum(rms, 1e-5)) - 20.0 * np.log10(np.maximum(ref, 1e-5))
     if db.ndim > 1:
         db = db.reshape(-1, n_frames).max(axis=0)
@@ -158,6 +152,32 @@ def trim_silence(
     start = int(loud[0] * hop_length)
     end = min(n, int((loud[-1] + 1) * hop_length))
     return audio[..., start:end], (start, end)
+
+
+def _frame_energy(audio: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """Sum of squares of each centred, zero-padded frame: ``(..., 1 + n // hop_length)`` float64.
+
+    When the frame and its half are whole numbers of hops (librosa's defaults: 2048 and 512), the
+    squares are summed once per hop-long block and each frame adds its blocks: one pass over the
+    samples, no float64 copy of the signal. Otherwise a running sum over the padded squares."""
+    n = audio.shape[-1]
+    n_frames = 1 + n // hop_length
+    half = frame_length // 2
+    lead = audio.shape[:-1]
+    if frame_length % hop_length or half % hop_length:
+        padded = np.pad(np.square(audio.astype(np.float64)), [(0, 0)] * len(lead) + [(half, half)])
+        csum = np.concatenate([np.zeros(lead + (1,)), np.cumsum(padded, axis=-1)], axis=-1)
+        starts = np.arange(n_frames) * hop_length
+        return csum[..., np.minimum(starts + frame_length, padded.shape[-1])] - csum[..., starts]
+    per_frame, before = frame_length // hop_length, half // hop_length
+    whole = n // hop_length
+    blocks = np.zeros(lead + (before + whole + 1 + per_frame,))
+    full = audio[..., : whole * hop_length].reshape(lead + (whole, hop_length))
+    blocks[..., before : before + whole] = np.einsum("...ij,...ij->...i", full, full)
+    tail = audio[..., whole * hop_length :]
+    blocks[..., before + whole] = np.einsum("...i,...i->...", tail, tail)
+    csum = np.concatenate([np.zeros(lead + (1,)), np.cumsum(blocks, axis=-1)], axis=-1)
+    return csum[..., per_frame : per_frame + n_frames] - csum[..., :n_frames]
 
 
 def crop(audio: np.ndarray, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> np.ndarray:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -72,23 +71,18 @@ def tag_scorer(network: Network) -> WindowScorer:
 _WORKER: dict[str, Any] = {}
 
 
-def die_with_parent() -> None:
-    """Linux: have the kernel end this worker when its parent dies (a ``kill -9`` of ``musetag tag``
-    would otherwise leave idle workers behind). Elsewhere a no-op."""
-    try:
-        import ctypes
-        import signal
+def _context_forks() -> bool:
+    import multiprocessing as mp
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort
-        pass
+    return "fork" in mp.get_all_start_methods()
 
 
 def _init_worker(
     features: dict, segment: dict, stream_seconds: float, block_seconds: float, scorer: "Tagger | None" = None,
     engine: str = "torch",
 ) -> None:
+    from musetag.workers import die_with_parent
+
     die_with_parent()
     if engine == "torch" or scorer is not None:
         import torch
@@ -100,13 +94,14 @@ def _init_worker(
     _WORKER["scorer"] = scorer
 
 
-def _prepare_in_worker(source: str) -> tuple[str, Any, Any, list[str]]:
+def _prepare_in_worker(source: str | os.PathLike) -> tuple[str, Any, Any, list[str]]:
     """("ok", (segments, starts), duration, warnings) | ("scored", (scores, n_segments, window), duration,
     warnings), window: ``(probabilities, starts)`` of the windows when the tagger keeps them, else None
     | ("stream", None, None, []) | ("error", message, None, []). "scored": the worker ran the network
     itself (CPU torch models)."""
     front: FrontEnd = _WORKER["front"]
     scorer: Tagger | None = _WORKER.get("scorer")
+    source = str(source)
     try:
         if front.is_long(source):
             return "stream", None, None, []
@@ -350,87 +345,41 @@ class Tagger:
         yield from self._tag_pool(iter(sources), int(workers))
 
     def _tag_pool(self, sources: Iterator[Source], workers: int) -> Iterator[TagResult]:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
+        from musetag.workers import CRASHED, is_path, ordered_map
 
-        # fork: the workers inherit the imported modules (torch, scipy, librosa take seconds to import)
-        fork = "fork" in mp.get_all_start_methods()
-        ctx = mp.get_context("fork" if fork else "spawn")
-        # a forked worker inherits this tagger (nothing is pickled): let it run a CPU torch network
+        # forked workers inherit this tagger (nothing is pickled): let them run a CPU torch network
+        fork = _context_forks()
         scorer = self if fork and self.backend == "torch" and self.network.device.type == "cpu" else None
         initargs = (self.package.features, self.package.segment, self.stream_seconds, self.block_seconds, scorer,
                     self.engine)
-
-        def new_pool() -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=initargs)
-
-        pool = new_pool()
-        window: deque = deque()  # (source, future or None, attempts), in input order
-        backlog: deque = deque()  # (source, attempts) to submit before new sources
-        ahead = 2 * workers + 1  # bounded: results never pile up in memory
-        end = object()
-
-        def submit(src, attempts: int = 0) -> None:
-            if isinstance(src, (str, os.PathLike)):
-                window.append((src, pool.submit(_prepare_in_worker, str(src)), attempts))
+        outcomes = ordered_map(
+            _prepare_in_worker, sources, workers=workers,
+            initializer=_init_worker, initargs=initargs, in_worker=is_path,
+        )
+        for src, outcome, in_worker in outcomes:
+            if not in_worker:
+                yield self._tag_safe(src)
+            elif outcome is CRASHED:
+                yield self.error_result(src, f"{src}: the decoder crashed on this file (damaged or unsupported format)")
+            elif isinstance(outcome, BaseException):
+                yield self.error_result(src, error_message(src, outcome))
             else:
-                window.append((src, None, attempts))
+                yield self._worker_result(src, *outcome)
 
-        def refill() -> None:
-            while len(window) < ahead:
-                if backlog:
-                    submit(*backlog.popleft())
-                    continue
-                nxt = next(sources, end)
-                if nxt is end:
-                    return
-                submit(nxt)
-
-        try:
-            refill()
-            while window:
-                src, fut, attempts = window.popleft()
-                result = None
-                if fut is None:
-                    result = self._tag_safe(src)
-                else:
-                    try:
-                        status, payload, duration, warnings = fut.result()
-                    except BrokenProcessPool:
-                        # a worker died (a decoder crash): every file in flight failed with it. Retry
-                        # this one alone in a fresh pool; only a file that crashes alone is to blame.
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = new_pool()
-                        backlog.extendleft(reversed([(s, a) for s, _, a in window]))
-                        window.clear()
-                        if attempts == 0:
-                            submit(src, 1)
-                            continue
-                        result = self.error_result(
-                            src, f"{src}: the decoder crashed on this file (damaged or unsupported format)"
-                        )
-                    except Exception as exc:  # noqa: BLE001
-                        result = self.error_result(src, error_message(src, exc))
-                    else:
-                        if status == "scored":
-                            scores, n_segments, kept = payload
-                            result = self.make_result(scores, src, duration, n_segments, warnings)
-                            if kept is not None:  # (window probabilities, window starts)
-                                result.segments = self._segment_scores(kept[0], kept[1], duration)
-                        elif status == "ok":
-                            try:
-                                segs, starts = payload
-                                result = self.score_segments(
-                                    segs, path=src, duration=duration, warnings=warnings, starts=starts
-                                )
-                            except Exception as exc:  # noqa: BLE001
-                                result = self.error_result(src, error_message(src, exc))
-                        elif status == "stream":
-                            result = self._tag_safe(src)
-                        else:
-                            result = self.error_result(src, payload)
-                refill()
-                yield result
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    def _worker_result(self, src: str, status: str, payload, duration, warnings) -> TagResult:
+        """The result of one file from what :func:`_prepare_in_worker` sent back."""
+        if status == "scored":
+            scores, n_segments, kept = payload
+            result = self.make_result(scores, src, duration, n_segments, warnings)
+            if kept is not None:  # (window probabilities, window starts)
+                result.segments = self._segment_scores(kept[0], kept[1], duration)
+            return result
+        if status == "ok":
+            try:
+                segs, starts = payload
+                return self.score_segments(segs, path=src, duration=duration, warnings=warnings, starts=starts)
+            except Exception as exc:  # noqa: BLE001
+                return self.error_result(src, error_message(src, exc))
+        if status == "stream":
+            return self._tag_safe(src)
+        return self.error_result(src, payload)

@@ -20,7 +20,8 @@ ENGINES = ("torch", "numpy")
 def _decoder_main(conn, features: dict, segment: dict, engine: str = "torch") -> None:
     from musetag._allocator import trim_heap, tune_allocator
     from musetag.inference.frontend import FrontEnd
-    from musetag.inference.tagger import die_with_parent, error_message
+    from musetag.inference.tagger import error_message
+    from musetag.workers import die_with_parent
 
     die_with_parent()
     tune_allocator(policy="server")
