@@ -20,9 +20,10 @@ Three parts, each written to ``bench/results/pretrained.md``:
      upstream solver runs it). Upstream computes the mel of the whole song and crops the centre
      1366 frames; here only the excerpt's mel is computed, which flatters upstream slightly.
      torch uses its default thread count (one per core), as an upstream user gets it.
-   * **ours**: ``Tagger.tag_many`` with ``musetag tag``'s default ``--workers`` (one process per core,
-     at most 8; each worker decodes, computes features and runs the network with one torch thread;
-     the main process gets the remaining cores, as the CLI sets it);
+   * **ours**: ``Tagger.tag_many`` as ``musetag tag`` runs it: its default ``--workers`` (one process
+     per core, at most 8; each decodes and computes features) and ``--backend`` (``auto``: onnxruntime
+     in the main process on numpy features, batching the workers' windows; ``--backend torch``: each
+     worker also runs the torch network on one thread, the main process gets the remaining cores);
    * **ours in one process**: ``tag_many(workers=0)`` with one torch thread per core (the CLI's
      ``--workers 0``).
 
@@ -52,7 +53,7 @@ when ``../shared`` (songs and model mirror) is absent. Default settings take abo
 shared 2-core machine (fcn and crnn dominate); ``--songs``, ``--rounds``, ``--heavy-rounds``,
 ``--models``, ``--minutes``, ``--no-memory`` and ``--no-genre`` make it shorter.
 
-Usage: ``python bench/pretrained.py [--songs 3] [--rounds 3] [--heavy-rounds 1] [--models NAME ...]``.
+Usage: ``python bench/pretrained.py [--songs 4] [--rounds 3] [--heavy-rounds 1] [--models NAME ...]``.
 Uses ``$MUSETAG_HOME`` for the model cache and ``$MUSETAG_MODEL_MIRROR`` (default
 ``../shared/models``) to pull the models offline.
 """
@@ -293,10 +294,12 @@ def verdict(top10: int, n: int) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=MODELS, help="catalogue names (default: all eight)")
-    parser.add_argument("--songs", type=int, default=3, help="songs for the throughput part")
+    parser.add_argument("--songs", type=int, default=4, help="songs for the throughput part (4: two per worker on 2 cores)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (baseline, musicnn)")
     parser.add_argument("--heavy-rounds", type=int, default=1, help="alternating rounds for fcn and crnn")
     parser.add_argument("--workers", type=int, default=None, help="workers for ours (default: musetag tag's)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnx"),
+                        help="backend for ours (default: musetag tag's, auto)")
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the generated file (memory)")
     parser.add_argument("--no-memory", action="store_true", help="skip the 1-hour memory part")
     parser.add_argument("--no-genre", action="store_true", help="skip the genre table")
@@ -344,7 +347,10 @@ def main(argv=None) -> int:
 
     rows, ratios, diffs, our_scores = [], {}, {}, {}
     for name in args.models:
-        tagger = Tagger.from_package(pull(name))
+        # the upstream paths run the same torch network; ours runs as musetag tag does (--backend auto:
+        # onnxruntime with numpy features for the catalogue models)
+        reference = Tagger.from_package(pull(name))
+        tagger = Tagger.from_package(pull(name), backend=args.backend)
         rounds = args.heavy_rounds if family(name) in HEAVY else args.rounds
         times: dict[str, list[float]] = {"upstream": [], "ours": [], "inproc": [], "dec_up": [], "dec_ours": []}
         for r in range(rounds):
@@ -355,7 +361,7 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 if which == "upstream":
                     torch.set_num_threads(cores)
-                    ref = upstream(name, paths, tagger)
+                    ref = upstream(name, paths, reference)
                 elif which == "ours":
                     torch.set_num_threads(max(1, cores - workers))
                     got = ours(paths, tagger, workers)
@@ -406,7 +412,7 @@ def main(argv=None) -> int:
         rest = [str(p) for p in all_songs if p.name not in set(Path(x).name for x in paths)]
         ranks: dict[str, dict[str, int | None]] = {}
         for name in names:
-            tagger = Tagger.from_package(pull(name))
+            tagger = Tagger.from_package(pull(name), backend=args.backend)
             scores = dict(our_scores.get(name, {}))
             todo = [p for p in rest if Path(p).name not in scores]
             if todo:
@@ -448,15 +454,18 @@ def render(args, rows, ratio, worst, workers, seconds, paths, cores, load0, load
         f"Machine: {cores} cores shared with other jobs (load average {load0:.1f} at the start, {load1:.1f} after "
         f"the throughput part), torch {torch.__version__}. Script wall time {elapsed / 60:.1f} min. Command: "
         f"`python bench/pretrained.py --songs {args.songs} --rounds {args.rounds} --heavy-rounds "
-        f"{args.heavy_rounds}`.\n",
+        f"{args.heavy_rounds} --backend {args.backend}"
+        f"{' --models ' + ' '.join(args.models) if args.models != MODELS else ''}`.\n",
         "### Throughput against the upstream evaluation path\n",
         f"The first {len(paths)} shared Jamendo MP3 songs ({seconds:.0f} s of audio); pipelines alternate over "
         "rounds (order rotated each round), medians reported. **upstream** = the published evaluation path run "
         "with the same network (Won et al.: `librosa.load(sr=16000)` then `eval.py`'s batch of 16 evenly spaced "
         "chunks, one forward with autograd on as `eval.py` runs it; baseline: Essentia `MonoLoader` 12 kHz + "
         "Essentia's official mel chain of the centred 29.1 s excerpt + the network), torch at its default "
-        f"{cores} threads. **ours** = `Tagger.tag_many` with `musetag tag`'s default `--workers` ({workers}: "
-        "each worker decodes, computes features and runs the network on one thread). **in-process** = "
+        f"{cores} threads. **ours** = `Tagger.tag_many` with `musetag tag`'s default `--workers` ({workers}) "
+        f"and `--backend {args.backend}` (auto: onnxruntime in the main process batching the windows that the "
+        "workers decode and turn into numpy features; torch: each worker also runs the network on one thread). "
+        "**in-process** = "
         f"`workers=0`, {cores} torch threads. Throughput is seconds of audio tagged per wall-clock second. "
         "The decode columns time only the decoding and resampling of each path, in one process (upstream: "
         "`librosa.load(sr=16000)`, or Essentia `MonoLoader` at 12 kHz for the baseline; ours: the package's "

@@ -110,3 +110,26 @@ def test_decode_accepts_any_buffer(tmp_path):
     for other in (bytearray(payload), memoryview(payload), io.BytesIO(payload).getbuffer()):
         got, _ = mpg123.decode(other, mono=True)
         np.testing.assert_array_equal(got, want)
+
+
+def test_joined_stream_search_runs_once_per_file_state(tmp_path, monkeypatch):
+    """Opening one MP3 asks several times whether it joins streams (libsndfile's reader, FFmpeg's,
+    the excerpt's length check): the file is searched once, and again when it changes."""
+    from musetag.audio import mp3parts
+
+    calls = []
+    real = mp3parts._stream_starts
+    monkeypatch.setattr(mp3parts, "_stream_starts", lambda data: calls.append(1) or real(data))
+    path = _encode(tmp_path / "song.mp3", 44100, 2, 3.0)
+    other = _encode(tmp_path / "other.mp3", 44100, 2, 2.0, seed=5)
+    assert mp3parts.mp3_parts(path) == mp3parts.mp3_parts(path) == [(0, path.stat().st_size)]
+    load_audio(path, mono=False)
+    assert len(calls) == 1
+    mp3parts.mp3_parts(other)  # only the last file is remembered
+    mp3parts.mp3_parts(path)
+    assert len(calls) == 3
+    single = path.stat().st_size
+    with open(path, "ab") as fh:  # now two streams joined: searched again, two parts
+        fh.write(other.read_bytes())
+    assert len(mp3parts.mp3_parts(path)) == 2 and mp3parts.mp3_parts(path)[0][1] <= single
+    assert len(calls) == 4

@@ -60,14 +60,11 @@ def _announced_exactly(reader, source) -> int | None:
         return None
     fmt = reader.container.format.name
     if fmt == "mp3":
-        from musetag.audio.mp3parts import _stream_starts
+        from musetag.audio.mp3parts import file_layout
 
         if not isinstance(source, Path):
             return None
-        import mmap
-
-        with open(source, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return total if len(_stream_starts(data)) == 1 else None
+        return total if len(file_layout(source)[0]) == 1 else None
     return total if fmt in ("flac", "wav") else None
 
 

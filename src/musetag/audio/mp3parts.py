@@ -18,7 +18,7 @@ import mmap
 import os
 from pathlib import Path
 
-__all__ = ["mp3_parts", "RangeReader"]
+__all__ = ["file_layout", "mp3_parts", "RangeReader"]
 
 _TAGS = (b"Xing", b"Info", b"VBRI")
 
@@ -76,9 +76,9 @@ def _id3_before(data, start: int, lo: int) -> int:
     return start
 
 
-def _parts_of(data) -> list[tuple[int, int]]:
+def _parts_of(data, starts: list[int] | None = None) -> list[tuple[int, int]]:
     n = len(data)
-    starts = [s for s in _stream_starts(data)]
+    starts = _stream_starts(data) if starts is None else starts
     cuts = [0]
     for s in starts:
         if s == 0 or s <= cuts[-1]:
@@ -98,12 +98,7 @@ def mp3_parts(source) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` byte ranges of the MP3 streams joined in ``source`` (a path,
     ``io.BytesIO`` or seekable binary file object); one range for an ordinary file."""
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size == 0:
-                return [(0, 0)]
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return _parts_of(data)
+        return list(file_layout(source)[1])
     if isinstance(source, io.BytesIO):
         return _parts_of(source.getvalue())
     pos = source.tell()
@@ -112,6 +107,30 @@ def mp3_parts(source) -> list[tuple[int, int]]:
         return _parts_of(source.read())
     finally:
         source.seek(pos)
+
+
+#: the last file searched: ``{(path, device, inode, size, mtime_ns): (starts, parts)}``. Opening one
+#: file for tagging asks several times (libsndfile's reader, FFmpeg's, the length check); only the
+#: last file is kept, so tagging a file again (another song in between) searches it again.
+_LAST: dict = {}
+
+
+def file_layout(path: str | os.PathLike) -> tuple[list[int], list[tuple[int, int]]]:
+    """``(stream_starts, parts)`` of an MP3 file (see :func:`mp3_parts`), searched once per file state."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in _LAST:
+            return _LAST[key]
+        if st.st_size == 0:
+            found: tuple = ([], [(0, 0)])
+        else:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                starts = _stream_starts(data)
+                found = (starts, _parts_of(data, starts))
+    _LAST.clear()
+    _LAST[key] = found
+    return found
 
 
 class RangeReader(io.RawIOBase):

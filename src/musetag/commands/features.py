@@ -59,7 +59,7 @@ def register(subparsers) -> None:
         type=int,
         default=_default_workers(),
         metavar="N",
-        help=f"files processed at the same time, on threads (default: one per core, here {_default_workers()})",
+        help=f"files processed at the same time, in worker processes (default: one per core, here {_default_workers()})",
     )
     parser.add_argument(
         "--skip-existing", action="store_true", help="keep .npy files that already exist instead of recomputing them"
