@@ -129,7 +129,8 @@ def iter_extract(
         if not in_worker:
             yield _extract_safe(source, config)
         elif outcome is CRASHED:
-            yield source, None, f"{describe_source(source)}: the decoder crashed on this file (damaged or unsupported format)"
+            why = "the decoder crashed on this file (damaged or unsupported format)"
+            yield source, None, f"{describe_source(source)}: {why}"
         elif isinstance(outcome, BaseException):
             yield source, None, f"{describe_source(source)}: unexpected {type(outcome).__name__}: {outcome}"
         else:

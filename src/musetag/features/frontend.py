@@ -50,7 +50,12 @@ class FeatureExtractor(nn.Module):
             require_stats(config)
         if config.kind == "mel":
             self.register_buffer("window", torch.from_numpy(analysis_window(config)), persistent=False)
-            self.register_buffer("mel_basis", torch.from_numpy(mel_filterbank(config)), persistent=False)
+            basis = mel_filterbank(config)
+            self.register_buffer("mel_basis", torch.from_numpy(basis), persistent=False)
+            # the frequency bins any mel band uses (bour128 stops at 16 kHz: 744 of 1025 bins); the
+            # FFT path squares and projects only those (the other columns of the basis are zeros)
+            used = np.flatnonzero(np.abs(basis).sum(axis=0) > 0)
+            self._band = (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
         if normalize:
             mean = torch.as_tensor(np.asarray(config.mean, dtype=np.float32)).reshape(-1)
             std = torch.as_tensor(np.asarray(config.std, dtype=np.float32)).reshape(-1)
@@ -100,8 +105,8 @@ class FeatureExtractor(nn.Module):
             x = F.pad(x, (0, (-samples) % cfg.hop_length))
         if cfg.center:
             x = _centre_pad(x, cfg.n_fft // 2, cfg.pad_mode)
-        power = self._power_spectrum(x)  # (batch*channels, n_freq, frames)
-        mel = torch.matmul(self.mel_basis, power)  # (batch*channels, n_mels, frames)
+        power, (lo, hi) = self._power_spectrum(x)  # (batch*channels, bins lo..hi, frames)
+        mel = torch.matmul(self.mel_basis[:, lo:hi], power)  # (batch*channels, n_mels, frames)
         if cfg.to_db:
             mel = cfg.db_multiplier * torch.log10(torch.clamp(mel, min=cfg.db_amin))
         if cfg.drop_first_frames:
@@ -112,15 +117,20 @@ class FeatureExtractor(nn.Module):
             mel = torch.maximum(mel, peak - cfg.top_db)
         return mel
 
-    def _power_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+    def _power_spectrum(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The power spectrogram's frequency bins ``lo..hi`` and ``(lo, hi)``: all bins on the DFT
+        (export) path, only those the mel bands use on the FFT path."""
         cfg = self.config
         impl = self.stft_impl
         if impl == "auto":
             impl = "dft" if _exporting() else "fft"
+        band = (0, cfg.n_fft // 2 + 1)
         if impl == "fft":
             spec = torch.stft(
                 x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=self.window, center=False, return_complex=True
             )
+            band = self._band
+            spec = spec[:, band[0] : band[1]]
             real, imag = spec.real, spec.imag  # strided views, no copies
             power = torch.mul(real, real).addcmul_(imag, imag)  # one pass: 2x the speed of square() + square()
         else:
@@ -130,7 +140,7 @@ class FeatureExtractor(nn.Module):
             power = frames[:, :n_freq].square() + frames[:, n_freq:].square()
         if cfg.power != 2.0:
             power = power.pow(cfg.power / 2.0)
-        return power
+        return power, band
 
     def _dft_basis(self, device) -> torch.Tensor:
         cfg = self.config

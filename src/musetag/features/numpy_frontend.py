@@ -52,7 +52,11 @@ class NumpyFeatureExtractor:
             require_stats(config)
         if config.kind == "mel":
             self.window = analysis_window(config).astype(np.float32)
-            self.mel_basis = np.ascontiguousarray(mel_filterbank(config), dtype=np.float32)
+            basis = np.asarray(mel_filterbank(config), dtype=np.float32)
+            # only the frequency bins some mel band uses are squared and projected (as the torch module)
+            used = np.flatnonzero(np.abs(basis).sum(axis=0) > 0)
+            self._band = (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
+            self.mel_basis = np.ascontiguousarray(basis[:, self._band[0] : self._band[1]])
         if normalize:
             mean = np.asarray(config.mean, dtype=np.float32).reshape(-1)
             std = np.asarray(config.std, dtype=np.float32).reshape(-1)
@@ -112,7 +116,8 @@ class NumpyFeatureExtractor:
         out = np.empty((cfg.n_mels, n_frames), dtype=np.float32)
         frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # (frames, n_fft), a view
         for a in range(0, n_frames, _FRAMES_PER_CALL):
-            spec = scipy.fft.rfft(frames[a : a + _FRAMES_PER_CALL] * self.window, axis=-1)
+            lo, hi = self._band
+            spec = scipy.fft.rfft(frames[a : a + _FRAMES_PER_CALL] * self.window, axis=-1)[:, lo:hi]
             power = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2)
             if cfg.power != 2.0:
                 power = power ** np.float32(cfg.power / 2.0)
