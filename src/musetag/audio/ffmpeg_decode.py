@@ -252,10 +252,10 @@ class _Reader:
     def blocks(self, min_samples: int, *, mono: bool = False, limit: int | None = None) -> Iterator[np.ndarray]:
         """Decoded ``(samples, channels)`` float32 blocks (``(samples, 1)`` with ``mono``) of at
         least ``min_samples`` samples (the last may be shorter), in order. The frames' raw samples
-        are only copied per frame; conversion and channel mixing run once per block (no per-frame
-        numpy work). Decoding stops once ``limit`` samples are decoded (the block holding sample
+        are viewed per frame and copied once per block; conversion and channel mixing run once per
+        block (no per-frame numpy work). Decoding stops once ``limit`` samples are decoded (the block holding sample
         ``limit`` is whole)."""
-        raw: list[list[bytes]] = []
+        raw: list[list[memoryview]] = []
         size = total = 0
         layout = None  # (format name, planar, bytes per sample, channels) of the frames in ``raw``
         fmt_name = None
@@ -275,7 +275,9 @@ class _Reader:
             width = n * width_per_sample
             planes = frame.planes
             for c, plane_raw in enumerate(raw):
-                plane_raw.append(bytes(memoryview(planes[c])[:width]))
+                # a view keeps the frame's (reference-counted) buffer alive until the block is joined:
+                # one copy per sample instead of two
+                plane_raw.append(memoryview(planes[c])[:width])
             size += n
             total += n
             if limit is not None and total >= limit:
