@@ -41,6 +41,10 @@ FIT_OVERLAP = 0.5
 POOLS = ("mean", "std", "max")
 POOL_ALIASES = {"meanstd": ("mean", "std"), "meanstdmax": ("mean", "std", "max")}
 DEFAULT_POOL = ("mean",)
+#: the layers a dataset's ``embed:NAME`` of a catalogue backbone records when it names none (written
+#: ``NAME@layers=-3,-2,-1,windows=fit``): the mean of the last three taps, chosen on Emotify's train+validation
+#: over the eight catalogue backbones (``bench/embed_layers.py``, ``bench/results/embed_layers.md``)
+DEFAULT_LAYERS = "-3,-2,-1"
 #: option -> allowed values (None: any layer name or index); list options take several values
 OPTIONS: dict[str, tuple[str, ...] | None] = {"windows": WINDOWS, "layers": None, "pool": POOLS}
 LIST_OPTIONS = ("layers", "pool")
