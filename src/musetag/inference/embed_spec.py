@@ -7,7 +7,7 @@ take several values, and an item without ``=`` adds one more value to the option
 (``NAME@layers=4,5,features,pool=mean,std`` and ``NAME@layers=4,5,features;pool=mean,std`` are the same).
 
 ``windows``: ``fit`` (what a dataset's ``embed:NAME`` gets, recorded as
-``NAME@windows=fit``) cuts consecutive windows overlapping by at most half their length
+``NAME@layers=-3,-2,-1,windows=fit`` for a catalogue backbone, ``PATH@windows=fit`` for a package) cuts consecutive windows overlapping by at most half their length
 (:data:`FIT_OVERLAP`, segment key ``max_overlap``; a clip shorter than one window gets one, padded);
 ``upstream`` keeps the catalogue model's own rule (what tagging with the model itself uses). A
 backbone written without the option (specs recorded before it existed) means ``upstream``.
