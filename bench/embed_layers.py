@@ -12,13 +12,15 @@ Reads each backbone's stats arrays (every tap: mean, std, max over all frames of
 ``windows=fit``) from the array store (``--store``), where ``musetag prepare`` of a dataset with
 ``preset = "embed:NAME@layers=all"`` puts them; a backbone with missing files is reported and skipped.
 
-Usage: python bench/embed_layers.py --store DIR [--backbones a,b] [--report bench/results/embed_layers.md]
+Usage: python bench/embed_layers.py --store DIR [--backbones a,b] [--cells cells.json] [--report bench/results/embed_layers.md]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -84,6 +86,8 @@ def main() -> None:
                                            "msd-crnn,mtat-fcn,msd-fcn")
     ap.add_argument("--report", type=Path, default=BENCH / "results" / "embed_layers.md")
     ap.add_argument("--mlp", action="store_true", help="also the MLP head (CPU-heavier)")
+    ap.add_argument("--cells", type=Path, help="JSON file of measured cells per backbone: read (a backbone already "
+                    "there is not measured again) and written, so backbones can be measured in separate runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.store is None:
@@ -105,8 +109,16 @@ def main() -> None:
         measures.append(("multilabel", "mlp", y_ml, [1.0, 10.0]))
     table: dict[tuple[str, str], list] = {}
     done, notes = [], []
-    t0 = time.process_time()
+    saved = json.loads(args.cells.read_text()) if args.cells and args.cells.is_file() else {}
+    key = "|".join(f"{t} {h}" for t, h, _, _ in measures)
+    cpu = 0.0
     for b in [b for b in args.backbones.split(",") if b]:
+        if key in saved.get(b, {}):  # measured by an earlier run with --cells (the same choices and measures)
+            done.append(b)
+            table.update({(b, label): cells for label, cells in saved[b][key]["table"].items()})
+            cpu += saved[b][key]["cpu_s"]
+            continue
+        t0 = time.process_time()
         got = stats_matrix(args.store, b, rows)
         if got is None:
             notes.append(f"- `{b}`: stats arrays not (all) in the store; not measured.")
@@ -120,7 +132,12 @@ def main() -> None:
             table[(b, label)] = cells
             print(f"{b:22s} {label:36s} " + "  ".join(f"{c[0]:.4f}±{c[1]:.3f}" for c in cells) + f"  {cells[0][3]}-d",
                   flush=True)
-    write_report(args.report, done, table, measures, notes, time.process_time() - t0)
+        cpu += time.process_time() - t0
+        if args.cells:
+            saved.setdefault(b, {})[key] = {"cpu_s": time.process_time() - t0,
+                                            "table": {label: table[(b, label)] for label, _, _ in CHOICES}}
+            args.cells.write_text(json.dumps(saved, indent=1))
+    write_report(args.report, done, table, measures, notes, cpu)
 
 
 def write_report(path: Path, done, table, measures, notes, cpu) -> None:
@@ -130,18 +147,23 @@ def write_report(path: Path, done, table, measures, notes, cpu) -> None:
              "probe-auto's folds, standardisation, heads and C grids. Cells: CV score ± spread over folds "
              "(multilabel: PR-AUC-macro; regression on the nine agreement fractions: mean R²). Layers relative to each "
              "backbone's taps (`-1` = `features`, the pooled penultimate layer; `-2` the layer before). Statistics over "
-             f"all frames of all windows (`windows=fit`). {platform.machine()}, 2 shared cores; {cpu:.0f} CPU s in all.",
+             f"all frames of all windows (`windows=fit`). {platform.machine()}, {os.cpu_count()} shared cores (load average "
+             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end, 1/5/15 min); {cpu:.0f} CPU s for the fits "
+             "in all. `above`: on how many backbones the choice beat the penultimate mean; `wins`: on how many it was the "
+             "best choice.",
              "", f"Backbones measured: {', '.join(f'`{b}`' for b in done)}.", ""]
     for i, name in enumerate(heads):
-        lines += [f"### {name}", "", "| choice | " + " | ".join(done) + " | mean gain over `-1 mean` | wins |",
-                  "|---|" + "---:|" * (len(done) + 2)]
+        lines += [f"### {name}", "", "| choice | " + " | ".join(done) + " | mean gain over `-1 mean` | above `-1 mean` | wins |",
+                  "|---|" + "---:|" * (len(done) + 3)]
         base = {b: table[(b, CHOICES[0][0])][i][0] for b in done}
         best = {b: max(table[(b, c[0])][i][0] for c in CHOICES) for b in done}
         for label, _, _ in CHOICES:
             vals = [table[(b, label)][i] for b in done]
             gain = np.mean([v[0] - base[b] for v, b in zip(vals, done)])
             wins = sum(v[0] == best[b] for v, b in zip(vals, done))
-            lines.append(f"| {label} | " + " | ".join(f"{v[0]:.3f} ± {v[1]:.3f}" for v in vals) + f" | {gain:+.4f} | {wins} |")
+            above = sum(v[0] > base[b] for v, b in zip(vals, done))
+            lines.append(f"| {label} | " + " | ".join(f"{v[0]:.3f} ± {v[1]:.3f}" for v in vals)
+                         + f" | {gain:+.4f} | {above} of {len(done)} | {wins} |")
         lines.append("")
     lines += [*notes, ""]
     path.write_text("\n".join(lines))

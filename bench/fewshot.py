@@ -144,6 +144,12 @@ def classical_arm(all_clips, split, x) -> tuple[float, float, float]:
 
 
 # ------------------------------------------------------------------------------------------ (c) probes
+def plain(backbone: str) -> str:
+    """``a+b`` with each part's pooled penultimate mean named (``a@layers=features+b@layers=features``): the
+    vectors `musetag embed NAME` writes, not a dataset's default layers (``embed_spec.DEFAULT_LAYERS``)."""
+    return "+".join(f"{p}@layers=features" for p in backbone.split("+"))
+
+
 def embedding_cache(backbone: str, all_clips, emb_dir: Path, work: Path) -> Path:
     """An ``embed:`` feature cache for ``backbone`` ("a+b" concatenates), its array store filled from
     `musetag embed` files (the same numbers, tests/test_probe.py) instead of embedding every clip again."""
@@ -153,7 +159,7 @@ def embedding_cache(backbone: str, all_clips, emb_dir: Path, work: Path) -> Path
     from musetag.inference.embeddings_file import read_embeddings
 
     cache = work / "caches" / backbone.replace("+", "__")
-    settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))
+    settings = json.loads(json.dumps(_feature_key(embedding_feature_config(plain(backbone))), default=str))
     arrays = arrays_dir(cache / "features", settings, "float32", CACHE_VERSION)
     if arrays.is_dir() and len(list(arrays.glob("*.npy"))) == len(all_clips):
         return cache
@@ -312,7 +318,7 @@ def main() -> None:
                         if res.has(arm, k, seed):
                             continue
                         folder = args.work / "runs" / f"{recipe}-{bb}-{k}-{seed}"
-                        toml = write_dataset(folder, all_clips, draw(all_clips, k, seed), f"embed:{bb}")
+                        toml = write_dataset(folder, all_clips, draw(all_clips, k, seed), f"embed:{plain(bb)}")
                         acc, cpu, summary = train_arm(recipe, toml, folder / "run", cache, [])
                         res.add(arm=arm, k=k, seed=seed, test_accuracy=acc, cpu_s=cpu, C=summary["probe"]["C"],
                                 extraction=bb)

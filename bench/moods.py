@@ -277,8 +277,11 @@ def embedding_arms(args, ready: list[str], y_ml, y_rg, split, notes: list[str]) 
             results.append(row)
     if "auto" not in arms or not ready:
         return results
+    from musetag.inference.embed_spec import DEFAULT_LAYERS
+
+    vectors = f"`{suffix}`" if suffix else f"`embed:NAME` = `NAME@layers={DEFAULT_LAYERS}`, the default"
     row, pair = {"arm": "(c) probe-auto (its defaults: 5 grouped folds; " + (
-        "every catalogue backbone)" if args.default_backbones else f"backbones {', '.join(ready)})")}, None
+        "every catalogue backbone" if args.default_backbones else f"backbones {', '.join(ready)}") + f"; {vectors})"}, None
     for task, y in (("multilabel", y_ml), ("regression", y_rg)):
         out = args.work / "runs" / f"probe-auto-{task}"
         sets = [f"data.cache_dir={args.cache}"] + ([] if args.default_backbones else

@@ -142,7 +142,7 @@ def probe_arms(args, work: Path, pool_ids: list[str], test_ids: list[str], y, y_
     from musetag.training.probe_cv import Candidate, cross_validate, fit_grid, make_folds
     from musetag.training.probe import predict
 
-    toml = dataset_toml(work, f"embed:{BACKBONE}", work / f"emb-{BACKBONE}", args.store)
+    toml = dataset_toml(work, f"embed:{BACKBONE}@layers=features", work / f"emb-{BACKBONE}", args.store)  # penultimate mean
     ds = load_dataset_config(toml)
     records = load_records(ds)
     paths = prepare_cache(records, ds.feature_config(), work / f"emb-{BACKBONE}", progress=False,

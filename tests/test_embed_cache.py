@@ -15,6 +15,8 @@ from conftest import pretrained_package
 from test_probe import _clips, _dataset
 
 A, B = "mtg-jamendo-baseline", "mtg-jamendo-baseline-whole"
+#: the pooled penultimate layer alone (what ``musetag embed NAME`` writes), not a dataset's default layers
+PLAIN = "@layers=features"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -31,7 +33,7 @@ def counted(monkeypatch):
         embed = embedder.embed
 
         def counting(source, *args, **kw):
-            calls[(part.replace("@windows=fit", ""), str(source))] += 1
+            calls[(part.replace("@windows=fit", ""), str(source))] += 1  # NAME@layers=features: loaded as NAME
             return embed(source, *args, **kw)
 
         embedder.embed = counting
@@ -63,11 +65,11 @@ def test_a_composite_preset_computes_only_the_backbones_not_yet_cached(tmp_path,
     rows = _clips(1)
     files = [r[0] for r in rows]
     toml = _dataset(tmp_path, f"embed:{A}", rows, cache=False)  # default caches: one shared array store
-    alone = _prepare(toml, A)
+    alone = _prepare(toml, f"{A}{PLAIN}")
     assert counted == Counter({(A, f): 1 for f in files})
 
     counted.clear()
-    both = _prepare(toml, f"{A}+{B}")
+    both = _prepare(toml, f"{A}{PLAIN}+{B}{PLAIN}")
     assert counted == Counter({(B, f): 1 for f in files})  # A was read from the store, B computed once per file
     b = load_embedder(B)
     for f in files:
@@ -76,15 +78,15 @@ def test_a_composite_preset_computes_only_the_backbones_not_yet_cached(tmp_path,
     np.testing.assert_array_equal(alone[files[0]], a.embed(files[0]))
 
     counted.clear()
-    b_alone = _prepare(toml, B)
-    swapped = _prepare(toml, f"{B}+{A}")
+    b_alone = _prepare(toml, f"{B}{PLAIN}")
+    swapped = _prepare(toml, f"{B}{PLAIN}+{A}{PLAIN}")
     assert not counted  # both backbones' arrays are in the store: nothing is embedded again
     for f in files:
         np.testing.assert_array_equal(b_alone[f], both[f][len(alone[f]):])
         np.testing.assert_array_equal(swapped[f], np.concatenate([b_alone[f], alone[f]]))
 
     counted.clear()  # the same backbone cut by another window rule is another array
-    upstream = _prepare(toml, f"{B}@windows=upstream")
+    upstream = _prepare(toml, f"{B}@layers=features,windows=upstream")
     assert counted == Counter({(f"{B}@windows=upstream", f): 1 for f in files})
     for f in files:  # a 30 s clip: the upstream rule's two 29.1 s chunks, the fitted rule's one
         np.testing.assert_array_equal(upstream[f], load_embedder(B, windows="upstream").embed(f))

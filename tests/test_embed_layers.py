@@ -192,3 +192,49 @@ def test_probe_auto_records_the_layout_of_the_chosen_embedding():
     arrays = Arrays("multilabel", [], {}, {"train": z}, None, blocks, None, layouts)
     assert [(r["backbone"], r["layer"], r["offset"], r["length"]) for r in union_layout(arrays, ["b", "a@layers=-2,-1"])] == [
         ("b", "features", 0, 4), ("a", "l4", 4, 2), ("a", "features", 6, 4)]
+
+
+def test_a_datasets_embed_name_is_the_mean_of_the_last_three_layers_under_its_own_key(tmp_path, counted):
+    """The default of a dataset's ``embed:NAME`` (catalogue backbone, no ``layers=``, no ``:scores``) is
+    ``@layers=-3,-2,-1``, recorded in the resolved preset: a cache of the old default (the penultimate mean,
+    ``@layers=features``) is refused, never read as the new vectors, and the numbers are ``musetag embed``'s."""
+    package = pretrained_package(A)
+    from musetag.data.embed_features import dataset_embedding_config, embedding_feature_config
+    from musetag.data.store import feature_key
+    from musetag.errors import DatasetError
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.embed_spec import DEFAULT_LAYERS
+
+    assert DEFAULT_LAYERS == "-3,-2,-1"
+    new = dataset_embedding_config(A)
+    assert new.embed == f"{A}@layers=-3,-2,-1,windows=fit" == dataset_embedding_config(new.embed).embed  # idempotent
+    assert dataset_embedding_config(f"{A}@layers=-3,-2,-1").embed == new.embed  # written out: the same cache
+    old = embedding_feature_config(A)  # what `embed:NAME` recorded before: no layers, the forward_features mean
+    assert old.embed == f"{A}@windows=fit"
+    explicit = dataset_embedding_config(f"{A}@layers=features")
+    assert len({feature_key(new), feature_key(old), feature_key(explicit)}) == 3
+    assert dataset_embedding_config(f"{A}:scores").embed == f"{A}:scores@windows=fit"  # scores: no layers
+    assert dataset_embedding_config(str(package)).embed == f"{package}@windows=fit"  # a package path: no default
+
+    from musetag.data.cache import prepare
+
+    rows = _clips(1)[:2]
+    files = [r[0] for r in rows]
+    toml = _dataset(tmp_path, f"embed:{A}", rows)  # cache = "cache": one folder, as a user's TOML names it
+    plain, first = prepare_vectors(toml, f"{A}@layers=features")  # a cache of what embed:NAME was before
+    counted.clear()
+    default, result = prepare_vectors(toml, A)
+    assert result.out_dir != first.out_dir  # that folder holds other features: the new vectors go beside it
+    assert sum(counted.values()) == len(files)  # one stats pass per file
+    with pytest.raises(DatasetError, match="prepared with different settings"):
+        prepare(toml, first.out_dir, progress=False)  # named explicitly: refused, never read as the new default
+    counted.clear()
+    written, again = prepare_vectors(toml, f"{A}@layers=-3,-2,-1")
+    assert not counted and again.out_dir == result.out_dir  # the same resolved preset: the same cache
+    embedder = load_embedder(f"{A}@layers=-3,-2,-1")
+    assert embedder.layers == ["conv4", "conv5", "features"]
+    for f in files:
+        assert default[f].shape == (128 + 64 + 64,)
+        np.testing.assert_array_equal(default[f], embedder.embed(f))
+        np.testing.assert_array_equal(written[f], default[f])
+        np.testing.assert_allclose(default[f][-64:], plain[f], rtol=1e-6, atol=1e-7)  # features' mean is the old vector

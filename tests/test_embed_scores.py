@@ -215,7 +215,8 @@ def test_preset_suffix_parsing_and_its_errors(tmp_path):
 
     scored = config(f"embed:{BACKBONE}:scores+mtg-jamendo-baseline-whole", "a")
     # each backbone is recorded with its window rule (musetag.inference.embed_spec)
-    assert scored.embed == f"{BACKBONE}:scores@windows=fit+mtg-jamendo-baseline-whole@windows=fit"
+    # (and a catalogue backbone without layers= or :scores with the dataset default, DEFAULT_LAYERS)
+    assert scored.embed == f"{BACKBONE}:scores@windows=fit+mtg-jamendo-baseline-whole@layers=-3,-2,-1,windows=fit"
     assert feature_key(scored) != feature_key(config(f"embed:{BACKBONE}+mtg-jamendo-baseline-whole", "b"))
     assert parse_part(f"{BACKBONE}:scores") == (BACKBONE, True) and parse_part(BACKBONE) == (BACKBONE, False)
     assert parse_part(f"{BACKBONE}:scores@windows=fit") == (BACKBONE, True)

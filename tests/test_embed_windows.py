@@ -56,7 +56,8 @@ def test_window_option_errors_name_the_fix(tmp_path):
     with pytest.raises(ConfigError, match="windows='half' is not one of fit, upstream"):
         load_dataset_config(_dataset(tmp_path / "b", f"embed:{WHOLE}@windows=half", rows)).feature_config()
     config = load_dataset_config(_dataset(tmp_path / "c", f"embed:{WHOLE}:scores+{WHOLE}@windows=upstream", rows))
-    assert config.feature_config().embed == f"{WHOLE}:scores@windows=fit+{WHOLE}@windows=upstream"
+    # a catalogue backbone without layers= gets the dataset default (DEFAULT_LAYERS); with :scores it has none
+    assert config.feature_config().embed == f"{WHOLE}:scores@windows=fit+{WHOLE}@layers=-3,-2,-1,windows=upstream"
 
 
 def test_a_probe_package_tags_with_the_windows_its_embeddings_were_made_with(tmp_path):
@@ -68,7 +69,7 @@ def test_a_probe_package_tags_with_the_windows_its_embeddings_were_made_with(tmp
     from musetag.models.weights import load_checkpoint
     from musetag.tag.package_from_run import create_package
 
-    result = prepare(_dataset(tmp_path / "ds", f"embed:{WHOLE}", _clips()), progress=False)
+    result = prepare(_dataset(tmp_path / "ds", f"embed:{WHOLE}@layers=features", _clips()), progress=False)
     cache = FeatureCache(result.out_dir)
     cached = {t["audio_path"]: cache.load(i, mmap=False)[:, 0].astype(np.float64) for i, t in enumerate(cache.tracks)}
     run = tmp_path / "run"

@@ -46,7 +46,7 @@ def prepared(tmp_path_factory):
     pretrained_package(BACKBONE)
     from musetag.data.cache import prepare
 
-    toml = _dataset(tmp_path_factory.mktemp("probe-ds"), f"embed:{BACKBONE}", _clips())
+    toml = _dataset(tmp_path_factory.mktemp("probe-ds"), f"embed:{BACKBONE}@layers=features", _clips())
     result = prepare(toml, progress=False)
     return toml, result
 
@@ -80,7 +80,7 @@ def test_a_plus_b_concatenates_backbones_in_order(tmp_path):
     from musetag.inference.embed import load_embedder
 
     rows = _clips(1)[:1]
-    spec = f"{BACKBONE}+mtg-jamendo-baseline-whole"
+    spec = f"{BACKBONE}@layers=features+mtg-jamendo-baseline-whole@layers=features"  # each the penultimate mean
     result = prepare(_dataset(tmp_path, f"embed:{spec}", rows), progress=False)
     cache = FeatureCache(result.out_dir)
     a, b = load_embedder(BACKBONE), load_embedder("mtg-jamendo-baseline-whole")

@@ -128,12 +128,12 @@ def _fill_cache(cache, backbone, paths, rng):
 
     from musetag.data.cache import _feature_key
     from musetag.data.cache_arrays import CACHE_VERSION
-    from musetag.data.embed_features import embedding_feature_config
+    from musetag.data.embed_features import dataset_embedding_config, load_backbone
     from musetag.data.store import arrays_dir, audio_key
-    from musetag.inference.loading import load_model
 
-    dim = int(load_model(backbone).build_model().num_features)
-    settings = json.loads(json.dumps(_feature_key(embedding_feature_config(backbone)), default=str))
+    config = dataset_embedding_config(backbone)  # what probe-auto's `embed:NAME` resolves to (its default layers)
+    dim = int(load_backbone(config.embed).dim)
+    settings = json.loads(json.dumps(_feature_key(config), default=str))
     arrays = arrays_dir(cache / "features", settings, "float32", CACHE_VERSION)
     arrays.mkdir(parents=True, exist_ok=True)
     for p in paths:
@@ -226,7 +226,7 @@ def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
     from musetag.audio import load_audio
     from musetag.models import create_model
     from musetag.inference import Tagger
-    from musetag.inference.embed import load_embedder
+    from musetag.data.embed_features import load_backbone
     from musetag.models.weights import load_checkpoint
     from musetag.tag.package_from_run import create_package
 
@@ -256,7 +256,7 @@ def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
     clip, sr = load_audio(files[-1], sample_rate=16000, mono=True)
     audio = str(tmp_path / "short.wav")
     sf.write(audio, np.asarray(clip).reshape(-1)[16000 * 5:16000 * 9], sr)
-    vec = load_embedder(backbone).embed(audio).astype(np.float32)
+    vec = load_backbone(ckpt["features"]["embed"]).embed(audio).astype(np.float32)  # the layers it was trained on
     with torch.no_grad():
         expected = model.eval()(torch.as_tensor(vec)[None]).numpy()[0]
     result = Tagger.from_package(pkg).tag(audio)

@@ -88,13 +88,13 @@ class DatasetConfig:
         """The preset's FeatureConfig with the ``[features]`` overrides applied."""
         from musetag.features import FeatureConfig, get_preset
 
-        from musetag.data.embed_features import embedding_feature_config, is_embed_preset
+        from musetag.data.embed_features import dataset_embedding_config, is_embed_preset
 
         if is_embed_preset(self.preset):
             if self.features:
                 raise ConfigError(f"{self.where}: [features] overrides do not apply to preset = {self.preset!r}; "
                                   "remove the [features] table")
-            return embedding_feature_config(self.preset[len("embed:"):], self.where,
+            return dataset_embedding_config(self.preset[len("embed:"):], self.where,
                                             base_dir=self.source.parent if self.source else None)
         if self.preset is None and not self.features:
             raise ConfigError(f"{self.where}: no feature preset; add e.g. preset = \"jamendo96\"")

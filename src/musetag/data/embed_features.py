@@ -2,8 +2,13 @@
 
 A dataset TOML with ``preset = "embed:jamendo-musicnn"`` (a pretrained catalogue name, ``musetag
 models --pretrained``, or a model package path relative to the TOML) makes ``musetag prepare`` store
-one vector per track: the model's pooled penultimate layer averaged over the windows the model
-uses, computed by :class:`musetag.inference.embed.Embedder`, the same numbers ``musetag embed`` writes.
+one vector per track, computed by :class:`musetag.inference.embed.Embedder`, the same numbers ``musetag
+embed`` writes for the recorded spec. A catalogue backbone naming no ``layers=`` gets the dataset default
+``@layers=-3,-2,-1`` (the mean over all frames of all windows of its last three taps,
+:data:`~musetag.inference.embed_spec.DEFAULT_LAYERS`, :func:`dataset_embedding_config`), written into the
+resolved preset and so into the cache key; ``NAME@layers=features`` is the pooled penultimate layer averaged
+over the windows (what ``embed:NAME`` was before, and what ``musetag embed NAME`` writes). A package path and a
+``NAME:scores`` backbone keep that penultimate mean.
 ``embed:a+b`` concatenates the vectors of several backbones (in that order). Each backbone is recorded
 with its window rule (``NAME@windows=fit`` unless the preset says ``@windows=upstream``,
 :mod:`musetag.inference.embed_spec`): consecutive windows overlap by at most half their length. A backbone written
@@ -31,8 +36,8 @@ from typing import Any, Callable
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.inference.embed_spec import (DEFAULT_WINDOWS, SCORES, join_options, parse_part, plain_part, split_options,
-                                          split_spec)
+from musetag.inference.embed_spec import (DEFAULT_LAYERS, DEFAULT_WINDOWS, SCORES, join_options, parse_part, plain_part,
+                                          split_options, split_spec)
 
 PREFIX = "embed:"
 
@@ -52,13 +57,19 @@ def _resolve(part: str, base_dir: Path | None) -> str | None:
     return str(path.resolve()) if path.exists() else None
 
 
-def _check_part(part: str, where: str, base_dir: Path | None) -> str:
-    """One backbone of a preset resolved, with its options (``windows`` always written: the default ``fit``)."""
+def _check_part(part: str, where: str, base_dir: Path | None, default_layers: str | None = None) -> str:
+    """One backbone of a preset resolved, with its options (``windows`` always written: the default ``fit``;
+    ``layers`` written as ``default_layers`` for a catalogue backbone naming none, without ``:scores``)."""
+    from musetag.inference.hub import is_pretrained_name
+
     whole = _resolve(part, base_dir) if part else None
-    if whole is not None:  # a package path holding an "@"
+    if whole is not None and not is_pretrained_name(part):  # a package path holding an "@"
         return join_options(whole, {"windows": DEFAULT_WINDOWS})
     name, options = split_options(part, where)
-    return join_options(_check_backbone(name, where, base_dir), {"windows": DEFAULT_WINDOWS, **options})
+    defaults = {"windows": DEFAULT_WINDOWS}
+    if default_layers and "layers" not in options and is_pretrained_name(name):
+        defaults["layers"] = default_layers
+    return join_options(_check_backbone(name, where, base_dir), {**defaults, **options})
 
 
 def _check_backbone(part: str, where: str, base_dir: Path | None) -> str:
@@ -88,15 +99,27 @@ def _check_backbone(part: str, where: str, base_dir: Path | None) -> str:
     )
 
 
-def embedding_feature_config(spec: str, where: str = "dataset config", *, base_dir: str | os.PathLike | None = None):
+def embedding_feature_config(spec: str, where: str = "dataset config", *, base_dir: str | os.PathLike | None = None,
+                             default_layers: str | None = None):
     """The :class:`~musetag.features.FeatureConfig` of an ``embed:`` preset (``spec`` without the prefix);
-    package paths are made absolute (relative ones against ``base_dir``, the TOML's folder)."""
+    package paths are made absolute (relative ones against ``base_dir``, the TOML's folder). A catalogue
+    backbone naming no ``layers`` (and without ``:scores``) is recorded with ``layers=default_layers``
+    (None: the ``forward_features`` mean, a part without ``layers``), so the resolved preset, hence the
+    cache key, says which vector it is. A dataset's preset: :func:`dataset_embedding_config`."""
     from musetag.features import FeatureConfig
 
     base = Path(base_dir) if base_dir is not None else None
-    parts = [_check_part(p, where, base) for p in split_spec(spec)]
+    parts = [_check_part(p, where, base, default_layers) for p in split_spec(spec)]
     joined = "+".join(parts)
     return FeatureConfig(kind="embedding", embed=joined, name=f"{PREFIX}{joined}")
+
+
+def dataset_embedding_config(spec: str, where: str = "dataset config", *, base_dir: str | os.PathLike | None = None):
+    """The FeatureConfig of a dataset's ``preset = "embed:SPEC"`` (``prepare``, ``train``, ``probe-auto``): a
+    catalogue backbone without ``layers=`` gets :data:`~musetag.inference.embed_spec.DEFAULT_LAYERS` (the mean
+    of its last three taps, ``bench/results/embed_layers.md``); ``NAME@layers=features`` keeps the pooled
+    penultimate layer alone (what ``musetag embed NAME`` writes)."""
+    return embedding_feature_config(spec, where, base_dir=base_dir, default_layers=DEFAULT_LAYERS)
 
 
 def load_backbones(spec: str, *, batch_size: int = 32, device: str = "cpu") -> list:

@@ -7,7 +7,7 @@ take several values, and an item without ``=`` adds one more value to the option
 (``NAME@layers=4,5,features,pool=mean,std`` and ``NAME@layers=4,5,features;pool=mean,std`` are the same).
 
 ``windows``: ``fit`` (what a dataset's ``embed:NAME`` gets, recorded as
-``NAME@windows=fit``) cuts consecutive windows overlapping by at most half their length
+``NAME@layers=-3,-2,-1,windows=fit`` for a catalogue backbone, ``PATH@windows=fit`` for a package) cuts consecutive windows overlapping by at most half their length
 (:data:`FIT_OVERLAP`, segment key ``max_overlap``; a clip shorter than one window gets one, padded);
 ``upstream`` keeps the catalogue model's own rule (what tagging with the model itself uses). A
 backbone written without the option (specs recorded before it existed) means ``upstream``.
@@ -41,6 +41,10 @@ FIT_OVERLAP = 0.5
 POOLS = ("mean", "std", "max")
 POOL_ALIASES = {"meanstd": ("mean", "std"), "meanstdmax": ("mean", "std", "max")}
 DEFAULT_POOL = ("mean",)
+#: the layers a dataset's ``embed:NAME`` of a catalogue backbone records when it names none (written
+#: ``NAME@layers=-3,-2,-1,windows=fit``): the mean of the last three taps, chosen on Emotify's train+validation
+#: over the eight catalogue backbones (``bench/embed_layers.py``, ``bench/results/embed_layers.md``)
+DEFAULT_LAYERS = "-3,-2,-1"
 #: option -> allowed values (None: any layer name or index); list options take several values
 OPTIONS: dict[str, tuple[str, ...] | None] = {"windows": WINDOWS, "layers": None, "pool": POOLS}
 LIST_OPTIONS = ("layers", "pool")

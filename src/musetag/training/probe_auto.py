@@ -270,7 +270,7 @@ def _oof_of(chosen: list[Candidate]) -> np.ndarray:
 def train_probe_auto(cfg, run_dir: Path, runner=None):
     """``musetag train probe-auto``: the run folder and a :class:`~musetag.training.loop.RunResult`. ``runner``:
     the epoch loop's ``_run`` (passed in by the loop, which imports this module), for ``select.finetune``."""
-    from musetag.data.embed_features import embedding_feature_config
+    from musetag.data.embed_features import dataset_embedding_config
     from musetag.training.config import dump_toml
     from musetag.training.runstate import RunResult
     from musetag.training.probe import predict, write_probe_run
@@ -320,7 +320,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
     interval = _bootstrap(test_y, preds["test"], task, tags, int(sel.bootstrap), cfg.seed) if len(test_y) else {}
     thresholds = [float(t) for t in fit_thresholds(oof, y, keep_f1=True)] if task == "multilabel" else None
     spec = "+".join(union)
-    features = embedding_feature_config(spec, base_dir=arrays.dataset.source.parent if arrays.dataset.source else None)
+    features = dataset_embedding_config(spec, base_dir=arrays.dataset.source.parent if arrays.dataset.source else None)
     meta = {"model": model.musetag_config, "features": features.replace(mean=None, std=None).to_dict(),
             "tags": list(tags), "task": task, "segment": {"frames": 1, "hop": 1, "aggregation": "mean", "max_segments": 0},
             "thresholds": None if thresholds is None else [float(t) for t in thresholds]}
