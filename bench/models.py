@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from musetag.errors import ModelError
 from musetag.models import count_parameters, create_model, list_models, model_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "models.md"
@@ -111,7 +112,8 @@ def _ms(v: float | None) -> str:
     return f"{v:,.0f}" if v is not None else "n/a"
 
 
-def to_markdown(rows: list[dict], ratios: dict[str, float | None], machine: str, repeats: int) -> str:
+def to_markdown(rows: list[dict], ratios: dict[str, float | None], machine: str, repeats: int,
+                skipped: list[str] = ()) -> str:
     lines = [
         "## Model zoo: size, compute and CPU inference time",
         "",
@@ -134,6 +136,9 @@ def to_markdown(rows: list[dict], ratios: dict[str, float | None], machine: str,
         lines.append(f"- {label}: " + (f"{value:.2f}" if value is not None else "n/a"))
     if notes:
         lines += ["", "Skipped measurements:", *notes]
+    if skipped:
+        lines += ["", "Not measured (no form without construction arguments, e.g. the average of probe heads built "
+                  "from its members): " + ", ".join(skipped)]
     return "\n".join(lines) + "\n"
 
 
@@ -168,17 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "getloadavg"):  # a shared machine makes absolute times noisy; say how busy it was
         machine += f", load average {os.getloadavg()[0]:.1f} at start"
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, skipped = [], []
     for name in tqdm(names, desc="models", unit="model"):
-        row = bench_model(name, args.repeats, not args.no_compile, not args.no_onnx)
+        try:
+            row = bench_model(name, args.repeats, not args.no_compile, not args.no_onnx)
+        except ModelError as exc:  # e.g. probe_average: built from its members, it has no default form
+            skipped.append(name)
+            tqdm.write(f"{name:24s} skipped: {exc}")
+            continue
         rows.append(row)
         # written after every model, so an interrupted run still leaves its measurements
-        args.output.write_text(to_markdown(rows, _ratios(rows), machine, args.repeats))
+        args.output.write_text(to_markdown(rows, _ratios(rows), machine, args.repeats, skipped))
         tqdm.write(f"{name:24s} params {row['params']:>11,}  MFLOPs/s {row['mflops_per_s']:>9,.0f}  eager "
                    f"{_ms(row['eager_ms']):>7} ms  compile {_ms(row['compile_ms']):>7} ms  onnx {_ms(row['onnx_ms']):>7} ms"
                    + (f"  ({row['compile_note']}{row['onnx_note']})" if row['compile_note'] or row['onnx_note'] else ""))
 
     ratios = _ratios(rows)
+    args.output.write_text(to_markdown(rows, ratios, machine, args.repeats, skipped))
     onnx_ratio, compile_ratio = ratios[_ONNX_RATIO], ratios[_COMPILE_RATIO]
     print(f"ratio: {onnx_ratio:.2f} (eager / onnxruntime, median over models)" if onnx_ratio else "ratio: n/a")
     if compile_ratio:

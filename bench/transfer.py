@@ -104,6 +104,15 @@ def experiment(direction: str, work: Path, args) -> dict:
     }
 
 
+def _ratio_text(ratio: float, metric: str, target, epochs: int, *, markdown: bool = False) -> str:
+    """``ratio`` epochs from scratch / fine-tuned to the target, or that the fine-tune never reached it."""
+    if ratio == ratio:  # not NaN
+        return (f"**ratio: {ratio:.2f}x fewer epochs** to reach {metric} {target} with `--init-from`." if markdown
+                else f"{ratio:.2f}x fewer epochs to {metric} {target} with --init-from")
+    text = f"the fine-tune (--init-from) did not reach {metric} {target} within {epochs} epochs"
+    return f"**ratio: n/a**: {text} (the curves below)." if markdown else f"n/a, {text}"
+
+
 def _section(res: dict, args) -> tuple[str, float]:
     key, target, runs = res["key"], res["target"], res["runs"]
     rows = []
@@ -133,7 +142,7 @@ Source run: {args.source_epochs} epochs, {res['source_metric'][0]} {res['source_
 |---|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-**ratio: {ratio:.2f}x fewer epochs** to reach {res['metric']} {target} with `--init-from`.
+{_ratio_text(ratio, res['metric'], target, args.epochs, markdown=True)}
 
 | {res['metric']} per epoch | {' | '.join(str(i) for i in range(1, args.epochs + 1))} |
 |---|{'---:|' * args.epochs}
@@ -169,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         text, ratio = _section(res, args)
         sections.append(text)
         ratios.append(ratio)
-        print(f"ratio: {ratio:.2f}x fewer epochs to {res['metric']} {res['target']} with --init-from "
-              f"({res['direction']})")
+        print(f"ratio: {_ratio_text(ratio, res['metric'], res['target'], args.epochs)} ({res['direction']})")
 
     import matplotlib
 
