@@ -294,15 +294,16 @@ def test_candidates_fitted_side_by_side_equal_the_serial_search_bit_for_bit(rng,
     y = np.concatenate([arrays.y["train"], arrays.y["validation"]])
     folds = make_folds("multilabel", y, arrays.groups, 3, 0)
     keep = ~rare_outputs("multilabel", y, 3)
-    cfg = SimpleNamespace(seed=0, select=SelectSection(backbones=list(arrays.blocks), folds=3, pair_top=2, hidden=8,
-                                                       max_iter=30, grid=[0.1, 1.0], mlp_grid=[1.0], packable=False))
+    sel = SelectSection(backbones=list(arrays.blocks), folds=3, pair_top=2, hidden=8, max_iter=30, grid=[0.1, 1.0],
+                        mlp_grid=[1.0], packable=False)
+    cfg = SimpleNamespace(seed=0, select=sel)
     threads = torch.get_num_threads()
     with caplog.at_level(logging.INFO, logger="musetag.training.probe_auto"):
         serial = search(cfg, arrays, list(arrays.blocks), folds, keep, workers=1)
     side = search(cfg, arrays, list(arrays.blocks), folds, keep, workers=2)
     assert torch.get_num_threads() == threads  # restored
     assert [c.name for c in serial] == [c.name for c in side] == [
-        "b0 / linear", "b0 / mlp", "b1 / linear", "b1 / mlp", "b2 / linear", "b2 / mlp"] + serial_pairs(serial)
+        "b0 / linear", "b0 / mlp", "b1 / linear", "b1 / mlp", "b2 / linear", "b2 / mlp"] + _serial_pairs(serial)
     for a, b in zip(serial, side):
         assert a.pooled == b.pooled and a.per_fold == b.per_fold
         for pa, pb in zip(a.oof, b.oof):
@@ -312,7 +313,7 @@ def test_candidates_fitted_side_by_side_equal_the_serial_search_bit_for_bit(rng,
     assert all("s elapsed" in line for line in lines)
 
 
-def serial_pairs(cands) -> list[str]:
+def _serial_pairs(cands) -> list[str]:
     """The pair stage's names: the two best single blocks (by their best head), both heads."""
     best = {}
     for c in cands[:6]:

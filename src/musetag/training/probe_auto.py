@@ -179,9 +179,9 @@ def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = No
 
     def report(_, cand):
         report.n += 1
-        log.info("[candidate %d/%d] %-45s CV %.4f ± %.4f (C=%g, %d-d, %.1f s CPU; %.0f s elapsed)", report.n, total[0],
-                 cand.name, cand.score, cand.spread, cand.C, sum(arrays.blocks[b]["train"].shape[1] for b in cand.blocks),
-                 cand.cpu_s, time.time() - t0)
+        width = sum(arrays.blocks[b]["train"].shape[1] for b in cand.blocks)
+        log.info("[candidate %d/%d] %-45s CV %.4f ± %.4f (C=%g, %d-d, %.1f s CPU; %.0f s elapsed)", report.n,
+                 total[0], cand.name, cand.score, cand.spread, cand.C, width, cand.cpu_s, time.time() - t0)
     report.n = 0
 
     def stage(block_sets):
