@@ -141,7 +141,7 @@ def main() -> None:
         " measured with cProfile); the top m are refitted side by side. The fits themselves are unchanged (same C grids, same"
         " max_iter, same arithmetic), so the choice is unchanged: `musetag train probe-auto` on Emotify"
         " (`bench/moods.py --arms auto`, row (g) of moods.md) gives the recorded candidates, CV scores (to"
-        " 2e-16), choice and test figures.",
+        " 2e-16), choice and test figures, and on gtzan3 (`--arms gtzan3`) the same table bit for bit.",
         "",
     ]
     args.report.write_text("\n".join(lines))
