@@ -262,3 +262,83 @@ def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
     result = Tagger.from_package(pkg).tag(audio)
     assert result.tags == ["valence", "arousal"] and result.decisions == []
     np.testing.assert_allclose(result.scores_array, expected, atol=1e-5)
+
+
+def _arrays(rng, n=60, tags=4, widths=(6, 9, 5)):
+    from musetag.training.probe_auto import Arrays
+
+    z = rng.standard_normal((n, 3))
+    y = (z @ rng.standard_normal((3, tags)) + 0.5 * rng.standard_normal((n, tags)) > 0.4).astype(np.float32)
+    blocks = {}
+    for i, w in enumerate(widths):
+        x = (z @ rng.standard_normal((3, w)) + (0.5 + i) * rng.standard_normal((n, w))).astype(np.float32)
+        blocks[f"b{i}"] = {"train": x[:45], "validation": x[45:], "test": x[:0]}
+    return Arrays("multilabel", [f"t{i}" for i in range(tags)],
+                  {"train": [str(i) for i in range(45)], "validation": [str(i) for i in range(45, n)], "test": []},
+                  {"train": y[:45], "validation": y[45:], "test": y[:0]}, [f"a{i // 3}" for i in range(n)], blocks, None)
+
+
+def test_candidates_fitted_side_by_side_equal_the_serial_search_bit_for_bit(rng, caplog):
+    """Two threads (each fit on one torch thread) give the same candidates, in the same order, with the same
+    out-of-fold predictions as one; the log counts candidate i/N with the elapsed time."""
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    from musetag.training.config import SelectSection
+    from musetag.training.probe_auto import search
+    from musetag.training.probe_cv import make_folds, rare_outputs
+
+    arrays = _arrays(rng)
+    y = np.concatenate([arrays.y["train"], arrays.y["validation"]])
+    folds = make_folds("multilabel", y, arrays.groups, 3, 0)
+    keep = ~rare_outputs("multilabel", y, 3)
+    sel = SelectSection(backbones=list(arrays.blocks), folds=3, pair_top=2, hidden=8, max_iter=30, grid=[0.1, 1.0],
+                        mlp_grid=[1.0], packable=False)
+    cfg = SimpleNamespace(seed=0, select=sel)
+    threads = torch.get_num_threads()
+    with caplog.at_level(logging.INFO, logger="musetag.training.probe_auto"):
+        serial = search(cfg, arrays, list(arrays.blocks), folds, keep, workers=1)
+    side = search(cfg, arrays, list(arrays.blocks), folds, keep, workers=2)
+    assert torch.get_num_threads() == threads  # restored
+    assert [c.name for c in serial] == [c.name for c in side] == [
+        "b0 / linear", "b0 / mlp", "b1 / linear", "b1 / mlp", "b2 / linear", "b2 / mlp"] + _serial_pairs(serial)
+    for a, b in zip(serial, side):
+        assert a.pooled == b.pooled and a.per_fold == b.per_fold
+        for pa, pb in zip(a.oof, b.oof):
+            assert np.array_equal(pa, pb)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[candidate")]
+    assert len(lines) == 8 and lines[0].startswith("[candidate 1/8]") and lines[-1].startswith("[candidate 8/8]")
+    assert all("s elapsed" in line for line in lines)
+
+
+def _serial_pairs(cands) -> list[str]:
+    """The pair stage's names: the two best single blocks (by their best head), both heads."""
+    best = {}
+    for c in cands[:6]:
+        best[c.blocks[0]] = max(best.get(c.blocks[0], -np.inf), c.score)
+    a, b = sorted(best, key=lambda k: -best[k])[:2]
+    return [f"{a}+{b} / linear", f"{a}+{b} / mlp"]
+
+
+def test_the_choice_scores_pr_auc_macro_alone_as_the_full_score_does(rng):
+    """metric_on's multilabel figure is score()'s PR-AUC-macro (the official per-tag arithmetic) on the kept tags,
+    ties, tags without a positive and float64 means of float32 outputs included."""
+    from musetag.training.probe_cv import metric_on
+    from musetag.training.scoring import score
+
+    for trial in range(20):
+        n, k = int(rng.integers(6, 120)), int(rng.integers(2, 12))
+        y = (rng.random((n, k)) < 0.25).astype(np.float32)
+        y[:, 0] = 0  # no positive: not scored
+        p = rng.random((n, k)).astype(np.float32)
+        if trial % 2:
+            p = np.round(p * 4) / 4  # ties
+        if trial % 3 == 2:
+            p = p.astype(np.float64)
+        keep = np.ones(k, bool)
+        keep[-1] = False
+        ref = score(p[:, keep], y[:, keep], "multilabel")["pr_auc_macro"]
+        got = metric_on(p, y, "multilabel", keep)
+        assert (np.isnan(ref) and np.isnan(got)) or got == pytest.approx(ref, abs=1e-12)

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from musetag.errors import ConfigError
-from musetag.training.probe_cv import HEADS, Candidate, cross_validate, make_folds, nested, rare_outputs
+from musetag.training.probe_cv import (HEADS, Candidate, cores, cross_validate, fit_many, make_folds, nested,
+                                      rare_outputs)
 
 log = logging.getLogger(__name__)
 
@@ -155,26 +156,39 @@ def _same_front(a: str, b: str) -> bool:
     return _front(load_model(parse_part(a)[0])) == _front(load_model(parse_part(b)[0]))
 
 
-def search(cfg, arrays: Arrays, backbones, folds, keep) -> list[Candidate]:
-    """Stage 1: every backbone with every head; stage 2: pairs of the best single backbones."""
+def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = None) -> list[Candidate]:
+    """Stage 1: every backbone with every head; stage 2: pairs of the best single backbones. Each stage's
+    candidates are fitted ``workers`` at a time (None: one per core), the same numbers whatever ``workers``
+    (:func:`~musetag.training.probe_cv.fit_many`); the candidates come back in this order."""
     sel = cfg.select
-    task, n_out = arrays.task, len(arrays.tags)
+    task, n_out, heads = arrays.task, len(arrays.tags), list(sel.heads)
     y = np.concatenate([arrays.y["train"], arrays.y["validation"]])
+    workers = cores() if workers is None else int(workers)
     done: list[Candidate] = []
+    t0 = time.time()
+    n_top = min(int(sel.pair_top), len(backbones))
+    total = [len(backbones) * len(heads) + n_top * (n_top - 1) // 2 * len(heads)]
 
-    def run(blocks):
+    def one(job):
+        blocks, head = job
         x = _stack(arrays, blocks, ("train", "validation"))
         widths = [arrays.blocks[b]["train"].shape[1] for b in blocks]
-        for head in sel.heads:
-            grid = [float(c) for c in (sel.grid if head == "linear" else sel.mlp_grid)]
-            cand = cross_validate(Candidate(tuple(blocks), head, grid), task, n_out, x, y, widths, folds, keep,
-                                  seed=cfg.seed, hidden=int(sel.hidden), max_iter=int(sel.max_iter))
-            done.append(cand)
-            log.info("[candidate %d] %-45s CV %.4f ± %.4f (C=%g, %d-d, %.1f s CPU)", len(done), cand.name,
-                     cand.score, cand.spread, cand.C, x.shape[1], cand.cpu_s)
+        grid = [float(c) for c in (sel.grid if head == "linear" else sel.mlp_grid)]
+        return cross_validate(Candidate(tuple(blocks), head, grid), task, n_out, x, y, widths, folds, keep,
+                              seed=cfg.seed, hidden=int(sel.hidden), max_iter=int(sel.max_iter))
 
-    for b in backbones:
-        run([b])
+    def report(_, cand):
+        report.n += 1
+        width = sum(arrays.blocks[b]["train"].shape[1] for b in cand.blocks)
+        log.info("[candidate %d/%d] %-45s CV %.4f ± %.4f (C=%g, %d-d, %.1f s CPU; %.0f s elapsed)", report.n,
+                 total[0], cand.name, cand.score, cand.spread, cand.C, width, cand.cpu_s, time.time() - t0)
+    report.n = 0
+
+    def stage(block_sets):
+        done.extend(fit_many(one, [(list(b), h) for b in block_sets for h in heads], workers, report,
+                             cost=lambda job: sum(arrays.blocks[b]["train"].shape[1] for b in job[0])))
+
+    stage([[b] for b in backbones])
     best_of = {}
     for c in done:
         best_of[c.blocks[0]] = max(best_of.get(c.blocks[0], -np.inf), np.nan_to_num(c.score, nan=-np.inf))
@@ -186,16 +200,17 @@ def search(cfg, arrays: Arrays, backbones, folds, keep) -> list[Candidate]:
         for a, b in skipped:
             log.info("pair %s+%s skipped: the two hear audio differently, so they cannot share one package "
                      "(select.packable = false tries it anyway)", a, b)
-    for a, b in pairs:
-        run([a, b])
+    total[0] = len(done) + len(pairs) * len(heads)
+    stage(pairs)
     return done
 
 
 # ------------------------------------------------------------------------------------------ final model
 def _final_model(arrays: Arrays, chosen: list[Candidate], cfg):
-    """Refit the chosen candidate(s) on train+validation: (model, union of backbones)."""
+    """Refit the chosen candidate(s) on train+validation, side by side: (model, union of backbones)."""
     from musetag.models import create_model
-    from musetag.training.probe_cv import fit_grid
+    from musetag.training.probe import fit
+    from musetag.training.probe_cv import build_head
 
     y = np.concatenate([arrays.y["train"], arrays.y["validation"]])
     union = list(dict.fromkeys(b for c in chosen for b in c.blocks))
@@ -204,12 +219,13 @@ def _final_model(arrays: Arrays, chosen: list[Candidate], cfg):
         w = arrays.blocks[b]["train"].shape[1]
         offsets[b] = (at, at + w)
         at += w
-    fitted = []
-    for c in chosen:
+    sel, jobs = cfg.select, []
+    for c in chosen:  # the heads are built (seeded) one after the other, then fitted side by side
         x = _stack(arrays, list(c.blocks), ("train", "validation"))
         widths = [arrays.blocks[b]["train"].shape[1] for b in c.blocks]
-        fitted.append(fit_grid(c.head, arrays.task, len(arrays.tags), x, y, widths, [c.C], seed=cfg.seed,
-                               hidden=int(cfg.select.hidden), max_iter=int(cfg.select.max_iter))[0])
+        jobs.append((build_head(c.head, arrays.task, len(arrays.tags), x, widths, cfg.seed, int(sel.hidden)), x, c.C))
+    fitted = fit_many(lambda job: fit(job[0], job[1], y, arrays.task, job[2], max_iter=int(sel.max_iter)), jobs,
+                      cores())
     if len(chosen) == 1:
         return fitted[0], union
     members = [{"name": m.musetag_config["name"], "args": dict(m.musetag_config["args"]),
