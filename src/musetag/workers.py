@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["CRASHED", "die_with_parent", "ordered_map"]
+__all__ = ["CRASHED", "die_with_parent", "forks", "ordered_map"]
 
 #: the outcome of an item whose worker process died while handling it alone
 CRASHED = object()
@@ -37,10 +37,17 @@ def die_with_parent() -> None:
         pass
 
 
+def forks() -> bool:
+    """Whether workers start by fork here (they then inherit the parent's objects, nothing pickled)."""
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
 def _context():
     import multiprocessing as mp
 
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    return mp.get_context("fork" if forks() else "spawn")
 
 
 def ordered_map(

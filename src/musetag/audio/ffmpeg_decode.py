@@ -253,8 +253,8 @@ class _Reader:
         """Decoded ``(samples, channels)`` float32 blocks (``(samples, 1)`` with ``mono``) of at
         least ``min_samples`` samples (the last may be shorter), in order. The frames' raw samples
         are viewed per frame and copied once per block; conversion and channel mixing run once per
-        block (no per-frame numpy work). Decoding stops once ``limit`` samples are decoded (the block holding sample
-        ``limit`` is whole)."""
+        block (no per-frame numpy work). Decoding stops once ``limit`` samples are decoded (the block
+        holding sample ``limit`` is whole)."""
         raw: list[list[memoryview]] = []
         size = total = 0
         layout = None  # (format name, planar, bytes per sample, channels) of the frames in ``raw``

@@ -50,6 +50,14 @@ _F32 = np.float32
 _SLANEY_LOG_STEP = _F32(math.log(6.4) / 27.0)
 
 
+def used_bins(basis: np.ndarray) -> tuple[int, int]:
+    """``(lo, hi)``: the frequency bins some mel band of ``basis`` ``(n_mels, n_freq)`` weighs (bour128
+    stops at 16 kHz: 744 of 1025 bins). The bins outside are zero columns, so the front ends square and
+    project only ``lo:hi``."""
+    used = np.flatnonzero(np.abs(basis).sum(axis=0) > 0)
+    return (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
+
+
 def _hz2mel_slaney_f32(hz: float) -> np.float32:
     hz = _F32(hz)
     if hz < _F32(1000.0):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musetag.errors import ConfigError
-from musetag.features.filters import analysis_window, mel_filterbank
+from musetag.features.filters import analysis_window, mel_filterbank, used_bins
 from musetag.features.prepare import prepare_audio
 from musetag.features.presets import FeatureConfig, require_stats
 
@@ -52,10 +52,7 @@ class FeatureExtractor(nn.Module):
             self.register_buffer("window", torch.from_numpy(analysis_window(config)), persistent=False)
             basis = mel_filterbank(config)
             self.register_buffer("mel_basis", torch.from_numpy(basis), persistent=False)
-            # the frequency bins any mel band uses (bour128 stops at 16 kHz: 744 of 1025 bins); the
-            # FFT path squares and projects only those (the other columns of the basis are zeros)
-            used = np.flatnonzero(np.abs(basis).sum(axis=0) > 0)
-            self._band = (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
+            self._band = used_bins(basis)  # what the FFT path squares and projects
         if normalize:
             mean = torch.as_tensor(np.asarray(config.mean, dtype=np.float32)).reshape(-1)
             std = torch.as_tensor(np.asarray(config.std, dtype=np.float32)).reshape(-1)

@@ -20,7 +20,7 @@ import scipy.fft
 from threadpoolctl import ThreadpoolController
 
 from musetag.errors import ConfigError
-from musetag.features.filters import analysis_window, mel_filterbank
+from musetag.features.filters import analysis_window, mel_filterbank, used_bins
 from musetag.features.presets import FeatureConfig, require_stats
 
 __all__ = ["NumpyFeatureExtractor"]
@@ -53,9 +53,7 @@ class NumpyFeatureExtractor:
         if config.kind == "mel":
             self.window = analysis_window(config).astype(np.float32)
             basis = np.asarray(mel_filterbank(config), dtype=np.float32)
-            # only the frequency bins some mel band uses are squared and projected (as the torch module)
-            used = np.flatnonzero(np.abs(basis).sum(axis=0) > 0)
-            self._band = (int(used[0]), int(used[-1]) + 1) if used.size else (0, basis.shape[1])
+            self._band = used_bins(basis)  # only these bins are squared and projected, as in the torch module
             self.mel_basis = np.ascontiguousarray(basis[:, self._band[0] : self._band[1]])
         if normalize:
             mean = np.asarray(config.mean, dtype=np.float32).reshape(-1)
@@ -115,8 +113,8 @@ class NumpyFeatureExtractor:
         n_frames = 1 + (x.shape[-1] - n_fft) // hop if x.shape[-1] >= n_fft else 0
         out = np.empty((cfg.n_mels, n_frames), dtype=np.float32)
         frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]  # (frames, n_fft), a view
+        lo, hi = self._band
         for a in range(0, n_frames, _FRAMES_PER_CALL):
-            lo, hi = self._band
             spec = scipy.fft.rfft(frames[a : a + _FRAMES_PER_CALL] * self.window, axis=-1)[:, lo:hi]
             power = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2)
             if cfg.power != 2.0:

@@ -71,12 +71,6 @@ def tag_scorer(network: Network) -> WindowScorer:
 _WORKER: dict[str, Any] = {}
 
 
-def _context_forks() -> bool:
-    import multiprocessing as mp
-
-    return "fork" in mp.get_all_start_methods()
-
-
 def _init_worker(
     features: dict, segment: dict, stream_seconds: float, block_seconds: float, scorer: "Tagger | None" = None,
     engine: str = "torch",
@@ -345,10 +339,10 @@ class Tagger:
         yield from self._tag_pool(iter(sources), int(workers))
 
     def _tag_pool(self, sources: Iterator[Source], workers: int) -> Iterator[TagResult]:
-        from musetag.workers import CRASHED, is_path, ordered_map
+        from musetag.workers import CRASHED, forks, is_path, ordered_map
 
         # forked workers inherit this tagger (nothing is pickled): let them run a CPU torch network
-        fork = _context_forks()
+        fork = forks()
         scorer = self if fork and self.backend == "torch" and self.network.device.type == "cpu" else None
         initargs = (self.package.features, self.package.segment, self.stream_seconds, self.block_seconds, scorer,
                     self.engine)
