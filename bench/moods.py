@@ -212,8 +212,6 @@ def gtzan3_manifest(work: Path) -> Path:
 
 def gtzan3_arms(work: Path, cache: Path, backbones: list[str], suffix: str) -> tuple[list[dict], list[str]]:
     """gtzan3 test accuracy: classical, probe-linear per backbone, probe-auto over them."""
-    from musetag.training.scoring import score
-
     manifest = gtzan3_manifest(work)
     with open(manifest, newline="") as fh:
         grows = list(csv.DictReader(fh))
@@ -262,6 +260,14 @@ def gtzan3_classical(grows, work: Path) -> np.ndarray:
     return np.load(path)
 
 
+def _scored_run(args, recipe: str, task: str, preset: str, name: str, sets: list[str], y_test) -> tuple[dict, dict]:
+    """Train ``recipe`` on the ``task`` dataset with ``preset`` into ``runs/NAME``: its summary and its test
+    scores with bootstrap intervals and CPU seconds."""
+    out = args.work / "runs" / name
+    summary, cpu = train_arm(recipe, dataset_toml(args.work, task, preset), out, sets)
+    return summary, {**with_intervals(np.load(out / "predictions" / "test.npy"), y_test, task), "cpu_s": cpu}
+
+
 def embedding_arms(args, ready: list[str], y_ml, y_rg, split, notes: list[str]) -> list[dict]:
     """(b) per backbone probe-linear / probe-mlp, (c) probe-auto, (d) its best pair with the best head."""
     arms, results, suffix = args.arms.split(","), [], args.preset_suffix
@@ -270,10 +276,8 @@ def embedding_arms(args, ready: list[str], y_ml, y_rg, split, notes: list[str]) 
         for recipe in ("probe-linear", "probe-mlp"):
             row = {"arm": f"(b) {recipe} on {b}{suffix}"}
             for task, y in (("multilabel", y_ml), ("regression", y_rg)):
-                out = args.work / "runs" / f"{recipe}-{b}-{task}"
-                summary, cpu = train_arm(recipe, dataset_toml(args.work, task, f"embed:{b}{suffix}"), out,
-                                         [f"data.cache_dir={args.cache / b}"])
-                row[task] = {**with_intervals(np.load(out / "predictions" / "test.npy"), y[te], task), "cpu_s": cpu}
+                _, row[task] = _scored_run(args, recipe, task, f"embed:{b}{suffix}", f"{recipe}-{b}-{task}",
+                                           [f"data.cache_dir={args.cache / b}"], y[te])
             results.append(row)
     if "auto" not in arms or not ready:
         return results
@@ -283,11 +287,10 @@ def embedding_arms(args, ready: list[str], y_ml, y_rg, split, notes: list[str]) 
     row, pair = {"arm": "(c) probe-auto (its defaults: 5 grouped folds; " + (
         "every catalogue backbone" if args.default_backbones else f"backbones {', '.join(ready)}") + f"; {vectors})"}, None
     for task, y in (("multilabel", y_ml), ("regression", y_rg)):
-        out = args.work / "runs" / f"probe-auto-{task}"
         sets = [f"data.cache_dir={args.cache}"] + ([] if args.default_backbones else
                                                   [f"select.backbones={[b + suffix for b in ready]}"])
-        summary, cpu = train_arm("probe-auto", dataset_toml(args.work, task, f"embed:{ready[0]}{suffix}"), out, sets)
-        row[task] = {**with_intervals(np.load(out / "predictions" / "test.npy"), y[te], task), "cpu_s": cpu}
+        summary, row[task] = _scored_run(args, "probe-auto", task, f"embed:{ready[0]}{suffix}",
+                                         f"probe-auto-{task}", sets, y[te])
         notes.append(f"- probe-auto ({task}) chose {', '.join(summary['select']['chosen'])}; "
                      f"{summary['select']['cpu_s']:.0f} CPU s in all (embedding excluded: read from the store).")
         if task == "multilabel":
@@ -299,10 +302,8 @@ def embedding_arms(args, ready: list[str], y_ml, y_rg, split, notes: list[str]) 
         recipe = f"probe-{head}"
         row = {"arm": f"(d) best concatenation by CV: {recipe} on {blocks}"}
         for task, y in (("multilabel", y_ml), ("regression", y_rg)):
-            out = args.work / "runs" / f"pair-{task}"
-            summary, cpu = train_arm(recipe, dataset_toml(args.work, task, f"embed:{blocks}"), out,
-                                     [f"data.cache_dir={args.cache / 'pair'}"])
-            row[task] = {**with_intervals(np.load(out / "predictions" / "test.npy"), y[te], task), "cpu_s": cpu}
+            _, row[task] = _scored_run(args, recipe, task, f"embed:{blocks}", f"pair-{task}",
+                                       [f"data.cache_dir={args.cache / 'pair'}"], y[te])
         results.append(row)
     return results
 
