@@ -64,3 +64,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    """A small backbone package for the labelling tests (64-frame windows), one per test module."""
+    from test_package import make_package
+
+    return make_package(tmp_path_factory.mktemp("backbone") / "pkg", frames=64, hop=64)

@@ -13,21 +13,19 @@ from musetag.tag.label_project import create_project, parse_tags
 from musetag.tag.label_session import LabelSession, import_labels
 from musetag.tag.label_export import export_manifest
 
-from test_package import make_package
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SR = 22050
 
 
-def write_tone(path, freq, seconds=3.0):
+def write_tone(path, freq, seconds=3.0, artist=None):
+    """A sine tone; with ``artist``, an artist tag too (a RIFF INFO chunk, written by libsndfile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * SR)) / SR
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), SR)
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return make_package(tmp_path_factory.mktemp("backbone") / "pkg", frames=64, hop=64)
+    with sf.SoundFile(path, "w", SR, 1) as handle:
+        if artist:
+            handle.artist = artist
+        handle.write((0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
 
 
 @pytest.fixture

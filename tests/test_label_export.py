@@ -17,24 +17,8 @@ from musetag.tag.label_project import create_project
 from musetag.tag.label_session import LabelSession
 
 from test_label_command import SR, write_tone
-from test_package import make_package
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def write_tagged_tone(path, freq, artist=None, seconds=3.0):
-    """A tone with an artist tag (a RIFF INFO chunk, written by libsndfile)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(seconds * SR)) / SR
-    with sf.SoundFile(path, "w", SR, 1) as handle:
-        if artist:
-            handle.artist = artist
-        handle.write((0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32))
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return make_package(tmp_path_factory.mktemp("backbone") / "pkg", frames=64, hop=64)
 
 
 @pytest.fixture
@@ -43,8 +27,8 @@ def four_folders(tmp_path):
     folder = tmp_path / "music"
     for k, name in enumerate("abcd"):
         for i in range(2):
-            write_tagged_tone(folder / name / f"low{i}.wav", 110 + 25 * k + 10 * i, artist=f"Artist {i}")
-            write_tagged_tone(folder / name / f"high{i}.wav", 2000 + 250 * k + 100 * i, artist=f"Artist {i + 2}")
+            write_tone(folder / name / f"low{i}.wav", 110 + 25 * k + 10 * i, artist=f"Artist {i}")
+            write_tone(folder / name / f"high{i}.wav", 2000 + 250 * k + 100 * i, artist=f"Artist {i + 2}")
     return folder
 
 
