@@ -161,35 +161,13 @@ def fit_grid(head: str, task: str, n_out: int, x_tr, y_tr, widths, grid, *, seed
 
 def metric_on(pred: np.ndarray, y: np.ndarray, task: str, keep: np.ndarray) -> float:
     """The task's reported metric, over the outputs in ``keep`` (multilabel) / all tracks. Multilabel: only
-    PR-AUC-macro, the figure the choice uses (:func:`pr_auc_macro`), not the whole table of ``score``."""
-    from musetag.training.scoring import reported_metric, score
+    PR-AUC-macro, the figure the choice uses (:func:`~musetag.training.scoring.pr_auc_macro`), not the whole
+    table of ``score``."""
+    from musetag.training.scoring import pr_auc_macro, reported_metric, score
 
     if task == "multilabel":
         return pr_auc_macro(pred[:, keep], y[:, keep])
     return float(score(pred, y, task).get(reported_metric(task), float("nan")))
-
-
-def pr_auc_macro(pred: np.ndarray, y: np.ndarray) -> float:
-    """``score(pred, y, "multilabel")["pr_auc_macro"]`` alone: the mean average precision of the tags with a
-    positive and a negative among these tracks (NaN when none has), every tag in one vectorised pass
-    (:func:`musetag.evaluate.metrics.average_precision_rows`: scikit-learn's values; float32 scores take its
-    packed-key path) instead of one sort and walk per tag for ROC-AUC, PR-AUC and the micro figures too."""
-    from musetag.evaluate.metrics import average_precision_rows
-
-    hot = np.asarray(y) > 0
-    positives = hot.sum(0)
-    cols = (positives > 0) & (positives < len(hot))
-    if not cols.any():
-        return float("nan")
-    pred = np.asarray(pred)
-    if pred.dtype != np.float32:
-        pred = pred.astype(np.float64)
-    if not np.isfinite(pred).all():
-        from musetag.errors import EvaluationError
-
-        raise EvaluationError("predictions contain NaN or infinite values; training diverged (lower the learning rate)")
-    ap = average_precision_rows(np.ascontiguousarray(hot[:, cols].T), np.ascontiguousarray(pred[:, cols].T))
-    return float(np.average(ap))
 
 
 def _standardised(x: np.ndarray, rows: np.ndarray, widths: list[int]) -> np.ndarray:

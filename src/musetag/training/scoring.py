@@ -27,6 +27,25 @@ def _defined_columns(targets: np.ndarray) -> np.ndarray:
     return (positives > 0) & (positives < targets.shape[0])
 
 
+def _finite(predictions: np.ndarray) -> np.ndarray:
+    if not np.isfinite(predictions).all():
+        raise EvaluationError("predictions contain NaN or infinite values; training diverged (lower the learning rate)")
+    return predictions
+
+
+def pr_auc_macro(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """``score(predictions, targets, "multilabel")["pr_auc_macro"]`` alone, for searches that score thousands of
+    candidates: every tag's average precision in one vectorised pass (float32 scores stay float32, the faster
+    packed-key path of the same values) instead of the whole table with ROC-AUC and the micro figures."""
+    from musetag.evaluate.metrics import pr_auc_macro as mean_average_precision
+
+    predictions = np.asarray(predictions)
+    predictions = _finite(predictions if predictions.dtype == np.float32 else predictions.astype(np.float64))
+    hot = np.asarray(targets) > 0
+    cols = _defined_columns(hot)
+    return mean_average_precision(hot[:, cols], predictions[:, cols]) if cols.any() else float("nan")
+
+
 def score(predictions: np.ndarray, targets: np.ndarray, task: str) -> dict:
     """Scores of ``predictions`` (probabilities, ``(tracks, tags)``) against ``targets``
     (multi-hot ``(tracks, tags)`` or class indices ``(tracks,)``)."""
@@ -36,9 +55,7 @@ def score(predictions: np.ndarray, targets: np.ndarray, task: str) -> dict:
         from musetag.evaluate.regression import regression_scores
 
         return regression_scores(predictions, targets)
-    predictions = np.asarray(predictions, dtype=np.float64)
-    if not np.isfinite(predictions).all():
-        raise EvaluationError("predictions contain NaN or infinite values; training diverged (lower the learning rate)")
+    predictions = _finite(np.asarray(predictions, dtype=np.float64))
     if task == "multiclass":
         targets = np.asarray(targets).astype(np.int64).reshape(-1)
         found = multiclass_metrics(targets, predictions)
