@@ -342,3 +342,33 @@ def test_the_choice_scores_pr_auc_macro_alone_as_the_full_score_does(rng):
         ref = score(p[:, keep], y[:, keep], "multilabel")["pr_auc_macro"]
         got = metric_on(p, y, "multilabel", keep)
         assert (np.isnan(ref) and np.isnan(got)) or got == pytest.approx(ref, abs=1e-12)
+
+
+def test_a_grid_whose_edge_wins_is_extended_past_it_and_no_further_than_needed(rng):
+    """Few noisy tracks in many dimensions want strong regularisation: from the grid [1, 10] the best C is 1, its
+    edge, so 0.1 and then 0.01 are fitted (one grid ratio each); the extended values score as the same C values
+    given in the grid do. A grid whose best lies inside, or extend = 0, is left as given."""
+    from musetag.training.probe_cv import Candidate, cross_validate, make_folds
+
+    n, dim = 60, 40
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    y = (x[:, :1] + 1.5 * rng.standard_normal((n, 2)) > 0).astype(np.float32)
+    folds = make_folds("multilabel", y, None, 3, seed=0)
+    keep = np.ones(2, bool)
+    kw = dict(seed=0, hidden=8, max_iter=2000)
+
+    def cv(grid, extend):
+        return cross_validate(Candidate(("a",), "linear", list(grid)), "multilabel", 2, x, y, [dim], folds, keep,
+                              extend=extend, **kw)
+
+    full = cv([1e-4, 1e-3, 0.01, 0.1, 1.0, 10.0], 0)
+    assert full.best not in (4, 5)  # the data want a C below 1: the premise of this test
+    grown = cv([1.0, 10.0], 2)
+    assert grown.grid == pytest.approx([0.01, 0.1, 1.0, 10.0])
+    assert len(grown.oof) == len(grown.pooled) == len(grown.per_fold) == 4
+    np.testing.assert_allclose(grown.pooled, full.pooled[2:], atol=2e-3)
+    assert grown.row()["grid"][0]["C"] == pytest.approx(0.01)  # the table shows the extended grid
+    assert cv([1.0, 10.0], 0).grid == [1.0, 10.0]
+    inside = cv([full.grid[full.best] / 10, full.grid[full.best], full.grid[full.best] * 10], 2)
+    assert len(inside.grid) == 3 and inside.best == 1
+    assert cv([1.0], 2).grid == [1.0]  # one value: no direction to go

@@ -229,7 +229,8 @@ class ProbeSection:
 class SelectSection:
     """``musetag train probe-auto`` (:mod:`musetag.training.probe_auto`): the backbones tried (empty: every
     catalogue backbone), the heads, the folds of the grouped cross-validation on train+validation, how
-    many of the best single backbones are paired, the C grids and the MLP's width. ``packable``: pair
+    many of the best single backbones are paired, the C grids (extended past an edge that wins, ``extend``
+values at most) and the MLP's width. ``packable``: pair
     only backbones that hear audio alike, so that the winner always makes one package. ``finetune``:
     also cross-validate ``finetune_recipe`` (with ``finetune_sets``) on the same folds and train it
     instead when its CV score is higher (off by default: about folds + 1 fine-tunes)."""
@@ -240,9 +241,10 @@ class SelectSection:
     pair_top: int = 3
     grid: list = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     mlp_grid: list = field(default_factory=lambda: [1.0, 10.0])
+    extend: int = 2  # a grid whose best C is its edge is extended past it, at most this many values
     hidden: int = 128
     max_iter: int = 150
-    average: list = field(default_factory=lambda: [1, 2, 3, 5])
+    average: list = field(default_factory=lambda: [1, 2, 3, 5, 8])
     packable: bool = True
     bootstrap: int = 1000
     # fine-tuning as one more candidate, on the same folds (musetag.training.finetune_candidate): CPU hours

@@ -5,7 +5,8 @@
    dataset's cache rule with ``preset = "embed:NAME"``, so ``musetag prepare`` of that preset fills it).
 2. Cross-validates on train+validation (``select.folds`` folds grouped by the manifest's ``group``
    column; without one, stratified folds and one warning) each backbone alone with each head of
-   ``select.heads`` (``C`` from ``select.grid`` / ``select.mlp_grid``), then the pairs of the
+   ``select.heads`` (``C`` from ``select.grid`` / ``select.mlp_grid``, extended past an edge that wins:
+   ``select.extend``), then the pairs of the
    ``select.pair_top`` best single backbones (per-block standardised, :mod:`musetag.training.probe_cv`).
    Tags with fewer positives than folds are reported and left out of the choice.
 3. Nested CV over the same out-of-fold predictions says whether averaging the top m heads (``select.average``)
@@ -54,8 +55,8 @@ def _check(sel) -> None:
             raise ConfigError(f"select.{key} = {grid!r}: give positive numbers C, e.g. [0.1, 1, 10]")
     if not all(isinstance(m, int) and m >= 1 for m in sel.average) or 1 not in sel.average:
         raise ConfigError(f"select.average = {sel.average!r}: give positive sizes including 1, e.g. [1, 2, 3, 5]")
-    if int(sel.pair_top) < 0 or int(sel.hidden) < 1 or int(sel.max_iter) < 1:
-        raise ConfigError("select.pair_top must be >= 0, select.hidden and select.max_iter >= 1")
+    if int(sel.pair_top) < 0 or int(sel.extend) < 0 or int(sel.hidden) < 1 or int(sel.max_iter) < 1:
+        raise ConfigError("select.pair_top and select.extend must be >= 0, select.hidden and select.max_iter >= 1")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -175,7 +176,8 @@ def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = No
         widths = [arrays.blocks[b]["train"].shape[1] for b in blocks]
         grid = [float(c) for c in (sel.grid if head == "linear" else sel.mlp_grid)]
         return cross_validate(Candidate(tuple(blocks), head, grid), task, n_out, x, y, widths, folds, keep,
-                              seed=cfg.seed, hidden=int(sel.hidden), max_iter=int(sel.max_iter))
+                              seed=cfg.seed, hidden=int(sel.hidden), max_iter=int(sel.max_iter),
+                              extend=int(sel.extend))
 
     def report(_, cand):
         report.n += 1

@@ -7,8 +7,9 @@ tag (multilabel; "none" for a track without tags) or on the quartile of the firs
 
 A candidate is a set of backbone blocks (their embeddings concatenated) and a head (``linear``:
 logistic regression / ridge; ``mlp``: one hidden ReLU layer), fitted by :func:`musetag.training.probe.fit`
-(full-batch L-BFGS on scikit-learn's ``C`` objective) for each ``C`` of a grid, warm-started from the
-previous ``C``. Each block is standardised per dimension and then scaled by ``sqrt(D / (B d_b))``
+(full-batch L-BFGS on scikit-learn's ``C`` objective) for each ``C`` of a grid; when the best ``C`` is
+an edge of the grid, the grid is extended past that edge (``select.extend`` steps at most). Each block
+is standardised per dimension and then scaled by ``sqrt(D / (B d_b))``
 (``D`` total width, ``B`` blocks, ``d_b`` the block's width), so every backbone carries the same
 total variance whatever its width (an unscaled concatenation lets the widest backbone dominate the
 penalty); for one block the scale is 1 and the probe is exactly ``probe-linear``'s. The scale is
@@ -249,34 +250,69 @@ def _outputs(logits: np.ndarray, task: str) -> np.ndarray:
     return expit(logits).astype(np.float32)
 
 
-def cross_validate(cand: Candidate, task: str, n_out: int, x: np.ndarray, y: np.ndarray, widths: list[int], folds,
-                   keep: np.ndarray, *, seed: int, hidden: int, max_iter: int) -> Candidate:
-    """Fill ``cand``'s out-of-fold predictions, scores and CPU seconds (all folds and C values in one batched fit;
-    CPU seconds of this thread when torch runs one thread, as in :func:`fit_many`, else of the process)."""
-    import torch
-
-    clock = time.thread_time if torch.get_num_threads() == 1 else time.process_time
-    t0 = clock()
-    grid = sorted(cand.grid)
-    cand.grid = grid
-    z, masks, cs = [], [], []
+def _oof_for(head: str, task: str, n_out: int, x, y, widths, folds, cs, *, seed: int, hidden: int,
+             max_iter: int) -> list[np.ndarray]:
+    """Out-of-fold outputs ``(tracks, n_out)`` for each ``C`` of ``cs`` (every fold and C in one batched fit)."""
+    z, masks, cvals = [], [], []
     for tr, _ in folds:
         mask = np.zeros(len(y), dtype=bool)
         mask[tr] = True
         zf = _standardised(x, mask, widths).astype(np.float32)
-        for c in grid:
+        for c in cs:
             z.append(zf)
             masks.append(mask)
-            cs.append(c)
-    logits = batched_fit(cand.head, task, n_out, np.stack(z), y, np.stack(masks), cs, seed=seed, hidden=hidden,
+            cvals.append(c)
+    logits = batched_fit(head, task, n_out, np.stack(z), y, np.stack(masks), cvals, seed=seed, hidden=hidden,
                          max_iter=max_iter)
-    oof = [np.zeros((len(y), n_out), np.float32) for _ in grid]
+    oof = [np.zeros((len(y), n_out), np.float32) for _ in cs]
     for f, (_, te) in enumerate(folds):
-        for i in range(len(grid)):
-            oof[i][te] = _outputs(logits[f * len(grid) + i][te], task)
-    cand.oof = oof
-    cand.pooled = [metric_on(p, y, task, keep) for p in oof]
-    cand.per_fold = [[metric_on(p[te], y[te], task, keep) for _, te in folds] for p in oof]
+        for i in range(len(cs)):
+            oof[i][te] = _outputs(logits[f * len(cs) + i][te], task)
+    return oof
+
+
+def _edge_step(cand: Candidate) -> float | None:
+    """The next ``C`` past the edge of the grid where the best ``C`` lies (as far past it as the edge's neighbour is
+    on the other side, on a log scale), or None when the best is inside the grid, does not beat its neighbour, or
+    the grid has one value (no direction to go)."""
+    grid, pooled, best = cand.grid, cand.pooled, cand.best
+    if len(grid) < 2 or not math.isfinite(pooled[best]):
+        return None
+    if best == 0 and pooled[0] > pooled[1]:
+        return grid[0] * grid[0] / grid[1]
+    if best == len(grid) - 1 and pooled[-1] > pooled[-2]:
+        return grid[-1] * grid[-1] / grid[-2]
+    return None
+
+
+def cross_validate(cand: Candidate, task: str, n_out: int, x: np.ndarray, y: np.ndarray, widths: list[int], folds,
+                   keep: np.ndarray, *, seed: int, hidden: int, max_iter: int, extend: int = 0) -> Candidate:
+    """Fill ``cand``'s out-of-fold predictions, scores and CPU seconds (all folds and C values in one batched fit;
+    CPU seconds of this thread when torch runs one thread, as in :func:`fit_many`, else of the process).
+
+    ``extend``: while the best ``C`` is at an edge of the grid and beats its neighbour, one more ``C`` past that
+    edge is fitted and scored (one grid ratio further), at most ``extend`` times: a grid whose best value is its
+    edge has not found the regularisation the data want (small data sets often want less ``C`` than the grid's
+    smallest). The extended grid is the candidate's grid in the table."""
+    import torch
+
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.process_time
+    t0 = clock()
+    cand.grid = sorted(cand.grid)
+    kw = dict(seed=seed, hidden=hidden, max_iter=max_iter)
+    cand.oof = _oof_for(cand.head, task, n_out, x, y, widths, folds, cand.grid, **kw)
+    cand.pooled = [metric_on(p, y, task, keep) for p in cand.oof]
+    cand.per_fold = [[metric_on(p[te], y[te], task, keep) for _, te in folds] for p in cand.oof]
+    for _ in range(int(extend)):
+        c = _edge_step(cand)
+        if c is None:
+            break
+        oof = _oof_for(cand.head, task, n_out, x, y, widths, folds, [c], **kw)[0]
+        at = 0 if c < cand.grid[0] else len(cand.grid)
+        cand.grid.insert(at, c)
+        cand.oof.insert(at, oof)
+        cand.pooled.insert(at, metric_on(oof, y, task, keep))
+        cand.per_fold.insert(at, [metric_on(oof[te], y[te], task, keep) for _, te in folds])
     cand.cpu_s = clock() - t0
     return cand
 
