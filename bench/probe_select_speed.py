@@ -96,6 +96,8 @@ def main() -> None:
     folds = make_folds("multilabel", y, arrays.groups, sel.folds, 0)
     keep = ~rare_outputs("multilabel", y, sel.folds)
     cands = search(cfg, arrays, list(WIDTHS), folds, keep)
+    grown = [(c, len(sel.grid if c.head == "linear" else sel.mlp_grid)) for c in cands]
+    grown = [(c, n) for c, n in grown if len(c.grid) > n]
     w1 = time.time()
     singles = [c.cpu_s for c in cands if len(c.blocks) == 1]
     pairs = [c.cpu_s for c in cands if len(c.blocks) == 2]
@@ -138,10 +140,10 @@ def main() -> None:
         " third decimal, so the table is the same, bit for bit, whatever the core count); inside the choice a"
         " multilabel candidate is scored by PR-AUC-macro alone (vectorised average precision, not the whole"
         " `score()` table with ROC-AUC and micro figures: about 1 ms a call instead of 15 ms at this size,"
-        " measured with cProfile); the top m are refitted side by side. The fits themselves are unchanged (same C grids, same"
-        " max_iter, same arithmetic), so the choice is unchanged: `musetag train probe-auto` on Emotify"
-        " (`bench/moods.py --arms auto`, row (g) of moods.md) gives the recorded candidates, CV scores (to"
-        " 2e-16), choice and test figures, and on gtzan3 (`--arms gtzan3`) the same table bit for bit.",
+        " measured with cProfile); the top m are refitted side by side. A candidate whose best C is an edge of its"
+        f" grid gets up to select.extend = {sel.extend} more values past that edge: here {len(grown)} of {len(cands)}"
+        f" candidates did ({sum(len(c.grid) - n for c, n in grown)} extra C values, each one batched fit over the"
+        " folds).",
         "",
     ]
     args.report.write_text("\n".join(lines))
