@@ -67,7 +67,7 @@ def ordered_map(
     yielded with ``outcome=None`` and ``ran_in_worker=False`` for the caller to handle itself, in
     their place. At most ``2 * workers + 1`` items are in flight, so results never pile up in memory.
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = _context()
@@ -83,7 +83,15 @@ def ordered_map(
     end = object()
 
     def submit(item, attempts: int = 0) -> None:
-        window.append((item, pool.submit(fn, item) if in_worker(item) else None, attempts))
+        if not in_worker(item):
+            window.append((item, None, attempts))
+            return
+        try:
+            future = pool.submit(fn, item)
+        except BrokenProcessPool as exc:  # a worker died since the last result: this item never ran, and is
+            future = Future()  # sent again, with the others in flight, when the loop reaches the break
+            future.set_exception(exc)
+        window.append((item, future, attempts))
 
     def refill() -> None:
         while len(window) < ahead:

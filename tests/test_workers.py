@@ -1,0 +1,34 @@
+"""musetag.workers.ordered_map: results in input order, a crashed worker blamed only on the item that
+crashes alone, also when the pool breaks while the next items are being submitted."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from musetag.workers import CRASHED, forks, ordered_map
+
+pytestmark = pytest.mark.skipif(not forks(), reason="the crash is simulated in forked workers")
+
+
+def _upper_or_die(item: str) -> str:
+    if item == "crash":
+        os._exit(3)  # what a native decoder crash looks like to the pool
+    return item.upper()
+
+
+def test_a_pool_broken_between_results_and_the_next_submit_loses_nothing():
+    """One worker runs "a", then dies on "crash" while the parent, having taken "a"'s result, submits "c" (the
+    pause in in_worker makes that order certain): the submit meets a broken pool. Every other item still gets
+    its own result, in order; only "crash" is CRASHED."""
+
+    def in_worker(item: str) -> bool:
+        if item == "c":
+            time.sleep(1.0)  # by now the worker has died on "crash"
+        return True
+
+    got = list(ordered_map(_upper_or_die, ["a", "crash", "b", "c", "d", "e"], workers=1, in_worker=in_worker))
+    assert [item for item, _, _ in got] == ["a", "crash", "b", "c", "d", "e"]
+    assert [outcome for _, outcome, _ in got] == ["A", CRASHED, "B", "C", "D", "E"]
+    assert all(ran for _, _, ran in got)
