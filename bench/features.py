@@ -101,7 +101,7 @@ def essentia_pipeline(path: Path) -> np.ndarray:
     return np.asarray(pool["mel"], dtype=np.float32).T
 
 
-#: float32 STFTs (ours in torch, librosa's in numpy) agree to ~0.005 dB down to 100 dB below a file's
+#: float32 STFTs (ours and librosa's both pocketfft, through scipy and numpy) agree to ~0.005 dB down to 100 dB below a file's
 #: peak and drift apart by round-off further down (0.1-0.2 dB at 120-130 dB below it), so the librosa
 #: presets, whose dB values are not normalised (peaks at +40 dB), are compared within this range of the peak
 LIBROSA_RANGE_DB = 100.0
@@ -254,11 +254,14 @@ def _section(rows, files, seconds, args, load, torch, librosa, all_equal) -> str
         "sides and most of the CPU; it must run from each file's start (its rounding remainder is carried through "
         "the whole stream, so a seek changes later samples by one LSB). Ours decodes through PyAV, copying each "
         "frame's raw samples and converting and mixing them once per block, then libsamplerate's linear converter "
-        "and STFT + mel + dB in torch; the wall-clock gain over the CPU ratio is two files decoding at once in "
+        "and STFT + mel + dB in numpy (`NumpyFeatureExtractor`: 2048 frames at a time, windowed into one reused "
+        "buffer, scipy's pocketfft, the real and imaginary parts squared in place and summed by the mel product); "
+        "the wall-clock gain over the CPU ratio is two files decoding at once in "
         "two forked worker processes (threads reached ~1.35x one core: PyAV hands over one MP3 frame at a time "
         "and that Python holds the GIL; processes ~1.7x), so it needs idle cores. The other presets decode with "
         "libmpg123 (channels mixed in the decoder; stereo for fusion64) and resample with soxr; bour128's "
-        "silence trimming sums squares once per hop-long block.",
+        "silence trimming sums squares once per hop-long block; fusion64's two channels are framed where the "
+        "decoder wrote them (interleaved), with no de-interleaved or padded copy of the song.",
         "",
     ]
     return "\n".join(lines)

@@ -71,3 +71,28 @@ def test_streaming_nothing_is_an_audio_error():
 
     with pytest.raises(AudioError, match="no audio samples"):
         list(_streaming().frames(iter(())))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "constant"])
+def test_frame_blocks_are_the_frames_of_the_padded_signal_without_copying_it(mode):
+    """The numpy front end frames a signal without padding a copy of it: the blocks, joined, are exactly the
+    frames of ``numpy.pad(x, half, mode)`` for every length around the edge cases (shorter than a window, one
+    hop either side of a frame boundary), hop and window; the frames inside are views of ``x`` itself, also
+    of a strided channel of interleaved stereo."""
+    from musetag.features.numpy_frontend import frame_blocks
+
+    rng = np.random.default_rng(0)
+    for n_fft, hop in ((8, 4), (8, 3), (16, 5), (512, 256)):
+        half = n_fft // 2
+        for n in list(range(half + 1, 4 * n_fft + 3)) + [5000, 5001, 5003]:
+            x = rng.standard_normal(n).astype(np.float32)
+            padded = np.pad(x, (half, half), mode=mode)
+            want = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+            got = np.concatenate(frame_blocks(x, n_fft, hop, half, mode))
+            np.testing.assert_array_equal(got, want, err_msg=f"n_fft {n_fft} hop {hop} length {n}")
+    stereo = rng.standard_normal((6000, 2)).astype(np.float32)  # interleaved, as a decoder gives it
+    left = stereo[:, 0]
+    blocks = frame_blocks(left, 512, 256, 256, mode)
+    assert len(blocks) == 3 and np.shares_memory(blocks[1], stereo)
+    np.testing.assert_array_equal(np.concatenate(blocks), np.lib.stride_tricks.sliding_window_view(
+        np.pad(np.ascontiguousarray(left), (256, 256), mode=mode), 512)[::256])

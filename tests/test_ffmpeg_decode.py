@@ -278,12 +278,14 @@ def test_jamendo96_decodes_as_essentia_everywhere(mp3_file, tmp_path):
     result = build_cache(records, cfg, tmp_path / "cache", progress=False, workers=0)
     np.testing.assert_array_equal(np.load(FeatureCache(result.out_dir).file(0)), expected.astype(np.float16))
 
+    # the tagger's front end here is the torch module, compute_features the numpy one: equal to float32 rounding
+    # (3e-3 dB for jamendo96's quietest bins, tests/test_onnx_path.py); the decode is what this test pins
     front = FrontEnd(cfg.to_dict(), {})
-    np.testing.assert_allclose(front.segments(mp3_file)[0][0, 0], expected, atol=1e-3)
-    np.testing.assert_allclose(front.segments(mp3_file.read_bytes())[0][0, 0], expected, atol=1e-3)  # serve
+    np.testing.assert_allclose(front.segments(mp3_file)[0][0, 0], expected, atol=3e-3)
+    np.testing.assert_allclose(front.segments(mp3_file.read_bytes())[0][0, 0], expected, atol=3e-3)  # serve
     window = 128
     stream_front = FrontEnd(cfg.to_dict(), {"frames": window}, stream_seconds=0.0, block_seconds=1.0)
     streamed = np.concatenate(list(stream_front.stream_segments(mp3_file)), axis=0)
     n = expected.shape[-1] // window
     np.testing.assert_allclose(streamed[:n, 0], np.stack([expected[:, i * window : (i + 1) * window]
-                                                           for i in range(n)]), atol=1e-3)
+                                                           for i in range(n)]), atol=3e-3)

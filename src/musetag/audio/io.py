@@ -276,7 +276,7 @@ def load_audio(
             f"{name}: no audio samples decoded"
             + (f" from {offset:.2f} s on (the file is shorter)" if offset > 0 else " (the file holds no audio frames)")
         )
-    audio = _downmix_frames(data) if mono else np.ascontiguousarray(data.T)
+    audio = _downmix_frames(data) if mono else data.T  # a view: (channels, samples) over the decoded frames
     if sample_rate is not None and int(sample_rate) != sr:
         audio = _resample(audio, sr, int(sample_rate), method=resample_method)
         sr = int(sample_rate)

@@ -17,7 +17,7 @@ _LAZY = {
         ("AUDIO_EXTENSIONS", "ExtractionReport", "extract_file", "extract_to_directory", "find_audio_files",
          "iter_extract"), "extract"),
     **dict.fromkeys(
-        ("JAMENDO_EXCERPT_SAMPLES", "FeatureExtractor", "compute_features", "compute_stats", "get_extractor",
+        ("JAMENDO_EXCERPT_SAMPLES", "FeatureExtractor", "compute_features", "compute_stats",
          "jamendo_excerpt_features", "normalize"), "frontend"),
     **dict.fromkeys(("analysis_window", "essentia_mel_filterbank", "mel_filterbank"), "filters"),
     **dict.fromkeys(("prepare_audio",), "prepare"),

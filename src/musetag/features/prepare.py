@@ -9,10 +9,12 @@ from musetag.errors import AudioError, ConfigError
 from musetag.features.presets import FeatureConfig
 
 
-def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig) -> np.ndarray:
+def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig, *, contiguous: bool = True) -> np.ndarray:
     """Resample, downmix or up-mix, and trim ``audio`` as ``config`` asks.
 
-    Returns ``(channels, samples)`` float32 at ``config.sample_rate`` with ``config.channels`` rows.
+    Returns ``(channels, samples)`` float32 at ``config.sample_rate`` with ``config.channels`` rows; C-contiguous
+    unless ``contiguous=False`` (then possibly a view of interleaved stereo, as :func:`musetag.audio.load_audio`
+    returns it: the numpy front end frames such rows in place instead of copying the song once more).
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim not in (1, 2):
@@ -40,4 +42,4 @@ def prepare_audio(audio: np.ndarray, sample_rate: int, config: FeatureConfig) ->
         short = config.n_fft // 2 + 1 - audio.shape[-1]
         if short > 0:
             audio = np.pad(audio, [(0, 0), (0, short)])
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(audio, dtype=np.float32) if contiguous else np.asarray(audio, dtype=np.float32)
