@@ -116,7 +116,7 @@ class NumpyFeatureExtractor:
         n_frames = sum(len(b) for b in blocks)
         out = np.empty((cfg.n_mels, n_frames), dtype=np.float32)
         lo, hi = self._band
-        chunks = [(frames[a : a + _FRAMES_PER_CALL]) for frames in blocks for a in range(0, len(frames), _FRAMES_PER_CALL)]
+        chunks = [frames[a : a + _FRAMES_PER_CALL] for frames in blocks for a in range(0, len(frames), _FRAMES_PER_CALL)]
         buf = np.empty((min(n_frames, _FRAMES_PER_CALL), cfg.n_fft), dtype=np.float32)
         at = 0
         for chunk in chunks:
@@ -154,7 +154,7 @@ def frame_blocks(x: np.ndarray, n_fft: int, hop: int, half: int, mode: str) -> l
     n_frames = 1 + (total - n_fft) // hop
     first = -(-half // hop)  # the first frame that starts inside x
     last = (half + n - n_fft) // hop  # the last frame that ends inside x
-    if not half or first > last or last >= n_frames:
+    if not half or first > last:  # no padding, or no frame lies wholly inside x
         padded = np.pad(x, (half, half), mode=mode) if half else x
         return [np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]]
     blocks = []

@@ -298,21 +298,22 @@ def cross_validate(cand: Candidate, task: str, n_out: int, x: np.ndarray, y: np.
 
     clock = time.thread_time if torch.get_num_threads() == 1 else time.process_time
     t0 = clock()
-    cand.grid = sorted(cand.grid)
     kw = dict(seed=seed, hidden=hidden, max_iter=max_iter)
-    cand.oof = _oof_for(cand.head, task, n_out, x, y, widths, folds, cand.grid, **kw)
-    cand.pooled = [metric_on(p, y, task, keep) for p in cand.oof]
-    cand.per_fold = [[metric_on(p[te], y[te], task, keep) for _, te in folds] for p in cand.oof]
+
+    def add(cs: list[float], at: int) -> None:  # fit and score cs, inserted at grid position ``at``
+        oof = _oof_for(cand.head, task, n_out, x, y, widths, folds, cs, **kw)
+        cand.grid[at:at] = cs
+        cand.oof[at:at] = oof
+        cand.pooled[at:at] = [metric_on(p, y, task, keep) for p in oof]
+        cand.per_fold[at:at] = [[metric_on(p[te], y[te], task, keep) for _, te in folds] for p in oof]
+
+    grid, cand.grid, cand.oof, cand.pooled, cand.per_fold = sorted(cand.grid), [], [], [], []
+    add(grid, 0)
     for _ in range(int(extend)):
         c = _edge_step(cand)
         if c is None:
             break
-        oof = _oof_for(cand.head, task, n_out, x, y, widths, folds, [c], **kw)[0]
-        at = 0 if c < cand.grid[0] else len(cand.grid)
-        cand.grid.insert(at, c)
-        cand.oof.insert(at, oof)
-        cand.pooled.insert(at, metric_on(oof, y, task, keep))
-        cand.per_fold.insert(at, [metric_on(oof[te], y[te], task, keep) for _, te in folds])
+        add([c], 0 if c < cand.grid[0] else len(cand.grid))
     cand.cpu_s = clock() - t0
     return cand
 
