@@ -108,8 +108,8 @@ def iter_extract(
     """Features for many sources, in order: yields ``(source, features, None)`` or ``(source, None, error)``.
 
     ``workers > 1`` computes files in that many worker processes (:func:`musetag.workers.ordered_map`:
-    forked, each on one BLAS thread, as the numpy front end runs; two threads reach only ~1.35x one core,
-    the decoders' per-frame Python holding the GIL). Sources that are not paths (bytes, file objects) are computed here, in
+    forked, one thread each; two threads reach only ~1.35x one core, the decoders' per-frame Python
+    holding the GIL). Sources that are not paths (bytes, file objects) are computed here, in
     their place. At most ``2 * workers + 1`` results are held at once, so any number of files streams
     through in bounded memory. A bad file yields its error message and the others go on; a file that
     crashes a worker's decoder yields an error too.
@@ -152,7 +152,10 @@ _CONFIG: list[FeatureConfig] = []
 def _init_extract_worker(config: FeatureConfig) -> None:
     from musetag.workers import die_with_parent
 
-    die_with_parent()  # the numpy front end holds BLAS to one thread itself; no torch runs here
+    die_with_parent()
+    import torch
+
+    torch.set_num_threads(1)  # parallelism comes from the files; one OpenMP thread for whatever runs here
     _CONFIG[:] = [config]
 
 
