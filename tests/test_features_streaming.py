@@ -96,3 +96,23 @@ def test_frame_blocks_are_the_frames_of_the_padded_signal_without_copying_it(mod
     assert len(blocks) == 3 and np.shares_memory(blocks[1], stereo)
     np.testing.assert_array_equal(np.concatenate(blocks), np.lib.stride_tricks.sliding_window_view(
         np.pad(np.ascontiguousarray(left), (256, 256), mode=mode), 512)[::256])
+
+
+@pytest.mark.parametrize("name", ["jamendo96", "bour128", "fusion64"])
+def test_banded_mel_product_equals_the_dense_product(name):
+    """The mel product by runs of filters over their own bins equals the dense product (float32 summation
+    order only), also for a filterbank with all-zero filters (more mels than the bins can separate)."""
+    from musetag.features import get_preset
+    from musetag.features.numpy_frontend import NumpyFeatureExtractor, _banded_product, _filter_bands
+
+    rng = np.random.default_rng(0)
+    basis = NumpyFeatureExtractor(get_preset(name)).mel_basis
+    sparse = np.zeros((20, 64), np.float32)
+    sparse[3, 10:14] = 1.0  # one run empty, the next with a single filter
+    sparse[17, 40:50] = 0.5
+    for b in (basis, sparse):
+        values = rng.random((300, b.shape[1]), dtype=np.float32)
+        dense = b.astype(np.float64) @ values.T.astype(np.float64)
+        got = _banded_product(_filter_bands(b), values, b.shape[0])
+        assert got.shape == dense.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, dense, rtol=2e-6, atol=1e-6 * np.abs(dense).max())
