@@ -108,3 +108,18 @@ def test_lazy_package_names_stay_importable():
         assert getattr(features, name) is not None
     with pytest.raises(AttributeError):
         features.no_such_name  # noqa: B018
+
+
+def test_features_command_computes_features_without_torch(tmp_path):
+    """``musetag features`` runs the numpy front end (``features/compute.py``): extracting a real file's
+    mel-spectrogram imports no torch, and the array has the preset's bands."""
+    import soundfile as sf
+
+    t = np.arange(22050 * 2) / 22050
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 22050)
+    r = _modules_after(f"['features', {str(tmp_path / 'tone.wav')!r}, '--out', {str(tmp_path / 'f')!r}, "
+                       "'--preset', 'bour128', '--workers', '0']", tmp_path)
+    assert r["status"] == "0", r["stderr"]
+    _check(r)
+    (out,) = (tmp_path / "f").rglob("*.npy")
+    assert np.load(out).shape[0] == 128

@@ -17,8 +17,9 @@ _LAZY = {
         ("AUDIO_EXTENSIONS", "ExtractionReport", "extract_file", "extract_to_directory", "find_audio_files",
          "iter_extract"), "extract"),
     **dict.fromkeys(
-        ("JAMENDO_EXCERPT_SAMPLES", "FeatureExtractor", "compute_features", "compute_stats",
-         "jamendo_excerpt_features", "normalize"), "frontend"),
+        ("JAMENDO_EXCERPT_SAMPLES", "compute_features", "compute_stats", "jamendo_excerpt_features",
+         "normalize"), "compute"),
+    **dict.fromkeys(("FeatureExtractor",), "frontend"),
     **dict.fromkeys(("analysis_window", "essentia_mel_filterbank", "mel_filterbank"), "filters"),
     **dict.fromkeys(("prepare_audio",), "prepare"),
     **dict.fromkeys(("PRESETS", "FeatureConfig", "get_preset", "list_presets"), "presets"),

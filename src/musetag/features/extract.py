@@ -12,7 +12,7 @@ import numpy as np
 
 from musetag.audio.io import AudioSource, describe_source, load_audio
 from musetag.errors import ConfigError, MusetagError
-from musetag.features.frontend import compute_features
+from musetag.features.compute import compute_features
 from musetag.features.presets import FeatureConfig, get_preset
 
 log = logging.getLogger(__name__)

@@ -222,7 +222,7 @@ def _single_label(split: SplitData) -> SplitData:
 
 def _train_stats(data: TrainingData, cache_dir: Path) -> tuple[float, float]:
     """Global mean/std of the training features (cached in ``stats-<hash>.json``)."""
-    from musetag.features.frontend import compute_stats
+    from musetag.features.compute import compute_stats
 
     train = data.splits["train"]
     key = hashlib.sha1("\n".join(sorted(set(train.ids))).encode()).hexdigest()[:12]
