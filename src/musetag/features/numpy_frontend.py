@@ -164,8 +164,8 @@ def _filter_bands(basis: np.ndarray) -> list[tuple[int, int, int, int, np.ndarra
 def _banded_product(bands, values: np.ndarray, n_filters: int) -> np.ndarray:
     """``basis @ values.T`` for the basis :func:`_filter_bands` cut, ``values`` (frames, bins): each run of
     filters multiplies only its bins. A mel filter covers a few bins, so the dense product was ~90 % zeros
-    (the largest part of the front end's time on 44.1 kHz presets); the sums are the same but for the
-    order of float32 additions."""
+    (about a sixth of the CPU of files -> fusion64 features, decoding included); the sums are the same but for
+    the order of float32 additions."""
     out = np.zeros((n_filters, values.shape[0]), dtype=np.float32)
     for a, b, c0, c1, weights in bands:
         if c1 > c0:
