@@ -123,3 +123,17 @@ def test_features_command_computes_features_without_torch(tmp_path):
     _check(r)
     (out,) = (tmp_path / "f").rglob("*.npy")
     assert np.load(out).shape[0] == 128
+
+
+def test_feature_workers_import_no_torch():
+    """The worker initializer of ``musetag features --workers N`` does not import torch either (a forked worker
+    that imported it would spend ~1.8 s before its first file); it only sets torch's threads when the parent
+    had imported it already."""
+    script = ("import sys\nfrom musetag.features import get_preset\n"
+              "from musetag.features.extract import _init_extract_worker\n"
+              "_init_extract_worker(get_preset('bour128'))\nprint('torch' in sys.modules)")
+    env = dict(os.environ)
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["False"], out.stderr

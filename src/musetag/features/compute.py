@@ -1,7 +1,7 @@
 """Numpy helpers on features, without torch: one signal's features (:func:`compute_features`, through
 :class:`~musetag.features.numpy_frontend.NumpyFeatureExtractor`), normalisation, streaming statistics and
 the MTG-Jamendo baseline's centred excerpt. ``musetag features``, the feature cache and the torch-free
-tagging path run these; :mod:`musetag.features.frontend` (the torch module) re-exports them."""
+tagging path run these (:mod:`musetag.features.frontend` is the torch module)."""
 from __future__ import annotations
 
 import functools
@@ -34,7 +34,8 @@ def compute_features(audio: np.ndarray, sample_rate: int, config: FeatureConfig)
     module's computation in numpy (equal to float32 rounding, tested): on a whole song its blocked
     STFT (pocketfft in scipy) keeps the working set in cache, it reads interleaved stereo in place and
     multiplies each run of mel filters by its own bins only: files -> features 3.3x the librosa pipeline for
-    fusion64 and bour128, 1.8x Essentia's for jamendo96 (``bench/features.py``). The torch module is for batches on a device, training and export.
+    fusion64 and bour128, 1.8x Essentia's for jamendo96 (``bench/features.py``). The torch module is for
+    batches on a device, training and export.
     """
     wave = prepare_audio(audio, sample_rate, config, contiguous=config.kind != "mel")  # (channels, samples)
     if config.kind == "waveform":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,9 +154,11 @@ def _init_extract_worker(config: FeatureConfig) -> None:
     from musetag.workers import die_with_parent
 
     die_with_parent()
-    import torch
-
-    torch.set_num_threads(1)  # parallelism comes from the files; one OpenMP thread for whatever runs here
+    # parallelism comes from the files: one OpenMP thread per worker, set through torch when the parent had
+    # imported it (the worker inherits it); the numpy front end needs no torch, so it is not imported for this
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     _CONFIG[:] = [config]
 
 
