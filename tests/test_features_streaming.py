@@ -113,6 +113,6 @@ def test_banded_mel_product_equals_the_dense_product(name):
     for b in (basis, sparse):
         values = rng.random((300, b.shape[1]), dtype=np.float32)
         dense = b.astype(np.float64) @ values.T.astype(np.float64)
-        got = _banded_product(_filter_bands(b), values, b.shape[0])
+        got = _banded_product(_filter_bands(b), values, np.full((b.shape[0], 300), np.nan, np.float32))
         assert got.shape == dense.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, dense, rtol=2e-6, atol=1e-6 * np.abs(dense).max())

@@ -57,9 +57,8 @@ class NumpyFeatureExtractor:
             basis = np.asarray(mel_filterbank(config), dtype=np.float32)
             self._band = used_bins(basis)  # only these bins are squared and projected, as in the torch module
             self.mel_basis = np.ascontiguousarray(basis[:, self._band[0] : self._band[1]])
-            self._pair_basis = np.repeat(self.mel_basis, 2, axis=1)  # each weight twice: for re^2 and im^2
-            self._pair_bands = _filter_bands(self._pair_basis)
-            self._bands = _filter_bands(self.mel_basis)
+            # power 2: each weight twice, for re^2 and im^2 side by side (see _mel_rows); else the filterbank itself
+            self._bands = _filter_bands(np.repeat(self.mel_basis, 2, axis=1) if config.power == 2.0 else self.mel_basis)
             if config.to_db:  # the floor as the torch module gives it (-200 for amin 1e-20, not -200.00002)
                 self._db_floor = np.float32(config.db_multiplier * math.log10(config.db_amin))
         if normalize:
@@ -129,17 +128,17 @@ class NumpyFeatureExtractor:
                 # product: no separate power array (a third of this loop's time on stereo 44.1 kHz presets)
                 pairs = spec.view(np.float32)[:, 2 * lo : 2 * hi]
                 np.square(pairs, out=pairs)
-                mel = _banded_product(self._pair_bands, pairs, cfg.n_mels)  # (n_mels, frames)
+                values = pairs
             else:
                 band = spec[:, lo:hi]
                 power = band.real.astype(np.float32) ** 2 + band.imag.astype(np.float32) ** 2
-                mel = _banded_product(self._bands, power ** np.float32(cfg.power / 2.0), cfg.n_mels)
+                values = power ** np.float32(cfg.power / 2.0)
+            mel = _banded_product(self._bands, values, out[:, at : at + len(chunk)])  # (n_mels, frames), in place
             if cfg.to_db:
                 np.maximum(mel, np.float32(cfg.db_amin), out=mel)
                 np.log10(mel, out=mel)
                 mel *= np.float32(cfg.db_multiplier)
                 np.maximum(mel, self._db_floor, out=mel)  # float32 log10(amin) may round below the exact floor
-            out[:, at : at + len(chunk)] = mel
             at += len(chunk)
         return out
 
@@ -161,15 +160,16 @@ def _filter_bands(basis: np.ndarray) -> list[tuple[int, int, int, int, np.ndarra
     return bands
 
 
-def _banded_product(bands, values: np.ndarray, n_filters: int) -> np.ndarray:
-    """``basis @ values.T`` for the basis :func:`_filter_bands` cut, ``values`` (frames, bins): each run of
-    filters multiplies only its bins. A mel filter covers a few bins, so the dense product was ~90 % zeros
+def _banded_product(bands, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``basis @ values.T`` written into ``out`` (filters, frames) for the basis :func:`_filter_bands` cut, ``values``
+    (frames, bins): each run of filters multiplies only its bins. A mel filter covers a few bins, so the dense product was ~90 % zeros
     (about a sixth of the CPU of files -> fusion64 features, decoding included); the sums are the same but for
     the order of float32 additions."""
-    out = np.zeros((n_filters, values.shape[0]), dtype=np.float32)
     for a, b, c0, c1, weights in bands:
         if c1 > c0:
             np.matmul(weights, values[:, c0:c1].T, out=out[a:b])
+        else:
+            out[a:b] = 0.0  # filters with no weight (more mels than the bins can separate)
     return out
 
 
