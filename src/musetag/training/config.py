@@ -230,8 +230,8 @@ class SelectSection:
     """``musetag train probe-auto`` (:mod:`musetag.training.probe_auto`): the backbones tried (empty: every
     catalogue backbone), the heads, the folds of the grouped cross-validation on train+validation, how
     many of the best single backbones are paired, the C grids (extended past an edge that wins, ``extend``
-values at most) and the MLP's width. ``packable``: pair
-    only backbones that hear audio alike, so that the winner always makes one package. ``finetune``:
+    values at most) and the MLP's width. ``packable``: pair only backbones that hear audio alike, so that the
+    winner always makes one package. ``finetune``:
     also cross-validate ``finetune_recipe`` (with ``finetune_sets``) on the same folds and train it
     instead when its CV score is higher (off by default: about folds + 1 fine-tunes)."""
 
