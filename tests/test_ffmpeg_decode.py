@@ -246,7 +246,7 @@ def test_feature_config_decoder_field():
 
 def test_cache_keys_change_for_jamendo96_only():
     from musetag.data import cache
-    from musetag.training.data import feature_key
+    from musetag.data.store import feature_key
 
     assert cache.CACHE_VERSION >= 3  # arrays cached from libmpg123 audio are refused
     assert cache._feature_key(get_preset("jamendo96"))["decoder"] == "essentia"

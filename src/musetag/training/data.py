@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from musetag.data.store import dataset_cache_dir, default_store, feature_key  # noqa: F401  (feature_key: re-exported)
+from musetag.data.store import dataset_cache_dir, default_store
 from musetag.errors import ConfigError, DatasetError
 from musetag.inference.segments import segment_starts
 
