@@ -192,8 +192,9 @@ def write_report(results: list[dict], notes: list[str], path: Path, genre: list[
                   "| arm | test accuracy | CPU s |", "|---|---:|---:|"]
         lines += [f"| {g['arm']} | {g['accuracy']:.3f} | {g['cpu_s']:.1f} |" for g in genre]
     lines += ["", *notes, "",
-              "Fine-tuning a catalogue backbone on the same folds: [`moods-finetune.md`](moods-finetune.md) "
-              "(`bench/moods_finetune.py`).", ""]
+              "Fine-tuning a catalogue backbone on the same folds (`bench/moods_finetune.py`): the recipe's own 15 "
+              "epochs in [`moods-finetune-15ep.md`](moods-finetune-15ep.md), 2-epoch runs in "
+              "[`moods-finetune.md`](moods-finetune.md) and [`moods-finetune-keep6.md`](moods-finetune-keep6.md).", ""]
     path.write_text("\n".join(lines))
     print("\n".join(lines))
 
