@@ -24,10 +24,10 @@ process per run (one torch thread; the data loader runs in the process).
 
 Work units (seed, fold) are cached in ``--work`` (``units.jsonl`` + predictions), so several processes can
 share them (``--shard i/n``) and a rerun only adds what is missing. One process without ``--shard`` runs every
-unit and writes the table; ``--report`` only writes the table from the units done so far. Without ``--work`` the
-units go to a temporary folder (removed afterwards).
+unit and writes the table; ``--report`` only writes the table from the units done so far. Without ``--work`` it
+runs nothing and says so (``make bench`` keeps the recorded runs, as for ``bench/moods.py``).
 
-Usage: python bench/moods_finetune.py [--work DIR] [--wave-cache DIR] [--seeds 0,1,2] [--epochs 2] [--keep-frozen 9]
+Usage: python bench/moods_finetune.py --work DIR [--wave-cache DIR] [--seeds 0,1,2] [--epochs 2] [--keep-frozen 9]
 [--freeze-epochs 1] [--eval-segments 3] [--shard 0/2] [--report] [--out FILE]
 Writes bench/results/moods-finetune.md (``--out``). The three committed result files:
 ``--epochs 2 --keep-frozen 9`` (moods-finetune.md), ``--epochs 2 --keep-frozen 6 --out
@@ -42,7 +42,6 @@ import json
 import logging
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -342,8 +341,7 @@ def _verdict(arms: dict, seeds) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=None,
-                   help="working folder for the units (default: a temporary one, removed; give one to share it "
-                        "between --shard processes or to rerun --report)")
+                   help="working folder for the units (without it the script only says how to run it)")
     p.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--keep-frozen", type=int, default=9,
@@ -358,19 +356,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=BENCH / "results" / "moods-finetune.md")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.work is None:  # as bench/moods.py: `make bench` (bench/run_all.py) keeps the recorded runs
+        print("moods_finetune: a long experiment (15 to 60 CPU minutes), not rerun here; bench/results/moods-finetune*.md "
+              "keep the recorded runs. Run it with: python bench/moods_finetune.py --work DIR (see the module docstring)")
+        return
     if not (DATA / "emotify.csv").exists():
         sys.exit(f"{DATA} not found: this benchmark needs the shared Emotify clips")
-    if args.work is None and (args.report or args.shard != (0, 1)):
-        sys.exit("--report and --shard read or share the units of a --work folder: give --work DIR")
-    with tempfile.TemporaryDirectory(prefix="moods-finetune-") as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        if not args.report:
-            run_units(args, work)
-        if args.report or args.shard == (0, 1):  # one process ran every unit: write the table too
-            text = report(args, work)
-            args.out.write_text(text)
-            print(text)
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        run_units(args, args.work)
+    if args.report or args.shard == (0, 1):  # one process ran every unit: write the table too
+        text = report(args, args.work)
+        args.out.write_text(text)
+        print(text)
 
 
 if __name__ == "__main__":
