@@ -188,6 +188,40 @@ def test_tag_without_a_model_uses_the_default(tmp_path):
         split_model_and_paths([str(pkg)], None)
 
 
+def test_tag_refuses_a_first_item_meant_as_a_model(tmp_path, capsys):
+    """A mistyped model name, a package path that does not exist, a package folder without its description
+    or a folder of packages: an error naming the item (and the close pretrained names), not the rest
+    tagged with the default model."""
+    from musetag.commands import split_model_and_paths
+    from musetag.errors import ConfigError
+
+    song = tmp_path / "song.flac"
+    song.write_bytes(b"")
+    with pytest.raises(ConfigError, match="jamendo-musicn: no such pretrained model.*did you mean jamendo-musicnn"):
+        split_model_and_paths(["jamendo-musicn", str(song)], None)
+    with pytest.raises(ConfigError, match="did you mean jamendo-musicnn"):  # alone too: it is no file either
+        split_model_and_paths(["jamendo-musicn"], None)
+    with pytest.raises(ConfigError, match="models/dmo: no such pretrained model, package or audio file"):
+        split_model_and_paths(["models/dmo", str(song)], None)
+    broken = tmp_path / "models" / "demo"
+    broken.mkdir(parents=True)
+    (broken / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="model.safetensors but no musetag.json"):
+        split_model_and_paths([str(broken), str(song)], None)
+    (broken / "musetag.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"folder of model packages.*models/demo"):
+        split_model_and_paths([str(tmp_path / "models"), str(song)], None)
+    # still audio: missing audio files (their own error rows), a folder of audio, a name alone
+    assert split_model_and_paths(["msd-fcn.wav", str(song)], None)[0] == "mtg-jamendo-baseline"
+    assert split_model_and_paths([str(tmp_path), str(song)], None)[0] == "mtg-jamendo-baseline"
+    assert split_model_and_paths(["nosuchsong"], None) == ("mtg-jamendo-baseline", ["nosuchsong"])
+    # and from the command line: exit 2, nothing tagged
+    capsys.readouterr()
+    assert main(["tag", "jamendo-musicn", str(song)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean jamendo-musicnn" in err and "using the default" not in err
+
+
 def _thresholds_text(tags, values) -> str:
     return "".join(f"{t}\t{v!r}\n" for t, v in zip(tags, values))
 

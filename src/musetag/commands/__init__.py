@@ -35,9 +35,50 @@ def split_model_and_paths(items: list[str], explicit: str | None) -> tuple[str, 
         if len(items) == 1:
             raise ConfigError(f"{items[0]} is a model: give the audio files or folders to tag after it")
         return items[0], list(items[1:])
+    if items:
+        _refuse_model_lookalike(items[0], len(items))
     print(f"using the default pretrained model {DEFAULT_MODEL} (choose another with --model NAME_OR_PACKAGE; "
           "`musetag models --pretrained` lists them)", file=sys.stderr)
     return DEFAULT_MODEL, list(items)
+
+
+def _refuse_model_lookalike(first: str, n_items: int) -> None:
+    """:class:`ConfigError` when the first item is no model but was surely meant as one: a name that is no
+    file and no audio (a mistyped pretrained name, a package path that does not exist), a package folder
+    without its description, or a folder of packages. Tagging the rest with the default model instead
+    would label a catalogue with the wrong model."""
+    import difflib
+    import os
+
+    from musetag.errors import ConfigError
+    from musetag.inference.catalogue import catalogue
+    from musetag.inference.package import DESCRIPTION_FILE, WEIGHTS_FILE
+    from musetag.tag.files import AUDIO_EXTENSIONS
+
+    hint = "`musetag models --pretrained` lists the pretrained names"
+    if not os.path.lexists(first):
+        if os.path.splitext(first)[1].lower() in AUDIO_EXTENSIONS:
+            return  # a missing audio file: its own error row
+        close = difflib.get_close_matches(first, list(catalogue()), n=3, cutoff=0.75)
+        if close or n_items > 1:
+            raise ConfigError(
+                f"{first}: no such pretrained model, package or audio file"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+                + f" ({hint}; a package is a folder with {DESCRIPTION_FILE}, or its .zip/.tar archive)")
+        return
+    if not os.path.isdir(first):
+        return
+    if os.path.isfile(os.path.join(first, WEIGHTS_FILE)):
+        raise ConfigError(f"{first}: this package folder has {WEIGHTS_FILE} but no {DESCRIPTION_FILE}, so it cannot be "
+                          "loaded; copy the whole package again (or `musetag pull --force NAME` for a pretrained one)")
+    try:
+        inside = sorted(e.name for e in os.scandir(first)
+                        if e.is_dir() and os.path.isfile(os.path.join(e.path, DESCRIPTION_FILE)))
+    except OSError:
+        return
+    if inside:
+        raise ConfigError(f"{first} is a folder of model packages, not one: name one of them, e.g. "
+                          f"{os.path.join(first, inside[0])}")
 
 
 def add_ray_arguments(p) -> None:
