@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import musetag
 from musetag.cli import main
 
@@ -17,3 +19,22 @@ def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "musetag", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "COMMAND" in out.stdout
+
+
+def test_port_numbers_are_checked_before_anything_loads():
+    """`serve --port 99999` loaded the model, then died in bind() with an OverflowError traceback."""
+    import argparse
+
+    from musetag.commands import port_number
+
+    assert port_number("0") == 0 and port_number("8000") == 8000
+    for bad in ("99999", "-1", "http"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            port_number(bad)
+    from musetag.cli import build_parser
+
+    for command in (["serve", "m"], ["label", "folder", "--tags", "a,b"]):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args([*command, "--port", "99999"])
+        assert exc.value.code == 2
+

@@ -102,6 +102,9 @@ def test_folds_are_contiguous_or_keep_groups_together():
         assert not set(groups[train]) & set(groups[held])
     with pytest.raises(EvaluationError, match="groups"):
         _folds(4, 3, ["a", "a", "b", "b"])
+    # more folds than rows was an IndexError deep in the per-tag CV (`ensemble --folds 100` on 8 tracks)
+    with pytest.raises(EvaluationError, match="100 folds for 8 validation rows.*at most 8"):
+        _folds(8, 100)
 
 
 def test_bad_inputs(rng):

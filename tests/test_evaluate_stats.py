@@ -125,3 +125,21 @@ def test_identical_systems_give_no_difference():
     a = rng.random((100, 4))
     r = paired_bootstrap(gt, a, a.copy(), n_resamples=50, seed=0)
     assert r["difference"] == 0 and r["low"] == 0 and r["high"] == 0 and r["p_value_two_sided"] == 1.0
+
+
+def test_negative_resample_counts_are_argument_errors(tmp_path, rng, capsys):
+    """A negative count was a numpy traceback (``negative dimensions are not allowed``)."""
+    y, s = _data(rng, n=40)
+    np.save(tmp_path / "y.npy", y.astype(np.float32))
+    np.save(tmp_path / "p.npy", s.astype(np.float32))
+    for fn in (lambda: bootstrap_ci(y, s, n_resamples=-5), lambda: paired_bootstrap(y, s, s, n_resamples=-1)):
+        with pytest.raises(EvaluationError, match="n_resamples must be at least 1"):
+            fn()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # argparse's usage error
+        main(["score", str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"), "--bootstrap", "-5"])
+    assert exc.value.code == 2
+    assert "-5 is negative" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"),
+                 "--resamples", "-1"]) == 2
+    assert "n_resamples must be at least 1" in capsys.readouterr().err

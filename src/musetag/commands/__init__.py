@@ -7,6 +7,32 @@ UNSAFE_PICKLE_HELP = (
 )
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0-65535 (0: any free port)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port: give 1-65535 (0 picks a free one)")
+    return value
+
+
 def looks_like_model(text: str) -> bool:
     """Whether a command-line item names a model (package folder or archive, run folder, pretrained name)
     rather than audio to tag."""

@@ -10,6 +10,8 @@ DEFAULT_BACKBONE = "mtat-musicnn"
 
 
 def register(subparsers) -> None:
+    from musetag.commands import port_number
+
     p = subparsers.add_parser(
         "label",
         help="label a folder of music with your own tags on a page that learns as you click",
@@ -55,7 +57,7 @@ def register(subparsers) -> None:
                         "a package (backbone + head refit on every label, thresholds by cross-validation) for "
                         "`musetag tag` and `musetag serve`; then exit")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port")
     p.add_argument("--queue", type=int, default=32, help="requests that may wait for the model; beyond that 503")
     p.add_argument("--queue-timeout", type=float, default=60.0, help="seconds a request may wait for the model")
     p.add_argument("--api-key", default=None, metavar="KEY",

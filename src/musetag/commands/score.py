@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from musetag.commands import non_negative_int
+
     p = subparsers.add_parser(
         "score",
         help="score predictions with the official MediaEval metrics",
@@ -39,7 +41,7 @@ def register(subparsers) -> None:
                    "table, a row per run")
     p.add_argument("--save-decisions", help="with --thresholds-from/--thresholds: write the boolean decisions (NPY)")
     p.add_argument("--per-tag", action="store_true", help="also print per-tag PR-AUC and ROC-AUC")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+    p.add_argument("--bootstrap", type=non_negative_int, default=0, metavar="N",
                    help="add 95%% bootstrap confidence intervals for ROC-AUC/PR-AUC macro from N resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--ci-method", default="percentile", choices=["percentile", "basic"],

@@ -8,6 +8,8 @@ DEFAULT_QUEUE_TIMEOUT = 60.0
 
 
 def register(subparsers) -> None:
+    from musetag.commands import port_number
+
     p = subparsers.add_parser(
         "serve",
         help="serve a model package over HTTP (API + web page)",
@@ -29,7 +31,7 @@ def register(subparsers) -> None:
                         "(`musetag models --pretrained`; pulled into the cache on first use). Several: the page "
                         "lets the user pick one or see them side by side; the API takes ?model=ID (GET /v1/models)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--port", type=port_number, default=8000, help="TCP port")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
     p.add_argument("--max-concurrency", type=int, default=2, help="uploads decoded at the same time (decoder processes)")
     p.add_argument("--queue", type=int, default=DEFAULT_QUEUE,

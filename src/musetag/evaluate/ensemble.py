@@ -387,6 +387,9 @@ def _folds(n: int, k: int, groups=None):
     """
     if k < 2:
         raise EvaluationError(f"cross-validation needs at least 2 folds, got {k}")
+    if k > n:
+        raise EvaluationError(f"{k} folds for {n} validation rows: every fold needs at least one row; use at most "
+                              f"{n} folds (5 is the usual choice)")
     if groups is not None:
         groups = np.asarray(groups)
         if len(groups) != n:

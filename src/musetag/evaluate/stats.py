@@ -53,9 +53,13 @@ def _check(groundtruth, *systems):
     return gt, out
 
 
-def _resamples(n: int, n_resamples: int, seed: int):
+def _check_resamples(n_resamples: int) -> None:
     if n_resamples < 1:
-        raise EvaluationError(f"n_resamples must be at least 1, got {n_resamples}")
+        raise EvaluationError(f"n_resamples must be at least 1, got {n_resamples} (1000 is the usual choice)")
+
+
+def _resamples(n: int, n_resamples: int, seed: int):
+    _check_resamples(n_resamples)
     rng = np.random.default_rng(seed)
     for _ in range(n_resamples):
         yield rng.integers(0, n, size=n)
@@ -148,6 +152,7 @@ def bootstrap_ci(groundtruth, predictions, *, n_resamples: int = 1000, confidenc
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise EvaluationError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    _check_resamples(n_resamples)
     samples = {m: np.empty(n_resamples) for m in metrics}
     cols = _SortedColumns(gt, pred)
     done = 0
@@ -182,6 +187,7 @@ def paired_bootstrap(groundtruth, predictions_a, predictions_b, *, n_resamples: 
         raise EvaluationError(f"unknown metric {metric!r}; choose from {list(METRICS)}")
     gt, (a, b) = _check(groundtruth, predictions_a, predictions_b)
     fn = METRICS[metric]
+    _check_resamples(n_resamples)
     diffs = np.empty(n_resamples)
     # A and B side by side: one set of sorted columns, the same resamples
     cols = _SortedColumns(np.concatenate([gt, gt], axis=1), np.concatenate([a, b], axis=1))
