@@ -185,3 +185,24 @@ def test_subnormal_constants_of_an_exported_graph_are_zeroed():
     got = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     np.testing.assert_array_equal(got["w"], np.array([1.5, 0, 0, 0, tiny], np.float32))
     np.testing.assert_array_equal(got["shape"], [3, 4])
+
+
+def test_opset_is_checked_and_kept(tmp_path, capsys, monkeypatch):
+    """`--opset 99` printed the exporters' tracebacks, then wrote an opset-18 graph and answered 0."""
+    import onnx
+
+    from musetag.inference import export as export_module
+
+    pkg = make_package(tmp_path / "p", model=tiny_model(seed=1))
+    for bad in ("99", "3"):
+        assert main(["export", str(pkg), "--format", "onnx", "--opset", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--opset {bad}: this torch exports ONNX opsets 7-" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("**/*.onnx"))
+    path, _ = export_model(pkg, "onnx", tmp_path / "o17.onnx", opset=17)
+    assert export_module._written_opset(onnx.load(str(path))) == 17
+    # an exporter that writes another opset than the one asked for is refused, and nothing is left behind
+    monkeypatch.setattr(export_module, "_written_opset", lambda proto: 18)
+    with pytest.raises(ModelError, match="opset 17: the exporter wrote opset 18"):
+        export_model(pkg, "onnx", tmp_path / "other.onnx", opset=17)
+    assert not (tmp_path / "other.onnx").exists() and not list(tmp_path.glob(".other.onnx.*"))

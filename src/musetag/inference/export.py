@@ -133,6 +133,8 @@ def export_model(
         raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     from musetag.inference.loading import load_model
 
+    if fmt == "onnx":
+        _check_opset(opset)
     package = load_model(package_path)
     out = Path(out) if out is not None else default_output(package.path or package_path, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,30 @@ def export_model(
         _export_torchscript(model, package, out)
         diff = check_parity(model, package, out, "torchscript", tolerance)
     return out, diff
+
+
+def _opset_range() -> tuple[int, int]:
+    """The ONNX opsets torch's exporters can write (7-23 in torch 2.13)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # a torch without those names: the range of torch 2.13
+        return 7, 23
+
+
+def _check_opset(opset: int) -> None:
+    low, high = _opset_range()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not low <= opset <= high:
+        raise ConfigError(f"--opset {opset}: this torch exports ONNX opsets {low}-{high}; give one of them "
+                          "(18, the default, runs on every onnxruntime musetag supports)")
+
+
+def _written_opset(proto) -> int | None:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
 
 
 def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
@@ -188,6 +214,10 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
                 + "; try --format torchscript"
             )
         proto = onnx.load(tmp)
+        written = _written_opset(proto)
+        if written != opset:  # an exporter that falls back to its own opset must not pass for the one asked for
+            raise ModelError(f"cannot export {package.model_name} to ONNX opset {opset}: the exporter wrote opset "
+                             f"{written}; use --opset {written} or the default 18")
         meta = {
             "musetag_weights_sha256": package.sha256,
             "musetag_tags": json.dumps(package.tags, ensure_ascii=False),
