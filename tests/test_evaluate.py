@@ -207,6 +207,30 @@ def test_score_cli_bad_file_exits_2_with_message(tmp_path, capsys):
     assert "missing.npy" in capsys.readouterr().err
 
 
+def test_score_cli_many_runs_keeps_the_good_ones(tmp_path, capsys, rng):
+    """One bad run among several (NaN scores, the wrong number of rows) was an error that dropped the table
+    of the runs already scored and never scored the ones after it."""
+    import csv
+
+    y = (rng.random((30, 3)) < 0.4).astype(np.float32)
+    y[0], y[1] = 1, 0
+    np.save(tmp_path / "gt.npy", y)
+    good = [tmp_path / "a.npy", tmp_path / "d.npy"]
+    for path in good:
+        np.save(path, rng.random((30, 3)).astype(np.float32))
+    np.save(tmp_path / "nan.npy", np.full((30, 3), np.nan, np.float32))
+    np.save(tmp_path / "short.npy", rng.random((3, 3)).astype(np.float32))
+    runs = [good[0], tmp_path / "nan.npy", tmp_path / "short.npy", good[1]]
+    rc = main(["score", *map(str, runs), "-g", str(tmp_path / "gt.npy"), "--out", str(tmp_path / "table.csv")])
+    err = capsys.readouterr().err
+    assert rc == 3
+    assert f"{tmp_path / 'nan.npy'}" in err and "NaN" in err and f"{tmp_path / 'short.npy'}" in err
+    with open(tmp_path / "table.csv", newline="") as fh:
+        assert [r["run"] for r in csv.DictReader(fh)] == [str(p) for p in good]
+    rc = main(["score", str(tmp_path / "nan.npy"), str(tmp_path / "short.npy"), "-g", str(tmp_path / "gt.npy")])
+    assert rc == 2 and "none of the 2 prediction file(s) could be scored" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ multiclass and aggregation
 def test_multiclass_metrics_known_answer():
     y = np.array([0, 0, 1, 1, 2, 2])

@@ -20,7 +20,9 @@ def register(subparsers) -> None:
             "Example: musetag score test.npy --groundtruth groundtruth.npy --thresholds-from val.npy val_gt.npy "
             "--out results.tsv. Several prediction files are scored against the same ground truth in one process "
             "(musetag score A.npy B.npy C.npy -g gt.npy --out table.csv): one table per run on stdout and, with --out, "
-            "one combined table (a row per run; CSV when the name ends in .csv, else TSV)."),
+            "one combined table (a row per run; CSV when the name ends in .csv, else TSV). A prediction file that cannot be "
+            "scored (unreadable, NaN, the wrong shape) is reported by name and the others are still scored and written; "
+            "exit status 3 then (2 when none could be scored)."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("predictions", nargs="+", help="NPY file(s) of scores (tracks x tags); several are scored one by one")
@@ -141,10 +143,18 @@ def _many(args) -> int:
     elif args.thresholds_from:
         kw["thresholds_from"] = (load_array(args.thresholds_from[0], "validation predictions"),
                                  load_array(args.thresholds_from[1], "validation ground truth"))
-    results, rows = {}, []
+    from musetag.errors import MusetagError
+
+    results, rows, failed = {}, [], []
     for i, path in enumerate(args.predictions):
-        pred = load_array(path, f"predictions {path}")
-        result = evaluate(pred, gt, tags=tags, **kw)
+        try:
+            pred = load_array(path, f"predictions {path}")
+            result = evaluate(pred, gt, tags=tags, **kw)
+        except MusetagError as exc:  # one bad run: said, and the others still scored and written
+            message = str(exc) if path in str(exc) else f"{path}: {exc}"
+            print(f"musetag score: error: {message}", file=sys.stderr)
+            failed.append(path)
+            continue
         results[path] = result
         if len(args.predictions) > 1:
             print(f"# {path}")
@@ -156,6 +166,8 @@ def _many(args) -> int:
         if i < len(args.predictions) - 1:
             print()
         rows.append({"run": path, **{k: f"{v:.6f}" for k, v in result["table"].items()}})
+    if not rows:
+        raise ConfigError(f"none of the {len(failed)} prediction file(s) could be scored (see the errors above)")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +180,10 @@ def _many(args) -> int:
         print(f"wrote {out} ({len(rows)} runs)", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if failed:
+        print(f"musetag score: {len(failed)} of {len(args.predictions)} prediction file(s) could not be scored: "
+              f"{', '.join(failed)}", file=sys.stderr)
+        return 3
     return 0
 
 
