@@ -504,6 +504,28 @@ def test_decoder_messages_are_captured_into_the_row(mpg123_package, tmp_path, ca
         assert "Illegal Audio-MPEG-Header" in rows["hopeless.mp3"]["status"]
 
 
+def test_decoder_messages_of_seeked_windows_are_captured(tmp_path, capfd):
+    """The Won et al. models' windows are decoded by seeks (musetag.audio.windows): what libmpg123 printed
+    while probing a non-MP3 ("Note: Illegal Audio-MPEG-Header ...") went straight to the terminal."""
+    from musetag.audio.sources import collect_notes
+    from musetag.audio.windows import spread_chunks
+
+    clean = _mp3_bytes(20.0, 440.0)
+    junk = tmp_path / "skipped.mp3"
+    junk.write_bytes(clean[:10000] + b"\x55" * 300 + clean[10000:])  # decodes, junk skipped
+    text = tmp_path / "text.mp3"
+    text.write_text("hello world\n")
+    kw = dict(sample_rate=16000, mono=True, resample_method="soxr_hq", decoder="auto")
+    place = lambda n: [0, n // 2]  # noqa: E731
+    capfd.readouterr()
+    assert spread_chunks(text, 16000, place, **kw) is None  # the whole-file path reports it
+    with collect_notes() as notes:
+        got = spread_chunks(junk, 16000, place, **kw)
+    err = capfd.readouterr().err
+    assert "Illegal Audio-MPEG-Header" not in err and "Note:" not in err, "the decoder's messages leaked"
+    assert got is not None and any("Illegal Audio-MPEG-Header" in n for n in notes)
+
+
 # -- 8. one training per run folder ------------------------------------------------------------------------
 
 

@@ -58,12 +58,23 @@ def spread_chunks(
     rule's start samples for a signal of ``n`` samples, e.g. the ``evenly_spaced`` rule of
     :func:`musetag.inference.segments.audio_chunk_starts`) of the mono signal at ``sample_rate``, each
     decoded by a seek; ``None`` where that does not apply (see the module docstring)."""
+    if decoder != "auto" or not mono or resample_method not in _SOXR or not isinstance(source, (str, os.PathLike)):
+        return None
+    from musetag.audio.sources import _decoder_messages, _note_said
+
+    path = Path(source)
+    said: list[str] = []  # what libsndfile / libmpg123 print while probing and seeking: kept off the terminal
+    with _decoder_messages(said):
+        got = _read_chunks(path, length, place, sample_rate, resample_method)
+    if got is not None:
+        _note_said(str(path), said)  # a file that decoded: its decoder's messages become warnings on its row
+    return got  # None: the whole-file path decodes it again and reports what the decoder says
+
+
+def _read_chunks(path: Path, length: int, place, sample_rate: int, resample_method: str):
     import soundfile as sf
     import soxr
 
-    if decoder != "auto" or not mono or resample_method not in _SOXR or not isinstance(source, (str, os.PathLike)):
-        return None
-    path = Path(source)
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError):
