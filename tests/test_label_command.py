@@ -182,3 +182,25 @@ def test_default_order_is_the_one_the_simulation_chose():
 
     text = (Path(__file__).resolve().parents[1] / "bench" / "results" / "labelling.md").read_text()
     assert f"so the page defaults to `{DEFAULT_RULE}`" in text and "disagrees" not in text
+
+
+def test_unreadable_tracks_are_not_labelled_or_exported(tmp_path, music, backbone, caplog):
+    """A track the backbone could not read took a label (200 on the page) and went into the exported
+    manifest, where `prepare`/`train` then stopped on it."""
+    from musetag.errors import DatasetError
+
+    project = create_project(music, tmp_path / "proj", "low,high", backbone=str(backbone), recursive=True,
+                             store=tmp_path / "store")
+    session = LabelSession(project)
+    session.job.run()
+    assert list(session.job.failures) == ["low/broken.mp3"]
+    with pytest.raises(DatasetError, match="'low/broken.mp3' could not be read.*cannot be labelled"):
+        session.label("low/broken.mp3", ["low"], "me")
+    session.label("low/l0.wav", ["low"], "me")
+    session.label("high/h0.wav", ["high"], "me")
+    session.store.label("low/broken.mp3", ("low",), "me")  # a label from before the file broke
+    with caplog.at_level("WARNING"):
+        result = export_manifest(project, tmp_path / "out.csv")
+    assert result["tracks"] == 2 and "1 labelled file(s) could not be read" in caplog.text
+    with open(tmp_path / "out.csv", newline="") as fh:
+        assert not [r for r in csv.DictReader(fh) if r["path"].endswith("broken.mp3")]

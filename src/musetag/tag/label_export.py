@@ -59,6 +59,15 @@ def track_groups(project: Project, paths, group_by: str | None = None) -> dict[s
     return out
 
 
+def _failures(project: Project) -> dict[str, str]:
+    """The files the last embedding run could not read (``failures.csv``: path, error)."""
+    path = project.dir / "failures.csv"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        return {row["path"]: row.get("error", "") for row in csv.DictReader(handle) if row.get("path")}
+
+
 def labelled_records(project: Project, group_by: str | None = None) -> list[TrackRecord]:
     """One record per labelled track (its latest label, its group); regression targets in ``extra``."""
     from musetag.tag.label_session import parse_values
@@ -66,6 +75,14 @@ def labelled_records(project: Project, group_by: str | None = None) -> list[Trac
     labels = LabelStore(project.labels_path).state()
     if not labels:
         raise DatasetError(f"{project.dir}: no labels yet; label some tracks on the page first")
+    unreadable = sorted(set(labels) & set(_failures(project)))
+    if unreadable:  # labelled before the file broke: prepare/train would stop on them
+        log.warning("%s: %d labelled file(s) could not be read when last embedded and are left out (e.g. %s; see "
+                    "failures.csv); fix them and restart `musetag label` to read them again", project.dir,
+                    len(unreadable), unreadable[0])
+        labels = {p: t for p, t in labels.items() if p not in set(unreadable)}
+        if not labels:
+            raise DatasetError(f"{project.dir}: every labelled file could not be read (see failures.csv)")
     groups = track_groups(project, sorted(labels), group_by)
     records = []
     for rel, tags in sorted(labels.items()):

@@ -145,6 +145,10 @@ class LabelSession:
         """The label to store: ``tags`` checked, or a regression project's ``values`` formatted."""
         if path not in self.path_set:
             raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
+        failure = self.job.failures.get(path)
+        if failure is not None:  # a label nobody can train on: prepare/train would stop on the file
+            raise DatasetError(f"{path!r} could not be read ({failure}), so it cannot be labelled; fix or replace the "
+                               "file, then restart `musetag label` to read it again")
         tags = tuple(tags)
         if self.project.task == "regression":
             if tags:
