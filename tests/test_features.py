@@ -315,17 +315,18 @@ def test_extract_to_directory_skips_bad_files(tmp_path):
 def test_cli_features(tmp_path, capsys):
     src = _make_inputs(tmp_path)
     out = tmp_path / "feats"
+    (src / "gone.mp3").symlink_to(tmp_path / "nowhere.mp3")  # a link whose target is gone: reported, not dropped
     rc = main(["features", str(src), "--preset", "fusion64", "--out", str(out), "--quiet"])
     captured = capsys.readouterr()
-    assert rc == 0
-    assert "wrote 2 feature file(s)" in captured.out and "1 file(s) failed" in captured.out
-    assert "broken.mp3" in captured.err
+    assert rc == 3  # some failed, the others written
+    assert "wrote 2 feature file(s)" in captured.out and "2 file(s) failed" in captured.out
+    assert "broken.mp3" in captured.err and "gone.mp3" in captured.err
     assert np.load(out / "one.npy").shape[:2] == (2, 64)
     # nothing processable: non-zero exit, and the reason is printed
     rc = main(["features", str(src / "broken.mp3"), "--preset", "jamendo96", "--out", str(tmp_path / "none"), "--quiet"])
-    assert rc == 1 and "broken.mp3" in capsys.readouterr().err
+    assert rc == 4 and "broken.mp3" in capsys.readouterr().err
     rc = main(["features", str(tmp_path / "missing_dir"), "--preset", "jamendo96", "--out", str(out), "--quiet"])
-    assert rc == 1
+    assert rc == 4
 
 
 def test_cli_help_documents_shapes(capsys):

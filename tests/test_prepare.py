@@ -133,8 +133,8 @@ def test_corrupt_file_is_reported_and_skipped(tmp_path):
     out = tmp_path / "cache"
     proc = subprocess.run([sys.executable, "-m", "musetag", "prepare", "--data", str(tmp_path / "dataset.toml"),
                            "--out", str(out), "--workers", "0", "--no-progress"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert "failed: 1 track" in proc.stdout
+    assert proc.returncode == 3, proc.stderr  # partly failed: `prepare && train` stops here, with the message
+    assert "failed: 1 track" in proc.stdout and "before `musetag train`" in proc.stdout
     report = (out / "failures.csv").read_text().splitlines()
     assert len(report) == 2 and report[1].startswith("audio/clip_00002,") and "clip_00002.flac" in report[1]
     cache = FeatureCache(out)

@@ -1,5 +1,5 @@
-"""Exit statuses of the batch commands (``musetag tag``, ``musetag embed``): scripts and schedulers
-tell a complete run from a partial one and from one that did nothing.
+"""Exit statuses of the batch commands (``musetag tag``, ``embed``, ``features``, ``prepare``, ``score`` of several
+runs): scripts and schedulers tell a complete run from a partial one and from one that did nothing.
 
 1 stays Python's "crashed with a traceback", 2 is musetag's "invalid argument, model, input or
 --out" (``musetag.cli``), 130 "interrupted".

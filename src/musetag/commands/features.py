@@ -44,7 +44,8 @@ def register(subparsers) -> None:
             "Decode each audio file (WAV, FLAC, MP3, OGG; M4A/AAC through ffmpeg when installed), resample it and "
             "compute the preset's features into one .npy file per input, float32. Directories are searched "
             "recursively and their layout is mirrored below --out. Files that cannot be decoded are reported and "
-            "skipped; the exit status is non-zero only when no file could be processed."
+            "skipped. Exit status: 0 every file was processed; 3 some files failed (the others are written); 4 none "
+            "could be processed; 2 invalid arguments."
         ),
         epilog=lambda: "presets and the shape of each .npy file:\n" + _shapes_help(),
         formatter_class=_LazyEpilogFormatter,
@@ -96,4 +97,8 @@ def run(args: argparse.Namespace) -> int:
         + (f", kept {len(report.skipped)} existing" if report.skipped else "")
         + (f", {len(report.failed)} file(s) failed" if report.failed else "")
     )
-    return 0 if done else 1
+    from musetag.exit_codes import EXIT_NOTHING_DONE, EXIT_OK, EXIT_SOME_FAILED
+
+    if not done:
+        return EXIT_NOTHING_DONE
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK

@@ -13,7 +13,9 @@ def register(subparsers) -> None:
             "audio file (readable with mmap) plus index.json, stats.json (mean/std over the training split) and "
             "failures.csv. Interrupted runs resume where they stopped. Arrays are keyed by audio file (path, "
             "size, mtime) and feature settings, so another dataset TOML over the same files decodes nothing. "
-            "Official MTG-Jamendo .npy mel-spectrograms (paths.melspec_root) are used in place, without audio."
+            "Official MTG-Jamendo .npy mel-spectrograms (paths.melspec_root) are used in place, without audio. "
+            "Exit status: 0 every track is cached; 3 some tracks failed (listed in failures.csv; the others are "
+            "cached, and `musetag train` refuses the dataset until they are fixed or removed); 2 bad arguments."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -45,4 +47,8 @@ def run(args) -> int:
         print(f"failed: {len(result.failures)} track(s), listed in {result.report_path}")
         for row in result.failures[:5]:
             print(f"  {row['id']}: {row['error']}")
+        print("fix or remove them before `musetag train` (it refuses a dataset with failed tracks)")
+        from musetag.exit_codes import EXIT_SOME_FAILED
+
+        return EXIT_SOME_FAILED  # `prepare && train` stops here, where the message is, not at train
     return 0

@@ -183,7 +183,9 @@ def _many(args) -> int:
     if failed:
         print(f"musetag score: {len(failed)} of {len(args.predictions)} prediction file(s) could not be scored: "
               f"{', '.join(failed)}", file=sys.stderr)
-        return 3
+        from musetag.exit_codes import EXIT_SOME_FAILED
+
+        return EXIT_SOME_FAILED
     return 0
 
 

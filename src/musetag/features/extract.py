@@ -54,14 +54,16 @@ def extract_file(
 def find_audio_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     """Files given directly, plus audio files (by extension) found recursively in given directories.
 
-    Missing paths are kept, so that they are reported as errors rather than silently dropped.
+    Missing paths, and links inside a directory whose target is gone, are kept, so that they are
+    reported as errors rather than silently dropped.
     """
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+                sorted(p for p in path.rglob("*")
+                       if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in AUDIO_EXTENSIONS)
             )
         else:
             found.append(path)
