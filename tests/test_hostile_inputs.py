@@ -449,6 +449,9 @@ def test_exit_status_tells_partial_and_total_failure(small_package, odd_clips, t
     assert main([*tag, str(bad), good, "--out", str(tmp_path / "some.csv")]) == EXIT_SOME_FAILED == 3
     assert main([*tag, good, "--out", str(tmp_path / "ok.csv")]) == EXIT_OK == 0
     assert main([*tag, good, "--out", str(tmp_path / "ok.csv")]) == EXIT_OK  # already done
+    # run again on the same --out: the error rows kept from the first run still count (it said "0 failed", exit 0)
+    assert main([*tag, str(bad), "--out", str(tmp_path / "all_bad.csv")]) == EXIT_NOTHING_DONE
+    assert main([*tag, str(bad), good, "--out", str(tmp_path / "some.csv")]) == EXIT_SOME_FAILED
     (tmp_path / "empty").mkdir()
     assert main([*tag, str(tmp_path / "empty"), "--out", str(tmp_path / "none.csv")]) == EXIT_NOTHING_DONE
     assert main([*tag, str(bad)]) == EXIT_NOTHING_DONE  # printing mode too

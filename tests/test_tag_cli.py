@@ -77,10 +77,10 @@ def test_songs_and_bad_files(package, shared_data, tmp_path, capsys):
         assert 140 < row["duration"] < 200
     assert "10 ok, 3 failed" in capsys.readouterr().err
 
-    # running again skips everything and leaves the file as it was
+    # running again skips everything and leaves the file as it was; the 3 error rows still make it a partial run
     before = out.read_bytes()
-    assert main(["tag", str(package), str(folder), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
-    assert "13 already done" in capsys.readouterr().err
+    assert main(["tag", str(package), str(folder), "--out", str(out), "--workers", "2", "--no-progress"]) == 3
+    assert "13 already done, 3 of them failed earlier" in capsys.readouterr().err
     assert out.read_bytes() == before
 
 
@@ -149,8 +149,10 @@ def test_torn_csv_resume_json_and_retry_errors(package, tmp_path, capsys):
 
     # --retry-errors: the file that was missing now exists and gets tagged
     sf.write(missing, np.zeros(12000, dtype=np.float32), 12000)
-    assert main([*args, "--out", str(out)]) == 0
-    assert "not found" in rows_by_path(read_results(out))[str(missing)]["status"]  # done rows are kept
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 3  # done rows are kept, and an error row is still a failure
+    assert "4 already done, 1 of them failed earlier" in capsys.readouterr().err
+    assert "not found" in rows_by_path(read_results(out))[str(missing)]["status"]
     assert main([*args, "--out", str(out), "--retry-errors"]) == 0
     final = rows_by_path(read_results(out))
     assert len(final) == 4 and final[str(missing)]["status"] == "ok"

@@ -10,9 +10,10 @@ EXIT_OK = 0  # every file tagged (or already in the output)
 EXIT_SOME_FAILED = 3  # some files failed (their rows say why), the others were tagged
 EXIT_NOTHING_DONE = 4  # nothing tagged in this run: every file failed, or no audio file was found
 EXIT_STATUS_HELP = (
-    "Exit status: 0 every file was tagged (or was already in --out); 3 some files failed (their rows "
-    "say why), the others were tagged; 4 nothing was tagged: every file failed, or no audio file was "
-    "found; 2 invalid arguments, model or --out; 130 interrupted."
+    "Exit status: 0 every file was tagged (in this run or an earlier one into the same --out); 3 some files "
+    "failed (their rows say why; an error row kept from an earlier run counts until --retry-errors tags the "
+    "file), the others were tagged; 4 nothing was tagged: every file failed, or no audio file was found; "
+    "2 invalid arguments, model or --out; 130 interrupted."
 )
 
 

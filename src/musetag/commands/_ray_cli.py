@@ -76,18 +76,15 @@ def tag_command(args) -> int:
         return exit_status(ok, failed)
     summary = run_tag(args.model, args.paths, args.out, retry_errors=args.retry_errors,
                       progress=show_progress(args), **opts)
-    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
-    print(f"{args.out}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
-          f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time, Ray)", file=sys.stderr)
+    print(summary.line(args.out)[:-1] + ", Ray)", file=sys.stderr)
     return summary.exit_status
 
 
 def embed_command(args) -> int:
     from musetag.commands import show_progress
-    from musetag.exit_codes import exit_status
 
     opts = cli_options(args)
     report = run_embed(args.model, args.paths, args.out, retry_errors=args.retry_errors, resume=not args.restart,
                        progress=show_progress(args), **opts)
     print(report.summary() + " (Ray)", file=sys.stderr)
-    return exit_status(report.ok, report.failed, report.skipped)
+    return report.exit_status

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from musetag.exit_codes import EXIT_STATUS_HELP, exit_status
+from musetag.exit_codes import EXIT_STATUS_HELP
 
 
 def register(subparsers) -> None:
@@ -84,4 +84,4 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.restart, progress=show_progress(args), scores=args.with_scores, windows=args.windows,
     )
     print(report.summary(), file=sys.stderr)
-    return exit_status(report.ok, report.failed, report.skipped)
+    return report.exit_status

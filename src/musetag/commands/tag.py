@@ -174,13 +174,7 @@ def run(args: argparse.Namespace) -> int:
         progress=show_progress(args),
         shard=shard,
     )
-    speed = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
-    warned = f" ({summary.warned} with warnings)" if summary.warned else ""
-    print(
-        f"{args.out}: {summary.ok} ok{warned}, {summary.failed} failed, {summary.skipped} already done "
-        f"({summary.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time)",
-        file=sys.stderr,
-    )
+    print(summary.line(args.out), file=sys.stderr)
     if not summary.total:
         print(f"{args.out}: no audio files found in {' '.join(args.paths)}", file=sys.stderr)
     return summary.exit_status

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 class TagSummary:
     total: int = 0
     skipped: int = 0
+    failed_before: int = 0  # of the skipped: files whose row in --out is an error from an earlier run
     ok: int = 0
     failed: int = 0
     warned: int = 0  # ok files whose row carries warnings (too short, silent, damaged)
@@ -28,7 +29,17 @@ class TagSummary:
 
     @property
     def exit_status(self) -> int:
-        return exit_status(self.ok, self.failed, self.skipped)
+        # a file that failed in an earlier run and was skipped now is still a failed file of this output
+        return exit_status(self.ok + self.skipped - self.failed_before, self.failed + self.failed_before)
+
+    def line(self, out) -> str:
+        """The one-line summary ``musetag tag`` prints."""
+        speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        warned = f" ({self.warned} with warnings)" if self.warned else ""
+        earlier = (f", {self.failed_before} of them failed earlier (their rows say why; --retry-errors tries them "
+                   "again)") if self.failed_before else ""
+        return (f"{out}: {self.ok} ok{warned}, {self.failed} failed, {self.skipped} already done{earlier} "
+                f"({self.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time)")
 
 
 def tag_files(
@@ -64,6 +75,7 @@ def tag_files(
     with ResultWriter(out, tagger.tags, retry_errors=retry_errors, meta=meta) as writer:
         todo = [f for f in files if not writer.is_done(f)]
         summary.skipped = len(files) - len(todo)
+        summary.failed_before = sum(1 for f in files if writer.failed_earlier(f))
         if summary.skipped:
             log.info("%s: %d of %d files already done, skipping them", out, summary.skipped, len(files))
         bar = tqdm(total=len(todo), unit="file", disable=not progress, dynamic_ncols=True, file=sys.stderr)

@@ -45,6 +45,7 @@ class EmbedReport:
     out: Path
     total: int = 0
     skipped: int = 0
+    failed_before: int = 0  # of the skipped: files an earlier run could not embed (kept in the errors file)
     ok: int = 0
     failed: int = 0
     audio_seconds: float = 0.0
@@ -52,13 +53,22 @@ class EmbedReport:
     dim: int = 0
 
     @property
+    def exit_status(self) -> int:
+        from musetag.exit_codes import exit_status
+
+        # a file that failed in an earlier run and was skipped now is still a failed file of this output
+        return exit_status(self.ok + self.skipped - self.failed_before, self.failed + self.failed_before)
+
+    @property
     def tracks_per_second(self) -> float:
         return self.ok / self.wall_seconds if self.wall_seconds else 0.0
 
     def summary(self) -> str:
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        earlier = (f", {self.failed_before} of them failed earlier (listed in the errors file; --retry-errors tries "
+                   "them again)") if self.failed_before else ""
         return (
-            f"{self.out}: {self.ok} embedded ({self.dim}-d), {self.failed} failed, {self.skipped} already done "
+            f"{self.out}: {self.ok} embedded ({self.dim}-d), {self.failed} failed, {self.skipped} already done{earlier} "
             f"({self.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time, {self.tracks_per_second:.2f} tracks/s)"
         )
 
@@ -176,6 +186,7 @@ def embed_files(
     error_keys = {os.path.abspath(p) for p in errors}
     todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
     report.skipped = len(files) - len(todo)
+    report.failed_before = sum(1 for f in files if os.path.abspath(f) in error_keys and os.path.abspath(f) not in done)
     if report.skipped:
         log.info("%s: %d of %d files already done, skipping them", out, report.skipped, len(files))
 

@@ -452,6 +452,7 @@ def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool =
     with ResultWriter(out, list(package.tags), retry_errors=retry_errors, meta=meta) as writer:
         todo = [f for f in files if not writer.is_done(f)]
         summary.skipped = len(files) - len(todo)
+        summary.failed_before = sum(1 for f in files if writer.failed_earlier(f))
         if todo:
             opts.pop("recursive"), opts.pop("shard"), opts.pop("skip")
             ds = _pipeline("tag", model, todo, recursive=False, shard=None, skip=None, **opts)
@@ -523,6 +524,7 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     error_keys = {os.path.abspath(p) for p in errors}
     todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
     report.skipped = len(files) - len(todo)
+    report.failed_before = sum(1 for f in files if os.path.abspath(f) in error_keys and os.path.abspath(f) not in done)
     start = time.perf_counter()
     try:
         if todo:

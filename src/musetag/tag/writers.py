@@ -226,6 +226,8 @@ class ResultWriter:
                 rows = [r for r in rows if r.get("status") == "ok"]
         self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
         self.done = {row_key(r["path"]) for r in rows}
+        #: files whose kept row is an error (tried by an earlier run; ``retry_errors`` tries them again)
+        self.failed_before = {row_key(r["path"]) for r in rows if r.get("status") != "ok"}
         self._fh = None
         self._last_flush = time.monotonic()
         self._dirty = False
@@ -279,6 +281,9 @@ class ResultWriter:
     # -- use -------------------------------------------------------------------------------------
     def is_done(self, path: str) -> bool:
         return row_key(path) in self.done
+
+    def failed_earlier(self, path: str) -> bool:
+        return row_key(path) in self.failed_before
 
     def write(self, row: dict[str, Any]) -> None:
         row = dict(row)
