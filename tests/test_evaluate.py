@@ -207,6 +207,21 @@ def test_score_cli_bad_file_exits_2_with_message(tmp_path, capsys):
     assert "missing.npy" in capsys.readouterr().err
 
 
+def test_load_array_says_what_is_wrong_with_a_file(tmp_path):
+    """A text file passed as predictions was reported with numpy's "pickled data ... allow_pickle" advice."""
+    from musetag.evaluate import load_array
+
+    (tmp_path / "notes.npy").write_text("hello\n")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(EvaluationError, match=r"notes.npy is not a NumPy .npy file \(it starts with b'hello") as exc:
+        load_array(tmp_path / "notes.npy", "predictions")
+    assert "pickle" not in str(exc.value)
+    with pytest.raises(EvaluationError, match="empty.npy is not a NumPy .npy file .it is empty"):
+        load_array(tmp_path / "empty.npy")
+    np.save(tmp_path / "ok.npy", np.eye(2))
+    np.testing.assert_array_equal(load_array(tmp_path / "ok.npy"), np.eye(2))
+
+
 def test_score_cli_many_runs_keeps_the_good_ones(tmp_path, capsys, rng):
     """One bad run among several (NaN scores, the wrong number of rows) was an error that dropped the table
     of the runs already scored and never scored the ones after it."""

@@ -73,6 +73,17 @@ def test_bad_inputs_say_what_to_do(rng):
             SimilarityIndex(vecs, names, backend="hnswlib")
 
 
+def test_an_index_that_is_not_one_is_named_as_the_index(tmp_path, capsys):
+    """`similar song.mp3 other.flac` (audio where the index goes) blamed a "--out" the user never gave."""
+    from musetag.cli import main
+
+    song = tmp_path / "song.mp3"
+    song.write_bytes(b"")
+    assert main(["similar", str(song), str(song)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {song}: an embeddings index is a .npy file" in err and "error: --out" not in err
+
+
 @pytest.mark.parametrize("backend", ["faiss", "hnswlib"])
 def test_ann_backends_agree_with_exact_search(tmp_path, rng, backend):
     pytest.importorskip(backend)

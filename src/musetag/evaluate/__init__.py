@@ -49,6 +49,15 @@ def load_array(path: str | Path, what: str = "array") -> np.ndarray:
     if path.is_dir():
         raise EvaluationError(f"{what}: {path} is a folder; pass the .npy file")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise EvaluationError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
+    if head != b"\x93NUMPY" and not head.startswith(b"PK"):  # numpy would try it as a pickle and say so
+        start = "it is empty" if not head else f"it starts with {head!r}"
+        raise EvaluationError(f"{what}: {path} is not a NumPy .npy file ({start}); pass an array saved with "
+                              "numpy.save (e.g. a training run's predictions/*.npy)")
+    try:
         arr = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any decode failure is the same user error
         raise EvaluationError(f"{what}: cannot read {path} as a NumPy .npy file ({exc}); "

@@ -49,9 +49,12 @@ class EmbeddingTable:
         return len(self.paths)
 
 
-def _check_ext(out: Path) -> str:
+def _check_ext(out: Path, reading: bool = False) -> str:
     ext = out.suffix.lower()
     if ext not in _EXTS:
+        if reading:  # `similar INDEX ...`, `label --import`: the file named is read, not written
+            raise ConfigError(f"{out}: an embeddings index is a .npy file (with its side files) or a .parquet file, as "
+                              f"`musetag embed --out` writes them, not {ext or 'a file without extension'}")
         raise ConfigError(f"--out {out}: embeddings are written as .npy (with side files) or .parquet, not {ext or 'no extension'}")
     return ext
 
@@ -121,7 +124,7 @@ def _pyarrow():
 def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
     """Read a ``.npy`` (with its side files) or ``.parquet`` embeddings file."""
     path = Path(path)
-    ext = _check_ext(path)
+    ext = _check_ext(path, reading=True)
     if not path.exists():
         raise DatasetError(f"{path}: no such embeddings file; create it with `musetag embed MODEL AUDIO... --out {path}`")
     if ext == ".npy":
