@@ -5,6 +5,7 @@ before any work."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -207,6 +208,10 @@ def test_errors_come_before_any_work(corpora, tmp_path):
         train("demo", out=tmp_path / "nodata")
     with pytest.raises(ConfigError, match="dataset config not found"):
         train("demo", data=tmp_path / "missing.toml", out=tmp_path / "x")
+    # a folder (the one holding the TOML, or the audio): said so, with the TOML it holds
+    toml = Path(corpora["multilabel"])
+    with pytest.raises(ConfigError, match=f"{toml.parent} is a folder; pass the dataset's TOML file, e.g. .*\\.toml"):
+        train("demo", data=toml.parent, out=tmp_path / "y")
 
 
 def test_refuses_to_overwrite_a_run(corpora, tmp_path):

@@ -201,6 +201,11 @@ def _check_targets(task: str, targets: Any, reader: str, where: str) -> tuple[st
 def load_dataset_config(path: str | Path) -> DatasetConfig:
     """Read a dataset TOML file; relative paths in it are resolved against its folder."""
     path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        tomls = sorted(p.name for p in path.glob("*.toml"))
+        raise ConfigError(f"{path} is a folder; pass the dataset's TOML file"
+                          + (f", e.g. {path / tomls[0]}" if tomls else " (reader, paths, preset, task: see the README's "
+                             "\"Your own data\")"))
     if not path.is_file():
         raise ConfigError(f"{path}: dataset config not found; pass the TOML file describing the dataset")
     try:
