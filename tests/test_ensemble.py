@@ -379,3 +379,19 @@ def test_thresholds_carry_tag_names_from_beside_the_predictions_or_say_once(tmp_
     capsys.readouterr()
     assert main(["score", *args[1:3], "-g", str(tmp_path / "vt.npy"), "--per-tag"]) == 0
     assert capsys.readouterr().err.count("tag names unknown") == 1
+
+
+def test_pairing_warning_knows_a_training_runs_file_names():
+    """`ensemble --validation run/predictions/validation.npy --test run/predictions/test.npy` warned that the
+    names differ for the very pair `train` writes; a real mix-up is still warned about."""
+    from pathlib import Path
+
+    from musetag.commands.ensemble import _same_model
+
+    run, other = Path("runs/a/predictions"), Path("runs/b/predictions")
+    assert _same_model(run / "validation.npy", run / "test.npy")
+    assert _same_model(run / "swa-validation.npy", run / "swa-test.npy")
+    assert _same_model(Path("val/model1.npy"), Path("test/model1.npy"))
+    assert not _same_model(run / "validation.npy", other / "test.npy")
+    assert not _same_model(run / "swa-validation.npy", run / "test.npy")
+    assert not _same_model(Path("val/model1.npy"), Path("test/model2.npy"))

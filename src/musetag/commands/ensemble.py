@@ -77,7 +77,7 @@ def collect_inputs(args):
         raise ConfigError(f"{len(val_files)} validation files but {len(args.test)} test files: give each model's "
                           "test predictions in the same order as its validation predictions")
     for f, g in zip(val_files, args.test):
-        if Path(f).stem != Path(g).stem:
+        if not _same_model(Path(f), Path(g)):
             log.warning("pairing %s with %s: the file names differ, check the order", f, g)
     vt = load_array(args.validation_targets, "validation targets") if args.validation_targets else None
     tt = load_array(args.test_targets, "test targets") if args.test_targets else None
@@ -176,3 +176,15 @@ def run(args) -> int:
         save_thresholds(scored["thresholds"], out / "thresholds.txt", tags)
     print(f"wrote {out}/test.npy, validation.npy, ensemble.json", file=sys.stderr)
     return 0
+
+
+def _same_model(val: Path, test: Path) -> bool:
+    """Whether ``val`` and ``test`` look like one model's two files: the same name (``val/a.npy``,
+    ``test/a.npy``), or the same folder and names that differ only by the split (a training run's
+    ``predictions/validation.npy`` and ``test.npy``, ``swa-validation.npy`` and ``swa-test.npy``)."""
+    import re
+
+    if val.stem == test.stem:
+        return True
+    split = re.compile(r"validation|valid|val|test")
+    return val.resolve().parent == test.resolve().parent and split.sub("*", val.stem) == split.sub("*", test.stem)
