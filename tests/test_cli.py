@@ -38,3 +38,17 @@ def test_port_numbers_are_checked_before_anything_loads():
             build_parser().parse_args([*command, "--port", "99999"])
         assert exc.value.code == 2
 
+
+
+def test_help_texts_say_each_default_once():
+    """`prepare --help` printed "(default: only on a terminal) (default: None)"."""
+    import argparse
+    import re
+
+    from musetag.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        text = " ".join(parser.format_help().split())
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+        assert not re.search(r"\(default[^)]*\) \(default", text), name

@@ -7,6 +7,21 @@ UNSAFE_PICKLE_HELP = (
 )
 
 
+def help_formatter():
+    """argparse's ArgumentDefaultsHelpFormatter, less the noise: no "(default: ...)" added to a help that
+    already says its default in words, nor "(default: None)" / "(default: False)" (an option left out)."""
+    import argparse
+
+    class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+        def _get_help_string(self, action):
+            text = action.help or ""
+            if "(default" in text or action.default in (None, False) or action.default is argparse.SUPPRESS:
+                return text
+            return super()._get_help_string(action)
+
+    return HelpFormatter
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number >= 0."""
     import argparse

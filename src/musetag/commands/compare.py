@@ -1,19 +1,20 @@
 """``musetag compare``: is system A really better than system B on this test set?"""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "compare",
         help="paired bootstrap test between two prediction files",
         description=("Scores A and B on the same bootstrap resamples of the test tracks and reports the "
                      "difference, its confidence interval and the p-value that A is not better than B. "
                      "Example: musetag compare A.npy B.npy --groundtruth groundtruth.npy"),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("a", help="NPY predictions of system A (tracks x tags)")
     p.add_argument("b", help="NPY predictions of system B")

@@ -1,7 +1,6 @@
 """``musetag ensemble``: combine several models' outputs, fitted on validation, scored on test."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "ensemble",
         help="ensemble model outputs (mean, rank/logit mean, optimised weights, greedy, per-tag, auto)",
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
             "model, same order for --validation and --test) or training run folders (--runs). Writes DIR/test.npy, "
             "DIR/validation.npy, DIR/ensemble.json (weights and choices) and, with --test-targets, DIR/results.tsv "
             "(official table, thresholds tuned on validation)."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("--validation", nargs="+", default=[], metavar="V.npy", help="validation predictions, one per model")
     p.add_argument("--test", nargs="+", default=[], metavar="T.npy", help="test predictions, same models, same order")

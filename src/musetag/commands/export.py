@@ -5,6 +5,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "export",
         help="export a model package's network to ONNX or TorchScript (with a parity check)",
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
             "scores. The package checksum is stored in the ONNX metadata; a graph exported from other "
             "weights is refused. Default output: MODEL/model.onnx (or model.torchscript.pt)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`), or a "
                    "pretrained name (`musetag models --pretrained`; pulled into the cache on first use)")

@@ -8,6 +8,8 @@ from musetag.commands import UNSAFE_PICKLE_HELP
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "package",
         help="package a training run's checkpoint for tagging",
@@ -17,7 +19,7 @@ def register(subparsers) -> None:
             "thresholds, segmenting, musetag version, weights checksum). Use it with `musetag tag`, "
             "`musetag serve`, `musetag export` or musetag.Tagger.from_package()."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `musetag train` (or a checkpoint .pt)")
     p.add_argument("--out", required=True, metavar="MODEL", help="package folder, or archive path (.zip/.tar/.tar.gz)")

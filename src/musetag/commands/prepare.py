@@ -1,10 +1,10 @@
 """``musetag prepare``: decode every track once and store its features in a resumable cache."""
 from __future__ import annotations
 
-import argparse
-
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     parser = subparsers.add_parser(
         "prepare",
         help="compute a dataset's features once into a resumable cache",
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
             "Exit status: 0 every track is cached; 3 some tracks failed (listed in failures.csv; the others are "
             "cached, and `musetag train` refuses the dataset until they are fixed or removed); 2 bad arguments."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     parser.add_argument("--data", required=True, metavar="DATASET.toml", help="dataset config (reader, paths, preset, task)")
     parser.add_argument("--out", metavar="CACHE_DIR", help="cache folder (default: the config's cache = ..., else .musetag-cache/<name>-<features hash> "

@@ -1,11 +1,12 @@
 """``musetag report``: an HTML page, PNGs and JSON for a run folder or a prediction file."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "report",
         help="write a readable evaluation report (HTML + PNG + JSON)",
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
             "and worst tags, score distributions, and for multiclass tasks the confusion matrix. "
             "Examples: musetag report runs/bour-convs --out report/ ; "
             "musetag report test.npy --groundtruth gt.npy --validation val.npy val_gt.npy --tags tags.txt --out report/"),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("source", help="training run folder, or test predictions (.npy)")
     p.add_argument("--groundtruth", "-g", help="test ground truth (.npy) when SOURCE is a prediction file")

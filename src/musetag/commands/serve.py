@@ -8,6 +8,8 @@ DEFAULT_QUEUE_TIMEOUT = 60.0
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     from musetag.commands import port_number
 
     p = subparsers.add_parser(
@@ -24,7 +26,7 @@ def register(subparsers) -> None:
             "$MUSETAG_API_KEY) every /v1/* request needs 'Authorization: Bearer KEY' (401 otherwise; /healthz stays "
             "open); listening on a non-loopback --host without a key needs --allow-anonymous."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("model", metavar="MODEL", nargs="*", default=["mtg-jamendo-baseline"],
                    help="model package folder or archive (from `musetag package`), or a pretrained name "

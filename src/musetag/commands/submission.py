@@ -1,12 +1,13 @@
 """``musetag submission``: a validated MediaEval submission from predictions or a run folder."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "submission",
         help="write a MediaEval submission (predictions.npy + decisions.npy, 4231 x 56, official order)",
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
             "file plus --thresholds-from VAL_PRED.npy VAL_GT.npy (or --decisions / --thresholds). The result is "
             "checked: 4231 x 56, float scores, boolean decisions, official tag order. "
             "Example: musetag submission runs/bour-convs --out submission/"),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.add_argument("source", help="run folder, or test predictions (.npy, tracks x tags)")
     p.add_argument("--out", "-o", required=True, help="submission folder to write")

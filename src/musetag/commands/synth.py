@@ -1,10 +1,10 @@
 """``musetag synth``: write a synthetic labelled music corpus (audio files + manifest + dataset TOML)."""
 from __future__ import annotations
 
-import argparse
-
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     parser = subparsers.add_parser(
         "synth",
         help="generate a synthetic labelled music corpus for trying musetag",
@@ -13,7 +13,7 @@ def register(subparsers) -> None:
             "bright/dark timbre, drums, dense texture; or four genres with --task multiclass) and write them as "
             "audio files with manifest.csv and dataset.toml, ready for `musetag prepare --data DIR/dataset.toml`."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--n-clips", type=int, default=200, help="number of clips")

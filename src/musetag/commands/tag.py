@@ -38,6 +38,8 @@ def default_workers() -> int:
 
 
 def register(subparsers) -> None:
+    from musetag.commands import help_formatter
+
     p = subparsers.add_parser(
         "tag",
         help="tag audio files and folders with a model package",
@@ -53,7 +55,7 @@ def register(subparsers) -> None:
             "damaged data the decoder skipped is tagged but flagged in its row's warnings column."
         ),
         epilog=EXIT_STATUS_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=help_formatter(),
     )
     p.set_defaults(extra_positionals="items")
     p.add_argument("items", metavar="[MODEL] PATH", nargs="+",
