@@ -10,9 +10,7 @@ DEFAULT_BACKBONE = "mtat-musicnn"
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
-
-    from musetag.commands import port_number
+    from musetag.commands import help_formatter, port_number
 
     p = subparsers.add_parser(
         "label",

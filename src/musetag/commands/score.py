@@ -7,9 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
-
-    from musetag.commands import non_negative_int
+    from musetag.commands import help_formatter, non_negative_int
 
     p = subparsers.add_parser(
         "score",

@@ -8,9 +8,7 @@ DEFAULT_QUEUE_TIMEOUT = 60.0
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
-
-    from musetag.commands import port_number
+    from musetag.commands import help_formatter, port_number
 
     p = subparsers.add_parser(
         "serve",
