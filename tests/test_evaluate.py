@@ -222,6 +222,20 @@ def test_load_array_says_what_is_wrong_with_a_file(tmp_path):
     np.testing.assert_array_equal(load_array(tmp_path / "ok.npy"), np.eye(2))
 
 
+def test_score_cli_refuses_an_unwritable_output_before_the_work(tmp_path, capsys, rng):
+    """`score ... --out FILE/x.csv` printed the whole table, then failed on the output."""
+    y = (rng.random((20, 2)) < 0.5).astype(np.float32)
+    y[0], y[1] = 1, 0
+    np.save(tmp_path / "y.npy", y)
+    np.save(tmp_path / "p.npy", rng.random((20, 2)).astype(np.float32))
+    (tmp_path / "file").write_text("x")
+    for flag in ("--out", "--json"):
+        rc = main(["score", str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"), flag, str(tmp_path / "file" / "x.tsv")])
+        captured = capsys.readouterr()
+        assert rc == 2 and f"{flag} {tmp_path / 'file' / 'x.tsv'}" in captured.err and "is a file" in captured.err
+        assert "PR-AUC" not in captured.out  # nothing computed first
+
+
 def test_score_cli_many_runs_keeps_the_good_ones(tmp_path, capsys, rng):
     """One bad run among several (NaN scores, the wrong number of rows) was an error that dropped the table
     of the runs already scored and never scored the ones after it."""

@@ -33,7 +33,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from musetag.inference.export import export_model
+    from musetag.outputs import check_writable
 
+    if args.out:
+        check_writable(args.out)
     path, diff = export_model(args.model, args.format, args.out, tolerance=args.tolerance, opset=args.opset)
     print(f"wrote {path} ({args.format}); max |logit difference| vs PyTorch: {diff:.2e} (tolerance {args.tolerance:g})")
     return 0

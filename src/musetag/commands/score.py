@@ -57,6 +57,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from musetag.commands import show_progress
     from musetag.evaluate import evaluate, format_table, load_array, save_thresholds, write_table
+    from musetag.outputs import check_writable
+
+    for flag in ("--out", "--json", "--save-decisions"):  # before the work, not after the table is printed
+        if getattr(args, flag[2:].replace("-", "_")):
+            check_writable(getattr(args, flag[2:].replace("-", "_")), flag=flag)
 
     if len(args.predictions) > 1 or (args.out and args.out.lower().endswith(".csv")):
         return _many(args)
