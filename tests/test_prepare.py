@@ -237,3 +237,16 @@ def test_a_killed_workers_zombie_does_not_keep_its_temporary_array(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == [f"b.tmp-{os.getppid()}.npy"]
     finally:
         child.wait()
+
+
+@pytest.mark.parametrize("n_clips, fractions, fix", [
+    (1, (0.6, 0.2, 0.2), "add tracks"),  # it suggested fractions = [0.6, 0.2, 0.2], the setting already in use
+    (4, (0.6, 0.2, 0.2), "give a split column"),
+    (4, (0.9, 0.05, 0.05), "fractions = [0.6, 0.2, 0.2]"),
+])
+def test_empty_split_warning_suggests_a_change(tmp_path, caplog, n_clips, fractions, fix):
+    make_corpus(tmp_path, n_clips=n_clips, seconds=1.0, seed=1, split_fractions=fractions, clips_per_artist=1)
+    with caplog.at_level("WARNING"):
+        prepare(tmp_path / "dataset.toml", tmp_path / "cache", workers=0, progress=False)
+    warned = [r.getMessage() for r in caplog.records if "tracks among" in r.getMessage()]
+    assert warned and fix in warned[0], warned

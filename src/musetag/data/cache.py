@@ -218,9 +218,15 @@ def prepare(
     records = list(records) if records is not None else load_records(config)
     empty = [split for split in ("validation", "test") if not any(r.split == split for r in records)]
     if empty and records:
-        log.warning("%s: no %s tracks among %d (split %s); with few tracks give them a larger share, e.g. "
-                    "[split] fractions = [0.6, 0.2, 0.2], or a split column", config.where, " or ".join(empty),
-                    len(records), "/".join(f"{f:g}" for f in config.split_fractions))
+        fractions = "/".join(f"{f:g}" for f in config.split_fractions)
+        if len(records) < 3:  # no fractions fill three splits: more tracks are the fix
+            fix = "every split needs at least one track: add tracks"
+        elif list(config.split_fractions) != [0.6, 0.2, 0.2]:
+            fix = "with few tracks give them a larger share, e.g. [split] fractions = [0.6, 0.2, 0.2], or a split column"
+        else:
+            fix = "with few tracks, give a split column naming each track's split"
+        log.warning("%s: no %s tracks among %d (split %s); %s", config.where, " or ".join(empty), len(records),
+                    fractions, fix)
     return build_cache(
         records, feature_config, out, vocab=dataset_vocab(config, records),
         task=config.task, name=config.name, dataset=config.to_dict(), where=config.where, workers=workers,
