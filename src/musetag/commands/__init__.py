@@ -22,14 +22,20 @@ def help_formatter():
     return HelpFormatter
 
 
+def _whole_number(text: str, what: str) -> int:
+    import argparse
+
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number >= 0."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole_number(text, "a whole number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
     return value
@@ -39,10 +45,7 @@ def port_number(text: str) -> int:
     """argparse type: a TCP port, 0-65535 (0: any free port)."""
     import argparse
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    value = _whole_number(text, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port: give 1-65535 (0 picks a free one)")
     return value
