@@ -46,6 +46,15 @@ def test_every_shipped_recipe_is_unchanged_at_its_own_length_and_scales_otherwis
                 assert after == before, (name, section, key)
 
 
+def test_an_invalid_length_is_refused_before_anything_is_scaled(caplog):
+    """`--set epochs=-1` logged "warmup_epochs 1 -> -0.0333 follow the run's length" before the refusal."""
+    from musetag.errors import ConfigError
+
+    with caplog.at_level("INFO"), pytest.raises(ConfigError, match="epochs = -1 is not valid"):
+        load_config("demo", sets=["epochs=-1"])
+    assert "follow the run's length" not in caplog.text
+
+
 # ------------------------------------------------------------------ item 5: the final model, chosen on validation
 def _fake_run(final_choice, val_targets, test_targets):
     data = SimpleNamespace(task="multilabel", splits={"validation": SimpleNamespace(targets=val_targets),

@@ -33,8 +33,9 @@ def follow_epochs(before: dict, after: dict, set_keys: set[str]) -> dict:
     recipe's epoch counts scaled to the new ``epochs``; the changes are logged."""
     old = before.get("epochs", DEFAULT_EPOCHS)
     new = after.get("epochs", DEFAULT_EPOCHS)
-    if "epochs" not in set_keys or not isinstance(old, int) or not isinstance(new, int) or old <= 0 or old == new:
-        return after
+    if ("epochs" not in set_keys or not isinstance(old, int) or not isinstance(new, int) or old <= 0 or new <= 0
+            or old == new):
+        return after  # (an invalid new length is refused by the config's checks, with nothing scaled or logged first)
     ratio = new / old
     changes = []
     for section, key, integer in EPOCH_KEYS:
