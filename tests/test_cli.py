@@ -52,3 +52,13 @@ def test_help_texts_say_each_default_once():
         text = " ".join(parser.format_help().split())
         assert "(default: None)" not in text and "(default: False)" not in text, name
         assert not re.search(r"\(default[^)]*\) \(default", text), name
+
+
+def test_an_unknown_option_shows_the_commands_usage(capsys):
+    """`compare A B -g G --bootstrap 0` (the flag is --resamples) printed musetag's top-level usage."""
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "a.npy", "b.npy", "-g", "g.npy", "--bootstrap", "0"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith("usage: musetag compare") and "--resamples" in err
+    assert "musetag compare: error: unrecognized arguments: --bootstrap" in err

@@ -53,6 +53,14 @@ def _one_line_warnings():
         yield
 
 
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The sub-parser of ``args.command`` (its usage line names the command's options), else ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(getattr(args, "command", None), parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -61,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         # options too (argparse stops a positional list at the first option); anything else is an error
         into = getattr(args, "extra_positionals", None)
         stray = [e for e in extra if e.startswith("-") and e != "-"]
-        if into is None or stray:
-            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        if into is None or stray:  # the command's own usage, not musetag's
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(stray or extra)}")
         setattr(args, into, list(getattr(args, into)) + extra)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
