@@ -166,10 +166,14 @@ def test_torn_csv_resume_json_and_retry_errors(package, tmp_path, capsys):
     assert len(json.loads(js.read_text())["results"]) == 4
     capsys.readouterr()
 
-    # without --out: one line per file on stdout
+    # without --out: one line per file on stdout; a package without tuned thresholds says what 'decided' means
     assert main(["tag", str(package), str(clips[0]), "--workers", "0"]) == 0
-    line = capsys.readouterr().out.strip()
+    captured = capsys.readouterr()
+    line = captured.out.strip()
     assert line.startswith(str(clips[0])) and "\tok\t" in line
+    assert "has no tuned per-tag thresholds, so 'decided' lists the tags scoring above 0.5" in captured.err
+    assert main(["tag", str(package), str(clips[0]), "--workers", "0", "--threshold", "0.3"]) == 0
+    assert "no tuned per-tag thresholds" not in capsys.readouterr().err  # a level the user chose: nothing to say
 
 
 def test_cli_errors(package, tmp_path, capsys):
