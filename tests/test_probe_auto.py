@@ -200,6 +200,33 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     np.testing.assert_allclose(Tagger.from_package(pkg).tag(audio).scores_array, expected, atol=1e-5)
 
 
+def test_every_tag_rarer_than_the_folds_is_a_clear_error(tmp_path, rng):
+    """Nine tags with two positives each and 3 folds: sklearn's "n_splits=3 cannot be greater than the number of
+    members in each class" escaped as a traceback; now the error names the tags, their counts and the fix."""
+    import csv
+
+    import musetag
+    from conftest import pretrained_package, shared_path
+    from musetag.errors import ConfigError
+
+    pretrained_package("jamendo-crnn")
+    files = sorted((shared_path("gtzan3") / "audio" / "jazz").glob("*.mp3"))[:20]
+    splits = ["train"] * 12 + ["validation"] * 6 + ["test"] * 2
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, "abcdefghi"[i // 2] if i < 18 else "a", s, f"artist{i}"])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "embed:jamendo-crnn"\n'
+                                      '[paths]\nmanifest = "m.csv"\n')
+    _fill_cache(tmp_path / "cache" / "jamendo-crnn", "jamendo-crnn", [str(f) for f in files], rng)
+    with pytest.raises(ConfigError, match=r"every tag has fewer positives \(or negatives\) than folds \(3\).*a: 2, b: 2"
+                                          r".*lower select.folds"):
+        musetag.train("probe-auto", data=tmp_path / "ds.toml", out=tmp_path / "run",
+                      sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", "select.backbones=['jamendo-crnn']",
+                            "select.folds=3"])
+
+
 def test_without_a_group_column_folds_are_stratified_with_one_warning(caplog):
     import logging
 

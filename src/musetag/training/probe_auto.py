@@ -285,6 +285,14 @@ def _oof_of(chosen: list[Candidate]) -> np.ndarray:
     return np.mean([c.oof[c.best] for c in chosen], axis=0)
 
 
+def _counts(task: str, y: np.ndarray, tags: list[str], most: int = 12) -> str:
+    """``tag: positives`` (multilabel) or ``class: tracks`` for a message, the first ``most`` of them."""
+    counts = (np.asarray(y) > 0).sum(0) if task == "multilabel" else np.bincount(np.asarray(y).astype(np.int64),
+                                                                                 minlength=len(tags))
+    text = ", ".join(f"{t}: {int(c)}" for t, c in list(zip(tags, counts))[:most])
+    return text + (f", ... ({len(tags)} in all)" if len(tags) > most else "")
+
+
 def train_probe_auto(cfg, run_dir: Path, runner=None):
     """``musetag train probe-auto``: the run folder and a :class:`~musetag.training.loop.RunResult`. ``runner``:
     the epoch loop's ``_run`` (passed in by the loop, which imports this module), for ``select.finetune``."""
@@ -305,16 +313,18 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
     arrays = load_arrays(cfg, run_dir, backbones)
     task, tags, metric = arrays.task, arrays.tags, reported_metric(arrays.task)
     y = np.concatenate([arrays.y["train"], arrays.y["validation"]])
-    folds = make_folds(task, y, arrays.groups, int(sel.folds), cfg.seed)
     rare = rare_outputs(task, y, int(sel.folds))
     keep = ~rare if task == "multilabel" else np.ones(len(tags), bool)
+    if task != "regression" and rare.all():  # no fold split can stratify on anything: said before trying one
+        raise ConfigError(f"every {'tag' if task == 'multilabel' else 'class'} has fewer "
+                          f"{'positives (or negatives)' if task == 'multilabel' else 'tracks'} than folds "
+                          f"({sel.folds}) in train+validation ({_counts(task, y, tags)}): label more tracks or lower "
+                          "select.folds (at least 2)")
     if rare.any():
         log.warning("%d %s with fewer %s than folds (%d), left out of the choice (still fitted): %s", int(rare.sum()),
                     "tags" if task == "multilabel" else "classes", "positives or negatives" if task == "multilabel"
                     else "tracks", int(sel.folds), ", ".join(t for t, r in zip(tags, rare) if r))
-    if task == "multilabel" and not keep.any():
-        raise ConfigError(f"every tag has fewer positives than folds ({sel.folds}) in train+validation: label more "
-                          "tracks or lower select.folds")
+    folds = make_folds(task, y, arrays.groups, int(sel.folds), cfg.seed)
     log.info("probe-auto: %d train+validation tracks, %d folds (%s), %d backbones, heads %s; metric %s",
              len(y), len(folds), "grouped by the group column" if arrays.groups else "stratified, not grouped",
              len(backbones), list(sel.heads), metric)

@@ -113,7 +113,11 @@ def make_folds(task: str, y: np.ndarray, groups: list | None, n_folds: int, seed
             if n < n_folds:
                 raise ConfigError(f"{n} train+validation tracks for {n_folds} folds: lower select.folds")
             split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(n), s)
-        return [(np.asarray(tr), np.asarray(te)) for tr, te in split]
+        try:
+            return [(np.asarray(tr), np.asarray(te)) for tr, te in split]
+        except ValueError as exc:  # sklearn: a fold split its strata cannot make
+            raise ConfigError(f"cannot cut {n} train+validation tracks into {n_folds} folds ({exc}); lower select.folds "
+                              "or label more tracks") from None
 
 
 def rare_outputs(task: str, y: np.ndarray, n_folds: int) -> np.ndarray:
