@@ -198,6 +198,12 @@ def test_unreadable_tracks_are_not_labelled_or_exported(tmp_path, music, backbon
         session.label("low/broken.mp3", ["low"], "me")
     session.label("low/l0.wav", ["low"], "me")
     session.label("high/h0.wav", ["high"], "me")
+    # a request with thousands of tags gets a short answer, not all of them echoed
+    for tags, message in (([f"t{i}" for i in range(5000)], r"unknown tag\(s\) 't0', .*\(5000 in all\)"),
+                          (["low"] * 5000, r"given twice \('low'\)")):
+        with pytest.raises(ConfigError, match=message) as exc:
+            session.label("low/l1.wav", tags, "me")
+        assert len(str(exc.value)) < 400
     session.store.label("low/broken.mp3", ("low",), "me")  # a label from before the file broke
     with caplog.at_level("WARNING"):
         result = export_manifest(project, tmp_path / "out.csv")

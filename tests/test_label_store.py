@@ -85,3 +85,21 @@ def test_two_concurrent_writers_lose_nothing(tmp_path):
     state = LabelStore(path).state()
     assert len(state) == 400
     assert state["x-199.mp3"] == ("calm",) and state["y-0.mp3"] == ()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("a\ud800", "not a printable character"),  # a JSON "\ud800": UTF-8 cannot write it (it was a 500)
+    ("a\x00b", "not a printable character"), ("two\nlines", "not a printable character"),
+    ("x" * 101, "at most 100"),
+])
+def test_annotator_names_are_checked_before_anything_is_written(tmp_path, name, message):
+    from musetag.errors import ConfigError
+
+    store = LabelStore(tmp_path / "labels.csv")
+    store.label("a.wav", ("calm",), "Zoë Ann-Marie")
+    before = (tmp_path / "labels.csv").read_bytes()
+    for act in (lambda: store.label("b.wav", ("calm",), name), lambda: store.undo(name)):
+        with pytest.raises(ConfigError, match=message):
+            act()
+    assert (tmp_path / "labels.csv").read_bytes() == before
+    assert store.state() == {"a.wav": ("calm",)}

@@ -158,11 +158,13 @@ class LabelSession:
             raise ConfigError(f"values {values} are for a regression project; this one is {self.project.task}")
         unknown = [t for t in tags if t not in self.tags]
         if unknown:
-            raise ConfigError(f"unknown tag(s) {', '.join(map(repr, unknown))}; the project's tags are {self.tags}")
+            raise ConfigError(f"unknown tag(s) {_few(unknown)}; the project's tags are {_few(self.tags)}")
         if len(set(tags)) != len(tags):
-            raise ConfigError(f"a tag is given twice in {list(tags)}")
+            twice = sorted({t for t in tags if tags.count(t) > 1}) if len(tags) <= 1000 else []
+            raise ConfigError(f"a tag is given twice ({_few(twice) if twice else f'{len(tags)} tags given'}); "
+                              "give each at most once")
         if self.project.task == "multiclass" and len(tags) > 1:
-            raise ConfigError(f"this project is multiclass: give one tag (or none), not {list(tags)}")
+            raise ConfigError(f"this project is multiclass: give one tag (or none), not {_few(tags)}")
         return tags
 
     def label(self, path: str, tags, annotator: str = "", values=None) -> tuple[str, ...]:
@@ -311,3 +313,10 @@ def _project_path(project: Project, csv_path: Path, value: str) -> str:
         if candidate.exists():
             return os.path.relpath(candidate.resolve(), project.folder)
     return value
+
+
+def _few(items, most: int = 10) -> str:
+    """``items`` quoted for a message, at most ``most`` of them (a request may send thousands)."""
+    items = list(items)
+    text = ", ".join(repr(t)[:80] for t in items[:most])
+    return text + (f", ... ({len(items)} in all)" if len(items) > most else "")

@@ -63,6 +63,28 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+MAX_ANNOTATOR = 100  # characters of an annotator's name
+
+
+def check_annotator(annotator: str) -> None:
+    """A name one can read in labels.csv: at most :data:`MAX_ANNOTATOR` printable characters that UTF-8 can
+    write (a lone surrogate from a JSON ``\\ud800`` cannot be), else :class:`ConfigError` (400 on the page)."""
+    from musetag.errors import ConfigError
+
+    if not isinstance(annotator, str):
+        raise ConfigError(f"annotator must be text, not {type(annotator).__name__}")
+    if len(annotator) > MAX_ANNOTATOR:
+        raise ConfigError(f"the annotator's name has {len(annotator)} characters; give at most {MAX_ANNOTATOR}")
+    bad = next((c for c in annotator if not c.isprintable()), None)
+    try:
+        annotator.encode("utf-8")
+    except UnicodeEncodeError:
+        bad = bad or "a lone surrogate"
+    if bad is not None:
+        raise ConfigError(f"the annotator's name holds {bad!r}, which is not a printable character; use letters, "
+                          "digits, spaces and punctuation")
+
+
 class LabelStore:
     """``labels.csv`` of a project: :meth:`append` (locked, fsynced) and :meth:`state` (replayed)."""
 
@@ -80,6 +102,7 @@ class LabelStore:
             _fsync_dir(self.path.parent)
 
     def _append(self, path: str, tags: tuple[str, ...], annotator: str, action: str) -> LabelEvent:
+        check_annotator(annotator)
         event = LabelEvent(str(path), tuple(tags), time.strftime("%Y-%m-%dT%H:%M:%S%z"), annotator or "", action)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(
@@ -97,6 +120,7 @@ class LabelStore:
     def undo(self, annotator: str = "") -> LabelEvent | None:
         """Revoke ``annotator``'s newest surviving label (None: nothing to undo). Checked and written
         under the file lock, so two tabs undoing at once revoke two different labels."""
+        check_annotator(annotator)
         with self._lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             stack = _replay(self.events())[1].get(annotator or "", [])
