@@ -160,9 +160,10 @@ class LabelSession:
         if unknown:
             raise ConfigError(f"unknown tag(s) {_few(unknown)}; the project's tags are {_few(self.tags)}")
         if len(set(tags)) != len(tags):
-            twice = sorted({t for t in tags if tags.count(t) > 1}) if len(tags) <= 1000 else []
-            raise ConfigError(f"a tag is given twice ({_few(twice) if twice else f'{len(tags)} tags given'}); "
-                              "give each at most once")
+            from collections import Counter
+
+            twice = sorted(t for t, n in Counter(tags).items() if n > 1)
+            raise ConfigError(f"a tag is given twice ({_few(twice)}); give each at most once")
         if self.project.task == "multiclass" and len(tags) > 1:
             raise ConfigError(f"this project is multiclass: give one tag (or none), not {_few(tags)}")
         return tags
