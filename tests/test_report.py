@@ -94,3 +94,34 @@ def test_cli_report_on_bour_predictions(tmp_path):
     assert data["test"]["PR-AUC-macro"] == pytest.approx(expected, abs=1e-12)
     assert len(data["per_tag"]) == 56 and (tmp_path / "per_tag_pr_auc.png").exists()
     assert "deep" in (tmp_path / "index.html").read_text()
+
+
+def test_a_damaged_summary_is_named_and_no_folder_is_left(tmp_path, rng, capsys):
+    """A summary.json cut by a kill was a JSONDecodeError traceback, and the refused report left its --out folder."""
+    run = _run_folder(tmp_path, rng)
+    (run / "summary.json").write_text('{"run_dir": ')
+    out = tmp_path / "rep"
+    assert main(["report", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'summary.json'} is damaged" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_summary_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """Runs write summary.json through a temporary file and a rename: a write that fails leaves the old file."""
+    from musetag.outputs import write_text_atomic
+
+    path = tmp_path / "summary.json"
+    write_text_atomic(path, '{"a": 1}')
+
+    def broken(self, text, encoding=None):
+        Path.write_bytes(self, text[:5].encode())
+        raise OSError(28, "No space left on device")
+
+    from pathlib import Path
+
+    monkeypatch.setattr(Path, "write_text", broken)
+    with pytest.raises(OSError):
+        write_text_atomic(path, '{"a": 2, "b": 3}')
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["summary.json"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from musetag.errors import ConfigError
 
-__all__ = ["check_writable", "describe_os_error"]
+__all__ = ["check_writable", "describe_os_error", "write_text_atomic"]
 
 
 def check_writable(path: str | os.PathLike, *, flag: str = "--out", folder: bool = False) -> Path:
@@ -59,3 +59,15 @@ def describe_os_error(exc: OSError) -> str:
         name = f"{name} -> {exc.filename2}"
     fix = _FIXES.get(exc.errno or -1, "check the path and the disk")
     return f"{name}: {what}; {fix}" if name else f"{what}; {fix}"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename: a process killed in the
+    middle leaves the old file (or none), never a truncated one that a later reader chokes on."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -46,6 +46,7 @@ from musetag.data.manifest import TrackRecord
 from musetag.data.cache_reader import FeatureCache, open_cache  # noqa: F401  (re-exported)
 from musetag.data.tags import TagVocab
 from musetag.errors import DatasetError
+from musetag.outputs import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +142,6 @@ def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
             if isinstance(entry, dict) and "id" in entry and "error" not in entry:
                 done[entry["id"]] = entry
     return done
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _settings(feature_dict: dict[str, Any], dtype: str, dataset: dict | None, official: bool) -> dict[str, Any]:
@@ -343,7 +338,7 @@ def _open_cache_folder(out: Path, features, dtype: str, dataset: dict | None, of
     if previous is not None:
         _check_same_settings(out, previous, settings)
     else:
-        _atomic_write_text(settings_path, json.dumps({**settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        write_text_atomic(settings_path, json.dumps({**settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                                                      indent=1))
     if not official:
         arrays.mkdir(parents=True, exist_ok=True)
@@ -604,7 +599,7 @@ def _write_index(out: Path, name, task, settings, feature_dict, vocab: TagVocab,
     index = {"version": CACHE_VERSION, "name": name, "task": task, "tags": vocab.to_list(),
              "dtype": settings["dtype"], "official_features": settings["official_features"],
              "features": features, "stats": stats, "dataset": settings["dataset"], "tracks": entries}
-    _atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
+    write_text_atomic(out / "stats.json", json.dumps(stats, indent=1))
     tmp = out / ".index.csv.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -612,4 +607,4 @@ def _write_index(out: Path, name, task, settings, feature_dict, vocab: TagVocab,
         for e in entries:
             writer.writerow([e["id"], e["file"], e["split"] or "", ";".join(e["tags"]), e["shape"][-1]])
     os.replace(tmp, out / "index.csv")
-    _atomic_write_text(out / "index.json", json.dumps(index, indent=1))
+    write_text_atomic(out / "index.json", json.dumps(index, indent=1))

@@ -52,7 +52,11 @@ def _load_run(run: Path) -> dict:
             if (pred / f"{split}_targets.npy").exists():
                 d[f"{split}_targets"] = np.load(pred / f"{split}_targets.npy")
     if (run / "summary.json").exists():
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        try:
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EvaluationError(f"{run / 'summary.json'} is damaged ({exc}); a run killed while writing it? Move it "
+                                  "away to report from the predictions alone, or train the run again") from None
         d["tags"] = summary.get("tags")
         d["task"] = summary.get("task")
         d["summary"] = summary
@@ -274,7 +278,6 @@ def make_report(source, out_dir: str | Path, *, groundtruth=None, validation: tu
     from musetag.evaluate import evaluate
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     run: dict = {}
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         run = _load_run(Path(source))
@@ -301,6 +304,7 @@ def make_report(source, out_dir: str | Path, *, groundtruth=None, validation: tu
         task = "multiclass" if np.asarray(ref).ndim == 1 else "multilabel"
     figures: list[tuple[str, str, Path]] = []
     data: dict = {"name": name, "task": task}
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs are read: a refused report leaves no empty folder
     if run.get("history"):
         p = plot_training_curves(run["history"], out / "training_curves.png")
         if p:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from musetag.errors import ConfigError
+from musetag.outputs import write_text_atomic
 from musetag.training.probe_cv import Candidate, metric_on
 
 log = logging.getLogger(__name__)
@@ -167,5 +168,5 @@ def train_final(recipe: str, dataset, data, sets: list[str], seed: int, run_dir:
     summary["select"] = {"metric": result.metric, **select,
                          "note": "validation figures are in-sample (the final fine-tune trained on train+validation); "
                                  "the CV figures are in candidates"}
-    summary_path.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    write_text_atomic(summary_path, json.dumps(summary, indent=2, default=float))
     return result

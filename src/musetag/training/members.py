@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from musetag.outputs import write_text_atomic
 from musetag.training.config import TrainConfig, dump_toml, load_config
 from musetag.training.recipe_checks import fit_to_task, set_keys
 from musetag.training.runstate import RunResult, jsonable
@@ -69,7 +70,7 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
                "members": {m.name: {"weight": float(w), "validation": r["validation"], "test": r["test"]}
                            for m, w, r in zip(cfg.members, weights, results)},
                "validation": scores["validation"], "test": scores["test"]}
-    (run_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2), encoding="utf-8")
+    write_text_atomic(run_dir / "summary.json", json.dumps(jsonable(summary), indent=2))
     log.info("ensemble of %d: validation %s %.4f", len(cfg.members), metric, scores["validation"].get(metric, float("nan")))
     return RunResult(run_dir, "ensemble", metric, 0, scores["validation"], scores["test"],
                      sum(r.get("epochs_run", 0) for r in results))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from musetag.errors import ConfigError
+from musetag.outputs import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def train_probe(cfg, run_dir: Path):
                "candidates": {"best": {"validation": val_scores, "test": test_scores}},
                "tags": list(data.tags), "n_tracks": {k: len(v) for k, v in data.splits.items()},
                "seconds": round(time.time() - t0, 1), "world_size": 1, "probe": probe_info}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     log.info("done: probe C = %g chosen on validation %s %.4f; test %s %s", chosen, metric,
              val_scores.get(metric, float("nan")), metric,
              f"{test_scores[metric]:.4f}" if metric in test_scores else "n/a")

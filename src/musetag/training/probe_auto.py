@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from musetag.errors import ConfigError
+from musetag.outputs import write_text_atomic
 from musetag.training.probe_cv import (HEADS, Candidate, cores, cross_validate, fit_many, make_folds, nested,
                                       rare_outputs)
 
@@ -366,7 +367,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
                "candidates": {"best": {"validation": val_scores, "test": test_scores}},
                "tags": list(tags), "n_tracks": {k: len(v) for k, v in arrays.ids.items()},
                "seconds": round(time.time() - t0, 1), "world_size": 1, "select": select_info}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     _log_done(chosen, nested_info, metric, test_scores, interval)
     return RunResult(run_dir, "best", metric, 0, val_scores, test_scores, 1, [])
 

@@ -10,6 +10,7 @@ import numpy as np
 from torch import nn
 
 from musetag.models.weights import load_checkpoint
+from musetag.outputs import write_text_atomic
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training.decisions import decision_thresholds
@@ -51,7 +52,7 @@ def write_results(run: Run, final: str, candidates: dict, swa_model: nn.Module |
         summary["time"] = run.timer.summary()
         summary["seconds"] = round(time.time() - run.t0, 1)
         summary["world_size"] = run.dist.world_size
-        (run.run_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2), encoding="utf-8")
+        write_text_atomic(run.run_dir / "summary.json", json.dumps(jsonable(summary), indent=2))
         log.info("done: final = %s, validation %s %.4f, test %s %s%s", final, metric,
                  val_scores.get(metric, float("nan")), metric,
                  f"{test_scores[metric]:.4f}" if metric in test_scores else "n/a", _also(val_scores, data.task))
