@@ -507,6 +507,24 @@ def test_decoder_messages_are_captured_into_the_row(mpg123_package, tmp_path, ca
         assert "Illegal Audio-MPEG-Header" in rows["hopeless.mp3"]["status"]
 
 
+def test_nan_or_infinite_samples_are_an_error_row_not_confident_scores(small_package, tmp_path):
+    """A float WAV of NaN was tagged with a top score of 0.6 and 51 of 56 tags decided, warning only 'too_short'."""
+    import soundfile as sf
+
+    from musetag.inference import Tagger
+
+    sf.write(tmp_path / "nan.wav", np.full(48000, np.nan, np.float32), 16000, subtype="FLOAT")
+    one = np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32)
+    one[1000] = np.inf
+    sf.write(tmp_path / "inf.wav", one, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "fine.wav", np.nan_to_num(one, posinf=0.0), 16000, subtype="FLOAT")
+    tagger = Tagger.from_package(small_package)
+    for name in ("nan.wav", "inf.wav"):
+        result = tagger._tag_safe(str(tmp_path / name))
+        assert not result.ok and "NaN or infinite sample" in result.status and name in result.status
+    assert tagger._tag_safe(str(tmp_path / "fine.wav")).ok
+
+
 def test_decoder_messages_of_seeked_windows_are_captured(tmp_path, capfd):
     """The Won et al. models' windows are decoded by seeks (musetag.audio.windows): what libmpg123 printed
     while probing a non-MP3 ("Note: Illegal Audio-MPEG-Header ...") went straight to the terminal."""

@@ -32,8 +32,19 @@ _MAX_DECODER_LINES = 5
 
 
 def peak(audio: np.ndarray) -> float:
-    """Largest absolute sample (0 for empty audio)."""
-    return float(np.max(np.abs(audio))) if audio.size else 0.0
+    """Largest absolute sample (0 for empty audio). NaN or infinite samples (only a floating-point file can hold
+    them: a damaged or wrongly exported WAV/FLAC) are an :class:`AudioError`: the network would turn them into
+    confident scores about nothing."""
+    if not audio.size:
+        return 0.0
+    value = float(np.max(np.abs(audio)))
+    if not np.isfinite(value):
+        from musetag.errors import AudioError
+
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise AudioError(f"the audio holds {bad} NaN or infinite sample(s) of {audio.size} (a damaged floating-point "
+                         "file); re-export it from the original")
+    return value
 
 
 def input_warnings(front, n_samples: int, peak_value: float, notes: list[str] | None = None) -> list[str]:
