@@ -210,6 +210,9 @@ def test_bad_uploads_get_4xx_json(server):
             url, content=b"--zz\r\nnot a part", headers={"Content-Type": "multipart/form-data; boundary=zz"}, timeout=60
         ),
         "bad_top_k": httpx.post(url + "?top_k=many", content=wav_bytes(1.0), timeout=60),
+        # two files: one used to be scored silently (the last of the field 'file', else the first of any field)
+        "two_files": httpx.post(url, files=[("file", ("a.wav", wav_bytes(1.0), "audio/wav")),
+                                            ("file", ("b.wav", wav_bytes(1.0), "audio/wav"))], timeout=60),
         "oversized": httpx.post(url, content=os.urandom(MAX_MB * 1024 * 1024 + 10), timeout=60),
         "oversized_multipart": httpx.post(
             url, files={"file": ("big.wav", os.urandom(MAX_MB * 1024 * 1024 + 10), "audio/wav")}, timeout=60
@@ -220,6 +223,7 @@ def test_bad_uploads_get_4xx_json(server):
         "truncated": (422, "undecodable_audio"), "empty": (400, "empty_upload"), "empty_file": (400, "empty_upload"),
         "no_file": (400, "missing_file"), "bad_multipart": (400, "bad_multipart"), "bad_top_k": (400, "bad_request"),
         "oversized": (413, "upload_too_large"), "oversized_multipart": (413, "upload_too_large"),
+        "two_files": (400, "several_files"),
     }
     for name, response in cases.items():
         assert (response.status_code, response.json().get("error")) == expect[name], (name, response.text)
@@ -227,6 +231,7 @@ def test_bad_uploads_get_4xx_json(server):
     assert "notes.mp3" in cases["text"].json()["message"] and "text file" in cases["text"].json()["message"]
     assert "cut.mp3" in cases["truncated"].json()["message"] and "truncated" in cases["truncated"].json()["message"]
     assert "top_k" in cases["bad_top_k"].json()["message"]
+    assert "2 files ('a.wav', 'b.wav')" in cases["two_files"].json()["message"]
     # and the service is still fine
     assert httpx.get(server.url + "/healthz").json()["idle_decoders"] == 1
 

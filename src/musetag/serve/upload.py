@@ -67,9 +67,13 @@ async def _multipart_file(request: Request, body: bytes, max_bytes: int, too_big
         form = await Request(request.scope, replay).form(max_files=2, max_fields=20)
     except Exception as exc:  # noqa: BLE001 - malformed multipart is the client's problem
         return error(400, "bad_multipart", f"the multipart body could not be parsed: {exc}")
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        upload = next((v for v in form.values() if not isinstance(v, str)), None)
+    files = [v for _, v in form.multi_items() if not isinstance(v, str)]
+    if len(files) > 1:  # only one would be scored: say so rather than pick one
+        await form.close()
+        names = ", ".join(repr(f.filename or "") for f in files)
+        return error(400, "several_files", f"the multipart upload holds {len(files)} files ({names}); send one file "
+                                           "per request (in a field named 'file')")
+    upload = files[0] if files else None
     if upload is None:
         return error(400, "missing_file", "the multipart upload has no file; send it in a field named 'file'")
     data = await upload.read()
