@@ -99,6 +99,7 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         labelled = {}
         for _ in range(4):
             nxt = server.get("/v1/label/next", params={"annotator": "t"}).json()
+            assert nxt["rule"] == state["default_rule"] == "random"  # the API's default is the page's
             path = nxt["path"]
             assert path not in labelled and path != "rock/damaged.mp3"
             tags = [path.split("/")[0]]

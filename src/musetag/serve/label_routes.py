@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from musetag.errors import MusetagError
 from musetag.serve.queue import QueueFull, QueueRefused
 from musetag.serve.responses import error
+from musetag.training.active import DEFAULT_RULE
 
 router = APIRouter()
 
@@ -87,8 +88,9 @@ async def state(request: Request):
 
 
 @router.get("/v1/label/next", summary="The next track to label")
-async def next_track(request: Request, rule: str = "active", annotator: str = "",
+async def next_track(request: Request, rule: str = DEFAULT_RULE, annotator: str = "",
                      skip: list[str] = Query(default_factory=list)):
+    """``rule`` defaults to the page's (:data:`musetag.training.active.DEFAULT_RULE`, random order)."""
     session = _session(request)
 
     def work():
