@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import json
 import time
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         assert r.json()["state"]["labelled"] == 4
         bad = server.post("/v1/label/label", {"path": path, "tags": ["jazz"], "annotator": "t"})
         assert bad.status_code == 400 and "unknown tag" in bad.json()["message"]
+        nobody = httpx.post(server.url + "/v1/label/undo", headers=AUTH, timeout=60)  # no body at all
+        assert nobody.status_code == 400 and nobody.json()["message"].startswith("the request body (a JSON object): ")
+        surrogate = httpx.post(server.url + "/v1/label/label", headers={**AUTH, "Content-Type": "application/json"},
+                               content=json.dumps({"path": path, "tags": [], "annotator": "a\ud800"}), timeout=60)
+        assert surrogate.status_code == 400 and "not a printable character" in surrogate.json()["message"]
         undone = server.post("/v1/label/undo", {"annotator": "t"}).json()["undone"]
         assert undone == path
         labelled.pop(path)

@@ -21,7 +21,10 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
 async def _validation(request: Request, exc: RequestValidationError):
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body"))
+        loc = tuple(err.get("loc", ()))
+        where = ".".join(str(p) for p in loc if p not in ("query", "body"))
+        if not where:  # the body as a whole: missing, or not a JSON object
+            where = "the request body (a JSON object)" if "body" in loc else "the request"
         parts.append(f"{where}: {err.get('msg')}")
     return error(400, "bad_request", "; ".join(parts) or "invalid request")
 
