@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
-import json
 import time
 from pathlib import Path
 
