@@ -704,7 +704,8 @@ def test_same_stem_different_extension_are_two_tracks(tmp_path, capsys):
     assert "3 cached of 3" in capsys.readouterr().out
     # the same file twice stays an error, whose message names the id column
     (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows + rows[:1]) + "\n")
-    with pytest.raises(DatasetError, match="appears twice.*'id' column"):
+    with pytest.raises(DatasetError, match=r"appears twice \(tracks 1 and 4 of the list; in a CSV manifest with a "
+                                           r"header: lines 2 and 5\).*'id' column"):
         load_records(config)
     # an id column is honoured
     (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},t{i}" for i, r in enumerate(rows)) + "\n")

@@ -127,7 +127,8 @@ def check_unique_ids(records: Sequence[TrackRecord], *, source: str = "") -> Non
         if record.id in seen:
             where = f"{source}: " if source else ""
             raise DatasetError(
-                f"{where}track id {record.id!r} appears twice (rows {seen[record.id] + 1} and {i + 1}); "
+                f"{where}track id {record.id!r} appears twice (tracks {seen[record.id] + 1} and {i + 1} of the list; in a "
+                f"CSV manifest with a header: lines {seen[record.id] + 2} and {i + 2}); "
                 "ids must be unique: remove the duplicate row if it lists the same file again, or give the "
                 "rows distinct values in an 'id' column"
             )
