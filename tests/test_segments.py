@@ -203,3 +203,8 @@ def test_cli_segments_jsonl_and_plot_timelines(tmp_path, song, capsys):
     capsys.readouterr()
     assert main(["plot", str(plain), "--out", str(tmp_path / "p2")]) == 2
     assert "no row has per-window scores" in capsys.readouterr().err
+    run = tmp_path / "run"  # a training run's folder: it said "no such results file"
+    (run / "predictions").mkdir(parents=True)
+    assert main(["plot", str(run), "--out", str(tmp_path / "p3")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} is a folder" in err and "musetag report RUN" in err

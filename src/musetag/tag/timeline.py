@@ -28,6 +28,11 @@ def read_timelines(path: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     from musetag.tag.writers import output_format, read_results
 
     path = Path(path)
+    if path.is_dir():
+        hint = ("; a training run's plots come from `musetag report RUN`" if (path / "predictions").is_dir()
+                or (path / "config.toml").is_file() else "")
+        raise ConfigError(f"{path} is a folder; `musetag plot` draws a tag results file with per-window scores "
+                          f"(musetag tag --segments --out tags.jsonl FILES){hint}")
     if not path.is_file():
         raise ConfigError(f"{path}: no such results file; tag first: musetag tag --segments --out {path.name} FILES")
     if output_format(path) == ".csv":
