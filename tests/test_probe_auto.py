@@ -140,12 +140,29 @@ def _fill_cache(cache, backbone, paths, rng):
         np.save(arrays / audio_key(p), rng.standard_normal((dim, 1)).astype(np.float32))
 
 
-def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
+def _jazz_dataset(tmp_path, splits, tag_of, group_of):
+    """20 gtzan3 jazz clips in ``tmp_path/m.csv`` (row i: ``tag_of(i)``, ``splits[i]``, ``group_of(i)``) and a
+    multilabel ``embed:jamendo-crnn`` dataset ``tmp_path/ds.toml`` over them; returns the clips."""
     import csv
+
+    from conftest import shared_path
+
+    files = sorted((shared_path("gtzan3") / "audio" / "jazz").glob("*.mp3"))[:20]
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, tag_of(i), s, group_of(i)])
+    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "embed:jamendo-crnn"\n'
+                                      '[paths]\nmanifest = "m.csv"\n')
+    return files
+
+
+def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     import json
 
     import musetag
-    from conftest import pretrained_package, shared_path
+    from conftest import pretrained_package
     from musetag.inference import Tagger
     from musetag.data.embed_features import load_backbone
     from musetag.models.weights import load_checkpoint
@@ -154,15 +171,8 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
     backbones = ["jamendo-crnn", "msd-crnn"]  # one front end: a pair of them makes one package
     for b in backbones:
         pretrained_package(b)
-    files = sorted((shared_path("gtzan3") / "audio" / "jazz").glob("*.mp3"))[:20]
-    splits = ["train"] * 12 + ["validation"] * 4 + ["test"] * 4
-    with open(tmp_path / "m.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "tags", "split", "group"])
-        for i, (f, s) in enumerate(zip(files, splits)):
-            w.writerow([f, "calm" if i % 2 else "dark", s, f"artist{i // 2}"])
-    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "embed:jamendo-crnn"\n'
-                                      '[paths]\nmanifest = "m.csv"\n')
+    files = _jazz_dataset(tmp_path, ["train"] * 12 + ["validation"] * 4 + ["test"] * 4,
+                          lambda i: "calm" if i % 2 else "dark", lambda i: f"artist{i // 2}")
     for b in backbones:
         _fill_cache(tmp_path / "cache" / b, b, [str(f) for f in files], rng)
     run = tmp_path / "run"
@@ -203,22 +213,13 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
 def test_every_tag_rarer_than_the_folds_is_a_clear_error(tmp_path, rng):
     """Nine tags with two positives each and 3 folds: sklearn's "n_splits=3 cannot be greater than the number of
     members in each class" escaped as a traceback; now the error names the tags, their counts and the fix."""
-    import csv
-
     import musetag
-    from conftest import pretrained_package, shared_path
+    from conftest import pretrained_package
     from musetag.errors import ConfigError
 
     pretrained_package("jamendo-crnn")
-    files = sorted((shared_path("gtzan3") / "audio" / "jazz").glob("*.mp3"))[:20]
-    splits = ["train"] * 12 + ["validation"] * 6 + ["test"] * 2
-    with open(tmp_path / "m.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "tags", "split", "group"])
-        for i, (f, s) in enumerate(zip(files, splits)):
-            w.writerow([f, "abcdefghi"[i // 2] if i < 18 else "a", s, f"artist{i}"])
-    (tmp_path / "ds.toml").write_text('reader = "csv"\ntask = "multilabel"\npreset = "embed:jamendo-crnn"\n'
-                                      '[paths]\nmanifest = "m.csv"\n')
+    files = _jazz_dataset(tmp_path, ["train"] * 12 + ["validation"] * 6 + ["test"] * 2,
+                          lambda i: "abcdefghi"[i // 2] if i < 18 else "a", lambda i: f"artist{i}")
     _fill_cache(tmp_path / "cache" / "jamendo-crnn", "jamendo-crnn", [str(f) for f in files], rng)
     with pytest.raises(ConfigError, match=r"every tag has fewer positives \(or negatives\) than folds \(3\).*a: 2, b: 2"
                                           r".*lower select.folds"):
