@@ -84,6 +84,24 @@ def test_known_answers_from_a_fitted_model(fitted_package):
     assert row["status"] == "ok" and row["top_tags"][0]["tag"] == "high" and set(row["scores"]) == {"low", "high"}
 
 
+def test_integer_pcm_arrays_are_scaled_like_the_file_they_came_from(fitted_package):
+    """`tag(int16_array, sample_rate=...)` (what scipy.io.wavfile.read gives) scored the raw integers as if they
+    were floats: other tags, no warning."""
+    tagger = Tagger.from_package(fitted_package)
+    audio = tone(180, 4.0, sr=22050, seed=99)
+    as_float = tagger.tag(audio, sample_rate=22050).scores_array
+    pcm16 = np.round(audio * 32767).astype(np.int16)
+    np.testing.assert_allclose(tagger.tag(pcm16, sample_rate=22050).scores_array, as_float, atol=2e-3)
+    pcm32 = np.round(audio * (2 ** 31 - 1)).astype(np.int32)
+    np.testing.assert_allclose(tagger.tag(pcm32, sample_rate=22050).scores_array, as_float, atol=2e-3)
+    u8 = np.round(audio * 127 + 128).astype(np.uint8)
+    assert tagger.tag(u8, sample_rate=22050).decisions == ["low"]
+    with pytest.raises(AudioError, match="bool samples cannot be audio"):
+        tagger.front.decode(audio > 0, 22050)
+    with pytest.raises(ConfigError, match="whole Hz"):
+        tagger.front.decode(audio, 22050.5)
+
+
 def test_same_scores_as_the_training_evaluation_path(fitted_package, tmp_path):
     """Reproduce evaluation independently: features -> normalise -> windows -> network -> mean of sigmoids."""
     from musetag.training.data import segments as train_segments

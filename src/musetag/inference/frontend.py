@@ -89,7 +89,9 @@ class FrontEnd:
         if isinstance(source, np.ndarray):
             if sample_rate is None:
                 raise ConfigError("tagging an array needs its sample_rate: tag(array, sample_rate=44100)")
-            audio = np.asarray(source, dtype=np.float32)
+            if float(sample_rate) != int(sample_rate) or int(sample_rate) <= 0:
+                raise ConfigError(f"sample_rate={sample_rate!r}: give the array's rate in whole Hz, e.g. 44100")
+            audio = pcm_to_float(source)
             if audio.ndim == 2 and audio.shape[0] > 8 and audio.shape[1] <= 8:
                 audio = audio.T  # (samples, channels) as soundfile returns it
             if audio.ndim not in (1, 2) or audio.shape[-1] == 0:
@@ -296,3 +298,17 @@ class FrontEnd:
                 yield block
 
         return self.streaming.frames(counted(blocks))
+
+
+def pcm_to_float(audio) -> np.ndarray:
+    """``audio`` as float32 in [-1, 1]: integer PCM (what ``scipy.io.wavfile.read`` and pydub give) scaled by its
+    full scale as libsndfile reads it (int16 / 2**15, int32 / 2**31, uint8 centred on 128 / 2**7); floats kept."""
+    audio = np.asarray(audio)
+    if audio.dtype == np.uint8:
+        return ((audio.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if np.issubdtype(audio.dtype, np.signedinteger):
+        return (audio.astype(np.float64) / float(2 ** (8 * audio.dtype.itemsize - 1))).astype(np.float32)
+    if audio.dtype == np.bool_ or not np.issubdtype(audio.dtype, np.floating):
+        raise AudioError(f"an audio array of {audio.dtype} samples cannot be audio; pass float samples in [-1, 1] "
+                         "or integer PCM (int16, int32, uint8)")
+    return audio.astype(np.float32, copy=False)
