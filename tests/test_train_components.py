@@ -47,6 +47,13 @@ def test_warmup_swa_lr_and_restarts():
     warm = LRSchedule(ScheduleSection(name="constant", warmup_epochs=2), epochs=10, base_lr=1.0)
     assert warm.lr_at(0, 0.5, 4) == pytest.approx(3 / 8) and warm.lr_at(1, 0.75, 4) == pytest.approx(1.0)
     assert warm.lr_at(3) == 1.0
+    # a warm-up shorter than one step (--set epochs=N scales warmup_epochs 1 -> 0.01) never exceeds the rate:
+    # (done + 1) / total was 1 / (0.01 * 20) = 5x here, 15x-50x in shortened recipes
+    short = LRSchedule(ScheduleSection(name="cosine", warmup_epochs=0.01), epochs=1, base_lr=1e-4)
+    assert short.lr_at(0, 0.0, 20) <= 1e-4 and short.lr_at(0, 0.0, 20) == pytest.approx(1e-4)
+    ramp = [LRSchedule(ScheduleSection(name="constant", warmup_epochs=w), epochs=4, base_lr=1.0).lr_at(0, p, 3)
+            for w in (0.1, 0.5, 1.0) for p in (0.0, 1 / 3, 2 / 3)]
+    assert max(ramp) <= 1.0
     swa = LRSchedule(ScheduleSection(name="cosine"), epochs=10, base_lr=1.0, swa_start=8, swa_lr=0.05,
                      swa_anneal_epochs=1)
     assert swa.lr_at(9) == pytest.approx(0.05)

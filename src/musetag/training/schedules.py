@@ -93,7 +93,9 @@ class LRSchedule:
             done = (epoch + progress) * steps  # optimisation steps before this one
             total = warm * steps
             if done < total:
-                lr *= (done + 1.0) / total  # linear ramp, never exactly zero
+                # linear ramp, never exactly zero, and never above the rate it ramps to (a warm-up shorter than
+                # one step, e.g. `--set epochs=N` shrinking it, made (done + 1) / total up to 50x)
+                lr *= min(1.0, (done + 1.0) / total)
         return lr
 
     def apply(self, optimizer: torch.optim.Optimizer, epoch: int, progress: float = 0.0,
