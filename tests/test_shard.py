@@ -96,8 +96,8 @@ def _tag_rows(names, seed):
 
 def _write_csv(path, rows):
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "status", "duration", "top_tags", "decisions", *TAGS],
-                           lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path", "status", "duration", "top_tags",
+                                                                         "decisions", *TAGS], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
 
@@ -144,6 +144,27 @@ def test_merge_refuses_conflicting_duplicates_unless_told(tmp_path):
     assert not (tmp_path / "m.csv").exists()
     merge_outputs([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "m.csv", keep="last")
     assert {r["path"]: r["happy"] for r in _read_csv(tmp_path / "m.csv")}["y.mp3"] == b[0]["happy"]
+
+
+def test_outputs_of_two_models_are_not_merged(tmp_path):
+    """`merge mood.csv genre.csv` wrote one file with both models' tag columns, each row blank for the other's."""
+    a = _tag_rows(["x.mp3"], 0)
+    b = [{("rock" if k == "happy" else k): v for k, v in r.items()} for r in _tag_rows(["y.mp3"], 1)]
+    _write_csv(tmp_path / "mood.csv", a)
+    _write_csv(tmp_path / "genre.csv", b)
+    with pytest.raises(DatasetError, match=r"genre.csv and .*mood.csv have different columns .*adds \['rock'\].*"
+                                           r"not shards of one run"):
+        merge_outputs([tmp_path / "mood.csv", tmp_path / "genre.csv"], tmp_path / "m.csv")
+    assert not (tmp_path / "m.csv").exists()
+    rows = [{"path": "t.mp3", "status": "ok", "scores": {"happy": 0.1}},
+            {"path": "u.mp3", "status": "ok", "scores": {"rock": 0.2}},
+            {"path": "v.mp3", "status": "error: broken", "scores": {}}]
+    for name, row in zip("abc", rows):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(DatasetError, match="different columns"):
+        merge_outputs([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "m.jsonl")
+    # a shard holding only failed files has no tag names to compare: it merges
+    assert merge_outputs([tmp_path / "a.jsonl", tmp_path / "c.jsonl"], tmp_path / "m.jsonl").rows == 2
 
 
 def test_a_failure_is_replaced_by_the_success_of_another_shard(tmp_path):

@@ -291,6 +291,7 @@ def merge_outputs(
         _embed.write_embeddings(out, [r["path"] for r in merged], vectors, meta)
     else:
         records = [_read_records(p, kind) for p in paths]
+        _check_same_columns(records, paths)
         field = key or _find_key(records, paths)
         merged, stats = _merge_records(records, paths, field, keep, sort)
         header = _json_header(paths[0]) if kind == "json" else None
@@ -298,6 +299,38 @@ def merge_outputs(
         _write_records(out, kind, merged, records_are_keyed=keyed, key=field, header=header)
     n_err = _merge_error_files(paths, out, {str(r.get("path", r.get(key or "path", ""))) for r in merged})
     return MergeReport(out=out, inputs=paths, rows=len(merged), errors_rows=n_err, **stats)
+
+
+def _columns(rows: list[dict[str, Any]]) -> set[str]:
+    """The fields of a file's rows, with the tag names of their ``scores`` (JSON rows keep them nested)."""
+    out: set[str] = set()
+    for row in rows:
+        out.update(row)
+        scores = row.get("scores")
+        if isinstance(scores, dict):
+            out.update(f"scores.{t}" for t in scores)
+    return out
+
+
+def _check_same_columns(records: list[list[dict[str, Any]]], paths: list[Path]) -> None:
+    """Shards of one run have the same columns (the same model's tags); outputs of two models or settings do not,
+    and merging them would give rows blank for the other model's tags."""
+    first = next(((p, _columns(r)) for p, r in zip(paths, records) if r), None)
+    if first is None:
+        return
+    for p, rows in zip(paths, records):
+        if not rows:
+            continue
+        cols = _columns(rows)
+        if any(c.startswith("scores.") for c in cols) != any(c.startswith("scores.") for c in first[1]):
+            continue  # a shard of error rows only has no tag names to compare
+        if cols != first[1]:
+            extra = sorted(cols - first[1])[:5]
+            missing = sorted(first[1] - cols)[:5]
+            raise DatasetError(
+                f"{p} and {first[0]} have different columns ({p.name} adds {extra or 'none'}, lacks {missing or 'none'}): "
+                "they are not shards of one run (another model or other settings?); merge the outputs of one "
+                "`musetag tag --shard I/N` run")
 
 
 def _output_kind(path: Path) -> str:
