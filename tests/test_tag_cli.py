@@ -191,3 +191,22 @@ def test_cli_errors(package, tmp_path, capsys):
     assert main(["tag", str(package), str(clip), "--out", str(out), "--workers", "0", "--no-progress"]) == 0
     assert main(["tag", str(other), str(clip), "--out", str(out), "--workers", "0", "--no-progress"]) == 2
     assert "different tags" in capsys.readouterr().err
+
+
+def test_a_shard_with_no_file_has_nothing_to_do_and_succeeds(package, tmp_path, capsys):
+    """With one file and --shard I/2, one shard gets nothing: it said "no audio files found in FOLDER" and
+    exited 4, so an array job marked that task failed."""
+    from musetag.tag.shard import collect_shard_files
+
+    folder = tmp_path / "clips"
+    write_clips(folder, 1, 1.0, sr=12000)
+    empty = next(i for i in (1, 2) if not collect_shard_files([str(folder)], f"{i}/2"))
+    for out in ([], ["--out", str(tmp_path / "part.csv")]):
+        capsys.readouterr()
+        assert main(["tag", str(package), str(folder), "--shard", f"{empty}/2", "--workers", "0", "--no-progress",
+                     *out]) == 0
+        err = capsys.readouterr().err
+        assert f"none of the 1 audio file(s) falls in shard {empty}/2" in err and "no audio files found" not in err
+    assert (tmp_path / "part.csv").read_text().startswith("path,")  # an empty part merges like any other
+    (tmp_path / "none").mkdir()  # a folder without audio is still "nothing found", exit 4
+    assert main(["tag", str(package), str(tmp_path / "none"), "--shard", "1/2", "--workers", "0"]) == 4

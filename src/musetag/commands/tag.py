@@ -167,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 failed += 1
                 print(f"{result.path}\terror\t{result.status}")
+        if not files and _empty_shard(args, shard):
+            return 0
         return exit_status(len(files) - failed, failed)
     summary = tag_files(
         tagger,
@@ -181,5 +183,22 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary.line(args.out), file=sys.stderr)
     if not summary.total:
+        if _empty_shard(args, shard):
+            return 0
         print(f"{args.out}: no audio files found in {' '.join(args.paths)}", file=sys.stderr)
     return summary.exit_status
+
+
+def _empty_shard(args, shard) -> bool:
+    """Whether the paths hold audio but none of it falls in this ``--shard`` (said on stderr): a part of an
+    array job with nothing to do has succeeded, it has not failed."""
+    from musetag.tag.files import collect_audio_files
+
+    if shard is None or shard.is_whole:
+        return False
+    total = len(collect_audio_files(args.paths, recursive=args.recursive))
+    if not total:
+        return False
+    print(f"none of the {total} audio file(s) falls in shard {shard} (files are spread over the shards by a hash "
+          "of their path): nothing to do here", file=sys.stderr)
+    return True
