@@ -138,6 +138,15 @@ def test_bad_sources_say_what_to_do(tmp_path):
     torch.save(create_model("resnet18", n_classes=4).state_dict(), tmp_path / "resnet.pt")
     with pytest.raises(ModelError, match="no weight matches"):
         transfer_weights(target, tmp_path / "resnet.pt")
+    # another architecture that shares one small tensor by name and shape (a classifier bias): it loaded 8 of
+    # 220,952 parameters with a warning, and --freeze-stages then froze random weights
+    other = create_model("resnet18", n_classes=4).state_dict()
+    other["classifier.bias"] = torch.zeros_like(target.state_dict()["classifier.bias"])
+    torch.save(other, tmp_path / "resnet_bias.pt")
+    assert "classifier.bias" in target.state_dict()
+    with pytest.raises(ModelError, match=r"only 4 of the model's [\d,]+ parameters match .*classifier.bias.*another "
+                                         r"architecture"):
+        transfer_weights(target, tmp_path / "resnet_bias.pt", keep_classifier=True)
 
 
 def test_model_from_source_rebuilds_the_architecture_for_new_tags(tmp_path):

@@ -70,6 +70,9 @@ from musetag.models.weights import (
 
 log = logging.getLogger(__name__)
 
+#: below this fraction of its parameters matched, an --init-from source is another architecture, not a start
+NEARLY_NOTHING = 0.01
+
 __all__ = [
     "SourceWeights",
     "TransferReport",
@@ -289,6 +292,13 @@ def transfer_weights(
         params[k].numel() for k in [*report.loaded, *report.adapted] if k in params
     )
     report.not_initialised = [k for k in target if k not in new_state and not k.endswith("num_batches_tracked")]
+    if report.fraction_loaded < NEARLY_NOTHING:  # a bias or two that happen to share a name and shape
+        raise ModelError(
+            f"{option} {src.origin}: only {report.loaded_parameters:,} of the model's {report.total_parameters:,} "
+            f"parameters match by name and shape ({', '.join([*report.loaded, *report.adapted][:3])}): it is another "
+            "architecture. Use a package or run of the same model, or a key mapping "
+            f"({option.replace('-from', '-map')} {', '.join(list_key_mappings())}, prefix:OLD=NEW, or module:function)"
+        )
     if report.fraction_loaded < min_fraction:
         raise ModelError(
             f"{option} {src.origin}: only {report.fraction_loaded:.1%} of the parameters matched "
