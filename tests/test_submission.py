@@ -77,3 +77,10 @@ def test_cli_on_bour_average_scores_like_the_official_table(tmp_path, capsys):
     dec = np.load(tmp_path / "sub" / "decisions.npy")
     table = mediaeval_table(np.load(gt), np.load(tmp_path / "sub/predictions.npy"), dec)
     assert 0 < table["F-score-macro"] < 1
+    # the same --out again (or any folder holding files): refused, nothing replaced (it overwrote silently)
+    before = (tmp_path / "sub" / "predictions.npy").read_bytes()
+    (tmp_path / "sub" / "notes.txt").write_text("mine")
+    rc = main(["submission", str(bour / "submitted/1-convs/predictions.npy"), "--thresholds-from",
+               str(tmp_path / "val.npy"), str(bour / "validation/targets.npy"), "--out", str(tmp_path / "sub")])
+    assert rc == 2 and "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "sub" / "predictions.npy").read_bytes() == before

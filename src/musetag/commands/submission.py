@@ -36,6 +36,12 @@ def run(args) -> int:
     from musetag.evaluate import evaluate, format_table, load_array, load_tags, load_thresholds
     from musetag.evaluate.submission import make_submission, submission_from_run
 
+    from musetag.outputs import check_writable
+
+    out_dir = check_writable(args.out, folder=True)
+    if out_dir.is_dir() and any(out_dir.iterdir()):  # as ensemble and train do: never mixed into other files
+        raise ConfigError(f"--out {out_dir} exists and is not empty; write the submission to a new folder (or delete "
+                          "that one first)")
     src = Path(args.source)
     tags = load_tags(args.tags) if args.tags else None
     if src.is_dir():
