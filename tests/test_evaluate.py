@@ -148,6 +148,12 @@ def test_thresholds_maximise_f1_and_use_strict_greater(rng):
     assert th[0] == pytest.approx(0.6)
     # official rule: decisions are strictly greater than the threshold
     np.testing.assert_array_equal(apply_thresholds(s, th)[:, 0], s[:, 0] > 0.6)
+    # logits against thresholds tuned on probabilities: refused (submission and ensemble accepted them, F-score
+    # micro 0.055 instead of 0.154 on the Bour predictions)
+    with pytest.raises(EvaluationError, match="range from -3 to 5.*thresholds are probabilities"):
+        apply_thresholds(np.array([[-3.0], [5.0]]), th)
+    # thresholds tuned on logits apply to logits
+    np.testing.assert_array_equal(apply_thresholds(np.array([[-3.0], [5.0]]), [-1.0]), [[False], [True]])
 
 
 def test_thresholds_round_trip(tmp_path):

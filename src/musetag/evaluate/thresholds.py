@@ -91,6 +91,13 @@ def apply_thresholds(predictions, thresholds) -> np.ndarray:
     if pred.ndim != 2 or pred.shape[1] != len(th):
         raise EvaluationError(f"{len(th)} thresholds for predictions of shape {pred.shape}: "
                               "one threshold per tag column is needed")
+    probabilities = th.size and th.min() >= 0.0 and th.max() <= 1.0
+    if probabilities and pred.size and (pred.min() < -1e-6 or pred.max() > 1 + 1e-6):
+        # logits (or a 0-100 scale) against thresholds tuned on probabilities: decisions that mean nothing
+        raise EvaluationError(
+            f"the predictions range from {pred.min():.3g} to {pred.max():.3g}, but the thresholds are probabilities "
+            "(tuned on scores in [0, 1]): pass probabilities (a sigmoid of logits), on the scale the thresholds were "
+            "tuned on")
     return pred > th[None, :]
 
 
