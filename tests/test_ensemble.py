@@ -152,6 +152,12 @@ def test_cli_with_run_folders(tmp_path, rng, capsys):
     assert (out / "results.tsv").read_text().startswith("ROC-AUC-macro\t")
     score = float(np.nanmean(average_precision_per_tag(ty, test)))
     assert f"test PR-AUC-macro {score:.6f}" in text
+    # a tag list one name short: refused before anything is fitted or written (it wrote its outputs, then failed)
+    (tmp_path / "short.txt").write_text("".join(f"t{i}\n" for i in range(ty.shape[1] - 1)))
+    rc = main(["ensemble", "--runs", *runs, "--method", "mean", "--out", str(tmp_path / "ens2"), "--tags",
+               str(tmp_path / "short.txt")])
+    assert rc == 2 and f"{ty.shape[1] - 1} tag names for {ty.shape[1]} columns" in capsys.readouterr().err
+    assert not (tmp_path / "ens2").exists()
 
 
 def _bour_args():

@@ -131,6 +131,12 @@ def run(args) -> int:
     groups = _load_groups(args.groups) if args.groups else None
     if args.tags:
         tags = load_tags(args.tags)
+        n_cols = vt.shape[1] if vt.ndim == 2 else None
+        if n_cols is not None and len(tags) != n_cols:  # before the fit, not after its files are written
+            from musetag.errors import ConfigError
+
+            raise ConfigError(f"--tags {args.tags}: {len(tags)} tag names for {n_cols} columns; give one name per "
+                              "column of the predictions")
     else:
         from musetag.evaluate import no_tag_names_note, tags_beside
 
