@@ -87,3 +87,23 @@ def test_resume_needs_a_run_folder(tmp_path):
 
     with pytest.raises(ConfigError, match="config.toml"):
         train(resume=tmp_path)
+
+
+def test_a_finished_run_says_so_and_a_longer_resume_is_recorded(dataset, tmp_path):
+    """`--resume RUN --set epochs=N` trained on but left config.toml at the old length, and resuming a finished
+    run finalised it again and reprinted its old timing."""
+    from musetag.errors import ConfigError
+    from musetag.training import train
+    from musetag.training.config import load_toml_config
+
+    run = tmp_path / "run"
+    tiny = ["epochs=1", "progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32", "data.batch_size=4",
+            "model.args.width=2", "max_steps_per_epoch=1"]
+    train("demo", data=dataset, out=run, sets=tiny)
+    with pytest.raises(ConfigError, match=r"has finished its 1 epochs.*--resume .* --set epochs=2"):
+        train(resume=run)
+    train(resume=run, sets=["epochs=2"])
+    assert load_toml_config(run / "config.toml").epochs == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ConfigError, match="has finished its 2 epochs"):
+        train(resume=run)

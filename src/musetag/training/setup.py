@@ -24,7 +24,7 @@ from musetag.features.augment import BatchAugment, InModelSpecAugment
 from musetag.models.weights import load_checkpoint
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
-from musetag.training.config import TrainConfig, dump_toml
+from musetag.training.config import TrainConfig, dump_toml, load_toml_config
 from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data
 from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
 from musetag.training.epoch import WithSegments
@@ -206,6 +206,12 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, dist: D.Dist
         if not resume:
             dump_toml(cfg, run_dir / "config.toml",
                       header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'})")
+        elif load_toml_config(run_dir / "config.toml").to_dict() != cfg.to_dict():
+            # --resume RUN --set epochs=N: the folder's config says what the run now is, so a later --resume (and
+            # package, report) reads the new length, not the old one
+            dump_toml(cfg, run_dir / "config.toml",
+                      header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'}; changed with --set "
+                             "when resumed)")
 
 
 def _load_data(cfg: TrainConfig, run_dir: Path, dist: D.DistInfo, training_data: TrainingData | None) -> TrainingData:
@@ -289,6 +295,10 @@ def _resume(run: Run) -> None:
     """Networks, optimisers, schedules, strategies, counters and RNG from ``checkpoints/last.pt``."""
     cfg, state = run.cfg, run.state
     tr = load_checkpoint(run.last_path, map_location="cpu")["training"]
+    if int(tr["epoch"]) >= cfg.epochs:  # nothing left to train: it would only finalise the same run again
+        raise ConfigError(f"{run.run_dir} has finished its {cfg.epochs} epochs (checkpoints/last.pt is after epoch "
+                          f"{int(tr['epoch'])}); to train it longer: musetag train --resume {run.run_dir} --set "
+                          f"epochs={int(tr['epoch']) + max(1, cfg.epochs // 2)}")
     if tr["optimizer_name"] != cfg.optim.name:
         run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name=tr["optimizer_name"])
                           for m in run.models]
