@@ -62,3 +62,20 @@ def test_an_unknown_option_shows_the_commands_usage(capsys):
     assert exc.value.code == 2
     assert err.startswith("usage: musetag compare") and "--resamples" in err
     assert "musetag compare: error: unrecognized arguments: --bootstrap" in err
+
+
+def test_python_api_misuse_gets_errors_that_say_the_fix():
+    """From the README's Python API: typos and wrong types gave bare AttributeError/TypeError, or read
+    sets="epochs=1" one character at a time."""
+    import musetag
+    from musetag.errors import ConfigError, ModelError
+
+    with pytest.raises(ModelError, match="did you mean the pretrained mtg-jamendo-baseline"):
+        musetag.Tagger.from_package("mtg-jamendo-baselin")
+    with pytest.raises(ConfigError, match=r"Tagger\(\) takes a loaded ModelPackage.*Tagger.from_package"):
+        musetag.Tagger("mtg-jamendo-baseline")
+    with pytest.raises(ConfigError, match="a model is a pretrained name, a package folder or an archive path"):
+        musetag.Tagger.from_package(None)
+    for sets, hint in (("epochs=1", "got str"), ({"epochs": 1}, r"\(here: \['epochs=1'\]\)")):
+        with pytest.raises(ConfigError, match=f"sets must be a list of 'KEY=VALUE' strings.*{hint}"):
+            musetag.train("demo", data="x.toml", out="unused", sets=sets)

@@ -212,7 +212,8 @@ def _normalise_source(source: AudioSource) -> tuple[AudioSource, str]:
         return io.BytesIO(bytes(source)), name
     if not hasattr(source, "read"):
         raise AudioError(
-            f"{name}: cannot read audio from a {type(source).__name__}; pass a path, bytes or a binary file object"
+            f"{name}: cannot read audio from a {type(source).__name__}; pass a path, bytes or a binary file object "
+            "(Tagger.tag also takes a numpy array with its sample_rate=)"
         )
     seekable = getattr(source, "seekable", None)
     if seekable is None or not seekable():

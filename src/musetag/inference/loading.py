@@ -17,4 +17,11 @@ def load_model(model: str | os.PathLike, *, load_weights: bool = True, progress:
     """The package of ``model``: an existing folder or archive as given, a pretrained name pulled (once)."""
     from musetag.inference.hub import resolve
 
+    if isinstance(model, ModelPackage):  # already loaded
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        from musetag.errors import ConfigError
+
+        raise ConfigError(f"a model is a pretrained name, a package folder or an archive path, not "
+                          f"{type(model).__name__} {model!r:.80}")
     return load_package(resolve(model, progress=progress), load_weights=load_weights)

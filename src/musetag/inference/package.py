@@ -521,7 +521,15 @@ def _read_members(path: Path) -> tuple[bytes, bytes | None]:
         with open(weights_path, "rb") as f:
             return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared, os.fstat(f.fileno()).st_size)
     if not path.exists():
-        raise ModelError(f"model package {path} does not exist; create one with `musetag package RUN_DIR --out MODEL`")
+        import difflib
+
+        from musetag.inference.catalogue import catalogue
+
+        close = difflib.get_close_matches(str(path), list(catalogue()), n=3, cutoff=0.75)
+        raise ModelError(f"model package {path} does not exist"
+                         + (f" (did you mean the pretrained {', '.join(close)}?)" if close else "")
+                         + "; create one with `musetag package RUN_DIR --out MODEL` (pretrained names: `musetag models "
+                         "--pretrained`)")
     if not path.is_file():
         raise ModelError(f"{path} is neither a package folder nor a regular archive file; pass the folder written by `musetag package`")
     opened: dict[str, Any] = {}  # member base name -> zero-argument opener of a stream

@@ -167,6 +167,9 @@ class Tagger:
         scorer: Callable[[Network], WindowScorer] = tag_scorer,
         onnx_output: str = "logits",
     ) -> None:
+        if not isinstance(package, ModelPackage):
+            raise ConfigError(f"Tagger() takes a loaded ModelPackage, not {type(package).__name__} {package!r:.80}; for a "
+                              "pretrained name, a package folder or an archive use Tagger.from_package(...)")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.package = package

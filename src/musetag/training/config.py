@@ -324,7 +324,7 @@ class TrainConfig:
         data = self.to_dict()
         if overrides:
             data = merge(data, overrides)
-        for item in sets or []:
+        for item in check_sets(sets):
             key, value = parse_set(item)
             data = _apply_set(data, key, value)
         return TrainConfig.from_dict(data, source="--set")
@@ -603,6 +603,20 @@ def _apply_set(data: dict, key: str, value: Any) -> dict:
     return merge(data, _nest(key, value))
 
 
+def check_sets(sets) -> list[str]:
+    """``sets`` as the list of ``"KEY=VALUE"`` strings it must be (Python callers: ``sets="epochs=1"`` was read one
+    character at a time, ``sets={"epochs": 1}`` one key at a time)."""
+    if sets is None:
+        return []
+    if isinstance(sets, (str, bytes, dict)) or not all(isinstance(item, str) for item in sets):
+        example = ""
+        if isinstance(sets, dict):
+            example = " (here: [" + ", ".join(f"'{k}={v}'" for k, v in list(sets.items())[:3]) + "])"
+        raise ConfigError(f"sets must be a list of 'KEY=VALUE' strings, e.g. sets=['epochs=3', 'optim.lr=0.01']"
+                          f"{example}; got {type(sets).__name__} {sets!r:.80}")
+    return list(sets)
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """``"optim.lr=0.01"`` -> ``("optim.lr", 0.01)``. The value is read as a TOML value when it
     parses as one (numbers, booleans, ``[lists]``, quoted strings), otherwise as a bare string."""
@@ -695,7 +709,8 @@ def load_config(
     if overrides:
         data = merge(data, overrides)
     before, set_keys = data, set()
-    for item in sets or []:
+    sets = check_sets(sets)
+    for item in sets:
         key, value = parse_set(item)
         set_keys.add(key)
         data = _apply_set(data, key, value)
