@@ -79,3 +79,20 @@ def test_python_api_misuse_gets_errors_that_say_the_fix():
     for sets, hint in (("epochs=1", "got str"), ({"epochs": 1}, r"\(here: \['epochs=1'\]\)")):
         with pytest.raises(ConfigError, match=f"sets must be a list of 'KEY=VALUE' strings.*{hint}"):
             musetag.train("demo", data="x.toml", out="unused", sets=sets)
+
+
+def test_an_interrupted_training_run_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import musetag.commands.train as train_command
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run", interrupted)
+    assert main(["train", "demo", "--data", "x.toml", "--out", str(run)]) == 130
+    assert f"interrupted; continue it with: musetag train --resume {run}" in capsys.readouterr().err
+    assert main(["train", "demo", "--data", "x.toml", "--out", str(tmp_path / "fresh")]) == 130
+    assert capsys.readouterr().err.strip() == "musetag train: interrupted"  # nothing saved yet: nothing to resume

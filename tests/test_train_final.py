@@ -53,6 +53,10 @@ def test_an_invalid_length_is_refused_before_anything_is_scaled(caplog):
     with caplog.at_level("INFO"), pytest.raises(ConfigError, match="epochs = -1 is not valid"):
         load_config("demo", sets=["epochs=-1"])
     assert "follow the run's length" not in caplog.text
+    # a negative step cap trained 0 steps ("train loss 0.0000") and still reported a final model
+    for key in ("max_steps_per_epoch", "checkpoint_every_steps"):
+        with pytest.raises(ConfigError, match=f"{key} = -1 is not valid; expected a number >= 0"):
+            load_config("demo", sets=[f"{key}=-1"])
 
 
 # ------------------------------------------------------------------ item 5: the final model, chosen on validation

@@ -61,6 +61,16 @@ def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentP
     return parser
 
 
+def _how_to_continue(args) -> str:
+    """For an interrupted training run with a checkpoint: the command that continues it."""
+    from pathlib import Path
+
+    run = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command != "train" or not run or not (Path(run) / "checkpoints" / "last.pt").exists():
+        return ""
+    return f"; continue it with: musetag train --resume {run}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f"musetag {args.command}: interrupted", file=sys.stderr)
+        print(f"musetag {args.command}: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
 
 

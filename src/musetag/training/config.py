@@ -372,6 +372,8 @@ def validate(cfg: TrainConfig) -> None:
         obj = getattr(cfg, section) if section else cfg
         _check_choice(key, getattr(obj, name))
     _positive("epochs", cfg.epochs)
+    _positive("max_steps_per_epoch", cfg.max_steps_per_epoch, allow_zero=True)  # 0: every batch
+    _positive("checkpoint_every_steps", cfg.checkpoint_every_steps, allow_zero=True)  # 0: at epoch ends
     _positive("validate_every", cfg.validate_every)
     _positive("data.eval_cache_mb", cfg.data.eval_cache_mb, allow_zero=True)
     _positive("data.crop", cfg.data.crop, allow_zero=True)
