@@ -143,3 +143,18 @@ def test_negative_resample_counts_are_argument_errors(tmp_path, rng, capsys):
     assert main(["compare", str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"),
                  "--resamples", "-1"]) == 2
     assert "n_resamples must be at least 1" in capsys.readouterr().err
+
+
+def test_an_interval_from_few_resamples_is_flagged(tmp_path, rng, capsys):
+    """`compare -n 1` printed a "95% CI" that did not contain the estimate, without a word."""
+    y, s = _data(rng, n=40)
+    np.save(tmp_path / "y.npy", y.astype(np.float32))
+    np.save(tmp_path / "p.npy", s.astype(np.float32))
+    np.save(tmp_path / "q.npy", (s + rng.normal(size=s.shape)).astype(np.float32))
+    args = [str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), "-g", str(tmp_path / "y.npy")]
+    assert main(["compare", *args, "-n", "1"]) == 0
+    assert "a 95% interval from 1 resample(s) is not reliable" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy"), "--bootstrap", "5"]) == 0
+    assert "from 5 resample(s) is not reliable" in capsys.readouterr().err
+    assert main(["compare", *args, "-n", "200"]) == 0
+    assert "not reliable" not in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from musetag.commands import show_progress
     from musetag.evaluate import load_array
-    from musetag.evaluate.stats import paired_bootstrap
+    from musetag.evaluate.stats import few_resamples_note, paired_bootstrap
 
     gt = load_array(args.groundtruth, "ground truth")
     a = load_array(args.a, "system A predictions")
@@ -42,6 +43,9 @@ def run(args) -> int:
     print(f"A {args.metric}\t{r['a']:.6f}\t({args.a})")
     print(f"B {args.metric}\t{r['b']:.6f}\t({args.b})")
     print(f"A - B\t{r['difference']:+.6f}\t95% CI [{r['low']:+.6f}, {r['high']:+.6f}]")
+    note = few_resamples_note(args.resamples)
+    if note:
+        print(note, file=sys.stderr)
     print(f"p-value (H1: A > B)\t{r['p_value']:.4f}\ttwo-sided {r['p_value_two_sided']:.4f}\t"
           f"({r['n_resamples']} paired resamples)")
     verdict = ("A is better than B" if r["p_value"] < 0.05 else

@@ -88,8 +88,12 @@ def run(args) -> int:
     if args.bootstrap:
         from musetag.evaluate.stats import bootstrap_ci
 
+        from musetag.evaluate.stats import few_resamples_note
+
         ci = bootstrap_ci(gt, pred, n_resamples=args.bootstrap, seed=args.seed, method=args.ci_method,
                           progress=show_progress(args))
+        if few_resamples_note(args.bootstrap):
+            print(few_resamples_note(args.bootstrap), file=sys.stderr)
         result["bootstrap"] = ci
         for name, row in ci.items():
             print(f"{name}\t{row['value']:.6f}\t95% CI [{row['low']:.6f}, {row['high']:.6f}]  "

@@ -53,9 +53,21 @@ def _check(groundtruth, *systems):
     return gt, out
 
 
+#: below this, a 95 % interval's end points are among the few most extreme resamples: said, not refused
+FEW_RESAMPLES = 100
+
+
 def _check_resamples(n_resamples: int) -> None:
     if n_resamples < 1:
         raise EvaluationError(f"n_resamples must be at least 1, got {n_resamples} (1000 is the usual choice)")
+
+
+def few_resamples_note(n_resamples: int) -> str | None:
+    """A one-line caution for the commands that print an interval from ``n_resamples`` resamples."""
+    if 0 < n_resamples < FEW_RESAMPLES:
+        return (f"note: a 95% interval from {n_resamples} resample(s) is not reliable (its ends are the most extreme "
+                f"of a few draws, and need not contain the estimate); use {FEW_RESAMPLES} or more, 1000 is usual")
+    return None
 
 
 def _resamples(n: int, n_resamples: int, seed: int):
