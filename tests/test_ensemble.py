@@ -401,3 +401,24 @@ def test_pairing_warning_knows_a_training_runs_file_names():
     assert not _same_model(run / "validation.npy", other / "test.npy")
     assert not _same_model(run / "swa-validation.npy", run / "test.npy")
     assert not _same_model(Path("val/model1.npy"), Path("test/model2.npy"))
+
+
+def test_a_file_given_twice_is_warned_and_test_targets_in_the_test_list_are_left_out(tmp_path, rng, capsys, caplog):
+    """The same file twice counted as two models without a word; --test holding the test targets (a glob of
+    test/*.npy) failed with "1 validation files but 2 test files" while the validation side was cleaned."""
+    vy, vp, ty, tp = _models(rng)
+    for i in range(2):
+        np.save(tmp_path / f"v{i}.npy", vp[i])
+        np.save(tmp_path / f"t{i}.npy", tp[i])
+    np.save(tmp_path / "vt.npy", vy)
+    np.save(tmp_path / "tt.npy", ty)
+    with caplog.at_level("WARNING"):
+        rc = main(["ensemble", "--validation", str(tmp_path / "v0.npy"), str(tmp_path / "v0.npy"), str(tmp_path / "v1.npy"),
+                   "--test", str(tmp_path / "t0.npy"), str(tmp_path / "t0.npy"), str(tmp_path / "t1.npy"),
+                   "--validation-targets", str(tmp_path / "vt.npy"), "-m", "mean", "--out", str(tmp_path / "e1")])
+    assert rc == 0 and "v0 is given 2 times: it counts as 2 models" in caplog.text.replace(str(tmp_path) + "/", "")
+    rc = main(["ensemble", "--validation", str(tmp_path / "v0.npy"), str(tmp_path / "v1.npy"), str(tmp_path / "vt.npy"),
+               "--test", str(tmp_path / "t0.npy"), str(tmp_path / "t1.npy"), str(tmp_path / "tt.npy"),
+               "--validation-targets", str(tmp_path / "vt.npy"), "--test-targets", str(tmp_path / "tt.npy"),
+               "-m", "mean", "--out", str(tmp_path / "e2")])
+    assert rc == 0 and np.load(tmp_path / "e2" / "test.npy").shape == ty.shape

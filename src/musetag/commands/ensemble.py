@@ -72,6 +72,11 @@ def collect_inputs(args):
         names.append(Path(f).stem)
         sources.append(Path(f).with_suffix(""))
         val.append(load_array(f, "validation predictions"))
+    tt_path = Path(args.test_targets).resolve() if args.test_targets else None
+    test_files = [f for f in args.test if tt_path is None or Path(f).resolve() != tt_path]
+    if len(test_files) < len(args.test):  # a glob of test/*.npy catches the ground truth too, as for validation
+        log.info("left the test targets file out of the model list")
+    args.test = test_files
     for f in args.test:
         test.append(load_array(f, "test predictions"))
     if args.test and len(args.test) != len(val_files):
@@ -95,6 +100,13 @@ def collect_inputs(args):
             vt = load_array(pred / "validation_targets.npy", "validation targets")
         if tt is None and (pred / "test_targets.npy").exists():
             tt = load_array(pred / "test_targets.npy", "test targets")
+    seen: dict[Path, int] = {}
+    for src in sources:
+        seen[Path(src).resolve()] = seen.get(Path(src).resolve(), 0) + 1
+    for src, count in seen.items():
+        if count > 1:  # allowed (a weight), but rarely meant
+            log.warning("%s is given %d times: it counts as %d models (that weight in a mean, %d draws in greedy)",
+                        src, count, count, count)
     if len(val) < 2:
         raise ConfigError("an ensemble needs at least two models: give --validation files or --runs")
     if test and len(test) != len(val):
