@@ -59,6 +59,20 @@ def test_an_invalid_length_is_refused_before_anything_is_scaled(caplog):
             load_config("demo", sets=[f"{key}=-1"])
 
 
+def test_the_tiny_epoch_warning_says_what_is_set(caplog):
+    """It said "2 optimiser steps" under max_steps_per_epoch=1 and named early stopping when it was off."""
+    from musetag.training.setup import _warn_tiny_epochs
+
+    with caplog.at_level("WARNING"):
+        _warn_tiny_epochs(6, 4, 6, load_config("demo", sets=["max_steps_per_epoch=1"]))
+    text = caplog.text
+    assert "an epoch is 1 optimiser step of 4" in text and "early stopping" not in text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _warn_tiny_epochs(6, 4, 6, load_config("demo", sets=["early_stopping.patience=3"]))
+    assert "an epoch is 2 optimiser steps of 4, so early stopping (patience 3 epochs), freezing and the schedule" in caplog.text
+
+
 # ------------------------------------------------------------------ item 5: the final model, chosen on validation
 def _fake_run(final_choice, val_targets, test_targets):
     data = SimpleNamespace(task="multilabel", splits={"validation": SimpleNamespace(targets=val_targets),

@@ -373,10 +373,13 @@ def _warn_tiny_epochs(items: int, batch: int, n_train: int, cfg: TrainConfig) ->
     steps = -(-items // max(1, batch))
     if steps >= TINY_EPOCH_STEPS or cfg.data.min_epoch_samples:
         return
-    log.warning("the training split has %d tracks: an epoch is %d optimiser step%s of %d, so early stopping "
-                "(patience %d epochs), freezing and the schedule count almost nothing; set "
-                "data.min_epoch_samples = %d (--set data.min_epoch_samples=%d) to draw that many examples per epoch",
-                n_train, steps, "" if steps == 1 else "s", batch, cfg.early_stopping.patience,
+    if cfg.max_steps_per_epoch:  # capped on purpose: the cap, not the split, sets the epoch's length
+        steps = min(steps, int(cfg.max_steps_per_epoch))
+    counted = [*(["early stopping (patience %d epochs)" % cfg.early_stopping.patience]
+                 if cfg.early_stopping.patience else []), "freezing", "the schedule"]
+    log.warning("the training split has %d tracks: an epoch is %d optimiser step%s of %d, so %s count almost nothing; "
+                "set data.min_epoch_samples = %d (--set data.min_epoch_samples=%d) to draw that many examples per epoch",
+                n_train, steps, "" if steps == 1 else "s", batch, ", ".join(counted[:-1]) + " and " + counted[-1],
                 8 * batch, 8 * batch)
 
 
