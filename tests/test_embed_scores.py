@@ -139,7 +139,7 @@ def test_command_writes_scores_with_their_metadata_and_plain_runs_are_unchanged(
 def test_resume_refuses_the_other_setting_and_merge_joins_scored_shards(package, music, tmp_path):
     from musetag.inference.embeddings_file import read_embeddings
     from musetag.tag.embed_files import embed_files
-    from musetag.tag.shard import merge_outputs
+    from musetag.tag.merge import merge_outputs
 
     out = tmp_path / "e.npy"
     embed_files(package, [music], out, progress=False)

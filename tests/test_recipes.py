@@ -181,6 +181,8 @@ def tiny_for(name, cfg):
     if model == "mobilenetv2_attention":
         crop = 64
     sets += [f"data.crop={crop}", f"data.eval_crop={crop}", f"data.eval_hop={crop}"]
+    if cfg.init.path:  # a fine-tune of published weights: the network keeps their shapes, or nothing would load
+        return sets
     return sets + SHRINK.get(model, [])
 
 

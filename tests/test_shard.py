@@ -1,4 +1,4 @@
-"""--shard I/N selection and the merge of sharded outputs (musetag.tag.shard, `musetag merge`)."""
+"""--shard I/N selection (musetag.tag.shard) and the merge of sharded outputs (musetag.tag.merge, `musetag merge`)."""
 from __future__ import annotations
 
 import csv
@@ -11,10 +11,10 @@ import pytest
 
 from musetag.cli import main
 from musetag.errors import ConfigError, DatasetError
+from musetag.tag.merge import merge_outputs
 from musetag.tag.shard import (
     Shard,
     distributed_shard,
-    merge_outputs,
     parse_shard,
     select_shard,
     shard_key,

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.tag.shard import merge_outputs
+    from musetag.tag.merge import merge_outputs
 
     report = merge_outputs(args.inputs, args.out, key=args.key, keep=args.keep)
     print(report.summary())

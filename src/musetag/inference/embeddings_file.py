@@ -3,7 +3,7 @@
 ``embeddings.npy`` (float32 ``(tracks, dim)``) with ``embeddings.tracks.csv`` and
 ``embeddings.meta.json`` beside it (vectors made with ``layers=`` record their ``layout``: backbone,
 layer, statistic, offset, length of each slice), or ``embeddings.parquet`` (needs ``pyarrow``); see
-:mod:`musetag.inference.embed`, which computes them, and :mod:`musetag.tag.shard`, which merges them.
+:mod:`musetag.inference.embed`, which computes them, and :mod:`musetag.tag.merge`, which merges them.
 A leaf module (no torch, nothing else of the tagging stage) so that both can import it.
 """
 from __future__ import annotations
