@@ -273,3 +273,12 @@ def test_published_thresholds_are_fetched_and_verified_like_the_weights(cache, s
         hub.fetch(pinned, progress=False)
     assert "musetag pull mtg-jamendo-baseline --force" in str(err.value)
     assert not any((cache / "downloads").iterdir())
+
+
+def test_a_relative_home_is_made_absolute(tmp_path, monkeypatch):
+    """MUSETAG_HOME=relhome/x was stored and printed relative: wrong once the working folder changes."""
+    from musetag.inference.hub import home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MUSETAG_HOME", "relhome/x")
+    assert home() == tmp_path / "relhome" / "x" and home().is_absolute()

@@ -187,11 +187,14 @@ def test_per_class_snapshots_and_swa_candidates(corpora, tmp_path):
     assert (run / "predictions" / "swa-validation.npy").exists()
 
 
-def test_coteaching_pair(corpora, tmp_path):
+def test_coteaching_pair(corpora, tmp_path, caplog):
     run = tmp_path / "run"
     sets = TINY + ["epochs=1", "coteaching.enabled=true", "coteaching.peer=simplecnn",
                    "coteaching.peer_args={width = 4}", "coteaching.weights=[0.65, 0.35]", "coteaching.num_gradual=0"]
-    train("demo", data=corpora["multilabel"], out=run, sets=sets)
+    with caplog.at_level("INFO"):
+        train("demo", data=corpora["multilabel"], out=run, sets=sets)
+    # the first line names both networks (SELAB's log named only the model, not the peer that trains too)
+    assert " and its co-teaching peer simplecnn (" in caplog.text
     assert (run / "checkpoints" / "peer_best.pt").exists()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "val_pr_auc_macro_model0" in records[0] and "val_pr_auc_macro_model1" in records[0]

@@ -59,8 +59,8 @@ HOME_ENV = "MUSETAG_HOME"
 
 def home() -> Path:
     """The cache folder: ``$MUSETAG_HOME``, else ``$XDG_CACHE_HOME/musetag``, else ``~/.cache/musetag``."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
+    if os.environ.get(HOME_ENV):  # made absolute: messages, and packages' recorded paths, stay valid elsewhere
+        return Path(os.environ[HOME_ENV]).expanduser().absolute()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "musetag"
 

@@ -189,8 +189,12 @@ def setup_run(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInfo
         _build_loader(run)
     if dist.is_main:
         n_params = sum(p.numel() for p in run.models[0].parameters())
-        log.info("training %s (%.2fM parameters) on %d train / %d validation / %d test tracks, %s, device %s%s",
-                 cfg.model.name, n_params / 1e6, len(data.splits["train"]), len(data.splits["validation"]),
+        what = f"{cfg.model.name} ({n_params / 1e6:.2f}M parameters)"
+        if len(run.models) > 1:  # co-teaching: the peer trains too, and should be named
+            peer = sum(p.numel() for p in run.models[1].parameters())
+            what += f" and its co-teaching peer {cfg.coteaching.peer or cfg.model.name} ({peer / 1e6:.2f}M)"
+        log.info("training %s on %d train / %d validation / %d test tracks, %s, device %s%s",
+                 what, len(data.splits["train"]), len(data.splits["validation"]),
                  len(data.splits["test"]), data.feature_config.describe(), device,
                  f", {dist.world_size} processes" if dist.enabled else "")
     return run
