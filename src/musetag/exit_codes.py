@@ -17,11 +17,14 @@ EXIT_STATUS_HELP = (
 )
 
 
-def exit_status(ok: int, failed: int, skipped: int = 0) -> int:
+def exit_status(ok: int, failed: int, skipped: int = 0, failed_before: int = 0) -> int:
     """:data:`EXIT_OK`, :data:`EXIT_SOME_FAILED` or :data:`EXIT_NOTHING_DONE` for a run that
-    tagged ``ok`` files, failed ``failed`` and found ``skipped`` already done."""
-    if failed == 0 and (ok or skipped):
+    tagged ``ok`` files, failed ``failed`` and found ``skipped`` already done, ``failed_before`` of which
+    are error rows kept from an earlier run (still failed files of that output)."""
+    tagged = ok + skipped - failed_before  # the files the output holds a result for
+    failed += failed_before
+    if failed == 0 and tagged:
         return EXIT_OK
-    return EXIT_SOME_FAILED if ok else EXIT_NOTHING_DONE
+    return EXIT_SOME_FAILED if tagged else EXIT_NOTHING_DONE
 
 

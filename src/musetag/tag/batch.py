@@ -29,8 +29,7 @@ class TagSummary:
 
     @property
     def exit_status(self) -> int:
-        # a file that failed in an earlier run and was skipped now is still a failed file of this output
-        return exit_status(self.ok + self.skipped - self.failed_before, self.failed + self.failed_before)
+        return exit_status(self.ok, self.failed, self.skipped, self.failed_before)
 
     def line(self, out) -> str:
         """The one-line summary ``musetag tag`` prints."""

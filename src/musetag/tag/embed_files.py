@@ -56,8 +56,7 @@ class EmbedReport:
     def exit_status(self) -> int:
         from musetag.exit_codes import exit_status
 
-        # a file that failed in an earlier run and was skipped now is still a failed file of this output
-        return exit_status(self.ok + self.skipped - self.failed_before, self.failed + self.failed_before)
+        return exit_status(self.ok, self.failed, self.skipped, self.failed_before)
 
     @property
     def tracks_per_second(self) -> float:
