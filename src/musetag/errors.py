@@ -24,3 +24,9 @@ class ModelError(MusetagError):
 
 class EvaluationError(MusetagError):
     """Predictions and ground truth cannot be scored together (shape, dtype, NaN...)."""
+
+
+def shortlist(texts, most: int = 10) -> str:
+    """``texts`` joined for a message, at most ``most`` of them (a request or a data set may hold thousands)."""
+    texts = [str(t) for t in texts]
+    return ", ".join(texts[:most]) + (f", ... ({len(texts)} in all)" if len(texts) > most else "")

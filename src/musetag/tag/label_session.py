@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musetag.errors import ConfigError, DatasetError
+from musetag.errors import ConfigError, DatasetError, shortlist
 from musetag.tag.label_project import EmbeddingJob, Project, scan
 from musetag.tag.label_store import TAG_SEP, LabelStore
 from musetag.training.active import DEFAULT_RULE, Proposer, fit_head, standardise, uncertainty
@@ -316,8 +316,6 @@ def _project_path(project: Project, csv_path: Path, value: str) -> str:
     return value
 
 
-def _few(items, most: int = 10) -> str:
-    """``items`` quoted for a message, at most ``most`` of them (a request may send thousands)."""
-    items = list(items)
-    text = ", ".join(repr(t)[:80] for t in items[:most])
-    return text + (f", ... ({len(items)} in all)" if len(items) > most else "")
+def _few(items) -> str:
+    """``items`` quoted for a message, ten at most (a request may send thousands)."""
+    return shortlist([repr(t)[:80] for t in items])

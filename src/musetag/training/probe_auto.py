@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musetag.errors import ConfigError
+from musetag.errors import ConfigError, shortlist
 from musetag.outputs import write_text_atomic
 from musetag.training.probe_cv import (HEADS, Candidate, cores, cross_validate, fit_many, make_folds, nested,
                                       rare_outputs)
@@ -290,8 +290,7 @@ def _counts(task: str, y: np.ndarray, tags: list[str], most: int = 12) -> str:
     """``tag: positives`` (multilabel) or ``class: tracks`` for a message, the first ``most`` of them."""
     counts = (np.asarray(y) > 0).sum(0) if task == "multilabel" else np.bincount(np.asarray(y).astype(np.int64),
                                                                                  minlength=len(tags))
-    text = ", ".join(f"{t}: {int(c)}" for t, c in list(zip(tags, counts))[:most])
-    return text + (f", ... ({len(tags)} in all)" if len(tags) > most else "")
+    return shortlist([f"{t}: {int(c)}" for t, c in zip(tags, counts)], most)
 
 
 def train_probe_auto(cfg, run_dir: Path, runner=None):
