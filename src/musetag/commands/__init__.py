@@ -1,4 +1,5 @@
 """Subcommands of the musetag CLI: one module each, discovered by musetag.cli."""
+import argparse
 
 #: help of ``--allow-unsafe-pickle`` (commands that read .pt/.pth files; see musetag.models.safe_load)
 UNSAFE_PICKLE_HELP = (
@@ -7,24 +8,23 @@ UNSAFE_PICKLE_HELP = (
 )
 
 
-def help_formatter():
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """argparse's ArgumentDefaultsHelpFormatter, less the noise: no "(default: ...)" added to a help that
     already says its default in words, nor "(default: None)" / "(default: False)" (an option left out)."""
-    import argparse
 
-    class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-        def _get_help_string(self, action):
-            text = action.help or ""
-            if "(default" in text or action.default in (None, False) or action.default is argparse.SUPPRESS:
-                return text
-            return super()._get_help_string(action)
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
 
+
+def help_formatter() -> type[argparse.HelpFormatter]:
+    """The formatter class of every command's parser (:class:`HelpFormatter`)."""
     return HelpFormatter
 
 
 def _whole_number(text: str, what: str) -> int:
-    import argparse
-
     try:
         return int(text)
     except ValueError:
@@ -33,8 +33,6 @@ def _whole_number(text: str, what: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number >= 0."""
-    import argparse
-
     value = _whole_number(text, "a whole number")
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative: give 0 or more")
@@ -43,8 +41,6 @@ def non_negative_int(text: str) -> int:
 
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 0-65535 (0: any free port)."""
-    import argparse
-
     value = _whole_number(text, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port: give 1-65535 (0 picks a free one)")

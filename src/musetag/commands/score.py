@@ -59,9 +59,9 @@ def run(args) -> int:
     from musetag.evaluate import evaluate, format_table, load_array, save_thresholds, write_table
     from musetag.outputs import check_writable
 
-    for flag in ("--out", "--json", "--save-decisions"):  # before the work, not after the table is printed
-        if getattr(args, flag[2:].replace("-", "_")):
-            check_writable(getattr(args, flag[2:].replace("-", "_")), flag=flag)
+    for flag, path in (("--out", args.out), ("--json", args.json), ("--save-decisions", args.save_decisions)):
+        if path:  # before the work, not after the table is printed
+            check_writable(path, flag=flag)
 
     if len(args.predictions) > 1 or (args.out and args.out.lower().endswith(".csv")):
         return _many(args)
@@ -92,8 +92,9 @@ def run(args) -> int:
 
         ci = bootstrap_ci(gt, pred, n_resamples=args.bootstrap, seed=args.seed, method=args.ci_method,
                           progress=show_progress(args))
-        if few_resamples_note(args.bootstrap):
-            print(few_resamples_note(args.bootstrap), file=sys.stderr)
+        note = few_resamples_note(args.bootstrap)
+        if note:
+            print(note, file=sys.stderr)
         result["bootstrap"] = ci
         for name, row in ci.items():
             print(f"{name}\t{row['value']:.6f}\t95% CI [{row['low']:.6f}, {row['high']:.6f}]  "

@@ -111,13 +111,11 @@ def _columns(rows: list[dict[str, Any]]) -> set[str]:
 def _check_same_columns(records: list[list[dict[str, Any]]], paths: list[Path]) -> None:
     """Shards of one run have the same columns (the same model's tags); outputs of two models or settings do not,
     and merging them would give rows blank for the other model's tags."""
-    first = next(((p, _columns(r)) for p, r in zip(paths, records) if r), None)
-    if first is None:
+    files = [(p, _columns(rows)) for p, rows in zip(paths, records) if rows]
+    if not files:
         return
-    for p, rows in zip(paths, records):
-        if not rows:
-            continue
-        cols = _columns(rows)
+    first = files[0]
+    for p, cols in files[1:]:
         if any(c.startswith("scores.") for c in cols) != any(c.startswith("scores.") for c in first[1]):
             continue  # a shard of error rows only has no tag names to compare
         if cols != first[1]:
