@@ -352,3 +352,26 @@ def test_serve_refuses_a_missing_mood_index_before_listening(package, tmp_path, 
     assert main(["serve", str(package), "--mood-index", str(tmp_path / "nope.csv"), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "nope.csv" in err and "musetag tag" in err
+
+
+def test_an_embed_shard_with_no_file_has_nothing_to_do_and_succeeds(package, tmp_path, capsys):
+    """As `musetag tag` (tests/test_tag_cli.py): a --shard part that gets none of the files exited 4
+    ("nothing embedded"), so an array job marked that task failed; its empty output still merges."""
+    from musetag.tag.shard import collect_shard_files
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sf.write(folder / "one.wav", _tone(220), SR)
+    empty, full = sorted((1, 2), key=lambda i: bool(collect_shard_files([str(folder)], f"{i}/2")))
+    parts = [tmp_path / f"part{i}.npy" for i in (empty, full)]
+    for i, part in zip((empty, full), parts):
+        capsys.readouterr()
+        assert main(["embed", str(package), str(folder), "--shard", f"{i}/2", "--out", str(part), "--workers", "0",
+                     "--no-progress"]) == 0
+    assert main(["embed", str(package), str(folder), "--shard", f"{empty}/2", "--out", str(parts[0]),
+                 "--workers", "0", "--no-progress"]) == 0
+    assert f"none of the 1 audio file(s) falls in shard {empty}/2" in capsys.readouterr().err
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged.npy")]) == 0
+    (tmp_path / "none").mkdir()  # a folder without audio is still "nothing embedded", exit 4
+    assert main(["embed", str(package), str(tmp_path / "none"), "--shard", "1/2", "--out",
+                 str(tmp_path / "n.npy"), "--workers", "0", "--no-progress"]) == 4

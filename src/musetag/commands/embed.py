@@ -86,4 +86,11 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.restart, progress=show_progress(args), scores=args.with_scores, windows=args.windows,
     )
     print(report.summary(), file=sys.stderr)
+    if not report.total:
+        from musetag.tag.shard import empty_shard_note
+
+        note = empty_shard_note(args.paths, shard, recursive=args.recursive)
+        if note:  # a part of an array job with nothing to do has succeeded (as `musetag tag` says)
+            print(note, file=sys.stderr)
+            return 0
     return report.exit_status

@@ -190,15 +190,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _empty_shard(args, shard) -> bool:
-    """Whether the paths hold audio but none of it falls in this ``--shard`` (said on stderr): a part of an
-    array job with nothing to do has succeeded, it has not failed."""
-    from musetag.tag.files import collect_audio_files
+    """Whether the paths hold audio but none of it falls in this ``--shard`` (said on stderr)."""
+    from musetag.tag.shard import empty_shard_note
 
-    if shard is None or shard.is_whole:
-        return False
-    total = len(collect_audio_files(args.paths, recursive=args.recursive))
-    if not total:
-        return False
-    print(f"none of the {total} audio file(s) falls in shard {shard} (files are spread over the shards by a hash "
-          "of their path): nothing to do here", file=sys.stderr)
-    return True
+    note = empty_shard_note(args.paths, shard, recursive=args.recursive)
+    if note:
+        print(note, file=sys.stderr)
+    return note is not None

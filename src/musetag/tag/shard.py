@@ -188,6 +188,19 @@ def collect_shard_files(
     return out
 
 
+def empty_shard_note(paths: Iterable[str | os.PathLike], shard: Shard | None, *, recursive: bool = False) -> str | None:
+    """Why a ``--shard`` part found nothing to do, when the paths hold audio but none of it falls in the
+    shard (``None`` otherwise: no shard, or no audio at all). Such a part of an array job has succeeded,
+    not failed: ``musetag tag`` and ``musetag embed`` print this and exit 0."""
+    if shard is None or shard.is_whole:
+        return None
+    total = len(collect_audio_files(paths, recursive=recursive))
+    if not total:
+        return None
+    return (f"none of the {total} audio file(s) falls in shard {shard} (files are spread over the shards by a hash "
+            "of their path): nothing to do here")
+
+
 def torchrun_device(default: str = "cpu") -> str:
     """``cuda:LOCAL_RANK`` under torchrun when CUDA is available, else ``default``."""
     if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
