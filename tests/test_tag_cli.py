@@ -15,7 +15,7 @@ import soundfile as sf
 
 from musetag.cli import main
 from musetag.tag.writers import read_results
-from test_package import TAGS, make_package
+from test_package import TAGS, make_package, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +210,50 @@ def test_a_shard_with_no_file_has_nothing_to_do_and_succeeds(package, tmp_path, 
     assert (tmp_path / "part.csv").read_text().startswith("path,")  # an empty part merges like any other
     (tmp_path / "none").mkdir()  # a folder without audio is still "nothing found", exit 4
     assert main(["tag", str(package), str(tmp_path / "none"), "--shard", "1/2", "--workers", "0"]) == 4
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".json"])
+def test_resume_and_merge_refuse_rows_of_another_model_or_threshold(package, tmp_path, capsys, ext):
+    """A CSV/JSONL row does not say which model or threshold made it: resuming tags.csv with another model
+    of the same tags, or with another --threshold, skipped the files already there and mixed two runs'
+    decisions silently, and `merge` joined shards tagged at different thresholds. tags.run.json records both."""
+    from musetag.tag.run_record import read_run_record, run_record_path
+    from musetag.tag.shard import collect_shard_files
+
+    folder = tmp_path / "clips"
+    clips = write_clips(folder, 4, 2.0, sr=12000)
+    base = ["--workers", "0", "--no-progress"]
+    out = tmp_path / f"tags{ext}"
+    assert main(["tag", str(package), str(clips[0]), "--out", str(out), "--threshold", "0.3", *base]) == 0
+    record = read_run_record(out)
+    assert record["decision"] == {"rule": "score > threshold", "threshold": 0.3}
+    assert run_record_path(out).name == "tags.run.json"
+    capsys.readouterr()
+    assert main(["tag", str(package), str(folder), "--out", str(out), *base]) == 2  # default 0.5 now
+    err = capsys.readouterr().err
+    assert "threshold 0.3" in err and "threshold 0.5" in err and "decision rule" in err and "tags.run.json" in err
+    assert len(read_results(out)) == 1  # nothing was added or lost
+    other = make_package(tmp_path / "other", frames=64, hop=64, model=tiny_model(len(TAGS), seed=1))  # same tags
+    assert main(["tag", str(other), str(folder), "--out", str(out), "--threshold", "0.3", *base]) == 2
+    assert "another model" in capsys.readouterr().err
+    assert main(["tag", str(package), str(folder), "--out", str(out), "--threshold", "0.3", *base]) == 0
+    assert len(read_results(out)) == 4
+
+    # shards at different thresholds are not one run; at the same threshold they merge, with the record
+    assert all(collect_shard_files([str(folder)], f"{i}/2") for i in (1, 2))  # both parts have files
+    parts = [tmp_path / f"part{i}{ext}" for i in (1, 2)]
+    for i, (part, level) in enumerate(zip(parts, ("0.3", "0.4")), start=1):
+        assert main(["tag", str(package), str(folder), "--shard", f"{i}/2", "--out", str(part), "--threshold", level,
+                     *base]) == 0
+    capsys.readouterr()
+    merged = tmp_path / f"merged{ext}"
+    assert main(["merge", *map(str, parts), "--out", str(merged)]) == 2
+    assert "not shards of one run" in capsys.readouterr().err and not merged.exists()
+    assert main(["tag", str(package), str(folder), "--shard", "2/2", "--out", str(parts[1]), "--threshold", "0.3",
+                 *base]) == 2  # resuming part 2 at 0.3 is refused too
+    parts[1].unlink()
+    run_record_path(parts[1]).unlink()
+    assert main(["tag", str(package), str(folder), "--shard", "2/2", "--out", str(parts[1]), "--threshold", "0.3",
+                 *base]) == 0
+    assert main(["merge", *map(str, parts), "--out", str(merged)]) == 0
+    assert read_run_record(merged)["decision"]["threshold"] == 0.3 and len(read_results(merged)) == 4

@@ -132,6 +132,41 @@ def error_message(source: Any, exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 # the tagger
 # ---------------------------------------------------------------------------------------------
+def resolve_thresholds(package: ModelPackage, threshold: float | str | None) -> np.ndarray:
+    """Per-tag thresholds of ``package`` for ``threshold`` (as :class:`Tagger` takes it), float64 so that a
+    published value decides exactly as upstream did (``score > threshold``: a float32 copy could round a
+    threshold onto a score)."""
+    n = len(package.tags)
+    tuned = package.thresholds
+    if threshold is None:
+        return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float64)
+    if isinstance(threshold, str):
+        if threshold == "tuned":
+            if tuned is None:
+                from musetag.inference.hub import no_thresholds_message
+
+                raise ConfigError(no_thresholds_message(package.source, package.path))
+            return np.asarray(tuned, dtype=np.float64)
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise ConfigError(f"threshold {threshold!r} must be 'tuned' or a number in [0, 1]") from None
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"threshold {threshold} must be between 0 and 1")
+    return np.full(n, float(threshold), dtype=np.float64)
+
+
+def decision_record(package: ModelPackage, thresholds: np.ndarray) -> dict[str, Any] | None:
+    """What decides a multilabel package's tags, as written beside an output (``None`` for other tasks):
+    ``{"rule": "score > threshold", "threshold": t}`` for one level, else the per-tag ``"thresholds"``."""
+    if package.task != "multilabel":
+        return None
+    values = [float(v) for v in np.asarray(thresholds, dtype=np.float64)]
+    if len(set(values)) == 1:
+        return {"rule": "score > threshold", "threshold": values[0]}
+    return {"rule": "score > threshold", "thresholds": dict(zip(package.tags, values))}
+
+
 class Tagger:
     """Tag audio with a model package.
 
@@ -179,7 +214,7 @@ class Tagger:
         self.stream_seconds = float(stream_seconds)
         self.block_seconds = float(block_seconds)
         self.tags = list(package.tags)
-        self.thresholds = self._resolve_thresholds(threshold)
+        self.thresholds = resolve_thresholds(package, threshold)
         self.keep_segments = bool(segments)  # results carry per-window scores (TagResult.segments)
         #: the network (torch module or ONNX graph) and its plain runner
         try:
@@ -208,28 +243,10 @@ class Tagger:
 
         return cls(load_model(model), **kwargs)
 
-    # -- thresholds ---------------------------------------------------------------------------------
-    def _resolve_thresholds(self, threshold: float | str | None) -> np.ndarray:
-        """Per-tag thresholds, float64 so that a published value decides exactly as upstream did
-        (``score > threshold``: a float32 copy could round a threshold onto a score)."""
-        n = len(self.tags)
-        tuned = self.package.thresholds
-        if threshold is None:
-            return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float64)
-        if isinstance(threshold, str):
-            if threshold == "tuned":
-                if tuned is None:
-                    from musetag.inference.hub import no_thresholds_message
-
-                    raise ConfigError(no_thresholds_message(self.package.source, self.package.path))
-                return np.asarray(tuned, dtype=np.float64)
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                raise ConfigError(f"threshold {threshold!r} must be 'tuned' or a number in [0, 1]") from None
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ConfigError(f"threshold {threshold} must be between 0 and 1")
-        return np.full(n, float(threshold), dtype=np.float64)
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        """How this tagger decides tags (:func:`decision_record`), recorded beside ``musetag tag``'s output."""
+        return decision_record(self.package, self.thresholds)
 
     # -- scoring ------------------------------------------------------------------------------------
     def segment_logits(self, segments: np.ndarray) -> np.ndarray:

@@ -68,7 +68,8 @@ def tag_files(
         from musetag.tag.shard import collect_shard_files
 
         files = collect_shard_files(paths, shard, recursive=recursive)
-    meta = {"model": {"name": tagger.package.model_name, "package": str(tagger.package.path), "sha256": tagger.package.sha256}}
+    meta = {"model": {"name": tagger.package.model_name, "package": str(tagger.package.path), "sha256": tagger.package.sha256},
+            "decision": tagger.decision}
     summary = TagSummary(total=len(files))
     start = time.perf_counter()
     with ResultWriter(out, tagger.tags, retry_errors=retry_errors, meta=meta) as writer:

@@ -88,11 +88,16 @@ def merge_outputs(
     else:
         records = [_read_records(p, kind) for p in paths]
         _check_same_columns(records, paths)
+        run = _check_same_runs(paths)
         field = key or _find_key(records, paths)
         merged, stats = _merge_records(records, paths, field, keep, sort)
         header = _json_header(paths[0]) if kind == "json" else None
         keyed = kind == "json" and header is None and paths[0].read_text(encoding="utf-8").lstrip().startswith("{")
         _write_records(out, kind, merged, records_are_keyed=keyed, key=field, header=header)
+        if run is not None:
+            from musetag.tag.run_record import write_run_record
+
+            write_run_record(out, run)
     n_err = _merge_error_files(paths, out, {str(r.get("path", r.get(key or "path", ""))) for r in merged})
     return MergeReport(out=out, inputs=paths, rows=len(merged), errors_rows=n_err, **stats)
 
@@ -125,6 +130,23 @@ def _check_same_columns(records: list[list[dict[str, Any]]], paths: list[Path]) 
                 f"{p} and {first[0]} have different columns ({p.name} adds {extra or 'none'}, lacks {missing or 'none'}): "
                 "they are not shards of one run (another model or other settings?); merge the outputs of one "
                 "`musetag tag --shard I/N` run")
+
+
+def _check_same_runs(paths: list[Path]) -> dict[str, Any] | None:
+    """Shards of one run were tagged by one model with one decision rule (:mod:`musetag.tag.run_record`): two
+    inputs whose records differ are refused. Returns the record for the merged file when every input has one."""
+    from musetag.tag.run_record import describe, differences, read_run_record
+
+    held = [(p, read_run_record(p)) for p in paths]
+    known = [(p, r) for p, r in held if r is not None]
+    for p, record in known[1:]:
+        diff = differences(known[0][1], record)
+        if diff:
+            raise DatasetError(
+                f"{p} was tagged by {describe(record)}, {known[0][0]} by {describe(known[0][1])} (another "
+                f"{' and '.join(diff)}): they are not shards of one run; tag those parts again with the same model and "
+                "--threshold, then merge")
+    return known[0][1] if known and len(known) == len(held) else None
 
 
 def _output_kind(path: Path) -> str:

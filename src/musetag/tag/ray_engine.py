@@ -433,7 +433,7 @@ def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool =
     :mod:`musetag.tag.ray_parquet`); files already in ``out`` are skipped. Returns a :class:`~musetag.tag.batch.TagSummary`."""
     from musetag.tag.batch import TagSummary
     from musetag.inference.loading import load_model
-    from musetag.tag.writers import ResultWriter, row_key
+    from musetag.tag.writers import ResultWriter
 
     model = _model_path(model)
     if Path(out).suffix.lower() == ".parquet":  # through a resumable JSONL file, then one parquet file
@@ -445,8 +445,10 @@ def run_tag(model, sources, out, *, retry_errors: bool = False, progress: bool =
     opts = _options(kwargs)
     files = list_files(sources if not isinstance(sources, (str, os.PathLike)) else [sources],
                        recursive=opts["recursive"], shard=opts["shard"])
+    from musetag.inference.tagger import decision_record, resolve_thresholds
+
     meta = {"model": {"name": package.model_name, "package": str(package.path), "sha256": package.sha256},
-            "engine": "ray"}
+            "decision": decision_record(package, resolve_thresholds(package, opts["threshold"])), "engine": "ray"}
     summary = TagSummary(total=len(files))
     start = time.perf_counter()
     with ResultWriter(out, list(package.tags), retry_errors=retry_errors, meta=meta) as writer:

@@ -26,7 +26,9 @@ input window (it was zero-padded), ``silent: ...`` when its peak is at or below 
 
 On start an existing output is read back: rows it holds are "done" and are skipped, a torn last
 line (from a kill in the middle of a write) is dropped, and with ``retry_errors`` error rows are
-removed so those files are tagged again.
+removed so those files are tagged again. A run with model metadata also keeps ``tags.run.json``
+beside the output (:mod:`musetag.tag.run_record`) and refuses to resume an output of another model
+or decision rule.
 """
 from __future__ import annotations
 
@@ -224,6 +226,7 @@ class ResultWriter:
                     )
             if retry_errors:
                 rows = [r for r in rows if r.get("status") == "ok"]
+        self._check_run(bool(rows))
         self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
         self.done = {row_key(r["path"]) for r in rows}
         #: files whose kept row is an error (tried by an earlier run; ``retry_errors`` tries them again)
@@ -234,6 +237,26 @@ class ResultWriter:
         self._start(rewrite=self.path.exists())
 
     # -- setup ---------------------------------------------------------------------------------
+    def _check_run(self, resuming: bool) -> None:
+        """Refuse to add rows of another model or decision rule to an output (:mod:`musetag.tag.run_record`);
+        record this run's when it starts the output or continues one made the same way."""
+        if not isinstance(self.meta.get("model"), dict):
+            return
+        from musetag.tag import run_record
+
+        held = run_record.read_run_record(self.path)
+        if resuming and held is not None:
+            diff = run_record.differences(held, self.meta)
+            if diff:
+                raise ConfigError(
+                    f"{self.path} was written by {run_record.describe(held)}; this run uses "
+                    f"{run_record.describe(self.meta)} (another {' and '.join(diff)}), and its rows would be mixed "
+                    f"with the earlier ones; choose another --out, or delete {self.path} and "
+                    f"{run_record.run_record_path(self.path).name} to start over"
+                )
+        if not resuming or held is not None:  # an output from before the record existed stays unrecorded
+            run_record.write_run_record(self.path, self.meta)
+
     def _start(self, rewrite: bool) -> None:
         if self.format == ".json":
             self._write_json()
