@@ -255,5 +255,6 @@ def test_resume_and_merge_refuse_rows_of_another_model_or_threshold(package, tmp
     run_record_path(parts[1]).unlink()
     assert main(["tag", str(package), str(folder), "--shard", "2/2", "--out", str(parts[1]), "--threshold", "0.3",
                  *base]) == 0
-    assert main(["merge", *map(str, parts), "--out", str(merged)]) == 0
+    records = [str(run_record_path(part)) for part in parts]  # what `merge part*.json` also matches
+    assert main(["merge", *map(str, parts), *records, "--out", str(merged)]) == 0
     assert read_run_record(merged)["decision"]["threshold"] == 0.3 and len(read_results(merged)) == 4

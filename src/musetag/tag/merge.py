@@ -60,7 +60,7 @@ def merge_outputs(
     """
     if keep not in ("error", "first", "last"):
         raise ConfigError(f"keep={keep!r}: use 'error', 'first' or 'last'")
-    paths = [Path(p) for p in inputs]
+    paths = _drop_run_records([Path(p) for p in inputs])
     if not paths:
         raise ConfigError("nothing to merge: give at least one sharded output file")
     out = Path(out)
@@ -130,6 +130,15 @@ def _check_same_columns(records: list[list[dict[str, Any]]], paths: list[Path]) 
                 f"{p} and {first[0]} have different columns ({p.name} adds {extra or 'none'}, lacks {missing or 'none'}): "
                 "they are not shards of one run (another model or other settings?); merge the outputs of one "
                 "`musetag tag --shard I/N` run")
+
+
+def _drop_run_records(paths: list[Path]) -> list[Path]:
+    """``merge parts/*.json`` also matches each part's ``NAME.run.json``: a record whose output is among the
+    inputs is its side file, not a part."""
+    from musetag.tag.run_record import run_record_path
+
+    records = {run_record_path(p).resolve() for p in paths if not p.name.endswith(".run.json")}
+    return [p for p in paths if p.resolve() not in records]
 
 
 def _check_same_runs(paths: list[Path]) -> dict[str, Any] | None:
