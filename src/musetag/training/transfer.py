@@ -190,9 +190,9 @@ class TransferReport:
 
     def summary(self, max_items: int = 6) -> str:
         def few(items: Sequence[Any]) -> str:
-            items = [i if isinstance(i, str) else f"{i[0]} {tuple(i[1])}->{tuple(i[2])}" for i in items]
-            more = f", ... (+{len(items) - max_items})" if len(items) > max_items else ""
-            return ", ".join(items[:max_items]) + more
+            from musetag.errors import shortlist
+
+            return shortlist([i if isinstance(i, str) else f"{i[0]} {tuple(i[1])}->{tuple(i[2])}" for i in items], max_items)
 
         lines = [
             f"init from {self.source}: loaded {len(self.loaded)} tensors "

@@ -62,15 +62,14 @@ def state_dict_mismatch(state: dict, own: dict, *, skip_shapes_under: str | None
     shape mismatches (file vs model), the first ``show`` of each named. Shapes under
     ``skip_shapes_under`` (a classifier re-created for other tags) are not compared."""
 
-    def named(keys: list[str]) -> str:
-        return ", ".join(keys[:show]) + (f" (+{len(keys) - show} more)" if len(keys) > show else "")
+    from musetag.errors import shortlist
 
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
              if k in own and tuple(state[k].shape) != tuple(own[k].shape)
              and not (skip_shapes_under and k.startswith(skip_shapes_under))]
-    parts = [f"{label} {named(keys)}" for label, keys in
+    parts = [f"{label} {shortlist(keys, show)}" for label, keys in
              (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if keys]
     return "; ".join(parts)
 
