@@ -124,7 +124,7 @@ def test_the_recipe_fine_tunes_regression_targets_with_ccc_and_copies_no_classif
     from sklearn.metrics import r2_score
 
     import musetag
-    from musetag.training.config import load_toml_config
+    from musetag.training.recipes import load_toml_config
 
     pretrained_package("jamendo-musicnn")
     toml = _synthetic(tmp_path / "ds", "regression")

@@ -9,7 +9,7 @@ import pytest
 
 from musetag.errors import ConfigError
 from musetag.training import train
-from musetag.training.config import load_config
+from musetag.training.recipes import load_config
 from musetag.training.recipe_checks import fit_to_task
 
 

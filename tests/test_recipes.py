@@ -6,7 +6,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from musetag.training.config import list_recipes, load_config, read_recipe, recipes_dir
+from musetag.training.recipes import list_recipes, load_config, read_recipe, recipes_dir
 
 RECIPES = list_recipes()
 MULTICLASS_PREFIXES = ("soundfusion-", "gtzan-")  # genre recipes: single-label data

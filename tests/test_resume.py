@@ -94,7 +94,7 @@ def test_a_finished_run_says_so_and_a_longer_resume_is_recorded(dataset, tmp_pat
     run finalised it again and reprinted its old timing."""
     from musetag.errors import ConfigError
     from musetag.training import train
-    from musetag.training.config import load_toml_config
+    from musetag.training.recipes import load_toml_config
 
     run = tmp_path / "run"
     tiny = ["epochs=1", "progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32", "data.batch_size=4",

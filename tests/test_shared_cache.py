@@ -59,7 +59,7 @@ def _fresh(corpus: Path, tmp_path: Path) -> Path:
 
 
 def test_prepare_without_out_is_the_folder_train_reads(corpus, tmp_path, decodes):
-    from musetag.training.config import load_config
+    from musetag.training.recipes import load_config
     from musetag.training.data import load_training_data
 
     root = _fresh(corpus, tmp_path)

@@ -6,7 +6,7 @@ import torch
 
 from musetag.errors import ConfigError
 from musetag.models import create_model
-from musetag.training.config import load_config
+from musetag.training.recipes import load_config
 from musetag.training.param_groups import param_groups
 from musetag.training.schedules import LRSchedule, build_optimizer
 

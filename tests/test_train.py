@@ -70,7 +70,7 @@ def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
     assert isinstance(payload["features"]["mean"], float) and len(payload["thresholds"]) == 8
     assert payload["segment"] == {"frames": 32, "hop": 32, "aggregation": "mean", "max_segments": 0}
     ids = (run / "predictions" / "validation_ids.txt").read_text().split()
-    from musetag.training.config import load_toml_config
+    from musetag.training.recipes import load_toml_config
     from musetag.training.data import load_training_data
 
     data = load_training_data(load_toml_config(run / "config.toml"), run, progress=False)

@@ -4,8 +4,8 @@ import tomllib
 import pytest
 
 from musetag.errors import ConfigError
-from musetag.training.config import (TrainConfig, dump_toml, dumps_toml, load_config, load_toml_config, parse_set,
-                                     resolved_final)
+from musetag.training.config import TrainConfig, parse_set, resolved_final
+from musetag.training.recipes import dump_toml, dumps_toml, load_config, load_toml_config
 
 
 def test_defaults_validate_and_round_trip(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from musetag.training.config import list_recipes, load_config
+from musetag.training.recipes import list_recipes, load_config
 from musetag.training.run_length import EPOCH_KEYS, describe_schedule
 from musetag.training.schedules import LRSchedule
 from musetag.training.swa import Snapshots, swa_start_epoch
@@ -31,7 +31,7 @@ def test_bour_recipe_shortened_to_four_epochs_ends_at_a_low_learning_rate():
 
 
 def test_every_shipped_recipe_is_unchanged_at_its_own_length_and_scales_otherwise():
-    from musetag.training.config import read_recipe
+    from musetag.training.recipes import read_recipe
 
     for name in list_recipes():
         cfg = load_config(name)

@@ -61,7 +61,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from musetag.errors import ConfigError
-    from musetag.training.config import dumps_toml, list_recipes, load_config, read_recipe
+    from musetag.training.recipes import dumps_toml, list_recipes, load_config, read_recipe
 
     if args.list:
         for name in list_recipes():

@@ -18,8 +18,8 @@ _LAZY = {
     "train": "musetag.training.loop:train",
     "RunResult": "musetag.training.loop:RunResult",
     "TrainConfig": "musetag.training.config:TrainConfig",
-    "load_config": "musetag.training.config:load_config",
-    "list_recipes": "musetag.training.config:list_recipes",
+    "load_config": "musetag.training.recipes:load_config",
+    "list_recipes": "musetag.training.recipes:list_recipes",
     "load_checkpoint": "musetag.training.checkpoint:load_checkpoint",
     "load_model": "musetag.training.checkpoint:load_model",
 }

@@ -148,7 +148,7 @@ def render(exp: str) -> str:
 
 def write_all(out_dir: str | Path | None = None) -> list[Path]:
     if out_dir is None:
-        from musetag.training.config import recipes_dir
+        from musetag.training.recipes import recipes_dir
 
         out_dir = recipes_dir()
     out_dir = Path(out_dir)

@@ -1,11 +1,11 @@
-"""Typed training configuration, TOML recipes and ``--set`` overrides.
+"""Typed training configuration and ``--set`` overrides (recipe files: :mod:`musetag.training.recipes`).
 
 A run is described by one :class:`TrainConfig` made of small section dataclasses. A recipe (a TOML
 file, or the name of one shipped in ``musetag/recipes``) only overrides what differs from the
 defaults; ``--set section.key=value`` overrides a recipe. Every key is checked against the
 dataclasses before any work starts, and a bad key or value raises :class:`ConfigError` naming the
 key, what was found and the valid choices. The resolved configuration is written to
-``RUN_DIR/config.toml`` by :func:`dump_toml` and reloads to the same object.
+``RUN_DIR/config.toml`` by :func:`musetag.training.recipes.dump_toml` and reloads to the same object.
 
 Sections (TOML tables): ``model``, ``features``, ``data``, ``loss``, ``optim``, ``schedule``,
 ``augment``, ``swa``, ``snapshots``, ``coteaching``, ``early_stopping``, ``init``, plus top-level keys
@@ -19,9 +19,9 @@ plateau schedule's patience then count validations; the best epoch is the best v
 run's thresholds (:mod:`musetag.training.decisions`). ``--set epochs=N`` scales the recipe's other
 epoch counts (:mod:`musetag.training.run_length`).
 
-One file on purpose (about 700 lines): the sections, their checks and the `--set`/TOML parsing are
-one schema that must change together; splitting it would put one key's type, default and check in
-different files.
+One file on purpose (about 600 lines): the sections, their checks and the `--set` parsing are one
+schema that must change together; splitting it would put one key's type, default and check in
+different files. Finding, reading and writing recipe files is :mod:`musetag.training.recipes`.
 """
 from __future__ import annotations
 
@@ -30,8 +30,6 @@ import difflib
 import math
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, get_type_hints
 
 from musetag.errors import ConfigError
@@ -631,127 +629,3 @@ def parse_set(item: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key, value
-
-
-# ---------------------------------------------------------------------------------------------
-# recipes
-
-
-def recipes_dir() -> Path:
-    return Path(str(resources.files("musetag") / "recipes"))
-
-
-def list_recipes() -> list[str]:
-    """Names of the recipes shipped with musetag."""
-    return sorted(p.stem for p in recipes_dir().glob("*.toml") if not p.stem.startswith("_"))
-
-
-def find_recipe(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"recipe file {str(path)!r} does not exist")
-        return path
-    candidate = recipes_dir() / f"{name_or_path}.toml"
-    if candidate.is_file():
-        return candidate
-    names = list_recipes()
-    close = difflib.get_close_matches(str(name_or_path), names, n=3)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ConfigError(
-        f"no recipe named {str(name_or_path)!r}: give a .toml file or one of the shipped recipes "
-        f"(musetag train --list).{hint}"
-    )
-
-
-def read_recipe(name_or_path: str | Path, _seen: tuple = ()) -> dict:
-    """The recipe's table, with ``base = "other-recipe"`` inheritance resolved."""
-    path = find_recipe(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"recipe {path}: not valid TOML ({exc}); fix the syntax") from None
-    base = data.pop("base", None)
-    own_name = data.get("recipe") or path.stem
-    if base:
-        if str(base) in _seen:
-            raise ConfigError(f"recipe {path}: 'base' chain loops back to {base!r}")
-        parent = read_recipe(base, _seen + (str(base),))
-        child_model = data.get("model", {})
-        if "name" in child_model and child_model["name"] != parent.get("model", {}).get("name"):
-            parent.setdefault("model", {})["args"] = {}  # another architecture: its own arguments only
-        child_ct = data.get("coteaching", {})
-        if "peer" in child_ct and child_ct["peer"] != parent.get("coteaching", {}).get("peer"):
-            parent.setdefault("coteaching", {})["peer_args"] = {}
-        data = merge(parent, data)
-    data["recipe"] = own_name
-    return data
-
-
-def load_config(
-    recipe: str | Path | dict | TrainConfig | None = None,
-    *,
-    sets: list[str] | None = None,
-    overrides: dict | None = None,
-) -> TrainConfig:
-    """Resolve a recipe (name, path, dict or config) plus overrides into a validated TrainConfig."""
-    if isinstance(recipe, TrainConfig):
-        data = recipe.to_dict()
-        source = "config"
-    elif isinstance(recipe, dict):
-        data = dict(recipe)
-        source = "config"
-    elif recipe is None:
-        data = {}
-        source = "defaults"
-    else:
-        path = find_recipe(recipe)
-        data = read_recipe(recipe)
-        source = str(path)
-    if overrides:
-        data = merge(data, overrides)
-    before, set_keys = data, set()
-    sets = check_sets(sets)
-    for item in sets:
-        key, value = parse_set(item)
-        set_keys.add(key)
-        data = _apply_set(data, key, value)
-    from musetag.training.run_length import follow_epochs
-
-    data = follow_epochs(before, data, set_keys)  # the recipe's schedule follows --set epochs=N
-    source = "--set" if sets else source
-    return TrainConfig.from_dict(data, source=source)
-
-
-# ---------------------------------------------------------------------------------------------
-# TOML writing (tomli-w; the reading side is the standard library's tomllib)
-
-
-def dumps_toml(data: dict) -> str:
-    import tomli_w
-
-    try:
-        return tomli_w.dumps(data)
-    except TypeError as exc:  # None and objects TOML has no type for
-        raise ConfigError(f"cannot write the configuration as TOML: {exc}") from None
-
-
-def dump_toml(cfg: TrainConfig, path: str | Path, header: str = "") -> Path:
-    path = Path(path)
-    text = dumps_toml(cfg.to_dict())
-    if header:
-        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def load_toml_config(path: str | Path) -> TrainConfig:
-    """Read a resolved ``config.toml`` (as written into a run folder)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist; is this a musetag run folder?")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return TrainConfig.from_dict(data, source=str(path))

@@ -35,7 +35,7 @@ HEAD = "finetune"
 
 def fixed_length_sets(recipe: str, sets: list[str] | None = None) -> list[str]:
     """``sets`` plus what makes a run choose nothing on its validation split: the last epoch, validated once."""
-    from musetag.training.config import load_config
+    from musetag.training.recipes import load_config
 
     sets = list(sets or [])
     epochs = int(load_config(recipe, sets=sets).epochs)
@@ -45,7 +45,7 @@ def fixed_length_sets(recipe: str, sets: list[str] | None = None) -> list[str]:
 
 def load_pool(recipe: str, dataset: str | Path, sets: list[str] | None = None, run_dir: Path | None = None):
     """The recipe's :class:`~musetag.training.data.TrainingData` of ``dataset`` (its features cached once)."""
-    from musetag.training.config import load_config
+    from musetag.training.recipes import load_config
     from musetag.training.data import load_training_data
 
     cfg = load_config(recipe, sets=list(sets or []), overrides={"data": {"dataset": str(Path(dataset).resolve())}})
@@ -77,7 +77,7 @@ def with_splits(data, train, validation, test=None):
 def train_on(recipe: str, dataset, data, out: Path, sets: list[str], runner):
     """One fine-tune of ``recipe`` on ``data``'s splits into ``out`` (a fresh run folder). ``runner``: the epoch
     loop's ``musetag.training.loop._run`` (passed in: the loop imports probe-auto, which imports this module)."""
-    from musetag.training.config import load_config
+    from musetag.training.recipes import load_config
     from musetag.training.recipe_checks import fit_to_task, set_keys
 
     out = Path(out)
@@ -117,7 +117,7 @@ def cross_validate_finetune(recipe: str, dataset, data, folds, keep: np.ndarray,
 # ------------------------------------------------------------------------------------------ probe-auto's hook
 def _checked(sel) -> tuple[str, list[str]]:
     """``select.finetune_recipe`` (a shipped recipe or TOML that trains a network) and ``select.finetune_sets``."""
-    from musetag.training.config import load_config
+    from musetag.training.recipes import load_config
     from musetag.training.probe import is_probe_model
 
     sets = sel.finetune_sets

@@ -41,7 +41,8 @@ from musetag.errors import ConfigError
 from musetag.outputs import check_writable
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
-from musetag.training.config import TrainConfig, load_config, load_toml_config
+from musetag.training.config import TrainConfig
+from musetag.training.recipes import load_config, load_toml_config
 from musetag.training.data import TrainingData
 from musetag.training.epoch import train_epoch
 from musetag.training.evaluation import should_validate, split_scores

@@ -10,7 +10,8 @@ from typing import Callable
 import numpy as np
 
 from musetag.outputs import write_text_atomic
-from musetag.training.config import TrainConfig, dump_toml, load_config
+from musetag.training.config import TrainConfig
+from musetag.training.recipes import dump_toml, load_config
 from musetag.training.recipe_checks import fit_to_task, set_keys
 from musetag.training.runstate import RunResult, jsonable
 from musetag.training.scoring import loss_value, score
@@ -32,7 +33,8 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
     results = []
     for member in cfg.members:
         member_dir = run_dir / "members" / member.name
-        from musetag.training.config import merge, read_recipe
+        from musetag.training.config import merge
+        from musetag.training.recipes import read_recipe
 
         start = read_recipe(member.recipe) if member.recipe else base
         member_data = merge(merge(start, shared), _nested_sets(member.set))

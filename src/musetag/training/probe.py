@@ -194,7 +194,7 @@ def write_probe_run(run_dir: Path, model, meta: dict, val_scores: dict, preds: d
 
 def train_probe(cfg, run_dir: Path):
     """``musetag train`` for a probe recipe: the run folder and a :class:`~musetag.training.runstate.RunResult`."""
-    from musetag.training.config import dump_toml
+    from musetag.training.recipes import dump_toml
     from musetag.training.data import load_training_data
     from musetag.training.runstate import RunResult
     from musetag.evaluate.thresholds import fit_thresholds

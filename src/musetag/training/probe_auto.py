@@ -297,7 +297,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
     """``musetag train probe-auto``: the run folder and a :class:`~musetag.training.loop.RunResult`. ``runner``:
     the epoch loop's ``_run`` (passed in by the loop, which imports this module), for ``select.finetune``."""
     from musetag.data.embed_features import dataset_embedding_config
-    from musetag.training.config import dump_toml
+    from musetag.training.recipes import dump_toml
     from musetag.training.runstate import RunResult
     from musetag.training.probe import predict, write_probe_run
     from musetag.evaluate.thresholds import fit_thresholds

@@ -24,7 +24,8 @@ from musetag.features.augment import BatchAugment, InModelSpecAugment
 from musetag.models.weights import load_checkpoint
 from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
-from musetag.training.config import TrainConfig, dump_toml, load_toml_config
+from musetag.training.config import TrainConfig
+from musetag.training.recipes import dump_toml, load_toml_config
 from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data
 from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
 from musetag.training.epoch import WithSegments
