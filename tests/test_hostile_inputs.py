@@ -159,23 +159,24 @@ def test_zip_bomb_is_refused_after_reading_little(tmp_path):
     from test_package import make_package
 
     from musetag.inference import package as pkg
+    from musetag.inference import package_files as files
 
     package = make_package(tmp_path / "pkg")
     bomb = _bomb(package, tmp_path / "bomb.zip", 64 << 20)
     assert bomb.stat().st_size < 1 << 20
     read = []
-    real = pkg._read_bounded
+    real = files._read_bounded
 
     def counting(stream, limit, *a):
         data = real(_Counting(stream, read), limit, *a)
         return data
 
-    pkg._read_bounded = counting
+    files._read_bounded = counting
     try:
         with pytest.raises(ModelError, match="decompression bomb") as err:
             pkg.load_package(bomb)
     finally:
-        pkg._read_bounded = real
+        files._read_bounded = real
     assert "bomb.zip" in str(err.value)
     declared = (package / "model.safetensors").stat().st_size
     assert sum(read) < declared + (2 << 20), "the loader inflated far past the recorded size"
@@ -870,6 +871,7 @@ def test_an_archive_member_larger_than_the_limit_is_refused_before_reading_it(tm
     import tarfile
 
     from musetag.inference import package as pkg
+    from musetag.inference import package_files as files
 
     package = _package_without_size(tmp_path)
     if form == "zip":
@@ -887,12 +889,12 @@ def test_an_archive_member_larger_than_the_limit_is_refused_before_reading_it(tm
     assert json_member is None or json_member.exists()
     monkeypatch.setenv("MUSETAG_MAX_MODEL_BYTES", str(4 << 20))
     read = []
-    real = pkg._read_bounded
+    real = files._read_bounded
 
     def counting(stream, limit, where, name, *a, **k):
         return real(_Counting(stream, read if name == pkg.WEIGHTS_FILE else []), limit, where, name, *a, **k)
 
-    monkeypatch.setattr(pkg, "_read_bounded", counting)
+    monkeypatch.setattr(files, "_read_bounded", counting)
     with pytest.raises(ModelError, match="larger than") as err:
         pkg.load_package(archive)
     assert archive.name in str(err.value)
@@ -975,7 +977,8 @@ def test_a_file_the_user_may_not_read_says_so_and_how_to_fix_it(small_package, t
 
 
 def test_the_description_limit_is_not_said_to_be_adjustable(tmp_path):
-    from musetag.inference.package import MAX_DESCRIPTION_BYTES, load_package
+    from musetag.inference.package import load_package
+    from musetag.inference.package_files import MAX_DESCRIPTION_BYTES
 
     folder = tmp_path / "pkg"
     folder.mkdir()

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from musetag.errors import ConfigError, ModelError
-from musetag.inference.package import ModelPackage, _file_mode
+from musetag.inference.package import ModelPackage
+from musetag.inference.package_files import file_mode
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -181,7 +182,7 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
     outputs = ["logits", "embedding"] if net is not model else ["logits"]
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp.onnx")
     os.close(fd)
-    os.chmod(tmp, _file_mode())
+    os.chmod(tmp, file_mode())
     quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
     levels = [lg.level for lg in quiet]
     for lg in quiet:
@@ -270,7 +271,7 @@ def _export_torchscript(model, package: ModelPackage, out: Path) -> None:
     extra = {"musetag.json": json.dumps(package.description(), ensure_ascii=False)}
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, _file_mode())
+    os.chmod(tmp, file_mode())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated but still loads everywhere

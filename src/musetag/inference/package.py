@@ -56,14 +56,9 @@ reader must agree on every field; a package made from a training run is :mod:`mu
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
-import tarfile
-import tempfile
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +66,11 @@ from typing import Any
 from musetag.errors import ModelError
 from musetag.evaluate.aggregation import AGGREGATIONS as WINDOW_RULES
 from musetag.evaluate.thresholds import thresholds_from_json, thresholds_to_json
+from musetag.inference.package_files import (
+    DESCRIPTION_FILE, WEIGHTS_FILE, _is_int, atomic_write, declared_weights_bytes, read_members, write_archive,
+)
 
 PACKAGE_FORMAT = 1
-DESCRIPTION_FILE = "musetag.json"
-WEIGHTS_FILE = "model.safetensors"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 AGGREGATIONS = (*WINDOW_RULES, "embedding_mean")  # the last: backbone + probe packages
 SEGMENT_RULES = ("regular", "evenly_spaced", "centre_excerpt")
@@ -271,7 +267,7 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
             "(`musetag similar --tags a,b`), so it could never be asked for; rename it (e.g. 'rock/pop') in the "
             "labels and re-train, or edit the tag list of the package"
         )
-    _declared_weights_bytes(desc, where)
+    declared_weights_bytes(desc, where)
     thresholds = desc.get("thresholds")
     if thresholds is not None and len(thresholds) != len(tags):
         raise ModelError(f"{where}: {len(thresholds)} thresholds for {len(tags)} tags")
@@ -281,10 +277,6 @@ def _validate_description(desc: dict[str, Any], where: str) -> None:
     from musetag.inference.checks import check_description_bounds
 
     check_description_bounds(desc, where)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _validate_audio_rule(seg: dict[str, Any], where: str) -> None:
@@ -365,211 +357,15 @@ def save_package(
         raise ModelError(f"{out} already exists; choose another --out or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     if is_archive(out):
-        _write_archive(out, {DESCRIPTION_FILE: text.encode("utf-8"), WEIGHTS_FILE: weights})
+        write_archive(out, {DESCRIPTION_FILE: text.encode("utf-8"), WEIGHTS_FILE: weights})
         return out
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out} exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     # weights first, description last: a folder with a description always has matching weights
-    _atomic_write(out / WEIGHTS_FILE, weights)
-    _atomic_write(out / DESCRIPTION_FILE, text.encode("utf-8"))
+    atomic_write(out / WEIGHTS_FILE, weights)
+    atomic_write(out / DESCRIPTION_FILE, text.encode("utf-8"))
     return out
-
-
-def _file_mode() -> int:
-    """0o666 minus the umask: what a plain open() would create (mkstemp makes 0o600 files)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _file_mode())
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_archive(out: Path, members: dict[str, bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, _file_mode())
-    try:
-        if str(out).lower().endswith(".zip"):
-            with zipfile.ZipFile(tmp, "w") as zf:
-                for name, data in members.items():
-                    compress = zipfile.ZIP_DEFLATED if name.endswith(".json") else zipfile.ZIP_STORED
-                    zf.writestr(name, data, compress_type=compress)
-        else:
-            mode = "w:gz" if str(out).lower().endswith((".gz", ".tgz")) else "w"
-            with tarfile.open(tmp, mode) as tf:
-                for name, data in members.items():
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    info.mode = 0o644
-                    tf.addfile(info, io.BytesIO(data))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-# ---------------------------------------------------------------------------------------------
-#: a musetag.json is a few kB; anything past this is not a package description
-MAX_DESCRIPTION_BYTES = 1 << 20
-#: weights of a package whose description records no size may not exceed this (override with
-#: MUSETAG_MAX_MODEL_BYTES); with a recorded size, the file must have exactly that size
-MAX_WEIGHTS_BYTES = 2 << 30
-
-
-def _max_weights_bytes() -> int:
-    return int(os.environ.get("MUSETAG_MAX_MODEL_BYTES", MAX_WEIGHTS_BYTES))
-
-
-def _declared_weights_bytes(desc: Any, where: str) -> int | None:
-    """``weights.bytes`` of a description: None when it records no size, else a whole number of bytes from
-    1 to the weights bound; anything else (negative, too large, a string, null, a fraction) is refused."""
-    weights = desc.get("weights") if isinstance(desc, dict) else None
-    if not isinstance(weights, dict) or "bytes" not in weights:
-        return None
-    declared, most = weights["bytes"], _max_weights_bytes()
-    if not _is_int(declared) or not 0 < declared <= most:
-        raise ModelError(
-            f"{where}: {DESCRIPTION_FILE} records weights.bytes = {declared!r}, which is not a size of weights "
-            f"(a whole number of bytes from 1 to {most:,}); the description is damaged or crafted: re-create the "
-            "package with `musetag package`"
-            + (" (or raise MUSETAG_MAX_MODEL_BYTES if the model really is that large)"
-               if _is_int(declared) and declared > most else "")
-        )
-    return declared
-
-
-def _weights_limit(desc_bytes: bytes, where: str) -> tuple[int, bool]:
-    """(most weight bytes to read, whether that is the size the description records). A recorded size
-    must lie within the global bound (:func:`_declared_weights_bytes`)."""
-    try:
-        desc = json.loads(desc_bytes.decode("utf-8"))
-    except Exception:  # noqa: BLE001 - a broken description is reported by load_package
-        desc = None
-    declared = _declared_weights_bytes(desc, where)
-    return (declared, True) if declared is not None else (_max_weights_bytes(), False)
-
-
-def _too_large(where: str, name: str, limit: int, declared: bool, size: int | None = None) -> ModelError:
-    what = f"{size:,} bytes, " if size is not None else ""
-    if name == DESCRIPTION_FILE:  # a fixed bound: a description is a few kB
-        return ModelError(
-            f"{where}: {name} is {what}larger than {limit:,} bytes, which no package description is (a damaged "
-            "or crafted file). Re-create the package with `musetag package`"
-        )
-    why = f"larger than the {limit:,} bytes its description records" if declared else f"larger than {limit:,} bytes"
-    return ModelError(
-        f"{where}: {name} is {what}{why}; the package is damaged or crafted (a decompression bomb?). "
-        "Re-create the package with `musetag package`"
-        + ("" if declared else " or raise MUSETAG_MAX_MODEL_BYTES if the model really is that large")
-    )
-
-
-def _read_bounded(stream, limit: int, where: str, name: str, declared: bool, size: int | None = None) -> bytes:
-    """Read at most ``limit`` bytes from a file-like object; refuse (without reading on) past that. ``size``:
-    the member's size as its archive entry (or the file system) gives it; above ``limit`` it is refused
-    before anything is read. The entry is not trusted either: the read itself stays bounded."""
-    if size is not None and size > limit:
-        raise _too_large(where, name, limit, declared, size)
-    chunks, total = [], 0
-    while True:
-        chunk = stream.read(min(1 << 20, limit + 1 - total))
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(where, name, limit, declared)
-        chunks.append(chunk)
-
-
-def _read_members(path: Path) -> tuple[bytes, bytes | None]:
-    """(description bytes, weights bytes or None) from a folder or an archive.
-
-    Reads are bounded: the description to :data:`MAX_DESCRIPTION_BYTES`, the weights to the size the
-    description records (or :data:`MAX_WEIGHTS_BYTES`), streamed, so a crafted archive whose member
-    inflates to gigabytes is refused after reading one megabyte past the limit."""
-    where = f"model package {path}"
-    if path.is_dir():
-        desc_path = path / DESCRIPTION_FILE
-        if not desc_path.is_file():
-            hint = (
-                " It looks like a training run: package it first with `musetag package RUN_DIR --out MODEL`."
-                if (path / "checkpoints").is_dir()
-                else ""
-            )
-            raise ModelError(f"{path} is not a model package: {DESCRIPTION_FILE} is missing.{hint}")
-        with open(desc_path, "rb") as f:
-            desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False, os.fstat(f.fileno()).st_size)
-        weights_path = path / WEIGHTS_FILE
-        if not weights_path.is_file():
-            return desc, None
-        limit, declared = _weights_limit(desc, where)
-        with open(weights_path, "rb") as f:
-            return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared, os.fstat(f.fileno()).st_size)
-    if not path.exists():
-        import difflib
-
-        from musetag.inference.catalogue import catalogue
-
-        close = difflib.get_close_matches(str(path), list(catalogue()), n=3, cutoff=0.75)
-        raise ModelError(f"model package {path} does not exist"
-                         + (f" (did you mean the pretrained {', '.join(close)}?)" if close else "")
-                         + "; create one with `musetag package RUN_DIR --out MODEL` (pretrained names: `musetag models "
-                         "--pretrained`)")
-    if not path.is_file():
-        raise ModelError(f"{path} is neither a package folder nor a regular archive file; pass the folder written by `musetag package`")
-    opened: dict[str, Any] = {}  # member base name -> zero-argument opener of a stream
-    sizes: dict[str, int] = {}  # member base name -> its size as the archive entry gives it
-    try:
-        if zipfile.is_zipfile(path):
-            archive = zipfile.ZipFile(path)
-            for info in archive.infolist():
-                base = info.filename.rstrip("/").split("/")[-1]
-                if base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.filename.count("/") <= 1 and not info.is_dir():
-                    opened[base] = (lambda info=info: archive.open(info))
-                    sizes[base] = info.file_size  # zipfile never returns more than this (a CRC error instead)
-        elif tarfile.is_tarfile(path):
-            archive = tarfile.open(path)
-            for info in archive.getmembers():
-                base = info.name.rstrip("/").split("/")[-1]
-                if info.isfile() and base in (DESCRIPTION_FILE, WEIGHTS_FILE) and info.name.count("/") <= 1:
-                    opened[base] = (lambda info=info: archive.extractfile(info))
-                    sizes[base] = info.size
-        else:
-            raise ModelError(
-                f"{path} is neither a package folder nor a .zip/.tar archive of one; "
-                "pass the folder written by `musetag package`"
-            )
-        with archive:
-            if DESCRIPTION_FILE not in opened:
-                raise ModelError(f"archive {path} holds no {DESCRIPTION_FILE}; it is not a musetag model package")
-            if sizes[DESCRIPTION_FILE] > MAX_DESCRIPTION_BYTES:
-                raise _too_large(where, DESCRIPTION_FILE, MAX_DESCRIPTION_BYTES, False, sizes[DESCRIPTION_FILE])
-            with opened[DESCRIPTION_FILE]() as f:
-                desc = _read_bounded(f, MAX_DESCRIPTION_BYTES, where, DESCRIPTION_FILE, False)
-            if WEIGHTS_FILE not in opened:
-                return desc, None
-            limit, declared = _weights_limit(desc, where)
-            if sizes[WEIGHTS_FILE] > limit:  # refused before opening the member
-                raise _too_large(where, WEIGHTS_FILE, limit, declared, sizes[WEIGHTS_FILE])
-            with opened[WEIGHTS_FILE]() as f:
-                return desc, _read_bounded(f, limit, where, WEIGHTS_FILE, declared)
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:
-        raise ModelError(f"cannot read package archive {path}: {exc}; the archive is damaged, re-create it") from exc
 
 
 def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> ModelPackage:
@@ -584,7 +380,7 @@ def load_package(path: str | os.PathLike, *, load_weights: bool = True) -> Model
     """
     path = Path(path)
     where = f"model package {path}"
-    desc_bytes, weights = _read_members(path)
+    desc_bytes, weights = read_members(path)
     try:
         desc = json.loads(desc_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
