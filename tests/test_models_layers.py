@@ -207,3 +207,18 @@ def test_cli_models(capsys):
     assert "23x23" in capsys.readouterr().out
     assert main(["models", "--rf", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_cli_models_lists_the_whole_zoo_and_names_the_families(capsys):
+    """`musetag models` with no option failed (exit 2) once probe_average, which is built only from the heads
+    it averages, was registered; an unknown --family crashed with a TypeError."""
+    from musetag.models import list_models
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines()[2:] if line.strip()}
+    assert listed == set(list_models())
+    assert "by its arguments" in next(line for line in out.splitlines() if line.startswith("probe_average"))
+    assert main(["models", "--family", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no model of family 'nope'" in err and "bour-cnn" in err

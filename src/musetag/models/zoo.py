@@ -18,7 +18,7 @@ class ZooRow:
     paper: str
     input_kind: str
     input_shape: tuple[int, ...]
-    parameters: int
+    parameters: int | None  # None: set by the arguments it is built with (probe_average's members)
     output_ok: bool | None  # None when no input was given to check
 
 
@@ -26,10 +26,21 @@ def model_table(*, n_classes: int = 56, in_channels: int | None = None, input_sh
                 family: str | None = None) -> list[ZooRow]:
     """One row per registered model; with ``input_shape`` also checks each model accepts it."""
     rows = []
-    for name in list_models(family):
+    names = list_models(family)
+    if not names:
+        from musetag.errors import ConfigError
+
+        families = sorted({model_info(n).family for n in list_models()})
+        raise ConfigError(f"no model of family {family!r}; families: {', '.join(families)}")
+    for name in names:
         info = model_info(name)
         channels = in_channels or (input_shape[0] if input_shape else info.default_input.shape[0])
-        model = create_model(name, n_classes=n_classes, in_channels=channels)
+        try:
+            model = create_model(name, n_classes=n_classes, in_channels=channels)
+        except ModelError:  # built only from its arguments (probe_average: the heads it averages)
+            spec = info.default_input
+            rows.append(ZooRow(name, info.family, info.paper, spec.kind, tuple(spec.shape), None, None))
+            continue
         ok = None
         spec = model.default_input
         if input_shape is not None:
@@ -52,9 +63,10 @@ def format_model_table(rows: list[ZooRow]) -> str:
         header.insert(4, "accepts input")
     body = []
     for r in rows:
-        line = [r.name, r.family, f"{r.input_kind} {'x'.join(map(str, r.input_shape))}", f"{r.parameters:,}"]
-        if r.output_ok is not None:
-            line.append("yes" if r.output_ok else "no")
+        params = "by its arguments" if r.parameters is None else f"{r.parameters:,}"
+        line = [r.name, r.family, f"{r.input_kind} {'x'.join(map(str, r.input_shape))}", params]
+        if any(row.output_ok is not None for row in rows):
+            line.append("-" if r.output_ok is None else "yes" if r.output_ok else "no")
         line.append(r.paper)
         body.append(line)
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
