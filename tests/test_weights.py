@@ -111,3 +111,23 @@ def test_find_checkpoint_prefers_swa_then_best_then_last(tmp_path):
         find_checkpoint(tmp_path / "run", "first")
     with pytest.raises(ModelError, match="does not exist"):
         find_checkpoint(tmp_path / "nowhere")
+
+
+def test_find_checkpoint_auto_follows_the_runs_own_choice(tmp_path):
+    """A run whose validation chose best over SWA (its log: final = best) was packaged from swa.pt, a model
+    its log had rejected; auto now takes the checkpoint summary.json names."""
+    import json
+
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("last.pt", "best.pt", "swa.pt"):
+        (ckpts / name).write_bytes(b"x")
+    (run / "summary.json").write_text(json.dumps({"final": "best", "checkpoint": "checkpoints/best.pt"}))
+    assert find_checkpoint(run).name == "best.pt"
+    assert find_checkpoint(run, "swa").name == "swa.pt"  # named, as asked
+    for bad in ("../elsewhere.pt", "checkpoints/gone.pt", "summary.json", 7):  # not a checkpoint of the run
+        (run / "summary.json").write_text(json.dumps({"checkpoint": bad}))
+        assert find_checkpoint(run).name == "swa.pt"
+    (run / "summary.json").write_text("{not json")
+    assert find_checkpoint(run).name == "swa.pt"

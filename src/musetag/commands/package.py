@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         "--checkpoint",
         default="auto",
         choices=("auto", "swa", "best", "last"),
-        help="which checkpoint: auto = swa if the run has one, else best, else last",
+        help="which checkpoint: auto = the one the run chose on validation (its summary.json: the final model "
+        "of its log), else swa, else best, else last",
     )
     p.add_argument("--segment-seconds", type=float, default=None, help="override the segment length used for tagging")
     p.add_argument("--hop-seconds", type=float, default=None, help="override the hop between segments")

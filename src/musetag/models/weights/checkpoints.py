@@ -15,13 +15,14 @@ from musetag.errors import ModelError
 
 FORMAT = "musetag-checkpoint"
 FORMAT_VERSION = 1
-#: ``musetag package --checkpoint``: which of a run's checkpoints (``auto``: swa, else best, else last)
+#: ``musetag package --checkpoint``: which of a run's checkpoints (``auto``: the one the run chose, see find_checkpoint)
 CHECKPOINT_CHOICES = ("auto", "swa", "best", "last")
 
 
 def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Path:
-    """The checkpoint file of a run folder: ``swa``, ``best``, ``last``, or ``auto`` (swa, else best,
-    else last). ``run_dir`` may also be a checkpoint file itself."""
+    """The checkpoint file of a run folder: ``swa``, ``best``, ``last``, or ``auto``: the checkpoint the run
+    chose on validation (``summary.json``'s ``checkpoint``: ``best.pt`` when its best epoch beat SWA), else
+    swa, else best, else last (a run stopped before its summary). ``run_dir`` may also be a checkpoint file."""
     run_dir = Path(run_dir)
     if run_dir.is_file():
         return run_dir
@@ -30,6 +31,10 @@ def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Pat
     ckpt_dir = run_dir / "checkpoints"
     if checkpoint not in CHECKPOINT_CHOICES:
         raise ModelError(f"--checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINT_CHOICES)}")
+    if checkpoint == "auto":
+        chosen = _chosen_checkpoint(run_dir)
+        if chosen is not None:
+            return chosen
     order = ("swa", "best", "last") if checkpoint == "auto" else (checkpoint,)
     for name in order:
         path = ckpt_dir / f"{name}.pt"
@@ -41,6 +46,21 @@ def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Pat
         f"(found: {', '.join(found) or 'nothing'}); "
         + ("choose one of the found checkpoints with --checkpoint" if found else "is this a musetag run folder?")
     )
+
+
+def _chosen_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``summary.json`` names as the run's result, when it is a file of the run's checkpoints."""
+    import json
+
+    try:
+        name = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str):
+        return None
+    path = run_dir / name
+    inside = path.resolve().parent == (run_dir / "checkpoints").resolve()
+    return path if inside and path.suffix == ".pt" and path.is_file() else None
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu", with_weights: bool = False) -> dict:
