@@ -544,13 +544,13 @@ def ensemble(validation: Sequence, validation_targets, *, test: Sequence | None 
             raise EvaluationError(f"unknown ensemble method {method!r}; choose from "
                                   f"{', '.join(METHODS + ('auto',))}")
         fitted = _fit(method, vfit, y, **common)
-    val_pred = _as_saved(fitted.apply(vstack))
-    test_pred = _as_saved(fitted.apply(tstack)) if tstack is not None else None
+    val_pred = fitted.apply(vstack)
+    test_pred = fitted.apply(tstack) if tstack is not None else None
     return EnsembleResult(
         method=fitted.method, transform=fitted.transform, names=names, metric=metric,
         weights=np.round(fitted.weights, 8).tolist(), params=_jsonable(fitted.params),
-        validation_score=_score(y, val_pred), cv_score=cv_score,
-        test_score=_score(yt, test_pred) if yt is not None else None, candidates=candidates,
+        validation_score=_score(y, _as_saved(val_pred)), cv_score=cv_score,
+        test_score=_score(yt, _as_saved(test_pred)) if yt is not None else None, candidates=candidates,
         validation_predictions=val_pred, test_predictions=test_pred,
     )
 
@@ -558,7 +558,8 @@ def ensemble(validation: Sequence, validation_targets, *, test: Sequence | None 
 def _as_saved(pred: np.ndarray) -> np.ndarray:
     """Predictions as :func:`save_ensemble` writes them (float32, as official prediction files are): every
     score this module reports is computed on these, so ``musetag score`` of the written file gives the same
-    figure (rounding the float64 combination to float32 makes near-ties equal and moved PR-AUC by ~1e-4)."""
+    figure (rounding the float64 combination to float32 makes near-ties equal and moved PR-AUC by ~1e-4).
+    :class:`EnsembleResult` keeps the float64 predictions for Python callers."""
     return np.asarray(pred, dtype=np.float32)
 
 
