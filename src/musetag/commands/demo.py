@@ -8,7 +8,7 @@ def register(subparsers) -> None:
         help="generate a corpus, train, evaluate, package and tag: the whole pipeline in one command",
         description=(
             "Generate a labelled synthetic corpus (tags that really depend on tempo, mode, timbre, drums...), "
-            "prepare its features, train the `demo` recipe (a few minutes on 2 CPU cores), evaluate it "
+            "prepare its features, train the `demo` recipe (under a minute on 2 CPU cores), evaluate it "
             "(PR-AUC / ROC-AUC, HTML report with plots), package the model at OUT/model and tag a few new clips."
         ),
     )
