@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,18 @@ def test_an_interrupted_training_run_says_how_to_continue(tmp_path, monkeypatch,
     assert f"interrupted; continue it with: musetag train --resume {run}" in capsys.readouterr().err
     assert main(["train", "demo", "--data", "x.toml", "--out", str(tmp_path / "fresh")]) == 130
     assert capsys.readouterr().err.strip() == "musetag train: interrupted"  # nothing saved yet: nothing to resume
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    """`musetag train --list | head -1` printed "error: Broken pipe; check the path and the disk" and exited 2:
+    BrokenPipeError is an OSError, and the OSError handler came first."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(musetag.__file__).parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "musetag", "train", "--list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err and "Exception ignored" not in err

@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     except MusetagError as exc:
         print(f"musetag {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `musetag ... | head`: the reader has gone, which is not an error (an OSError: caught first)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # unwritable output, full disk, ...: one line, the traceback with -v
         from musetag.outputs import describe_os_error
 
@@ -107,11 +112,6 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("musetag").exception("musetag %s failed", args.command)
         print(f"musetag {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `musetag ... | head`: the reader has gone, which is not an error
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
         print(f"musetag {args.command}: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
