@@ -173,6 +173,7 @@ def test_probe_run_packages_backbone_and_probe_and_tags_audio(prepared, tmp_path
     summary = json.loads((run / "summary.json").read_text())
     assert summary["probe"]["C"] in (0.1, 1.0) and [r["C"] for r in summary["probe"]["grid"]] == [0.1, 1.0]
     assert result.test["accuracy"] == summary["test"]["accuracy"]
+    assert summary["best_epoch"] == summary["epochs_run"] == 1  # epochs count from 1 everywhere (it said 0)
     assert np.load(run / "predictions" / "test.npy").shape == (3, 3)
 
     pkg = create_package(run, tmp_path / "pkg")

@@ -181,6 +181,7 @@ def test_probe_auto_run_packages_into_one_tagger_of_audio(tmp_path, rng):
                         "select.folds=3", "select.grid=[0.1, 1.0]", "select.mlp_grid=[1.0]", "select.hidden=8",
                         "select.bootstrap=50"])
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] == 1  # epochs count from 1 everywhere (it said 0)
     sel = summary["select"]
     assert [c["candidate"] for c in sel["candidates"]].count("jamendo-crnn+msd-crnn / linear") == 1
     assert len(sel["candidates"]) == 6 and sel["grouped"] and sel["folds"] == 3

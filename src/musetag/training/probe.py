@@ -230,7 +230,7 @@ def train_probe(cfg, run_dir: Path):
                   "objective": "mean loss + ||W||^2 / (2 C n) (scikit-learn's C), L-BFGS",
                   "embedding": data.feature_config.embed, "dim": int(x_tr.shape[1])}
     summary = {"recipe": cfg.recipe, "task": data.task, "metric": metric, "final": "best",
-               "checkpoint": "checkpoints/best.pt", "best_epoch": 0, "epochs_run": 1, "stopped_early": False,
+               "checkpoint": "checkpoints/best.pt", "best_epoch": 1, "epochs_run": 1, "stopped_early": False,
                "validation": val_scores, "test": test_scores,
                "candidates": {"best": {"validation": val_scores, "test": test_scores}},
                "tags": list(data.tags), "n_tracks": {k: len(v) for k, v in data.splits.items()},

@@ -361,7 +361,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
                    "layout": union_layout(arrays, union),
                    "cpu_s": round(time.process_time() - c0, 1), "test_interval": interval}
     summary = {"recipe": cfg.recipe, "task": task, "metric": metric, "final": "best",
-               "checkpoint": "checkpoints/best.pt", "best_epoch": 0, "epochs_run": 1, "stopped_early": False,
+               "checkpoint": "checkpoints/best.pt", "best_epoch": 1, "epochs_run": 1, "stopped_early": False,
                "validation": val_scores, "test": test_scores,
                "candidates": {"best": {"validation": val_scores, "test": test_scores}},
                "tags": list(tags), "n_tracks": {k: len(v) for k, v in arrays.ids.items()},
