@@ -233,3 +233,16 @@ def test_cli_lists_recipes_and_prints_config():
     bad = subprocess.run([sys.executable, "-m", "musetag", "train", "demo", "--set", "optim.name=sgdd"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "optim.name" in bad.stderr and "amsgrad" in bad.stderr
+
+
+def test_the_python_api_draws_no_progress_bars_into_a_pipe(corpora, tmp_path, capfd):
+    """`musetag.train(...)` with stderr a pipe or a log file wrote tqdm redraws into it (the commands draw
+    bars only on a terminal); `progress=true` still asks for them."""
+    import tomllib
+
+    sets = [s for s in TINY if not s.startswith("progress")] + ["epochs=1", "max_steps_per_epoch=2"]
+    train("demo", data=corpora["multilabel"], out=tmp_path / "quiet", sets=sets)
+    assert "\r" not in capfd.readouterr().err  # pytest's stderr is not a terminal
+    assert tomllib.loads((tmp_path / "quiet" / "config.toml").read_text())["progress"] is False
+    train("demo", data=corpora["multilabel"], out=tmp_path / "asked", sets=sets + ["progress=true"])
+    assert "\r" in capfd.readouterr().err

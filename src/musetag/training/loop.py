@@ -67,6 +67,16 @@ log = logging.getLogger("musetag.train")
 # public entry points
 
 
+def _quiet_off_terminal(sets: list[str] | None) -> bool:
+    """Progress bars only on a terminal, as the commands do (``musetag.commands.show_progress``): whether a
+    caller that does not set ``progress`` writes to a log file or a pipe (then it trains with ``progress=false``)."""
+    import sys
+
+    from musetag.training.config import check_sets
+
+    return "progress" not in set_keys(check_sets(sets)) and not getattr(sys.stderr, "isatty", lambda: False)()
+
+
 def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | Path | None = None,
           out: str | Path | None = None, sets: list[str] | None = None, resume: str | Path | None = None,
           training_data: TrainingData | None = None) -> RunResult:
@@ -75,8 +85,10 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
     ``config``: a :class:`TrainConfig`, a dict, a recipe name or a TOML path. ``data``: the dataset
     TOML (sets ``data.dataset``). ``out``: the run folder (sets ``out``). ``sets``: ``key=value``
     overrides. ``resume``: a run folder to continue from its ``checkpoints/last.pt`` (its
-    ``config.toml`` is used; ``config`` must then be None).
+    ``config.toml`` is used; ``config`` must then be None). Without ``progress`` in ``sets``, progress bars
+    are drawn only when stderr is a terminal.
     """
+    quiet = _quiet_off_terminal(sets)
     if resume is not None:
         if config is not None:
             raise ConfigError("resume takes the run folder's own config.toml; do not pass a recipe too")
@@ -84,7 +96,7 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         cfg = load_toml_config(run_dir / "config.toml")
         if sets:
             cfg = cfg.replace(sets=sets)
-        cfg = cfg.replace({"out": str(run_dir)})
+        cfg = cfg.replace({"out": str(run_dir), **({"progress": False} if quiet else {})})
         if probe.route(cfg):
             raise ConfigError(f"{run_dir} is a probe run (fitted in seconds, nothing to resume); train it again "
                               "into a new --out folder")
@@ -98,6 +110,8 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         overrides["data"] = {"dataset": str(Path(data).resolve())}
     if out is not None:
         overrides["out"] = str(out)
+    if quiet:
+        overrides["progress"] = False
     cfg = load_config(config, sets=sets, overrides=overrides)
     if cfg.data.dataset and not Path(cfg.data.dataset).is_absolute():
         cfg = cfg.replace({"data": {"dataset": str(Path(cfg.data.dataset).resolve())}})
