@@ -56,6 +56,12 @@ def test_parquet_output_resumes_through_its_partial_file(tmp_path):
     run_tag_parquet(fake_run_tag, "m", [a, bad], out, tags=tags)
     run_tag_parquet(fake_run_tag, "m", [a, bad, c], out, tags=tags)
     assert calls == [[a, bad], [c]] and not partial_path(out).exists()
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # as other outputs (it was 0o600, from mkstemp)
     rows = {r["path"]: r for r in read_parquet_rows(out, tags)}
     assert list(rows) == [a, bad, c]
     assert rows[c]["scores"] == {"happy": 0.25, "sad": 0.75} and rows[c]["top_tags"] == [{"tag": "sad", "score": 0.75}]

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from musetag.errors import ConfigError
 
-__all__ = ["check_writable", "describe_os_error", "write_text_atomic"]
+__all__ = ["check_writable", "describe_os_error", "file_mode", "write_text_atomic"]
+
+
+def file_mode() -> int:
+    """0o666 minus the umask: what a plain ``open()`` would create. A temporary file from ``mkstemp`` is 0o600,
+    and renamed over an output it would leave that output readable by its owner only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def check_writable(path: str | os.PathLike, *, flag: str = "--out", folder: bool = False) -> Path:

@@ -35,7 +35,7 @@ import numpy as np
 
 from musetag.errors import ConfigError, ModelError
 from musetag.inference.package import ModelPackage
-from musetag.inference.package_files import file_mode
+from musetag.outputs import file_mode
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from musetag.errors import ModelError
+from musetag.outputs import file_mode
 
 __all__ = ["DESCRIPTION_FILE", "MAX_DESCRIPTION_BYTES", "MAX_WEIGHTS_BYTES", "WEIGHTS_FILE", "atomic_write",
-           "declared_weights_bytes", "file_mode", "read_members", "write_archive"]
+           "declared_weights_bytes", "read_members", "write_archive"]
 
 DESCRIPTION_FILE = "musetag.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -30,13 +31,6 @@ WEIGHTS_FILE = "model.safetensors"
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def file_mode() -> int:
-    """0o666 minus the umask: what a plain open() would create (mkstemp makes 0o600 files)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def atomic_write(path: Path, data: bytes) -> None:

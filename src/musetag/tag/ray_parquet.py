@@ -71,8 +71,11 @@ def write_parquet_rows(rows: list[dict[str, Any]], tags: list[str], out: str | o
     import pyarrow.parquet as pq
 
     out = Path(out)
+    from musetag.outputs import file_mode
+
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, file_mode())  # as every other output (mkstemp makes 0o600)
     try:
         pq.write_table(rows_to_table(rows, tags), tmp)
         os.replace(tmp, out)

@@ -283,9 +283,9 @@ class ResultWriter:
 
     def _atomic_write(self, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        from musetag.outputs import file_mode
+
+        os.chmod(tmp, file_mode())
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
                 fh.write(text)
