@@ -625,6 +625,9 @@ def test_unwritable_out_is_one_line_naming_it(small_package, tiny_corpus, odd_cl
     for name, argv in cases.items():
         assert main(argv) == 2, name
         _one_line_error(capsys, f"musetag {name}: error", str(blocker), "not a folder")
+    if Path("/proc/self").is_dir():  # a folder that takes no new files even from root: the error names --out
+        assert main(cases["tag"][:-1] + ["/proc/musetag-results.csv"]) == 2  # it named the temporary file
+        assert ".tmp" not in _one_line_error(capsys, "musetag tag: error", "/proc/musetag-results.csv")
     if os.geteuid() != 0:  # root writes anywhere: the permission case needs a normal user
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)

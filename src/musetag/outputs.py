@@ -8,7 +8,7 @@ from pathlib import Path
 
 from musetag.errors import ConfigError
 
-__all__ = ["check_writable", "describe_os_error", "file_mode", "write_text_atomic"]
+__all__ = ["check_writable", "describe_os_error", "file_mode", "write_bytes_atomic", "write_text_atomic"]
 
 
 def file_mode() -> int:
@@ -69,13 +69,31 @@ def describe_os_error(exc: OSError) -> str:
     return f"{name}: {what}; {fix}" if name else f"{what}; {fix}"
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename: a process killed in the
-    middle leaves the old file (or none), never a truncated one that a later reader chokes on."""
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename: a process killed in the
+    middle leaves the old file (or none), never a truncated one that a later reader chokes on. ``durable``:
+    flushed to the disk (fsync) before the rename, for files a crash must not lose. The file gets the mode
+    ``open()`` would give it; an error names ``path``, not the temporary file."""
+    import tempfile
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        os.chmod(tmp, file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = False) -> None:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8, written as it is (no newline translation)."""
+    write_bytes_atomic(path, text.encode("utf-8"), durable=durable)

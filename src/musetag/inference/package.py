@@ -67,8 +67,9 @@ from musetag.errors import ModelError
 from musetag.evaluate.aggregation import AGGREGATIONS as WINDOW_RULES
 from musetag.evaluate.thresholds import thresholds_from_json, thresholds_to_json
 from musetag.inference.package_files import (
-    DESCRIPTION_FILE, WEIGHTS_FILE, _is_int, atomic_write, declared_weights_bytes, read_members, write_archive,
+    DESCRIPTION_FILE, WEIGHTS_FILE, _is_int, declared_weights_bytes, read_members, write_archive,
 )
+from musetag.outputs import write_bytes_atomic
 
 PACKAGE_FORMAT = 1
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -363,8 +364,8 @@ def save_package(
         raise ModelError(f"{out} exists and is not a folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     # weights first, description last: a folder with a description always has matching weights
-    atomic_write(out / WEIGHTS_FILE, weights)
-    atomic_write(out / DESCRIPTION_FILE, text.encode("utf-8"))
+    write_bytes_atomic(out / WEIGHTS_FILE, weights, durable=True)
+    write_bytes_atomic(out / DESCRIPTION_FILE, text.encode("utf-8"), durable=True)
     return out
 
 

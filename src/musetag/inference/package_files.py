@@ -1,7 +1,8 @@
 """A model package's two files in a folder or an archive: written atomically, read with bounds.
 
 :mod:`musetag.inference.package` says what a package holds; this module moves its bytes. Writes go
-through a temporary file and a rename (a killed ``musetag package`` leaves the old package or none).
+through a temporary file and a rename (a folder's files by :func:`musetag.outputs.write_bytes_atomic`): a
+killed ``musetag package`` leaves the old package or none.
 Reads never trust what a file says about itself: the description is read up to
 :data:`MAX_DESCRIPTION_BYTES`, the weights up to the size the description records (or
 :data:`MAX_WEIGHTS_BYTES`), streamed, so a crafted archive whose member inflates to gigabytes is refused
@@ -22,8 +23,8 @@ from typing import Any
 from musetag.errors import ModelError
 from musetag.outputs import file_mode
 
-__all__ = ["DESCRIPTION_FILE", "MAX_DESCRIPTION_BYTES", "MAX_WEIGHTS_BYTES", "WEIGHTS_FILE", "atomic_write",
-           "declared_weights_bytes", "read_members", "write_archive"]
+__all__ = ["DESCRIPTION_FILE", "MAX_DESCRIPTION_BYTES", "MAX_WEIGHTS_BYTES", "WEIGHTS_FILE", "declared_weights_bytes",
+           "read_members", "write_archive"]
 
 DESCRIPTION_FILE = "musetag.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -31,20 +32,6 @@ WEIGHTS_FILE = "model.safetensors"
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, file_mode())
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_archive(out: Path, members: dict[str, bytes]) -> None:

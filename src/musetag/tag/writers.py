@@ -36,7 +36,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -226,7 +225,7 @@ class ResultWriter:
                     )
             if retry_errors:
                 rows = [r for r in rows if r.get("status") == "ok"]
-        self._check_run(bool(rows))
+        record = self._check_run(bool(rows))
         self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
         self.done = {row_key(r["path"]) for r in rows}
         #: files whose kept row is an error (tried by an earlier run; ``retry_errors`` tries them again)
@@ -235,13 +234,18 @@ class ResultWriter:
         self._last_flush = time.monotonic()
         self._dirty = False
         self._start(rewrite=self.path.exists())
+        if record is not None:
+            from musetag.tag.run_record import write_run_record
+
+            write_run_record(self.path, record)
 
     # -- setup ---------------------------------------------------------------------------------
-    def _check_run(self, resuming: bool) -> None:
+    def _check_run(self, resuming: bool) -> dict[str, Any] | None:
         """Refuse to add rows of another model or decision rule to an output (:mod:`musetag.tag.run_record`);
-        record this run's when it starts the output or continues one made the same way."""
+        the record to write once the output is started (this run's, when it starts the output or continues
+        one made the same way)."""
         if not isinstance(self.meta.get("model"), dict):
-            return
+            return None
         from musetag.tag import run_record
 
         held = run_record.read_run_record(self.path)
@@ -254,8 +258,8 @@ class ResultWriter:
                     f"with the earlier ones; choose another --out, or delete {self.path} and "
                     f"{run_record.run_record_path(self.path).name} to start over"
                 )
-        if not resuming or held is not None:  # an output from before the record existed stays unrecorded
-            run_record.write_run_record(self.path, self.meta)
+        # an output from before the record existed stays unrecorded
+        return self.meta if not resuming or held is not None else None
 
     def _start(self, rewrite: bool) -> None:
         if self.format == ".json":
@@ -282,19 +286,9 @@ class ResultWriter:
         return buf.getvalue()
 
     def _atomic_write(self, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        from musetag.outputs import file_mode
+        from musetag.outputs import write_text_atomic
 
-        os.chmod(tmp, file_mode())
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self.path, text, durable=True)
 
     def _write_json(self) -> None:
         self._atomic_write(self._render(self.rows))
