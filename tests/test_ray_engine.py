@@ -162,6 +162,21 @@ def test_rows_equal_the_local_path_and_bad_files_are_error_rows(cluster, package
     assert any("too_short" in w for w in b[str(folder / "clip005.wav")]["warnings"])
 
 
+def test_the_command_prints_nothing_of_rays_own(cluster, package, tmp_path):
+    """`musetag tag ... --engine ray` in a new process, as users start it: its core worker printed an "E"
+    line about Ray Data's actor ("constructor arguments in the object store and max_restarts > 0")."""
+    folder = tmp_path / "music"
+    write_clips(folder, 2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(musetag.__file__).resolve().parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    env.pop("RAY_BACKEND_LOG_LEVEL", None)
+    out = subprocess.run([sys.executable, "-m", "musetag", "tag", str(package), str(folder), "--out",
+                          str(tmp_path / "r.csv"), "--engine", "ray", "--address", cluster, "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines() == [next(ln for ln in out.stderr.splitlines() if "2 ok" in ln)], out.stderr
+
+
 def test_resume_skips_files_already_written(cluster, package, tmp_path):
     folder = tmp_path / "music"
     write_clips(folder, 4)

@@ -12,9 +12,6 @@ import io
 import logging
 import os
 import re
-import sys
-import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +19,7 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
+from musetag._stderr import captured_stderr
 from musetag.errors import AudioError
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -47,7 +45,6 @@ def describe_source(source: AudioSource) -> str:
 
 # ------------------------------------------------------------------------ decoder messages, notes
 _NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("musetag_audio_notes", default=None)
-_CAPTURE_LOCK = threading.RLock()
 _MAX_SAID = 5  # distinct decoder lines kept per call
 
 
@@ -78,34 +75,17 @@ def _note(name: str, text: str) -> None:
 @contextmanager
 def _decoder_messages(said: list[str]) -> Iterator[None]:
     """Capture what C decoders write to file descriptor 2 while the block runs into ``said``
-    (one cleaned line each) instead of the terminal. Serialised: fd 2 is process-wide."""
-    with _CAPTURE_LOCK:
-        try:
-            sys.stderr.flush()
-        except (AttributeError, OSError, ValueError):
-            pass
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all: nothing can leak
+    (one cleaned line each) instead of the terminal (:func:`musetag._stderr.captured_stderr`)."""
+    raw: list[str] = []
+    try:
+        with captured_stderr(raw):
             yield
-            return
-        tmp = tempfile.TemporaryFile()
-        try:
-            os.dup2(tmp.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-        finally:
-            os.close(saved)
-            tmp.seek(0)
-            raw = tmp.read(64 * 1024)
-            tmp.close()
-            for line in raw.decode("utf-8", "replace").splitlines():
-                line = re.sub(r"^\[[^\]]*\]\s*", "", line.strip())  # "[src/libmpg123/parse.c:wetwork():1349] "
-                line = re.sub(r"^(Note|Warning|error|Error):\s*", "", line).strip()
-                if line and line not in said:
-                    said.append(line)
+    finally:
+        for line in raw:
+            line = re.sub(r"^\[[^\]]*\]\s*", "", line.strip())  # "[src/libmpg123/parse.c:wetwork():1349] "
+            line = re.sub(r"^(Note|Warning|error|Error):\s*", "", line).strip()
+            if line and line not in said:
+                said.append(line)
 
 
 def _said(said: list[str]) -> str:

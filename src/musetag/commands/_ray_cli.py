@@ -14,8 +14,10 @@ from musetag.tag.ray_engine import _iter_rows, _ray, run_embed, run_tag, tag_dat
 def quiet_cli_ray(address: str | None, *, verbose: bool, progress: bool) -> None:
     """Ray for the CLI: without ``musetag -v`` only Ray's errors reach the terminal (no INFO/WARNING lines
     about the cluster start, token authentication, Ray Data's execution plan or its disabled bars, no
-    deprecation warnings from Ray's own code, no workers' log lines; the C++ core worker may still print a
-    notice of its own); Ray Data's progress bars follow ``--progress``/``--no-progress`` like the local path's."""
+    deprecation warnings from Ray's own code, no workers' log lines, and no lines of the C++ core worker,
+    whose "E" level also carries notices such as Ray Data's "constructor arguments in the object store and
+    max_restarts > 0": ``RAY_BACKEND_LOG_LEVEL=fatal`` unless set; failures still arrive as Python errors);
+    Ray Data's progress bars follow ``--progress``/``--no-progress`` like the local path's."""
     import warnings
 
     ray = _ray()
@@ -23,13 +25,39 @@ def quiet_cli_ray(address: str | None, *, verbose: bool, progress: bool) -> None
     if not verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=verbose, logging_level=level)
+        if verbose:
+            ray.init(address=address, log_to_driver=True, logging_level=level)
+        else:
+            _init_without_notices(ray, address, level)
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(level)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     if hasattr(ctx, "print_on_execution_start"):
         ctx.print_on_execution_start = verbose
+
+
+#: what the core worker says when it reads RAY_BACKEND_LOG_LEVEL, at the start of every CLI run
+_LEVEL_NOTICE = "Set ray log level from environment variable"
+
+
+def _init_without_notices(ray, address: str | None, level: int) -> None:
+    """``ray.init`` with the C++ core worker's own lines off (``RAY_BACKEND_LOG_LEVEL=fatal``, unless set),
+    its one notice that it read that setting dropped, and anything else written meanwhile passed on."""
+    import os
+    import sys
+
+    from musetag._stderr import captured_stderr
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # read by the core worker ray.init starts
+    said: list[str] = []
+    try:
+        with captured_stderr(said):
+            ray.init(address=address, log_to_driver=False, logging_level=level)
+    finally:
+        for line in said:
+            if _LEVEL_NOTICE not in line:
+                print(line, file=sys.stderr)
 
 
 def refuse_local_options(args) -> None:
