@@ -114,14 +114,26 @@ def test_summary_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
     write_text_atomic(path, '{"a": 1}')
 
-    def broken(self, text, encoding=None):
-        Path.write_bytes(self, text[:5].encode())
-        raise OSError(28, "No space left on device")
+    import os
 
-    from pathlib import Path
+    real_fdopen = os.fdopen
 
-    monkeypatch.setattr(Path, "write_text", broken)
-    with pytest.raises(OSError):
+    class FullDisk:  # writes a few bytes, then the disk is full
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            self.fh.write(data[:5])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+    with pytest.raises(OSError, match="No space"):
         write_text_atomic(path, '{"a": 2, "b": 3}')
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
