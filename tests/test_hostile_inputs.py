@@ -1004,3 +1004,18 @@ def test_init_peer_from_refusals_name_the_option_given(tmp_path, capsys):
                  "--init-peer-from", str(weird), "--set", "epochs=1", "--no-progress", *peer]) != 0
     err = capsys.readouterr().err
     assert "--init-peer-from" in err and "--init-from" not in err, err
+
+
+def test_a_toml_file_that_is_not_utf8_is_one_line_naming_it(tiny_corpus, tmp_path, capsys):
+    """A dataset TOML or a recipe saved as Latin-1 (a comment with "café") ended in a UnicodeDecodeError
+    traceback; it is refused like a Latin-1 manifest, naming the file and line."""
+    data = tmp_path / "dataset.toml"
+    data.write_bytes(tiny_corpus.read_bytes() + "# café\n".encode("latin-1"))
+    line = data.read_bytes().count(b"\n")
+    recipe = tmp_path / "mine.toml"
+    recipe.write_bytes('base = "demo"\n# café\n'.encode("latin-1"))
+    capsys.readouterr()
+    assert main(["prepare", "--data", str(data), "--workers", "0", "--no-progress"]) == 2
+    _one_line_error(capsys, f"{data}: line {line} is not UTF-8", "iconv")
+    assert main(["train", str(recipe), "--data", str(tiny_corpus), "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys, f"recipe {recipe}: line 2 is not UTF-8", "iconv")

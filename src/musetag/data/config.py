@@ -26,12 +26,11 @@ Example (paths are relative to the TOML file)::
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musetag.errors import ConfigError, DatasetError
+from musetag.errors import ConfigError
 
 TASKS = ("multilabel", "multiclass", "regression")
 _TOP_KEYS = {"name", "reader", "task", "preset", "tags", "cache", "store", "paths", "options", "split", "features",
@@ -208,8 +207,6 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
                              "\"Your own data\")"))
     if not path.is_file():
         raise ConfigError(f"{path}: dataset config not found; pass the TOML file describing the dataset")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    return DatasetConfig.from_dict(data, base_dir=path.parent, source=path)
+    from musetag.tomlfile import read_toml
+
+    return DatasetConfig.from_dict(read_toml(path), base_dir=path.parent, source=path)

@@ -5,11 +5,11 @@ inheritance, the resolved configuration (:func:`load_config`: recipe + overrides
 from __future__ import annotations
 
 import difflib
-import tomllib
 from importlib import resources
 from pathlib import Path
 
 from musetag.errors import ConfigError
+from musetag.tomlfile import read_toml
 from musetag.training.config import TrainConfig, _apply_set, check_sets, merge, parse_set
 
 __all__ = ["dump_toml", "dumps_toml", "find_recipe", "list_recipes", "load_config", "load_toml_config", "read_recipe",
@@ -50,10 +50,7 @@ def find_recipe(name_or_path: str | Path) -> Path:
 def read_recipe(name_or_path: str | Path, _seen: tuple = ()) -> dict:
     """The recipe's table, with ``base = "other-recipe"`` inheritance resolved."""
     path = find_recipe(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"recipe {path}: not valid TOML ({exc}); fix the syntax") from None
+    data = read_toml(path, "recipe")
     base = data.pop("base", None)
     own_name = data.get("recipe") or path.stem
     if base:
@@ -133,8 +130,4 @@ def load_toml_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; is this a musetag run folder?")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return TrainConfig.from_dict(data, source=str(path))
+    return TrainConfig.from_dict(read_toml(path), source=str(path))
