@@ -1019,3 +1019,26 @@ def test_a_toml_file_that_is_not_utf8_is_one_line_naming_it(tiny_corpus, tmp_pat
     _one_line_error(capsys, f"{data}: line {line} is not UTF-8", "iconv")
     assert main(["train", str(recipe), "--data", str(tiny_corpus), "--no-progress", "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, f"recipe {recipe}: line 2 is not UTF-8", "iconv")
+
+
+def test_text_files_that_are_not_utf8_are_one_line_naming_them(tmp_path, capsys):
+    """A tag list, a thresholds file or a shard to merge saved as Latin-1 ended in a UnicodeDecodeError
+    traceback (exit 1); each is now refused naming the file and the line."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "pred.npy", rng.random((12, 3)).astype(np.float32))
+    gt = np.zeros((12, 3), dtype=np.int64)
+    gt[::2, 0], gt[1::2, 1], gt[::3, 2] = 1, 1, 1
+    np.save(tmp_path / "gt.npy", gt)
+    (tmp_path / "tags.txt").write_bytes("happy\ncafé\ncalm\n".encode("latin-1"))
+    (tmp_path / "th.txt").write_bytes("happy\t0.5\ncafé\t0.5\ncalm\t0.5\n".encode("latin-1"))
+    (tmp_path / "a.csv").write_bytes("path,status\nok.mp3,ok\ncafé.mp3,ok\n".encode("latin-1"))
+    (tmp_path / "b.csv").write_text("path,status\nx.mp3,ok\n", encoding="utf-8")
+    pred, truth = str(tmp_path / "pred.npy"), str(tmp_path / "gt.npy")
+    capsys.readouterr()
+    assert main(["score", pred, "-g", truth, "--tags", str(tmp_path / "tags.txt")]) == 2
+    _one_line_error(capsys, f"tag list {tmp_path / 'tags.txt'}: line 2 is not UTF-8", "iconv")
+    assert main(["score", pred, "-g", truth, "--thresholds", str(tmp_path / "th.txt")]) == 2
+    _one_line_error(capsys, f"thresholds file {tmp_path / 'th.txt'}: line 2 is not UTF-8", "iconv")
+    assert main(["merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "m.csv")]) == 2
+    _one_line_error(capsys, f"{tmp_path / 'a.csv'}: line 3 is not UTF-8", "iconv")
+    assert not (tmp_path / "m.csv").exists()

@@ -207,6 +207,6 @@ def load_dataset_config(path: str | Path) -> DatasetConfig:
                              "\"Your own data\")"))
     if not path.is_file():
         raise ConfigError(f"{path}: dataset config not found; pass the TOML file describing the dataset")
-    from musetag.tomlfile import read_toml
+    from musetag.textfiles import read_toml
 
     return DatasetConfig.from_dict(read_toml(path), base_dir=path.parent, source=path)

@@ -8,6 +8,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from musetag.errors import DatasetError
+from musetag.textfiles import read_text
 
 PREFIX_SEPARATOR = "---"
 
@@ -52,7 +53,7 @@ class TagVocab:
         """One tag per line (blank lines ignored); category prefixes removed when ``strip``."""
         path = Path(path)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = read_text(path, "tag list").splitlines()
         except FileNotFoundError:
             raise DatasetError(f"{path}: tag list not found") from None
         tags = [line.strip() for line in lines if line.strip()]

@@ -72,7 +72,10 @@ def load_tags(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise EvaluationError(f"tag list not found: {path}")
-    tags = [line.rstrip("\r").split("\t")[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    from musetag.textfiles import read_text
+
+    text = read_text(path, "tag list", error=EvaluationError)
+    tags = [line.rstrip("\r").split("\t")[0].strip() for line in text.splitlines()]
     tags = [t for t in tags if t]
     if len(set(tags)) != len(tags):
         raise EvaluationError(f"{path}: the tag list has duplicates")

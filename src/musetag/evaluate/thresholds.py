@@ -115,8 +115,10 @@ def save_thresholds(thresholds, path: str | Path, tags: Sequence[str] | None = N
 
 def load_thresholds(path: str | Path) -> tuple[list[str], np.ndarray]:
     """Read a thresholds file (``tag<TAB>value`` per line, or one value per line)."""
+    from musetag.textfiles import read_text
+
     names, values = [], []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path, "thresholds file", error=EvaluationError).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.rstrip("\r").split("\t")

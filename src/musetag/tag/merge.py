@@ -2,6 +2,7 @@
 into one file, refusing to keep two different results for one track or to join outputs of different models."""
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from musetag.errors import ConfigError, DatasetError
+from musetag.textfiles import read_text
 
 __all__ = ["MergeReport", "errors_path", "merge_outputs"]
 
@@ -174,21 +176,19 @@ def _read_records(path: Path, kind: str) -> list[dict[str, Any]]:
     if kind in ("csv", "tsv"):
         import csv
 
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t" if kind == "tsv" else ","))
+        return list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if kind == "tsv" else ","))
     if kind == "jsonl":
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg}); was the run interrupted? "
-                                           "Re-run that shard to finish it") from None
+        for n, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: U+2028 may sit in a string
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg}); was the run interrupted? "
+                                       "Re-run that shard to finish it") from None
         return rows
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc.msg}); re-run that shard") from None
     if isinstance(data, dict) and isinstance(data.get("results"), list):  # musetag tag's JSON document

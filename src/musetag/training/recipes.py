@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from musetag.errors import ConfigError
-from musetag.tomlfile import read_toml
+from musetag.textfiles import read_toml
 from musetag.training.config import TrainConfig, _apply_set, check_sets, merge, parse_set
 
 __all__ = ["dump_toml", "dumps_toml", "find_recipe", "list_recipes", "load_config", "load_toml_config", "read_recipe",

@@ -22,6 +22,7 @@ from pathlib import Path
 from musetag.data.datasets.registry import ReaderSpec, register_reader
 from musetag.data.manifest import TrackRecord
 from musetag.errors import DatasetError
+from musetag.textfiles import read_text
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _apply_lists(records: list[TrackRecord], split_lists: dict[str, Path] | None
     assign: dict[str, str] = {}
     for split, list_path in split_lists.items():
         try:
-            lines = Path(list_path).read_text(encoding="utf-8").splitlines()
+            lines = read_text(list_path, "split list").splitlines()
         except FileNotFoundError:
             raise DatasetError(f"{list_path}: split list not found; fix paths.{split}_list") from None
         for line in lines:

@@ -27,6 +27,7 @@ from musetag.data.datasets.registry import ReaderSpec, register_reader
 from musetag.data.manifest import SPLITS, TrackRecord, check_group_disjoint
 from musetag.data.tags import PREFIX_SEPARATOR, strip_prefix
 from musetag.errors import ConfigError, DatasetError
+from musetag.textfiles import read_text
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,8 @@ def read_jamendo_tsv(
     """
     path = Path(path)
     try:
-        # newline=None (universal newlines) turns the files' CRLF into "\n".
-        with open(path, encoding="utf-8", newline=None) as handle:
-            lines = handle.read().split("\n")
+        # universal newlines, as open(newline=None) reads: the files' CRLF becomes "\n"
+        lines = read_text(path, "MTG-Jamendo metadata file").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     except FileNotFoundError:
         raise DatasetError(f"{path}: MTG-Jamendo metadata file not found; check paths in the dataset config") from None
     header = tuple(lines[0].rstrip("\r").split("\t")) if lines else ()
