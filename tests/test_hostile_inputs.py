@@ -1042,3 +1042,14 @@ def test_text_files_that_are_not_utf8_are_one_line_naming_them(tmp_path, capsys)
     assert main(["merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(tmp_path / "m.csv")]) == 2
     _one_line_error(capsys, f"{tmp_path / 'a.csv'}: line 3 is not UTF-8", "iconv")
     assert not (tmp_path / "m.csv").exists()
+    (tmp_path / "groups.txt").write_bytes(("artist_1\n" * 6).encode() + "café\n".encode("latin-1"))
+    assert main(["ensemble", "--validation", pred, pred, "--validation-targets", truth, "--groups",
+                 str(tmp_path / "groups.txt"), "--out", str(tmp_path / "ens"), "--no-progress"]) == 2
+    _one_line_error(capsys, f"--groups file {tmp_path / 'groups.txt'}: line 7 is not UTF-8", "iconv")
+    from musetag.errors import ConfigError
+    from musetag.tag.ray_engine import list_files
+
+    for name in ("list.txt", "list.csv"):  # --engine ray's manifests
+        (tmp_path / name).write_bytes("path\nok.mp3\ncafé.mp3\n".encode("latin-1"))
+        with pytest.raises(ConfigError, match=f"file list {tmp_path / name}: line 3 is not UTF-8"):
+            list_files([str(tmp_path / name)])

@@ -52,7 +52,10 @@ def register(subparsers) -> None:
 
 
 def _load_groups(path: str) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    from musetag.errors import ConfigError
+    from musetag.textfiles import read_text
+
+    lines = read_text(path, "--groups file", error=ConfigError).splitlines()
     if lines and "ARTIST_ID" in lines[0].split("\t"):
         col = lines[0].split("\t").index("ARTIST_ID")
         return [ln.rstrip("\r").split("\t")[col] for ln in lines[1:] if ln.strip()]

@@ -41,6 +41,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from musetag.errors import ConfigError
+from musetag.textfiles import read_text
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +89,16 @@ def read_manifest(path: str | os.PathLike) -> list[str]:
         items = [str(p) for p in table.column("path").to_pylist() if p]
     elif ext == ".csv":
         import csv
+        import io
 
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        rows = list(csv.reader(io.StringIO(read_text(path, "file list", error=ConfigError), newline="")))
         if not rows:
             return []
         col = rows[0].index("path") if "path" in rows[0] else 0
         start = 1 if rows[0] and (rows[0][col] == "path" or not os.path.exists(_resolve(rows[0][col], path))) else 0
         items = [r[col] for r in rows[start:] if len(r) > col and r[col]]
     else:
-        items = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        items = [line.strip() for line in read_text(path, "file list", error=ConfigError).splitlines() if line.strip()]
     return [_resolve(p, path) for p in items]
 
 
