@@ -216,7 +216,7 @@ def test_a_shard_with_no_file_has_nothing_to_do_and_succeeds(package, tmp_path, 
 def test_resume_and_merge_refuse_rows_of_another_model_or_threshold(package, tmp_path, capsys, ext):
     """A CSV/JSONL row does not say which model or threshold made it: resuming tags.csv with another model
     of the same tags, or with another --threshold, skipped the files already there and mixed two runs'
-    decisions silently, and `merge` joined shards tagged at different thresholds. tags.run.json records both."""
+    decisions silently, and `merge` joined shards tagged at different thresholds. NAME.EXT.run.json records both."""
     from musetag.tag.run_record import read_run_record, run_record_path
     from musetag.tag.shard import collect_shard_files
 
@@ -227,11 +227,11 @@ def test_resume_and_merge_refuse_rows_of_another_model_or_threshold(package, tmp
     assert main(["tag", str(package), str(clips[0]), "--out", str(out), "--threshold", "0.3", *base]) == 0
     record = read_run_record(out)
     assert record["decision"] == {"rule": "score > threshold", "threshold": 0.3}
-    assert run_record_path(out).name == "tags.run.json"
+    assert run_record_path(out).name == f"tags{ext}.run.json"  # tags.csv and tags.jsonl keep one each
     capsys.readouterr()
     assert main(["tag", str(package), str(folder), "--out", str(out), *base]) == 2  # default 0.5 now
     err = capsys.readouterr().err
-    assert "threshold 0.3" in err and "threshold 0.5" in err and "decision rule" in err and "tags.run.json" in err
+    assert "threshold 0.3" in err and "threshold 0.5" in err and "decision rule" in err and f"tags{ext}.run.json" in err
     assert len(read_results(out)) == 1  # nothing was added or lost
     other = make_package(tmp_path / "other", frames=64, hop=64, model=tiny_model(len(TAGS), seed=1))  # same tags
     assert main(["tag", str(other), str(folder), "--out", str(out), "--threshold", "0.3", *base]) == 2
@@ -258,3 +258,6 @@ def test_resume_and_merge_refuse_rows_of_another_model_or_threshold(package, tmp
     records = [str(run_record_path(part)) for part in parts]  # what `merge part*.json` also matches
     assert main(["merge", *map(str, parts), *records, "--out", str(merged)]) == 0
     assert read_run_record(merged)["decision"]["threshold"] == 0.3 and len(read_results(merged)) == 4
+    sibling = out.with_suffix(".jsonl" if ext != ".jsonl" else ".csv")  # tags.csv and tags.jsonl: two records
+    assert main(["tag", str(package), str(clips[0]), "--out", str(sibling), "--threshold", "0.7", *base]) == 0
+    assert read_run_record(out)["decision"]["threshold"] == 0.3 and read_run_record(sibling)["decision"]["threshold"] == 0.7

@@ -135,7 +135,7 @@ def _check_same_columns(records: list[list[dict[str, Any]]], paths: list[Path]) 
 
 
 def _drop_run_records(paths: list[Path]) -> list[Path]:
-    """``merge parts/*.json`` also matches each part's ``NAME.run.json``: a record whose output is among the
+    """``merge parts/*.json`` also matches each part's ``NAME.EXT.run.json``: a record whose output is among the
     inputs is its side file, not a part."""
     from musetag.tag.run_record import run_record_path
 

@@ -4,7 +4,7 @@ A CSV or JSONL row holds scores and decided tags but not the model or the thresh
 Without a record, resuming ``tags.csv`` with another model of the same tags (``jamendo-musicnn`` and
 ``jamendo-fcn`` share theirs) or with another ``--threshold`` skipped the files already there and mixed
 two runs' rows silently, and ``musetag merge`` joined shards tagged at different thresholds. So the
-writer keeps ``tags.run.json`` (``{"model": {"name", "sha256", ...}, "decision": {...}}``) beside
+writer keeps ``tags.csv.run.json`` (``{"model": {"name", "sha256", ...}, "decision": {...}}``) beside
 ``tags.csv`` / ``.jsonl`` / ``.json``; a resumed run and the shards of a merge must agree on the model's
 checksum and on the decision rule. An output written before this record existed is accepted as it is.
 """
@@ -19,9 +19,10 @@ __all__ = ["describe", "differences", "read_run_record", "run_record_path", "wri
 
 
 def run_record_path(out: str | os.PathLike) -> Path:
-    """``tags.csv`` -> ``tags.run.json``."""
+    """``tags.csv`` -> ``tags.csv.run.json`` (the whole name: ``tags.csv`` and ``tags.jsonl`` in one folder are two
+    outputs with two records)."""
     out = Path(out)
-    return out.with_name(f"{out.stem}.run.json")
+    return out.with_name(f"{out.name}.run.json")
 
 
 def read_run_record(out: str | os.PathLike) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ input window (it was zero-padded), ``silent: ...`` when its peak is at or below 
 
 On start an existing output is read back: rows it holds are "done" and are skipped, a torn last
 line (from a kill in the middle of a write) is dropped, and with ``retry_errors`` error rows are
-removed so those files are tagged again. A run with model metadata also keeps ``tags.run.json``
+removed so those files are tagged again. A run with model metadata also keeps ``tags.csv.run.json``
 beside the output (:mod:`musetag.tag.run_record`) and refuses to resume an output of another model
 or decision rule.
 """
