@@ -78,7 +78,12 @@ def test_run_folder_and_self_describing_checkpoint(corpora, tmp_path):
     raw = [np.load(p).astype(np.float32) for p in data.splits["validation"].paths]
     again = _segments_predict(model, payload, raw)
     np.testing.assert_allclose(again, np.load(run / "predictions" / "validation.npy"), atol=1e-5)
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["training"]["epoch"] == 2
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["training"]["epoch"] == 2  # finished epochs, what resume reads
+    # the epoch its weights are from, counted as best.pt counts (it said 2, one past the run); and the thresholds
+    # of the last epoch's validation, so `package --checkpoint last` decides as tuned (it had none)
+    assert last["epoch"] == 1 and load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] <= 1
+    assert last["thresholds"] is not None and len(last["thresholds"]) == len(summary["tags"])
 
 
 @pytest.fixture(scope="module")

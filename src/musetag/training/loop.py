@@ -181,11 +181,14 @@ def _training_payload(run: Run) -> dict:
     }
 
 
-def _save_last(run: Run) -> None:
-    """``checkpoints/last.pt``: the model plus everything resume needs (rank 0 writes, all wait)."""
+def _save_last(run: Run, *, mid_epoch: bool = False) -> None:
+    """``checkpoints/last.pt``: the model plus everything resume needs (rank 0 writes, all wait). Its ``epoch`` is
+    the epoch its weights come from, counted from 0 as in best.pt and swa.pt (``training.epoch``, what resume
+    reads, counts the finished epochs)."""
     if run.dist.is_main:
         model = run.models[0]
-        payload = ckpt.model_payload(model, meta=checkpoint_meta(model, run.data, run.cfg), kind="last", epoch=run.state.epoch)
+        epoch = run.state.epoch if mid_epoch else run.state.epoch - 1
+        payload = ckpt.model_payload(model, meta=checkpoint_meta(model, run.data, run.cfg), kind="last", epoch=epoch)
         payload["training"] = _training_payload(run)
         ckpt.save_checkpoint(payload, run.last_path)
     D.barrier(run.dist)
@@ -227,7 +230,7 @@ def _epoch(run: Run, epoch: int) -> dict:
         train_loss = train_epoch(epoch, models=run.train_models, optimizers=run.optimizers, schedules=run.schedules,
                                  loader=run.loader, sampler=run.sampler, loss_fn=run.loss_fn, augment=run.augment,
                                  cfg=cfg, data=run.data, device=run.device, dist=dist, autocast=run.autocast,
-                                 scaler=run.scaler, state=state, save_mid_epoch=lambda: _save_last(run))
+                                 scaler=run.scaler, state=state, save_mid_epoch=lambda: _save_last(run, mid_epoch=True))
     groups = run.optimizers[0].param_groups
     # the schedule's lr (the classifier's group); with init.body_lr_scale the body's scaled lr beside it
     lr = next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])

@@ -104,7 +104,7 @@ def write_predictions(run: Run, final: str, candidates: dict) -> None:
 
 def _write_thresholds(run: Run, final: str, candidates: dict, swa_model, thresholds, scores) -> str:
     """Checkpoints carry the thresholds of their predictions (same decision rule); the checkpoint to package."""
-    data, ckpt_dir = run.data, run.ckpt_dir
+    ckpt_dir = run.ckpt_dir
     if swa_model is not None:
         swa_th = thresholds if final == "swa" else _thresholds(run, candidates["swa"][0])[0]
         run.save(swa_model, "swa.pt", "swa", run.state.epoch - 1, metrics=scores["swa"]["validation"],
@@ -114,8 +114,8 @@ def _write_thresholds(run: Run, final: str, candidates: dict, swa_model, thresho
         payload = load_checkpoint(best_path)
         payload["thresholds"] = thresholds if final == "best" else _thresholds(run, candidates["best"][0])[0]
         ckpt.save_checkpoint(payload, best_path)
-    if final == "last":
+    if run.last_path.exists():  # `package --checkpoint last` decides as the last epoch's validation says
         payload = load_checkpoint(run.last_path)
-        payload["thresholds"] = thresholds
+        payload["thresholds"] = thresholds if final == "last" else _thresholds(run, candidates["last"][0])[0]
         ckpt.save_checkpoint(payload, run.last_path)
     return {"swa": "swa.pt", "last": "last.pt"}.get(final, "best.pt")
