@@ -174,6 +174,8 @@ def test_probe_run_packages_backbone_and_probe_and_tags_audio(prepared, tmp_path
     assert summary["probe"]["C"] in (0.1, 1.0) and [r["C"] for r in summary["probe"]["grid"]] == [0.1, 1.0]
     assert result.test["accuracy"] == summary["test"]["accuracy"]
     assert summary["best_epoch"] == summary["epochs_run"] == 1  # epochs count from 1 everywhere (it said 0)
+    tags_txt = (run / "predictions" / "tags.txt").read_text().split()  # what `musetag score` names tags from
+    assert tags_txt == summary["tags"] and len(tags_txt) == np.load(run / "predictions" / "test.npy").shape[1]
     assert np.load(run / "predictions" / "test.npy").shape == (3, 3)
 
     pkg = create_package(run, tmp_path / "pkg")

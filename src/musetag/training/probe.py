@@ -178,7 +178,7 @@ def _splits(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def write_probe_run(run_dir: Path, model, meta: dict, val_scores: dict, preds: dict, targets: dict, ids: dict) -> None:
     """A fitted probe's run folder: ``checkpoints/best.pt`` (= ``last.pt``) and the validation and test
-    predictions with their targets and track ids (shared by probe runs and ``probe-auto``)."""
+    predictions with their targets, track ids and column names (shared by probe runs and ``probe-auto``)."""
     from musetag.training import checkpoint as ckpt
 
     ckpt.save_checkpoint(ckpt.model_payload(model, meta=meta, kind="best", epoch=0, metrics=val_scores),
@@ -186,6 +186,8 @@ def write_probe_run(run_dir: Path, model, meta: dict, val_scores: dict, preds: d
     shutil.copyfile(run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt")
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
+    # the matrices' column names, as a trained run writes them (`musetag score` names tags from it)
+    (pred_dir / "tags.txt").write_text("\n".join(meta["tags"]) + "\n", encoding="utf-8")
     for role in ("validation", "test"):
         np.save(pred_dir / f"{role}.npy", preds[role])
         np.save(pred_dir / f"{role}_targets.npy", targets[role])
