@@ -107,8 +107,10 @@ def experiment(direction: str, work: Path, args) -> dict:
 def _ratio_text(ratio: float, metric: str, target, epochs: int, *, markdown: bool = False) -> str:
     """``ratio`` epochs from scratch / fine-tuned to the target, or that the fine-tune never reached it."""
     if ratio == ratio:  # not NaN
-        return (f"**ratio: {ratio:.2f}x fewer epochs** to reach {metric} {target} with `--init-from`." if markdown
-                else f"{ratio:.2f}x fewer epochs to {metric} {target} with --init-from")
+        # below 1 the fine-tune needed more epochs than training from scratch: said so, not "0.38x fewer"
+        how = (f"{ratio:.2f}x fewer epochs" if ratio >= 1 else f"{ratio:.2f}x, i.e. {1 / ratio:.2f}x more epochs")
+        return (f"**ratio: {how}** to reach {metric} {target} with `--init-from`." if markdown
+                else f"{how} to {metric} {target} with --init-from")
     text = f"the fine-tune (--init-from) did not reach {metric} {target} within {epochs} epochs"
     return f"**ratio: n/a**: {text} (the curves below)." if markdown else f"n/a, {text}"
 
