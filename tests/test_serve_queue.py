@@ -168,3 +168,69 @@ def test_a_request_waiting_past_the_queue_timeout_gets_503(package, monkeypatch)
         assert "--queue-timeout" in r.json()["message"] and int(r.headers["Retry-After"]) >= 1
         queue.active = 0
         assert client.post("/v1/tag", content=wav_bytes(1.0)).status_code == 200
+
+
+def test_a_waiter_whose_client_left_is_not_served():
+    """Starlette does not cancel a handler whose client disconnects: the slot is granted, then ``gone`` says the
+    client has left, so the slot passes on and nothing runs for it."""
+    from musetag.serve.queue import ClientGone
+
+    async def main():
+        queue = WaitQueue(workers=1, max_waiting=3, timeout=5)
+        ran: list[str] = []
+
+        async def left():
+            return True
+
+        async def here():
+            return False
+
+        with pytest.raises(ClientGone):
+            async with queue.slot(gone=left):
+                ran.append("left")
+        async with queue.slot(gone=here):
+            ran.append("here")
+        assert ran == ["here"] and queue.abandoned == 1 and queue.served == 1 and queue.active == 0
+
+    asyncio.run(main())
+
+
+def test_requests_given_up_while_waiting_are_not_decoded(package, tmp_path):
+    """Three clients give up (0.2 s timeouts) behind a long upload: they were all decoded anyway, and a live
+    request waited behind that dead work. Now they are dropped when their turn comes."""
+    import time
+
+    from test_serve import Server, wav_bytes
+
+    server = Server(package, tmp_path / "serve.log", "--max-concurrency", "1", "--queue", "5", "--max-upload-mb", "120")
+    try:
+        server.wait()
+        long = threading.Thread(target=lambda: httpx.post(server.url + "/v1/tag", content=wav_bytes(3000.0, sr=16000),
+                                                          headers={"X-Filename": "long.wav"}, timeout=300))
+        long.start()
+        deadline = time.monotonic() + 120
+        while httpx.get(server.url + "/healthz").json()["queue"]["busy"] < 1:  # the long one is decoding (~2 s)
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        gave_up: list[bool] = []
+
+        def impatient():
+            try:
+                httpx.post(server.url + "/v1/tag", content=wav_bytes(2.0), timeout=0.2)
+                gave_up.append(False)
+            except httpx.TimeoutException:
+                gave_up.append(True)
+
+        clients = [threading.Thread(target=impatient) for _ in range(3)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(60)
+        queue = httpx.get(server.url + "/healthz").json()["queue"]
+        assert gave_up == [True] * 3 and queue["busy"] == 1 and queue["waiting"] == 3  # they left while it decoded
+        long.join(300)
+        health = httpx.get(server.url + "/healthz").json()
+        assert health["queue"]["abandoned"] == 3 and health["queue"]["served"] == 1, health["queue"]
+        assert httpx.post(server.url + "/v1/tag", content=wav_bytes(2.0), timeout=60).status_code == 200
+    finally:
+        server.stop()

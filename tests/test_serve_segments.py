@@ -45,7 +45,11 @@ def test_segments_and_two_models(tmp_path, monkeypatch):
         assert models["default"] == "moods" and [m["id"] for m in models["models"]] == ["moods", "genres"]
         assert [m["n_tags"] for m in models["models"]] == [6, 3]
         assert client.get("/v1/tags", params={"model": "genres"}).json()["tags"] == other_tags
-        assert client.get("/healthz").json()["models"] == ["moods", "genres"]
+        health = client.get("/healthz").json()
+        assert health["models"] == ["moods", "genres"]
+        # two front ends, two decoder pools: every decoder idle is counted (it said 1 of 2), each model's queue shown
+        assert health["decoders"] == health["idle_decoders"] == 2
+        assert set(health["queues"]) == {"moods", "genres"} and health["queues"]["moods"] == health["queue"]
 
         plain = client.post("/v1/tag", content=data, headers={"X-Filename": "c.wav"}).json()
         assert plain["model"] == "moods" and "segments" not in plain

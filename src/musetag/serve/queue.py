@@ -16,7 +16,7 @@ import math
 import time
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 from musetag.errors import ConfigError
 
@@ -37,6 +37,10 @@ class QueueTimeout(QueueRefused):
     pass
 
 
+class ClientGone(Exception):
+    """The client closed its connection while the request waited: its slot passes on, nothing is done for it."""
+
+
 class WaitQueue:
     """``workers`` slots and a first-come-first-served queue of at most ``max_waiting`` requests,
     each waiting at most ``timeout`` seconds. Use ``async with queue.slot(): ...``."""
@@ -52,7 +56,7 @@ class WaitQueue:
         self.active = 0
         self._waiters: deque[asyncio.Future] = deque()
         self._mean_hold = 1.0  # seconds a slot is held, moving average (the first estimate: 1 s)
-        self.served = self.refused_full = self.refused_timeout = 0
+        self.served = self.refused_full = self.refused_timeout = self.abandoned = 0
 
     @property
     def waiting(self) -> int:
@@ -106,8 +110,15 @@ class WaitQueue:
         self.active -= 1
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, gone: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[None]:
+        """One slot for the block. ``gone``: asked once the slot is granted; when it says the client has left
+        (Starlette does not cancel a handler whose client disconnects), the slot passes on at once and
+        :class:`ClientGone` is raised instead of running the block."""
         await self.acquire()
+        if gone is not None and await gone():
+            self.abandoned += 1
+            self.release_slot()
+            raise ClientGone()
         started = time.monotonic()
         try:
             yield
@@ -117,4 +128,4 @@ class WaitQueue:
     def describe(self) -> dict[str, float | int]:
         return {"workers": self.workers, "busy": self.active, "waiting": self.waiting, "max_waiting": self.max_waiting,
                 "timeout_s": self.timeout, "served": self.served, "refused_full": self.refused_full,
-                "refused_timeout": self.refused_timeout}
+                "refused_timeout": self.refused_timeout, "abandoned": self.abandoned}

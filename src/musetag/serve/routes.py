@@ -14,7 +14,7 @@ from musetag._allocator import trim_heap
 from musetag.errors import ConfigError
 from musetag.evaluate.thresholds import thresholds_to_json
 from musetag.serve.decoders import DecoderCrashed, DecoderPool, DecodeTimeout
-from musetag.serve.queue import QueueFull, QueueRefused
+from musetag.serve.queue import ClientGone, QueueFull, QueueRefused
 from musetag.serve.responses import error
 from musetag.serve.state import ServeState
 from musetag.serve.upload import read_upload
@@ -64,6 +64,16 @@ async def _decode(pool: DecoderPool, name: str, data: bytes, limit_s: float):
     return name, payload, duration, warnings, starts
 
 
+async def _client_gone(request: Request) -> bool:
+    """Whether the client closed its connection. The server stops reading a socket after a large body, so a close
+    waiting there is seen only once reading resumes: the first look resumes it, the loop turns, the second sees."""
+    if await request.is_disconnected():
+        return True
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return await request.is_disconnected()
+
+
 async def decode_upload(request: Request, model: str) -> tuple[str, Any, Any, Any, Any] | JSONResponse:
     """Read the upload, wait in the queue for one of ``model``'s decoders and decode it there:
     ``(name, segments, duration, warnings, starts)``, or the JSON error to answer (queue full or waited
@@ -76,10 +86,15 @@ async def decode_upload(request: Request, model: str) -> tuple[str, Any, Any, An
     name, data = got
     pool = state.model_pool[model]
     try:
-        async with state.queue_for(pool).slot():
+        # a client that gave up while waiting (a page that moved on to another file, a timed-out script) is not
+        # decoded: the requests behind it would wait for work nobody reads
+        async with state.queue_for(pool).slot(gone=lambda: _client_gone(request)):
             return await _decode(pool, name, data, float(settings["decode_timeout"]))
     except QueueRefused as exc:
         return _refused(exc, pool.size)
+    except ClientGone:
+        return error(499, "client_closed", f"{name}: the client closed the connection while the request waited; "
+                     "nothing was decoded")
 
 
 @router.post(
@@ -227,15 +242,15 @@ async def healthz(request: Request):
     from musetag import __version__
 
     state = _state(request)
-    pool: DecoderPool | None = getattr(request.app.state, "decoders", None)
     queue = state.queue_for(state.model_pool[state.ids[0]])
     return {
         "status": "ok",
         "model": state.taggers[state.ids[0]].package.model_name,
         "models": state.ids,
         "decoders": state.settings["max_concurrency"] * len(state.pools),
-        "idle_decoders": pool.idle if pool else 0,
-        "queue": queue.describe(),
+        "idle_decoders": sum(pool.idle for pool in state.pools.values()),  # every front end's pool
+        "queue": queue.describe(),  # the first model's (its front end's pool)
+        "queues": {model: state.queue_for(state.model_pool[model]).describe() for model in state.ids},
         "auth": state.api_key is not None,
         "version": __version__,
     }

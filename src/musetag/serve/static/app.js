@@ -11,6 +11,9 @@
   const pick = $("model-pick"), select = $("model-select");
   const TOP = 15, ALL = "__all__";
   let objectUrl = null, lastResults = [], models = [], fileDuration = 0, lastFile = null;
+  // the file being tagged now: an answer for an earlier file (chosen again before it came) is dropped, and its
+  // request aborted, so one file's tags never show under another's name
+  let current = null;
   // the timelines (timeline.js, shared with the labelling page) follow this page's player
   const timeline = MusetagTimeline.create(audio, () => fileDuration);
 
@@ -51,8 +54,8 @@
     keyInput.value = "";
     keyForm.hidden = true;
     setStatus("");
-    start();
-    if (lastFile) handle(lastFile);
+    // the models first: a file tagged before the list is known would go to no model in particular
+    start().then(() => { if (lastFile) handle(lastFile); });
   });
 
   function setStatus(text, isError) {
@@ -176,11 +179,11 @@
   }
 
 
-  async function tagWith(id, file) {
+  async function tagWith(id, file, signal) {
     const form = new FormData();
     form.append("file", file, file.name);
     const q = `?segments=true&top_k=${TOP}` + (id ? "&model=" + encodeURIComponent(id) : "");
-    const response = await api("/v1/tag" + q, { method: "POST", body: form });
+    const response = await api("/v1/tag" + q, { method: "POST", body: form, signal });
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
@@ -206,18 +209,26 @@
     delete document.body.dataset.state;
     const chosen = select.value === ALL ? models : [select.value || models[0] || null];
     setStatus(`Tagging ${file.name}…`);
+    if (current) current.abort();  // the server stops working on a request whose client has gone
+    const mine = new AbortController();
+    current = mine;
     const started = performance.now();
     try {
       const got = [];
-      for (const id of chosen) got.push({ id: id || "model", body: await tagWith(id, file) });
+      for (const id of chosen) got.push({ id: id || "model", body: await tagWith(id, file, mine.signal) });
+      if (current !== mine) return;  // another file (or model) was chosen meanwhile: its answer is shown
       lastResults = got;
       fileDuration = got[0].body.duration || 0;
       const secs = ((performance.now() - started) / 1000).toFixed(1);
       const dur = got[0].body.duration ? got[0].body.duration.toFixed(0) + " s of audio, " : "";
-      setStatus(`${file.name}: ${dur}tagged in ${secs} s${got.length > 1 ? ` by ${got.length} models` : ""}.`);
+      // the flags that say the scores should not be read as a judgement of music (too short, silent, damaged)
+      const warnings = [...new Set(got.flatMap((g) => g.body.warnings || []))];
+      setStatus(`${file.name}: ${dur}tagged in ${secs} s${got.length > 1 ? ` by ${got.length} models` : ""}.`
+        + (warnings.length ? ` Warning: ${warnings.join("; ")}` : ""), warnings.length > 0);
       document.body.dataset.state = "tagged";
       render();
     } catch (err) {
+      if (current !== mine) return;  // aborted for a newer file: not an error to show
       const text = err instanceof TypeError ? `Could not reach the server: ${err.message}` : `Could not tag ${file.name}: ${err.message}`;
       setStatus(text, true);
     }
