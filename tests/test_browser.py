@@ -296,3 +296,31 @@ def test_page_asks_for_the_api_key_and_sends_it(browser, tmp_path):
         assert not browser.find_element(By.ID, "key-form").is_displayed()
     finally:
         server.stop()
+
+
+def test_the_page_shows_the_latest_file_and_its_warnings(page, browser, tmp_path):
+    """Choosing a second file while the first was still being tagged showed the second file's name over the
+    first one's tags when the first answer came last; and a silent or too-short upload got normal-looking bars
+    without the response's warnings."""
+    import time
+
+    import numpy as np
+    import soundfile as sf
+    from selenium.webdriver.common.by import By
+
+    from test_serve import wav_bytes
+
+    _, wait = page
+    long = tmp_path / "long.wav"
+    long.write_bytes(wav_bytes(400.0, sr=16000))
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(3 * 16000, dtype=np.float32), 16000)
+    status = lambda d: d.find_element(By.ID, "status").text  # noqa: E731
+    browser.find_element(By.ID, "file").send_keys(str(long))
+    browser.find_element(By.ID, "file").send_keys(str(silent))  # before the long file's answer
+    wait.until(lambda d: "silent.wav:" in status(d))
+    time.sleep(3)  # the long file's answer, if any, has come and gone
+    assert "silent.wav:" in status(browser) and "long.wav" not in status(browser)
+    assert browser.find_element(By.ID, "filename").text == "silent.wav"
+    assert "Warning: silent" in status(browser)
+    assert "error" in (browser.find_element(By.ID, "status").get_attribute("class") or "")  # shown, not bare
