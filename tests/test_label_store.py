@@ -38,6 +38,24 @@ def test_undo_reverts_to_previous_label_then_unlabelled(tmp_path):
     assert LabelStore(tmp_path / "labels.csv").state() == {"b.mp3": ("sad",)}
 
 
+def test_the_same_label_pressed_twice_is_one_line_and_one_undo(tmp_path):
+    """Enter pressed four times fast wrote four identical lines, and U then seemed to do nothing (it revoked
+    one copy, the next copy still stood)."""
+    store = LabelStore(tmp_path / "labels.csv")
+    store.label("a.mp3", ["calm"], "ann")
+    for _ in range(3):
+        assert store.label("a.mp3", ["calm"], "ann").path == "a.mp3"
+    assert len((tmp_path / "labels.csv").read_text().splitlines()) == 2
+    store.label("a.mp3", ["calm"], "other")  # another annotator's label is its own line
+    assert len((tmp_path / "labels.csv").read_text().splitlines()) == 3
+    assert store.undo("ann").path == "a.mp3" and store.undo("other").path == "a.mp3"
+    assert store.state() == {}
+    store.label("a.mp3", ["calm"], "ann")
+    store.label("b.mp3", ["sad"], "ann")
+    store.label("a.mp3", ["calm"], "ann")  # the same as an older label, not the newest: a new line (it is news)
+    assert len((tmp_path / "labels.csv").read_text().splitlines()) == 8
+
+
 def test_each_append_is_fsynced_before_returning(tmp_path, monkeypatch):
     synced = []
     real = os.fsync

@@ -101,21 +101,21 @@ class LabelStore:
                     os.fsync(handle.fileno())
             _fsync_dir(self.path.parent)
 
-    def _append(self, path: str, tags: tuple[str, ...], annotator: str, action: str) -> LabelEvent:
+    def label(self, path: str, tags, annotator: str = "") -> LabelEvent:
+        """Append a label of ``path`` (``tags``: the tags that apply; empty: none of them). The same label again
+        as this annotator's newest one (a key pressed twice) appends nothing, so one undo revokes it."""
         check_annotator(annotator)
-        event = LabelEvent(str(path), tuple(tags), time.strftime("%Y-%m-%dT%H:%M:%S%z"), annotator or "", action)
+        event = LabelEvent(str(path), tuple(tags), time.strftime("%Y-%m-%dT%H:%M:%S%z"), annotator or "", "label")
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(
             [event.path, TAG_SEP.join(event.tags), event.time, event.annotator, event.action])
-        data = buf.getvalue().encode("utf-8")
         with self._lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # other processes; released when the file closes
-            _write_line(handle, data)
+            stack = _replay(self.events())[1].get(annotator or "", [])
+            if stack and stack[-1].path == event.path and stack[-1].tags == event.tags:
+                return stack[-1]
+            _write_line(handle, buf.getvalue().encode("utf-8"))
         return event
-
-    def label(self, path: str, tags, annotator: str = "") -> LabelEvent:
-        """Append a label of ``path`` (``tags``: the tags that apply; empty: none of them)."""
-        return self._append(path, tuple(tags), annotator, "label")
 
     def undo(self, annotator: str = "") -> LabelEvent | None:
         """Revoke ``annotator``'s newest surviving label (None: nothing to undo). Checked and written

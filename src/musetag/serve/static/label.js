@@ -12,6 +12,9 @@
   let key = sessionStorage.getItem("musetag.apiKey") || "";
   let tags = [], selected = new Set(), current = null, skipped = [], audioUrl = null, task = "multilabel";
   let values = {}, range = [0, 1], trackDuration = 0, timelineFor = null;
+  // one save at a time (Enter pressed fast saved the same label four times); a save refused for want of the
+  // API key is kept and sent once the key is given
+  let saving = false, unsaved = null;
   const timeline = MusetagTimeline.create($("audio"), () => trackDuration);
 
   async function api(path, opts = {}) {
@@ -79,7 +82,11 @@
       $("tag-buttons").appendChild(b);
     });
   }
-  function toggle(t) { if (selected.has(t)) selected.delete(t); else selected.add(t); renderButtons(); }
+  function toggle(t) {
+    if (task === "multiclass") selected = new Set(selected.has(t) ? [] : [t]);  // one class: the buttons are radios
+    else if (selected.has(t)) selected.delete(t); else selected.add(t);
+    renderButtons();
+  }
 
   function renderPredictions(preds) {
     $("predictions").innerHTML = "";
@@ -127,13 +134,25 @@
     if (task === "regression") startValues(track);
     renderButtons();
     renderPredictions(track.predictions || []);
-    if (!current) { $("filename").textContent = "No track to label yet (embedding, or everything is labelled)."; setTimeout(next, 3000); return; }
+    if (!current) {
+      if (skipped.length) {  // only skipped tracks are left: offer them again rather than say there is nothing
+        status(`every other track is labelled: the ${skipped.length} skipped ones come round again`);
+        skipped = [];
+        await next();
+        return;
+      }
+      $("filename").textContent = "No track to label yet (embedding, or everything is labelled).";
+      setTimeout(next, 3000);
+      return;
+    }
     $("filename").textContent = current + (track.label ? ` (labelled: ${track.label.join(", ") || "none"})` : "");
     $("timeline-holder").replaceChildren();
     timeline.clear();
     drawTimeline(current);
     try {
-      const blob = await (await api("/v1/label/audio?path=" + encodeURIComponent(current))).blob();
+      const shown = current;
+      const blob = await (await api("/v1/label/audio?path=" + encodeURIComponent(shown))).blob();
+      if (current !== shown) return;  // another track was shown meanwhile: its audio plays, not this one
       if (audioUrl) URL.revokeObjectURL(audioUrl);
       audioUrl = URL.createObjectURL(blob);
       $("audio").src = audioUrl;
@@ -150,17 +169,27 @@
     } catch (e) { status(e.message, true); }
   }
 
+  async function save(body) {
+    const r = await post("/v1/label/label", body);
+    const what = task === "regression" ? r.saved.label.join(", ") : r.saved.tags.join(", ") || "none of the tags";
+    status(`saved ${r.saved.path}: ${what} (model refit in ${r.refit_ms} ms)`);  // the track the server saved
+    renderState(r.state);
+  }
+
   async function accept() {
-    if (!current) return;
+    if (!current || saving) return;
+    saving = true;
+    const body = task === "regression" ? { path: current, values, annotator }
+      : { path: current, tags: tags.filter((t) => selected.has(t)), annotator };
     try {
-      const body = task === "regression" ? { path: current, values, annotator }
-        : { path: current, tags: tags.filter((t) => selected.has(t)), annotator };
-      const r = await post("/v1/label/label", body);
-      const what = task === "regression" ? r.saved.label.join(", ") : r.saved.tags.join(", ") || "none of the tags";
-      status(`saved ${current}: ${what} (model refit in ${r.refit_ms} ms)`);
-      renderState(r.state);
+      await save(body);
       await next();
-    } catch (e) { status(e.message, true); }
+    } catch (e) {
+      if (!$("key-form").hidden) {  // refused for the key: kept, and saved once the key is entered
+        unsaved = body;
+        status(`not saved yet: ${body.path} is saved once the API key is entered above`, true);
+      } else status(`not saved: ${e.message}`, true);
+    } finally { saving = false; }
   }
   function skip() { if (current) { skipped.push(current); status(`skipped ${current}`); next(); } }
   async function undo() {
@@ -231,7 +260,19 @@
   $("rule").addEventListener("change", next);
   $("review-go").addEventListener("click", review);
   $("similar-go").addEventListener("click", similar);
-  $("key-form").addEventListener("submit", (ev) => { ev.preventDefault(); key = $("key").value; sessionStorage.setItem("musetag.apiKey", key); $("key-form").hidden = true; start(); });
+  $("key-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    key = $("key").value;
+    sessionStorage.setItem("musetag.apiKey", key);
+    $("key-form").hidden = true;
+    status("");
+    if (unsaved) {  // the label refused for want of the key
+      const body = unsaved;
+      unsaved = null;
+      try { await save(body); } catch (e) { unsaved = $("key-form").hidden ? null : body; status(`not saved: ${e.message}`, true); return; }
+    }
+    start();
+  });
   $("export").addEventListener("click", async (ev) => {
     ev.preventDefault();
     try {
