@@ -286,3 +286,6 @@ def test_decode_timeout_stops_the_work_and_recovers(tmp_path, monkeypatch):
         app.state.settings["decode_timeout"] = 120.0  # the replacement decoder works
         r = client.post("/v1/tag", content=wav_bytes(3.0), headers={"X-Filename": "ok.wav"})
         assert r.status_code == 200 and r.json()["duration"] == pytest.approx(3.0, abs=0.01)
+        # a UTF-8 name in the header (as curl sends it) comes back as sent, not as Latin-1 mojibake
+        r = client.post("/v1/tag", content=wav_bytes(3.0), headers={"X-Filename": "Séculaire.wav".encode()})
+        assert r.status_code == 200 and r.json()["filename"] == "Séculaire.wav", r.json()["filename"]

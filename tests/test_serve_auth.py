@@ -104,6 +104,25 @@ def test_non_loopback_host_without_a_key_is_refused_at_start_up(tmp_path):
     assert out.returncode == 2 and "refusing to listen on 0.0.0.0 without an API key" in out.stderr, out.stderr
 
 
+def test_a_port_in_use_is_one_line_before_anything_loads(tmp_path):
+    """uvicorn said "[Errno 98] address already in use" after the models had loaded and exited 3, which in musetag
+    means "some files failed"; serve and label now say so first, exit 2."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        for argv in (["serve", str(tmp_path / "nope")], ["label", str(tmp_path / "music"), "--tags", "a,b", "--out",
+                                                           str(tmp_path / "proj")]):
+            (tmp_path / "music").mkdir(exist_ok=True)
+            out = subprocess.run([sys.executable, "-m", "musetag", *argv, "--port", str(port)], capture_output=True,
+                                 text=True, timeout=120)
+            assert out.returncode == 2, out.stderr
+            assert f"port {port} on 127.0.0.1 is in use" in out.stderr and "--port" in out.stderr, out.stderr
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
 def test_key_checks():
     assert resolve_api_key(None, {}) is None
     assert resolve_api_key(None, {"MUSETAG_API_KEY": KEY}) == KEY

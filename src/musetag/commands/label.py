@@ -131,9 +131,10 @@ def run(args: argparse.Namespace) -> int:
               f"(train {result['splits']['train']}, validation {result['splits']['validation']}, "
               f"test {result['splits']['test']})")
         return 0
-    from musetag.serve.auth import check_bind, resolve_api_key
+    from musetag.serve.auth import check_bind, check_port, resolve_api_key
 
     check_bind(args.host, resolve_api_key(args.api_key), args.allow_anonymous)  # before any work
+    check_port(args.host, args.port)
     session = open_session(args)
     if args.labels is not None:
         from musetag.tag.label_session import import_labels

@@ -54,6 +54,31 @@ def check_bind(host: str, api_key: str | None, allow_anonymous: bool) -> None:
         )
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse (ConfigError) a ``host``:``port`` this process cannot listen on (in use, not an address of this
+    machine) before the models load: uvicorn would say so only after, in its own words, with exit status 3
+    (musetag's "some files failed")."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; give --host an address of this machine "
+                          "(127.0.0.1, 0.0.0.0)") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use (another musetag serve or label?); choose "
+                                  "another --port, or stop the process that holds it") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; give --host an address of this "
+                              "machine (127.0.0.1, 0.0.0.0) and a free --port") from None
+
+
 def bearer_matches(header: str | None, key: str) -> bool:
     """``Authorization`` header value ``Bearer KEY`` (scheme case-insensitive), compared in constant time."""
     if not header:

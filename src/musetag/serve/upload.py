@@ -85,6 +85,17 @@ async def _multipart_file(request: Request, body: bytes, max_bytes: int, too_big
     return upload.filename, data
 
 
+def _header_text(value: str | None) -> str | None:
+    """A header value as the client meant it: HTTP carries bytes, which Starlette reads as Latin-1, so a client that
+    sent UTF-8 (``X-Filename: Séculaire.mp3``, as curl and browsers do) got ``SÃ©culaire.mp3`` back."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # really Latin-1 (or not text): kept as read
+        return value
+
+
 async def read_upload(request: Request, max_upload_mb: float, body_timeout: float) -> tuple[str, bytes] | JSONResponse:
     """``(filename, bytes)`` of the upload, or the JSON error to answer."""
     max_bytes = int(max_upload_mb * 1024 * 1024)
@@ -98,7 +109,7 @@ async def read_upload(request: Request, max_upload_mb: float, body_timeout: floa
     body = await _read_body(request, max_bytes + (MULTIPART_SLACK if is_multipart else 0), body_timeout, too_big)
     if isinstance(body, JSONResponse):
         return body
-    name = request.query_params.get("filename") or request.headers.get("x-filename") or "upload"
+    name = request.query_params.get("filename") or _header_text(request.headers.get("x-filename")) or "upload"
     if is_multipart:
         got = await _multipart_file(request, body, max_bytes, too_big)
         if isinstance(got, JSONResponse):
