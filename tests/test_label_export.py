@@ -57,6 +57,18 @@ def test_group_by_artist_keeps_each_artist_in_one_split(tmp_path, four_folders, 
     assert len({r["split"] for r in rows}) >= 2
     with pytest.raises(ConfigError, match="--group-by 'album'"):
         export_manifest(project, tmp_path / "m.csv", group_by="album")
+    # one folder holds everything: the splits cannot all be filled, and the result says so (it was only logged)
+    import shutil
+
+    one = tmp_path / "one"
+    shutil.copytree(four_folders / "a", one / "genre")
+    lone = create_project(one, tmp_path / "proj-one", "low,high", backbone=str(backbone), recursive=True,
+                          store=tmp_path / "store")
+    label_all(LabelSession(lone))
+    single = export_manifest(lone, tmp_path / "one.csv")
+    assert single["groups"] == 1 and single["splits"]["validation"] == single["splits"]["test"] == 0
+    assert "validation and test are empty" in single["note"] and "--group-by" in single["note"]
+    assert result["note"].startswith("test is empty: 5 group(s) by artist")  # 5 groups, 17 tracks: none for test
     # resuming with --group-by records it for the page's exports
     from argparse import Namespace
 

@@ -135,8 +135,14 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         manifest = server.get("/v1/label/export")
         assert manifest.status_code == 200
         rows = list(csv.DictReader(manifest.text.splitlines()))
+        # 3 labels: the splits and why some are empty are said with the file (they were only logged)
+        counts = dict(part.split("=") for part in manifest.headers["X-Musetag-Splits"].split("; "))
+        assert sum(map(int, counts.values())) == 3
+        if "0" in counts.values():
+            assert "empty" in manifest.headers["X-Musetag-Note"] and "--group-by" in manifest.headers["X-Musetag-Note"]
         package = server.post("/v1/label/export-package", {})
         assert package.status_code == 200, package.text
+        assert "head" in package.json()["note"]  # how the head was chosen, or why it is the page's own
         from musetag.inference.loading import load_model
 
         assert load_model(package.json()["path"]).tags == ["classical", "rock"]

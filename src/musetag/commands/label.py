@@ -123,13 +123,14 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--export {args.export}: give OUT.csv (a manifest) or a folder (a package)")
             from musetag.tag.label_package import export_package
 
-            out = export_package(open_project(args.folder), args.export, group_by=args.group_by)
-            print(f"wrote {out}: the backbone and the head; run it with `musetag tag {out} FILES`")
+            report: dict = {}
+            out = export_package(open_project(args.folder), args.export, group_by=args.group_by, report=report)
+            print(f"wrote {out}: the backbone and the head ({report['note']}); run it with `musetag tag {out} FILES`")
             return 0
         result = export_manifest(open_project(args.folder), args.export, group_by=args.group_by)
         print(f"wrote {args.export}: {result['tracks']} tracks in {result['groups']} groups "
               f"(train {result['splits']['train']}, validation {result['splits']['validation']}, "
-              f"test {result['splits']['test']})")
+              f"test {result['splits']['test']})" + (f"; note: {result['note']}" if "note" in result else ""))
         return 0
     from musetag.serve.auth import check_bind, check_port, resolve_api_key
 

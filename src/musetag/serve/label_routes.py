@@ -49,11 +49,11 @@ def _session(request: Request):
     return request.app.state.label_session
 
 
-async def _queued(request: Request, fn, *args):
+async def _queued(request: Request, fn, *args, **kwargs):
     queue = request.app.state.label_queue
     try:
         async with queue.slot():
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(fn, *args, **kwargs)
     except QueueRefused as exc:
         how = "--queue" if isinstance(exc, QueueFull) else "--queue-timeout"
         return error(503, "busy", f"{exc}; retry in {exc.retry_after} s (the waiting requests are set with {how})",
@@ -163,10 +163,14 @@ async def export(request: Request):
     session = _session(request)
     out = session.project.dir / "export" / "manifest.csv"
     try:
-        await asyncio.to_thread(export_manifest, session.project, out)
+        result = await asyncio.to_thread(export_manifest, session.project, out)
     except MusetagError as exc:
         return error(400, "bad_request", str(exc))
-    return FileResponse(out, media_type="text/csv", filename="manifest.csv")
+    counts = result["splits"]
+    headers = {"X-Musetag-Splits": f"train={counts['train']}; validation={counts['validation']}; test={counts['test']}"}
+    if "note" in result:
+        headers["X-Musetag-Note"] = result["note"].encode("ascii", "replace").decode()  # HTTP headers: Latin-1 only
+    return FileResponse(out, media_type="text/csv", filename="manifest.csv", headers=headers)
 
 
 @router.post("/v1/label/export-package", summary="Write the backbone + head package into PROJECT_DIR/export/package")
@@ -175,7 +179,8 @@ async def export_package(request: Request):
 
     session = _session(request)
     out = session.project.dir / "export" / "package"
-    result = await _queued(request, write_package, session.project, out)
+    report: dict = {}
+    result = await _queued(request, write_package, session.project, out, report=report)
     if not isinstance(result, Path):
         return result  # an error response
-    return {"path": str(result), "run": f"musetag tag {result} FILES"}
+    return {"path": str(result), "run": f"musetag tag {result} FILES", "note": report.get("note", "")}

@@ -104,9 +104,6 @@ def export_manifest(project: Project, out: str | os.PathLike, *, seed: int = 0, 
     records = labelled_records(project, group_by)
     split = seeded_split(records, fractions, seed=seed, stratify=project.task != "regression", group_disjoint=True)
     groups = {r.group for r in split}
-    if len(groups) < 3:
-        log.warning("%s: only %d group(s) (--group-by %s): the splits cannot all be filled while keeping "
-                    "each group in one split", out, len(groups), group_by or project.group_by)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     regression = project.task == "regression"
@@ -118,4 +115,11 @@ def export_manifest(project: Project, out: str | os.PathLike, *, seed: int = 0, 
             writer.writerow([str(r.audio_path), TAG_SEP.join(r.tags), r.split, r.group] + values)
     os.replace(tmp, out)
     counts = {s: sum(1 for r in split if r.split == s) for s in ("train", "validation", "test")}
-    return {"tracks": len(split), "groups": len(groups), "splits": counts}
+    result = {"tracks": len(split), "groups": len(groups), "splits": counts}
+    empty = [s for s, n in counts.items() if not n]
+    if empty:  # said with the counts (the page, the command), not only logged
+        result["note"] = (f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: {len(groups)} group(s) "
+                          f"by {group_by or project.group_by}, and a group stays in one split; label tracks of more "
+                          "groups, or export with another --group-by (file keeps every track apart)")
+        log.warning("%s: %s", out, result["note"])
+    return result

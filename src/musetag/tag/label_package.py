@@ -167,8 +167,9 @@ def labelled_arrays(project: Project):
 
 
 def export_package(project: Project, out: str | os.PathLike, *, overwrite: bool = True,
-                   group_by: str | None = None) -> Path:
-    """Write the backbone + head package of ``project`` to the folder ``out``."""
+                   group_by: str | None = None, report: dict | None = None) -> Path:
+    """Write the backbone + head package of ``project`` to the folder ``out``. ``report`` (a dict) receives
+    ``note``: how the head was chosen, or why it is the page's own head (said to the user, not only logged)."""
     from musetag.inference.probe_package import package_probe
     from musetag.tag.label_export import track_groups
 
@@ -181,12 +182,15 @@ def export_package(project: Project, out: str | os.PathLike, *, overwrite: bool 
     model, thresholds, info = choose_head(X[keep], y, project.task, project.tags,
                                           [groups[labelled[i]] for i in keep], project.backbone)
     if model is None:
-        log.warning("%s: the exported head is the page's own logistic/ridge head, not one chosen by cross-validation: "
-                    "%s", project.dir, info["fallback"])
+        note = f"the head is the page's own logistic/ridge head, not one chosen by cross-validation: {info['fallback']}"
+        log.warning("%s: %s", project.dir, note)
         model, thresholds = _plain_model(project, (X - mean) / std, Y, mean, std)
     else:
-        log.info("%s: head chosen by %d-fold grouped CV (--group-by %s): %s, C=%g, CV %.4f", project.dir,
-                 info["folds"], group_by or project.group_by, info["chosen"], info["C"], info["cv"])
+        note = (f"head chosen by {info['folds']}-fold grouped CV (--group-by {group_by or project.group_by}): "
+                f"{info['chosen']}, C={info['C']:g}, CV {info['cv']:.4f}")
+        log.info("%s: %s", project.dir, note)
+    if report is not None:
+        report["note"] = note
     ckpt = {"model": model.musetag_config, "state_dict": model.state_dict(), "tags": list(project.tags),
             "task": project.task, "features": {"kind": "embedding", "embed": project.embed_spec()},
             "thresholds": thresholds}

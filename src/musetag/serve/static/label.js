@@ -276,14 +276,18 @@
   $("export").addEventListener("click", async (ev) => {
     ev.preventDefault();
     try {
-      const blob = await (await api("/v1/label/export")).blob();
+      const r = await api("/v1/label/export");
+      const blob = await r.blob();
       const a = document.createElement("a"); a.href = URL.createObjectURL(blob); a.download = "manifest.csv"; a.click();
+      // the splits, and what is wrong with them (an empty validation or test split), said on the page
+      const note = r.headers.get("X-Musetag-Note");
+      status(`exported manifest.csv (${r.headers.get("X-Musetag-Splits") || "?"})` + (note ? `: ${note}` : ""), Boolean(note));
     } catch (e) { status(e.message, true); }
   });
 
   $("export-package").addEventListener("click", async () => {
     status("writing the package…");
-    try { const r = await post("/v1/label/export-package", {}); status(`wrote ${r.path}: run ${r.run}`); }
+    try { const r = await post("/v1/label/export-package", {}); status(`wrote ${r.path} (${r.note}): run ${r.run}`); }
     catch (e) { status(e.message, true); }
   });
 
