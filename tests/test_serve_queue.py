@@ -98,12 +98,17 @@ def _concurrent_posts(url: str, data: bytes, n: int) -> list[httpx.Response]:
         with lock:
             answers.append(r)
 
-    threads = [threading.Thread(target=call) for _ in range(n)]
+    in_threads(call, n, 240)
+    return answers
+
+
+def in_threads(target, n: int, timeout: float) -> None:
+    """``target`` run by ``n`` threads at once; returns when all have finished (or ``timeout`` passed)."""
+    threads = [threading.Thread(target=target) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(240)
-    return answers
+        t.join(timeout)
 
 
 @pytest.fixture(scope="module")
@@ -221,11 +226,7 @@ def test_requests_given_up_while_waiting_are_not_decoded(package, tmp_path):
             except httpx.TimeoutException:
                 gave_up.append(True)
 
-        clients = [threading.Thread(target=impatient) for _ in range(3)]
-        for t in clients:
-            t.start()
-        for t in clients:
-            t.join(60)
+        in_threads(impatient, 3, 60)
         queue = httpx.get(server.url + "/healthz").json()["queue"]
         assert gave_up == [True] * 3 and queue["busy"] == 1 and queue["waiting"] == 3  # they left while it decoded
         long.join(300)
