@@ -62,6 +62,7 @@ def test_v1_needs_the_key_and_healthz_stays_open(keyed):
             assert r.headers["WWW-Authenticate"].startswith("Bearer")
             assert r.json()["error"] == "unauthorized" and what in r.json()["message"]
             assert "Authorization: Bearer KEY" in r.json()["message"]
+            assert r.text.startswith('{"error":"unauthorized","message":')  # compact, as the other error bodies
     good = {"Authorization": f"Bearer {KEY}"}
     assert httpx.get(keyed.url + "/v1/tags", headers=good).status_code == 200
     r = httpx.post(keyed.url + "/v1/tag", content=data, headers={**good, "X-Filename": "t.wav"}, timeout=60)

@@ -109,7 +109,7 @@ class ApiKeyMiddleware:
         body = json.dumps({"error": "unauthorized", "message": (
             f"this server needs an API key and the request has {what}; send the header "
             "'Authorization: Bearer KEY' with the key the server was started with (--api-key or "
-            f"{ENV})")}).encode()
+            f"{ENV})")}, separators=(",", ":"), ensure_ascii=False).encode()  # as every other error body
         await send({"type": "http.response.start", "status": 401, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"www-authenticate", b'Bearer realm="musetag"')]})

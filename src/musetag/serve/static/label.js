@@ -21,7 +21,12 @@
     opts = Object.assign({}, opts);
     opts.headers = Object.assign({ "Content-Type": "application/json" }, opts.headers || {});
     if (key) opts.headers.Authorization = "Bearer " + key;
-    const r = await fetch(path, opts);
+    let r;
+    try { r = await fetch(path, opts); }
+    catch (e) {  // the browser's own words ("Failed to fetch") say nothing; the progress line is no longer live
+      $("progress").textContent = "(the server does not answer)";
+      throw new Error("could not reach the server: is `musetag label` still running?");
+    }
     if (r.status === 401) { $("key-form").hidden = false; $("key").focus(); throw new Error("this server needs an API key: enter it above"); }
     if (!r.ok) { let m = r.statusText; try { m = (await r.json()).message; } catch (e) { /* keep */ } throw new Error(m); }
     return r;
@@ -124,7 +129,8 @@
       timeline.clear();
       timeline.draw($("timeline-holder"), "current model", body, true);
       timeline.moveCursors($("audio").currentTime || 0);
-      $("timeline-status").textContent = `${body.segments.length} windows, scored by the current model`;
+      const n = body.segments.length;
+      $("timeline-status").textContent = `${n} window${n === 1 ? "" : "s"}, scored by the current model`;
     } catch (e) { if (timelineFor === path) $("timeline-status").textContent = "no timeline: " + e.message; }
   }
 

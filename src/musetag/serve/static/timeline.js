@@ -128,7 +128,7 @@ window.MusetagTimeline = (function () {
       const details = document.createElement("details");
       details.className = "windows";
       const summary = document.createElement("summary");
-      summary.textContent = `Scores over time as a table (${segs.length} windows)`;
+      summary.textContent = `Scores over time as a table (${segs.length} window${segs.length === 1 ? "" : "s"})`;
       const table = document.createElement("table");
       const head = table.createTHead().insertRow();
       for (const text of ["from", "to", regression ? "values" : "top tags"]) {
