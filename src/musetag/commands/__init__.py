@@ -19,11 +19,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def help_formatter() -> type[argparse.HelpFormatter]:
-    """The formatter class of every command's parser (:class:`HelpFormatter`)."""
-    return HelpFormatter
-
-
 def _whole_number(text: str, what: str) -> int:
     try:
         return int(text)

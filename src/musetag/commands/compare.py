@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "compare",
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         description=("Scores A and B on the same bootstrap resamples of the test tracks and reports the "
                      "difference, its confidence interval and the p-value that A is not better than B. "
                      "Example: musetag compare A.npy B.npy --groundtruth groundtruth.npy"),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("a", help="NPY predictions of system A (tracks x tags)")
     p.add_argument("b", help="NPY predictions of system B")

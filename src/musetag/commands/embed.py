@@ -9,7 +9,7 @@ from musetag.exit_codes import EXIT_STATUS_HELP
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "embed",
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
             "merge`); under torchrun each process embeds its share on its own GPU."
         ),
         epilog=EXIT_STATUS_HELP.replace("tagged", "embedded"),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`), or a "
                    "pretrained name (`musetag models --pretrained`; pulled into the cache on first use); NAME@layers=-2,-1,pool=mean,std: "

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "ensemble",
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
             "model, same order for --validation and --test) or training run folders (--runs). Writes DIR/test.npy, "
             "DIR/validation.npy, DIR/ensemble.json (weights and choices) and, with --test-targets, DIR/results.tsv "
             "(official table, thresholds tuned on validation)."),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--validation", nargs="+", default=[], metavar="V.npy", help="validation predictions, one per model")
     p.add_argument("--test", nargs="+", default=[], metavar="T.npy", help="test predictions, same models, same order")

@@ -5,7 +5,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "export",
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
             "scores. The package checksum is stored in the ONNX metadata; a graph exported from other "
             "weights is refused. Default output: MODEL/model.onnx (or model.torchscript.pt)."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model package folder or archive (from `musetag package`), or a "
                    "pretrained name (`musetag models --pretrained`; pulled into the cache on first use)")

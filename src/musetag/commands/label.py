@@ -10,7 +10,7 @@ DEFAULT_BACKBONE = "mtat-musicnn"
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter, port_number
+    from musetag.commands import HelpFormatter, port_number
 
     p = subparsers.add_parser(
         "label",
@@ -29,7 +29,7 @@ def register(subparsers) -> None:
             "`--task regression --targets valence,arousal`: a slider per target (values 0..1) instead of tag buttons, "
             "a ridge head refit after each label."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("folder", metavar="FOLDER", help="the folder of audio files, or an existing PROJECT_DIR to resume")
     p.add_argument("--tags", default=None, help='the tags to label, comma-separated: --tags "focus,workout,late night"')

@@ -8,7 +8,7 @@ from musetag.commands import UNSAFE_PICKLE_HELP
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "package",
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
             "thresholds, segmenting, musetag version, weights checksum). Use it with `musetag tag`, "
             "`musetag serve`, `musetag export` or musetag.Tagger.from_package()."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `musetag train` (or a checkpoint .pt)")
     p.add_argument("--out", required=True, metavar="MODEL", help="package folder, or archive path (.zip/.tar/.tar.gz)")

@@ -6,7 +6,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "plot",
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
             "draws, for every track, its most probable tags over time into DIR/NNN-name.png, with DIR/index.html "
             "listing the tracks (no internet needed to view it). "
             "Example: musetag tag --segments --out tags.jsonl music/ && musetag plot tags.jsonl --out timelines/"),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("results", metavar="RESULTS", help="results file of `musetag tag --segments` (.jsonl or .json)")
     p.add_argument("--out", "-o", required=True, help="output folder (created)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     parser = subparsers.add_parser(
         "prepare",
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
             "Exit status: 0 every track is cached; 3 some tracks failed (listed in failures.csv; the others are "
             "cached, and `musetag train` refuses the dataset until they are fixed or removed); 2 bad arguments."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--data", required=True, metavar="DATASET.toml", help="dataset config (reader, paths, preset, task)")
     parser.add_argument("--out", metavar="CACHE_DIR", help="cache folder (default: the config's cache = ..., else .musetag-cache/<name>-<features hash> "

@@ -5,7 +5,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "report",
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
             "and worst tags, score distributions, and for multiclass tasks the confusion matrix. "
             "Examples: musetag report runs/bour-convs --out report/ ; "
             "musetag report test.npy --groundtruth gt.npy --validation val.npy val_gt.npy --tags tags.txt --out report/"),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("source", help="training run folder, or test predictions (.npy)")
     p.add_argument("--groundtruth", "-g", help="test ground truth (.npy) when SOURCE is a prediction file")

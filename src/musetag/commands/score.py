@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter, non_negative_int
+    from musetag.commands import HelpFormatter, non_negative_int
 
     p = subparsers.add_parser(
         "score",
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
             "one combined table (a row per run; CSV when the name ends in .csv, else TSV). A prediction file that cannot be "
             "scored (unreadable, NaN, the wrong shape) is reported by name and the others are still scored and written; "
             "exit status 3 then (2 when none could be scored)."),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("predictions", nargs="+", help="NPY file(s) of scores (tracks x tags); several are scored one by one")
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")

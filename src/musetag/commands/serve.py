@@ -8,7 +8,7 @@ DEFAULT_QUEUE_TIMEOUT = 60.0
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter, port_number
+    from musetag.commands import HelpFormatter, port_number
 
     p = subparsers.add_parser(
         "serve",
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
             "$MUSETAG_API_KEY) every /v1/* request needs 'Authorization: Bearer KEY' (401 otherwise; /healthz stays "
             "open); listening on a non-loopback --host without a key needs --allow-anonymous."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", nargs="*", default=["mtg-jamendo-baseline"],
                    help="model package folder or archive (from `musetag package`), or a pretrained name "

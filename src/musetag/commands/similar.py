@@ -7,7 +7,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "similar",
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
             "exact with numpy; --backend faiss or hnswlib (when installed) builds an approximate HNSW index "
             "for millions of tracks (auto: exact up to 200,000 tracks)."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("index", metavar="INDEX", help="embeddings (.npy/.parquet), a saved index folder, or tag scores")
     p.add_argument("queries", metavar="QUERY", nargs="*", help="audio file(s) or track(s) of the index")

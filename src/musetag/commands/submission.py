@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "submission",
@@ -16,7 +16,7 @@ def register(subparsers) -> None:
             "file plus --thresholds-from VAL_PRED.npy VAL_GT.npy (or --decisions / --thresholds). The result is "
             "checked: 4231 x 56, float scores, boolean decisions, official tag order. "
             "Example: musetag submission runs/bour-convs --out submission/"),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("source", help="run folder, or test predictions (.npy, tracks x tags)")
     p.add_argument("--out", "-o", required=True, help="submission folder to write")

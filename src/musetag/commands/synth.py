@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     parser = subparsers.add_parser(
         "synth",
@@ -13,7 +13,7 @@ def register(subparsers) -> None:
             "bright/dark timbre, drums, dense texture; or four genres with --task multiclass) and write them as "
             "audio files with manifest.csv and dataset.toml, ready for `musetag prepare --data DIR/dataset.toml`."
         ),
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--n-clips", type=int, default=200, help="number of clips")

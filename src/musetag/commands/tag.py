@@ -38,7 +38,7 @@ def default_workers() -> int:
 
 
 def register(subparsers) -> None:
-    from musetag.commands import help_formatter
+    from musetag.commands import HelpFormatter
 
     p = subparsers.add_parser(
         "tag",
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
             "damaged data the decoder skipped is tagged but flagged in its row's warnings column."
         ),
         epilog=EXIT_STATUS_HELP,
-        formatter_class=help_formatter(),
+        formatter_class=HelpFormatter,
     )
     p.set_defaults(extra_positionals="items")
     p.add_argument("items", metavar="[MODEL] PATH", nargs="+",
