@@ -104,7 +104,7 @@ def tag_command(args) -> int:
         return exit_status(ok, failed)
     summary = run_tag(args.model, args.paths, args.out, retry_errors=args.retry_errors,
                       progress=show_progress(args), **opts)
-    print(summary.line(args.out)[:-1] + ", Ray)", file=sys.stderr)
+    print(summary.line(args.out, engine="Ray"), file=sys.stderr)
     return summary.exit_status
 
 

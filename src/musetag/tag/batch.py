@@ -31,14 +31,14 @@ class TagSummary:
     def exit_status(self) -> int:
         return exit_status(self.ok, self.failed, self.skipped, self.failed_before)
 
-    def line(self, out) -> str:
-        """The one-line summary ``musetag tag`` prints."""
+    def line(self, out, engine: str = "") -> str:
+        """The one-line summary ``musetag tag`` prints (``engine``: named at its end, e.g. ``"Ray"``)."""
         speed = self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
         warned = f" ({self.warned} with warnings)" if self.warned else ""
         earlier = (f", {self.failed_before} of them failed earlier (their rows say why; --retry-errors tries them "
                    "again)") if self.failed_before else ""
         return (f"{out}: {self.ok} ok{warned}, {self.failed} failed, {self.skipped} already done{earlier} "
-                f"({self.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time)")
+                f"({self.audio_seconds / 60:.1f} min of audio, {speed:.0f}x real time{', ' + engine if engine else ''})")
 
 
 def tag_files(
