@@ -87,10 +87,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.summary(), file=sys.stderr)
     if not report.total:
-        from musetag.tag.shard import empty_shard_note
+        from musetag.commands import empty_shard
 
-        note = empty_shard_note(args.paths, shard, recursive=args.recursive)
-        if note:  # a part of an array job with nothing to do has succeeded (as `musetag tag` says)
-            print(note, file=sys.stderr)
+        if empty_shard(args, shard):
             return 0
     return report.exit_status

@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    from musetag.commands import empty_shard
     from musetag.tag.shard import collect_shard_files, distributed_shard, parse_shard, shard_output_path, torchrun_device
 
     shard = distributed_shard(parse_shard(args.shard))
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 failed += 1
                 print(f"{result.path}\terror\t{result.status}")
-        if not files and _empty_shard(args, shard):
+        if not files and empty_shard(args, shard):
             return 0
         return exit_status(len(files) - failed, failed)
     summary = tag_files(
@@ -183,17 +184,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary.line(args.out), file=sys.stderr)
     if not summary.total:
-        if _empty_shard(args, shard):
+        if empty_shard(args, shard):
             return 0
         print(f"{args.out}: no audio files found in {' '.join(args.paths)}", file=sys.stderr)
     return summary.exit_status
-
-
-def _empty_shard(args, shard) -> bool:
-    """Whether the paths hold audio but none of it falls in this ``--shard`` (said on stderr)."""
-    from musetag.tag.shard import empty_shard_note
-
-    note = empty_shard_note(args.paths, shard, recursive=args.recursive)
-    if note:
-        print(note, file=sys.stderr)
-    return note is not None
