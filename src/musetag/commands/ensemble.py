@@ -103,10 +103,9 @@ def collect_inputs(args):
             vt = load_array(pred / "validation_targets.npy", "validation targets")
         if tt is None and (pred / "test_targets.npy").exists():
             tt = load_array(pred / "test_targets.npy", "test targets")
-    seen: dict[Path, int] = {}
-    for src in sources:
-        seen[Path(src).resolve()] = seen.get(Path(src).resolve(), 0) + 1
-    for src, count in seen.items():
+    from collections import Counter
+
+    for src, count in Counter(Path(src).resolve() for src in sources).items():
         if count > 1:  # allowed (a weight), but rarely meant
             log.warning("%s is given %d times: it counts as %d models (that weight in a mean, %d draws in greedy)",
                         src, count, count, count)
