@@ -67,9 +67,10 @@ def page(browser, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS))
-    # a second model with the same front end (it shares the decoder): its own weights
-    other = make_package(tmp_path / "other", frames=64, hop=64, model=tiny_model(len(TAGS), seed=7))
+    pkg = make_package(tmp_path / "pkg", frames=64, hop=64, thresholds=[0.5] * len(TAGS), licence="MIT")
+    # a second model with the same front end (it shares the decoder): its own weights and licence
+    other = make_package(tmp_path / "other", frames=64, hop=64, model=tiny_model(len(TAGS), seed=7),
+                         licence="CC-BY-NC-SA-4.0")
     server = Server([pkg, other], tmp_path / "serve.log", "--max-upload-mb", "20", "--max-concurrency", "1")
     try:
         server.wait()
@@ -108,8 +109,14 @@ def test_page_tags_a_song(page, browser, song, tmp_path):
     from selenium.webdriver.support.ui import Select
 
     played = browser.execute_script("return document.getElementById('audio').currentTime")
+    about = browser.find_element(By.ID, "about")
+    assert "MIT" in about.text and "CC-BY-NC-SA" not in about.text  # the first model alone
     Select(browser.find_element(By.ID, "model-select")).select_by_value("__all__")  # tags the song again
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".model-result .timeline")) == 2)
+    # side by side, each model's own licence is shown (was: the first model's only)
+    wait.until(lambda d: "CC-BY-NC-SA-4.0" in about.text)
+    assert "pkg: Licence: MIT" in about.text and "other: Licence: CC-BY-NC-SA-4.0" in about.text
+    assert "2 models side by side" in browser.find_element(By.ID, "model").text
     sections = browser.find_elements(By.CSS_SELECTOR, ".model-result")
     assert [s.get_attribute("data-model") for s in sections] == ["pkg", "other"]
     for section in sections:

@@ -51,6 +51,7 @@ def make_package(
     task: str = "multilabel",
     features: dict | None = None,
     max_segments: int = 0,
+    licence: str | None = None,
 ) -> Path:
     model = model if model is not None else tiny_model(len(tags))
     spec = model.musetag_config
@@ -65,6 +66,7 @@ def make_package(
         task=task,
         segment=segment,
         thresholds=thresholds,
+        licence=licence,
         overwrite=True,
     )
 

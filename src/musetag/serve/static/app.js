@@ -63,34 +63,63 @@
     statusEl.className = isError ? "error" : "";
   }
 
-  function describe(info) {
-    const m = info.model;
-    $("model").textContent = `Model ${m.pretrained || m.name} · ${info.tags.length} tags · ${info.task}`;
-    const about = $("about");
-    about.replaceChildren();
+  // one model's licence, source and citation, as nodes for the "about" line (prefixed by its id when several)
+  function aboutNodes(m, prefix) {
+    const parts = [];
     if (m.licence) {
       const lic = document.createElement("span");
       lic.textContent = `Licence: ${m.licence}`;
-      about.append(lic);
+      parts.push(lic);
     }
     if (m.source) {
       const src = document.createElement(m.source_url ? "a" : "span");
       src.textContent = `Source: ${m.source}`;
       if (m.source_url) { src.href = m.source_url; src.rel = "noopener"; }
-      about.append(" · ", src);
+      parts.push(src);
     }
+    const nodes = [];
+    parts.forEach((p, i) => { if (i) nodes.push(" · "); nodes.push(p); });
+    if (prefix && nodes.length) nodes.unshift(`${prefix}: `);
     if (m.citation) {
       const cite = document.createElement("span");
-      cite.textContent = `Cite: ${m.citation}`;
-      about.append(document.createElement("br"), cite);
+      cite.textContent = `${prefix && !nodes.length ? prefix + ": " : ""}Cite: ${m.citation}`;
+      if (nodes.length) nodes.push(document.createElement("br"));
+      nodes.push(cite);
+    }
+    return nodes;
+  }
+
+  // infos: [{id, info}] of the models shown (several when side by side: each one's licence is its own)
+  function describe(infos) {
+    const about = $("about");
+    about.replaceChildren();
+    if (infos.length === 1) {
+      const info = infos[0].info, m = info.model;
+      $("model").textContent = `Model ${m.pretrained || m.name} · ${info.tags.length} tags · ${info.task}`;
+      about.append(...aboutNodes(m, ""));
+    } else {
+      $("model").textContent = `${infos.length} models side by side: `
+        + infos.map(({ id, info }) => `${id} (${info.tags.length} tags)`).join(", ");
+      infos.forEach(({ id, info }) => {
+        const nodes = aboutNodes(info.model, id);
+        if (!nodes.length) return;
+        if (about.childNodes.length) about.append(document.createElement("br"));
+        about.append(...nodes);
+      });
     }
     about.hidden = !about.childNodes.length;
   }
 
+  // id: a model, ALL (every served model), or null (the server's default)
+  let described = 0;  // the latest description asked for: an earlier answer arriving later is dropped
   function loadDescription(id) {
-    const q = id && id !== ALL ? "?model=" + encodeURIComponent(id) : "";
-    return api("/v1/tags" + q).then((r) => r.json()).then(describe)
-      .catch(() => { $("model").textContent = "model description unavailable"; });
+    const ids = id === ALL ? models : [id];
+    const mine = ++described;
+    return Promise.all(ids.map((one) => {
+      const q = one ? "?model=" + encodeURIComponent(one) : "";
+      return api("/v1/tags" + q).then((r) => r.json()).then((info) => ({ id: one, info }));
+    })).then((infos) => { if (mine === described) describe(infos); })
+      .catch(() => { if (mine === described) $("model").textContent = "model description unavailable"; });
   }
 
   function start() {
@@ -239,7 +268,7 @@
   showAll.addEventListener("change", render);
   // another model (or all of them): describe it and tag the current song with it
   select.addEventListener("change", () => {
-    loadDescription(select.value === ALL ? models[0] : select.value);
+    loadDescription(select.value);
     if (lastFile) handle(lastFile);
   });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
