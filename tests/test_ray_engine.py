@@ -290,3 +290,41 @@ def test_gpu_actors_on_a_cluster_without_gpus_are_refused_at_once(cluster, packa
 
     with pytest.raises(ConfigError, match=r"--gpus-per-worker 1: the Ray cluster has 0 GPU\(s\)"):
         ray_engine.tag_dataset(package, [folder], address=cluster, gpus_per_actor=1.0)
+
+
+def _parts(folder: Path, n: int) -> tuple[int, int]:
+    """(an empty part, a non-empty part) of ``--shard I/n`` over ``folder``, 1-based."""
+    from musetag.tag.shard import collect_shard_files
+
+    sizes = [len(collect_shard_files([folder], f"{i}/{n}")) for i in range(1, n + 1)]
+    return sizes.index(0) + 1, next(i for i, s in enumerate(sizes, 1) if s)
+
+
+def test_an_empty_shard_part_exits_0_before_ray_is_asked(cluster, package, tmp_path, capfd):
+    """`--engine ray --shard I/N` as without Ray: a part that none of the files falls in has succeeded; it says
+    so and exits 0 (it exited 4, "nothing tagged", after starting a run, and wrote an empty results file);
+    the manifest's files count. A part with files tags exactly those."""
+    folder = tmp_path / "music"
+    clips = write_clips(folder, 3)
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("".join(f"{p}\n" for p in clips))
+    empty, full = _parts(folder, 8)
+    capfd.readouterr()
+    for command, target in (("tag", "tags.csv"), ("embed", "emb.npy")):
+        for source in (folder, manifest):
+            if source == manifest:  # a manifest's files are keyed by their paths: its own empty part
+                from musetag.tag.shard import collect_shard_files
+
+                part = next(i for i in range(1, 9) if not collect_shard_files([str(p) for p in clips], f"{i}/8"))
+            else:
+                part = empty
+            assert main([command, str(package), str(source), "--out", str(tmp_path / target), "--engine", "ray",
+                         "--address", cluster, "--shard", f"{part}/8", "--no-progress"]) == 0
+            assert "none of the 3 audio file(s) falls in shard" in capfd.readouterr().err
+    assert not list(tmp_path.glob("tags*")) and not list(tmp_path.glob("emb*"))
+    out = tmp_path / "tags.csv"
+    assert main(["tag", str(package), str(folder), "--out", str(out), "--engine", "ray", "--address", cluster,
+                 "--shard", f"{full}/8", "--no-progress"]) == 0
+    from musetag.tag.shard import collect_shard_files
+
+    assert set(by_path(read_results(out))) == set(collect_shard_files([folder], f"{full}/8"))

@@ -3,6 +3,7 @@ Ray cannot honour are refused, Ray is started (or joined) quietly, and the runs 
 :mod:`musetag.tag.ray_engine` are reported like the local path's."""
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Any
@@ -69,6 +70,20 @@ def refuse_local_options(args) -> None:
             "network; drop --workers")
 
 
+def shard_part(args) -> bool:
+    """Whether this ``--shard I/N`` part holds none of the files: then, as without Ray, it has nothing to do,
+    says so on stderr and the command exits 0 before Ray is started or joined."""
+    from musetag.commands import empty_shard
+    from musetag.tag.ray_engine import expand_manifests, list_files
+    from musetag.tag.shard import parse_shard
+
+    shard = parse_shard(args.shard)
+    if shard.is_whole or list_files(args.paths, recursive=args.recursive, shard=shard):
+        return False
+    listed = argparse.Namespace(paths=expand_manifests(args.paths), recursive=args.recursive)
+    return empty_shard(listed, shard)
+
+
 def cli_options(args) -> dict[str, Any]:
     refuse_local_options(args)
     _ray()
@@ -89,6 +104,8 @@ def tag_command(args) -> int:
     refuse_local_options(args)
     _ray()
     args.model, args.paths = split_model_and_paths(args.items, args.model)
+    if shard_part(args):
+        return 0
     opts = cli_options(args)
     opts.update(threshold=args.threshold, top_k=args.top_k, stream_seconds=args.stream_minutes * 60.0)
     if args.out is None:
@@ -111,6 +128,9 @@ def tag_command(args) -> int:
 def embed_command(args) -> int:
     from musetag.commands import show_progress
 
+    refuse_local_options(args)
+    if shard_part(args):
+        return 0
     opts = cli_options(args)
     report = run_embed(args.model, args.paths, args.out, retry_errors=args.retry_errors, resume=not args.restart,
                        progress=show_progress(args), **opts)

@@ -108,17 +108,23 @@ def _resolve(item: str, manifest: Path) -> str:
     return str(manifest.parent / item)
 
 
-def list_files(sources: Iterable[str | os.PathLike], *, recursive: bool = False, shard=None) -> list[str]:
-    """Folders and files as ``musetag tag`` lists them; ``.csv``/``.parquet``/``.txt`` files are
-    manifests (their paths are tagged, not the manifest)."""
-    from musetag.tag.batch import collect_audio_files
-
+def expand_manifests(sources: Iterable[str | os.PathLike]) -> list[str]:
+    """``sources`` with each ``.csv``/``.parquet``/``.txt`` manifest replaced by the paths it lists."""
     expanded: list[str] = []
     for src in sources:
         if Path(src).suffix.lower() in MANIFEST_EXTENSIONS and Path(src).is_file():
             expanded.extend(read_manifest(src))
         else:
             expanded.append(str(src))
+    return expanded
+
+
+def list_files(sources: Iterable[str | os.PathLike], *, recursive: bool = False, shard=None) -> list[str]:
+    """Folders and files as ``musetag tag`` lists them; ``.csv``/``.parquet``/``.txt`` files are
+    manifests (their paths are tagged, not the manifest)."""
+    from musetag.tag.batch import collect_audio_files
+
+    expanded = expand_manifests(sources)
     if shard is None:
         return collect_audio_files(expanded, recursive=recursive)
     from musetag.tag.shard import collect_shard_files
