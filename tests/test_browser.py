@@ -331,3 +331,6 @@ def test_the_page_shows_the_latest_file_and_its_warnings(page, browser, tmp_path
     assert browser.find_element(By.ID, "filename").text == "silent.wav"
     assert "Warning: silent" in status(browser)
     assert "error" in (browser.find_element(By.ID, "status").get_attribute("class") or "")  # shown, not bare
+    # a 3 s file's time axis: five distinct marks in seconds (as m:ss it read 0:00, 0:00, 0:01, 0:02, 0:03)
+    marks = [e.get_attribute("textContent") for e in browser.find_elements(By.CSS_SELECTOR, "#timeline + .axis span")]
+    assert marks == ["0.0 s", "0.8 s", "1.5 s", "2.3 s", "3.0 s"]

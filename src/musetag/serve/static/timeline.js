@@ -17,6 +17,12 @@ window.MusetagTimeline = (function () {
     return `${m}:${String(s).padStart(2, "0")}`;
   }
 
+  // an axis label: m:ss, or seconds with decimals for a short file (whose quarter marks m:ss would repeat)
+  function axisLabel(t, duration) {
+    if (duration >= 20) return clock(t);
+    return `${t.toFixed(duration < 2 ? 2 : 1)} s`;
+  }
+
   function svgEl(name, attrs) {
     const el = document.createElementNS(SVG, name);
     for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
@@ -111,7 +117,7 @@ window.MusetagTimeline = (function () {
       axis.setAttribute("aria-hidden", "true");
       for (let k = 0; k <= 4; k++) {
         const span = document.createElement("span");
-        span.textContent = clock((duration * k) / 4);
+        span.textContent = axisLabel((duration * k) / 4, duration);
         axis.append(span);
       }
       box.addEventListener("click", (e) => {
