@@ -301,6 +301,13 @@ def test_page_asks_for_the_api_key_and_sends_it(browser, tmp_path):
         browser.refresh()
         wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "simplecnn"))
         assert not browser.find_element(By.ID, "key-form").is_displayed()
+        # a key the server no longer accepts (changed on the server): the status says so, not "needs a key"
+        browser.execute_script("sessionStorage.setItem('musetag.apiKey', 'old-key')")
+        browser.find_element(By.ID, "file").send_keys(str(clip))
+        status = browser.find_element(By.ID, "status")
+        wait.until(lambda d: "Could not tag" in status.text)
+        assert "did not accept the API key" in status.text
+        assert browser.find_element(By.ID, "key-form").is_displayed()
     finally:
         server.stop()
 

@@ -212,11 +212,15 @@
     const form = new FormData();
     form.append("file", file, file.name);
     const q = `?segments=true&top_k=${TOP}` + (id ? "&model=" + encodeURIComponent(id) : "");
+    const sentKey = Boolean(storedKey());
     const response = await api("/v1/tag" + q, { method: "POST", body: form, signal });
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
-      if (response.status === 401) throw new Error("this server needs an API key: enter it above and the file is tagged");
+      if (response.status === 401) {
+        throw new Error(sentKey ? "the server did not accept the API key: enter it again above and the file is tagged"
+          : "this server needs an API key: enter it above and the file is tagged");
+      }
       const msg = body && body.message ? body.message : `the server answered ${response.status}`;
       throw new Error(msg);
     }
