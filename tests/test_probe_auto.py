@@ -395,7 +395,11 @@ def test_a_grid_whose_edge_wins_is_extended_past_it_and_no_further_than_needed(r
     grown = cv([1.0, 10.0], 2)
     assert grown.grid == pytest.approx([0.01, 0.1, 1.0, 10.0])
     assert len(grown.oof) == len(grown.pooled) == len(grown.per_fold) == 4
-    np.testing.assert_allclose(grown.pooled, full.pooled[2:], atol=2e-3)
+    np.testing.assert_allclose(grown.pooled[:2], full.pooled[2:4], atol=2e-3)  # the extended values
+    # the given ones too, more loosely: all of a call's fits share one L-BFGS run (batched_fit), and the weakest C,
+    # slowest to converge, stops at a point that depends on what else is in the batch (measured 4e-3 apart on
+    # another CPU's floating-point sums)
+    np.testing.assert_allclose(grown.pooled[2:], full.pooled[4:], atol=1e-2)
     assert grown.row()["grid"][0]["C"] == pytest.approx(0.01)  # the table shows the extended grid
     assert cv([1.0, 10.0], 0).grid == [1.0, 10.0]
     inside = cv([full.grid[full.best] / 10, full.grid[full.best], full.grid[full.best] * 10], 2)
