@@ -91,3 +91,45 @@ def test_a_composite_preset_computes_only_the_backbones_not_yet_cached(tmp_path,
     for f in files:  # a 30 s clip: the upstream rule's two 29.1 s chunks, the fitted rule's one
         np.testing.assert_array_equal(upstream[f], load_embedder(B, windows="upstream").embed(f))
         assert not np.array_equal(upstream[f], b_alone[f])
+
+
+def test_a_backbone_with_scores_read_from_the_store_has_its_layout(tmp_path, counted):
+    """``embed:A:scores`` after ``embed:A:scores+B``: its cache is the folder the composite filled, so nothing is
+    computed, and it has its vector's layout: the features mean, then one column per tag (it had no
+    layout.json, so probe-auto recorded the whole vector as one ``features`` row, scores included)."""
+    pretrained_package(A), pretrained_package(B)
+    from musetag.data.embed_features import cache_layout
+    from musetag.inference.loading import load_model
+
+    rows = _clips(1)
+    toml = _dataset(tmp_path, f"embed:{A}", rows, cache=False)
+    both, result = prepare_vectors(toml, f"{A}:scores+{B}{PLAIN}")
+    n_tags = len(load_model(A, load_weights=False).tags)
+    layout = cache_layout(result.out_dir)
+    width = len(next(iter(both.values())))
+    assert [(r["layer"], r["length"]) for r in layout] == [("features", 64), ("scores", n_tags), ("features", width - 64 - n_tags)]
+    assert [r["offset"] for r in layout] == [0, 64, 64 + n_tags]
+    counted.clear()
+    alone, result = prepare_vectors(toml, f"{A}:scores")
+    assert not counted
+    assert [(r["layer"], r["stat"], r["offset"], r["length"]) for r in cache_layout(result.out_dir)] == [
+        ("features", "mean", 0, 64), ("scores", "mean", 64, n_tags)]
+    for f, v in alone.items():
+        np.testing.assert_array_equal(v, both[f][:64 + n_tags])
+
+
+def test_probe_auto_records_the_scores_of_a_cache_without_layout():
+    """A cache prepared before layouts were written: probe-auto's recorded layout still splits ``NAME:scores``
+    into the features mean and the tag scores (it was one ``features`` row of the whole width)."""
+    from types import SimpleNamespace
+
+    from musetag.inference.loading import load_model
+    from musetag.training.probe_auto import union_layout
+
+    pretrained_package(A)
+    n_tags = len(load_model(A, load_weights=False).tags)
+    arrays = SimpleNamespace(blocks={"x": {"train": np.zeros((2, 10))}, f"{A}:scores": {"train": np.zeros((2, 64 + n_tags))}},
+                             layouts={"x": [{"backbone": "x", "layer": "l1", "stat": "mean", "offset": 0, "length": 10}]})
+    rows = union_layout(arrays, ["x", f"{A}:scores"])
+    assert [(r["backbone"], r["layer"], r["offset"], r["length"]) for r in rows] == [
+        ("x", "l1", 0, 10), (f"{A}:scores", "features", 10, 64), (f"{A}:scores", "scores", 74, n_tags)]

@@ -198,12 +198,27 @@ def _write_layout(path: Path, layout: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)  # atomic: a reader never sees half a layout
 
 
+def plain_layout(part: str, width: int) -> list[dict[str, Any]]:
+    """The layout rows of a backbone without ``layers=`` whose vector is ``width`` long: its pooled
+    ``forward_features`` mean, then, for ``NAME:scores``, its tag scores (one column per tag of the package,
+    ``stat`` the package's aggregation over windows)."""
+    name, scores = parse_part(part)
+    if not scores:
+        return [{"layer": "features", "stat": "mean", "length": width}]
+    from musetag.inference.loading import load_model
+
+    package = load_model(name, load_weights=False)
+    n = len(package.tags)
+    return [{"layer": "features", "stat": "mean", "length": width - n},
+            {"layer": SCORES, "stat": str(package.segment.get("aggregation", "mean")), "length": n}]
+
+
 def vector_layout(spec: str, layouts: dict[str, list[dict[str, Any]]], widths: dict[str, int]) -> list[dict[str, Any]]:
     """The layout of a cache's concatenated vector: ``[{"backbone", "layer", "stat", "offset", "length"}]``;
-    a backbone without ``layers=`` is one row (``features``, ``mean``, or ``scores`` after it)."""
+    a backbone without ``layers=`` is its ``features`` mean, and its ``scores`` after it (:func:`plain_layout`)."""
     rows, offset = [], 0
     for part in split_spec(spec):
-        for r in layouts.get(part) or [{"layer": "features", "stat": "mean", "length": widths[part]}]:
+        for r in layouts.get(part) or plain_layout(part, widths[part]):
             rows.append({"backbone": part, "layer": r["layer"], "stat": r["stat"], "offset": offset, "length": r["length"]})
             offset += r["length"]
     return rows
@@ -255,6 +270,9 @@ class _Backbones:
         vector = self._compute(part, job)
         if path is not None and path != final:
             _save(path, vector)
+            # the folder is the cache of embed:PART alone, which then finds every array there: its layout too
+            if not (path.parent / LAYOUT).is_file():
+                _write_layout(path.parent / LAYOUT, vector_layout(part, {}, {part: len(vector)}))
         return vector
 
     def _compute(self, part: str, job: dict[str, Any]) -> np.ndarray:

@@ -122,11 +122,12 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
 
 def union_layout(arrays: Arrays, union: list[str]) -> list[dict]:
     """The layout of the chosen embedding (the union's blocks concatenated, offsets shifted)."""
+    from musetag.data.embed_features import vector_layout
+
     rows, at = [], 0
     for b in union:
         width = arrays.blocks[b]["train"].shape[1]
-        rows += [{**r, "offset": r["offset"] + at} for r in arrays.layouts.get(b) or
-                 [{"backbone": b, "layer": "features", "stat": "mean", "offset": 0, "length": width}]]
+        rows += [{**r, "offset": r["offset"] + at} for r in arrays.layouts.get(b) or vector_layout(b, {}, {b: width})]
         at += width
     return rows
 
