@@ -120,8 +120,9 @@ def test_embed_command_with_the_onnx_backend(package, music, tmp_path):
     assert tables["onnx"].paths == tables["torch"].paths == tables[None].paths and len(tables["torch"]) == 6
     assert tables["onnx"].meta["dim"] == tables["torch"].meta["dim"] == tables["torch"].vectors.shape[1]
     assert tables[None].meta["dim"] == tables["torch"].meta["dim"]
-    # fusion64's numpy and torch FFTs round differently in the quietest bins: 1e-4 on these vectors
-    np.testing.assert_allclose(tables["onnx"].vectors, tables["torch"].vectors, atol=1e-4)
+    # fusion64's numpy and torch FFTs round differently in the quietest bins: 1e-4 on these vectors (relative where
+    # they are large: 1.1e-4 on a value of 2.25 with another CPU's floating-point kernels)
+    np.testing.assert_allclose(tables["onnx"].vectors, tables["torch"].vectors, atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(tables[None].vectors, tables["torch"].vectors)
     auto = load_embedder(package, backend="auto")
     assert auto.backend == "onnx" and auto.model is None and auto.dim == tables["torch"].vectors.shape[1]
