@@ -92,6 +92,35 @@ def test_the_option_grammar_takes_lists_and_names_the_fix():
             part_layers(bad)
 
 
+def test_every_tap_with_some_statistics(tmp_path, counted):
+    """``layers=all`` is the whole stats array (every tap; mean, std, max); ``layers=all,pool=mean`` the mean of every
+    tap: prepare and embed alike, from the same stored arrays (pool was ignored: the whole array, 3x as wide)."""
+    pretrained_package(A)
+    from musetag.data.embed_features import cache_layout
+    from musetag.inference.embed import load_embedder
+    from musetag.inference.embed_spec import part_layers
+    from musetag.models.taps import select
+
+    assert part_layers("x@layers=all") == (["all"], ["mean", "std", "max"])
+    assert part_layers("x@layers=all,pool=mean") == (["all"], ["mean"])
+    files = [r[0] for r in _clips(1)]
+    toml = _dataset(tmp_path, f"embed:{A}", _clips(1), cache=False)
+    whole, result = prepare_vectors(toml, f"{A}@layers=all")
+    full = cache_layout(result.out_dir)
+    taps = list(dict.fromkeys(r["layer"] for r in full))
+    counted.clear()
+    means, result = prepare_vectors(toml, f"{A}@layers=all,pool=mean")
+    assert not counted  # out of the stored stats arrays
+    assert [(r["layer"], r["stat"]) for r in cache_layout(result.out_dir)] == [(t, "mean") for t in taps]
+    embedder = load_embedder(f"{A}@layers=all,pool=mean")
+    for f in files:
+        expected = select(whole[f], full, taps, ["mean"])
+        assert means[f].shape == expected.shape and 3 * len(means[f]) == len(whole[f])
+        np.testing.assert_array_equal(means[f], expected)
+        np.testing.assert_array_equal(embedder.embed(f), expected)
+        np.testing.assert_array_equal(load_embedder(f"{A}@layers=all").embed(f), whole[f])
+
+
 def test_layer_choices_resolve_names_and_indices():
     from musetag.errors import ConfigError
     from musetag.models.taps import resolve_layers

@@ -98,12 +98,15 @@ def _check_value(part: str, key: str, value: str, where: str) -> None:
 
 def part_layers(part: str) -> tuple[list[str], list[str]] | None:
     """``(layers, statistics)`` of one backbone of a spec, or None where it names no ``layers`` (the
-    ``forward_features`` mean). ``meanstd`` is expanded; ``pool`` defaults to ``mean``."""
+    ``forward_features`` mean). ``meanstd`` is expanded; ``pool`` defaults to ``mean`` (``layers=all``: to
+    every statistic, the whole stats array; ``layers=all,pool=mean`` is the mean of every tap)."""
     options = split_options(part)[1]
     if "layers" not in options:
         return None
     pool: list[str] = []
-    for p in options.get("pool", ",".join(DEFAULT_POOL)).split(","):
+    # layers=all without pool: the whole stats array (every tap, every statistic); with pool: those statistics
+    default = POOLS if options["layers"] == "all" else DEFAULT_POOL
+    for p in options.get("pool", ",".join(default)).split(","):
         pool += list(POOL_ALIASES.get(p, (p,)))
     if len(set(pool)) != len(pool):
         raise ConfigError(f"backbone {part!r}: pool names a statistic twice")

@@ -48,7 +48,7 @@ def _layer_choice(pkg, chosen) -> dict[str, Any] | None:
     layers, layout = resolve(pkg.build_model(), ALL if chosen[0] == ["all"] else chosen[0], chosen[1], "layers")
     if layers is None:
         layers = list(dict.fromkeys(r["layer"] for r in layout))
-    return {"layers": layers, "pool": list(chosen[1]) if chosen[0] != ["all"] else ["mean", "std", "max"], "layout": layout}
+    return {"layers": layers, "pool": list(chosen[1]), "layout": layout}
 
 
 def package_probe(ckpt: dict[str, Any], checkpoint_path: Path, run_dir: str | os.PathLike, out: str | os.PathLike, *,
