@@ -176,7 +176,10 @@ def test_workers_run_the_cpu_network_and_match_in_process(fitted_package, tmp_pa
         assert result.ok and result.n_segments == alone.n_segments
         assert result.duration == pytest.approx(alone.duration)
         np.testing.assert_allclose(result.scores_array, alone.scores_array, atol=1e-6)
-    assert [r.top(1)[0][0] for r in pooled] == ["low", "high", "low", "high", "low"]
+    # five different answers (a reordering would show above) and the known ones where this fragile 80-step fit is
+    # clear: the 260 Hz clip scored "low" only 0.38 with another CPU's floating-point kernels (top-1 "high")
+    assert len({round(float(r.scores["low"]), 6) for r in pooled}) == 5
+    assert [r.top(1)[0][0] for r in pooled[:4]] == ["low", "high", "low", "high"]
 
     # what a worker does with the tagger it inherits: scores, not windows, go back
     if "fork" in mp.get_all_start_methods():
