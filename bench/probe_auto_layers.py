@@ -93,8 +93,8 @@ def render(rows: list[dict], args, load: tuple[float, float, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--store", type=Path, required=True, help="array store holding the backbones' stats and scores arrays")
-    ap.add_argument("--work", type=Path, required=True, help="folder for the dataset TOMLs and caches")
+    ap.add_argument("--store", type=Path, help="array store holding the backbones' stats and scores arrays")
+    ap.add_argument("--work", type=Path, help="folder for the dataset TOMLs and caches")
     ap.add_argument("--rules", default="default,all,all-mean,scores")
     ap.add_argument("--regression-rules", default="default,all-mean,scores")
     ap.add_argument("--seeds", default="0,1")
@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.store is None or args.work is None:
+        print("probe_auto_layers: reads embeddings prepared beforehand (about 30 CPU minutes of fits); "
+              "bench/results/probe-auto-layers.md keeps the recorded run. Run it with: python bench/probe_auto_layers.py "
+              "--store DIR --work DIR (see the module docstring)")
+        return 0
     import moods
 
     moods.STORE = args.store.resolve()
