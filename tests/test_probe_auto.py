@@ -405,3 +405,43 @@ def test_a_grid_whose_edge_wins_is_extended_past_it_and_no_further_than_needed(r
     inside = cv([full.grid[full.best] / 10, full.grid[full.best], full.grid[full.best] * 10], 2)
     assert len(inside.grid) == 3 and inside.best == 1
     assert cv([1.0], 2).grid == [1.0]  # one value: no direction to go
+
+
+def test_select_layers_applies_one_layer_rule_to_every_backbone(tmp_path):
+    """``select.layers`` (a larger search): every backbone written without options gets ``@layers=RULE``; one with
+    its own options or ``:scores`` is kept; a bad rule is refused naming the fix. The run embeds, chooses and
+    records those vectors (here every tap's mean: one ``mean`` row per tap of jamendo-crnn)."""
+    import csv
+    import json
+
+    import musetag
+    from conftest import pretrained_package, shared_path
+    from musetag.errors import ConfigError
+    from musetag.training.probe_auto import with_layers
+
+    assert with_layers(["a", "b@layers=features", "c:scores"], "all") == ["a@layers=all", "b@layers=features", "c:scores"]
+    assert with_layers(["a"], "") == ["a"]
+    with pytest.raises(ConfigError, match="select.layers = 'all,pool=median'.*median"):
+        with_layers(["a"], "all,pool=median")
+
+    backbone = "jamendo-crnn"
+    pretrained_package(backbone)
+    files = sorted((shared_path("gtzan3") / "audio" / "rock").glob("*.mp3"))[:8] + \
+        sorted((shared_path("gtzan3") / "audio" / "classical").glob("*.mp3"))[:8]
+    splits = (["train"] * 5 + ["validation"] * 2 + ["test"]) * 2
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tags", "split", "group"])
+        for i, (f, s) in enumerate(zip(files, splits)):
+            w.writerow([f, "rock" if i < 8 else "classical", s, f"artist{i}"])
+    (tmp_path / "ds.toml").write_text(f'reader = "csv"\ntask = "multiclass"\npreset = "embed:{backbone}"\n'
+                                      '[paths]\nmanifest = "m.csv"\n')
+    run = tmp_path / "run"
+    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", f"select.backbones=['{backbone}']",
+                        "select.layers='all,pool=mean'", "select.folds=3", "select.grid=[1.0]", "select.mlp_grid=[1.0]",
+                        "select.hidden=8", "select.bootstrap=0"])
+    chosen = json.loads((run / "summary.json").read_text())["select"]
+    assert chosen["embedding"].startswith(f"{backbone}@layers=all,pool=mean")
+    taps = [r["layer"] for r in chosen["layout"]]
+    assert {r["stat"] for r in chosen["layout"]} == {"mean"} and len(taps) == len(set(taps)) == 6  # layer1..5, features

@@ -234,6 +234,9 @@ class SelectSection:
     instead when its CV score is higher (off by default: about folds + 1 fine-tunes)."""
 
     backbones: list = field(default_factory=list)
+    # the layers of every backbone written without options: "" the dataset default (embed:NAME, the mean of the last
+    # three taps); "all" every tap with mean, std and max (a larger search: bench/results/probe-auto-layers.md)
+    layers: str = ""
     heads: list = field(default_factory=lambda: ["linear", "mlp"])
     folds: int = 5
     pair_top: int = 3

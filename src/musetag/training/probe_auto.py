@@ -47,6 +47,21 @@ def default_backbones() -> list[str]:
     return [n for n in catalogue() if n not in _SAME_WEIGHTS]
 
 
+def with_layers(backbones: list[str], layers: str) -> list[str]:
+    """``backbones`` with ``@layers=LAYERS`` after each one written without options (``select.layers``; a backbone
+    with its own ``@...`` or ``:scores`` is kept as written); ``layers`` empty: unchanged."""
+    from musetag.inference.embed_spec import part_layers
+
+    if not str(layers).strip():
+        return list(backbones)
+    rule = f"@layers={str(layers).strip()}"
+    try:
+        part_layers("NAME" + rule)
+    except ConfigError as exc:
+        raise ConfigError(f"select.layers = {layers!r}: {exc}; e.g. select.layers=\"all\" or \"-4,-3,-2,-1\"") from None
+    return [b if "@" in b or b.endswith(":scores") else b + rule for b in backbones]
+
+
 def _check(sel) -> None:
     if not set(sel.heads) <= set(HEADS) or not sel.heads:
         raise ConfigError(f"select.heads = {sel.heads!r}: choose among {sorted(HEADS)}")
@@ -310,7 +325,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_toml(cfg, run_dir / "config.toml", header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'})")
-    backbones = list(sel.backbones) or default_backbones()
+    backbones = with_layers(list(sel.backbones) or default_backbones(), sel.layers)
     arrays = load_arrays(cfg, run_dir, backbones)
     task, tags, metric = arrays.task, arrays.tags, reported_metric(arrays.task)
     y = np.concatenate([arrays.y["train"], arrays.y["validation"]])
