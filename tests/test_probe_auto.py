@@ -437,11 +437,13 @@ def test_select_layers_applies_one_layer_rule_to_every_backbone(tmp_path):
     (tmp_path / "ds.toml").write_text(f'reader = "csv"\ntask = "multiclass"\npreset = "embed:{backbone}"\n'
                                       '[paths]\nmanifest = "m.csv"\n')
     run = tmp_path / "run"
-    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+    result = musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
                   sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", f"select.backbones=['{backbone}']",
                         "select.layers='all,pool=mean'", "select.folds=3", "select.grid=[1.0]", "select.mlp_grid=[1.0]",
                         "select.hidden=8", "select.bootstrap=0"])
-    chosen = json.loads((run / "summary.json").read_text())["select"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert result.best_epoch == summary["best_epoch"] == 1  # what `musetag train` prints said 0
+    chosen = summary["select"]
     assert chosen["embedding"].startswith(f"{backbone}@layers=all,pool=mean")
     taps = [r["layer"] for r in chosen["layout"]]
     assert {r["stat"] for r in chosen["layout"]} == {"mean"} and len(taps) == len(set(taps)) == 6  # layer1..5, features

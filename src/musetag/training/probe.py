@@ -241,4 +241,4 @@ def train_probe(cfg, run_dir: Path):
     log.info("done: probe C = %g chosen on validation %s %.4f; test %s %s", chosen, metric,
              val_scores.get(metric, float("nan")), metric,
              f"{test_scores[metric]:.4f}" if metric in test_scores else "n/a")
-    return RunResult(run_dir, "best", metric, 0, val_scores, test_scores, 1, [])
+    return RunResult(run_dir, "best", metric, 1, val_scores, test_scores, 1, [])  # its one "epoch", as summary.json says

@@ -384,7 +384,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
                "seconds": round(time.time() - t0, 1), "world_size": 1, "select": select_info}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
     _log_done(chosen, nested_info, metric, test_scores, interval)
-    return RunResult(run_dir, "best", metric, 0, val_scores, test_scores, 1, [])
+    return RunResult(run_dir, "best", metric, 1, val_scores, test_scores, 1, [])  # its one "epoch", as summary.json says
 
 
 def _log_table(table: list[dict], metric: str) -> None:
