@@ -284,17 +284,13 @@ class _Backbones:
         return vector
 
     def _chosen(self, part: str, job: dict[str, Any], chosen: tuple[list[str], list[str]]) -> np.ndarray:
-        from musetag.models.taps import STATS, resolve_layers, select, selection_layout
+        from musetag.models.taps import select, selection_layout, whole_or_layers
 
         stats, layout = self.stats(part, job)
-        names = list(dict.fromkeys(r["layer"] for r in layout))
-        if chosen[0] == ["all"]:  # every tap: the whole array, or some of its statistics (pool=...)
-            if tuple(chosen[1]) == STATS:
-                self.layouts[part] = layout
-                return stats
-            layers = names
-        else:
-            layers = resolve_layers(chosen[0], names, part)
+        layers = whole_or_layers(chosen[0], chosen[1], list(dict.fromkeys(r["layer"] for r in layout)), part)
+        if layers is None:  # every tap, every statistic: the stats array as it is
+            self.layouts[part] = layout
+            return stats
         vector = select(stats, layout, layers, chosen[1])
         self.layouts[part] = selection_layout(layout, layers, chosen[1])
         return vector

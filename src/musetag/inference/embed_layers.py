@@ -18,7 +18,7 @@ import numpy as np
 from musetag.errors import AudioError, ConfigError
 from musetag.inference.runners import _TorchRunner
 from musetag.inference.scoring import WindowScorer
-from musetag.models.taps import (STATS, resolve_layers, select, selection_layout, stats_layout, stats_of, tap_names,
+from musetag.models.taps import (select, selection_layout, stats_layout, stats_of, tap_names, whole_or_layers,
                                  window_partials)
 
 #: ``layers=ALL``: the whole stats array (every tap, every statistic)
@@ -59,14 +59,6 @@ class LayerStats:
         return stats if self.layers is None else select(stats, layout, self.layers, self.pool)
 
 
-def whole_or_layers(layers: list[str] | str, pool: list[str], names: list[str]) -> list[str] | None:
-    """The tap names a choice takes, or None for the whole stats array (``layers="all"`` with every statistic
-    in its order: the array as it is); ``"all"`` with other statistics is every tap."""
-    if layers == ALL or list(layers) == [ALL]:
-        return None if tuple(pool) == STATS else list(names)
-    return resolve_layers(list(layers), names, "layers")
-
-
 def layer_scorer(network: Any, layers: list[str] | str, pool: list[str]) -> WindowScorer:
     """The scorer of an embedder with layer statistics on ``network`` (torch only): ``layers`` (names or
     indices) x ``pool`` of the stats array, or the whole array (``layers="all"``)."""
@@ -94,9 +86,5 @@ def probe_layouts(model: Any) -> tuple[list[str], list[dict[str, Any]]]:
 def chosen(model: Any, layers: list[str] | str | None, pool: list[str], where: str) -> tuple[list[str] | None, list[dict[str, Any]]]:
     """``(resolved layers or None for the whole array, the vector's layout)`` of an embedder's choice."""
     names, full = probe_layouts(model)
-    if layers == ALL or list(layers or []) == [ALL]:
-        if tuple(pool) == STATS:
-            return None, full
-        return list(names), selection_layout(full, list(names), pool)
-    resolved = resolve_layers(list(layers or []), names, where)
-    return resolved, selection_layout(full, resolved, pool)
+    resolved = whole_or_layers(layers or [], pool, names, where)
+    return resolved, full if resolved is None else selection_layout(full, resolved, pool)

@@ -94,6 +94,14 @@ def stats_layout(names: list[str], widths: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def whole_or_layers(layers: list[str] | str, pool: list[str], names: list[str], where: str = "layers") -> list[str] | None:
+    """The tap names a choice takes, or None for the whole stats array: ``all`` with every statistic in the array's
+    order is the array as it is, ``all`` with other statistics every tap; otherwise :func:`resolve_layers`."""
+    if layers == "all" or list(layers) == ["all"]:
+        return None if tuple(pool) == STATS else list(names)
+    return resolve_layers(list(layers), names, where)
+
+
 def resolve_layers(layers: list[str], names: list[str], where: str = "layers") -> list[str]:
     """Layer choices as tap names: a name, or a 1-based index into ``names`` (negative: from the end,
     ``-1`` is ``features``). An unknown one is a ConfigError listing the model's taps."""
