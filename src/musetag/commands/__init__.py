@@ -139,14 +139,14 @@ def add_progress_arguments(p, *no_aliases: str) -> None:
                    help="never show progress bars")
 
 
-def empty_shard(args, shard) -> bool:
-    """Whether ``args.paths`` hold audio but none of it falls in this ``--shard`` (then said on stderr): a part
-    of an array job with nothing to do has succeeded (``tag`` and ``embed`` exit 0), it has not failed."""
+def empty_shard(args, shard, paths=None) -> bool:
+    """Whether ``args.paths`` (or ``paths``) hold audio but none of it falls in this ``--shard`` (then said on
+    stderr): a part of an array job with nothing to do has succeeded (``tag`` and ``embed`` exit 0), it has not failed."""
     import sys
 
     from musetag.tag.shard import empty_shard_note
 
-    note = empty_shard_note(args.paths, shard, recursive=args.recursive)
+    note = empty_shard_note(args.paths if paths is None else paths, shard, recursive=args.recursive)
     if note:
         print(note, file=sys.stderr)
     return note is not None

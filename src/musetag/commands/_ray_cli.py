@@ -3,7 +3,6 @@ Ray cannot honour are refused, Ray is started (or joined) quietly, and the runs 
 :mod:`musetag.tag.ray_engine` are reported like the local path's."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from typing import Any
@@ -72,16 +71,20 @@ def refuse_local_options(args) -> None:
 
 def shard_part(args) -> bool:
     """Whether this ``--shard I/N`` part holds none of the files: then, as without Ray, it has nothing to do,
-    says so on stderr and the command exits 0 before Ray is started or joined."""
+    says so on stderr and the command exits 0 before Ray is started or joined. A part with files is listed here
+    once: ``args.paths`` becomes its files (and ``args.shard`` None), so the run does not walk the catalogue again."""
     from musetag.commands import empty_shard
     from musetag.tag.ray_engine import expand_manifests, list_files
     from musetag.tag.shard import parse_shard
 
     shard = parse_shard(args.shard)
-    if shard.is_whole or list_files(args.paths, recursive=args.recursive, shard=shard):
+    if shard.is_whole:
         return False
-    listed = argparse.Namespace(paths=expand_manifests(args.paths), recursive=args.recursive)
-    return empty_shard(listed, shard)
+    files = list_files(args.paths, recursive=args.recursive, shard=shard)
+    if files:
+        args.paths, args.shard, args.recursive = files, None, False
+        return False
+    return empty_shard(args, shard, paths=expand_manifests(args.paths))  # a manifest's files count
 
 
 def cli_options(args) -> dict[str, Any]:
