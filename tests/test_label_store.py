@@ -121,3 +121,72 @@ def test_annotator_names_are_checked_before_anything_is_written(tmp_path, name, 
             act()
     assert (tmp_path / "labels.csv").read_bytes() == before
     assert store.state() == {"a.wav": ("calm",)}
+
+
+def _rows_parsed(monkeypatch) -> list[int]:
+    """Counts the CSV rows the store parses (wraps the module's csv.reader)."""
+    parsed = [0]
+    real = label_store.csv.reader
+
+    def counting(*args, **kwargs):
+        for row in real(*args, **kwargs):
+            parsed[0] += 1
+            yield row
+
+    monkeypatch.setattr(label_store.csv, "reader", counting)
+    return parsed
+
+
+def test_a_click_reads_only_the_lines_appended_since_the_last_one(tmp_path, monkeypatch):
+    """Each label and each state replayed the whole file (twice per click on the page): quadratic in the
+    labels of a session. Now only new lines are parsed, and the state equals a fresh replay."""
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    for i in range(300):
+        store.label(f"{i % 120}.mp3", ["calm"] if i % 3 else [], "ann")
+    store.undo("ann")
+    assert store.state() == LabelStore(path).state()
+    parsed = _rows_parsed(monkeypatch)
+    store.label("new.mp3", ["sad"], "ann")  # reads nothing new, appends one line
+    state = store.state()  # parses that one line
+    assert parsed[0] == 1 and state["new.mp3"] == ("sad",) and len(state) == 121
+    monkeypatch.undo()
+    assert state == LabelStore(path).state()
+
+
+def test_lines_appended_by_another_writer_are_taken_in(tmp_path):
+    path = tmp_path / "labels.csv"
+    mine, other = LabelStore(path), LabelStore(path)  # as two server processes
+    mine.label("a.mp3", ["calm"], "ann")
+    assert other.state() == {"a.mp3": ("calm",)}
+    other.label("b.mp3", ["sad"], "bob")
+    other.label("a.mp3", ["sad"], "ann")  # ann's newest label, written through the other store
+    assert mine.undo("ann").path == "a.mp3"  # mine sees it before undoing: it revokes that one
+    assert mine.state() == other.state() == {"a.mp3": ("calm",), "b.mp3": ("sad",)}
+    mine.label("a.mp3", ["calm"], "ann")  # ann's newest surviving label again: nothing appended
+    assert len(path.read_text().splitlines()) == 5
+    other.label("a.mp3", ["dark"], "ann")
+    assert mine.undo("ann").path == "a.mp3" and other.state()["a.mp3"] == ("calm",)
+
+
+def test_a_replaced_shortened_or_rewritten_file_is_replayed_again(tmp_path):
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    store.label("a.mp3", ["calm"], "ann")
+    store.label("b.mp3", ["sad"], "ann")
+    assert store.state() == {"a.mp3": ("calm",), "b.mp3": ("sad",)}
+    header, first, second = path.read_text().splitlines()
+    # replaced by another file (a restore from backup): another inode
+    replacement = tmp_path / "restored.csv"
+    replacement.write_text(f"{header}\n{second}\n")
+    os.replace(replacement, path)
+    assert store.state() == {"b.mp3": ("sad",)}
+    # cut short in place
+    with open(path, "r+") as handle:
+        handle.truncate(len(header) + 1)
+    assert store.state() == {}
+    # rewritten in place, as long as before and longer: the bytes before the point read differ
+    with open(path, "w") as handle:
+        handle.write(f"{header}\n{first.replace('calm', 'dark')}\n")
+    store.label("c.mp3", ["calm"], "ann")
+    assert store.state() == LabelStore(path).state() == {"a.mp3": ("dark",), "c.mp3": ("calm",)}

@@ -11,6 +11,10 @@ So the latest surviving line of a track wins, nothing is ever rewritten, and rep
 the same state after a restart. Each append takes an exclusive ``flock`` on the file (two server
 processes or two tabs lose nothing), writes one whole line and ``fsync``\\ s it before returning, so a
 killed server loses at most the request in flight.
+
+A :class:`LabelStore` keeps what it has replayed and reads only the bytes appended since (by itself or by
+another process), so a click costs the same with 50 labels or 50,000. A file that was replaced, cut short or
+rewritten before the point already read is replayed again from its start.
 """
 from __future__ import annotations
 
@@ -90,7 +94,9 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # appends of this process (the flock orders processes)
+        self._read_lock = threading.Lock()  # the replayed state below
+        self._read = _Read()
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8", newline="") as handle:
@@ -111,9 +117,9 @@ class LabelStore:
             [event.path, TAG_SEP.join(event.tags), event.time, event.annotator, event.action])
         with self._lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # other processes; released when the file closes
-            stack = _replay(self.events())[1].get(annotator or "", [])
-            if stack and stack[-1].path == event.path and stack[-1].tags == event.tags:
-                return stack[-1]
+            newest = self._newest(annotator or "")
+            if newest is not None and newest.path == event.path and newest.tags == event.tags:
+                return newest
             _write_line(handle, buf.getvalue().encode("utf-8"))
         return event
 
@@ -123,10 +129,9 @@ class LabelStore:
         check_annotator(annotator)
         with self._lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            stack = _replay(self.events())[1].get(annotator or "", [])
-            if not stack:
+            target = self._newest(annotator or "")
+            if target is None:
                 return None
-            target = stack[-1]
             buf = io.StringIO()
             event = LabelEvent(target.path, (), time.strftime("%Y-%m-%dT%H:%M:%S%z"), annotator or "", "undo")
             csv.writer(buf, lineterminator="\n").writerow([event.path, "", event.time, event.annotator, "undo"])
@@ -136,43 +141,98 @@ class LabelStore:
     def events(self) -> list[LabelEvent]:
         """Every line of the file, in order. A torn line (a writer killed mid-line) is skipped with a
         warning naming it; a file that is not a labels file is refused."""
-        text = self.path.read_text(encoding="utf-8")
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-        rows = list(csv.reader(io.StringIO(text)))
-        if not rows or tuple(rows[0]) != FIELDS:
-            raise DatasetError(f"{self.path}: not a labels file (expected the header {','.join(FIELDS)}); "
-                               "point --out at a new folder or at an existing labelling project")
-        out = []
-        for n, row in enumerate(rows[1:], start=2):
-            if len(row) != len(FIELDS) or row[4] not in ACTIONS:
-                log.warning("%s:%d: skipped a malformed line %r (a writer killed mid-line, or an edit); expected "
-                            "%s with action one of %s", self.path, n, row, ",".join(FIELDS), ACTIONS)
-                continue
-            tags = tuple(t for t in row[1].split(TAG_SEP) if t)
-            out.append(LabelEvent(row[0], tags, row[2], row[3], row[4]))
-        return out
+        with self._read_lock:
+            return list(self._refresh().events)
 
     def state(self) -> dict[str, tuple[str, ...]]:
         """The label of every labelled track (path -> its tags; ``()``: none of the tags)."""
-        return _replay(self.events())[0]
+        with self._read_lock:
+            return self._refresh().fold.labels()
+
+    def _newest(self, annotator: str) -> LabelEvent | None:
+        """``annotator``'s newest surviving label event (what an undo would revoke)."""
+        with self._read_lock:
+            stack = self._refresh().fold.stacks.get(annotator, [])
+            return stack[-1] if stack else None
+
+    def _refresh(self) -> _Read:
+        """Replay the lines appended since the last read (all of them when the file is not the one read
+        before: another inode, shorter, or other bytes just before the point read)."""
+        read = self._read
+        with open(self.path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if (st.st_dev, st.st_ino) != read.identity or st.st_size < read.offset or not read.still_there(handle):
+                read = self._read = _Read((st.st_dev, st.st_ino))
+            handle.seek(read.offset)
+            data = handle.read()
+        data = data[: data.rfind(b"\n") + 1]  # a line still being written (or torn) waits for its newline
+        if not data and read.offset:
+            return read
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+        if not read.offset:
+            if not rows or tuple(rows[0]) != FIELDS:
+                raise DatasetError(f"{self.path}: not a labels file (expected the header {','.join(FIELDS)}); "
+                                   "point --out at a new folder or at an existing labelling project")
+            rows = rows[1:]
+        for row in rows:
+            read.line += 1
+            if len(row) != len(FIELDS) or row[4] not in ACTIONS:
+                log.warning("%s:%d: skipped a malformed line %r (a writer killed mid-line, or an edit); expected "
+                            "%s with action one of %s", self.path, read.line, row, ",".join(FIELDS), ACTIONS)
+                continue
+            tags = tuple(t for t in row[1].split(TAG_SEP) if t)
+            event = LabelEvent(row[0], tags, row[2], row[3], row[4])
+            read.events.append(event)
+            read.fold.apply(event)
+        read.advance(data)
+        return read
 
 
-def _replay(events: list[LabelEvent]) -> tuple[dict[str, tuple[str, ...]], dict[str, list[LabelEvent]]]:
-    """``(labels, per-annotator stacks of surviving label events)`` after ``events``."""
-    per_track: dict[str, list[LabelEvent]] = {}
-    stacks: dict[str, list[LabelEvent]] = {}
-    for e in events:
+class _Fold:
+    """The replay of label events, one at a time: ``stacks`` (per annotator, the surviving label events in
+    order) and, per track, its surviving label events; :meth:`labels` is the state."""
+
+    def __init__(self) -> None:
+        self.per_track: dict[str, list[LabelEvent]] = {}
+        self.stacks: dict[str, list[LabelEvent]] = {}
+
+    def apply(self, e: LabelEvent) -> None:
         if e.action == "label":
-            per_track.setdefault(e.path, []).append(e)
-            stacks.setdefault(e.annotator, []).append(e)
-        else:
-            stack = stacks.get(e.annotator, [])
-            if stack and stack[-1].path == e.path:
-                revoked = stack.pop()
-                history = per_track.get(e.path, [])
-                if revoked in history:
-                    history.reverse()
-                    history.remove(revoked)  # the newest equal event
-                    history.reverse()
-    return {p: h[-1].tags for p, h in per_track.items() if h}, stacks
+            self.per_track.setdefault(e.path, []).append(e)
+            self.stacks.setdefault(e.annotator, []).append(e)
+            return
+        stack = self.stacks.get(e.annotator, [])
+        if stack and stack[-1].path == e.path:
+            revoked = stack.pop()
+            history = self.per_track.get(e.path, [])
+            for i in range(len(history) - 1, -1, -1):  # the newest equal event
+                if history[i] == revoked:
+                    del history[i]
+                    break
+
+    def labels(self) -> dict[str, tuple[str, ...]]:
+        return {p: h[-1].tags for p, h in self.per_track.items() if h}
+
+
+class _Read:
+    """How far a :class:`LabelStore` has read its file: the file's identity, the bytes consumed (whole lines),
+    the physical line reached, the last bytes consumed (to notice a rewrite), the events and their fold."""
+    TAIL = 256
+
+    def __init__(self, identity: tuple[int, int] | None = None) -> None:
+        self.identity = identity
+        self.offset = 0
+        self.line = 1  # the header
+        self.tail = b""
+        self.events: list[LabelEvent] = []
+        self.fold = _Fold()
+
+    def still_there(self, handle) -> bool:
+        if not self.tail:
+            return True
+        handle.seek(self.offset - len(self.tail))
+        return handle.read(len(self.tail)) == self.tail
+
+    def advance(self, data: bytes) -> None:
+        self.offset += len(data)
+        self.tail = (self.tail + data)[-self.TAIL:]
