@@ -190,3 +190,29 @@ def test_a_replaced_shortened_or_rewritten_file_is_replayed_again(tmp_path):
         handle.write(f"{header}\n{first.replace('calm', 'dark')}\n")
     store.label("c.mp3", ["calm"], "ann")
     assert store.state() == LabelStore(path).state() == {"a.mp3": ("dark",), "c.mp3": ("calm",)}
+
+
+def test_annotators_taking_turns_on_a_track_each_get_their_label_written(tmp_path):
+    """alice calm, bob sad, alice calm again: the third label was taken for a key pressed twice (alice's newest
+    label was the same) and dropped, although bob's label stood; the page said "saved"."""
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    store.label("030.ogg", ["calm"], "alice")
+    store.label("030.ogg", ["sad"], "bob")
+    store.label("030.ogg", ["calm"], "alice")
+    assert store.state() == {"030.ogg": ("calm",)}
+    assert len(path.read_text().splitlines()) == 4
+    store.label("030.ogg", ["calm"], "alice")  # now a repeat: nothing appended
+    assert len(path.read_text().splitlines()) == 4
+
+
+def test_a_labels_file_saved_again_with_a_byte_order_mark_is_read(tmp_path):
+    """A spreadsheet's "CSV UTF-8" puts a BOM before the header: the project was refused as "not a labels file"."""
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    store.label("a.mp3", ["calm"], "ann")
+    path.write_text(path.read_text(encoding="utf-8"), encoding="utf-8-sig")
+    again = LabelStore(path)
+    assert again.state() == {"a.mp3": ("calm",)}
+    again.label("b.mp3", ["sad"], "ann")
+    assert LabelStore(path).state() == {"a.mp3": ("calm",), "b.mp3": ("sad",)}

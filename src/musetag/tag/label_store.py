@@ -117,7 +117,7 @@ class LabelStore:
             [event.path, TAG_SEP.join(event.tags), event.time, event.annotator, event.action])
         with self._lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # other processes; released when the file closes
-            newest = self._newest(annotator or "")
+            newest = self._newest(annotator or "", current=True)
             if newest is not None and newest.path == event.path and newest.tags == event.tags:
                 return newest
             _write_line(handle, buf.getvalue().encode("utf-8"))
@@ -149,11 +149,15 @@ class LabelStore:
         with self._read_lock:
             return self._refresh().fold.labels()
 
-    def _newest(self, annotator: str) -> LabelEvent | None:
-        """``annotator``'s newest surviving label event (what an undo would revoke)."""
+    def _newest(self, annotator: str, current: bool = False) -> LabelEvent | None:
+        """``annotator``'s newest surviving label event (what an undo would revoke); ``current``: only while it is
+        still its track's label (another annotator's newer label of the track makes the same label news)."""
         with self._read_lock:
-            stack = self._refresh().fold.stacks.get(annotator, [])
-            return stack[-1] if stack else None
+            fold = self._refresh().fold
+            stack = fold.stacks.get(annotator, [])
+            if not stack or (current and fold.per_track[stack[-1].path][-1] is not stack[-1]):
+                return None
+            return stack[-1]
 
     def _refresh(self) -> _Read:
         """Replay the lines appended since the last read (all of them when the file is not the one read
@@ -168,7 +172,10 @@ class LabelStore:
         data = data[: data.rfind(b"\n") + 1]  # a line still being written (or torn) waits for its newline
         if not data and read.offset:
             return read
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+        text = data.decode("utf-8")
+        if not read.offset and text.startswith("\ufeff"):  # saved again by a spreadsheet ("CSV UTF-8")
+            text = text[1:]
+        rows = list(csv.reader(io.StringIO(text, newline="")))
         if not read.offset:
             if not rows or tuple(rows[0]) != FIELDS:
                 raise DatasetError(f"{self.path}: not a labels file (expected the header {','.join(FIELDS)}); "
