@@ -706,10 +706,22 @@ def test_same_stem_different_extension_are_two_tracks(tmp_path, capsys):
     assert main(["prepare", "--data", str(root / "dataset.toml"), "--out", str(tmp_path / "cache"), "--workers", "0",
                  "--no-progress"]) == 0
     assert "3 cached of 3" in capsys.readouterr().out
-    # the same file twice stays an error, whose message names the id column
-    (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows + rows[:1]) + "\n")
-    with pytest.raises(DatasetError, match=r"appears twice \(tracks 1 and 4 of the list; in a CSV manifest with a "
-                                           r"header: lines 2 and 5\).*'id' column"):
+    # the same file twice stays an error, however it is spelled (it got in as two tracks, one in train and one
+    # in test, when written absolute, with '..' or through a symlinked folder, or given two ids)
+    first = rows[0].split(",")[0]
+    (root / "linked").symlink_to(root / "songs")
+    for again in (first, str(root / first), f"songs/../{first}", first.replace("songs/", "linked/")):
+        (root / "manifest.csv").write_text("path,tags,split\n" + "\n".join(rows) + f"\n{again},x,test\n")
+        with pytest.raises(DatasetError, match=r"manifest.csv: lines 2 and 5 name the same audio file .*remove one"):
+            load_records(config)
+    (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},t{i}" for i, r in enumerate(rows))
+                                       + f"\n{first},x,test,t9\n")
+    with pytest.raises(DatasetError, match=r"lines 2 and 5 name the same audio file"):
+        load_records(config)
+    # two files given one id: the id column's rule, named
+    (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},same" for r in rows[:2]) + "\n")
+    with pytest.raises(DatasetError, match=r"appears twice \(tracks 1 and 2 of the list; in a CSV manifest with a "
+                                           r"header: lines 2 and 3\).*'id' column"):
         load_records(config)
     # an id column is honoured
     (root / "manifest.csv").write_text("path,tags,split,id\n" + "\n".join(f"{r},t{i}" for i, r in enumerate(rows)) + "\n")

@@ -10,7 +10,8 @@ naming the line and the column.
 
 Without an ``id`` column a track's id is its path without the extension (``songs/random``), unless
 two different files share it (``random.flac`` and ``random.mp3``): those keep their extension
-(``songs/random.flac``, ``songs/random.mp3``). The same file listed twice stays an error.
+(``songs/random.flac``, ``songs/random.mp3``). The same file listed twice stays an error, however it is
+spelled (relative or absolute, with ``..``, through a symlink, under two ids).
 
 Dataset config::
 
@@ -23,6 +24,8 @@ Dataset config::
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from pathlib import Path
 
 from musetag.data.datasets.registry import ReaderSpec, register_reader
@@ -53,14 +56,23 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
             raise DatasetError(f"{path}: regression target column(s) {', '.join(absent)} not in the header "
                                f"({', '.join(fields)}); fix targets = [...] in the dataset TOML or add the columns")
         records, missing_files, derived = [], [], []
+        files: dict = {}  # the file (device and inode, else the normalised path) -> its first line
         for lineno, row in enumerate(reader, start=2):
             raw = (row.get("path") or "").strip()
             if not raw:
                 raise DatasetError(f"{path}:{lineno}: empty path; every row needs an audio file")
             audio = Path(raw).expanduser()
             audio = audio if audio.is_absolute() else (path.parent / audio)
-            if check_files and not audio.is_file():
+            key = _file_key(audio) if check_files else os.path.abspath(audio)
+            if key is None:
                 missing_files.append((lineno, audio))
+                key = os.path.abspath(audio)
+            if key in files:
+                raise DatasetError(
+                    f"{path}: lines {files[key]} and {lineno} name the same audio file ({audio}); a file is one "
+                    "track (listed twice it would be counted twice, and could sit in train and test at once): "
+                    "remove one of the rows")
+            files[key] = lineno
             tags = tuple(dict.fromkeys(t.strip() for t in (row.get("tags") or "").split(tag_separator) if t.strip()))
             duration = (row.get("duration") or "").strip()
             try:
@@ -88,6 +100,16 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
             "the manifest's folder: fix them or remove the rows"
         )
     return records
+
+
+def _file_key(audio: Path):
+    """What makes two rows the same file whatever their spelling (``a.ogg``, ``./x/../a.ogg``, an absolute path,
+    a symlink): its device and inode; None when it is not a readable regular file."""
+    try:
+        st = audio.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def _numbers(row: dict, columns: tuple[str, ...], where: str) -> tuple[float, ...]:
