@@ -116,6 +116,9 @@ def test_score_command_prints_regression_figures(tmp_path, rng, capsys):
     out = capsys.readouterr().out
     r = np.mean([pearsonr(y[:, j], p[:, j])[0] for j in range(2)])
     assert f"pearson_r_mean\t{r:.6f}" in out and out.count("arousal\tR2") == 1
+    # without --task the numeric targets were called "a prediction matrix passed as ground truth"
+    assert main(["score", str(tmp_path / "p.npy"), "-g", str(tmp_path / "y.npy")]) == 2
+    assert "score it with --task regression" in capsys.readouterr().err
 
 
 def test_ccc_and_mse_losses_follow_lins_formula_and_the_task(rng):

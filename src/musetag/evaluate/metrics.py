@@ -88,7 +88,8 @@ def as_targets(targets, *, name: str | None = None) -> np.ndarray:
                 "(single-label) task; score it with --task multiclass")
         raise EvaluationError(
             f"{what} holds values other than 0 and 1 (e.g. {bad.tolist()}); is it a prediction matrix "
-            "passed as ground truth? Pass the multi-hot ground truth (tracks x tags)")
+            "passed as ground truth? Pass the multi-hot ground truth (tracks x tags), or, for numeric targets "
+            "(a regression run's *_targets.npy), score it with --task regression")
     return arr.astype(bool)
 
 
