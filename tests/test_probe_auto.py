@@ -63,8 +63,8 @@ def test_grouped_folds_keep_each_group_in_one_fold_and_cover_every_track(rng):
         assert not {groups[i] for i in tr} & {groups[i] for i in te}
     from musetag.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="only 3 groups"):
-        make_folds("multilabel", y, [f"a{i % 3}" for i in range(60)], 5, seed=0)
+    with pytest.raises(ConfigError, match=r"^mine.toml: only 3 groups .*select.folds=N"):  # named the file
+        make_folds("multilabel", y, [f"a{i % 3}" for i in range(60)], 5, seed=0, where="mine.toml")
 
 
 def test_rare_tags_are_flagged_for_the_choice():
@@ -235,12 +235,20 @@ def test_without_a_group_column_folds_are_stratified_with_one_warning(caplog):
     from musetag.data.manifest import TrackRecord
     from musetag.training.probe_auto import fold_groups
 
-    grouped = [TrackRecord(id=str(i), group=f"a{i}") for i in range(4)]
-    assert fold_groups(grouped, "mine.toml", 5) == ["a0", "a1", "a2", "a3"]
+    grouped = [TrackRecord(id=str(i), group=f"a{i // 2}") for i in range(4)]
+    assert fold_groups(grouped, "mine.toml", 5) == ["a0", "a0", "a1", "a1"]
     with caplog.at_level(logging.WARNING):
-        assert fold_groups([TrackRecord(id="x"), *grouped], "mine.toml", 5) is None
+        assert fold_groups([TrackRecord(id="x"), TrackRecord(id="y")], "mine.toml", 5) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "mine.toml: no group column" in warnings[0].getMessage()
+    # some empty cells: each such track is its own group, the others stay grouped (all grouping was dropped,
+    # with the warning "no group column")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        groups = fold_groups([TrackRecord(id="x"), *grouped, TrackRecord(id="z")], "mine.toml", 5)
+    assert groups[1:5] == ["a0", "a0", "a1", "a1"] and len({groups[0], groups[5]} - set(groups[1:5])) == 2
+    message = caplog.records[-1].getMessage()
+    assert "mine.toml: 2 of 6 train+validation tracks have an empty group (e.g. x, z)" in message
 
 
 def test_a_regression_probe_package_tags_audio_with_values(tmp_path, rng):
@@ -447,3 +455,27 @@ def test_select_layers_applies_one_layer_rule_to_every_backbone(tmp_path):
     assert chosen["embedding"].startswith(f"{backbone}@layers=all,pool=mean")
     taps = [r["layer"] for r in chosen["layout"]]
     assert {r["stat"] for r in chosen["layout"]} == {"mean"} and len(taps) == len(set(taps)) == 6  # layer1..5, features
+
+
+def test_probe_auto_runs_without_a_validation_split_and_its_run_reports(tmp_path, rng):
+    """Train and test only, a common layout: refused with "no tracks in split 'validation'", although the choice
+    cross-validates on train+validation pooled; the run's empty validation predictions then broke `report`."""
+    import json
+
+    import musetag
+    from conftest import pretrained_package
+    from musetag.evaluate.report import make_report
+
+    pretrained_package("jamendo-crnn")
+    files = _jazz_dataset(tmp_path, ["train"] * 16 + ["test"] * 4, lambda i: "calm" if i % 2 else "dark",
+                          lambda i: f"artist{i // 2}")
+    _fill_cache(tmp_path / "cache" / "jamendo-crnn", "jamendo-crnn", [str(f) for f in files], rng)
+    run = tmp_path / "run"
+    musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,
+                  sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}", "select.backbones=['jamendo-crnn']",
+                        "select.folds=3", "select.grid=[0.1, 1.0]", "select.mlp_grid=[1.0]", "select.hidden=8",
+                        "select.bootstrap=20"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_tracks"] == {"train": 16, "validation": 0, "test": 4} and summary["select"]["chosen"]
+    assert np.load(run / "predictions" / "test.npy").shape == (4, 2)
+    assert make_report(run, tmp_path / "report").is_file()

@@ -282,7 +282,9 @@ def make_report(source, out_dir: str | Path, *, groundtruth=None, validation: tu
     if isinstance(source, (str, Path)) and Path(source).is_dir():
         run = _load_run(Path(source))
         test_pred, test_gt = run.get("test"), run.get("test_targets")
-        if validation is None and "validation" in run and "validation_targets" in run:
+        if test_pred is not None and not len(test_pred):  # a run without a test split
+            test_pred = test_gt = None
+        if validation is None and "validation" in run and "validation_targets" in run and len(run["validation"]):
             validation = (run["validation"], run["validation_targets"])
         if test_pred is None or test_gt is None:
             if validation is None:

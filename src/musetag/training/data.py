@@ -183,7 +183,10 @@ def load_training_data(cfg, run_dir: Path | None = None, *, progress: bool = Tru
         chosen = [r for r in records if r.split == split_name]
         if not chosen and role != "test":
             raise DatasetError(f"{ds.where}: no tracks in split {split_name!r}; "
-                               f"the dataset has {sorted({str(r.split) for r in records})}")
+                               f"the dataset has {sorted({str(r.split) for r in records})}: give some tracks "
+                               f"split = {split_name!r} in the manifest, or leave the split column out for a "
+                               "seeded split (probe-auto needs no validation split: it cross-validates on "
+                               "train+validation)")
         if ds.task == "multiclass":
             targets = np.array([vocab.encode_class(r.tags) for r in chosen], dtype=np.int64)
         elif ds.task == "regression":  # (n, targets) float32: the manifest's numeric columns

@@ -112,9 +112,10 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
     tags = vocab.to_list()
     wanted = {"train": cfg.data.train_split, "validation": cfg.data.validation_split, "test": cfg.data.test_split}
     chosen = {role: [r for r in records if r.split == name] for role, name in wanted.items()}
-    for role in ("train", "validation"):
-        if not chosen[role]:
-            raise ConfigError(f"{ds.where}: no tracks in split {wanted[role]!r}")
+    if not chosen["train"]:  # validation may be empty: the choice cross-validates on train+validation
+        raise ConfigError(f"{ds.where}: no tracks in split {wanted['train']!r}; the dataset has "
+                          f"{sorted({str(r.split) for r in records})}: give tracks split = {wanted['train']!r} in "
+                          "the manifest, or leave the split column out for a seeded split")
     groups = fold_groups(chosen["train"] + chosen["validation"], ds.where, int(cfg.select.folds))
     from musetag.data.embed_features import cache_layout
 
@@ -129,8 +130,10 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
             layouts[name] = cache_layout(cache)
         except ConfigError:  # a cache prepared before layouts were written: the forward_features mean
             layouts[name] = None
-        blocks[name] = {role: (np.stack([np.load(paths[r.id]).reshape(-1) for r in recs]).astype(np.float32)
-                               if recs else np.zeros((0, 1), np.float32)) for role, recs in chosen.items()}
+        blocks[name] = {role: np.stack([np.load(paths[r.id]).reshape(-1) for r in recs]).astype(np.float32)
+                        for role, recs in chosen.items() if recs}
+        for role in chosen:  # an empty split: no rows of the same width
+            blocks[name].setdefault(role, np.zeros((0, blocks[name]["train"].shape[1]), np.float32))
     y = {role: _targets(ds.task, vocab, recs, len(tags)) for role, recs in chosen.items()}
     return Arrays(ds.task, tags, {k: [r.id for r in v] for k, v in chosen.items()}, y, groups, blocks, ds, layouts)
 
@@ -148,14 +151,21 @@ def union_layout(arrays: Arrays, union: list[str]) -> list[dict]:
 
 
 def fold_groups(records, where: str, folds: int) -> list | None:
-    """The records' groups (artists) for grouped folds; None, with one warning, when any track has none."""
+    """The records' groups (artists) for grouped folds. None, with one warning, when no track has one; a track
+    without one (an empty cell) is a group of its own, with one warning naming such tracks."""
     groups = [r.group for r in records]
     if all(groups):
         return groups
-    log.warning("%s: no group column (artist) for every track: the %d folds are stratified but not grouped, so "
-                "tracks of one artist can sit on both sides of a fold and the CV scores are optimistic; add a "
-                "group column to the manifest", where, folds)
-    return None
+    if not any(groups):
+        log.warning("%s: no group column (artist): the %d folds are stratified but not grouped, so tracks of one "
+                    "artist can sit on both sides of a fold and the CV scores are optimistic; add a group column "
+                    "to the manifest", where, folds)
+        return None
+    lone = [r.id for r in records if not r.group]
+    log.warning("%s: %d of %d train+validation tracks have an empty group (e.g. %s): each is a group of its own in "
+                "the folds; fill in their group (artist) to keep an artist's tracks together", where, len(lone),
+                len(records), ", ".join(lone[:5]))
+    return [r.group or f"\0track:{r.id}" for r in records]
 
 
 def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
@@ -340,7 +350,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
         log.warning("%d %s with fewer %s than folds (%d), left out of the choice (still fitted): %s", int(rare.sum()),
                     "tags" if task == "multilabel" else "classes", "positives or negatives" if task == "multilabel"
                     else "tracks", int(sel.folds), ", ".join(t for t, r in zip(tags, rare) if r))
-    folds = make_folds(task, y, arrays.groups, int(sel.folds), cfg.seed)
+    folds = make_folds(task, y, arrays.groups, int(sel.folds), cfg.seed, where=arrays.dataset.where)
     log.info("probe-auto: %d train+validation tracks, %d folds (%s), %d backbones, heads %s; metric %s",
              len(y), len(folds), "grouped by the group column" if arrays.groups else "stratified, not grouped",
              len(backbones), list(sel.heads), metric)

@@ -93,8 +93,11 @@ def strata(task: str, y: np.ndarray) -> np.ndarray:
     return np.where(y.any(1), rarest, -1)
 
 
-def make_folds(task: str, y: np.ndarray, groups: list | None, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_folds`` (train indices, held-out indices) over the tracks; grouped when ``groups`` is given."""
+def make_folds(task: str, y: np.ndarray, groups: list | None, n_folds: int, seed: int,
+               where: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_folds`` (train indices, held-out indices) over the tracks; grouped when ``groups`` is given. ``where``
+    (the dataset) opens the errors."""
+    at = f"{where}: " if where else ""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     n = len(y)
@@ -106,18 +109,19 @@ def make_folds(task: str, y: np.ndarray, groups: list | None, n_folds: int, seed
         if groups is not None:
             n_groups = len(set(groups))
             if n_groups < n_folds:
-                raise ConfigError(f"only {n_groups} groups (the manifest's group column) among {n} train+validation "
-                                  f"tracks for {n_folds} folds: lower select.folds or give more groups")
+                raise ConfigError(f"{at}only {n_groups} groups (the manifest's group column) among {n} "
+                                  f"train+validation tracks for {n_folds} folds: lower select.folds (--set "
+                                  "select.folds=N) or give the tracks more distinct groups")
             split = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(n), s, groups)
         else:
             if n < n_folds:
-                raise ConfigError(f"{n} train+validation tracks for {n_folds} folds: lower select.folds")
+                raise ConfigError(f"{at}{n} train+validation tracks for {n_folds} folds: lower select.folds")
             split = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(n), s)
         try:
             return [(np.asarray(tr), np.asarray(te)) for tr, te in split]
         except ValueError as exc:  # sklearn: a fold split its strata cannot make
-            raise ConfigError(f"cannot cut {n} train+validation tracks into {n_folds} folds ({exc}); lower select.folds "
-                              "or label more tracks") from None
+            raise ConfigError(f"{at}cannot cut {n} train+validation tracks into {n_folds} folds ({exc}); lower "
+                              "select.folds or label more tracks") from None
 
 
 def rare_outputs(task: str, y: np.ndarray, n_folds: int) -> np.ndarray:
