@@ -479,3 +479,18 @@ def test_probe_auto_runs_without_a_validation_split_and_its_run_reports(tmp_path
     assert summary["n_tracks"] == {"train": 16, "validation": 0, "test": 4} and summary["select"]["chosen"]
     assert np.load(run / "predictions" / "test.npy").shape == (4, 2)
     assert make_report(run, tmp_path / "report").is_file()
+
+
+def test_an_unknown_backbone_in_select_backbones_is_named_there_before_anything_is_embedded(tmp_path):
+    """It was blamed on the dataset TOML ("ds.toml: preset embed:jamendo-musicn: ..."), whose own preset was
+    fine, and found only after the backbones before it had been embedded."""
+    import musetag
+    from musetag.errors import ConfigError
+
+    _jazz_dataset(tmp_path, ["train"] * 16 + ["test"] * 4, lambda i: "calm", lambda i: f"artist{i}")
+    with pytest.raises(ConfigError, match=r"^select.backbones: 'jamendo-musicn' \(from --set .*ds.toml is not at "
+                                          r"fault\): 'jamendo-musicn' is neither a pretrained model"):
+        musetag.train("probe-auto", data=tmp_path / "ds.toml", out=tmp_path / "run",
+                      sets=["progress=false", f"data.cache_dir={tmp_path / 'cache'}",
+                            "select.backbones=['jamendo-crnn', 'jamendo-musicn']"])
+    assert not (tmp_path / "cache").exists()

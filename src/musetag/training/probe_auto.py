@@ -119,10 +119,18 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
     groups = fold_groups(chosen["train"] + chosen["validation"], ds.where, int(cfg.select.folds))
     from musetag.data.embed_features import cache_layout
 
+    configs = {}
+    for name in backbones:  # every name checked before anything is embedded
+        ds_b = dataclasses.replace(ds, preset=f"embed:{name}")
+        try:
+            configs[name] = (ds_b, ds_b.feature_config())
+        except ConfigError as exc:
+            why = str(exc).removeprefix(f"{ds.where}: ").removeprefix(f"preset embed:{name}: ")
+            raise ConfigError(f"select.backbones: {name!r} (from --set select.backbones=[...] or the recipe's "
+                              f"[select] backbones; {ds.where} is not at fault): {why}") from None
     blocks, layouts = {}, {}
     for i, name in enumerate(backbones, 1):
-        ds_b = dataclasses.replace(ds, preset=f"embed:{name}")
-        fc = ds_b.feature_config()
+        ds_b, fc = configs[name]
         cache = Path(cfg.data.cache_dir) / name if cfg.data.cache_dir else dataset_cache_dir(ds_b, fc, run_dir)
         log.info("[backbone %d/%d] %s: embeddings in %s (computed once, reused)", i, len(backbones), name, cache)
         paths = prepare_cache(records, fc, cache, progress=cfg.progress, store=default_store(ds_b, cache))
