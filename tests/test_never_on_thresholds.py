@@ -40,6 +40,9 @@ def test_training_max_f1_uses_the_official_rule():
         assert th == [float(t) for t in fit_thresholds(val_p, val_y, keep_f1=True)]
         assert list(fit_thresholds(val_p, val_y)[:2]) == [0.6, 0.7]
     assert not (val_p[:, 2] >= th[2]).any()  # never on, whatever the score
+    # a run knows its tags: the warning names them (it said "column 2")
+    with pytest.warns(EvaluationWarning, match=r"threshold for: sad \("):
+        decision_thresholds("max_f1", val_p, val_y, val_y, tags=["calm", "dark", "sad"])
 
 
 def test_json_encoding_round_trip():

@@ -125,7 +125,7 @@ def choose_head(X: np.ndarray, y: np.ndarray, task: str, tags: list[str], groups
                      max_iter=int(sel.max_iter))[0].eval()
     thresholds = None
     if task == "multilabel":
-        thresholds = [float(t) for t in fit_thresholds(best.oof[best.best], y, keep_f1=True)]
+        thresholds = [float(t) for t in fit_thresholds(best.oof[best.best], y, tags=list(tags), keep_f1=True)]
     info = {"chosen": best.name, "C": best.C, "cv": best.score, "folds": folds_n,
             "candidates": [c.row() for c in cands]}
     return model, thresholds, info

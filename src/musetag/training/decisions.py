@@ -50,12 +50,12 @@ def prior_rate_thresholds(val_pred: np.ndarray, train_targets: np.ndarray) -> li
 
 
 def decision_thresholds(rule: str, val_pred: np.ndarray, val_targets: np.ndarray,
-                        train_targets: np.ndarray) -> tuple[list[float], dict]:
+                        train_targets: np.ndarray, tags: list[str] | None = None) -> tuple[list[float], dict]:
     """The thresholds of ``rule`` (``auto`` | ``max_f1`` | ``prior_rate``) and a summary of the choice:
     ``{"rule", "reason", "tags_per_track_validation", "tags_per_track_train"}``."""
     used, reason = choose_rule(rule, val_targets)
     if used == "max_f1":
-        thresholds = [float(t) for t in fit_thresholds(val_pred, val_targets, keep_f1=True)]
+        thresholds = [float(t) for t in fit_thresholds(val_pred, val_targets, tags=tags, keep_f1=True)]
     else:
         thresholds = prior_rate_thresholds(val_pred, train_targets)
     # decided as packages decide (musetag.inference.result.TagResult.decisions): score > threshold

@@ -220,7 +220,7 @@ def train_probe(cfg, run_dir: Path):
              for role, (x, _) in arrays.items()}
     val_scores = score(preds["validation"], y_va, data.task)
     test_scores = score(preds["test"], arrays["test"][1], data.task) if len(arrays["test"][0]) else {}
-    thresholds = fit_thresholds(preds["validation"], y_va, keep_f1=True) if data.task == "multilabel" else None
+    thresholds = fit_thresholds(preds["validation"], y_va, tags=list(data.tags), keep_f1=True) if data.task == "multilabel" else None
     features = data.feature_config.replace(mean=None, std=None).to_dict()
     meta = {"model": model.musetag_config, "features": features, "tags": list(data.tags), "task": data.task,
             "segment": {"frames": 1, "hop": 1, "aggregation": "mean", "max_segments": 0},

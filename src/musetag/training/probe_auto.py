@@ -380,7 +380,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
     test_y = arrays.y["test"]
     test_scores = score(preds["test"], test_y, task) if len(test_y) else {}
     interval = _bootstrap(test_y, preds["test"], task, tags, int(sel.bootstrap), cfg.seed) if len(test_y) else {}
-    thresholds = [float(t) for t in fit_thresholds(oof, y, keep_f1=True)] if task == "multilabel" else None
+    thresholds = [float(t) for t in fit_thresholds(oof, y, tags=list(tags), keep_f1=True)] if task == "multilabel" else None
     spec = "+".join(union)
     features = dataset_embedding_config(spec, base_dir=arrays.dataset.source.parent if arrays.dataset.source else None)
     meta = {"model": model.musetag_config, "features": features.replace(mean=None, std=None).to_dict(),

@@ -81,7 +81,7 @@ def _thresholds(run: Run, val_pred: np.ndarray) -> tuple[list[float] | None, dic
     if data.task != "multilabel" or not len(data.splits["validation"]):
         return None, None
     return decision_thresholds(run.cfg.decision, val_pred, data.splits["validation"].targets,
-                               data.splits["train"].targets)
+                               data.splits["train"].targets, tags=list(data.tags))
 
 
 def write_predictions(run: Run, final: str, candidates: dict) -> None:
