@@ -280,6 +280,9 @@ def _choose(cands: list[Candidate], arrays: Arrays, folds, keep, sizes) -> tuple
     info = nested(ranked, y, arrays.task, folds, keep, sizes=tuple(sorted(set(sizes))))
     scores = [np.nan_to_num(v, nan=-np.inf) for v in info["score"]]
     m = info["m"][int(np.argmax(scores))]
+    log.info("nested CV (the choice remade inside each outer fold, scored on that fold, then averaged over folds; "
+             "the candidates' CV column below scores all out-of-fold predictions at once, so the two scales differ: "
+             "compare within one of them):")
     for size, value in zip(info["m"], info["score"]):
         log.info("nested CV: %s %.4f", "best candidate" if size == 1 else f"mean of the top {size}", value)
     info["chosen_m"] = int(m)
