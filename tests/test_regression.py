@@ -57,6 +57,11 @@ def test_regression_targets_are_read_from_the_manifest_in_toml_order(tmp_path):
     records = load_records(ds)
     assert [r.extra["targets"] for r in records] == [(0.5, -1.0), (0.25, 0.2)]
     assert dataset_vocab(ds, records).to_list() == ["valence", "arousal"]
+    # a regression manifest needs no tags column (it was "missing column(s) tags")
+    toml = _manifest(tmp_path / "no-tags", [("a.wav", "train", "0.5", "-1"), ("b.wav", "test", "0.25", "2e-1")],
+                     header=("path", "split", "valence", "arousal"))
+    assert [(r.tags, r.extra["targets"]) for r in load_records(load_dataset_config(toml))] == [((), (0.5, -1.0)),
+                                                                                             ((), (0.25, 0.2))]
 
 
 @pytest.mark.parametrize("value, what", [("", "is empty"), ("high", "is 'high', not a finite number"),

@@ -26,7 +26,9 @@ class TagVocab:
         self.tags: tuple[str, ...] = tuple(tags)
         where = f"{source}: " if source else ""
         if not self.tags:
-            raise DatasetError(f"{where}empty tag vocabulary: the dataset has no tags")
+            raise DatasetError(f"{where}empty tag vocabulary: the dataset has no tags; fill in the manifest's tags "
+                               "column (`;`-separated names; an empty cell is a track with none of the tags), or "
+                               "for numeric labels set task = \"regression\" and targets = [...]")
         commas = [t for t in self.tags if "," in t]
         if commas:
             raise DatasetError(

@@ -2,7 +2,8 @@
 
 Columns: ``path`` (relative to the manifest's folder, or absolute), ``tags`` (``;``-separated; the
 single class for a multiclass task), optional ``split`` (train / validation / test), optional
-``group`` (artist: kept inside one split by the seeded split), optional ``id`` and ``duration``.
+``group`` (artist: kept inside one split by the seeded split), optional ``id`` and ``duration``; a regression
+manifest needs no ``tags``.
 A ``.tsv`` file is tab-separated, anything else comma-separated. A regression dataset
 (``task = "regression"``, ``targets = ["valence", "arousal"]``) reads those numeric columns into
 ``record.extra["targets"]`` (a tuple in ``targets`` order); a missing or non-numeric value is an error
@@ -44,12 +45,13 @@ def read_csv_manifest(path: str | Path, *, tag_separator: str = ";", check_files
         reader = csv.DictReader(handle, delimiter=delimiter)
         fields = [f.strip() for f in (reader.fieldnames or [])]
         reader.fieldnames = fields
-        missing = [c for c in ("path", "tags") if c not in fields]
+        missing = [c for c in (("path",) if targets else ("path", "tags")) if c not in fields]  # regression: tags unused
         if missing:
             sep = "tab" if delimiter == "\t" else "comma"
+            needs = "path and the target columns" if targets else "path,tags"
             raise DatasetError(
                 f"{path}: missing column(s) {', '.join(missing)} ({sep}-separated header found: "
-                f"{', '.join(fields) or 'none'}); a manifest needs path,tags and optionally split,group"
+                f"{', '.join(fields) or 'none'}); a manifest needs {needs} and optionally split,group"
             )
         absent = [c for c in targets if c not in fields]
         if absent:
