@@ -216,3 +216,13 @@ def test_a_labels_file_saved_again_with_a_byte_order_mark_is_read(tmp_path):
     assert again.state() == {"a.mp3": ("calm",)}
     again.label("b.mp3", ["sad"], "ann")
     assert LabelStore(path).state() == {"a.mp3": ("calm",), "b.mp3": ("sad",)}
+
+
+def test_a_labels_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    store.label("a.mp3", ["calm"], "ann")
+    with open(path, "ab") as handle:
+        handle.write("b.mp3,d\xe9j\xe0,2026-12-07T00:00:00+0000,ann,label\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"labels.csv:3: not UTF-8 text \(byte 0xe9.*save it again as UTF-8"):
+        store.state()

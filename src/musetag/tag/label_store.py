@@ -172,7 +172,12 @@ class LabelStore:
         data = data[: data.rfind(b"\n") + 1]  # a line still being written (or torn) waits for its newline
         if not data and read.offset:
             return read
-        text = data.decode("utf-8")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = (read.line + 1 if read.offset else 1) + data.count(b"\n", 0, exc.start)  # data's first line, on
+            raise DatasetError(f"{self.path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}; saved in another "
+                               "encoding, e.g. by a spreadsheet); save it again as UTF-8 ('CSV UTF-8')") from None
         if not read.offset and text.startswith("\ufeff"):  # saved again by a spreadsheet ("CSV UTF-8")
             text = text[1:]
         rows = list(csv.reader(io.StringIO(text, newline="")))
