@@ -184,3 +184,27 @@ def test_grouped_cv_needs_tags_that_span_groups():
     assert too_few("multiclass", np.array([0, 0, 1, 1]), ["a", "b", "a", "b"], 2) is None
     assert "1 group(s)" in too_few("multilabel", y, ["a"] * 4, 1)
     assert "4 labels for 3 folds" in too_few("regression", y, ["a", "b", "c", "a"], 3)
+
+
+def test_group_by_file_splits_a_flat_folder(tmp_path, backbone, capsys):
+    """The note of a flat folder's export offered --group-by file, which the command refused: each track is now its
+    own group, so validation and test get tracks."""
+    music = tmp_path / "music"
+    for i in range(12):
+        write_tone(music / f"t{i}.wav", 110 + 200 * i, seconds=1.0)
+    project = create_project(music, tmp_path / "proj", "low,high", backbone=str(backbone), store=tmp_path / "store")
+    session = LabelSession(project)
+    session.job.run()
+    for i, path in enumerate(session.paths):
+        session.label(path, ["low" if i % 2 else "high"], "me")
+    assert main(["label", str(tmp_path / "proj"), "--export", str(tmp_path / "folder.csv")]) == 0
+    assert "validation and test are empty" in capsys.readouterr().out  # one group: the folder
+    assert main(["label", str(tmp_path / "proj"), "--export", str(tmp_path / "m.csv"), "--group-by", "file"]) == 0
+    printed = capsys.readouterr().out
+    assert "12 tracks in 12 groups" in printed and "note" not in printed, printed
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "validation", "test")}
+    assert counts["validation"] > 0 and counts["test"] > 0 and sum(counts.values()) == 12, counts
+    assert {r["group"] for r in rows} == {f"t{i}.wav" for i in range(12)}
+    few = export_manifest(project, tmp_path / "few.csv", group_by="file", fractions=(0.95, 0.05, 0.0))
+    assert few["note"].endswith("label more tracks")  # already one group per track: no other --group-by to offer

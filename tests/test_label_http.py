@@ -149,3 +149,68 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         assert {Path(r["path"]).name: r["tags"] for r in rows} == {Path(p).name: t[0] for p, t in labelled.items()}
     finally:
         server.kill(signal.SIGTERM)
+
+
+def test_label_server_answers_short_json_errors(tmp_path):
+    """A file gone since the start (500 with a traceback), a broken labels.csv (500 on state, a uvicorn traceback at
+    start), megabyte paths echoed whole, a body that is not JSON ("1: JSON decode error"), a key sent without the
+    Bearer scheme ("wrong API key") and an embedding run with nothing embedded ("None tracks/s")."""
+    from test_label_command import write_tone
+
+    music = tmp_path / "music"
+    for i in range(10):
+        write_tone(music / f"t{i}.wav", 110 + 300 * i, seconds=1.0)
+    (music / "broken.mp3").write_bytes(b"this is not audio")
+    backbone = make_package(tmp_path / "pkg", frames=64, hop=64)
+    project = tmp_path / "proj"
+    common = ["--backbone", str(backbone), "--store", str(tmp_path / "store")]
+    server = LabelServer([str(music), "--tags", "low,high", "--out", str(project), *common], tmp_path / "label.log")
+    try:
+        server.wait()
+        server.wait_embedded(11)
+        for i in range(10):
+            assert server.post("/v1/label/label", {"path": f"t{i}.wav", "tags": ["low" if i < 5 else "high"]}
+                               ).status_code == 200
+        export = server.get("/v1/label/export")  # a flat folder: one group by folder, so the note offers file
+        assert export.status_code == 200 and "--group-by file" in export.headers["X-Musetag-Note"]
+        (music / "t9.wav").unlink()
+        gone = server.get("/v1/label/audio", params={"path": "t9.wav"})
+        assert gone.status_code == 404 and gone.json()["error"] == "missing_file", gone.text
+        assert "the file is gone: 't9.wav'" in gone.json()["message"]
+        huge = server.post("/v1/label/label", {"path": "x" * 3_000_000, "tags": []})
+        assert huge.status_code == 400 and len(huge.content) < 1000, huge.content[:300]
+        assert "(3000000 characters) is not a track" in huge.json()["message"]
+        long = server.get("/v1/label/audio", params={"path": "y" * 60_000})
+        assert long.status_code == 404 and len(long.content) < 1000 and "(60000 characters)" in long.json()["message"]
+        bad = httpx.post(server.url + "/v1/label/label", content=b'{bad json', timeout=60,
+                         headers={**AUTH, "Content-Type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["message"].startswith(
+            "the request body is not valid JSON (Expecting property name enclosed in double quotes at line 1, "
+            "column 2)"), bad.text
+        plain = httpx.get(server.url + "/v1/label/state", headers={"Authorization": KEY}, timeout=60)
+        assert plain.status_code == 401 and "without the Bearer scheme" in plain.json()["message"], plain.text
+        (project / "labels.csv").rename(project / "labels.bak")
+        (project / "labels.csv").write_text("path,genre\nt0.wav,low\n")
+        state = server.get("/v1/label/state")
+        assert state.status_code == 400 and "not a labels file" in state.json()["message"], state.text
+    finally:
+        server.kill(signal.SIGTERM)
+    log = (tmp_path / "label.log").read_text()
+    assert "Traceback" not in log and "embedded 10 track(s)" in log
+    # started on the broken labels.csv: one line and exit 2, as --export says it (was a uvicorn traceback, exit 3)
+    out = subprocess.run([sys.executable, "-m", "musetag", "label", str(project), "--port", str(free_port())],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("musetag label: error: "), out.stderr
+    assert "not a labels file" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    (project / "labels.bak").replace(project / "labels.csv")
+    resumed = LabelServer([str(project)], tmp_path / "label2.log")  # only broken.mp3 is left to embed
+    try:
+        resumed.wait()
+        resumed.wait_embedded(10)
+        deadline = time.monotonic() + 30  # the embedding thread logs just after it reports the run finished
+        while "embedded no" not in resumed.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        resumed.kill(signal.SIGTERM)
+    log = (tmp_path / "label2.log").read_text()
+    assert "None" not in log and "embedded no track" in log and "1 file(s) left to embed are unreadable" in log, log

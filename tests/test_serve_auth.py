@@ -53,7 +53,8 @@ def test_v1_needs_the_key_and_healthz_stays_open(keyed):
     assert httpx.get(keyed.url + "/static/app.js").status_code == 200
     data = wav_bytes(2.0)
     for headers, what in (({}, "no Authorization header"), ({"Authorization": "Bearer wrong"}, "a wrong API key"),
-                          ({"Authorization": f"Basic {KEY}"}, "a wrong API key"),
+                          ({"Authorization": f"Basic {KEY}"}, "without the Bearer scheme"),
+                          ({"Authorization": KEY}, "without the Bearer scheme"),
                           ({"Authorization": f"Bearer {KEY}x"}, "a wrong API key")):
         for r in (httpx.get(keyed.url + "/v1/tags", headers=headers),
                   httpx.get(keyed.url + "/v1/models", headers=headers),
@@ -134,3 +135,18 @@ def test_key_checks():
     assert bearer_matches(f"Bearer {KEY}", KEY) and bearer_matches(f"bearer  {KEY}", KEY)
     assert not bearer_matches(None, KEY) and not bearer_matches(KEY, KEY) and not bearer_matches("Bearer ", KEY)
     assert not bearer_matches("Bearer é", KEY)  # non-ASCII compared as bytes, no TypeError
+
+
+def test_a_non_ascii_key_is_refused_at_start_up(tmp_path):
+    """`--api-key clé` was accepted, and then no client could send it: HTTP headers are read as Latin-1."""
+    for bad in ("clé", "key\x7f", "ключ"):
+        with pytest.raises(ConfigError, match="printable ASCII"):
+            resolve_api_key(bad, {})
+        with pytest.raises(ConfigError, match="printable ASCII"):
+            resolve_api_key(None, {"MUSETAG_API_KEY": bad})
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MUSETAG_API_KEY"}
+    for argv in (["serve", str(tmp_path / "nope")], ["label", str(tmp_path), "--tags", "a", "--out", str(tmp_path / "p")]):
+        out = subprocess.run([sys.executable, "-m", "musetag", *argv, "--api-key", "clé"], capture_output=True,
+                             text=True, timeout=120, env=env)
+        assert out.returncode == 2 and "the API key must be printable ASCII" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr

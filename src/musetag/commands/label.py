@@ -43,10 +43,11 @@ def register(subparsers) -> None:
                         "a value per --targets name")
     p.add_argument("--targets", default=None, metavar="NAMES",
                    help='--task regression: the values to rate, comma-separated: --targets "valence,arousal"')
-    p.add_argument("--group-by", choices=("folder", "artist"), default=None,
-                   help="what an export keeps together (one split, one CV fold): the file's parent folder, or its "
-                        "artist tag (a file without one: its folder, counted in a warning). Default: the project's "
-                        "setting (folder for a new project)")
+    p.add_argument("--group-by", choices=("folder", "artist", "file"), default=None,  # label_project.GROUP_BY
+                   help="what an export keeps together (one split, one CV fold): the file's parent folder, its "
+                        "artist tag (a file without one: its folder, counted in a warning), or the file itself (each "
+                        "track its own group: a flat folder still gets validation and test tracks). Default: the "
+                        "project's setting (folder for a new project)")
     p.add_argument("--recursive", action="store_true", help="include audio files in subfolders")
     p.add_argument("--labels", default=None, metavar="CSV",
                    help="start from labels you have: a CSV with path and tags (';'-separated) columns")
@@ -90,7 +91,9 @@ def open_session(args: argparse.Namespace):
                               "(or give an existing PROJECT_DIR to resume it)")
         project = create_project(args.folder, args.out, names, task=args.task, backbone=args.backbone,
                                  recursive=args.recursive, store=args.store, group_by=args.group_by or "folder")
-    return LabelSession(project)
+    session = LabelSession(project)
+    session.labels()  # a broken labels.csv: one line now, not a traceback from the server's start-up
+    return session
 
 
 def _names(args: argparse.Namespace) -> str:

@@ -27,8 +27,9 @@ def resolve_api_key(key: str | None, env: Mapping[str, str] | None = None) -> st
         return None
     if not key.strip():
         raise ConfigError(f"the API key is empty; give a non-empty --api-key or unset {ENV}")
-    if any(c.isspace() for c in key) or not key.isprintable():
-        raise ConfigError("the API key must be printable text without spaces (it is sent in an HTTP header); "
+    if any(c.isspace() for c in key) or not key.isprintable() or not key.isascii():
+        raise ConfigError("the API key must be printable ASCII text without spaces (it is sent in an HTTP header, "
+                          "which clients encode as ASCII or Latin-1, so a key like 'clé' would never match); "
                           "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
     return key
 
@@ -105,7 +106,12 @@ class ApiKeyMiddleware:
                 break
         if bearer_matches(header, self.key):
             return await self.app(scope, receive, send)
-        what = "no Authorization header" if header is None else "a wrong API key"
+        if header is None:
+            what = "no Authorization header"
+        elif header.partition(" ")[0].lower() != "bearer":
+            what = "an Authorization header without the Bearer scheme"
+        else:
+            what = "a wrong API key"
         body = json.dumps({"error": "unauthorized", "message": (
             f"this server needs an API key and the request has {what}; send the header "
             "'Authorization: Bearer KEY' with the key the server was started with (--api-key or "

@@ -9,7 +9,7 @@ then the head is refit and every track rescored; answers the new state. ``POST /
 score. ``GET /v1/label/similar?path=P&k=10``: "more like this" (cosine on the embeddings).
 ``GET /v1/label/timeline?path=P``: the current head's per-window scores over the track (the body of
 ``POST /v1/tag?segments=true``: tags, scores, segments, duration), drawn by ``static/timeline.js``.
-``GET /v1/label/audio?path=P``: the audio of an indexed track only. ``GET /v1/label/export``:
+``GET /v1/label/audio?path=P``: the audio of an indexed track only (404 once it is gone). ``GET /v1/label/export``:
 the manifest CSV (:mod:`musetag.tag.label_export`); ``POST /v1/label/export-package``: the backbone + head
 package written to ``PROJECT_DIR/export/package`` (:mod:`musetag.tag.label_package`). ``GET /healthz`` (open) and ``GET /`` (the page).
 
@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from musetag.errors import MusetagError
 from musetag.serve.queue import QueueFull, QueueRefused
 from musetag.serve.responses import error
+from musetag.tag.label_session import shown_path
 from musetag.training.active import DEFAULT_RULE
 
 router = APIRouter()
@@ -62,6 +63,11 @@ async def _queued(request: Request, fn, *args, **kwargs):
         return error(400, "bad_request", str(exc))
 
 
+def _unknown(path: str):
+    return error(404, "unknown_track", f"{shown_path(path)} is not a track of this project; GET /v1/label/next "
+                 "names them")
+
+
 def _track(session, path: str | None, labels=None) -> dict:
     if path is None:
         return {"path": None, "predictions": [], "label": None}
@@ -84,7 +90,10 @@ async def healthz(request: Request):
 
 @router.get("/v1/label/state", summary="Tags, labels per tag, embedding progress, unreadable files")
 async def state(request: Request):
-    return await asyncio.to_thread(_session(request).summary)
+    try:
+        return await asyncio.to_thread(_session(request).summary)
+    except MusetagError as exc:  # labels.csv broken since the start: as every other route says it
+        return error(400, "bad_request", str(exc))
 
 
 @router.get("/v1/label/next", summary="The next track to label")
@@ -141,7 +150,7 @@ async def similar(request: Request, path: str, k: int = Query(10, ge=1, le=200))
 async def timeline(request: Request, path: str):
     session = _session(request)
     if path not in session.path_set:
-        return error(404, "unknown_track", f"{path!r} is not a track of this project; GET /v1/label/next names them")
+        return _unknown(path)
     try:  # the backbone runs over the track (about a second): not behind the model's one slot
         return await asyncio.to_thread(session.timeline, path)
     except MusetagError as exc:
@@ -152,8 +161,13 @@ async def timeline(request: Request, path: str):
 async def audio(request: Request, path: str):
     session = _session(request)
     if path not in session.path_set:
-        return error(404, "unknown_track", f"{path!r} is not a track of this project; GET /v1/label/next names them")
-    return FileResponse(session.project.folder / path)
+        return _unknown(path)
+    audio = session.project.folder / path
+    if not audio.is_file():  # moved or deleted since the server started
+        return error(404, "missing_file", f"the file is gone: {shown_path(path)} is no longer in "
+                     f"{session.project.folder} (moved or deleted since `musetag label` started); put it back, or "
+                     "restart `musetag label` to scan the folder again")
+    return FileResponse(audio)
 
 
 @router.get("/v1/label/export", summary="The labels as a manifest CSV (path,tags,split,group)")

@@ -18,9 +18,24 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+def _not_json(err: dict, body) -> str:
+    """What is wrong with a body that is not JSON, and where (line and column)."""
+    pos = err.get("loc", ("body", 0))[-1]
+    why = (err.get("ctx") or {}).get("error", "JSON decode error")
+    where = ""
+    if isinstance(body, str) and isinstance(pos, int):
+        line, column = body.count("\n", 0, pos) + 1, pos - body.rfind("\n", 0, pos)
+        where = f" at line {line}, column {column}"
+    return (f"the request body is not valid JSON ({why}{where}); send a JSON object with "
+            "Content-Type: application/json")
+
+
 async def _validation(request: Request, exc: RequestValidationError):
     parts = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            parts.append(_not_json(err, exc.body))
+            continue
         loc = tuple(err.get("loc", ()))
         where = ".".join(str(p) for p in loc if p not in ("query", "body"))
         if not where:  # the body as a whole: missing, or not a JSON object

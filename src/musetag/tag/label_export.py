@@ -8,9 +8,9 @@ its group and a seeded train/validation/test split that keeps every group inside
 columns after ``group`` (``targets = [...]`` in the dataset TOML reads them).
 
 The group (``--group-by``, :func:`track_groups`): ``folder``, the file's parent folder (relative to the
-project folder; ``.`` for its top level), or ``artist``, the file's artist tag (ID3, Vorbis comment,
-RIFF INFO: read by libsndfile through soundfile); a file without one (or that soundfile cannot open)
-falls back to its folder, and the count is logged as a warning.
+project folder; ``.`` for its top level), ``artist``, the file's artist tag (ID3, Vorbis comment,
+RIFF INFO: read by libsndfile through soundfile; a file without one, or that soundfile cannot open,
+falls back to its folder, and the count is logged as a warning), or ``file``, each track its own group.
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def track_groups(project: Project, paths, group_by: str | None = None) -> dict[s
     group_by = group_by or project.group_by
     if group_by not in GROUP_BY:
         raise ConfigError(f"--group-by {group_by!r}: use one of {', '.join(GROUP_BY)}")
+    if group_by == "file":  # every track its own group: a flat folder still fills the three splits
+        return {p: p for p in paths}
     folders = {p: os.path.dirname(p) or "." for p in paths}
     if group_by == "folder":
         return folders
@@ -118,8 +120,10 @@ def export_manifest(project: Project, out: str | os.PathLike, *, seed: int = 0, 
     result = {"tracks": len(split), "groups": len(groups), "splits": counts}
     empty = [s for s, n in counts.items() if not n]
     if empty:  # said with the counts (the page, the command), not only logged
+        by = group_by or project.group_by
         result["note"] = (f"{' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: {len(groups)} group(s) "
-                          f"by {group_by or project.group_by}, and a group stays in one split; label tracks of more "
-                          "groups, or export with another --group-by (file keeps every track apart)")
+                          f"by {by}, and a group stays in one split; "
+                          + ("label more tracks" if by == "file" else "label tracks of more groups, or export with "
+                             "--group-by file (every track its own group)"))
         log.warning("%s: %s", out, result["note"])
     return result

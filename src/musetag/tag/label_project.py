@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PROJECT_FILE = "project.json"
 DTYPE = "float32"  # embeddings are stored as computed (a prepare with --dtype float32 shares the folder)
 FORBIDDEN = (",", ";", "=", "\n", "\r", '"')
-GROUP_BY = ("folder", "artist")  # what keeps tracks together in an export's splits (label_export.track_groups)
+GROUP_BY = ("folder", "artist", "file")  # what keeps tracks together in an export's splits (label_export.track_groups)
 
 
 def parse_tags(text: str | list[str], where: str = "--tags") -> list[str]:
@@ -237,8 +237,12 @@ class EmbeddingJob:
         self.write_failures()
         if self.todo:
             p = self.progress()
-            log.info("embedded %d track(s) in %.1f s (%s tracks/s, %s), %d unreadable", p["computed"],
-                     self.finished - self.started, p["tracks_per_s"], self.project.backbone, p["failed"])
+            if p["computed"]:
+                log.info("embedded %d track(s) in %.1f s (%s tracks/s, %s), %d unreadable", p["computed"],
+                         self.finished - self.started, p["tracks_per_s"], self.project.backbone, p["failed"])
+            else:  # every file left to embed was unreadable: no rate to give
+                log.info("embedded no track in %.1f s (%s): the %d file(s) left to embed are unreadable",
+                         self.finished - self.started, self.project.backbone, len(self.todo))
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="musetag-label-embed", daemon=True)

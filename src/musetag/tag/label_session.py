@@ -144,7 +144,7 @@ class LabelSession:
     def check_label(self, path: str, tags, values=None) -> tuple[str, ...]:
         """The label to store: ``tags`` checked, or a regression project's ``values`` formatted."""
         if path not in self.path_set:
-            raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
+            raise DatasetError(f"{shown_path(path)} is not a track of this project ({self.project.folder})")
         failure = self.job.failures.get(path)
         if failure is not None:  # a label nobody can train on: prepare/train would stop on the file
             raise DatasetError(f"{path!r} could not be read ({failure}), so it cannot be labelled; fix or replace the "
@@ -214,7 +214,7 @@ class LabelSession:
         from musetag.tag.label_timeline import WindowEmbedder, timeline_body
 
         if path not in self.path_set:
-            raise DatasetError(f"{path!r} is not a track of this project ({self.project.folder})")
+            raise DatasetError(f"{shown_path(path)} is not a track of this project ({self.project.folder})")
         if self._windows is None:
             self._windows = WindowEmbedder(self.project.embed_spec())
         windows = self._windows.windows_of(self.project.folder / path)  # the backbone, outside the session lock
@@ -249,7 +249,7 @@ class LabelSession:
         with self.lock:
             self._sync_tracks()
             if path not in self._rows:
-                raise DatasetError(f"{path!r} is not an embedded track of this project")
+                raise DatasetError(f"{shown_path(path)} is not an embedded track of this project")
             X = self._X / np.maximum(np.linalg.norm(self._X, axis=1, keepdims=True), 1e-12)
             sims = X @ X[self._rows[path]]
             sims[self._rows[path]] = -np.inf
@@ -314,6 +314,13 @@ def _project_path(project: Project, csv_path: Path, value: str) -> str:
         if candidate.exists():
             return os.path.relpath(candidate.resolve(), project.folder)
     return value
+
+
+def shown_path(path: str, most: int = 200) -> str:
+    """``path`` quoted for a message, its first ``most`` characters at most (a request may send megabytes)."""
+    if len(path) <= most:
+        return repr(path)
+    return f"{path[:most]!r}... ({len(path)} characters)"
 
 
 def _few(items) -> str:
