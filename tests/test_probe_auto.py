@@ -457,9 +457,11 @@ def test_select_layers_applies_one_layer_rule_to_every_backbone(tmp_path):
     assert {r["stat"] for r in chosen["layout"]} == {"mean"} and len(taps) == len(set(taps)) == 6  # layer1..5, features
 
 
-def test_probe_auto_runs_without_a_validation_split_and_its_run_reports(tmp_path, rng):
+@pytest.mark.parametrize("task", ["multilabel", "multiclass"])
+def test_probe_auto_runs_without_a_validation_split_and_its_run_reports(tmp_path, rng, task):
     """Train and test only, a common layout: refused with "no tracks in split 'validation'", although the choice
-    cross-validates on train+validation pooled; the run's empty validation predictions then broke `report`."""
+    cross-validates on train+validation pooled; the run's empty validation predictions then broke `report`
+    (and scoring them broke a multiclass run)."""
     import json
 
     import musetag
@@ -469,6 +471,8 @@ def test_probe_auto_runs_without_a_validation_split_and_its_run_reports(tmp_path
     pretrained_package("jamendo-crnn")
     files = _jazz_dataset(tmp_path, ["train"] * 16 + ["test"] * 4, lambda i: "calm" if i % 2 else "dark",
                           lambda i: f"artist{i // 2}")
+    toml = tmp_path / "ds.toml"
+    toml.write_text(toml.read_text().replace('task = "multilabel"', f'task = "{task}"'))
     _fill_cache(tmp_path / "cache" / "jamendo-crnn", "jamendo-crnn", [str(f) for f in files], rng)
     run = tmp_path / "run"
     musetag.train("probe-auto", data=tmp_path / "ds.toml", out=run,

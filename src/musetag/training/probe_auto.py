@@ -379,7 +379,7 @@ def train_probe_auto(cfg, run_dir: Path, runner=None):
     n_tr = len(arrays.y["train"])
     preds = {"validation": oof[n_tr:].astype(np.float32),
              "test": predict(model, x["test"], task) if len(x["test"]) else np.zeros((0, len(tags)), np.float32)}
-    val_scores = score(preds["validation"], arrays.y["validation"], task)
+    val_scores = score(preds["validation"], arrays.y["validation"], task) if len(arrays.y["validation"]) else {}
     test_y = arrays.y["test"]
     test_scores = score(preds["test"], test_y, task) if len(test_y) else {}
     interval = _bootstrap(test_y, preds["test"], task, tags, int(sel.bootstrap), cfg.seed) if len(test_y) else {}
