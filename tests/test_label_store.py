@@ -226,3 +226,35 @@ def test_a_labels_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
         handle.write("b.mp3,d\xe9j\xe0,2026-12-07T00:00:00+0000,ann,label\n".encode("latin-1"))
     with pytest.raises(DatasetError, match=r"labels.csv:3: not UTF-8 text \(byte 0xe9.*save it again as UTF-8"):
         store.state()
+
+
+def test_a_torn_line_inside_a_quoted_path_swallows_nothing_live_or_after_a_restart(tmp_path):
+    """A writer killed inside a quoted path (commas are common in file names) left an open quote: a restart's
+    replay read every later line into that field, while the running store still showed them."""
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    store.label("a.mp3", ["calm"], "ann")
+    with open(path, "a") as handle:
+        handle.write('"Artist, The - So')
+    store.label("c.mp3", ["sad"], "ann")
+    store.label("d.mp3", ["calm"], "ann")
+    assert store.state() == LabelStore(path).state() == {"a.mp3": ("calm",), "c.mp3": ("sad",), "d.mp3": ("calm",)}
+
+
+def test_an_edit_that_keeps_the_length_or_touches_the_last_lines_read_is_replayed(tmp_path):
+    """Only growth is read incrementally: an edit in place of the same length (an editor writing in place) and an
+    edit of the last lines read made together with an append both replay the file."""
+    path = tmp_path / "labels.csv"
+    store = LabelStore(path)
+    for i in range(20):
+        store.label(f"{i}.mp3", ["calm"], "ann")
+    assert store.state()["0.mp3"] == ("calm",)
+    seen = path.stat().st_mtime_ns
+    path.write_text(path.read_text().replace("0.mp3,calm", "0.mp3,dark", 1))  # same length, in place
+    os.utime(path, ns=(seen + 10**9, seen + 10**9))  # a later edit (file times can be coarser than this test)
+    assert store.state()["0.mp3"] == ("dark",) == LabelStore(path).state()["0.mp3"]
+    text = path.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1]  # 19.mp3's line, within the last bytes read
+    path.write_text(text.replace(last, last.replace("19.mp3,calm", "19.mp3,dark")) + "new.mp3,sad,t,ann,label\n")
+    assert store.state()["19.mp3"] == ("dark",) and store.state()["new.mp3"] == ("sad",)
+    assert store.state() == LabelStore(path).state()

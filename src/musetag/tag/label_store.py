@@ -13,8 +13,9 @@ processes or two tabs lose nothing), writes one whole line and ``fsync``\\ s it 
 killed server loses at most the request in flight.
 
 A :class:`LabelStore` keeps what it has replayed and reads only the bytes appended since (by itself or by
-another process), so a click costs the same with 50 labels or 50,000. A file that was replaced, cut short or
-rewritten before the point already read is replayed again from its start.
+another process), so a click costs the same with 50 labels or 50,000. A file that was replaced, cut short,
+modified without growing, or changed in the last 256 bytes read is replayed again from its start (an edit
+further back made together with new lines is seen at the next start; the file is not meant to be edited).
 """
 from __future__ import annotations
 
@@ -47,13 +48,15 @@ class LabelEvent:
 
 def _write_line(handle, data: bytes) -> None:
     """Append ``data`` (one CSV line) to the locked ``handle`` and fsync it; after a writer killed mid-line
-    the torn line is closed first, so it never swallows this one."""
+    the torn line is closed first (its open quote too: ``"Artist, The - So``), so it never swallows this one."""
     size = handle.seek(0, os.SEEK_END)
     if size:
         with open(handle.name, "rb") as reader:
-            reader.seek(size - 1)
-            if reader.read(1) != b"\n":
-                data = b"\n" + data
+            reader.seek(max(0, size - (1 << 20)))  # one line is far shorter than this
+            tail = reader.read()
+        if not tail.endswith(b"\n"):
+            torn = tail[tail.rfind(b"\n") + 1:]
+            data = (b'"\n' if torn.count(b'"') % 2 else b"\n") + data
     handle.write(data)
     handle.flush()
     os.fsync(handle.fileno())
@@ -165,8 +168,10 @@ class LabelStore:
         read = self._read
         with open(self.path, "rb") as handle:
             st = os.fstat(handle.fileno())
-            if (st.st_dev, st.st_ino) != read.identity or st.st_size < read.offset or not read.still_there(handle):
+            if ((st.st_dev, st.st_ino) != read.identity or st.st_size < read.offset or not read.still_there(handle)
+                    or (st.st_size == read.seen[0] and st.st_mtime_ns != read.seen[1])):  # rewritten, not grown
                 read = self._read = _Read((st.st_dev, st.st_ino))
+            read.seen = (st.st_size, st.st_mtime_ns)
             handle.seek(read.offset)
             data = handle.read()
         data = data[: data.rfind(b"\n") + 1]  # a line still being written (or torn) waits for its newline
@@ -227,12 +232,14 @@ class _Fold:
 
 
 class _Read:
-    """How far a :class:`LabelStore` has read its file: the file's identity, the bytes consumed (whole lines),
-    the physical line reached, the last bytes consumed (to notice a rewrite), the events and their fold."""
+    """How far a :class:`LabelStore` has read its file: the file's identity, its size and mtime then, the bytes
+    consumed (whole lines), the rows reached, the last bytes consumed (to notice a rewrite), the events and their
+    fold."""
     TAIL = 256
 
     def __init__(self, identity: tuple[int, int] | None = None) -> None:
         self.identity = identity
+        self.seen = (-1, -1)  # the file's size and mtime at the last read
         self.offset = 0
         self.line = 1  # the header
         self.tail = b""
