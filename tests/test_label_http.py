@@ -122,7 +122,7 @@ def test_label_over_http_survives_a_kill_and_exports(tmp_path, clips):
         assert len(review) == 6 and review == sorted(review, key=lambda t: -t["score"])
         near = server.get("/v1/label/similar", params={"path": "rock/rock.00000.mp3", "k": 3}).json()["tracks"]
         assert len(near) == 3 and all(t["path"] != "rock/rock.00000.mp3" for t in near)
-        assert server.get("/v1/label/similar", params={"path": "nope.mp3"}).status_code == 400
+        assert server.get("/v1/label/similar", params={"path": "nope.mp3"}).status_code == 404  # as /audio says it
     finally:
         server.kill()  # killed, not stopped: every answered label must be on disk
     server = LabelServer([str(project), *[]], tmp_path / "label2.log")
@@ -178,7 +178,7 @@ def test_label_server_answers_short_json_errors(tmp_path):
         assert gone.status_code == 404 and gone.json()["error"] == "missing_file", gone.text
         assert "the file is gone: 't9.wav'" in gone.json()["message"]
         huge = server.post("/v1/label/label", {"path": "x" * 3_000_000, "tags": []})
-        assert huge.status_code == 400 and len(huge.content) < 1000, huge.content[:300]
+        assert huge.status_code == 404 and len(huge.content) < 1000, huge.content[:300]
         assert "(3000000 characters) is not a track" in huge.json()["message"]
         long = server.get("/v1/label/audio", params={"path": "y" * 60_000})
         assert long.status_code == 404 and len(long.content) < 1000 and "(60000 characters)" in long.json()["message"]

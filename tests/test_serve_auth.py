@@ -138,7 +138,8 @@ def test_key_checks():
 
 
 def test_a_non_ascii_key_is_refused_at_start_up(tmp_path):
-    """`--api-key clé` was accepted, and then no client could send it: HTTP headers are read as Latin-1."""
+    """`--api-key clé` was accepted, and then matched only clients that send Latin-1 bytes (browsers), not UTF-8 ones
+    (curl from a UTF-8 terminal); `ключ` no client could send at all."""
     for bad in ("clé", "key\x7f", "ключ"):
         with pytest.raises(ConfigError, match="printable ASCII"):
             resolve_api_key(bad, {})

@@ -29,7 +29,8 @@ def resolve_api_key(key: str | None, env: Mapping[str, str] | None = None) -> st
         raise ConfigError(f"the API key is empty; give a non-empty --api-key or unset {ENV}")
     if any(c.isspace() for c in key) or not key.isprintable() or not key.isascii():
         raise ConfigError("the API key must be printable ASCII text without spaces (it is sent in an HTTP header, "
-                          "which clients encode as ASCII or Latin-1, so a key like 'clé' would never match); "
+                          "and clients send other characters as different bytes: a browser sends 'clé' in Latin-1, "
+                          "curl in UTF-8, so such a key would match for some clients only); "
                           "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
     return key
 

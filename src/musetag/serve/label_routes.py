@@ -112,6 +112,8 @@ async def next_track(request: Request, rule: str = DEFAULT_RULE, annotator: str 
 @router.post("/v1/label/label", summary="Label a track (appended and fsynced), refit, rescore")
 async def label(request: Request, body: LabelBody):
     session = _session(request)
+    if body.path not in session.path_set:  # as /audio and /timeline answer it
+        return _unknown(body.path)
 
     def work():
         started = time.perf_counter()
@@ -143,6 +145,8 @@ async def review(request: Request, tag: str, limit: int = Query(200, ge=1, le=10
 @router.get("/v1/label/similar", summary="More like this: the nearest tracks in embedding space")
 async def similar(request: Request, path: str, k: int = Query(10, ge=1, le=200)):
     session = _session(request)
+    if path not in session.path_set:
+        return _unknown(path)
     return await _queued(request, lambda: {"path": path, "tracks": session.similar(path, k)})
 
 
