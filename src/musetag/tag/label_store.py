@@ -52,11 +52,12 @@ def _write_line(handle, data: bytes) -> None:
     size = handle.seek(0, os.SEEK_END)
     if size:
         with open(handle.name, "rb") as reader:
-            reader.seek(max(0, size - (1 << 20)))  # one line is far shorter than this
-            tail = reader.read()
-        if not tail.endswith(b"\n"):
-            torn = tail[tail.rfind(b"\n") + 1:]
-            data = (b'"\n' if torn.count(b'"') % 2 else b"\n") + data
+            reader.seek(size - 1)
+            if reader.read(1) != b"\n":  # torn: read back to its start (one line is far shorter than 1 MiB)
+                reader.seek(max(0, size - (1 << 20)))
+                tail = reader.read()
+                torn = tail[tail.rfind(b"\n") + 1:]
+                data = (b'"\n' if torn.count(b'"') % 2 else b"\n") + data
     handle.write(data)
     handle.flush()
     os.fsync(handle.fileno())
