@@ -57,6 +57,34 @@ def test_vggish_shipped_thresholds_give_shipped_decisions():
 
 
 @pytest.mark.shared
+def test_a_thresholds_file_in_another_tag_order_is_matched_by_name(tmp_path, capsys):
+    """The organisers' thresholds with their lines reversed (each line still 'tag<TAB>value') were applied by
+    position: precision-macro 0.077 instead of the published 0.138, and `submission` wrote wrong decisions as
+    "a valid submission"."""
+    lines = shared_path(RESULTS, "baseline_vggish_thresholds.txt").read_text().splitlines()
+    (tmp_path / "rev.txt").write_text("\n".join(reversed(lines)) + "\n")
+    pred, gt = str(shared_path(RESULTS, "baseline_vggish_predictions.npy")), str(shared_path(RESULTS, "groundtruth.npy"))
+    published = _official("baseline_vggish")["precision-macro"]
+    for extra in ([], ["--tags", str(shared_path("mtg-jamendo", "tags", "moodtheme_split.txt"))]):
+        assert main(["score", pred, "-g", gt, "--thresholds", str(tmp_path / "rev.txt"), *extra]) == 0
+        assert f"precision-macro\t{published:.6f}" in capsys.readouterr().out
+    assert main(["submission", pred, "--thresholds", str(tmp_path / "rev.txt"), "--out", str(tmp_path / "sub")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "sub" / "decisions.npy"),
+                                  np.load(shared_path(RESULTS, "baseline_vggish_decisions.npy")))
+    # names that are not the columns', and a NaN threshold: errors naming the file and what to fix
+    (tmp_path / "other.txt").write_text("\n".join(lines[:-1] + ["mood/theme---nope\t0.5"]) + "\n")
+    tags = str(shared_path("mtg-jamendo", "tags", "moodtheme_split.txt"))
+    assert main(["score", pred, "-g", gt, "--thresholds", str(tmp_path / "other.txt"), "--tags", tags]) == 2
+    err = capsys.readouterr().err
+    assert "other.txt: its tag names do not match" in err and "no threshold for: " in err and "not a column: nope" in err
+    assert main(["score", pred, "-g", gt, "--thresholds", str(tmp_path / "other.txt")]) == 0  # unnamed columns:
+    assert "other.txt: applied by position" in capsys.readouterr().err  # by position, and said so
+    (tmp_path / "nan.txt").write_text("\n".join(["mood/theme---action\tnan"] + lines[1:]) + "\n")
+    assert main(["submission", pred, "--thresholds", str(tmp_path / "nan.txt"), "--out", str(tmp_path / "s2")]) == 2
+    assert "nan.txt:1: the threshold of 'mood/theme---action' is NaN" in capsys.readouterr().err
+
+
+@pytest.mark.shared
 @pytest.mark.parametrize("run", ["1-convs", "2-filters", "3-average"])
 def test_bour_submitted_tables_reproduced(run):
     gt = np.load(shared_path(RESULTS, "groundtruth.npy"))

@@ -79,9 +79,9 @@ def run(args) -> int:
         kw["thresholds_from"] = (load_array(args.thresholds_from[0], "validation predictions"),
                                  load_array(args.thresholds_from[1], "validation ground truth"))
     elif args.thresholds:
-        from musetag.evaluate import load_thresholds
+        from musetag.evaluate.thresholds import thresholds_for
 
-        kw["thresholds"] = load_thresholds(args.thresholds)[1]
+        kw["thresholds"] = thresholds_for(args.thresholds, tags)  # by name where the file and the columns have names
     result = evaluate(pred, gt, tags=tags, **kw)
     table = result["table"]
     print(format_table(table), end="")
@@ -132,7 +132,7 @@ def _many(args) -> int:
     import csv
 
     from musetag.errors import ConfigError
-    from musetag.evaluate import evaluate, format_table, load_array, load_thresholds
+    from musetag.evaluate import evaluate, format_table, load_array
 
     single_only = [flag for flag, value in (("--decisions", args.decisions), ("--thresholds-from", args.thresholds_from),
                                             ("--save-decisions", args.save_decisions), ("--bootstrap", args.bootstrap))
@@ -146,7 +146,9 @@ def _many(args) -> int:
     tags = _tags(args, gt.shape[1] if gt.ndim == 2 else None)
     kw = {}
     if args.thresholds:
-        kw["thresholds"] = load_thresholds(args.thresholds)[1]
+        from musetag.evaluate.thresholds import thresholds_for
+
+        kw["thresholds"] = thresholds_for(args.thresholds, tags)
     elif args.decisions:
         kw["decisions"] = load_array(args.decisions, "decisions")
     elif args.thresholds_from:

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from musetag.errors import ConfigError
-    from musetag.evaluate import evaluate, format_table, load_array, load_tags, load_thresholds
+    from musetag.evaluate import evaluate, format_table, load_array, load_tags
     from musetag.evaluate.submission import make_submission, submission_from_run
 
     from musetag.outputs import check_writable
@@ -57,7 +57,10 @@ def run(args) -> int:
         elif args.decisions:
             kw["decisions"] = load_array(args.decisions, "decisions")
         elif args.thresholds:
-            kw["thresholds"] = load_thresholds(args.thresholds)[1]
+            from musetag.evaluate.submission import MEDIAEVAL_TAGS
+            from musetag.evaluate.thresholds import thresholds_for
+
+            kw["thresholds"] = thresholds_for(args.thresholds, tags or list(MEDIAEVAL_TAGS))  # the columns' order
         else:
             raise ConfigError("decisions need thresholds: pass --thresholds-from VAL_PRED.npy VAL_GT.npy "
                               "(tuned on validation, as MediaEval asks), --thresholds or --decisions")

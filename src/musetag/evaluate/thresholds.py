@@ -114,7 +114,8 @@ def save_thresholds(thresholds, path: str | Path, tags: Sequence[str] | None = N
 
 
 def load_thresholds(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read a thresholds file (``tag<TAB>value`` per line, or one value per line)."""
+    """Read a thresholds file (``tag<TAB>value`` per line, or one value per line; unnamed lines are named by
+    their position). A NaN is refused (it silently never decides); ``inf`` is a never-on tag."""
     from musetag.textfiles import read_text
 
     names, values = [], []
@@ -123,8 +124,46 @@ def load_thresholds(path: str | Path) -> tuple[list[str], np.ndarray]:
             continue
         parts = line.rstrip("\r").split("\t")
         try:
-            values.append(float(parts[-1]))
+            value = float(parts[-1])
         except ValueError:
             raise EvaluationError(f"{path}:{n}: expected 'tag<TAB>threshold', found {line!r}") from None
-        names.append(parts[0] if len(parts) > 1 else str(len(names)))
+        name = parts[0] if len(parts) > 1 else str(len(names))
+        if np.isnan(value):
+            raise EvaluationError(f"{path}:{n}: the threshold of {name!r} is NaN; give a number (inf: never on)")
+        values.append(value)
+        names.append(name)
     return names, np.asarray(values)
+
+
+def thresholds_for(path: str | Path, tags: Sequence[str] | None) -> np.ndarray:
+    """The thresholds of ``path`` in the order of ``tags`` (the predictions' columns): matched by name when the
+    file names its tags and ``tags`` are known (a ``mood/theme---`` prefix on either side is ignored), by
+    position otherwise; names that do not match the columns are an error naming the differences."""
+    names, values = load_thresholds(path)
+    if names == [str(i) for i in range(len(names))]:
+        return values
+    if tags is None:
+        from musetag.evaluate.submission import MEDIAEVAL_TAGS
+
+        if sorted(str(n) if "---" in str(n) else f"mood/theme---{n}" for n in names) != sorted(MEDIAEVAL_TAGS):
+            warnings.warn(f"{path}: applied by position: the file names its tags but the predictions' columns have "
+                          "no names (pass --tags)", EvaluationWarning, stacklevel=2)
+            return values
+        tags = MEDIAEVAL_TAGS  # the 56 MediaEval tags: unnamed columns are in the official order
+
+    def key(tag: str) -> str:
+        return str(tag).split("---", 1)[-1]
+
+    where = {key(n): i for i, n in enumerate(names)}
+    wanted = [key(t) for t in tags]
+    missing = [t for t in wanted if t not in where]
+    extra = sorted(set(where) - set(wanted))
+    if missing or extra or len(where) != len(names):
+        twice = len(where) != len(names)
+        raise EvaluationError(
+            f"{path}: its tag names do not match the predictions' {len(tags)} columns"
+            + (f"; no threshold for: {', '.join(missing[:5])}" if missing else "")
+            + (f"; not a column: {', '.join(extra[:5])}" if extra else "")
+            + ("; a tag named twice" if twice else "")
+            + ": give the thresholds of these tags (or --tags naming the columns)")
+    return values[[where[t] for t in wanted]]
