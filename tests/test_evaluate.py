@@ -375,3 +375,14 @@ def test_official_table_is_bit_identical_to_sklearn_without_importing_it():
             assert table[f"ROC-AUC-{avg}"] == skm.roc_auc_score(gt, p, average=avg)
             assert table[f"PR-AUC-{avg}"] == skm.average_precision_score(gt, p, average=avg)
         assert np.array_equal(midranks(p), rankdata(p, axis=0))
+
+
+def test_a_transposed_file_is_named_whichever_side_it_is_on(rng):
+    """A transposed ground truth was reported as "predictions looks transposed", asking to transpose the good file."""
+    from musetag.evaluate.metrics import check_same_shape
+
+    pred, gt = rng.random((40, 6)), (rng.random((40, 6)) > 0.5)
+    with pytest.raises(EvaluationError, match=r"\(ground truth looks transposed: it has 6 rows and 40 columns"):
+        check_same_shape(pred, gt.T, "predictions", "ground truth")
+    with pytest.raises(EvaluationError, match=r"\(predictions looks transposed: it has 6 rows and 40 columns"):
+        check_same_shape(pred.T, gt, "predictions", "ground truth")

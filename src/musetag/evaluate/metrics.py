@@ -111,8 +111,10 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str) -> 
         raise EvaluationError(f"{a_name}: expected a (tracks, tags) matrix, found shape {a.shape}")
     if a.shape != b.shape:
         if a.ndim == b.ndim == 2 and a.shape == b.shape[::-1]:
-            detail = (f"{a_name} looks transposed: it has {a.shape[0]} rows and {a.shape[1]} columns where "
-                      f"{b.shape[0]} tracks x {b.shape[1]} tags are expected; transpose it "
+            # the one with fewer rows than columns is the transposed one (tracks outnumber tags)
+            (bad, shape), good = ((a_name, a.shape), b.shape) if a.shape[0] < a.shape[1] else ((b_name, b.shape), a.shape)
+            detail = (f"{bad} looks transposed: it has {shape[0]} rows and {shape[1]} columns where "
+                      f"{good[0]} tracks x {good[1]} tags are expected; transpose it "
                       "(np.save(path, np.load(path).T))")
         elif a.ndim == b.ndim == 2 and a.shape[0] != b.shape[0]:
             detail = (f"{a.shape[0]} rows vs {b.shape[0]}: the files cover different tracks (a different split, "
