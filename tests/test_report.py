@@ -105,6 +105,20 @@ def test_a_damaged_summary_is_named_and_no_folder_is_left(tmp_path, rng, capsys)
     err = capsys.readouterr().err
     assert f"{run / 'summary.json'} is damaged" in err and "Traceback" not in err
     assert not out.exists()
+    # inputs refused by a section's checks (a transposed ground truth, NaN scores) left an empty --out too
+    pred, gt = rng.random((30, 4)), (rng.random((30, 4)) > 0.5).astype(np.float32)
+    np.save(tmp_path / "p.npy", pred)
+    np.save(tmp_path / "gt_t.npy", gt.T)
+    np.save(tmp_path / "nan.npy", np.where(pred > 0.9, np.nan, pred))
+    np.save(tmp_path / "gt.npy", gt)
+    for p_file, g_file in (("p.npy", "gt_t.npy"), ("nan.npy", "gt.npy")):
+        assert main(["report", str(tmp_path / p_file), "-g", str(tmp_path / g_file), "--out", str(out)]) == 2
+        assert not out.exists(), p_file
+    kept = tmp_path / "kept"  # a folder that was there before is left as it was
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    assert main(["report", str(tmp_path / "p.npy"), "-g", str(tmp_path / "gt_t.npy"), "--out", str(kept)]) == 2
+    assert [f.name for f in kept.iterdir()] == ["mine.txt"]
 
 
 def test_summary_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -275,7 +275,6 @@ def make_report(source, out_dir: str | Path, *, groundtruth=None, validation: tu
     it) or test predictions (path or array) with ``groundtruth``. ``validation``:
     ``(predictions, targets)`` for the validation bars and thresholds.
     """
-    from musetag.evaluate import evaluate
 
     out = Path(out_dir)
     run: dict = {}
@@ -306,27 +305,35 @@ def make_report(source, out_dir: str | Path, *, groundtruth=None, validation: tu
         task = "multiclass" if np.asarray(ref).ndim == 1 else "multilabel"
     figures: list[tuple[str, str, Path]] = []
     data: dict = {"name": name, "task": task}
-    out.mkdir(parents=True, exist_ok=True)  # once the inputs are read: a refused report leaves no empty folder
-    if run.get("history"):
-        p = plot_training_curves(run["history"], out / "training_curves.png")
-        if p:
-            figures.append(("Training curves", "Loss, validation scores and learning rate per epoch.", p))
-        data["history"] = run["history"]
-    if run.get("summary"):
-        data["summary"] = {k: v for k, v in run["summary"].items() if k != "tags"}
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs are read
+    try:
+        if run.get("history"):
+            p = plot_training_curves(run["history"], out / "training_curves.png")
+            if p:
+                figures.append(("Training curves", "Loss, validation scores and learning rate per epoch.", p))
+            data["history"] = run["history"]
+        if run.get("summary"):
+            data["summary"] = {k: v for k, v in run["summary"].items() if k != "tags"}
 
-    if task == "multiclass":
-        _multiclass_section(test_pred, test_gt, validation, tags, out, figures, data)
-    elif task == "regression":
-        from musetag.evaluate.report_regression import regression_section
+        if task == "multiclass":
+            _multiclass_section(test_pred, test_gt, validation, tags, out, figures, data)
+        elif task == "regression":
+            from musetag.evaluate.report_regression import regression_section
 
-        regression_section(test_pred, test_gt, validation, tags, out, figures, data)
-    else:
-        _multilabel_section(test_pred, test_gt, validation, tags, out, figures, data)
+            regression_section(test_pred, test_gt, validation, tags, out, figures, data)
+        else:
+            _multilabel_section(test_pred, test_gt, validation, tags, out, figures, data)
 
-    (out / "report.json").write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
-    page = _html(title or f"musetag report: {name}", data, figures)
-    (out / "index.html").write_text(page, encoding="utf-8")
+        (out / "report.json").write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
+        page = _html(title or f"musetag report: {name}", data, figures)
+        (out / "index.html").write_text(page, encoding="utf-8")
+    except BaseException:  # a check inside a section refused the inputs: leave no folder it made
+        if created:
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return out / "index.html"
 
 
