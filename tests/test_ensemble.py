@@ -429,3 +429,101 @@ def test_a_file_given_twice_is_warned_and_test_targets_in_the_test_list_are_left
                "--validation-targets", str(tmp_path / "vt.npy"), "--test-targets", str(tmp_path / "tt.npy"),
                "-m", "mean", "--out", str(tmp_path / "e2")])
     assert rc == 0 and np.load(tmp_path / "e2" / "test.npy").shape == ty.shape
+
+
+# ---- exploratory-test defects: stale outputs, results.tsv precision, logits, messages ----------------------
+def _split_files(tmp_path, vp, tp, vy, ty):
+    """vp/tp saved as validation/m{i}.npy and test/m{i}.npy; returns (validation paths, test paths, vt, tt)."""
+    paths = {}
+    for split, preds in (("validation", vp), ("test", tp)):
+        (tmp_path / split).mkdir(exist_ok=True)
+        paths[split] = []
+        for i, p in enumerate(preds):
+            np.save(tmp_path / split / f"m{i}.npy", p)
+            paths[split].append(str(tmp_path / split / f"m{i}.npy"))
+    np.save(tmp_path / "vt.npy", vy)
+    np.save(tmp_path / "tt.npy", ty)
+    return paths["validation"], paths["test"], str(tmp_path / "vt.npy"), str(tmp_path / "tt.npy")
+
+
+def test_out_keeps_only_this_runs_outputs_and_names_what_it_wrote(tmp_path, rng, capsys, caplog):
+    """A second run into the same --out left the first run's test.npy, results.tsv and thresholds.txt beside
+    its own files, and the summary claimed a test.npy it never wrote."""
+    vy, vp, ty, tp = _models(rng)
+    val, test, vt, tt = _split_files(tmp_path, vp, tp, vy, ty)
+    out = tmp_path / "stale"
+    assert main(["ensemble", "--validation", *val, "--test", *test, "--validation-targets", vt, "--test-targets", tt,
+                 "--method", "mean", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"validation.npy", "test.npy", "ensemble.json", "results.tsv",
+                                               "thresholds.txt"}
+    assert "test.npy" in capsys.readouterr().err
+    (out / "notes.txt").write_text("mine")
+    with caplog.at_level("WARNING"):
+        assert main(["ensemble", "--validation", *val, "--validation-targets", vt, "--method", "greedy",
+                     "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    wrote = next(ln for ln in err.splitlines() if ln.startswith("wrote"))
+    assert "test.npy" not in wrote and "results.tsv" not in wrote and "validation.npy" in wrote
+    assert {p.name for p in out.iterdir()} == {"validation.npy", "ensemble.json", "notes.txt"}
+    assert "removed test.npy, results.tsv, thresholds.txt" in caplog.text  # says what it took away
+    assert main(["ensemble", "--validation", *val, "--validation-targets", vt, "--method", "mean",
+                 "--out", str(tmp_path / "notest")]) == 0
+    assert "test.npy" not in capsys.readouterr().err
+
+
+def test_results_tsv_is_scored_on_the_saved_predictions(tmp_path, rng, capsys):
+    """results.tsv was scored on the float64 combination, test.npy/ensemble.json on the float32 one: scores
+    that differ by less than float32 resolution ranked in results.tsv and tied in test.npy."""
+    from musetag.evaluate import evaluate
+    from musetag.evaluate.metrics import read_table
+
+    vy, _, ty, _ = _models(rng)
+    signal = lambda y: 0.3 + 1e-9 * (y + rng.random(y.shape))  # noqa: E731 - distinct in float64 only
+    vp, tp = [signal(vy) for _ in range(2)], [signal(ty) for _ in range(2)]
+    val, test, vt, tt = _split_files(tmp_path, vp, tp, vy, ty)
+    assert main(["ensemble", "--validation", *val, "--test", *test, "--validation-targets", vt, "--test-targets", tt,
+                 "--method", "mean", "--out", str(tmp_path / "o")]) == 0
+    printed = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("test PR-AUC-macro"))
+    saved = evaluate(np.load(tmp_path / "o" / "test.npy"), ty,
+                     thresholds_from=(np.load(tmp_path / "o" / "validation.npy"), vy))["table"]
+    table = read_table(tmp_path / "o" / "results.tsv")
+    assert table == pytest.approx({k: round(v, 6) for k, v in saved.items()}, abs=1e-9)
+    assert printed.split()[-1] == f"{table['PR-AUC-macro']:.6f}"
+
+
+def test_scores_outside_0_1_are_warned_with_the_file(tmp_path, rng, caplog):
+    """A model given as logits next to probability models was clipped (logit_mean) or averaged (mean)
+    without a word."""
+    vy, vp, ty, tp = _models(rng)
+    vp[1] = np.log(vp[1] / (1 - vp[1]))
+    val, _, vt, _ = _split_files(tmp_path, vp, tp, vy, ty)
+    for method in ("mean", "logit_mean"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert main(["ensemble", "--validation", *val, "--validation-targets", vt, "--method", method,
+                         "--out", str(tmp_path / method)]) == 0
+        notes = [r.getMessage() for r in caplog.records if "outside [0, 1] (logits?)" in r.getMessage()]
+        assert len(notes) == 1 and val[1] in notes[0] and val[0] not in notes[0], method
+
+
+def test_messages_name_the_test_file_refuse_fractional_targets_and_permuted_test_files(tmp_path, rng, capsys):
+    vy, vp, ty, tp = _models(rng)
+    val, test, vt, tt = _split_files(tmp_path, vp, tp, vy, ty)
+    base = ["--validation-targets", vt, "--method", "mean", "--out", str(tmp_path / "o")]
+    # a wrong-shaped test file: its own path, not the paired validation file's name
+    np.save(tmp_path / "bad.npy", tp[1][:, :3])
+    assert main(["ensemble", "--validation", *val[:2], "--test", test[0], str(tmp_path / "bad.npy"), *base]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "bad.npy") in err and "predictions of m1" not in err
+    # fractional targets: ensemble has no --task
+    np.save(tmp_path / "frac.npy", vy * 0.5)
+    assert main(["ensemble", "--validation", *val, "--validation-targets", str(tmp_path / "frac.npy"),
+                 "--method", "mean", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--task" not in err and "0/1" in err and str(tmp_path / "frac.npy") in err
+    # test files in another order than the validation files, same names: refused, both orders named
+    swapped = [test[1], test[0], *test[2:]]
+    assert main(["ensemble", "--validation", *val, "--test", *swapped, *base]) == 2
+    err = capsys.readouterr().err
+    assert "m0, m1, m2, m3" in err and "m1, m0, m2, m3" in err
+    assert not (tmp_path / "o").exists()

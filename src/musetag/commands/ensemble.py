@@ -9,6 +9,9 @@ from musetag.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: every file the command can write into --out (the stale ones of an earlier run are removed)
+OUTPUTS = ("validation.npy", "test.npy", "ensemble.json", "results.tsv", "thresholds.txt")
+
 
 def register(subparsers) -> None:
     from musetag.commands import HelpFormatter
@@ -22,9 +25,9 @@ def register(subparsers) -> None:
             "forward selection with replacement, bagged), per_tag (best model per tag shrunk towards the mean), "
             "topk (mean of the k best models by validation score, k chosen by cross-validation inside validation), "
             "auto (the method with the best cross-validated validation score). Inputs are .npy files (one per "
-            "model, same order for --validation and --test) or training run folders (--runs). Writes DIR/test.npy, "
-            "DIR/validation.npy, DIR/ensemble.json (weights and choices) and, with --test-targets, DIR/results.tsv "
-            "(official table, thresholds tuned on validation)."),
+            "model, same order for --validation and --test) or training run folders (--runs). Writes DIR/validation.npy, "
+            "DIR/ensemble.json (weights and choices), with test predictions DIR/test.npy and, with --test-targets, "
+            "DIR/results.tsv (official table, thresholds tuned on validation) and DIR/thresholds.txt."),
         formatter_class=HelpFormatter,
     )
     p.add_argument("--validation", nargs="+", default=[], metavar="V.npy", help="validation predictions, one per model")
@@ -44,7 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of greedy's bagging")
     p.add_argument("--tags", help="tag list (one per line) recorded in ensemble.json and naming thresholds.txt; "
                    "default: tags.txt or the run's summary.json beside the predictions")
-    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--out", "-o", required=True,
+                   help="output folder; the outputs of an earlier ensemble run there that this run does not "
+                   "rewrite (" + ", ".join(OUTPUTS) + ") are removed, other files are left alone")
     from musetag.commands import add_progress_arguments
 
     add_progress_arguments(p)
@@ -64,8 +69,6 @@ def _load_groups(path: str) -> list[str]:
 
 def collect_inputs(args):
     """(names, validation arrays, test arrays or None, validation targets, test targets or None)."""
-    from musetag.evaluate import load_array
-
     names, val, test, sources = [], [], [], []
     vt_path = Path(args.validation_targets).resolve() if args.validation_targets else None
     val_files = [f for f in args.validation if vt_path is None or Path(f).resolve() != vt_path]
@@ -74,35 +77,41 @@ def collect_inputs(args):
     for f in val_files:
         names.append(Path(f).stem)
         sources.append(Path(f).with_suffix(""))
-        val.append(load_array(f, "validation predictions"))
+        val.append(_load_scores(f, "validation predictions", args.method))
     tt_path = Path(args.test_targets).resolve() if args.test_targets else None
     test_files = [f for f in args.test if tt_path is None or Path(f).resolve() != tt_path]
     if len(test_files) < len(args.test):  # a glob of test/*.npy catches the ground truth too, as for validation
         log.info("left the test targets file out of the model list")
-    args.test = test_files
+    args.test = list(test_files)
     for f in args.test:
-        test.append(load_array(f, "test predictions"))
+        test.append(_load_scores(f, "test predictions", args.method))
     if args.test and len(args.test) != len(val_files):
         raise ConfigError(f"{len(val_files)} validation files but {len(args.test)} test files: give each model's "
                           "test predictions in the same order as its validation predictions")
+    v_stems, t_stems = [Path(f).stem for f in val_files], [Path(f).stem for f in args.test]
+    if args.test and v_stems != t_stems and sorted(v_stems) == sorted(t_stems):
+        raise ConfigError(f"--test lists the same models as --validation in another order (validation: "
+                          f"{', '.join(v_stems)}; test: {', '.join(t_stems)}): the weights would go to the wrong "
+                          "models; give the test files in the validation order")
     for f, g in zip(val_files, args.test):
         if not _same_model(Path(f), Path(g)):
             log.warning("pairing %s with %s: the file names differ, check the order", f, g)
-    vt = load_array(args.validation_targets, "validation targets") if args.validation_targets else None
-    tt = load_array(args.test_targets, "test targets") if args.test_targets else None
+    vt = _load_targets(args.validation_targets, "--validation-targets") if args.validation_targets else None
+    tt = _load_targets(args.test_targets, "--test-targets") if args.test_targets else None
     for run in args.runs:
         pred = Path(run) / "predictions"
         if not (pred / "validation.npy").exists():
             raise ConfigError(f"{run}: no predictions/validation.npy; is it a finished musetag training run folder?")
         names.append(Path(run).name)
         sources.append(Path(run))
-        val.append(load_array(pred / "validation.npy", "validation predictions"))
+        val.append(_load_scores(pred / "validation.npy", "validation predictions", args.method))
         if (pred / "test.npy").exists():
-            test.append(load_array(pred / "test.npy", "test predictions"))
+            test.append(_load_scores(pred / "test.npy", "test predictions", args.method))
+            test_files.append(str(pred / "test.npy"))
         if vt is None and (pred / "validation_targets.npy").exists():
-            vt = load_array(pred / "validation_targets.npy", "validation targets")
+            vt = _load_targets(pred / "validation_targets.npy", "validation targets")
         if tt is None and (pred / "test_targets.npy").exists():
-            tt = load_array(pred / "test_targets.npy", "test targets")
+            tt = _load_targets(pred / "test_targets.npy", "test targets")
     from collections import Counter
 
     for src, count in Counter(Path(src).resolve() for src in sources).items():
@@ -115,7 +124,48 @@ def collect_inputs(args):
         raise ConfigError(f"{len(val)} models but only {len(test)} have test predictions")
     if vt is None:
         raise ConfigError("no validation targets: pass --validation-targets VT.npy")
+    _check_shapes(test, test_files, "test predictions")
     return unique_names(names, sources), val, (test or None), vt, tt
+
+
+def _load_scores(path, what: str, method: str):
+    """One model's predictions; scores outside [0, 1] are warned about, naming the file (a mean or logit mean
+    of logits and probabilities is meaningless: logit_mean clips them to [0, 1])."""
+    import numpy as np
+
+    from musetag.evaluate import load_array
+
+    arr = load_array(path, what)
+    if (method != "rank_mean" and arr.size and np.issubdtype(arr.dtype, np.number)
+            and (arr.min() < 0 or arr.max() > 1)):
+        log.warning("%s: scores outside [0, 1] (logits?): --method %s expects probabilities; apply a sigmoid "
+                    "first, or use --method rank_mean, which only uses each model's ranking", path, method)
+    return arr
+
+
+def _load_targets(path, what: str):
+    """Ground truth; ensemble needs 0/1 (multi-hot) targets, said with the file's name."""
+    import numpy as np
+
+    from musetag.evaluate import load_array
+
+    arr = load_array(path, what)
+    if arr.dtype != bool and np.issubdtype(arr.dtype, np.number) and arr.size and not np.isin(arr, (0, 1)).all():
+        bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5].tolist()
+        raise ConfigError(f"{what} {path} holds values other than 0 and 1 (e.g. {bad}): ensemble needs 0/1 "
+                          "(multi-hot, tracks x tags) targets; pass the ground truth, not predictions or the "
+                          "numeric targets of a regression run")
+    return arr
+
+
+def _check_shapes(arrays, paths, what: str) -> None:
+    """Every test file scores the same tracks and tags as the first; errors name the file."""
+    for arr, path in zip(arrays[1:], paths[1:]):
+        if arr.shape != arrays[0].shape:
+            hint = ("; it looks transposed (tags x tracks): save np.load(path).T instead"
+                    if arr.shape == arrays[0].shape[::-1] else "")
+            raise ConfigError(f"{what} {path} have shape {arr.shape}, but {paths[0]} has {arrays[0].shape}: "
+                              f"every model must score the same tracks and tags in the same order{hint}")
 
 
 def unique_names(names: list[str], sources: list[Path]) -> list[str]:
@@ -139,7 +189,7 @@ def unique_names(names: list[str], sources: list[Path]) -> list[str]:
 def run(args) -> int:
     from musetag.commands import show_progress
     from musetag.evaluate import evaluate, load_tags, save_thresholds, write_table
-    from musetag.evaluate.ensemble import ensemble, save_ensemble
+    from musetag.evaluate.ensemble import _as_saved, ensemble, save_ensemble
 
     names, val, test, vt, tt = collect_inputs(args)
     groups = _load_groups(args.groups) if args.groups else None
@@ -162,6 +212,9 @@ def run(args) -> int:
     result = ensemble(val, vt, test=test, test_targets=tt, method=args.method, names=names, folds=args.folds,
                       groups=groups, seed=args.seed, metric=args.metric,
                       progress=show_progress(args))
+    written = ["validation.npy", *(["test.npy"] if result.test_predictions is not None else []), "ensemble.json",
+               *(["results.tsv", "thresholds.txt"] if result.test_score is not None else [])]
+    _remove_stale(Path(args.out), written)
     out = save_ensemble(result, args.out, tags=tags)
     if result.candidates:
         has_test = any("test" in row for row in result.candidates.values())
@@ -191,12 +244,23 @@ def run(args) -> int:
           "validation tracks]")
     if result.test_score is not None:
         print(f"test PR-AUC-macro {result.test_score:.6f}")
-        scored = evaluate(result.test_predictions, tt, tags=tags,
-                          thresholds_from=(result.validation_predictions, vt))
+        # scored on the float32 predictions test.npy and validation.npy hold, as the printed score is
+        scored = evaluate(_as_saved(result.test_predictions), tt, tags=tags,
+                          thresholds_from=(_as_saved(result.validation_predictions), vt))
         write_table(scored["table"], out / "results.tsv")
         save_thresholds(scored["thresholds"], out / "thresholds.txt", tags)
-    print(f"wrote {out}/test.npy, validation.npy, ensemble.json", file=sys.stderr)
+    print(f"wrote {out}/{', '.join(written)}", file=sys.stderr)
     return 0
+
+
+def _remove_stale(out: Path, written: list[str]) -> None:
+    """Remove the outputs of an earlier run in ``out`` that this run does not rewrite (only ``OUTPUTS``)."""
+    stale = [name for name in OUTPUTS if name not in written and (out / name).is_file()]
+    for name in stale:
+        (out / name).unlink()
+    if stale:
+        log.warning("removed %s from %s: an earlier ensemble run's outputs that this run does not write",
+                    ", ".join(stale), out)
 
 
 def _same_model(val: Path, test: Path) -> bool:
