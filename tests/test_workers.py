@@ -32,3 +32,43 @@ def test_a_pool_broken_between_results_and_the_next_submit_loses_nothing():
     assert [item for item, _, _ in got] == ["a", "crash", "b", "c", "d", "e"]
     assert [outcome for _, outcome, _ in got] == ["A", CRASHED, "B", "C", "D", "E"]
     assert all(ran for _, _, ran in got)
+
+
+_INTERRUPTED_RUN = """
+import sys, time
+from musetag.workers import ordered_map
+
+def quick(item):
+    return item
+
+try:  # a slow consumer (writing rows): the workers wait for work, where Ctrl-C found them
+    for item, outcome, _ in ordered_map(quick, range(1000), workers=2):
+        print(outcome, flush=True)
+        time.sleep(0.2)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_ctrl_c_stops_the_workers_quietly_and_at_once(tmp_path, attempt):
+    """Ctrl-C reaches the whole process group: every worker printed a KeyboardInterrupt traceback, and now and
+    then the parent, having printed "interrupted", waited forever in the pool's shutdown."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_INTERRUPTED_RUN)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own group, as a terminal's foreground job
+    assert proc.stdout.readline().strip() == "0"  # the workers are running
+    time.sleep(0.1 * attempt)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("the interrupted run did not exit within 20 s")
+    assert proc.returncode == 130 and err.strip() == "interrupted", err

@@ -10,6 +10,9 @@ start in milliseconds; elsewhere spawn.
 A worker that dies (a native decoder crashing on a damaged file) takes the files in flight with
 it: they are retried in a fresh pool, the one that was running first alone, so only a file that
 crashes on its own is reported (:data:`CRASHED`), and the others still get their results.
+
+Ctrl-C reaches the whole process group: workers ignore it (each printed a KeyboardInterrupt traceback and
+died mid-reply, which could leave the pool's shutdown waiting forever); the parent, interrupted, stops them.
 """
 from __future__ import annotations
 
@@ -50,6 +53,26 @@ def _context():
     return mp.get_context("fork" if forks() else "spawn")
 
 
+def _start_worker(initializer, *initargs) -> None:
+    """A worker's start: Ctrl-C is the parent's to handle, then the caller's initializer."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _stop(pool) -> None:
+    """End ``pool`` now (the run was interrupted or abandoned): nothing more is started, its workers are
+    terminated rather than waited for."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
+    for proc in processes:
+        proc.join(5)
+
+
 def ordered_map(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
@@ -73,7 +96,7 @@ def ordered_map(
     ctx = _context()
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
+        return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker, initargs=(initializer, *initargs))
 
     source = iter(items)
     pool = new_pool()
@@ -128,8 +151,10 @@ def ordered_map(
                 outcome = exc
             refill()
             yield item, outcome, True
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # Ctrl-C, or the caller stopped early (GeneratorExit): no waiting for work in flight
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def is_path(item: Any) -> bool:
