@@ -89,7 +89,7 @@ def write_embeddings(out: str | os.PathLike, paths: Sequence[str], vectors: np.n
         tmp = out.with_name(f".{out.name}.tmp.npy")
         np.save(tmp, vectors)
         tmp_tracks = side["tracks"].with_name(f".{side['tracks'].name}.tmp")
-        with open(tmp_tracks, "w", newline="", encoding="utf-8") as f:
+        with open(tmp_tracks, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # names as bytes
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["path"])
             w.writerows([p] for p in paths)
@@ -103,7 +103,9 @@ def write_embeddings(out: str | os.PathLike, paths: Sequence[str], vectors: np.n
     pa, pq = _pyarrow()
     dim = int(vectors.shape[1])
     emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
-    table = pa.table({"path": pa.array(list(paths), type=pa.string()), "embedding": emb})
+    # Parquet strings are UTF-8: a file name that is not is written with its odd bytes as \\xff escapes
+    shown = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in paths]
+    table = pa.table({"path": pa.array(shown, type=pa.string()), "embedding": emb})
     table = table.replace_schema_metadata({"musetag": json.dumps(meta, ensure_ascii=False)})
     tmp = out.with_name(f".{out.name}.tmp")
     pq.write_table(table, tmp)
@@ -135,7 +137,7 @@ def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
                 "copy it along with the .npy or re-run musetag embed"
             )
         vectors = np.load(path)
-        with open(side["tracks"], newline="", encoding="utf-8") as f:
+        with open(side["tracks"], newline="", encoding="utf-8", errors="surrogateescape") as f:
             rows = list(csv.reader(f))
         paths = [r[0] for r in rows[1:]]
         meta = json.loads(side["meta"].read_text(encoding="utf-8")) if side["meta"].exists() else {}

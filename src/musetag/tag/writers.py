@@ -35,12 +35,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from musetag.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 FIXED_COLUMNS = ("path", "status", "duration", "top_tags", "decisions", "warnings")
 #: the CSV columns before ``warnings`` was added (still read back)
@@ -73,6 +76,17 @@ def check_segments_output(out: str | os.PathLike | None, engine: str = "local") 
 def row_key(path: str) -> str:
     """Key used to recognise a file already done (absolute, normalised path)."""
     return os.path.normcase(os.path.abspath(path))
+
+
+def _json(doc: Any, **kw) -> str:
+    """``doc`` as JSON text that UTF-8 can write: a file name that is not UTF-8 (its bytes are lone surrogates in
+    Python) is written as ``\\udcff`` escapes, which read back as the same name."""
+    text = json.dumps(doc, ensure_ascii=False, **kw)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(doc, ensure_ascii=True, **kw)
+    return text
 
 
 def _fmt(x: float) -> str:
@@ -160,18 +174,28 @@ def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list
             raise ConfigError(f"{path} is not a musetag JSON results file; choose another --out")
         return list(doc["results"])
     rows: list[dict[str, Any]] = []
-    with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
+    # surrogateescape: a file name that is not UTF-8 was written as its own bytes (below) and reads back the same
+    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         lines = (line for line in fh if line.endswith("\n"))  # a torn last line has no newline
         if fmt == ".jsonl":
-            for line in lines:
+            others = []  # line numbers that are not musetag rows
+            for n, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
-                    continue
+                    row = None
                 if isinstance(row, dict) and "path" in row and "status" in row:
                     rows.append(row)
+                else:
+                    others.append(n)
+            if others and not rows:  # somebody else's file: never replaced
+                raise ConfigError(f"{path} is not a musetag JSONL results file (line {others[0]} is not a result "
+                                  "row); choose another --out")
+            if others:
+                log.warning("%s: %d line(s) that are not result rows (first: line %d) are dropped, and their files "
+                            "tagged again", path, len(others), others[0])
             return rows
         reader = csv.reader(lines)
         header = next(reader, None)
@@ -256,7 +280,7 @@ class ResultWriter:
                     f"{self.path} was written by {run_record.describe(held)}; this run uses "
                     f"{run_record.describe(self.meta)} (another {' and '.join(diff)}), and its rows would be mixed "
                     f"with the earlier ones; choose another --out, or delete {self.path} and "
-                    f"{run_record.run_record_path(self.path).name} to start over"
+                    f"{run_record.run_record_path(self.path)} to start over"
                 )
         # an output from before the record existed stays unrecorded
         return self.meta if not resuming or held is not None else None
@@ -268,7 +292,7 @@ class ResultWriter:
         # rewrite what was kept (drops a torn tail and retried error rows), atomically
         if rewrite or not self.path.exists():
             self._atomic_write(self._render(self.rows))
-        self._fh = open(self.path, "a", encoding="utf-8", newline="")
+        self._fh = open(self.path, "a", encoding="utf-8", errors="surrogateescape", newline="")
 
     def _render(self, rows: Iterable[dict[str, Any]]) -> str:
         buf = io.StringIO(newline="")
@@ -279,16 +303,16 @@ class ResultWriter:
                 writer.writerow(row_to_csv(row, self.tags))
         elif self.format == ".jsonl":
             for row in rows:
-                buf.write(json.dumps(row, ensure_ascii=False) + "\n")
+                buf.write(_json(row) + "\n")
         else:
             doc = {**self.meta, "tags": self.tags, "results": list(rows)}
-            buf.write(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+            buf.write(_json(doc, indent=1) + "\n")
         return buf.getvalue()
 
     def _atomic_write(self, text: str) -> None:
-        from musetag.outputs import write_text_atomic
+        from musetag.outputs import write_bytes_atomic
 
-        write_text_atomic(self.path, text, durable=True)
+        write_bytes_atomic(self.path, text.encode("utf-8", "surrogateescape"), durable=True)
 
     def _write_json(self) -> None:
         self._atomic_write(self._render(self.rows))
@@ -317,7 +341,7 @@ class ResultWriter:
             csv.writer(buf, lineterminator="\n").writerow(row_to_csv(row, self.tags))
             line = buf.getvalue()
         else:
-            line = json.dumps(row, ensure_ascii=False) + "\n"
+            line = _json(row) + "\n"
         # one write of a complete line, then flush + fsync: a kill leaves whole rows (or a torn
         # tail that the next run drops)
         self._fh.write(line)
