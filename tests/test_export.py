@@ -198,11 +198,13 @@ def test_opset_is_checked_and_kept(tmp_path, capsys, monkeypatch):
         assert main(["export", str(pkg), "--format", "onnx", "--opset", bad]) == 2
         err = capsys.readouterr().err
         assert f"--opset {bad}: this torch exports ONNX opsets 7-" in err and "Traceback" not in err
+        assert "needs 8 or newer" in err and "give 18, the default" in err  # the range's low end is no promise
     assert not list(tmp_path.glob("**/*.onnx"))
     path, _ = export_model(pkg, "onnx", tmp_path / "o17.onnx", opset=17)
     assert export_module._written_opset(onnx.load(str(path))) == 17
     # an exporter that writes another opset than the one asked for is refused, and nothing is left behind
     monkeypatch.setattr(export_module, "_written_opset", lambda proto: 18)
-    with pytest.raises(ModelError, match="opset 17: the exporter wrote opset 18"):
+    with pytest.raises(ModelError, match=r"opset 17: the exporter wrote opset 18 \(the model needs operations opset "
+                       r"17 lacks\); use --opset 18 \(the default\)$"):
         export_model(pkg, "onnx", tmp_path / "other.onnx", opset=17)
     assert not (tmp_path / "other.onnx").exists() and not list(tmp_path.glob(".other.onnx.*"))

@@ -282,3 +282,27 @@ def test_a_relative_home_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MUSETAG_HOME", "relhome/x")
     assert home() == tmp_path / "relhome" / "x" and home().is_absolute()
+
+
+def test_a_cached_package_with_edited_tags_is_converted_again(tmp_path, monkeypatch, caplog):
+    """Reversing the `tags` of a cached musetag.json left `musetag pull` reporting success, and tagging then
+    named every score after another tag; the tags are checked against the catalogue's."""
+    import json
+
+    from conftest import SHARED_MODELS
+
+    if not SHARED_MODELS.is_dir():
+        pytest.skip(f"pretrained weights mirror not available: {SHARED_MODELS}")
+    monkeypatch.setenv("MUSETAG_HOME", str(tmp_path / "home"))
+    entry = hub.get_entry("mtg-jamendo-baseline")
+    folder = hub.pull(entry.name, progress=False)
+    meta = folder / "musetag.json"
+    desc = json.loads(meta.read_text(encoding="utf-8"))
+    assert desc["tags"] == entry.tags and hub._package_is_current(folder, entry)
+    desc["tags"] = desc["tags"][::-1]
+    meta.write_text(json.dumps(desc), encoding="utf-8")
+    assert hub._package_state(folder, entry) == "damaged"
+    with caplog.at_level("WARNING"):
+        assert hub.pull(entry.name, progress=False) == folder
+    assert "musetag.json from the catalogue's tags" in caplog.text
+    assert json.loads(meta.read_text(encoding="utf-8"))["tags"] == entry.tags

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                    "pretrained name (`musetag models --pretrained`; pulled into the cache on first use)")
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="output format")
     p.add_argument("--out", default=None, help="output file (default: inside the package folder)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |logit difference| vs PyTorch")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted |logit difference| vs PyTorch (0 or more); a graph that differs more is not written")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset")
     p.set_defaults(func=run)
 

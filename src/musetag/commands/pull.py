@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("names", metavar="NAME", nargs="*", help="pretrained model name(s)")
     p.add_argument("--all", action="store_true", help="pull every model of the catalogue")
-    p.add_argument("--force", action="store_true", help="fetch and convert again even when cached")
+    p.add_argument("--force", action="store_true", help="fetch, convert and export the ONNX graph again even when cached")
     from musetag.commands import add_progress_arguments
 
     add_progress_arguments(p)
@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     for name in names:
         folder = hub.pull(name, force=args.force, progress=show_progress(args))
+        package = load_model(folder)
+        if args.force:  # the cached graph is exported again too, whatever is in the file now
+            from musetag.inference.export import cached_onnx_path
+
+            cached_onnx_path(package).unlink(missing_ok=True)
         # the graph `musetag tag` runs by default, exported now rather than on the first tag
-        graph = prepare_onnx(load_model(folder))
+        graph = prepare_onnx(package)
         print(f"{name}: {folder}" + (f" (ONNX graph {graph})" if graph is not None else ""))
     return 0

@@ -22,10 +22,12 @@ checksum: a graph exported from other weights is refused), ``musetag_tags`` (JSO
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -132,6 +134,9 @@ def export_model(
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ConfigError(f"--tolerance {tolerance}: the largest accepted |logit difference| cannot be negative "
+                          f"(or NaN); give 0 or more (default {DEFAULT_TOLERANCE:g})")
     from musetag.inference.loading import load_model
 
     if fmt == "onnx":
@@ -140,13 +145,28 @@ def export_model(
     out = Path(out) if out is not None else default_output(package.path or package_path, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = package.build_model()
-    if fmt == "onnx":
-        _export_onnx(model, package, out, opset)
-        diff = check_parity(model, package, out, "onnx", tolerance)
-    else:
-        _export_torchscript(model, package, out)
-        diff = check_parity(model, package, out, "torchscript", tolerance)
-    return out, diff
+    return out, _export_checked(model, package, out, fmt, tolerance, opset)
+
+
+def _export_checked(model, package: ModelPackage, out: Path, fmt: str, tolerance: float, opset: int = 18) -> float:
+    """Export into a temporary file beside ``out``, check parity, then move it to ``out``: a graph that fails
+    the check is deleted and never lands where a later command would read it. The max |difference|."""
+    fd, staged = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=f".staged.{fmt}")
+    os.close(fd)
+    staged_path = Path(staged)
+    try:
+        if fmt == "onnx":
+            _export_onnx(model, package, staged_path, opset)
+        else:
+            _export_torchscript(model, package, staged_path)
+        try:
+            diff = check_parity(model, package, staged_path, fmt, tolerance)
+        except ModelError as exc:
+            raise ModelError(f"{str(exc).replace(str(staged_path), str(out))} (nothing was written to {out})") from None
+        os.replace(staged_path, out)
+    finally:
+        staged_path.unlink(missing_ok=True)
+    return diff
 
 
 def _opset_range() -> tuple[int, int]:
@@ -162,8 +182,10 @@ def _opset_range() -> tuple[int, int]:
 def _check_opset(opset: int) -> None:
     low, high = _opset_range()
     if not isinstance(opset, int) or isinstance(opset, bool) or not low <= opset <= high:
-        raise ConfigError(f"--opset {opset}: this torch exports ONNX opsets {low}-{high}; give one of them "
-                          "(18, the default, runs on every onnxruntime musetag supports)")
+        raise ConfigError(f"--opset {opset}: this torch exports ONNX opsets {low}-{high} at most, and a model whose "
+                          "operations an older opset lacks fails below that (mtg-jamendo-baseline needs 8 or newer); "
+                          "give 18, the default, which holds every musetag model and runs on every onnxruntime "
+                          "musetag supports")
 
 
 def _written_opset(proto) -> int | None:
@@ -185,8 +207,8 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
     os.chmod(tmp, file_mode())
     quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript", "torch.onnx")]
     levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.WARNING)
+    for lg in quiet:  # their warnings and tracebacks are about fallbacks checked below: kept for -v
+        lg.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR)
     try:
         errors = []
         # the TorchScript-based exporter first: ~0.4 s against ~13 s for the dynamo one on a small model,
@@ -203,7 +225,7 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
                     kwargs["verbose"] = False
                 else:
                     kwargs["dynamic_axes"] = {name: {0: "batch"} for name in ["features", *outputs]}
-                with torch.no_grad(), warnings.catch_warnings():
+                with torch.no_grad(), warnings.catch_warnings(), _exporter_output_to_debug_log():
                     warnings.simplefilter("ignore")
                     torch.onnx.export(net, (x,), tmp, **kwargs)
                 break
@@ -218,7 +240,8 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
         written = _written_opset(proto)
         if written != opset:  # an exporter that falls back to its own opset must not pass for the one asked for
             raise ModelError(f"cannot export {package.model_name} to ONNX opset {opset}: the exporter wrote opset "
-                             f"{written}; use --opset {written} or the default 18")
+                             f"{written} (the model needs operations opset {opset} lacks); use --opset {written}"
+                             + (" (the default)" if written == 18 else " or the default 18"))
         meta = {
             "musetag_weights_sha256": package.sha256,
             "musetag_tags": json.dumps(package.tags, ensure_ascii=False),
@@ -241,6 +264,42 @@ def _export_onnx(model, package: ModelPackage, out: Path, opset: int) -> None:
         Path(tmp).unlink(missing_ok=True)
         for lg, level in zip(quiet, levels):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _exporter_output_to_debug_log():
+    """What torch's exporters print to descriptors 1 and 2 while the block runs (the TorchScript exporter dumps
+    the whole Torch IR graph when it fails) goes to the debug log (`musetag -v`), not the terminal."""
+    from musetag._stderr import captured_stderr
+
+    err: list[str] = []
+    out = ""
+    try:
+        with captured_stderr(err):  # serialised: the descriptors are process-wide
+            try:
+                sys.stdout.flush()
+                saved = os.dup(1)
+            except (AttributeError, OSError, ValueError):  # no stdout: nothing can leak there
+                saved = None
+            with tempfile.TemporaryFile() as tmp:
+                if saved is not None:
+                    os.dup2(tmp.fileno(), 1)
+                try:
+                    yield
+                finally:
+                    if saved is not None:
+                        try:
+                            sys.stdout.flush()
+                        except (AttributeError, OSError, ValueError):
+                            pass
+                        os.dup2(saved, 1)
+                        os.close(saved)
+                    tmp.seek(0)
+                    out = tmp.read(64 * 1024).decode("utf-8", "replace")
+    finally:  # an exporter that failed printed the most
+        text = "\n".join(filter(None, [out.rstrip(), "\n".join(err).rstrip()]))
+        if text:
+            log.debug("the ONNX exporter printed:\n%s", text)
 
 
 def _zero_subnormal_initializers(proto) -> int:
@@ -348,8 +407,8 @@ def cached_onnx_path(package: ModelPackage) -> Path:
 def onnx_for_package(package: ModelPackage, onnx_path: str | os.PathLike | None = None) -> Path:
     """The ONNX graph for ``package``: ``onnx_path``, else ``model.onnx`` in the package folder,
     else one exported (with the parity check) into the cache (``home() / "onnx"``, see
-    :func:`musetag.inference.hub.home`; an unreadable cached graph is exported again). Refuses a graph exported from
-    other weights."""
+    :func:`musetag.inference.hub.home`; a cached graph that is unreadable or exported from other weights is exported
+    again). Refuses a given or package graph exported from other weights."""
     candidates = []
     if onnx_path is not None:
         candidates.append(Path(onnx_path))
@@ -370,13 +429,15 @@ def onnx_for_package(package: ModelPackage, onnx_path: str | os.PathLike | None 
     cache = cached.parent
     if cached.is_file():
         try:
-            if "embedding" in onnx_outputs(cached):  # older exports lack it: export again
+            sha = _onnx_meta(cached).get("musetag_weights_sha256")
+            if sha != package.sha256:  # copied or renamed over this name: never run another model's graph
+                log.warning("%s was exported from other weights (sha256 %s..., package %s...); exporting it again",
+                            cached, str(sha)[:12], package.sha256[:12])
+            elif "embedding" in onnx_outputs(cached):  # older exports lack it: export again
                 return cached
         except ModelError as exc:  # a damaged cache file: export it again
             log.warning("%s; exporting it again", exc)
     log.info("exporting %s to ONNX (cached in %s)", package.model_name, cached)
     cache.mkdir(parents=True, exist_ok=True)
-    model = package.build_model()
-    _export_onnx(model, package, cached, 18)
-    check_parity(model, package, cached, "onnx")
+    _export_checked(package.build_model(), package, cached, "onnx", DEFAULT_TOLERANCE)
     return cached

@@ -76,7 +76,8 @@ def package_dir(name: str) -> Path:
 
 def _package_state(folder: Path, entry: Pretrained) -> str:
     """``"current"``, ``"missing"``, ``"stale"`` (another converter or pinned file) or ``"damaged"`` (its weights
-    no longer match the SHA-256 its description records: a tampered or half-written cache)."""
+    no longer match the SHA-256 its description records, or its tags differ from the catalogue's: a tampered or
+    half-written cache)."""
     try:
         desc = json.loads((folder / "musetag.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -95,6 +96,8 @@ def _package_state(folder: Path, entry: Pretrained) -> str:
     if (pretrained.get("sha256") != entry.sha256 or pretrained.get("converter") != CONVERTER_VERSION
             or pretrained.get("thresholds_sha256") != thresholds):
         return "stale"
+    if desc.get("tags") != entry.tags or desc.get("task", entry.task) != entry.task:
+        return "damaged"  # edited tag names or order: every score would carry another tag's name
     return "current"
 
 
@@ -224,8 +227,9 @@ def pull(name: str, *, force: bool = False, progress: bool | None = None) -> Pat
     if state == "current":
         return folder
     if state == "damaged" and folder.exists():
-        log.warning("the cached package %s is damaged (its weights differ from the SHA-256 it records); "
-                    "converting it again from the verified upstream file", folder)
+        log.warning("the cached package %s is damaged (its weights differ from the SHA-256 it records, or its "
+                    "musetag.json from the catalogue's tags); converting it again from the verified upstream file",
+                    folder)
     try:
         return _pull_and_convert(entry, folder, force=force, progress=progress)
     except ModelError as exc:
