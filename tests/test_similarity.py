@@ -144,3 +144,66 @@ def test_tag_scores_are_read_from_a_musetag_tag_csv(tmp_path, rng):
     assert paths == names and tags == TAGS
     np.testing.assert_allclose(table, scores, rtol=1e-5)
     assert MoodIndex.from_file(path).search_tags("sad", k=1)[0].path == names[int(np.argmax(scores[:, 1]))]
+
+
+def test_all_zero_tag_weights_are_refused_not_scored_nan(tmp_path, rng, capsys):
+    """`similar RESULTS --tags happy:0` divided by a zero weight sum: a numpy warning and rows scored nan, exit 0."""
+    from musetag.cli import main
+    from musetag.tag.similarity import parse_tag_weights
+
+    scores, names = mood_scores(rng)
+    moods = MoodIndex(scores, names, TAGS)
+    for weights in ({"happy": 0.0}, {"happy": 1.0, "mood/theme---happy": -1.0}):
+        with pytest.raises(ConfigError, match="the tag weights are all zero.*give at least one non-zero weight"):
+            moods.search_tags(weights)
+    with pytest.raises(ConfigError, match="'nan' of 'happy' is not a finite number"):
+        parse_tag_weights("happy:nan")
+    path = tmp_path / "tags.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "status", *TAGS])
+        w.writerows([n, "ok", *(f"{x:.6g}" for x in s)] for n, s in zip(names, scores))
+    assert main(["similar", str(path), "--tags", "happy:0", "--k", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert "the tag weights are all zero" in err and "nan" not in out + err and "warning" not in err
+
+
+def write_scored_embeddings(out, rng, scores, names, dim=8):
+    """An embeddings file as `musetag embed --with-scores` writes it: the vector, then the tag scores."""
+    from musetag.inference.embeddings_file import write_embeddings
+
+    vectors = np.concatenate([rng.normal(size=(len(names), dim)), scores], axis=1)
+    return write_embeddings(out, names, vectors, {"model": "m", "scores": True, "feature_dim": dim, "score_tags": TAGS})
+
+
+@pytest.mark.parametrize("ext", [".npy", ".parquet"])
+def test_mood_search_reads_the_tag_scores_of_an_embeddings_file_with_scores(tmp_path, rng, ext, capsys):
+    """`similar EMB --tags happy` on `embed --with-scores` output said "tag scores must be .csv..." (.npy) or "no
+    numeric tag-score columns" (.parquet), though the file holds the scores and its metadata names them."""
+    from musetag.cli import main
+
+    if ext == ".parquet":
+        pytest.importorskip("pyarrow")
+    scores, names = mood_scores(rng, n=40)
+    path = write_scored_embeddings(tmp_path / f"ws{ext}", rng, scores, names)
+    paths, tags, table = read_tag_scores(path)
+    assert paths == names and tags == TAGS
+    np.testing.assert_allclose(table, scores, rtol=1e-6)
+    assert main(["similar", str(path), "--tags", "happy", "--k", "10", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert {r["path"] for r in rows} == set(names[:10])
+
+
+@pytest.mark.parametrize("ext", [".npy", ".parquet"])
+def test_mood_search_on_embeddings_without_scores_says_which_file_to_give(tmp_path, rng, ext, capsys):
+    from musetag.cli import main
+    from musetag.inference.embeddings_file import write_embeddings
+
+    if ext == ".parquet":
+        pytest.importorskip("pyarrow")
+    path = write_embeddings(tmp_path / f"plain{ext}", ["a.mp3", "b.mp3"], rng.normal(size=(2, 4)), {"model": "m"})
+    with pytest.raises(DatasetError, match=r"is an embeddings file .* without tag scores.*--out scores\.csv"):
+        read_tag_scores(path)
+    assert main(["similar", str(path), "--tags", "happy"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is an embeddings file" in err and "must be .csv" not in err and "no numeric" not in err

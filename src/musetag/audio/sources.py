@@ -181,6 +181,9 @@ def _normalise_source(source: AudioSource) -> tuple[AudioSource, str]:
             raise AudioError(f"{name}: file not found; check the path (and that the disk is mounted)")
         if path.is_dir():
             raise AudioError(f"{name}: is a directory, not an audio file; pass the files inside it")
+        if not path.is_file():  # checked before any open: a pipe's open would wait for a writer
+            raise AudioError(f"{name}: is not a regular file (a named pipe, device or socket); pass the audio file "
+                             "itself")
         if path.stat().st_size == 0:
             raise AudioError(
                 f"{name}: the file is empty (0 bytes); the copy or download did not finish, fetch it again"

@@ -15,7 +15,8 @@ def register(subparsers) -> None:
         description=(
             "Similarity search. INDEX is an embeddings file from `musetag embed` (or a folder saved with "
             "--save-index); QUERY is an audio file (embedded with the index's model package, or --model) or "
-            "a track of the index. With --mood, INDEX is a tag-score table from `musetag tag` and tracks are "
+            "a track of the index. With --mood, INDEX is a tag-score table from `musetag tag` (or embeddings "
+            "written with `musetag embed --with-scores`) and tracks are "
             "ranked by how close their mood profile (tag scores standardised over the catalogue) is to the "
             "query's; with --tags no QUERY is needed: tracks scoring highest on those tags "
             "(e.g. --tags happy,energetic or --tags calm,-sad or --tags happy:2,film:0.5). Cosine search is "

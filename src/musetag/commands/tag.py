@@ -37,6 +37,17 @@ def default_workers() -> int:
     return workers
 
 
+def positive_minutes(text: str) -> float:
+    """argparse type of ``--stream-minutes``: a number of minutes above 0 (``inf``: never decode in blocks)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of minutes: give more than 0, e.g. 10")
+    return value
+
+
 def register(subparsers) -> None:
     from musetag.commands import HelpFormatter
 
@@ -85,7 +96,7 @@ def register(subparsers) -> None:
                         "plain model on the CPU when onnxruntime is installed, else torch")
     p.add_argument("--batch-size", type=int, default=32, help="segments per network batch")
     p.add_argument("--retry-errors", action="store_true", help="tag again files whose earlier row is an error")
-    p.add_argument("--stream-minutes", type=float, default=10.0,
+    p.add_argument("--stream-minutes", type=positive_minutes, default=10.0,
                    help="files longer than this are decoded in blocks (bounded memory)")
     p.add_argument("--segments", action="store_true",
                    help="also write every window's scores with its start and end seconds (a 'segments' list per "

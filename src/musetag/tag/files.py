@@ -24,7 +24,9 @@ def collect_audio_files(paths: Iterable[str | os.PathLike], *, recursive: bool =
     """Files to tag, in a stable order: explicit files as given, then each folder's audio files
     (by extension; subfolders only with ``recursive``), sorted. Missing paths, and entries of a
     folder that cannot be read (a symbolic link whose target is gone or loops, a file without read
-    permission) are kept so that they get an error row rather than vanishing."""
+    permission, a named pipe, device or socket named like audio) are kept so that they get an error
+    row rather than vanishing. A subfolder named like audio (``live.mp3/``) is searched with
+    ``recursive``; without it a warning names it."""
     out: list[str] = []
     seen: set[str] = set()
 
@@ -38,11 +40,15 @@ def collect_audio_files(paths: Iterable[str | os.PathLike], *, recursive: bool =
         p = Path(path)
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.iterdir()
-            found = sorted(
-                (f for f in walker if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")
-                 and (f.is_file() or _dangling_link(f))),
-                key=lambda f: str(f),
-            )
+            named = [f for f in walker if f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")]
+            # anything but a folder gets a row: a regular file, a dangling link, a pipe, device or socket (the
+            # last three an error row); a folder named like audio is walked by rglob, or named in a warning
+            found = sorted((f for f in named if not f.is_dir()), key=lambda f: str(f))
+            folders = sorted(str(f) for f in named if f.is_dir())
+            if folders and not recursive:
+                log.warning("%s: not tagged, %s named like an audio file: %s (pass --recursive to tag the files "
+                            "inside)", p, "a folder" if len(folders) == 1 else f"{len(folders)} folders",
+                            ", ".join(folders))
             if not found:
                 log.warning("%s: no audio files%s", p, "" if recursive else " (pass --recursive for subfolders)")
             for f in found:
@@ -50,8 +56,3 @@ def collect_audio_files(paths: Iterable[str | os.PathLike], *, recursive: bool =
         else:
             add(str(p))
     return out
-
-
-def _dangling_link(path: Path) -> bool:
-    """A symbolic link that leads nowhere (missing target, or a loop): an unreadable file to report."""
-    return path.is_symlink() and not path.exists()

@@ -6,6 +6,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ def merge_outputs(
             raise ConfigError(f"{p}: cannot merge a {_output_kind(p)} file into {out} ({kind}); give files of one format")
         if p.resolve() == out.resolve():
             raise ConfigError(f"{out} is also an input; write the merge to a new file")
+    from musetag.outputs import check_writable
+
+    check_writable(out)  # an unwritable --out is refused before the inputs are read
     if kind == "embeddings":
         from musetag.inference import embeddings_file as _embed
 
@@ -86,7 +90,8 @@ def merge_outputs(
         import numpy as np
 
         vectors = np.stack([r["_vector"] for r in merged]) if merged else np.zeros((0, tables[0].dim), "float32")
-        _embed.write_embeddings(out, [r["path"] for r in merged], vectors, meta)
+        with _naming(out):
+            _embed.write_embeddings(out, [r["path"] for r in merged], vectors, meta)
     else:
         records = [_read_records(p, kind) for p in paths]
         _check_same_columns(records, paths)
@@ -264,9 +269,31 @@ def _merge_records(records, paths, field, keep, sort, vector=False):
                     "failures_replaced": retried}
 
 
+@contextmanager
+def _naming(out: Path):
+    """An error writing ``out`` names ``out``, not the temporary file written first (``x.csv.tmp``)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename) == str(out):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
+
+
 def _write_records(out: Path, kind: str, rows, records_are_keyed: bool, key: str, header=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
+    try:
+        with _naming(out):
+            _write_tmp(tmp, kind, rows, records_are_keyed, key, header)
+            os.replace(tmp, out)
+    except BaseException:
+        with suppress(OSError):  # a full disk or an interrupt leaves no x.csv.tmp behind
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_tmp(tmp: Path, kind: str, rows, records_are_keyed: bool, key: str, header) -> None:
     if kind in ("csv", "tsv"):
         import csv
 
@@ -295,7 +322,6 @@ def _write_records(out: Path, kind: str, rows, records_are_keyed: bool, key: str
         else:
             data = rows
         tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, out)
 
 
 def _merge_meta(metas: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ loading, standardisation and the query language of ``musetag similar``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -359,7 +360,7 @@ class MoodIndex:
     @classmethod
     def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> MoodIndex:
         """Read a tag-score table (``.csv``/``.tsv``/``.parquet``/``.jsonl``/``.json``: a track column and
-        one numeric column per tag)."""
+        one numeric column per tag), or an embeddings file of ``musetag embed --with-scores``."""
         paths, tags, scores = read_tag_scores(path)
         return cls(scores, paths, tags, **kwargs)
 
@@ -384,7 +385,12 @@ class MoodIndex:
         w = np.zeros(len(self.tags), np.float32)
         for tag, weight in weights.items():
             w[self._tag_column(tag)] += float(weight)
-        score = self.z @ w / float(np.abs(w).sum())
+        total = float(np.abs(w).sum())
+        if not total > 0:  # every weight 0 (happy:0, or happy,-happy): nothing to rank by
+            given = ",".join(f"{t}:{v:g}" for t, v in weights.items())
+            raise ConfigError(f"the tag weights are all zero (--tags {given}); give at least one non-zero weight, "
+                              "for example --tags happy or --tags happy:2,-sad")
+        score = self.z @ w / total
         k = min(k, len(score))
         top = np.argsort(-score, kind="stable")[:k]
         return [Match(path=self.paths[i], score=float(score[i]), rank=r + 1) for r, i in enumerate(top)]
@@ -404,7 +410,9 @@ def read_tag_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
     """Read a table of tag scores: returns (track paths, tag names, scores ``(tracks, tags)``).
 
     The track column is the first of path/file/track/filename/id; every other numeric column is a
-    tag, except bookkeeping columns (duration, segments, seconds, error...).
+    tag, except bookkeeping columns (duration, segments, seconds, error...). An embeddings file of
+    ``musetag embed --with-scores`` (``.npy`` or ``.parquet``) gives the tag scores appended to its
+    vectors (its metadata names them: ``feature_dim``, ``score_tags``).
     """
     import pandas as pd
 
@@ -412,11 +420,16 @@ def read_tag_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
     if not path.exists():
         raise DatasetError(f"{path}: no such file; write tag scores with `musetag tag MODEL AUDIO... --out {path}`")
     ext = path.suffix.lower()
+    embedded = _embedded_tag_scores(path)
+    if embedded is not None:
+        return embedded
     try:
         if ext == ".parquet":
             df = pd.read_parquet(path)
         elif ext in (".csv", ".tsv"):
-            df = pd.read_csv(path, sep="\t" if ext == ".tsv" else ",")
+            # a file name that is not UTF-8 was written as its own bytes: shown with \\xff escapes
+            text = path.read_bytes().decode("utf-8", "backslashreplace")
+            df = pd.read_csv(io.StringIO(text), sep="\t" if ext == ".tsv" else ",")
         elif ext == ".jsonl":
             df = pd.read_json(path, lines=True)
         elif ext == ".json":
@@ -444,6 +457,48 @@ def read_tag_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.n
     return [str(p) for p in df[key]], tags, df[tags].to_numpy(np.float32)
 
 
+def _is_embeddings_file(path: Path) -> bool:
+    """Whether ``path`` is a ``musetag embed`` output: a ``.npy`` matrix, or a Parquet file with an
+    ``embedding`` column (a ``musetag tag`` Parquet table has one column per tag instead)."""
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        return True
+    if ext != ".parquet":
+        return False
+    try:
+        import pyarrow.parquet as pq
+
+        return "embedding" in pq.read_schema(path).names
+    except Exception:  # noqa: BLE001 - not readable as Parquet here: let the table reader name the problem
+        return False
+
+
+def _embedded_tag_scores(path: Path) -> tuple[list[str], list[str], np.ndarray] | None:
+    """The tag scores that ``musetag embed --with-scores`` appended to an embeddings file, as
+    :func:`read_tag_scores` returns them; None when ``path`` is not an embeddings file. An embeddings
+    file without scores is refused with what to run instead."""
+    if not _is_embeddings_file(path):
+        return None
+    from musetag.inference.embeddings_file import read_embeddings
+
+    table = read_embeddings(path)
+    tags = [str(t) for t in table.meta.get("score_tags") or []]
+    feature_dim = table.meta.get("feature_dim")
+    if not (table.meta.get("scores") and tags and isinstance(feature_dim, int)):
+        raise DatasetError(
+            f"{path} is an embeddings file (from `musetag embed`) without tag scores, and --tags/--mood search tag "
+            f"scores: write them with `musetag tag MODEL AUDIO... --out scores.csv` and search that file, or embed with "
+            "`musetag embed MODEL AUDIO... --with-scores`; without --tags/--mood, `musetag similar` searches the "
+            "embeddings themselves"
+        )
+    if table.vectors.shape[1] != feature_dim + len(tags):
+        raise DatasetError(
+            f"{path}: its metadata says {feature_dim} embedding columns and {len(tags)} tag scores, but the vectors have "
+            f"{table.vectors.shape[1]} columns; the side files do not belong to it: re-run musetag embed --with-scores"
+        )
+    return list(table.paths), tags, np.ascontiguousarray(table.vectors[:, feature_dim:], dtype=np.float32)
+
+
 # ------------------------------------------------------------------------------------------- queries
 
 
@@ -463,6 +518,8 @@ def parse_tag_weights(text: str) -> dict[str, float]:
             weight = float(w)
         except ValueError:
             raise ConfigError(f"--tags {text!r}: weight {w!r} of {name!r} is not a number (write tag:0.5)") from None
+        if not np.isfinite(weight):
+            raise ConfigError(f"--tags {text!r}: weight {w!r} of {name!r} is not a finite number (write tag:0.5)")
         weights[name] = weights.get(name, 0.0) + sign * weight
     if not weights:
         raise ConfigError("--tags is empty: give tags such as happy,energetic or happy,-sad")
