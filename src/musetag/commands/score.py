@@ -79,9 +79,11 @@ def run(args) -> int:
         kw["thresholds_from"] = (load_array(args.thresholds_from[0], "validation predictions"),
                                  load_array(args.thresholds_from[1], "validation ground truth"))
     elif args.thresholds:
+        from musetag.evaluate.submission import MEDIAEVAL_TAGS
         from musetag.evaluate.thresholds import thresholds_for
 
-        kw["thresholds"] = thresholds_for(args.thresholds, tags)  # by name where the file and the columns have names
+        # by name where the file and the columns have names (unnamed 56 columns: the MediaEval order)
+        kw["thresholds"] = thresholds_for(args.thresholds, tags, official=MEDIAEVAL_TAGS)
     result = evaluate(pred, gt, tags=tags, **kw)
     table = result["table"]
     print(format_table(table), end="")
@@ -146,9 +148,10 @@ def _many(args) -> int:
     tags = _tags(args, gt.shape[1] if gt.ndim == 2 else None)
     kw = {}
     if args.thresholds:
+        from musetag.evaluate.submission import MEDIAEVAL_TAGS
         from musetag.evaluate.thresholds import thresholds_for
 
-        kw["thresholds"] = thresholds_for(args.thresholds, tags)
+        kw["thresholds"] = thresholds_for(args.thresholds, tags, official=MEDIAEVAL_TAGS)
     elif args.decisions:
         kw["decisions"] = load_array(args.decisions, "decisions")
     elif args.thresholds_from:

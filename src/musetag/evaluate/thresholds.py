@@ -135,24 +135,25 @@ def load_thresholds(path: str | Path) -> tuple[list[str], np.ndarray]:
     return names, np.asarray(values)
 
 
-def thresholds_for(path: str | Path, tags: Sequence[str] | None) -> np.ndarray:
+def thresholds_for(path: str | Path, tags: Sequence[str] | None, *,
+                   official: Sequence[str] | None = None) -> np.ndarray:
     """The thresholds of ``path`` in the order of ``tags`` (the predictions' columns): matched by name when the
     file names its tags and ``tags`` are known (a ``mood/theme---`` prefix on either side is ignored), by
-    position otherwise; names that do not match the columns are an error naming the differences."""
+    position otherwise; names that do not match the columns are an error naming the differences. Unnamed columns
+    (``tags`` None) are taken as ``official`` (the MediaEval order) when the file names exactly those tags."""
     names, values = load_thresholds(path)
     if names == [str(i) for i in range(len(names))]:
         return values
-    if tags is None:
-        from musetag.evaluate.submission import MEDIAEVAL_TAGS
-
-        if sorted(str(n) if "---" in str(n) else f"mood/theme---{n}" for n in names) != sorted(MEDIAEVAL_TAGS):
-            warnings.warn(f"{path}: applied by position: the file names its tags but the predictions' columns have "
-                          "no names (pass --tags)", EvaluationWarning, stacklevel=2)
-            return values
-        tags = MEDIAEVAL_TAGS  # the 56 MediaEval tags: unnamed columns are in the official order
 
     def key(tag: str) -> str:
         return str(tag).split("---", 1)[-1]
+
+    if tags is None:
+        if official is None or sorted(map(key, names)) != sorted(map(key, official)):
+            warnings.warn(f"{path}: applied by position: the file names its tags but the predictions' columns have "
+                          "no names (pass --tags)", EvaluationWarning, stacklevel=2)
+            return values
+        tags = official
 
     where = {key(n): i for i, n in enumerate(names)}
     wanted = [key(t) for t in tags]
