@@ -469,6 +469,14 @@ def test_out_keeps_only_this_runs_outputs_and_names_what_it_wrote(tmp_path, rng,
     assert main(["ensemble", "--validation", *val, "--validation-targets", vt, "--method", "mean",
                  "--out", str(tmp_path / "notest")]) == 0
     assert "test.npy" not in capsys.readouterr().err
+    # files of those names in a folder no ensemble wrote (no ensemble.json) are somebody else's: kept
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thresholds.txt").write_text("mood/theme---action\t0.5\n")
+    np.save(mine / "test.npy", np.zeros((2, 2)))
+    assert main(["ensemble", "--validation", *val, "--validation-targets", vt, "--method", "mean",
+                 "--out", str(mine)]) == 0
+    assert {p.name for p in mine.iterdir()} == {"thresholds.txt", "test.npy", "validation.npy", "ensemble.json"}
 
 
 def test_results_tsv_is_scored_on_the_saved_predictions(tmp_path, rng, capsys):

@@ -75,3 +75,34 @@ def test_a_mood_search_over_results_with_an_odd_name_reads_them(tmp_path):
         writer.write(_row(ODD))
     paths, tags, scores = read_tag_scores(out)
     assert paths == ["songs/good.ogg", "songs/bad\\xff\\xfe.ogg"] and tags == TAGS and scores.shape == (2, 2)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".json"])
+def test_shards_holding_an_odd_name_merge_and_resume(tmp_path, ext):
+    """`musetag merge` of --shard outputs read them as strict UTF-8 (CSV: 'save the file as UTF-8 (iconv ...)',
+    which would have changed the stored name) or crashed writing JSON with a lone surrogate."""
+    from musetag.cli import main
+
+    parts = [tmp_path / f"s0{ext}", tmp_path / f"s1{ext}"]
+    with ResultWriter(parts[0], TAGS) as writer:
+        writer.write(_row("songs/good.ogg"))
+        writer.write(_row(ODD))
+    with ResultWriter(parts[1], TAGS) as writer:
+        writer.write(_row("songs/other.ogg"))
+    out = tmp_path / f"all{ext}"
+    assert main(["merge", *map(str, parts), "--out", str(out)]) == 0
+    assert sorted(r["path"] for r in read_results(out, TAGS)) == sorted(["songs/good.ogg", ODD, "songs/other.ogg"])
+    assert ResultWriter(out, TAGS).is_done(ODD)
+
+
+def test_a_jsonl_saved_with_a_byte_order_mark_keeps_its_first_row(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text(json.dumps(_row("a.ogg")) + "\n", encoding="utf-8-sig")
+    assert [r["path"] for r in read_results(out, TAGS)] == ["a.ogg"]  # it was refused as "not a musetag JSONL"
+
+
+def test_thresholds_of_tags_sharing_a_name_across_categories_are_matched_exactly(tmp_path):
+    from musetag.evaluate.thresholds import thresholds_for
+
+    (tmp_path / "th.txt").write_text("mood---x\t0.4\ngenre---x\t0.3\n")
+    assert thresholds_for(tmp_path / "th.txt", ["genre---x", "mood---x"]).tolist() == [0.3, 0.4]

@@ -48,8 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--tags", help="tag list (one per line) recorded in ensemble.json and naming thresholds.txt; "
                    "default: tags.txt or the run's summary.json beside the predictions")
     p.add_argument("--out", "-o", required=True,
-                   help="output folder; the outputs of an earlier ensemble run there that this run does not "
-                   "rewrite (" + ", ".join(OUTPUTS) + ") are removed, other files are left alone")
+                   help="output folder; the outputs of an earlier ensemble run there (one that left ensemble.json) "
+                   "that this run does not rewrite (" + ", ".join(OUTPUTS) + ") are removed, other files are left "
+                   "alone")
     from musetag.commands import add_progress_arguments
 
     add_progress_arguments(p)
@@ -254,7 +255,10 @@ def run(args) -> int:
 
 
 def _remove_stale(out: Path, written: list[str]) -> None:
-    """Remove the outputs of an earlier run in ``out`` that this run does not rewrite (only ``OUTPUTS``)."""
+    """Remove the outputs of an earlier ensemble run in ``out`` (it left ``ensemble.json``) that this run does not
+    rewrite (only ``OUTPUTS``); files of the same names in a folder no ensemble wrote are left alone."""
+    if not (out / "ensemble.json").is_file():
+        return
     stale = [name for name in OUTPUTS if name not in written and (out / name).is_file()]
     for name in stale:
         (out / name).unlink()

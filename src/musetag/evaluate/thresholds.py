@@ -155,7 +155,10 @@ def thresholds_for(path: str | Path, tags: Sequence[str] | None, *,
             return values
         tags = official
 
-    where = {key(n): i for i, n in enumerate(names)}
+    if sorted(map(str, names)) == sorted(map(str, tags)) and len(set(names)) == len(names):  # the same names
+        where = {str(n): i for i, n in enumerate(names)}
+        return values[[where[str(t)] for t in tags]]
+    where = {key(n): i for i, n in enumerate(names)}  # else without the category prefixes
     wanted = [key(t) for t in tags]
     missing = [t for t in wanted if t not in where]
     extra = sorted(set(where) - set(wanted))

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from musetag.errors import ConfigError, DatasetError
-from musetag.textfiles import read_text
 
 __all__ = ["MergeReport", "errors_path", "merge_outputs"]
 
@@ -177,14 +176,20 @@ def _output_kind(path: Path) -> str:
     )
 
 
+def _parts_text(path: Path) -> str:
+    """A part's text: UTF-8, except a file name that is not, which `musetag tag` wrote as its own bytes (CSV) and
+    which is carried over as those bytes (surrogateescape, :mod:`musetag.tag.writers`)."""
+    return path.read_bytes().decode("utf-8-sig", "surrogateescape")
+
+
 def _read_records(path: Path, kind: str) -> list[dict[str, Any]]:
     if kind in ("csv", "tsv"):
         import csv
 
-        return list(csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if kind == "tsv" else ","))
+        return list(csv.DictReader(io.StringIO(_parts_text(path), newline=""), delimiter="\t" if kind == "tsv" else ","))
     if kind == "jsonl":
         rows = []
-        for n, line in enumerate(read_text(path).split("\n"), 1):  # not splitlines: U+2028 may sit in a string
+        for n, line in enumerate(_parts_text(path).split("\n"), 1):  # not splitlines: U+2028 may sit in a string
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -193,7 +198,7 @@ def _read_records(path: Path, kind: str) -> list[dict[str, Any]]:
                                        "Re-run that shard to finish it") from None
         return rows
     try:
-        data = json.loads(read_text(path))
+        data = json.loads(_parts_text(path))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc.msg}); re-run that shard") from None
     if isinstance(data, dict) and isinstance(data.get("results"), list):  # musetag tag's JSON document
@@ -294,6 +299,8 @@ def _write_records(out: Path, kind: str, rows, records_are_keyed: bool, key: str
 
 
 def _write_tmp(tmp: Path, kind: str, rows, records_are_keyed: bool, key: str, header) -> None:
+    from musetag.tag.writers import json_text  # JSON that UTF-8 can write, odd file names escaped
+
     if kind in ("csv", "tsv"):
         import csv
 
@@ -302,14 +309,14 @@ def _write_tmp(tmp: Path, kind: str, rows, records_are_keyed: bool, key: str, he
             for name in row:
                 if name not in fields:
                     fields.append(name)
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:  # odd names: their bytes
             writer = csv.DictWriter(f, fieldnames=fields, delimiter="\t" if kind == "tsv" else ",")
             writer.writeheader()
             writer.writerows(rows)
     elif kind == "jsonl":
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json_text(row) + "\n")
     else:
         if records_are_keyed:
             data: Any = {}
@@ -321,7 +328,7 @@ def _write_tmp(tmp: Path, kind: str, rows, records_are_keyed: bool, key: str, he
             data = {**header, "results": rows}
         else:
             data = rows
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.write_text(json_text(data, indent=1), encoding="utf-8")
 
 
 def _merge_meta(metas: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def row_key(path: str) -> str:
     return os.path.normcase(os.path.abspath(path))
 
 
-def _json(doc: Any, **kw) -> str:
+def json_text(doc: Any, **kw) -> str:
     """``doc`` as JSON text that UTF-8 can write: a file name that is not UTF-8 (its bytes are lone surrogates in
     Python) is written as ``\\udcff`` escapes, which read back as the same name."""
     text = json.dumps(doc, ensure_ascii=False, **kw)
@@ -175,7 +175,7 @@ def read_results(path: str | os.PathLike, tags: list[str] | None = None) -> list
         return list(doc["results"])
     rows: list[dict[str, Any]] = []
     # surrogateescape: a file name that is not UTF-8 was written as its own bytes (below) and reads back the same
-    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:  # a BOM: an editor's
         lines = (line for line in fh if line.endswith("\n"))  # a torn last line has no newline
         if fmt == ".jsonl":
             others = []  # line numbers that are not musetag rows
@@ -303,10 +303,10 @@ class ResultWriter:
                 writer.writerow(row_to_csv(row, self.tags))
         elif self.format == ".jsonl":
             for row in rows:
-                buf.write(_json(row) + "\n")
+                buf.write(json_text(row) + "\n")
         else:
             doc = {**self.meta, "tags": self.tags, "results": list(rows)}
-            buf.write(_json(doc, indent=1) + "\n")
+            buf.write(json_text(doc, indent=1) + "\n")
         return buf.getvalue()
 
     def _atomic_write(self, text: str) -> None:
@@ -341,7 +341,7 @@ class ResultWriter:
             csv.writer(buf, lineterminator="\n").writerow(row_to_csv(row, self.tags))
             line = buf.getvalue()
         else:
-            line = _json(row) + "\n"
+            line = json_text(row) + "\n"
         # one write of a complete line, then flush + fsync: a kill leaves whole rows (or a torn
         # tail that the next run drops)
         self._fh.write(line)
