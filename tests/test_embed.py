@@ -376,3 +376,49 @@ def test_an_embed_shard_with_no_file_has_nothing_to_do_and_succeeds(package, tmp
     (tmp_path / "none").mkdir()  # a folder without audio is still "nothing embedded", exit 4
     assert main(["embed", str(package), str(tmp_path / "none"), "--shard", "1/2", "--out",
                  str(tmp_path / "n.npy"), "--workers", "0", "--no-progress"]) == 4
+
+
+@pytest.mark.parametrize("command,ext", [("tag", ".csv"), ("tag", ".jsonl"), ("tag", ".json"), ("embed", ".npy")])
+def test_a_run_resumed_from_another_folder_skips_what_is_done(package, music, tmp_path, monkeypatch, command, ext):
+    """Relative paths in an output are relative to the folder of the run that started it: resumed from another
+    folder, the files done are still recognised (no second row), and the new rows name their files absolute."""
+    import shutil
+
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.writers import read_results
+
+    root = tmp_path / "home"
+    shutil.copytree(music / "low", root / "music" / "low")
+    out = tmp_path / f"out{ext}"
+    base = [command, str(package), "--out", str(out), "--workers", "0", "--no-progress"]
+    monkeypatch.chdir(root)
+    assert main([*base, "music/low/low0.wav"]) == 0  # started from home/, relative
+    monkeypatch.chdir(root / "music")
+    assert main([*base, "low/low0.wav", "low/low1.wav"]) == 0  # resumed from home/music/
+    if command == "tag":
+        paths = [r["path"] for r in read_results(out, ["happy", "sad", "calm"])]
+    else:
+        paths = read_embeddings(out).paths
+    assert sorted(paths) == sorted(["music/low/low0.wav", str(root / "music" / "low" / "low1.wav")])
+    monkeypatch.chdir(tmp_path)  # a third run from elsewhere again: nothing new
+    assert main([*base, str(root / "music" / "low")]) == 0
+    if command == "tag":
+        assert len(read_results(out, ["happy", "sad", "calm"])) == 3
+    else:
+        assert len(read_embeddings(out).paths) == 3
+
+
+def test_a_merge_of_parts_made_in_different_folders_claims_no_folder(package, music, tmp_path, monkeypatch):
+    from musetag.tag.run_record import read_run_record
+
+    parts = []
+    for i, where in enumerate([music, music / "low"]):
+        monkeypatch.chdir(where)
+        parts.append(tmp_path / f"part{i}.csv")
+        assert main(["tag", str(package), str(music / "low" / f"low{i}.wav"), "--out", str(parts[-1]),
+                     "--workers", "0", "--no-progress"]) == 0
+        assert read_run_record(parts[-1])["cwd"] == str(where)
+    assert main(["merge", *map(str, parts), "--out", str(tmp_path / "all.csv")]) == 0
+    assert "cwd" not in read_run_record(tmp_path / "all.csv")
+    assert main(["merge", str(parts[0]), "--out", str(tmp_path / "one.csv")]) == 0
+    assert read_run_record(tmp_path / "one.csv")["cwd"] == str(music)

@@ -33,7 +33,7 @@ import numpy as np
 
 from musetag.errors import ConfigError
 from musetag.inference.embeddings_file import _check_ext, _pyarrow, read_embeddings, side_files, write_embeddings
-from musetag.tag.writers import check_output_file
+from musetag.tag.writers import check_output_file, row_key
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,14 @@ def embed_files(
     files = collect_shard_files(paths, shard, recursive=recursive)
     report = EmbedReport(out=out, total=len(files), dim=embedder.dim)
 
-    done, errors, chunks = _resume(out, side, package.sha256, scores, resume=resume, out_exists=out_exists,
-                                   retry_errors=retry_errors, windows=embedder.windows)
-    error_keys = {os.path.abspath(p) for p in errors}
-    todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
+    done, errors, chunks, base = _resume(out, side, package.sha256, scores, resume=resume, out_exists=out_exists,
+                                         retry_errors=retry_errors, windows=embedder.windows)
+    # a run resumed from another folder than the one that started the output lists its files absolute
+    elsewhere = os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
+    error_keys = {row_key(p, base) for p in errors}
+    todo = [f for f in files if row_key(f) not in done and row_key(f) not in error_keys]
     report.skipped = len(files) - len(todo)
-    report.failed_before = sum(1 for f in files if os.path.abspath(f) in error_keys and os.path.abspath(f) not in done)
+    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in done)
     if report.skipped:
         log.info("%s: %d of %d files already done, skipping them", out, report.skipped, len(files))
 
@@ -194,10 +196,13 @@ def embed_files(
     try:
         for result in embedder.tag_many(todo, workers=workers):
             path = str(result.path)
+            if elsewhere and not os.path.isabs(path):
+                errors.pop(path, None)
+                path = os.path.abspath(path)
             vec = result.scores_array
             if result.ok and vec is not None and np.all(np.isfinite(vec)):
                 chunks.add(path, vec)
-                done[os.path.abspath(path)] = (path, vec)
+                done[row_key(path)] = (path, vec)
                 errors.pop(path, None)
                 report.ok += 1
                 report.audio_seconds += result.duration or 0.0
@@ -216,7 +221,7 @@ def embed_files(
         chunks.flush()
     report.wall_seconds = time.perf_counter() - start
 
-    _write_output(out, side, done, errors, embedder, shard, report)
+    _write_output(out, side, done, errors, embedder, shard, report, base)
     return report
 
 
@@ -228,13 +233,16 @@ def _check_windows(what: str, held: str | None, windows: str) -> None:
 
 
 def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resume: bool, out_exists: bool,
-            retry_errors: bool, windows: str = "fit") -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, str], _Chunks]:
-    """What an earlier run of the same model left: ``(done, errors, chunks)``; ``done`` maps an absolute
-    path to ``(path as listed, vector)``. Refuses an output or partial folder of another model or setting."""
+            retry_errors: bool, windows: str = "fit") -> tuple[dict[str, tuple[str, np.ndarray]], dict[str, str], _Chunks, str]:
+    """What an earlier run of the same model left: ``(done, errors, chunks, base)``; ``done`` maps a file's key
+    (:func:`~musetag.tag.writers.row_key`) to ``(path as listed, vector)``; ``base``: the folder the listed relative
+    paths are relative to (where the run that started the output ran; this one's for a new output). Refuses an
+    output or partial folder of another model or setting."""
     from musetag.inference.embed_scores import check_resume
 
     package_sha256 = sha256
-    done: dict[str, tuple[str, np.ndarray]] = {}  # abspath -> (path as listed, vector)
+    done: dict[str, tuple[str, np.ndarray]] = {}  # row_key -> (path as listed, vector)
+    base = os.getcwd()
     errors = _read_errors(side["errors"]) if resume else {}
     if retry_errors:
         errors = {}
@@ -247,8 +255,9 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
             )
         check_resume(str(out), table.meta.get("scores", False), scores, "pass --restart to replace it (or choose another --out)")
         _check_windows(str(out), table.meta.get("windows"), windows)
+        base = table.meta.get("cwd") if isinstance(table.meta.get("cwd"), str) else base
         for p, v in zip(table.paths, table.vectors):
-            done[os.path.abspath(p)] = (p, v)
+            done[row_key(p, base)] = (p, v)
     elif not resume:
         shutil.rmtree(side["partial"], ignore_errors=True)
     chunks = _Chunks(side["partial"])
@@ -262,15 +271,18 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
         check_resume(str(side["partial"]), json.loads(owner.read_text()).get("scores", False), scores,
                      "pass --restart to start over (or choose another --out)")
         _check_windows(str(side["partial"]), json.loads(owner.read_text()).get("windows"), windows)
+        held = json.loads(owner.read_text()).get("cwd")
+        base = held if isinstance(held, str) and not (resume and out_exists) else base
     side["partial"].mkdir(parents=True, exist_ok=True)
-    owner.write_text(json.dumps({"model_sha256": package_sha256, "windows": windows, **({"scores": True} if scores else {})}))
+    owner.write_text(json.dumps({"model_sha256": package_sha256, "windows": windows, "cwd": base,
+                                 **({"scores": True} if scores else {})}))
     for p, v in zip(*chunks.read()):
-        done[os.path.abspath(p)] = (p, v)
-    return done, errors, chunks
+        done[row_key(p, base)] = (p, v)
+    return done, errors, chunks, base
 
 
 def _write_output(out: Path, side: dict[str, Path], done: dict, errors: dict[str, str], embedder: Any, shard: Any,
-                  report: EmbedReport) -> None:
+                  report: EmbedReport, base: str | None = None) -> None:
     """Write the embeddings file (rows sorted by path) with its metadata and errors; drop the partial folder."""
     from musetag import __version__
     from musetag.inference.embed_scores import scores_meta
@@ -291,6 +303,7 @@ def _write_output(out: Path, side: dict[str, Path], done: dict, errors: dict[str
         "segment": package.segment,
         "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
         "shard": str(shard) if not shard.is_whole else None,
+        "cwd": base or os.getcwd(),  # the folder the relative paths are relative to
         "musetag_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

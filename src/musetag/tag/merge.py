@@ -161,7 +161,18 @@ def _check_same_runs(paths: list[Path]) -> dict[str, Any] | None:
                 f"{p} was tagged by {describe(record)}, {known[0][0]} by {describe(known[0][1])} (another "
                 f"{' and '.join(diff)}): they are not shards of one run; tag those parts again with the same model and "
                 "--threshold, then merge")
-    return known[0][1] if known and len(known) == len(held) else None
+    if not known or len(known) != len(held):
+        return None
+    return _one_folder([r for _, r in known])
+
+
+def _one_folder(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first record, without its ``cwd`` (the folder relative paths are relative to) when the parts were
+    made in different folders: no one folder then resolves every relative path, so the merge claims none."""
+    first = dict(records[0])
+    if len({str(r.get("cwd")) for r in records}) > 1:
+        first.pop("cwd", None)
+    return first
 
 
 def _output_kind(path: Path) -> str:
@@ -343,7 +354,7 @@ def _merge_meta(metas: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any
                     f"{p} was embedded with {field}={meta.get(field)!r} but {paths[0]} with {ref.get(field)!r}: "
                     "embeddings of different models cannot be merged; re-embed that shard with the same model"
                 )
-    merged = {k: v for k, v in ref.items() if k not in ("shard", "created")}
+    merged = {k: v for k, v in _one_folder(metas).items() if k not in ("shard", "created")}
     merged["merged_from"] = [str(p) for p in paths]
     return merged
 

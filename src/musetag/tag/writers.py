@@ -73,9 +73,10 @@ def check_segments_output(out: str | os.PathLike | None, engine: str = "local") 
         )
 
 
-def row_key(path: str) -> str:
-    """Key used to recognise a file already done (absolute, normalised path)."""
-    return os.path.normcase(os.path.abspath(path))
+def row_key(path: str, base: str | None = None) -> str:
+    """Key used to recognise a file already done (absolute, normalised path); a relative ``path`` is taken
+    from ``base``, the folder the run that wrote it ran in (None: the current one)."""
+    return os.path.normcase(os.path.abspath(os.path.join(base, path) if base else path))
 
 
 def json_text(doc: Any, **kw) -> str:
@@ -250,10 +251,14 @@ class ResultWriter:
             if retry_errors:
                 rows = [r for r in rows if r.get("status") == "ok"]
         record = self._check_run(bool(rows))
+        #: the folder relative paths in the output are taken from (the run that started it ran there); a run
+        #: resumed from another folder writes its rows' paths absolute, so every row still names its file
+        self.base = (record or {}).get("cwd") or os.getcwd()
+        self._absolute = os.path.normcase(os.path.abspath(self.base)) != os.path.normcase(os.getcwd())
         self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
-        self.done = {row_key(r["path"]) for r in rows}
+        self.done = {row_key(r["path"], self.base) for r in rows}
         #: files whose kept row is an error (tried by an earlier run; ``retry_errors`` tries them again)
-        self.failed_before = {row_key(r["path"]) for r in rows if r.get("status") != "ok"}
+        self.failed_before = {row_key(r["path"], self.base) for r in rows if r.get("status") != "ok"}
         self._fh = None
         self._last_flush = time.monotonic()
         self._dirty = False
@@ -282,8 +287,14 @@ class ResultWriter:
                     f"with the earlier ones; choose another --out, or delete {self.path} and "
                     f"{run_record.run_record_path(self.path)} to start over"
                 )
-        # an output from before the record existed stays unrecorded
-        return self.meta if not resuming or held is not None else None
+        # an output from before the record existed stays unrecorded; the folder of the run that started the
+        # output is kept (its rows' relative paths are relative to it)
+        if resuming and held is None:
+            return None
+        cwd = held.get("cwd") if resuming and isinstance(held.get("cwd"), str) else None
+        if resuming and cwd is None:  # recorded before the folder was: its rows were written from here or absolute
+            return dict(self.meta)
+        return {**self.meta, "cwd": cwd or os.getcwd()}
 
     def _start(self, rewrite: bool) -> None:
         if self.format == ".json":
@@ -329,6 +340,8 @@ class ResultWriter:
     def write(self, row: dict[str, Any]) -> None:
         row = dict(row)
         row["status"] = " ".join(str(row["status"]).split())  # one line, always
+        if self._absolute and not os.path.isabs(row["path"]):
+            row["path"] = os.path.abspath(row["path"])
         self.done.add(row_key(row["path"]))
         if self.format == ".json":
             self.rows.append(row)
