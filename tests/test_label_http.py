@@ -177,6 +177,13 @@ def test_label_server_answers_short_json_errors(tmp_path):
         gone = server.get("/v1/label/audio", params={"path": "t9.wav"})
         assert gone.status_code == 404 and gone.json()["error"] == "missing_file", gone.text
         assert "the file is gone: 't9.wav'" in gone.json()["message"]
+        (music / "t8.wav").rename(tmp_path / "t8.wav")
+        (music / "t8.wav").mkdir()  # not a regular file any more: no 500 from the response's own stat
+        assert server.get("/v1/label/audio", params={"path": "t8.wav"}).status_code == 404
+        (music / "t8.wav").rmdir()
+        (tmp_path / "t8.wav").rename(music / "t8.wav")  # the same file back (the rest of the test counts it)
+        part = httpx.get(server.url + "/v1/label/audio", params={"path": "t7.wav"}, headers={**AUTH, "Range": "bytes=0-99"})
+        assert part.status_code == 206 and part.content == (music / "t7.wav").read_bytes()[:100]  # the page seeks
         huge = server.post("/v1/label/label", {"path": "x" * 3_000_000, "tags": []})
         assert huge.status_code == 404 and len(huge.content) < 1000, huge.content[:300]
         assert "(3000000 characters) is not a track" in huge.json()["message"]

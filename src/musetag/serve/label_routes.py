@@ -19,6 +19,8 @@ Work that touches the model (label, undo, next, review) runs in a thread behind 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -167,11 +169,15 @@ async def audio(request: Request, path: str):
     if path not in session.path_set:
         return _unknown(path)
     audio = session.project.folder / path
-    if not audio.is_file():  # moved or deleted since the server started
+    try:  # one stat, handed to the response (which would stat again: a file removed in between gave a 500)
+        st = os.stat(audio)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):  # moved or deleted since the server started
         return error(404, "missing_file", f"the file is gone: {shown_path(path)} is no longer in "
                      f"{session.project.folder} (moved or deleted since `musetag label` started); put it back, or "
                      "restart `musetag label` to scan the folder again")
-    return FileResponse(audio)
+    return FileResponse(audio, stat_result=st)
 
 
 @router.get("/v1/label/export", summary="The labels as a manifest CSV (path,tags,split,group)")
