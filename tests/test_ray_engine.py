@@ -269,6 +269,29 @@ def test_embed_equals_the_local_embeddings(cluster, package, tmp_path):
     assert "empty.wav" in (tmp_path / "ray.errors.csv").read_text()
 
 
+def test_embed_cuts_the_windows_of_the_local_embeddings(cluster, tmp_path):
+    """Overlapping windows: `musetag embed` cuts them to overlap by at most half (windows=fit); the Ray engine cut
+    the package's own windows, so the two engines gave different vectors for one model, and a Ray run resumed an
+    output made with the other rule."""
+    from musetag.errors import ConfigError
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.embed_files import embed_files
+
+    overlapping = make_package(tmp_path / "pkg", frames=64, hop=8)
+    folder = tmp_path / "music"
+    write_clips(folder, 2, seconds=3.0)
+    embed_files(overlapping, [folder], tmp_path / "local.npy", progress=False)
+    embed_files(overlapping, [folder], tmp_path / "upstream.npy", progress=False, windows="upstream")
+    report = ray_engine.run_embed(overlapping, folder, tmp_path / "ray.npy", address=cluster)
+    assert report.ok == 2
+    local, upstream, got = (read_embeddings(tmp_path / f) for f in ("local.npy", "upstream.npy", "ray.npy"))
+    assert np.abs(local.vectors - upstream.vectors).max() > 1e-3  # the rule matters for this package
+    np.testing.assert_allclose(got.vectors, local.vectors, atol=1e-5)
+    assert got.meta["windows"] == "fit"
+    with pytest.raises(ConfigError, match="windows=upstream, not fit"):
+        ray_engine.run_embed(overlapping, folder, tmp_path / "upstream.npy", address=cluster)
+
+
 def test_dataset_api_and_manifest(cluster, package, tmp_path):
     files = write_clips(tmp_path / "music", 3)
     manifest = tmp_path / "list.csv"

@@ -333,7 +333,7 @@ def _pipeline(
         batch_size=files_per_batch,
         batch_format="pyarrow",
         num_cpus=cpus_per_task,
-        fn_kwargs={"features": package.features, "segment": package.segment, "stream_seconds": stream_seconds,
+        fn_kwargs={"features": package.features, "segment": _segment(kind, package), "stream_seconds": stream_seconds,
                    "block_seconds": block_seconds},
         # decoding holds a song's audio and features: reserving memory for it also keeps Ray Data from
         # fusing this stage into the actors (it fuses stages with equal resource requests), so decoding
@@ -358,6 +358,17 @@ def _pipeline(
         **_retry_args(max_restarts=-1, max_task_retries=-1),
     )
     return ds
+
+
+def _segment(kind: str, package) -> dict:
+    """The window rule the decoding tasks cut: the package's own for tagging, ``musetag embed``'s default
+    (``windows=fit``, :func:`musetag.inference.embed.embedding_package`) for embeddings, so both engines give one
+    vector."""
+    if kind != "embed":
+        return package.segment
+    from musetag.inference.embed import DEFAULT_WINDOWS, embedding_package
+
+    return embedding_package(package, DEFAULT_WINDOWS).segment
 
 
 def _check_gpus(ray, gpus_per_actor: float, num_actors: int) -> None:
@@ -498,9 +509,10 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
 
     from musetag.inference import embeddings_file as F
     from musetag.tag import embed_files as E
-    from musetag.tag.writers import check_output_file
-    from musetag.tag.shard import Shard, parse_shard
+    from musetag.inference.embed import DEFAULT_WINDOWS
     from musetag.inference.loading import load_model
+    from musetag.tag.shard import Shard, parse_shard
+    from musetag.tag.writers import check_output_file, row_key
 
     out = Path(out)
     F._check_ext(out)
@@ -515,25 +527,14 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
                        recursive=opts["recursive"], shard=shard)
     side = F.side_files(out)
     report = E.EmbedReport(out=out, total=len(files))
-    done: dict[str, tuple[str, np.ndarray]] = {}
-    errors = E._read_errors(side["errors"]) if resume and not retry_errors else {}
-    if resume and out_exists:
-        table = F.read_embeddings(out)
-        if table.meta.get("model_sha256") not in (None, package.sha256):
-            raise ConfigError(f"{out} holds embeddings of another model; choose another --out, or delete it")
-        for p, v in zip(table.paths, table.vectors):
-            done[os.path.abspath(p)] = (p, v)
-    elif not resume:
-        shutil.rmtree(side["partial"], ignore_errors=True)
-    chunks = E._Chunks(side["partial"])
-    side["partial"].mkdir(parents=True, exist_ok=True)
-    (side["partial"] / "model.json").write_text(json.dumps({"model_sha256": package.sha256}))
-    for p, v in zip(*chunks.read()):
-        done[os.path.abspath(p)] = (p, v)
-    error_keys = {os.path.abspath(p) for p in errors}
-    todo = [f for f in files if os.path.abspath(f) not in done and os.path.abspath(f) not in error_keys]
+    # what an earlier run left, refused when made by another model or window rule (as `musetag embed` does)
+    done, errors, chunks, base = E._resume(out, side, package.sha256, False, resume=resume, out_exists=out_exists,
+                                           retry_errors=retry_errors, windows=DEFAULT_WINDOWS)
+    elsewhere = os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
+    error_keys = {row_key(p, base) for p in errors}
+    todo = [f for f in files if row_key(f) not in done and row_key(f) not in error_keys]
     report.skipped = len(files) - len(todo)
-    report.failed_before = sum(1 for f in files if os.path.abspath(f) in error_keys and os.path.abspath(f) not in done)
+    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in done)
     start = time.perf_counter()
     try:
         if todo:
@@ -541,9 +542,12 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
                 opts.pop(k)
             ds = _pipeline("embed", model, todo, recursive=False, shard=None, skip=None, **opts)
             for row in _iter_rows(ds):
-                key = os.path.abspath(row["path"])
+                key = row_key(row["path"])
                 if key in done:
                     continue
+                if elsewhere and not os.path.isabs(row["path"]):  # resumed from another folder: absolute
+                    errors.pop(row["path"], None)
+                    row["path"] = os.path.abspath(row["path"])
                 if row["status"] == "ok":
                     vec = np.asarray(row["embedding"], dtype=np.float32)
                     chunks.add(row["path"], vec)
@@ -572,7 +576,8 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
         "model_package": str(Path(package.path).resolve()) if package.path else None,
         "model_sha256": package.sha256, "layer": "forward_features", "pooling": "mean over the tagger's segments",
         "segment": package.segment, "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
-        "shard": str(shard) if not shard.is_whole else None, "musetag_version": __version__, "engine": "ray",
+        "windows": DEFAULT_WINDOWS, "shard": str(shard) if not shard.is_whole else None, "cwd": base,
+        "musetag_version": __version__, "engine": "ray",
     }
     F.write_embeddings(out, [p for p, _ in rows], vectors, meta)
     E._write_errors(side["errors"], errors)
