@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
     )
     pkg = load_package(out)  # verify what was written
+    _note_unfinished(args.run_dir, pkg.source.get("checkpoint"))
     from musetag.inference.runners import prepare_onnx
 
     graph = prepare_onnx(pkg)  # the graph `musetag tag` runs by default, exported now rather than on first use
@@ -71,3 +72,22 @@ def run(args: argparse.Namespace) -> int:
         f"sha256 {pkg.sha256[:12]}" + (f"; ONNX graph {graph}" if graph is not None else "")
     )
     return 0
+
+
+def _note_unfinished(run_dir: str, checkpoint) -> None:
+    """One line on stderr when RUN_DIR is a training run that has not finished (no summary.json): its package
+    is a checkpoint of a run still in progress or interrupted, without the final choice or tuned thresholds."""
+    import sys
+    from pathlib import Path
+
+    run = Path(run_dir)
+    if not run.is_dir() or (run / "summary.json").exists() or not (run / "checkpoints" / "last.pt").exists():
+        return
+    done = ""
+    try:
+        done = f" ({len((run / 'metrics.jsonl').read_text(encoding='utf-8').splitlines())} epochs trained)"
+    except OSError:
+        pass
+    print(f"note: {run} has not finished training{done}: packaged its {checkpoint}, without the final model chosen on "
+          f"validation or tuned thresholds; finish the run with `musetag train --resume {run}` and package it again",
+          file=sys.stderr)

@@ -361,8 +361,8 @@ def _check_choice(key: str, value: Any) -> None:
 
 
 def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    if not isinstance(value, (int, float)) or math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
-        expected = ">= 0" if allow_zero else "> 0"
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        expected = ">= 0" if allow_zero else "> 0"  # (finite: optim.lr = 1e400 is inf, and trained to nan)
         raise ConfigError(f"{key} = {value!r} is not valid; expected a number {expected}")
 
 
@@ -442,7 +442,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.final == "per_class" and not cfg.early_stopping.per_class:
         raise ConfigError("final = 'per_class' needs early_stopping.per_class = true")
     if cfg.snapshots.count > cfg.epochs:
-        raise ConfigError(f"snapshots.count = {cfg.snapshots.count} is larger than epochs = {cfg.epochs}")
+        raise ConfigError(f"snapshots.count = {cfg.snapshots.count} is larger than epochs = {cfg.epochs} (a snapshot "
+                          f"is taken at most once an epoch); set snapshots.count = {cfg.epochs} or fewer (--set "
+                          f"snapshots.count={cfg.epochs}), or epochs >= {cfg.snapshots.count}")
     _check_features(cfg.features)
     members = []
     for i, member in enumerate(cfg.members):

@@ -103,6 +103,10 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
         check_writable(run_dir, folder=True, flag="--resume")
         with run_lock(run_dir):
             if cfg.members:
+                # --resume ENSEMBLE --set ...: the members are the runs, so the options apply to them (as when it started)
+                member_sets = [item for item in sets or [] if item.split("=", 1)[0].strip() not in ("members", "member_sets", "progress")]
+                if member_sets:  # (run_members records them in config.toml once every member accepts them)
+                    cfg = cfg.replace({"member_sets": list(cfg.member_sets) + member_sets})
                 return run_members(cfg, run_dir, _run, training_data=training_data)
             return _run(cfg, run_dir, resume=True, training_data=training_data)
     overrides: dict[str, Any] = {}
@@ -121,7 +125,7 @@ def train(config: TrainConfig | dict | str | Path | None = None, *, data: str | 
     run_dir = Path(cfg.out)
     check_writable(run_dir, folder=True)
     with run_lock(run_dir):  # checked under the lock: two processes cannot both find the folder free
-        if (run_dir / "checkpoints" / "last.pt").exists():
+        if (run_dir / "checkpoints" / "last.pt").exists() or any((run_dir / "members").glob("*/checkpoints/last.pt")):
             raise ConfigError(
                 f"{run_dir} already holds a training run; continue it with `musetag train --resume {run_dir}` "
                 "or choose another --out folder"
@@ -197,7 +201,7 @@ def _save_last(run: Run, *, mid_epoch: bool = False) -> None:
 def _epochs(run: Run) -> None:
     """Train until ``cfg.epochs`` or early stopping; ``last.pt`` after every epoch."""
     cfg, state = run.cfg, run.state
-    while state.epoch < cfg.epochs:
+    while state.epoch < cfg.epochs and not run.stopped_early:  # stopped_early: set by a resume of a stopped run
         record = _epoch(run, state.epoch)
         state.history.append(record)
         if run.dist.is_main:

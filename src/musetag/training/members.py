@@ -11,7 +11,8 @@ import numpy as np
 
 from musetag.outputs import write_text_atomic
 from musetag.training.config import TrainConfig
-from musetag.training.recipes import dump_toml, load_config
+from musetag.errors import ConfigError, MusetagError
+from musetag.training.recipes import dump_toml, load_config, load_toml_config
 from musetag.training.recipe_checks import fit_to_task, set_keys
 from musetag.training.runstate import RunResult, jsonable
 from musetag.training.scoring import loss_value, score
@@ -30,17 +31,35 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
     base["member_sets"] = []
     shared = {"data": {"dataset": cfg.data.dataset, "cache_dir": cfg.data.cache_dir}, "device": cfg.device,
               "amp": cfg.amp, "compile": cfg.compile, "progress": cfg.progress}
-    results = []
+    from musetag.training.config import merge
+    from musetag.training.recipes import read_recipe
+
+    # every member's config first: a setting one member cannot take is refused before any member trains
+    member_cfgs = []
     for member in cfg.members:
         member_dir = run_dir / "members" / member.name
-        from musetag.training.config import merge
-        from musetag.training.recipes import read_recipe
-
         start = read_recipe(member.recipe) if member.recipe else base
         member_data = merge(merge(start, shared), _nested_sets(member.set))
         member_data["out"] = str(member_dir)
-        member_cfg = fit_to_task(load_config(member_data, sets=list(cfg.member_sets)),
-                                 pinned=set_keys(cfg.member_sets))
+        try:
+            member_cfgs.append(fit_to_task(load_config(member_data, sets=list(cfg.member_sets)),
+                                           pinned=set_keys(cfg.member_sets)))
+        except ConfigError as exc:
+            raise ConfigError(f"ensemble member {member.name!r} ({member.recipe or 'the ensemble recipe'}): {exc}") from None
+    for member, member_cfg in zip(cfg.members, member_cfgs):
+        member_dir = run_dir / "members" / member.name
+        changed = _changed_settings(member_dir, member_cfg) if (member_dir / "summary.json").exists() else []
+        if changed:  # reusing it would average a member trained otherwise than the config says
+            raise ConfigError(
+                f"ensemble member {member.name!r} ({member_dir}) has finished training with other settings than "
+                f"the ensemble's config now gives it ({', '.join(changed[:5])}); resume {run_dir} without the "
+                "--set values that change them, or train the ensemble into a new --out folder")
+    if load_toml_config(run_dir / "config.toml").to_dict() != cfg.to_dict():  # --resume ENSEMBLE --set ...
+        dump_toml(cfg, run_dir / "config.toml", header=f"resolved musetag ensemble config (recipe: "
+                  f"{cfg.recipe or 'custom'}; changed with --set when resumed)")
+    results = []
+    for member, member_cfg in zip(cfg.members, member_cfgs):
+        member_dir = run_dir / "members" / member.name
         if (member_dir / "summary.json").exists():
             log.info("member %s already trained", member.name)
         elif (member_dir / "checkpoints" / "last.pt").exists():
@@ -76,6 +95,25 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
     log.info("ensemble of %d: validation %s %.4f", len(cfg.members), metric, scores["validation"].get(metric, float("nan")))
     return RunResult(run_dir, "ensemble", metric, 0, scores["validation"], scores["test"],
                      sum(r.get("epochs_run", 0) for r in results))
+
+
+def _changed_settings(member_dir: Path, member_cfg: TrainConfig) -> list[str]:
+    """The settings (``key: there -> now``) in which the member trained in ``member_dir`` differs from ``member_cfg``."""
+    try:
+        theirs = load_toml_config(member_dir / "config.toml").to_dict()
+    except MusetagError:
+        return []  # no readable config.toml: nothing to compare (a folder from before config.toml was written)
+    ours = member_cfg.to_dict()
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "args" else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(theirs), flat(ours)
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+            if k not in ("out", "progress") and a.get(k) != b.get(k)]
 
 
 def _nested_sets(sets: dict) -> dict:

@@ -90,7 +90,12 @@ def confusion(predictions: np.ndarray, targets: np.ndarray, classes: list[str]) 
 
 
 def per_class_loss(predictions: np.ndarray, targets: np.ndarray, task: str) -> np.ndarray:
-    """Per-tag binary cross-entropy of aggregated probabilities (multiclass: one-vs-rest)."""
+    """Per-tag binary cross-entropy of aggregated probabilities (multiclass: one-vs-rest); per-target squared
+    error of the predicted values for regression (values are no probabilities: clipped into (0, 1) they gave a
+    cross-entropy of numbers outside that range)."""
+    if task == "regression":
+        err = np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64).reshape(len(predictions), -1)
+        return (err ** 2).mean(axis=0)
     p = np.clip(np.asarray(predictions, dtype=np.float64), 1e-7, 1 - 1e-7)
     t = np.asarray(targets)
     if task == "multiclass":
@@ -100,7 +105,8 @@ def per_class_loss(predictions: np.ndarray, targets: np.ndarray, task: str) -> n
 
 
 def loss_value(predictions: np.ndarray, targets: np.ndarray, task: str) -> float:
-    """Validation loss of aggregated outputs: mean BCE over tags (multilabel), NLL (multiclass)."""
+    """Validation loss of aggregated outputs: mean BCE over tags (multilabel), NLL (multiclass), mean squared
+    error (regression)."""
     p = np.clip(np.asarray(predictions, dtype=np.float64), 1e-7, 1.0)
     if task == "multiclass":
         t = np.asarray(targets).astype(np.int64).reshape(-1)

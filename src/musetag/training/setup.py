@@ -31,6 +31,7 @@ from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
 from musetag.training.epoch import WithSegments
 from musetag.training.losses import build_loss
 from musetag.training.run_length import describe_schedule
+from musetag.training.resume_checks import check_resumable, finalised, misfit_of
 from musetag.training.runstate import Run, jsonable
 from musetag.training.param_groups import param_groups
 from musetag.training.schedules import LRSchedule, build_optimizer
@@ -186,6 +187,7 @@ def setup_run(cfg: TrainConfig, run_dir: Path, *, resume: bool, dist: D.DistInfo
         _build_optimisation(run)
         if resume:
             _resume(run)
+            _record_resumed_config(cfg, run_dir, dist)
         _wrap_networks(run)
         _build_loader(run)
     if dist.is_main:
@@ -211,12 +213,17 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume: bool, dist: D.Dist
         if not resume:
             dump_toml(cfg, run_dir / "config.toml",
                       header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'})")
-        elif load_toml_config(run_dir / "config.toml").to_dict() != cfg.to_dict():
-            # --resume RUN --set epochs=N: the folder's config says what the run now is, so a later --resume (and
-            # package, report) reads the new length, not the old one
-            dump_toml(cfg, run_dir / "config.toml",
-                      header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'}; changed with --set "
-                             "when resumed)")
+        # on resume, config.toml is rewritten only once checkpoints/last.pt has loaded (_record_resumed_config): a
+        # resume refused for its --set values must leave the folder's config as it was
+
+
+def _record_resumed_config(cfg: TrainConfig, run_dir: Path, dist: D.DistInfo) -> None:
+    """--resume RUN --set epochs=N: the folder's config says what the run now is, so a later --resume (and
+    package, report) reads the new length, not the old one."""
+    if dist.is_main and load_toml_config(run_dir / "config.toml").to_dict() != cfg.to_dict():
+        dump_toml(cfg, run_dir / "config.toml",
+                  header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'}; changed with --set "
+                         "when resumed)")
 
 
 def _load_data(cfg: TrainConfig, run_dir: Path, dist: D.DistInfo, training_data: TrainingData | None) -> TrainingData:
@@ -299,20 +306,33 @@ def _spec_augment_inside(run: Run) -> None:
 def _resume(run: Run) -> None:
     """Networks, optimisers, schedules, strategies, counters and RNG from ``checkpoints/last.pt``."""
     cfg, state = run.cfg, run.state
-    tr = load_checkpoint(run.last_path, map_location="cpu")["training"]
-    if int(tr["epoch"]) >= cfg.epochs:  # nothing left to train: it would only finalise the same run again
-        raise ConfigError(f"{run.run_dir} has finished its {cfg.epochs} epochs (checkpoints/last.pt is after epoch "
-                          f"{int(tr['epoch'])}); to train it longer: musetag train --resume {run.run_dir} --set "
-                          f"epochs={int(tr['epoch']) + max(1, cfg.epochs // 2)}")
+    payload = load_checkpoint(run.last_path, map_location="cpu")
+    tr = payload["training"]
+    check_resumable(run, payload)
     if tr["optimizer_name"] != cfg.optim.name:
         run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name=tr["optimizer_name"])
                           for m in run.models]
-    for m, sd in zip(run.models, tr["models"]):
+    for i, (m, sd) in enumerate(zip(run.models, tr["models"])):
+        misfit = misfit_of(m.state_dict(), sd)
+        if misfit:  # a network changed with --set that the comparison above did not name (the co-teaching peer)
+            raise ConfigError(
+                f"cannot resume {run.run_dir}: {run.last_path} holds weights that do not fit the "
+                f"{'co-teaching peer (coteaching.peer, coteaching.peer_args)' if i else 'network (model.*)'} this "
+                f"config builds ({misfit}). Resume without the --set values that change it, or train into a new "
+                "--out folder")
         m.load_state_dict(sd)
     for opt, sd in zip(run.optimizers, tr["optimizers"]):
+        # the checkpoint's hyperparameters (weight decay, betas, momentum...) would replace the config's:
+        # keep the config's, so that `--resume RUN --set optim.weight_decay=...` does what config.toml then says
+        wanted = [{k: v for k, v in g.items() if k not in ("params", "lr", "initial_lr")} for g in opt.param_groups]
         opt.load_state_dict(sd)
+        for group, values in zip(opt.param_groups, wanted):
+            group.update(values)
+    # optim.lr (switch_lr once switched to SGD) as configured now: a `--set optim.lr=...` on resume applies
+    base_lr = (cfg.optim.switch_lr or cfg.optim.lr) if tr["optimizer_name"] != cfg.optim.name else cfg.optim.lr
     for sch, sd in zip(run.schedules, tr["schedules"]):
         sch.load_state_dict(sd)
+        sch.base_lr = float(base_lr)
     if run.swa is not None and tr.get("swa") is not None:
         run.swa.load_state_dict(tr["swa"])
     run.stopper.load_state_dict(tr["early_stopping"])
@@ -326,9 +346,30 @@ def _resume(run: Run) -> None:
     state.val_preds = {k: (int(e), np.asarray(a)) for k, (e, a) in (tr.get("val_preds") or {}).items()}
     run.timer.load_state_dict(tr.get("timing"))
     ckpt.set_rng_state(tr["rng"])
+    if state.epoch > cfg.epochs:
+        raise ConfigError(f"{run.run_dir} has trained {state.epoch} epochs (checkpoints/last.pt), more than epochs = "
+                          f"{cfg.epochs}; a run cannot be made shorter: resume it with --set epochs={state.epoch} (or "
+                          "more), or train a new run into another --out folder")
+    trained = state.epoch >= cfg.epochs or run.stopper.should_stop
+    if trained and finalised(run.run_dir, state.epoch):
+        if state.epoch < cfg.epochs:
+            raise ConfigError(
+                f"{run.run_dir} stopped early after epoch {state.epoch} (no better validation {run.metric} for "
+                f"{run.stopper.bad_epochs} epochs, early_stopping.patience = {cfg.early_stopping.patience}) and is "
+                f"finished; to train it on: musetag train --resume {run.run_dir} --set "
+                f"early_stopping.patience={run.stopper.bad_epochs + max(1, cfg.early_stopping.patience)}")
+        raise ConfigError(f"{run.run_dir} has finished its {cfg.epochs} epochs (checkpoints/last.pt is after epoch "
+                          f"{state.epoch}); to train it longer: musetag train --resume {run.run_dir} --set "
+                          f"epochs={state.epoch + max(1, cfg.epochs // 2)}")
+    # every epoch trained but no summary.json for them (stopped during the final evaluation): finish the run
+    run.stopped_early = trained and state.epoch < cfg.epochs
     if run.dist.is_main:
         rewrite_metrics(run.run_dir, state.history)
-        log.info("resuming %s at epoch %d, step %d", run.run_dir, state.epoch + 1, state.step)
+        if trained:
+            log.info("resuming %s after its last epoch (%d): the final evaluation did not finish; finishing it",
+                     run.run_dir, state.epoch)
+        else:
+            log.info("resuming %s at epoch %d, step %d", run.run_dir, state.epoch + 1, state.step)
 
 
 def _wrap_networks(run: Run) -> None:
