@@ -97,6 +97,15 @@ def test_an_interrupted_training_run_says_how_to_continue(tmp_path, monkeypatch,
     assert f"interrupted; continue it with: musetag train --resume {run}" in capsys.readouterr().err
     assert main(["train", "demo", "--data", "x.toml", "--out", str(tmp_path / "fresh")]) == 130
     assert capsys.readouterr().err.strip() == "musetag train: interrupted"  # nothing saved yet: nothing to resume
+    # under torchrun every process was interrupted: rank 0 alone says so, with the torchrun command
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for rank, said in (("0", f"continue it with: torchrun --nproc_per_node=2 -m musetag train --resume {run}"),
+                       ("1", None)):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["train", "demo", "--data", "x.toml", "--out", str(run)]) == 130
+        err = capsys.readouterr().err
+        assert (said in err) if said else err == "", err
 
 
 def test_a_reader_that_goes_away_is_not_an_error():

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
@@ -68,7 +69,17 @@ def _how_to_continue(args) -> str:
     run = getattr(args, "resume", None) or getattr(args, "out", None)
     if args.command != "train" or not run or not (Path(run) / "checkpoints" / "last.pt").exists():
         return ""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:  # started by torchrun: continued the same way
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world) or world)
+        nodes = "" if per_node == world else f" --nnodes={world // max(1, per_node)} (and your rendezvous options)"
+        return f"; continue it with: torchrun{nodes} --nproc_per_node={per_node} -m musetag train --resume {run}"
     return f"; continue it with: musetag train --resume {run}"
+
+
+def _is_main_process() -> bool:
+    """False in the processes torchrun started besides rank 0 (they say nothing on an interrupt)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"musetag {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"musetag {args.command}: interrupted{_how_to_continue(args)}", file=sys.stderr)
+        if _is_main_process():
+            print(f"musetag {args.command}: interrupted{_how_to_continue(args)}", file=sys.stderr)
         return 130
 
 
