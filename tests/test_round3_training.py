@@ -178,3 +178,21 @@ def test_packaging_an_unfinished_run_says_so(dataset, tmp_path, capsys):
     assert main(["package", str(run), "--out", str(tmp_path / "unfinished")]) == 0
     err = capsys.readouterr().err
     assert "has not finished training (1 epochs trained)" in err and f"musetag train --resume {run}" in err
+
+
+def test_a_crop_longer_than_the_tracks_is_warned_about(dataset, tmp_path, caplog):
+    """`--set data.crop=100000` trained on zero padding without a word (and a large enough one was killed for
+    memory): a crop longer than every training track looked at is now named, with the length that fits."""
+    import logging
+
+    from musetag.training import train
+
+    sets = [s for s in TINY if not s.startswith("data.crop")] + ["epochs=1"]
+    with caplog.at_level(logging.WARNING, logger="musetag"):
+        train("demo", data=dataset, out=tmp_path / "long", sets=sets + ["data.crop=2000"])
+    said = [r.getMessage() for r in caplog.records if "data.crop = 2000 frames" in r.getMessage()]
+    assert len(said) == 1 and "--set data.crop=" in said[0] and "padding" in said[0], said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="musetag"):
+        train("demo", data=dataset, out=tmp_path / "short", sets=sets + ["data.crop=32"])
+    assert not [r for r in caplog.records if "data.crop" in r.getMessage()]

@@ -401,12 +401,29 @@ def _build_loader(run: Run) -> None:
     run.sampler = EpochSampler(len(data.splits["train"]), seed=cfg.seed, rank=dist.rank, world_size=dist.world_size,
                                min_samples=cfg.data.min_epoch_samples)
     _warn_tiny_epochs(len(run.sampler), run.per_rank_batch, len(data.splits["train"]), cfg)
+    _warn_long_crop(data, cfg.data.crop)
     train_set = CropDataset(data, "train", cfg.data.crop)
     # own generator: creating an iterator never draws from the global RNG (exact resume)
     run.loader = DataLoader(train_set, batch_size=run.per_rank_batch, sampler=run.sampler,
                             num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=cfg.data.drop_last,
                             generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=False,
                             pin_memory=run.device.type == "cuda")
+
+
+def _warn_long_crop(data: TrainingData, crop: int, look_at: int = 64) -> None:
+    """Say so when ``data.crop`` is longer than every training track looked at (up to ``look_at``, spread over the
+    split; only their headers are read): each example is then zero-padded up to the crop, mostly silence."""
+    n = len(data.splits["train"])
+    if not crop or not n:
+        return
+    picks = sorted({int(i) for i in np.linspace(0, n - 1, min(n, look_at))})
+    longest = max(data.length("train", i) for i in picks)
+    if crop > longest:
+        unit = "samples" if data.kind == "waveform" else "frames"
+        log.warning("data.crop = %d %s is longer than every training track looked at (%d of %d; the longest has %d): "
+                    "each example is zero-padded to the crop, %d%% padding or more; set data.crop to %d or less "
+                    "(--set data.crop=%d)", crop, unit, len(picks), n, longest, round(100 * (1 - longest / crop)),
+                    longest, longest)
 
 
 #: fewer optimiser steps per epoch than this, and epoch-counted settings lose their meaning
