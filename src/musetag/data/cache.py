@@ -34,7 +34,6 @@ import math
 import os
 import re
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -63,9 +62,16 @@ def safe_name(track_id: str) -> str:
 
 # ------------------------------------------------------------------------------------ worker side
 def _init_worker() -> None:
-    import torch
+    """A worker's start: it dies with its parent, and computes on one thread (the same arithmetic as
+    ``workers=0``; parallelism comes from the tracks)."""
+    import sys
 
-    torch.set_num_threads(1)
+    from musetag.workers import die_with_parent
+
+    die_with_parent()
+    torch = sys.modules.get("torch")
+    if torch is not None:  # inherited from the parent; the numpy front end needs no torch of its own
+        torch.set_num_threads(1)
 
 
 def _process_track(job: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +107,12 @@ def _process_track(job: dict[str, Any]) -> dict[str, Any]:
         array = np.ascontiguousarray(array.astype(job["dtype"]))
         if not np.isfinite(array).all():
             raise DatasetError(f"{audio}: features contain NaN or infinite values (float16 overflow?)")
-        save_array_atomically(Path(job["out"]), array)
+        try:
+            save_array_atomically(Path(job["out"]), array)
+        except OSError as exc:  # the store's disk is full or read-only, or it cannot be written at all: no
+            # other track can be stored either (numpy's short writes carry no errno, hence every OSError)
+            why = exc.strerror or f"{exc}: is the disk full?"
+            return {"id": track_id, "error": why, "fatal": str(Path(job["out"]).parent)}
         return {"id": track_id, "file": job["file"], **_summary(array, config.kind)}
     except Exception as exc:  # reported, never fatal: the other tracks continue
         message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
@@ -379,6 +390,11 @@ def _compute_missing(ctx: _BuildContext, records: list[TrackRecord], *, workers:
                      "audio); %d to compute", ctx.out, resumed, len(records), len(jobs))
 
         def handle(result: dict[str, Any]) -> None:
+            if result.get("fatal"):
+                raise DatasetError(
+                    f"{result['fatal']}: cannot write the features of track {result['id']!r} ({result['error']}); "
+                    f"free space there (or choose another --out, or store = \"...\" in the dataset TOML) and run "
+                    f"prepare again: the {len(done)} track(s) cached so far are kept and it resumes")
             if "error" in result:
                 failures[result["id"]] = result["error"]
                 return
@@ -527,10 +543,13 @@ def _process_alive(pid: int) -> bool:
 def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
     from tqdm import tqdm
 
+    if workers is not None and workers < 0:
+        raise DatasetError(f"--workers {workers}: give a number of worker processes >= 1, or 0 to compute in this "
+                           "process")
     bar = tqdm(total=len(jobs), desc="prepare", unit="track", disable=not progress or not jobs, dynamic_ncols=True)
     try:
         if workers is None and len(jobs) < 16:
-            workers = 0  # starting processes (each imports torch) costs more than a few tracks
+            workers = 0  # starting processes costs more than a few tracks
         if workers == 0 or len(jobs) <= 1:
             import torch
 
@@ -543,28 +562,25 @@ def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
             finally:
                 torch.set_num_threads(threads)
             return
-        import multiprocessing
+        from musetag.workers import CRASHED, ordered_map
 
         n_workers = min(workers or os.cpu_count() or 1, len(jobs))
-        # spawn: workers never inherit the parent's pipes, so they exit if the parent is killed.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker) as pool:
-            pending = set()
-            queue = iter(jobs)
-            window = 4 * n_workers
-            for job in queue:
-                pending.add(pool.submit(_process_track, job))
-                if len(pending) >= window:
-                    break
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    handle(future.result())
-                    bar.update(1)
-                for job in queue:
-                    pending.add(pool.submit(_process_track, job))
-                    if len(pending) >= window:
-                        break
+        # musetag.workers: Ctrl-C (or a kill of this process alone) stops the workers at once instead of
+        # waiting on them, and a track whose worker dies (a decoder crashing on a damaged file, the
+        # out-of-memory killer) is retried alone and reported, while the other tracks go on
+        outcomes = ordered_map(_process_track, jobs, workers=n_workers, initializer=_init_worker)
+        try:
+            for job, outcome, _ in outcomes:
+                if outcome is CRASHED:
+                    outcome = {"id": job["id"], "error": "the worker process died while computing this track (a "
+                               "decoder crash on a damaged file, or the system ran out of memory); check or "
+                               "re-encode the file"}
+                elif isinstance(outcome, BaseException):
+                    outcome = {"id": job["id"], "error": f"{type(outcome).__name__}: {outcome}".replace("\n", " ")}
+                handle(outcome)
+                bar.update(1)
+        finally:
+            outcomes.close()  # a fatal error or Ctrl-C here: the workers are stopped, not waited for
     finally:
         bar.close()
 

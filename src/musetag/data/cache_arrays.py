@@ -38,8 +38,15 @@ def save_array_atomically(final: Path, array: np.ndarray) -> None:
     """Write ``final`` (.npy) under a temporary name of this process, synced, then renamed into place: a
     killed run never leaves a half-written array (and a stale temporary names the process that wrote it)."""
     tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+    except BaseException:  # a full disk or a failed write: no half-written temporary is left behind
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise

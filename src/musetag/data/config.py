@@ -158,6 +158,7 @@ class DatasetConfig:
         features = data.get("features", {})
         if not isinstance(features, dict):
             raise ConfigError(f"{where}: [features] must be a table")
+        _check_split_table(split, where)
         return cls(
             reader=str(data["reader"]),
             task=str(data.get("task", "multilabel")),
@@ -176,6 +177,22 @@ class DatasetConfig:
             source=source,
             targets=data.get("targets", ()),
         )
+
+
+def _check_split_table(split: dict[str, Any], where: str) -> None:
+    """``[split]`` values of the right types (a quoted seed or a bare fraction was a traceback, and
+    ``stratify = "no"`` silently meant yes)."""
+    seed = split.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: [split] seed = {seed!r}; give a whole number, e.g. seed = 0")
+    fractions = split.get("fractions", [0.8, 0.1, 0.1])
+    if not isinstance(fractions, (list, tuple)) or len(fractions) != 3 \
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions):
+        raise ConfigError(f"{where}: [split] fractions = {fractions!r}; give three non-negative numbers (train, "
+                          "validation, test) that sum to 1, e.g. fractions = [0.8, 0.1, 0.1]")
+    for key in ("stratify", "group_disjoint"):
+        if key in split and not isinstance(split[key], bool):
+            raise ConfigError(f"{where}: [split] {key} = {split[key]!r}; give true or false (without quotes)")
 
 
 def _check_targets(task: str, targets: Any, reader: str, where: str) -> tuple[str, ...]:

@@ -314,6 +314,18 @@ def render_clip(spec: ClipSpec, rng: np.random.Generator, *, seconds: float = 10
 
 
 # ---------------------------------------------------------------------------------------- corpus
+def _check_preset(preset: str) -> None:
+    """The preset written into ``dataset.toml`` is one ``prepare`` can read: refused here, before any clip is
+    rendered, rather than at ``prepare`` (a quote in it would not even be valid TOML)."""
+    from musetag.data.embed_features import is_embed_preset
+    from musetag.features.presets import PRESETS
+
+    if not isinstance(preset, str) or not (preset in PRESETS or is_embed_preset(preset)) \
+            or any(c in preset for c in '"\\\n\r'):
+        raise ConfigError(f"preset {preset!r}: use one of {', '.join(sorted(PRESETS))}, or embed:MODEL "
+                          "(a pretrained model or package, see `musetag models --pretrained`)")
+
+
 def make_corpus(
     out_dir: str | Path,
     n_clips: int = 200,
@@ -341,6 +353,10 @@ def make_corpus(
         raise ConfigError("make_corpus needs n_clips >= 1 and seconds > 0")
     if audio_format not in ("flac", "wav"):
         raise ConfigError(f"audio_format {audio_format!r}; use flac or wav")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \
+            or not 8000 <= sample_rate <= 192000:
+        raise ConfigError(f"sample rate {sample_rate!r}: give a whole number of Hz from 8000 to 192000, e.g. 16000")
+    _check_preset(preset)
     import soundfile as sf
 
     out = Path(out_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from musetag.audio.io import AudioSource, describe_source, load_audio
-from musetag.errors import ConfigError, MusetagError
+from musetag.errors import AudioError, ConfigError, MusetagError
 from musetag.features.compute import compute_features
 from musetag.features.presets import FeatureConfig, get_preset
 
@@ -48,7 +48,10 @@ def extract_file(
         resample_method=config.resample_method,
         decoder=config.decoder,
     )
-    return compute_features(audio, sr, config)
+    try:
+        return compute_features(audio, sr, config)
+    except AudioError as exc:  # e.g. no samples left after resampling: the message names the file, as decoding's do
+        raise AudioError(f"{describe_source(source)}: {exc}") from None
 
 
 def find_audio_files(inputs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -92,13 +95,23 @@ def _output_paths(files: Sequence[Path], roots: Sequence[Path], out_dir: Path) -
             except ValueError:
                 continue
         outs.append(out_dir / rel.with_suffix(".npy"))
-    # two inputs with the same name from different places must not overwrite each other
-    seen: dict[Path, int] = {}
+    # two inputs with the same name from different places (or extensions) must not overwrite each other, nor
+    # the renamed one another input's own name (a.wav, a.flac, a-1.wav: a-1.npy was written twice)
+    taken = set(outs)
+    first: set[Path] = set()
     unique = []
-    for out in outs:
-        n = seen.get(out, 0)
-        seen[out] = n + 1
-        unique.append(out if n == 0 else out.with_name(f"{out.stem}-{n}{out.suffix}"))
+    for f, out in zip(files, outs):
+        if out not in first:
+            first.add(out)
+            unique.append(out)
+            continue
+        n = 1
+        while out.with_name(f"{out.stem}-{n}{out.suffix}") in taken:
+            n += 1
+        renamed = out.with_name(f"{out.stem}-{n}{out.suffix}")
+        taken.add(renamed)
+        unique.append(renamed)
+        log.warning("%s: another input also maps to %s; its features go to %s", f, out.name, renamed.name)
     return unique
 
 
@@ -171,9 +184,16 @@ def _extract_in_worker(source) -> tuple[np.ndarray | None, str | None]:
 def _save(path: Path, features: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as fh:
-        np.save(fh, features, allow_pickle=False)
-    os.replace(tmp, path)  # never leave a half-written .npy behind
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, features, allow_pickle=False)
+        os.replace(tmp, path)  # never leave a half-written .npy behind
+    except BaseException:  # nor its partial temporary (a full disk would collect one per remaining file)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 def extract_to_directory(

@@ -65,21 +65,30 @@ def read_gtzan(root: str | Path, *, split_lists: dict[str, Path] | None = None) 
 
 
 def read_labels_csv(path: str | Path, *, split_lists: dict[str, Path] | None = None) -> list[TrackRecord]:
-    """Records from a ``path,genre`` CSV (paths relative to the CSV's folder), e.g. gtzan3/labels.csv."""
+    """Records from a ``path,genre`` CSV (paths relative to the CSV's folder), e.g. gtzan3/labels.csv.
+    UTF-8 with or without a byte-order mark, any line ends; an empty path or genre is an error naming the line."""
+    import io
+
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: labels file not found; fix paths.labels")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        cols = set(reader.fieldnames or ())
-        if not {"path", "genre"} <= cols:
-            raise DatasetError(f"{path}: expected columns path,genre; found {', '.join(sorted(cols)) or 'none'}")
-        records = []
-        for lineno, row in enumerate(reader, start=2):
-            audio = (path.parent / row["path"]).resolve()
-            if not audio.is_file():
-                raise DatasetError(f"{path}:{lineno}: audio file {audio} not found; fix the path or remove the row")
-            records.append(TrackRecord(id=Path(row["path"]).stem, audio_path=audio, tags=(row["genre"].strip(),)))
+    reader = csv.DictReader(io.StringIO(read_text(path, "labels file"), newline=""))
+    reader.fieldnames = [f.strip() for f in (reader.fieldnames or [])]
+    cols = set(reader.fieldnames)
+    if not {"path", "genre"} <= cols:
+        raise DatasetError(f"{path}: expected columns path,genre; found {', '.join(sorted(cols)) or 'none'}")
+    records = []
+    for lineno, row in enumerate(reader, start=2):
+        raw, genre = (row.get("path") or "").strip(), (row.get("genre") or "").strip()
+        if not raw and not genre:
+            continue  # a blank line
+        if not raw or not genre:
+            raise DatasetError(f"{path}:{lineno}: empty {'path' if not raw else 'genre'}; every row needs an audio "
+                               "file and its genre: fill it in or remove the row")
+        audio = (path.parent / raw).resolve()
+        if not audio.is_file():
+            raise DatasetError(f"{path}:{lineno}: audio file {audio} not found; fix the path or remove the row")
+        records.append(TrackRecord(id=Path(raw).stem, audio_path=audio, tags=(genre,)))
     return _apply_lists(records, split_lists)
 
 

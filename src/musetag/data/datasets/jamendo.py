@@ -165,8 +165,14 @@ def _read(config) -> list[TrackRecord]:
     subset = str(spec.option(config, "subset"))
     if subset not in SUBSETS:
         raise ConfigError(f"{config.where}: options.subset = {subset!r}; use one of {', '.join(SUBSETS)}")
+    split = spec.option(config, "split")
+    if isinstance(split, str) and split.strip().isdigit():
+        split = int(split)  # split = "0" read as before
+    if isinstance(split, bool) or not isinstance(split, int) or split < 0:
+        raise ConfigError(f"{config.where}: options.split = {split!r}; give the number N of the official "
+                          "split-N folder, e.g. split = 0 (without quotes)")
     return read_jamendo_split(
-        config.paths["splits_dir"], subset, int(spec.option(config, "split")),
+        config.paths["splits_dir"], subset, split,
         audio_root=audio_root, melspec_root=melspec_root, keep_prefix=keep_prefix,
         check_artists=bool(spec.option(config, "check_artists")),
     )
