@@ -207,3 +207,17 @@ def test_synth_refuses_bad_settings_before_rendering(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         make_corpus(tmp_path / "c", n_clips=1, seconds=0.5, **kwargs)
     assert not (tmp_path / "c" / "dataset.toml").exists()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_cache(corpus, tmp_path):
+    # was: --overwrite deleted index.json, stats.json, features/*.npy ... of whatever folder --out named
+    out = tmp_path / "mine"
+    (out / "features").mkdir(parents=True)
+    (out / "features" / "mine.npy").write_bytes(b"my own")
+    (out / "index.json").parent.joinpath("stats.json").write_text("{}")
+    with pytest.raises(DatasetError, match=r"--overwrite .*mine: this folder holds files but no cache.json"):
+        prepare(corpus, out, workers=0, progress=False, overwrite=True)
+    assert (out / "features" / "mine.npy").read_bytes() == b"my own" and (out / "stats.json").exists()
+    cache = tmp_path / "cache"
+    prepare(corpus, cache, workers=0, progress=False)
+    assert prepare(corpus, cache, workers=0, progress=False, overwrite=True).n_computed == 8  # a cache: rebuilt

@@ -329,6 +329,11 @@ def _open_cache_folder(out: Path, features, dtype: str, dataset: dict | None, of
                                                official), default=str))
     settings_path = out / "cache.json"
     if overwrite and out.exists():
+        if not (settings_path.exists() or (out / "index.json").exists()) and any(out.iterdir()):
+            raise DatasetError(
+                f"--overwrite {out}: this folder holds files but no cache.json or index.json, so it is not a feature "
+                "cache, and --overwrite would delete files of that name in it (index.json, stats.json, features/*.npy, "
+                "...); give --out a new or empty folder, or the folder of the cache to rebuild")
         for fname in ("journal.jsonl", "index.json", "index.csv", "stats.json", "failures.csv", "cache.json"):
             (out / fname).unlink(missing_ok=True)
         if (out / "features").is_dir():
