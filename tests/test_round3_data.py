@@ -221,3 +221,12 @@ def test_overwrite_refuses_a_folder_that_is_not_a_cache(corpus, tmp_path):
     cache = tmp_path / "cache"
     prepare(corpus, cache, workers=0, progress=False)
     assert prepare(corpus, cache, workers=0, progress=False, overwrite=True).n_computed == 8  # a cache: rebuilt
+
+
+def test_an_unknown_preset_in_a_dataset_toml_names_the_file(tmp_path):
+    from musetag.data import load_dataset_config
+
+    toml = tmp_path / "d.toml"
+    toml.write_text('reader = "csv"\npreset = 5\n[paths]\nmanifest = "m.csv"\n')
+    with pytest.raises(ConfigError, match=r"d\.toml: preset = 5: unknown feature preset 5"):
+        load_dataset_config(toml).feature_config()

@@ -97,7 +97,10 @@ class DatasetConfig:
                                             base_dir=self.source.parent if self.source else None)
         if self.preset is None and not self.features:
             raise ConfigError(f"{self.where}: no feature preset; add e.g. preset = \"jamendo96\"")
-        base = get_preset(self.preset).to_dict() if self.preset else {}
+        try:
+            base = get_preset(self.preset).to_dict() if self.preset else {}
+        except ConfigError as exc:  # the preset's name came from the dataset TOML: say which
+            raise ConfigError(f"{self.where}: preset = {self.preset!r}: {exc}") from None
         unknown = set(self.features) - set(base or FeatureConfig().to_dict())
         if unknown:
             raise ConfigError(
