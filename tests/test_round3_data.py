@@ -230,3 +230,33 @@ def test_an_unknown_preset_in_a_dataset_toml_names_the_file(tmp_path):
     toml.write_text('reader = "csv"\npreset = 5\n[paths]\nmanifest = "m.csv"\n')
     with pytest.raises(ConfigError, match=r"d\.toml: preset = 5: unknown feature preset 5"):
         load_dataset_config(toml).feature_config()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_decoder_notes_outside_a_collection_are_logged_once_and_only_for_a_file_that_decodes(
+        tmp_path, monkeypatch, caplog, fails):
+    # was: a truncated MP3's "Xing stream size off" line logged twice (header, then data), then its error
+    import logging
+
+    from musetag.audio import io as audio_io
+    from musetag.audio.sources import _note
+    from musetag.errors import AudioError
+
+    def reading(src, name, offset, duration, *, mono=False):
+        _note(name, "decoder said: Xing stream size off by more than 1%")
+        _note(name, "decoder said: Xing stream size off by more than 1%")
+        if fails:
+            raise AudioError(f"{name}: the file is truncated")
+        return np.zeros((800, 1), np.float32), 8000
+
+    monkeypatch.setattr(audio_io, "_read_soundfile", reading)
+    path = tmp_path / "a.mp3"
+    path.write_bytes(b"ID3" + bytes(64))
+    with caplog.at_level(logging.WARNING, logger="musetag"):
+        if fails:
+            with pytest.raises(AudioError, match="truncated"):
+                audio_io.load_audio(path)
+        else:
+            audio_io.load_audio(path)
+    said = [r.getMessage() for r in caplog.records if "Xing" in r.getMessage()]
+    assert said == ([] if fails else [f"{path}: decoder said: Xing stream size off by more than 1%"])

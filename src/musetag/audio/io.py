@@ -42,6 +42,7 @@ from musetag.audio.sources import (  # noqa: F401  (re-exported: the public name
     _sniff,
     collect_notes,
     describe_source,
+    notes_once,
 )
 from musetag.errors import AudioError
 
@@ -263,14 +264,15 @@ def load_audio(
         raise AudioError(f"{describe_source(source)}: duration must be > 0 seconds, got {duration}")
     src, name = _normalise_source(source)
     kind = _ffmpeg_container(src)
-    if _essentia_decoder(decoder):
-        from musetag.audio import ffmpeg_decode
+    with notes_once(name):
+        if _essentia_decoder(decoder):
+            from musetag.audio import ffmpeg_decode
 
-        data, sr = ffmpeg_decode.decode(src, name, offset=offset, duration=duration, mono=mono)
-    elif kind is not None:
-        data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
-    else:
-        data, sr = _read_soundfile(src, name, offset, duration, mono=mono)  # (frames, channels)
+            data, sr = ffmpeg_decode.decode(src, name, offset=offset, duration=duration, mono=mono)
+        elif kind is not None:
+            data, sr = _decode_with_ffmpeg(src, name, kind, offset, duration)
+        else:
+            data, sr = _read_soundfile(src, name, offset, duration, mono=mono)  # (frames, channels)
     if data.shape[0] == 0:
         raise AudioError(
             f"{name}: no audio samples decoded"

@@ -64,6 +64,20 @@ def collect_notes() -> Iterator[list[str]]:
             _NOTES.set(None)
 
 
+@contextmanager
+def notes_once(name: str) -> Iterator[None]:
+    """Inside no :func:`collect_notes` block: the notes of one decode, logged once each when it succeeds and
+    dropped when it fails (its error says what went wrong; a truncated MP3's header warning was logged twice,
+    then the error). Inside one: nothing to do, the caller collects them."""
+    if _NOTES.get() is not None:
+        yield
+        return
+    with collect_notes() as notes:
+        yield
+    for text in notes:
+        log.warning("%s: %s", name, text)
+
+
 def _note(name: str, text: str) -> None:
     notes = _NOTES.get()
     if notes is None:
