@@ -260,3 +260,30 @@ def test_decoder_notes_outside_a_collection_are_logged_once_and_only_for_a_file_
             audio_io.load_audio(path)
     said = [r.getMessage() for r in caplog.records if "Xing" in r.getMessage()]
     assert said == ([] if fails else [f"{path}: decoder said: Xing stream size off by more than 1%"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_features_on_a_full_disk_stop_and_keep_what_is_written(tmp_path, monkeypatch, workers):
+    # was: every remaining file decoded, then failed one by one with the same write error
+    import errno as errno_module
+
+    from musetag.features import extract as extract_module
+    from musetag.features.extract import extract_to_directory
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        sf.write(src / f"t{i}.wav", (0.1 * np.sin(np.arange(8000) * (i + 1) / 10)).astype(np.float32), 8000)
+    real_save, saved = extract_module._save, []
+
+    def full_after_two(path, features):
+        if len(saved) >= 2:
+            raise OSError(errno_module.ENOSPC, "No space left on device")
+        real_save(path, features)
+        saved.append(path)
+
+    monkeypatch.setattr(extract_module, "_save", full_after_two)
+    with pytest.raises(ConfigError, match=r"out: cannot write the features of .*t2\.wav \(No space left on device: "
+                                          r"is the disk full\?\).*--skip-existing.*2 file\(s\) written"):
+        extract_to_directory([src], "fusion64", tmp_path / "out", workers=workers, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t0.npy", "t1.npy"]

@@ -2,6 +2,7 @@
 (:func:`extract_to_directory`, what ``musetag features`` runs)."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -141,16 +142,19 @@ def iter_extract(
         _extract_in_worker, sources, workers=workers, initializer=_init_extract_worker, initargs=(config,),
         in_worker=is_path,
     )
-    for source, outcome, in_worker in outcomes:
-        if not in_worker:
-            yield _extract_safe(source, config)
-        elif outcome is CRASHED:
-            why = "the decoder crashed on this file (damaged or unsupported format)"
-            yield source, None, f"{describe_source(source)}: {why}"
-        elif isinstance(outcome, BaseException):
-            yield source, None, f"{describe_source(source)}: unexpected {type(outcome).__name__}: {outcome}"
-        else:
-            yield (source, *outcome)
+    try:
+        for source, outcome, in_worker in outcomes:
+            if not in_worker:
+                yield _extract_safe(source, config)
+            elif outcome is CRASHED:
+                why = "the decoder crashed on this file (damaged or unsupported format)"
+                yield source, None, f"{describe_source(source)}: {why}"
+            elif isinstance(outcome, BaseException):
+                yield source, None, f"{describe_source(source)}: unexpected {type(outcome).__name__}: {outcome}"
+            else:
+                yield (source, *outcome)
+    finally:
+        outcomes.close()  # closed early (a full disk): the workers are stopped now, not when collected
 
 
 def _extract_safe(source: AudioSource, config: FeatureConfig) -> tuple:
@@ -179,6 +183,11 @@ def _init_extract_worker(config: FeatureConfig) -> None:
 
 def _extract_in_worker(source) -> tuple[np.ndarray | None, str | None]:
     return _extract_safe(source, _CONFIG[0])[1:]
+
+
+#: write errors that no later file would escape: a full disk or quota, a read-only file system, and numpy's short
+#: write (no errno)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, None)
 
 
 def _save(path: Path, features: np.ndarray) -> None:
@@ -239,6 +248,12 @@ def extract_to_directory(
                 try:
                     _save(dst, feats)
                 except OSError as exc:
+                    if exc.errno in _DISK_FULL:  # no later file could be written either: stop, keep what is written
+                        results.close()
+                        raise ConfigError(
+                            f"{out_dir}: cannot write the features of {src} ({exc.strerror or exc}: is the disk full?); "
+                            f"free space there or choose another --out, then run again with --skip-existing: the "
+                            f"{len(report.written)} file(s) written so far are kept") from None
                     error = f"{dst}: cannot write the features ({exc}); check the output directory"
                 else:
                     report.written.append(dst)
