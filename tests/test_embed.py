@@ -422,3 +422,33 @@ def test_a_merge_of_parts_made_in_different_folders_claims_no_folder(package, mu
     assert "cwd" not in read_run_record(tmp_path / "all.csv")
     assert main(["merge", str(parts[0]), "--out", str(tmp_path / "one.csv")]) == 0
     assert read_run_record(tmp_path / "one.csv")["cwd"] == str(music)
+
+
+@pytest.mark.parametrize("command,ext", [("tag", ".csv"), ("embed", ".npy")])
+def test_a_moved_project_folder_resumes_without_a_second_row(package, music, tmp_path, monkeypatch, command, ext):
+    """A project folder moved (or copied) after its output was started: the same relative names lead to the same
+    files from the new place, so nothing is done twice, and the rows stay relative."""
+    import shutil
+
+    from musetag.inference.embeddings_file import read_embeddings
+    from musetag.tag.writers import read_results
+
+    shutil.copytree(music / "low", tmp_path / "p1" / "audio")
+    base = [command, str(package), "--out", f"out{ext}", "--workers", "0", "--no-progress"]
+    monkeypatch.chdir(tmp_path / "p1")
+    assert main([*base, "audio/low0.wav"]) == 0
+    (tmp_path / "p1").rename(tmp_path / "p2")
+    monkeypatch.chdir(tmp_path / "p2")
+    assert main([*base, "audio"]) == 0
+    if command == "tag":
+        paths = [r["path"] for r in read_results(tmp_path / "p2" / f"out{ext}", ["happy", "sad", "calm"])]
+    else:
+        paths = read_embeddings(tmp_path / "p2" / f"out{ext}").paths
+    assert sorted(paths) == ["audio/low0.wav", "audio/low1.wav", "audio/low2.wav"]
+    shutil.copytree(tmp_path / "p2", tmp_path / "p3")  # a copy beside the original: the same files again
+    monkeypatch.chdir(tmp_path / "p3")
+    assert main([*base, "audio"]) == 0
+    if command == "tag":
+        assert len(read_results(tmp_path / "p3" / f"out{ext}", ["happy", "sad", "calm"])) == 3
+    else:
+        assert len(read_embeddings(tmp_path / "p3" / f"out{ext}").paths) == 3

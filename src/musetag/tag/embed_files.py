@@ -33,7 +33,7 @@ import numpy as np
 
 from musetag.errors import ConfigError
 from musetag.inference.embeddings_file import _check_ext, _pyarrow, read_embeddings, side_files, write_embeddings
-from musetag.tag.writers import check_output_file, row_key
+from musetag.tag.writers import check_output_file, done_keys, resume_base, row_key
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +184,11 @@ def embed_files(
                                          retry_errors=retry_errors, windows=embedder.windows)
     # a run resumed from another folder than the one that started the output lists its files absolute
     elsewhere = os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
-    error_keys = {row_key(p, base) for p in errors}
-    todo = [f for f in files if row_key(f) not in done and row_key(f) not in error_keys]
+    error_keys = done_keys(errors, base)
+    listed = done_keys((p for p, _ in done.values()), base)  # done's keys, and relative names from here as well
+    todo = [f for f in files if row_key(f) not in listed and row_key(f) not in error_keys]
     report.skipped = len(files) - len(todo)
-    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in done)
+    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in listed)
     if report.skipped:
         log.info("%s: %d of %d files already done, skipping them", out, report.skipped, len(files))
 
@@ -197,7 +198,6 @@ def embed_files(
         for result in embedder.tag_many(todo, workers=workers):
             path = str(result.path)
             if elsewhere and not os.path.isabs(path):
-                errors.pop(path, None)
                 path = os.path.abspath(path)
             vec = result.scores_array
             if result.ok and vec is not None and np.all(np.isfinite(vec)):
@@ -242,7 +242,7 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
 
     package_sha256 = sha256
     done: dict[str, tuple[str, np.ndarray]] = {}  # row_key -> (path as listed, vector)
-    base = os.getcwd()
+    base = resume_base(None)
     errors = _read_errors(side["errors"]) if resume else {}
     if retry_errors:
         errors = {}
@@ -255,7 +255,7 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
             )
         check_resume(str(out), table.meta.get("scores", False), scores, "pass --restart to replace it (or choose another --out)")
         _check_windows(str(out), table.meta.get("windows"), windows)
-        base = table.meta.get("cwd") if isinstance(table.meta.get("cwd"), str) else base
+        base = resume_base(table.meta.get("cwd"))
         for p, v in zip(table.paths, table.vectors):
             done[row_key(p, base)] = (p, v)
     elif not resume:
@@ -271,8 +271,8 @@ def _resume(out: Path, side: dict[str, Path], sha256: str, scores: bool, *, resu
         check_resume(str(side["partial"]), json.loads(owner.read_text()).get("scores", False), scores,
                      "pass --restart to start over (or choose another --out)")
         _check_windows(str(side["partial"]), json.loads(owner.read_text()).get("windows"), windows)
-        held = json.loads(owner.read_text()).get("cwd")
-        base = held if isinstance(held, str) and not (resume and out_exists) else base
+        if not (resume and out_exists):
+            base = resume_base(json.loads(owner.read_text()).get("cwd"))
     side["partial"].mkdir(parents=True, exist_ok=True)
     owner.write_text(json.dumps({"model_sha256": package_sha256, "windows": windows, "cwd": base,
                                  **({"scores": True} if scores else {})}))

@@ -512,7 +512,7 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     from musetag.inference.embed import DEFAULT_WINDOWS
     from musetag.inference.loading import load_model
     from musetag.tag.shard import Shard, parse_shard
-    from musetag.tag.writers import check_output_file, row_key
+    from musetag.tag.writers import check_output_file, done_keys, row_key
 
     out = Path(out)
     F._check_ext(out)
@@ -531,10 +531,11 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     done, errors, chunks, base = E._resume(out, side, package.sha256, False, resume=resume, out_exists=out_exists,
                                            retry_errors=retry_errors, windows=DEFAULT_WINDOWS)
     elsewhere = os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
-    error_keys = {row_key(p, base) for p in errors}
-    todo = [f for f in files if row_key(f) not in done and row_key(f) not in error_keys]
+    error_keys = done_keys(errors, base)
+    listed = done_keys((p for p, _ in done.values()), base)  # done's keys, and relative names from here as well
+    todo = [f for f in files if row_key(f) not in listed and row_key(f) not in error_keys]
     report.skipped = len(files) - len(todo)
-    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in done)
+    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in listed)
     start = time.perf_counter()
     try:
         if todo:
@@ -546,7 +547,6 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
                 if key in done:
                     continue
                 if elsewhere and not os.path.isabs(row["path"]):  # resumed from another folder: absolute
-                    errors.pop(row["path"], None)
                     row["path"] = os.path.abspath(row["path"])
                 if row["status"] == "ok":
                     vec = np.asarray(row["embedding"], dtype=np.float32)
@@ -575,7 +575,7 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
         "model": package.model_name, "model_args": package.model_args,
         "model_package": str(Path(package.path).resolve()) if package.path else None,
         "model_sha256": package.sha256, "layer": "forward_features", "pooling": "mean over the tagger's segments",
-        "segment": package.segment, "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
+        "segment": _segment("embed", package), "features": {k: v for k, v in package.features.items() if k not in ("mean", "std")},
         "windows": DEFAULT_WINDOWS, "shard": str(shard) if not shard.is_whole else None, "cwd": base,
         "musetag_version": __version__, "engine": "ray",
     }

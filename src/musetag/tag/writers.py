@@ -79,6 +79,24 @@ def row_key(path: str, base: str | None = None) -> str:
     return os.path.normcase(os.path.abspath(os.path.join(base, path) if base else path))
 
 
+def resume_base(recorded: Any) -> str:
+    """The folder an output's relative paths are taken from: the one recorded by the run that started it, while it
+    exists (a moved or renamed project folder: the current one, where the same relative paths now lead)."""
+    return recorded if isinstance(recorded, str) and os.path.isdir(recorded) else os.getcwd()
+
+
+def done_keys(paths: Iterable[str], base: str) -> set[str]:
+    """Keys of the files an output lists: each relative path from ``base`` and, as well, from the current folder
+    (a copied project folder, or one entered by another path, lists the same files under the same relative
+    names)."""
+    keys = set()
+    for p in paths:
+        keys.add(row_key(p, base))
+        if not os.path.isabs(p):
+            keys.add(row_key(p))
+    return keys
+
+
 def json_text(doc: Any, **kw) -> str:
     """``doc`` as JSON text that UTF-8 can write: a file name that is not UTF-8 (its bytes are lone surrogates in
     Python) is written as ``\\udcff`` escapes, which read back as the same name."""
@@ -253,12 +271,12 @@ class ResultWriter:
         record = self._check_run(bool(rows))
         #: the folder relative paths in the output are taken from (the run that started it ran there); a run
         #: resumed from another folder writes its rows' paths absolute, so every row still names its file
-        self.base = (record or {}).get("cwd") or os.getcwd()
+        self.base = resume_base((record or {}).get("cwd"))
         self._absolute = os.path.normcase(os.path.abspath(self.base)) != os.path.normcase(os.getcwd())
         self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
-        self.done = {row_key(r["path"], self.base) for r in rows}
+        self.done = done_keys((r["path"] for r in rows), self.base)
         #: files whose kept row is an error (tried by an earlier run; ``retry_errors`` tries them again)
-        self.failed_before = {row_key(r["path"], self.base) for r in rows if r.get("status") != "ok"}
+        self.failed_before = done_keys((r["path"] for r in rows if r.get("status") != "ok"), self.base)
         self._fh = None
         self._last_flush = time.monotonic()
         self._dirty = False
@@ -291,10 +309,9 @@ class ResultWriter:
         # output is kept (its rows' relative paths are relative to it)
         if resuming and held is None:
             return None
-        cwd = held.get("cwd") if resuming and isinstance(held.get("cwd"), str) else None
-        if resuming and cwd is None:  # recorded before the folder was: its rows were written from here or absolute
+        if resuming and not isinstance(held.get("cwd"), str):  # recorded before the folder was
             return dict(self.meta)
-        return {**self.meta, "cwd": cwd or os.getcwd()}
+        return {**self.meta, "cwd": resume_base(held.get("cwd")) if resuming else os.getcwd()}
 
     def _start(self, rewrite: bool) -> None:
         if self.format == ".json":
