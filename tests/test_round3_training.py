@@ -138,6 +138,18 @@ def test_ensemble_members_are_checked_before_any_trains_and_never_reused_silentl
                                           r"model.args: \{.*\} there, \{.*\} now"):
         train(resume=run, sets=["model.args.width=3"])
     assert (run / "config.toml").read_text() == config
+    train(resume=run, sets=["data.eval_batch_size=8"])  # how fast it evaluates changes no member: not refused
+    # a member not finished refuses a --set that changes its network: the ensemble's config.toml stays as it was
+    import shutil
+
+    config = (run / "config.toml").read_text()
+    (run / "members" / "a" / "summary.json").unlink()
+    shutil.rmtree(run / "members" / "b")
+    with pytest.raises(ConfigError, match=r"cannot resume .*members/a.*the network"):
+        train(resume=run, sets=["model.args.width=3"])
+    assert (run / "config.toml").read_text() == config
+    train(resume=run)  # and a plain resume finishes the ensemble
+    assert (run / "summary.json").exists() and (run / "members" / "b" / "summary.json").exists()
 
 
 def test_regression_validation_loss_is_the_squared_error():

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from musetag.outputs import write_text_atomic
+from musetag.outputs import write_bytes_atomic, write_text_atomic
 from musetag.training.config import TrainConfig
 from musetag.errors import ConfigError, MusetagError
 from musetag.training.recipes import dump_toml, load_config, load_toml_config
@@ -54,18 +54,27 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
                 f"ensemble member {member.name!r} ({member_dir}) has finished training with other settings than "
                 f"the ensemble's config now gives it ({', '.join(changed[:5])}); resume {run_dir} without the "
                 "--set values that change them, or train the ensemble into a new --out folder")
-    if load_toml_config(run_dir / "config.toml").to_dict() != cfg.to_dict():  # --resume ENSEMBLE --set ...
-        dump_toml(cfg, run_dir / "config.toml", header=f"resolved musetag ensemble config (recipe: "
+    config_path = run_dir / "config.toml"
+    before = config_path.read_bytes() if config_path.exists() else None
+    if load_toml_config(config_path).to_dict() != cfg.to_dict():  # --resume ENSEMBLE --set ...
+        dump_toml(cfg, config_path, header=f"resolved musetag ensemble config (recipe: "
                   f"{cfg.recipe or 'custom'}; changed with --set when resumed)")
-    results = []
+    results, trained = [], False
     for member, member_cfg in zip(cfg.members, member_cfgs):
         member_dir = run_dir / "members" / member.name
         if (member_dir / "summary.json").exists():
             log.info("member %s already trained", member.name)
         elif (member_dir / "checkpoints" / "last.pt").exists():
-            run_one(member_cfg, member_dir, resume=True, training_data=training_data)
+            try:
+                run_one(member_cfg, member_dir, resume=True, training_data=training_data)
+            except ConfigError:  # the member refused the --set values before training: unless a member before it
+                if before is not None and not trained:  # trained with them, the ensemble's config stays as it was
+                    write_bytes_atomic(config_path, before)
+                raise
+            trained = True
         else:
             run_one(member_cfg, member_dir, resume=False, training_data=training_data)
+            trained = True
         results.append(json.loads((member_dir / "summary.json").read_text()))
     weights = np.array([m.weight for m in cfg.members], dtype=np.float64)
     weights = weights / weights.sum()
@@ -113,7 +122,12 @@ def _changed_settings(member_dir: Path, member_cfg: TrainConfig) -> list[str]:
 
     a, b = flat(theirs), flat(ours)
     return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-            if k not in ("out", "progress") and a.get(k) != b.get(k)]
+            if k not in _NOT_WEIGHTS and a.get(k) != b.get(k)]
+
+
+#: settings that change neither a member's weights nor its predictions: where it runs and how fast it evaluates
+_NOT_WEIGHTS = ("out", "progress", "device", "amp", "compile", "data.num_workers", "data.cache_dir", "member_sets",
+                "data.eval_batch_size", "data.eval_cache_mb")
 
 
 def _nested_sets(sets: dict) -> dict:

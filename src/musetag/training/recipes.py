@@ -121,7 +121,9 @@ def dump_toml(cfg: TrainConfig, path: str | Path, header: str = "") -> Path:
     text = dumps_toml(cfg.to_dict())
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    path.write_text(text, encoding="utf-8")
+    from musetag.outputs import write_text_atomic
+
+    write_text_atomic(path, text)  # other ranks may read it while rank 0 rewrites it (a resume's --set)
     return path
 
 
