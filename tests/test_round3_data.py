@@ -141,6 +141,7 @@ def test_gtzan_labels_with_a_byte_order_mark_and_crlf_are_read(tmp_path):
     (b"path,genre\nc0.wav,jazz\nc1.wav,\n", r"labels\.csv:3: empty genre"),  # was a class named ''
     (b"path,genre\nc0.wav,jazz\nc1.wav\n", r"labels\.csv:3: empty genre"),  # was AttributeError on None
     (b"path,genre\nc0.wav,jazz\n,rock\n", r"labels\.csv:3: empty path"),  # was "audio file <folder> not found"
+    (b"path,genre\nc0.wav,jazz\n\n\nnone.wav,pop\n", r"labels\.csv:5: audio file .*none\.wav not found"),  # said :3
 ])
 def test_gtzan_labels_errors_name_the_line(tmp_path, text, match):
     with pytest.raises(DatasetError, match=match):
@@ -287,3 +288,21 @@ def test_features_on_a_full_disk_stop_and_keep_what_is_written(tmp_path, monkeyp
                                           r"is the disk full\?\).*--skip-existing.*2 file\(s\) written"):
         extract_to_directory([src], "fusion64", tmp_path / "out", workers=workers, progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["t0.npy", "t1.npy"]
+
+
+def test_a_write_error_of_one_track_is_that_tracks_failure_only(corpus, tmp_path, monkeypatch):
+    # review: every OSError stopped the run as a full disk; a name too long for the file system is one track's
+    import errno as errno_module
+
+    real_save, calls = cache_module.save_array_atomically, []
+
+    def too_long_once(final, array):
+        calls.append(final)
+        if len(calls) == 2:
+            raise OSError(errno_module.ENAMETOOLONG, "File name too long")
+        real_save(final, array)
+
+    monkeypatch.setattr(cache_module, "save_array_atomically", too_long_once)
+    report = prepare(corpus, tmp_path / "c", workers=0, progress=False)
+    assert len(report.failures) == 1 and "File name too long" in next(iter(report.failures.values()))
+    assert report.n_computed == 7

@@ -30,6 +30,7 @@ import csv
 import hashlib
 import json
 import logging
+import errno
 import math
 import os
 import re
@@ -74,6 +75,11 @@ def _init_worker() -> None:
         torch.set_num_threads(1)
 
 
+#: write errors no later track would escape: a full disk or quota, a read-only file system, numpy's short write
+#: (no errno)
+_STORE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, None)
+
+
 def _process_track(job: dict[str, Any]) -> dict[str, Any]:
     """Compute (or check) one track's features and store them; never raises."""
     track_id = job["id"]
@@ -109,8 +115,10 @@ def _process_track(job: dict[str, Any]) -> dict[str, Any]:
             raise DatasetError(f"{audio}: features contain NaN or infinite values (float16 overflow?)")
         try:
             save_array_atomically(Path(job["out"]), array)
-        except OSError as exc:  # the store's disk is full or read-only, or it cannot be written at all: no
-            # other track can be stored either (numpy's short writes carry no errno, hence every OSError)
+        except OSError as exc:
+            if exc.errno not in _STORE_FULL:
+                raise  # this track's own trouble (a name too long...): reported, the others go on
+            # the store's disk is full or read-only: no other track could be stored either
             why = exc.strerror or f"{exc}: is the disk full?"
             return {"id": track_id, "error": why, "fatal": str(Path(job["out"]).parent)}
         return {"id": track_id, "file": job["file"], **_summary(array, config.kind)}

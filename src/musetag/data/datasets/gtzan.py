@@ -78,7 +78,8 @@ def read_labels_csv(path: str | Path, *, split_lists: dict[str, Path] | None = N
     if not {"path", "genre"} <= cols:
         raise DatasetError(f"{path}: expected columns path,genre; found {', '.join(sorted(cols)) or 'none'}")
     records = []
-    for lineno, row in enumerate(reader, start=2):
+    for row in reader:
+        lineno = reader.line_num  # the row's last line (blank lines and quoted line breaks counted)
         raw, genre = (row.get("path") or "").strip(), (row.get("genre") or "").strip()
         if not raw and not genre:
             continue  # a blank line
