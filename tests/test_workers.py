@@ -18,6 +18,26 @@ def _upper_or_die(item: str) -> str:
     return item.upper()
 
 
+def _slow_first(item: str) -> str:
+    if item == "slow":
+        time.sleep(1.5)
+    return _upper_or_die(item)
+
+
+def test_unordered_results_come_as_they_finish_and_a_crash_is_still_blamed_alone():
+    """prepare needs no order: with ``ordered=False`` one long track no longer holds the others' results back
+    (the other workers ran out of work behind it); a crash is still retried alone and reported."""
+    items = ["slow", "a", "b", "c", "d"]
+    got = list(ordered_map(_slow_first, items, workers=2, ordered=False))
+    assert [item for item, _, _ in got] == ["a", "b", "c", "d", "slow"]  # finished last, handed back last
+    assert [item for item, _, _ in ordered_map(_slow_first, items, workers=2)] == items  # the default: in order
+    items = ["slow", "a", "b", "crash", "c", "d"]
+    got = list(ordered_map(_slow_first, items, workers=2, ordered=False))
+    assert sorted(item for item, _, _ in got) == sorted(items)  # every item once
+    outcomes = {item: outcome for item, outcome, _ in got}
+    assert outcomes["crash"] is CRASHED and all(outcomes[i] == i.upper() for i in items if i != "crash")
+
+
 def test_a_pool_broken_between_results_and_the_next_submit_loses_nothing():
     """One worker runs "a", then dies on "crash" while the parent, having taken "a"'s result, submits "c" (the
     pause in in_worker makes that order certain): the submit meets a broken pool. Every other item still gets

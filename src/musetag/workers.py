@@ -81,8 +81,10 @@ def ordered_map(
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
     in_worker: Callable[[Any], bool] = lambda item: True,
+    ordered: bool = True,
 ) -> Iterator[tuple[Any, Any, bool]]:
-    """``(item, outcome, ran_in_worker)`` for each item, in input order.
+    """``(item, outcome, ran_in_worker)`` for each item, in input order (``ordered=False``: as they finish, so one
+    long item does not hold the others' results back while the workers run out of work).
 
     Items for which ``in_worker(item)`` is true run as ``fn(item)`` in one of ``workers`` processes
     (``initializer(*initargs)`` runs once in each); ``outcome`` is what ``fn`` returned, the exception
@@ -90,7 +92,7 @@ def ordered_map(
     yielded with ``outcome=None`` and ``ran_in_worker=False`` for the caller to handle itself, in
     their place. At most ``2 * workers + 1`` items are in flight, so results never pile up in memory.
     """
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = _context()
@@ -126,10 +128,21 @@ def ordered_map(
                 return
             submit(nxt)
 
+    def take():
+        """The next entry to hand back: the first in input order, or (unordered) the first one done."""
+        if ordered:
+            return window.popleft()
+        while True:
+            for entry in window:
+                if entry[1] is None or entry[1].done():
+                    window.remove(entry)
+                    return entry
+            wait([f for _, f, _ in window], return_when=FIRST_COMPLETED)
+
     try:
         refill()
         while window:
-            item, future, attempts = window.popleft()
+            item, future, attempts = take()
             if future is None:
                 yield item, None, False
                 refill()

@@ -581,7 +581,7 @@ def _run_jobs(jobs, handle, *, workers: int | None, progress: bool) -> None:
         # musetag.workers: Ctrl-C (or a kill of this process alone) stops the workers at once instead of
         # waiting on them, and a track whose worker dies (a decoder crashing on a damaged file, the
         # out-of-memory killer) is retried alone and reported, while the other tracks go on
-        outcomes = ordered_map(_process_track, jobs, workers=n_workers, initializer=_init_worker)
+        outcomes = ordered_map(_process_track, jobs, workers=n_workers, initializer=_init_worker, ordered=False)
         try:
             for job, outcome, _ in outcomes:
                 if outcome is CRASHED:
