@@ -12,13 +12,7 @@ TINY = ["progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32
         "model.args.width=2", "max_steps_per_epoch=1", "swa.enabled=false", "final=last", "final_choice=pinned"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from musetag.data.synth import make_corpus
-
-    root = tmp_path_factory.mktemp("round3")
-    make_corpus(root / "corpus", n_clips=12, seconds=1.5, seed=5, clips_per_artist=1, split_fractions=(0.5, 0.25, 0.25))
-    return root / "corpus" / "dataset.toml"
+from test_resume import dataset  # noqa: E402,F401 - the same 12-clip synthetic corpus (a module fixture)
 
 
 def _epochs(run):
