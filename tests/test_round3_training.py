@@ -12,7 +12,9 @@ TINY = ["progress=false", "data.crop=32", "data.eval_crop=32", "data.eval_hop=32
         "model.args.width=2", "max_steps_per_epoch=1", "swa.enabled=false", "final=last", "final_choice=pinned"]
 
 
-from test_resume import dataset  # noqa: E402,F401 - the same 12-clip synthetic corpus (a module fixture)
+import test_resume  # noqa: E402
+
+dataset = test_resume.dataset  # the same 12-clip synthetic corpus (a module fixture)
 
 
 def _epochs(run):
