@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from musetag.errors import ConfigError
 
-__all__ = ["check_writable", "describe_os_error", "file_mode", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["DISK_FULL_ERRNOS", "check_writable", "describe_os_error", "file_mode", "removed_on_error",
+           "write_bytes_atomic", "write_text_atomic"]
+
+#: write errors that no later file of the same folder escapes: a full disk or quota, a read-only file system, and
+#: numpy's short write (an OSError without errno); a run that meets one stops instead of failing file after file
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, None)
+
+
+@contextmanager
+def removed_on_error(tmp: str | os.PathLike):
+    """Remove the temporary file ``tmp`` when the block fails (a full disk, a kill): no half-written file stays."""
+    try:
+        yield
+    except BaseException:
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
 
 
 def file_mode() -> int:
@@ -81,7 +100,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = 
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
+    with removed_on_error(tmp):
         os.chmod(tmp, file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -89,9 +108,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = 
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = False) -> None:

@@ -30,7 +30,6 @@ import csv
 import hashlib
 import json
 import logging
-import errno
 import math
 import os
 import re
@@ -46,7 +45,7 @@ from musetag.data.manifest import TrackRecord
 from musetag.data.cache_reader import FeatureCache, open_cache  # noqa: F401  (re-exported)
 from musetag.data.tags import TagVocab
 from musetag.errors import DatasetError
-from musetag.outputs import write_text_atomic
+from musetag.outputs import DISK_FULL_ERRNOS, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +72,6 @@ def _init_worker() -> None:
     torch = sys.modules.get("torch")
     if torch is not None:  # inherited from the parent; the numpy front end needs no torch of its own
         torch.set_num_threads(1)
-
-
-#: write errors no later track would escape: a full disk or quota, a read-only file system, numpy's short write
-#: (no errno)
-_STORE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, None)
 
 
 def _process_track(job: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def _process_track(job: dict[str, Any]) -> dict[str, Any]:
         try:
             save_array_atomically(Path(job["out"]), array)
         except OSError as exc:
-            if exc.errno not in _STORE_FULL:
+            if exc.errno not in DISK_FULL_ERRNOS:
                 raise  # this track's own trouble (a name too long...): reported, the others go on
             # the store's disk is full or read-only: no other track could be stored either
             why = exc.strerror or f"{exc}: is the disk full?"

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from musetag.outputs import removed_on_error
+
 #: bumped whenever arrays computed from audio change for the same settings, so an older cache is
 #: refused instead of mixed with new arrays. 2: the "linear" resampler is libsamplerate at
 #: Essentia's single-precision ratio (jamendo96 arrays computed before differ by up to several dB).
@@ -38,15 +40,9 @@ def save_array_atomically(final: Path, array: np.ndarray) -> None:
     """Write ``final`` (.npy) under a temporary name of this process, synced, then renamed into place: a
     killed run never leaves a half-written array (and a stale temporary names the process that wrote it)."""
     tmp = final.with_name(f"{final.stem}.tmp-{os.getpid()}.npy")
-    try:
+    with removed_on_error(tmp):  # a full disk or a failed write: no half-written temporary is left behind
         with open(tmp, "wb") as handle:
             np.save(handle, array)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-    except BaseException:  # a full disk or a failed write: no half-written temporary is left behind
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise

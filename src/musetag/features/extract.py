@@ -2,7 +2,6 @@
 (:func:`extract_to_directory`, what ``musetag features`` runs)."""
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ from musetag.audio.io import AudioSource, describe_source, load_audio
 from musetag.errors import AudioError, ConfigError, MusetagError
 from musetag.features.compute import compute_features
 from musetag.features.presets import FeatureConfig, get_preset
+from musetag.outputs import DISK_FULL_ERRNOS, removed_on_error
 
 log = logging.getLogger(__name__)
 
@@ -185,24 +185,13 @@ def _extract_in_worker(source) -> tuple[np.ndarray | None, str | None]:
     return _extract_safe(source, _CONFIG[0])[1:]
 
 
-#: write errors that no later file would escape: a full disk or quota, a read-only file system, and numpy's short
-#: write (no errno)
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, None)
-
-
 def _save(path: Path, features: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    try:
+    with removed_on_error(tmp):  # nor its partial temporary (a full disk would collect one per remaining file)
         with open(tmp, "wb") as fh:
             np.save(fh, features, allow_pickle=False)
         os.replace(tmp, path)  # never leave a half-written .npy behind
-    except BaseException:  # nor its partial temporary (a full disk would collect one per remaining file)
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise
 
 
 def extract_to_directory(
@@ -248,7 +237,7 @@ def extract_to_directory(
                 try:
                     _save(dst, feats)
                 except OSError as exc:
-                    if exc.errno in _DISK_FULL:  # no later file could be written either: stop, keep what is written
+                    if exc.errno in DISK_FULL_ERRNOS:  # no later file could be written either: stop, keep what is written
                         results.close()
                         raise ConfigError(
                             f"{out_dir}: cannot write the features of {src} ({exc.strerror or exc}: is the disk full?); "

@@ -33,7 +33,7 @@ import numpy as np
 
 from musetag.errors import ConfigError
 from musetag.inference.embeddings_file import _check_ext, _pyarrow, read_embeddings, side_files, write_embeddings
-from musetag.tag.writers import check_output_file, done_keys, resume_base, row_key
+from musetag.tag.writers import check_output_file, done_keys, resume_base, resumed_elsewhere, row_key
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +182,8 @@ def embed_files(
 
     done, errors, chunks, base = _resume(out, side, package.sha256, scores, resume=resume, out_exists=out_exists,
                                          retry_errors=retry_errors, windows=embedder.windows)
-    # a run resumed from another folder than the one that started the output lists its files absolute
-    elsewhere = os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
-    error_keys = done_keys(errors, base)
-    listed = done_keys((p for p, _ in done.values()), base)  # done's keys, and relative names from here as well
-    todo = [f for f in files if row_key(f) not in listed and row_key(f) not in error_keys]
-    report.skipped = len(files) - len(todo)
-    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in listed)
+    todo = pending(files, done, errors, base, report)
+    elsewhere = resumed_elsewhere(base)  # then the files are listed absolute
     if report.skipped:
         log.info("%s: %d of %d files already done, skipping them", out, report.skipped, len(files))
 
@@ -223,6 +218,18 @@ def embed_files(
 
     _write_output(out, side, done, errors, embedder, shard, report, base)
     return report
+
+
+def pending(files: list[str], done: dict, errors: dict[str, str], base: str, report: EmbedReport) -> list[str]:
+    """The files still to embed: neither in ``done`` nor failed earlier (relative names matched from ``base`` and
+    from here, :func:`~musetag.tag.writers.done_keys`); counts the others in ``report``."""
+    listed = done_keys((p for p, _ in done.values()), base)
+    failed = done_keys(errors, base)
+    keys = [row_key(f) for f in files]
+    todo = [f for f, k in zip(files, keys) if k not in listed and k not in failed]
+    report.skipped = len(files) - len(todo)
+    report.failed_before = sum(1 for k in keys if k in failed and k not in listed)
+    return todo
 
 
 def _check_windows(what: str, held: str | None, windows: str) -> None:

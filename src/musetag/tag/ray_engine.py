@@ -512,7 +512,7 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     from musetag.inference.embed import DEFAULT_WINDOWS
     from musetag.inference.loading import load_model
     from musetag.tag.shard import Shard, parse_shard
-    from musetag.tag.writers import check_output_file, done_keys, row_key
+    from musetag.tag.writers import check_output_file, resumed_elsewhere, row_key
 
     out = Path(out)
     F._check_ext(out)
@@ -530,12 +530,8 @@ def run_embed(model, sources, out, *, retry_errors: bool = False, resume: bool =
     # what an earlier run left, refused when made by another model or window rule (as `musetag embed` does)
     done, errors, chunks, base = E._resume(out, side, package.sha256, False, resume=resume, out_exists=out_exists,
                                            retry_errors=retry_errors, windows=DEFAULT_WINDOWS)
-    elsewhere = os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
-    error_keys = done_keys(errors, base)
-    listed = done_keys((p for p, _ in done.values()), base)  # done's keys, and relative names from here as well
-    todo = [f for f in files if row_key(f) not in listed and row_key(f) not in error_keys]
-    report.skipped = len(files) - len(todo)
-    report.failed_before = sum(1 for f in files if row_key(f) in error_keys and row_key(f) not in listed)
+    todo = E.pending(files, done, errors, base, report)
+    elsewhere = resumed_elsewhere(base)  # then the files are listed absolute
     start = time.perf_counter()
     try:
         if todo:

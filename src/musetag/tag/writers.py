@@ -85,6 +85,12 @@ def resume_base(recorded: Any) -> str:
     return recorded if isinstance(recorded, str) and os.path.isdir(recorded) else os.getcwd()
 
 
+def resumed_elsewhere(base: str) -> bool:
+    """Whether this run is not in ``base``, the folder the output's relative paths are taken from (its new rows
+    are then written absolute)."""
+    return os.path.normcase(os.path.abspath(base)) != os.path.normcase(os.getcwd())
+
+
 def done_keys(paths: Iterable[str], base: str) -> set[str]:
     """Keys of the files an output lists: each relative path from ``base`` and, as well, from the current folder
     (a copied project folder, or one entered by another path, lists the same files under the same relative
@@ -272,7 +278,7 @@ class ResultWriter:
         #: the folder relative paths in the output are taken from (the run that started it ran there); a run
         #: resumed from another folder writes its rows' paths absolute, so every row still names its file
         self.base = resume_base((record or {}).get("cwd"))
-        self._absolute = os.path.normcase(os.path.abspath(self.base)) != os.path.normcase(os.getcwd())
+        self._absolute = resumed_elsewhere(self.base)
         self.rows = rows  # kept for .json (rewritten whole); for csv/jsonl only the keys matter
         self.done = done_keys((r["path"] for r in rows), self.base)
         #: files whose kept row is an error (tried by an earlier run; ``retry_errors`` tries them again)

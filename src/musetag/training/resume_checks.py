@@ -62,6 +62,17 @@ def check_resumable(run: Run, payload: dict) -> None:
             "--out folder")
 
 
+def check_weights_fit(run: Run, index: int, ours: dict, theirs: dict) -> None:
+    """Refuse weights ``theirs`` from ``last.pt`` that do not fit network ``index`` (0: the network, 1: the
+    co-teaching peer) as this config builds it: a change :func:`check_resumable` does not name (the peer's)."""
+    misfit = misfit_of(ours, theirs)
+    if misfit:
+        what = "co-teaching peer (coteaching.peer, coteaching.peer_args)" if index else "network (model.*)"
+        raise ConfigError(f"cannot resume {run.run_dir}: {run.last_path} holds weights that do not fit the {what} "
+                          f"this config builds ({misfit}). Resume without the --set values that change it, or train "
+                          "into a new --out folder")
+
+
 def misfit_of(ours: dict, theirs: dict) -> str:
     """How the weights ``theirs`` do not fit the state dict ``ours`` ('' when they do)."""
     missing = [k for k in ours if k not in theirs]

@@ -31,7 +31,7 @@ from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
 from musetag.training.epoch import WithSegments
 from musetag.training.losses import build_loss
 from musetag.training.run_length import describe_schedule
-from musetag.training.resume_checks import check_resumable, finalised, misfit_of
+from musetag.training.resume_checks import check_resumable, check_weights_fit, finalised
 from musetag.training.runstate import Run, jsonable
 from musetag.training.param_groups import param_groups
 from musetag.training.schedules import LRSchedule, build_optimizer
@@ -313,13 +313,7 @@ def _resume(run: Run) -> None:
         run.optimizers = [build_optimizer(param_groups(m, cfg.init.body_lr_scale), cfg.optim, name=tr["optimizer_name"])
                           for m in run.models]
     for i, (m, sd) in enumerate(zip(run.models, tr["models"])):
-        misfit = misfit_of(m.state_dict(), sd)
-        if misfit:  # a network changed with --set that the comparison above did not name (the co-teaching peer)
-            raise ConfigError(
-                f"cannot resume {run.run_dir}: {run.last_path} holds weights that do not fit the "
-                f"{'co-teaching peer (coteaching.peer, coteaching.peer_args)' if i else 'network (model.*)'} this "
-                f"config builds ({misfit}). Resume without the --set values that change it, or train into a new "
-                "--out folder")
+        check_weights_fit(run, i, m.state_dict(), sd)
         m.load_state_dict(sd)
     for opt, sd in zip(run.optimizers, tr["optimizers"]):
         # the checkpoint's hyperparameters (weight decay, betas, momentum...) would replace the config's:
