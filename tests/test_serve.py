@@ -30,6 +30,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def send_in_pieces(port: int, head: str, piece: int = 4096) -> bytes:
+    """Send a request head (``Connection: close``) to 127.0.0.1:``port`` in small pieces, as a loaded machine
+    delivers a long one, and return the whole answer."""
+    import socket
+
+    data = head.encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(data), piece):
+            sock.sendall(data[start:start + piece])
+            time.sleep(0.01)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
 def wav_bytes(seconds: float, sr: int = 22050, freq: float = 330.0, fmt: str = "WAV") -> bytes:
     t = np.arange(int(seconds * sr)) / sr
     buf = io.BytesIO()

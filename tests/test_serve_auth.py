@@ -70,6 +70,13 @@ def test_v1_needs_the_key_and_healthz_stays_open(keyed):
     assert r.status_code == 200 and r.json()["filename"] == "t.wav"
     assert httpx.post(keyed.url + "/v1/tag", content=data, headers={"authorization": f"bearer {KEY}"},
                       timeout=60).status_code == 200  # header and scheme names are case-insensitive
+    # a long request head in pieces reaches the app (h11's 16 KiB default reset it), with or without the key
+    from test_serve import send_in_pieces
+
+    for auth, status in ((f"Authorization: Bearer {KEY}\r\n", b"200"), ("", b"401")):
+        answer = send_in_pieces(keyed.port, f"GET /v1/tags?q={'y' * 60_000} HTTP/1.1\r\nHost: x\r\n{auth}"
+                                      "Connection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:300]
 
 
 def test_an_open_server_says_so(tmp_path, monkeypatch):

@@ -71,7 +71,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from musetag.errors import ConfigError
-from musetag.serve.auth import ApiKeyMiddleware, check_bind, check_port, resolve_api_key
+from musetag.serve.auth import ApiKeyMiddleware, check_bind, check_port, resolve_api_key, run_server
 from musetag.serve.responses import install_error_handlers
 from musetag.serve.routes import router, static_router
 from musetag.serve.state import ServeState, load_state, model_id  # noqa: F401 - model_id: public name
@@ -194,10 +194,8 @@ def serve(
 ) -> None:
     """Run the service with uvicorn until interrupted. ``api_key`` None reads ``$MUSETAG_API_KEY``;
     a non-loopback ``host`` without a key is refused unless ``allow_anonymous``."""
-    import uvicorn
-
     api_key = resolve_api_key(api_key)
     check_bind(host, api_key, allow_anonymous)
     check_port(host, port)
     app = create_app(package_path, api_key=api_key, **app_kwargs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    run_server(app, host, port, log_level)

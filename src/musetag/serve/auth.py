@@ -2,7 +2,8 @@
 protected prefix (``/v1/``) needs ``Authorization: Bearer KEY`` (compared in constant time) or gets
 401 with ``WWW-Authenticate: Bearer``; everything else (``/healthz``, the page, its static files,
 the OpenAPI docs) stays open. :func:`check_bind` refuses to listen on a non-loopback address
-without a key unless anonymous access is asked for explicitly.
+without a key unless anonymous access is asked for explicitly; :func:`run_server` starts uvicorn on the address
+they checked.
 
 Not tied to the tagging routes: :class:`ApiKeyMiddleware` wraps any ASGI app of this stack.
 """
@@ -79,6 +80,20 @@ def check_port(host: str, port: int) -> None:
                                   "another --port, or stop the process that holds it") from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; give --host an address of this "
                               "machine (127.0.0.1, 0.0.0.0) and a free --port") from None
+
+
+# h11 (uvicorn's parser without httptools) resets the connection when a request's line and headers arrive in pieces
+# that together pass its 16 KiB default, and parses them whole when they come in one read: a long URL (a deep,
+# non-ASCII path percent-encoded in the label page's audio URL) got a JSON answer or a reset by chance.
+MAX_REQUEST_HEAD = 1 << 20
+
+
+def run_server(app, host: str, port: int, log_level: str) -> None:
+    """Run ``app`` with uvicorn until interrupted, request heads up to :data:`MAX_REQUEST_HEAD` answered by the app
+    however TCP splits them (the service and the labelling page alike)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, h11_max_incomplete_event_size=MAX_REQUEST_HEAD)
 
 
 def bearer_matches(header: str | None, key: str) -> bool:

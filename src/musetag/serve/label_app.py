@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.responses import FileResponse
 
 from musetag.serve.app import DEFAULT_QUEUE, DEFAULT_QUEUE_TIMEOUT, _new_app
-from musetag.serve.auth import ApiKeyMiddleware, check_bind, check_port, resolve_api_key
+from musetag.serve.auth import ApiKeyMiddleware, check_bind, check_port, resolve_api_key, run_server
 from musetag.serve.label_routes import router
 from musetag.serve.queue import WaitQueue
 from musetag.serve.responses import install_error_handlers
@@ -67,10 +67,8 @@ def create_label_app(session, *, api_key: str | None = None, queue: int = DEFAUL
 def serve_label(session, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                 allow_anonymous: bool = False, log_level: str = "info", **kwargs) -> None:
     """Run the labelling page with uvicorn until interrupted (``api_key`` None reads ``$MUSETAG_API_KEY``)."""
-    import uvicorn
-
     api_key = resolve_api_key(api_key)
     check_bind(host, api_key, allow_anonymous)
     check_port(host, port)
     app = create_label_app(session, api_key=api_key, **kwargs)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    run_server(app, host, port, log_level)
