@@ -90,6 +90,9 @@ def resolve_backend(package: Any, backend: str = "auto", device: str = "cpu") ->
     torch, with a warning, when ``auto`` cannot get a graph (the export failed)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    if backend == "onnx" and package.aggregation == "embedding_mean":  # before the graph is exported for nothing
+        raise ConfigError(f"{package.path}: a backbone + probe package runs with the torch backend only; "
+                          "drop --backend onnx")
     if backend != "auto":
         return backend
     import importlib.util

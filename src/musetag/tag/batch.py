@@ -72,7 +72,8 @@ def tag_files(
             "decision": tagger.decision}
     summary = TagSummary(total=len(files))
     start = time.perf_counter()
-    with ResultWriter(out, tagger.tags, retry_errors=retry_errors, meta=meta) as writer:
+    with ResultWriter(out, tagger.tags, retry_errors=retry_errors, meta=meta,
+                      segments=getattr(tagger, "keep_segments", False)) as writer:
         todo = [f for f in files if not writer.is_done(f)]
         summary.skipped = len(files) - len(todo)
         summary.failed_before = sum(1 for f in files if writer.failed_earlier(f))

@@ -76,6 +76,7 @@ class LabelSession:
         self.probs = np.zeros((0, len(self.tags)), dtype=np.float32)
         self.recent: dict[str, list[str]] = {}  # annotator -> last labelled paths
         self.refits = 0
+        self.fitted_on = 0  # labelled tracks the head was fitted on
 
     # -- tracks and model ---------------------------------------------------------------------------------
     def _sync_tracks(self) -> bool:
@@ -123,7 +124,7 @@ class LabelSession:
                 return labels
             rows, Y = self.targets(labels)
             head = fit_head(self._X[rows], Y, self.project.task, previous=self._head)
-            self._head = head
+            self._head, self.fitted_on = head, len(rows)
             self.probs = head.predict(self._X).astype(np.float32)
             self._proposer.set_labelled(rows)
             self.refits += 1
@@ -205,6 +206,10 @@ class LabelSession:
         with self.lock:
             i = self._rows.get(path) if self._index else None
             if i is None or i >= len(self.probs):
+                return []
+            if self.project.task == "regression" and not self.fitted_on:
+                # a ridge head on no label predicts 0 for every target: not a prediction, and the page's sliders
+                # would start there (the bottom of their range) instead of mid-range
                 return []
             return [{"tag": t, "score": round(float(s), 4)} for t, s in zip(self.tags, self.probs[i])]
 

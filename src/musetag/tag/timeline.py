@@ -123,7 +123,10 @@ def write_timelines(results: str | os.PathLike, out_dir: str | os.PathLike, *, t
         name = str(row.get("path", ""))
         entry = {"path": name, "status": row.get("status"), "png": None, "row": row}
         if row.get("status") == "ok" and row.get("segments"):
-            png = plot_track(row, tags, out_dir / f"{n:03d}-{_slug(name)}.png", top=top)
+            # each row names its own tags (its scores, in vocabulary order): rows of two models' outputs joined into
+            # one file are drawn each with its model's tags, not the first row's
+            row_tags = list(row.get("scores") or {}) or tags
+            png = plot_track(row, row_tags, out_dir / f"{n:03d}-{_slug(name)}.png", top=top)
             entry["png"] = png.name
         items.append(entry)
     index = out_dir / "index.html"

@@ -26,7 +26,8 @@ input window (it was zero-padded), ``silent: ...`` when its peak is at or below 
 
 On start an existing output is read back: rows it holds are "done" and are skipped, a torn last
 line (from a kill in the middle of a write) is dropped, and with ``retry_errors`` error rows are
-removed so those files are tagged again. A run with model metadata also keeps ``tags.csv.run.json``
+removed so those files are tagged again; a ``--segments`` run drops the ok rows that have no ``segments``
+(tagged earlier without it) and tags those files again. A run with model metadata also keeps ``tags.csv.run.json``
 beside the output (:mod:`musetag.tag.run_record`) and refuses to resume an output of another model
 or decision rule.
 """
@@ -253,6 +254,7 @@ class ResultWriter:
         retry_errors: bool = False,
         meta: dict[str, Any] | None = None,
         json_flush_seconds: float = 5.0,
+        segments: bool = False,
     ) -> None:
         self.path = Path(path)
         self.format = output_format(self.path)
@@ -274,6 +276,13 @@ class ResultWriter:
                     )
             if retry_errors:
                 rows = [r for r in rows if r.get("status") == "ok"]
+            if segments:  # `tag --segments` into an output tagged without: those files are tagged again, or
+                # `musetag plot` would keep answering "tag with --segments" after the user did just that
+                bare = [r for r in rows if r.get("status") == "ok" and not r.get("segments")]
+                if bare:
+                    log.warning("%s: %d file(s) were tagged without --segments; tagging them again for their "
+                                "per-window scores", self.path, len(bare))
+                    rows = [r for r in rows if not (r.get("status") == "ok" and not r.get("segments"))]
         record = self._check_run(bool(rows))
         #: the folder relative paths in the output are taken from (the run that started it ran there); a run
         #: resumed from another folder writes its rows' paths absolute, so every row still names its file

@@ -93,13 +93,17 @@
   function describe(infos) {
     const about = $("about");
     about.replaceChildren();
+    // a regression model's outputs are targets (values), not tags
+    const count = (info) => `${info.tags.length} ${info.task === "regression" ? "targets" : "tags"}`;
     if (infos.length === 1) {
-      const info = infos[0].info, m = info.model;
-      $("model").textContent = `Model ${m.pretrained || m.name} · ${info.tags.length} tags · ${info.task}`;
+      const info = infos[0].info, m = info.model, name = m.pretrained || m.name;
+      // the served id first (two packages of one architecture, e.g. two probes, read alike by name alone)
+      const shown = info.id && info.id !== name ? `${info.id} (${name})` : name;
+      $("model").textContent = `Model ${shown} · ${count(info)} · ${info.task}`;
       about.append(...aboutNodes(m, ""));
     } else {
       $("model").textContent = `${infos.length} models side by side: `
-        + infos.map(({ id, info }) => `${id} (${info.tags.length} tags)`).join(", ");
+        + infos.map(({ id, info }) => `${id} (${count(info)})`).join(", ");
       infos.forEach(({ id, info }) => {
         const nodes = aboutNodes(info.model, id);
         if (!nodes.length) return;
@@ -187,8 +191,26 @@
     section.append(bars);
   }
 
+  // what the timeline and the bars show: probabilities and decisions (the page's own words, with their highlight),
+  // or a regression model's values
+  const TAGS_EXPLAIN = $("explain").innerHTML;
+  function explain() {
+    const regression = lastResults.map(({ body }) => body.task === "regression");
+    const what = regression.every(Boolean) ? "values" : regression.some(Boolean) ? "mixed" : "tags";
+    $("results-title").textContent = what === "values" ? "Values" : "Tags";
+    if (what === "tags") { $("explain").innerHTML = TAGS_EXPLAIN; return; }
+    $("explain").textContent = what === "values"
+      ? "The timeline shows the predicted values window by window on their own scale (click it, or focus it and use "
+        + "the arrow keys, to move the player there); bars show the whole-song values, each placed between the "
+        + "lowest value shown (or 0) and the highest."
+      : "The timelines show each model's top tags (probabilities) or predicted values window by window (click one, "
+        + "or focus it and use the arrow keys, to move the player there); bars show whole-song probabilities "
+        + "(highlighted: above the model's decision threshold) or a regression model's values.";
+  }
+
   function render() {
     if (!lastResults.length) return;
+    explain();
     holder.replaceChildren();
     holder.className = lastResults.length > 1 ? "side" : "";
     timeline.clear();

@@ -219,9 +219,14 @@
           b.type = "button"; b.textContent = text; b.setAttribute("aria-label", `${t.path} ${text}`);
           b.addEventListener("click", async () => {
             const now = new Set(t.label || []);
+            // multiclass: one class per track, so "is X" replaces the track's class (adding it to another was refused)
+            if (on && task === "multiclass") now.clear();
             if (on) now.add(tag); else now.delete(tag);
-            const res = await post("/v1/label/label", { path: t.path, tags: tags.filter((x) => now.has(x)), annotator });
-            renderState(res.state); review();
+            try {
+              const res = await post("/v1/label/label", { path: t.path, tags: tags.filter((x) => now.has(x)), annotator });
+              status(`saved ${res.saved.path}: ${res.saved.tags.join(", ") || "none of the tags"}`);
+              renderState(res.state); review();
+            } catch (e) { status(`not saved: ${e.message}`, true); }
           });
           li.appendChild(b);
         }

@@ -76,8 +76,11 @@ window.MusetagTimeline = (function () {
       // for regression values, their lowest to highest value
       let top = regression ? -Infinity : 0, low = regression ? Infinity : 0;
       for (const s of segs) for (const ti of order) { top = Math.max(top, s.scores[ti]); low = Math.min(low, s.scores[ti]); }
-      const ymin = regression ? low : 0;
-      const ymax = regression ? Math.max(top, low + 1e-6) : Math.min(1, Math.max(0.1, Math.ceil(top * 10 - 1e-9) / 10));
+      // regression: a margin of 5 % of the range above and below, as `musetag plot` draws them, so the highest and
+      // lowest windows are not cut by the box's edge
+      const pad = regression ? Math.max(0.05 * (top - low), 1e-3) : 0;
+      const ymin = regression ? low - pad : 0;
+      const ymax = regression ? top + pad : Math.min(1, Math.max(0.1, Math.ceil(top * 10 - 1e-9) / 10));
       const yOf = (v) => (H * (1 - (v - ymin) / (ymax - ymin))).toFixed(2);
       box.dataset.ymax = String(ymax);
       box.dataset.ymin = String(ymin);
@@ -106,7 +109,7 @@ window.MusetagTimeline = (function () {
       });
       const scale = document.createElement("li");
       scale.className = "muted";
-      scale.textContent = regression ? `(values ${ymin.toFixed(2)} to ${ymax.toFixed(2)}, a point per window)`
+      scale.textContent = regression ? `(values ${low.toFixed(2)} to ${top.toFixed(2)}, a point per window)`
         : `(scale 0–${Math.round(ymax * 100)} %, a point per window)`;
       legend.append(scale);
       const cursor = svgEl("line", { class: "cursor", x1: 0, x2: 0, y1: 0, y2: H });
