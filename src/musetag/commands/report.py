@@ -23,7 +23,8 @@ def register(subparsers) -> None:
                    help="validation predictions and ground truth (bars beside test, thresholds)")
     p.add_argument("--tags", help="tag or class names, one per line; default: tags.txt beside the predictions "
                    "(a run folder's own tags)")
-    p.add_argument("--task", choices=["multilabel", "multiclass"], help="default: from the run or the targets' shape")
+    p.add_argument("--task", choices=["multilabel", "multiclass", "regression"],
+                   help="default: from the run or the targets' shape (regression: numeric targets, R², r and CCC)")
     p.add_argument("--title", help="page title")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.set_defaults(func=run)

@@ -44,7 +44,7 @@ from musetag.data.cache_arrays import CACHE_VERSION, _summary, save_array_atomic
 from musetag.data.manifest import TrackRecord
 from musetag.data.cache_reader import FeatureCache, open_cache  # noqa: F401  (re-exported)
 from musetag.data.tags import TagVocab
-from musetag.errors import DatasetError
+from musetag.errors import ConfigError, DatasetError
 from musetag.outputs import DISK_FULL_ERRNOS, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -412,7 +412,10 @@ def _compute_missing(ctx: _BuildContext, records: list[TrackRecord], *, workers:
         if ctx.features.kind == "embedding":
             from musetag.data.embed_features import run_embed_jobs
 
-            run_embed_jobs(jobs, handle, progress=progress)
+            try:
+                run_embed_jobs(jobs, handle, progress=progress)
+            except ConfigError as exc:
+                raise ConfigError(f"{ctx.where}: {exc}; fix the preset and run prepare again") from exc
         else:
             _run_jobs(jobs, handle, workers=workers, progress=progress)
         for track, leader in followers.items():

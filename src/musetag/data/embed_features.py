@@ -65,11 +65,32 @@ def _check_part(part: str, where: str, base_dir: Path | None, default_layers: st
     whole = _resolve(part, base_dir) if part else None
     if whole is not None and not is_pretrained_name(part):  # a package path holding an "@"
         return join_options(whole, {"windows": DEFAULT_WINDOWS})
+    if "@" in part and part.endswith(f":{SCORES}"):  # NAME@options:scores: the options would swallow :scores
+        head, _, tail = part[:-len(SCORES) - 1].partition("@")
+        fix = (f"{head}@{tail} (the layers' statistics) or {head}:{SCORES} (the penultimate mean and the tag scores)"
+               if "layers=" in tail else f"{head}:{SCORES}@{tail}")
+        raise ConfigError(f"{where}: backbone {part!r}: :{SCORES} goes before the options; write {fix}")
     name, options = split_options(part, where)
+    _check_layers(part, name, options, where)
     defaults = {"windows": DEFAULT_WINDOWS}
     if default_layers and "layers" not in options and is_pretrained_name(name):
         defaults["layers"] = default_layers
     return join_options(_check_backbone(name, where, base_dir), {**defaults, **options})
+
+
+def _check_layers(part: str, name: str, options: dict[str, str], where: str) -> None:
+    """What the written options alone can refuse, before any audio is read: ``layers=`` with ``:scores``
+    (:class:`~musetag.inference.embed.Embedder` refuses it), a statistic named twice."""
+    from musetag.inference.embed_spec import part_layers
+
+    if "layers" in options and parse_part(name)[1]:
+        raise ConfigError(f"{where}: backbone {part!r}: layers= does not combine with :{SCORES}; write "
+                          f"{parse_part(name)[0]}@layers={options['layers']} (the layers' statistics) or "
+                          f"{name} (the penultimate mean and the tag scores)")
+    try:
+        part_layers(part)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_backbone(part: str, where: str, base_dir: Path | None) -> str:
@@ -329,7 +350,9 @@ def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
     results as for audio features. Each backbone's vector of a file is its own array in the store
     (:func:`part_arrays_dir`): a backbone already computed for that file (by this preset or another one
     naming it) is read, never recomputed, and a backbone is loaded only when some file needs it (torch
-    threads as for ``musetag embed``). A failing track is reported (``{"id", "error"}``) and never stops the others."""
+    threads as for ``musetag embed``). A failing track is reported (``{"id", "error"}``) and never stops the others;
+    a :class:`~musetag.errors.ConfigError` (the preset names a layer the backbone lacks) stops the run at once,
+    the tracks done so far kept."""
     if not jobs:
         return
     from tqdm import tqdm
@@ -347,6 +370,8 @@ def run_embed_jobs(jobs: list[dict[str, Any]], handle: Callable[[dict[str, Any]]
                 final = Path(job["out"])
                 save_array_atomically(final, array)
                 handle({"id": job["id"], "file": job.get("file", f"features/{final.name}"), **_summary(array, "embedding")})
+            except ConfigError:  # the preset itself (an unknown layer): every track would fail the same way
+                raise
             except Exception as exc:  # noqa: BLE001 - reported in failures.csv, the other tracks continue
                 handle({"id": job["id"], "error": f"{type(exc).__name__}: {exc}".replace("\n", " ")})
             bar.update(1)

@@ -208,6 +208,33 @@ def load_training_data(cfg, run_dir: Path | None = None, *, progress: bool = Tru
     return data
 
 
+def warn_unlearnable(data: TrainingData) -> list[str]:
+    """Log (and return) the outputs the training split cannot teach: a tag without a positive (or without a
+    negative) training track, a class without a training track, a regression target with one value on
+    every training track. They are still trained and scored; the warning names them and the fix."""
+    train = data.splits.get("train")
+    if train is None or not len(train):
+        return []
+    y = np.asarray(train.targets)
+    if data.task == "multiclass":
+        bad = [t for k, t in enumerate(data.tags) if not (y == k).any()]
+        what = ("classes have no track in the train split, so the model cannot learn them", "give each some "
+                "training tracks (label more, or move some into the train split)")
+    elif data.task == "regression":
+        bad = [t for k, t in enumerate(data.tags) if np.ptp(y[:, k]) == 0]
+        what = ("targets have the same value on every track of the train split, so the model cannot learn them",
+                "check the targets = [...] columns of the dataset TOML and the manifest")
+    else:
+        bad = [t for k, t in enumerate(data.tags) if not y[:, k].any() or y[:, k].all()]
+        what = ("tags have no positive (or no negative) track in the train split, so the model cannot learn them",
+                "give each some training examples (label more tracks, or move some into the train split)")
+    if bad:
+        from musetag.errors import shortlist
+
+        log.warning("%d of %d %s: %s; %s", len(bad), len(data.tags), what[0], shortlist(bad), what[1])
+    return bad
+
+
 def _single_label(split: SplitData) -> SplitData:
     """SELAB-HCMUS 'data balancing': a track with k tags becomes k examples with one tag each."""
     ids, paths, rows = [], [], []

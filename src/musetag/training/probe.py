@@ -194,10 +194,30 @@ def write_probe_run(run_dir: Path, model, meta: dict, val_scores: dict, preds: d
         (pred_dir / f"{role}_ids.txt").write_text("\n".join(ids[role]) + "\n", encoding="utf-8")
 
 
+def _warn_unpackable(spec: str | None) -> None:
+    """Warn at the start of a probe run on ``embed:a+b`` whose backbones hear the audio differently (front end,
+    segment or window rule): ``musetag package`` refuses such a run, so it can be scored but never tag audio."""
+    from musetag.inference.embed_spec import split_spec
+    from musetag.training.probe_auto import _same_front
+
+    parts = split_spec(spec or "")
+    for part in parts[1:]:
+        try:
+            same = _same_front(parts[0], part)
+        except Exception:  # noqa: BLE001 - a backbone that cannot be loaded here is package's to report
+            continue
+        if not same:
+            log.warning("the backbones %s and %s hear the audio differently (front end or segment rule), so "
+                        "`musetag package` will refuse this run: it can be scored, not tag audio; for a package, "
+                        "combine backbones with one front end (e.g. jamendo-fcn+msd-fcn) or use one backbone",
+                        parts[0], part)
+            return
+
+
 def train_probe(cfg, run_dir: Path):
     """``musetag train`` for a probe recipe: the run folder and a :class:`~musetag.training.runstate.RunResult`."""
     from musetag.training.recipes import dump_toml
-    from musetag.training.data import load_training_data
+    from musetag.training.data import load_training_data, warn_unlearnable
     from musetag.training.runstate import RunResult
     from musetag.evaluate.thresholds import fit_thresholds
     from musetag.training.scoring import reported_metric, score
@@ -208,6 +228,8 @@ def train_probe(cfg, run_dir: Path):
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     dump_toml(cfg, run_dir / "config.toml", header=f"resolved musetag training config (recipe: {cfg.recipe or 'custom'})")
     data = load_training_data(cfg.replace({"data": {"normalize": False}}), run_dir, progress=cfg.progress)
+    warn_unlearnable(data)
+    _warn_unpackable(data.feature_config.embed)
     arrays = _splits(data)
     (x_tr, y_tr), (x_va, y_va) = arrays["train"], arrays["validation"]
     metric = reported_metric(data.task)

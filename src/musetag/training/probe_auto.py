@@ -71,6 +71,8 @@ def _check(sel) -> None:
             raise ConfigError(f"select.{key} = {grid!r}: give positive numbers C, e.g. [0.1, 1, 10]")
     if not all(isinstance(m, int) and m >= 1 for m in sel.average) or 1 not in sel.average:
         raise ConfigError(f"select.average = {sel.average!r}: give positive sizes including 1, e.g. [1, 2, 3, 5]")
+    if int(sel.folds) < 2:  # checked before any backbone embeds a file
+        raise ConfigError(f"select.folds = {sel.folds}: give at least 2 folds (5 is the usual choice)")
     if int(sel.pair_top) < 0 or int(sel.extend) < 0 or int(sel.hidden) < 1 or int(sel.max_iter) < 1:
         raise ConfigError("select.pair_top and select.extend must be >= 0, select.hidden and select.max_iter >= 1")
 
@@ -133,7 +135,11 @@ def load_arrays(cfg, run_dir: Path, backbones: list[str]) -> Arrays:
         ds_b, fc = configs[name]
         cache = Path(cfg.data.cache_dir) / name if cfg.data.cache_dir else dataset_cache_dir(ds_b, fc, run_dir)
         log.info("[backbone %d/%d] %s: embeddings in %s (computed once, reused)", i, len(backbones), name, cache)
-        paths = prepare_cache(records, fc, cache, progress=cfg.progress, store=default_store(ds_b, cache))
+        try:
+            paths = prepare_cache(records, fc, cache, progress=cfg.progress, store=default_store(ds_b, cache))
+        except ConfigError as exc:  # a layer the backbone lacks (select.layers, NAME@layers=...): found on its first file
+            raise ConfigError(f"select.backbones: {name!r} (from --set select.backbones=[...], select.layers or the "
+                              f"recipe's [select]; {ds.where} is not at fault): {exc.__cause__ or exc}") from None
         try:
             layouts[name] = cache_layout(cache)
         except ConfigError:  # a cache prepared before layouts were written: the forward_features mean

@@ -26,7 +26,8 @@ from musetag.training import checkpoint as ckpt
 from musetag.training import distributed as D
 from musetag.training.config import TrainConfig
 from musetag.training.recipes import dump_toml, load_toml_config
-from musetag.training.data import CropDataset, EpochSampler, TrainingData, collate, load_training_data
+from musetag.training.data import (CropDataset, EpochSampler, TrainingData, collate, load_training_data,
+                                   warn_unlearnable)
 from musetag.training.early_stopping import EarlyStopping, PerClassEarlyStopping
 from musetag.training.epoch import WithSegments
 from musetag.training.losses import build_loss
@@ -232,6 +233,7 @@ def _load_data(cfg: TrainConfig, run_dir: Path, dist: D.DistInfo, training_data:
         return training_data
     if dist.is_main:
         data = load_training_data(cfg, run_dir, progress=cfg.progress)
+        warn_unlearnable(data)
     D.barrier(dist)
     if not dist.is_main:
         data = load_training_data(cfg, run_dir, progress=False)
