@@ -313,6 +313,11 @@ def test_random_bytes_and_text_renamed_mp3(tmp_path):
         load_audio(text)
     with pytest.raises(AudioError, match=r"upload.mp3: this is a text file"):
         load_audio(_named(text.read_bytes(), "upload.mp3"))
+    # a short one in memory: libsndfile's failed open read it all, and the sniffing read nothing after it
+    with pytest.raises(AudioError, match=r"this is a text file, not audio \(it starts with 'hello'\)"):
+        load_audio(b"hello\n")
+    with pytest.raises(AudioError, match=r"short.txt: this is a text file"):
+        load_audio(_named(b"hello\n", "short.txt"))
 
 
 def _named(data: bytes, name: str) -> io.BytesIO:

@@ -175,7 +175,8 @@ def _read_head(source: AudioSource, n: int = 4096) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source[:n])
     pos = source.tell()
-    try:
+    try:  # from the start, as the decoders see a file object (libsndfile's failed open left it anywhere)
+        source.seek(0)
         return source.read(n)
     finally:
         source.seek(pos)
