@@ -154,3 +154,13 @@ def test_report_of_a_regression_run_scores_each_target(tmp_path):
     text = page.read_text()
     assert "Predicted against true" in text and "CCC" in text
     assert (tmp_path / "report" / "regression_scatter.png").stat().st_size > 5000
+
+
+def test_a_regression_package_counts_targets_not_tags(regression_package):
+    """`musetag package` and model listings said "2 tags (regression)"."""
+    from musetag.inference.loading import load_model
+
+    pkg = load_model(regression_package)
+    assert pkg.outputs == f"{len(TARGETS)} targets" and f"({len(TARGETS)} targets, regression)" in pkg.about()[0]
+    assert load_model(make_package(regression_package.parent / "ml", model=tiny_model(3, seed=1),
+                                   tags=["a", "b", "c"])).outputs == "3 tags"
