@@ -87,7 +87,9 @@ def test_the_option_grammar_takes_lists_and_names_the_fix():
     assert part_layers("x@layers=features") is None and part_layers("x@layers=-1,pool=mean") is None  # the plain mean
     assert part_layers("x@layers=-1,pool=std") == (["-1"], ["std"])
     for bad, says in [("x@pool=mean", "goes with layers"), ("x@layers=1,pool=median", "median"),
-                      ("x@layers=1,pool=mean,mean", "twice"), ("x@depth=3", "unknown option")]:
+                      ("x@layers=1,pool=mean,mean", "twice"), ("x@depth=3", "unknown option"),
+                      ("x@windows=fit,windows=upstream", "windows= is given twice"),
+                      ("x@layers=-1,pool=mean,layers=-2", "layers= is given twice")]:
         with pytest.raises(ConfigError, match=says):
             part_layers(bad)
 
