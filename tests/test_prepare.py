@@ -250,3 +250,21 @@ def test_empty_split_warning_suggests_a_change(tmp_path, caplog, n_clips, fracti
         prepare(tmp_path / "dataset.toml", tmp_path / "cache", workers=0, progress=False)
     warned = [r.getMessage() for r in caplog.records if "tracks among" in r.getMessage()]
     assert warned and fix in warned[0], warned
+
+
+def test_empty_split_warning_of_a_split_column_does_not_advise_fractions(tmp_path, caplog):
+    """Every track marked train in the manifest: the warning said "(split 0.5/0.25/0.25); give them a larger share
+    ... or a split column", though the fractions played no part and the column was there."""
+    import csv
+
+    manifest = make_corpus(tmp_path, n_clips=4, seconds=1.0, seed=1, clips_per_artist=1)
+    rows = list(csv.DictReader(manifest.open(newline="")))
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, [*rows[0], "split"])
+        writer.writeheader()
+        writer.writerows({**r, "split": "train"} for r in rows)
+    with caplog.at_level("WARNING"):
+        prepare(tmp_path / "dataset.toml", tmp_path / "cache", workers=0, progress=False)
+    warned = [r.getMessage() for r in caplog.records if "tracks among" in r.getMessage()]
+    assert warned and "(split from the manifest's split column)" in warned[0], warned
+    assert "in the manifest's split column" in warned[0] and "larger share" not in warned[0], warned

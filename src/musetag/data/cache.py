@@ -210,7 +210,7 @@ def prepare(
     Failing tracks are written to ``failures.csv`` and left out of the index; the rest continue.
     """
     from musetag.data.config import DatasetConfig, load_dataset_config
-    from musetag.data.datasets import dataset_vocab, load_records
+    from musetag.data.datasets import dataset_vocab, read_corpus
 
     from musetag.data.store import dataset_cache_dir, default_store
 
@@ -223,11 +223,15 @@ def prepare(
     from musetag.outputs import check_writable
 
     check_writable(out, folder=True, flag="--out" if out_dir is not None else f"{config.where}: cache")
-    records = list(records) if records is not None else load_records(config)
+    records, seeded = (list(records), True) if records is not None else read_corpus(config)
     empty = [split for split in ("validation", "test") if not any(r.split == split for r in records)]
     if empty and records:
         fractions = "/".join(f"{f:g}" for f in config.split_fractions)
-        if len(records) < 3:  # no fractions fill three splits: more tracks are the fix
+        if not seeded:  # the manifest's split column (or the corpus) said so: [split] fractions played no part
+            fractions = "from the manifest's split column" if config.reader == "csv" else "from the corpus"
+            fix = ("give some tracks that split in the manifest's split column, or leave the column out to let musetag "
+                   "split them by [split] fractions" if config.reader == "csv" else "check the corpus' own split")
+        elif len(records) < 3:  # no fractions fill three splits: more tracks are the fix
             fix = "every split needs at least one track: add tracks"
         elif list(config.split_fractions) != [0.6, 0.2, 0.2]:
             fix = "with few tracks give them a larger share, e.g. [split] fractions = [0.6, 0.2, 0.2], or a split column"

@@ -16,6 +16,12 @@ log = logging.getLogger(__name__)
 def load_records(config, *, check_vocab: bool = True) -> list:
     """Read the corpus a :class:`DatasetConfig` describes, split it if the reader gave no split,
     and validate it (unique ids, labels per task, tags inside the vocabulary file if one is set)."""
+    return read_corpus(config, check_vocab=check_vocab)[0]
+
+
+def read_corpus(config, *, check_vocab: bool = True) -> tuple[list, bool]:
+    """:func:`load_records` and whether musetag split the tracks (by ``[split] fractions``: the corpus gave
+    no split), for advice on an empty split."""
     from musetag.data.manifest import check_group_disjoint, check_unique_ids, seeded_split
     from musetag.data.tags import TagVocab
 
@@ -49,7 +55,7 @@ def load_records(config, *, check_vocab: bool = True) -> list:
     if check_vocab and config.tags_file is not None:
         vocab = TagVocab.from_file(config.tags_file)
         vocab.check_records(records, source=where)
-    return records
+    return records, with_split == 0
 
 
 def dataset_vocab(config, records) -> "TagVocab":
