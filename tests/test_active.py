@@ -106,3 +106,17 @@ def test_a_warm_refit_reaches_the_cold_fits_answer(rng):
     cold = fit_head(Xs[:70], Y[:70])
     np.testing.assert_allclose(warm.predict(Xs), cold.predict(Xs), atol=2e-3)
     assert not np.allclose(first.predict(Xs), cold.predict(Xs), atol=2e-3)
+
+
+def test_click_by_click_refits_end_where_one_fit_on_every_label_does(rng):
+    """The page refits after every click, each from the last head; `musetag label --export` fits once from zero.
+    At scikit-learn's default tolerance a warm start took a label without moving (0 iterations) and the two
+    differed by up to 3.5e-3 on real embeddings."""
+    dim, n = 64, 160
+    X = rng.normal(size=(n, dim)).astype(np.float32)
+    Y = np.stack([(X @ rng.normal(size=dim) + rng.normal(0, 4, n) > 1) for _ in range(3)], axis=1).astype(np.float32)
+    Xs = standardise(X)
+    head = fit_head(Xs[:20], Y[:20])
+    for k in range(21, n + 1):
+        head = fit_head(Xs[:k], Y[:k], previous=head)
+    np.testing.assert_allclose(head.predict(Xs), fit_head(Xs, Y).predict(Xs), atol=1e-5)

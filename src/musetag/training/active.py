@@ -68,6 +68,9 @@ def _prior_logit(positives: float, n: float) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
+TOL = 1e-7  # L-BFGS's gradient tolerance: every refit ends at the one optimum (the fits take milliseconds)
+
+
 def _estimator(previous: Head | None, j: int, C: float):
     """Tag ``j``'s logistic regression: the previous fit's, started from its weights (a refit after one
     more label converges in a few iterations), else a new one."""
@@ -77,7 +80,9 @@ def _estimator(previous: Head | None, j: int, C: float):
         model = previous.models[j]
         model.set_params(warm_start=True)
         return model
-    return LogisticRegression(C=C, max_iter=300)
+    # tol: the page refits after every click from the last head, `--export` once from zero; at the default 1e-4
+    # a warm start often took a new label without one iteration and the two ended up to 3.5e-3 apart
+    return LogisticRegression(C=C, max_iter=1000, tol=TOL)
 
 
 def fit_head(X: np.ndarray, Y: np.ndarray, task: str = "multilabel", C: float = 1.0,
@@ -96,7 +101,7 @@ def fit_head(X: np.ndarray, Y: np.ndarray, task: str = "multilabel", C: float = 
 
 
 def _fit(X: np.ndarray, Y: np.ndarray, task: str, C: float, previous: Head | None) -> Head:
-    X = np.asarray(X, dtype=np.float32)
+    X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y, dtype=np.float32)
     n_tags, dim = Y.shape[1], X.shape[1]
     coef = np.zeros((n_tags, dim), dtype=np.float32)
