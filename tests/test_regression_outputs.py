@@ -164,3 +164,26 @@ def test_a_regression_package_counts_targets_not_tags(regression_package):
     assert pkg.outputs == f"{len(TARGETS)} targets" and f"({len(TARGETS)} targets, regression)" in pkg.about()[0]
     assert load_model(make_package(regression_package.parent / "ml", model=tiny_model(3, seed=1),
                                    tags=["a", "b", "c"])).outputs == "3 tags"
+
+
+def test_score_and_report_of_a_regression_runs_prediction_files_take_its_task(tmp_path):
+    """`musetag score RUN/predictions/test.npy -g RUN/predictions/test_targets.npy` scored a regression run as
+    multilabel (and `report` on the files likewise) unless --task regression was given: the run's summary.json
+    says its task."""
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0, 1, size=(30, 2))
+    pred = truth + rng.normal(0, 0.1, size=truth.shape)
+    preds = tmp_path / "run" / "predictions"
+    preds.mkdir(parents=True)
+    np.save(preds / "test.npy", pred)
+    np.save(preds / "test_targets.npy", truth)
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({"task": "regression", "tags": TARGETS}))
+    done = _musetag("score", str(preds / "test.npy"), "-g", str(preds / "test_targets.npy"))
+    assert done.returncode == 0, done.stderr
+    assert "task regression from" in done.stderr and f"r2_mean\t{r2_score(truth, pred):.6f}" in done.stdout, done.stdout
+    done = _musetag("report", str(preds / "test.npy"), "-g", str(preds / "test_targets.npy"), "--out",
+                    str(tmp_path / "rep"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["task"] == "regression"

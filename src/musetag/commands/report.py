@@ -45,6 +45,10 @@ def run(args) -> int:
     tags = load_tags(args.tags) if args.tags else None
     if not Path(source).is_dir():
         source = load_array(source, "predictions")
+        if args.task is None:  # a training run's predictions/ folder names its task, as a run folder does
+            from musetag.evaluate import task_beside
+
+            args.task = task_beside([args.source])[0]
         if tags is None and source.ndim == 2:  # a run folder names its tags itself
             from musetag.evaluate import no_tag_names_note, tags_beside
 

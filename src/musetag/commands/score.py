@@ -28,8 +28,10 @@ def register(subparsers) -> None:
     p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
     p.add_argument("--tags", help="tag list, one per line (names tags in warnings, --per-tag and the confusion "
                    "matrix); default: tags.txt beside the predictions (a training run's predictions/ folder)")
-    p.add_argument("--task", choices=["multilabel", "multiclass", "regression"], default="multilabel",
-                   help="multiclass: ground truth holds class indices; prints accuracy, balanced accuracy, "
+    p.add_argument("--task", choices=["multilabel", "multiclass", "regression"],
+                   help="default: the run's own task for predictions in a training run's predictions/ folder (its "
+                        "summary.json), else multilabel. "
+                        "multiclass: ground truth holds class indices; prints accuracy, balanced accuracy, "
                         "macro-F1 and the confusion matrix. regression: ground truth holds values (tracks x "
                         "targets); prints R², Pearson r and CCC per target and their means")
     src = p.add_mutually_exclusive_group()
@@ -63,6 +65,13 @@ def run(args) -> int:
         if path:  # before the work, not after the table is printed
             check_writable(path, flag=flag)
 
+    if args.task is None:
+        from musetag.evaluate import task_beside
+
+        args.task, where = task_beside(args.predictions)
+        if args.task is not None and args.task != "multilabel":
+            print(f"task {args.task} from {where}", file=sys.stderr)
+        args.task = args.task or "multilabel"
     if len(args.predictions) > 1 or (args.out and args.out.lower().endswith(".csv")):
         return _many(args)
     pred = load_array(args.predictions[0], "predictions")
@@ -143,7 +152,8 @@ def _many(args) -> int:
         raise ConfigError(f"{', '.join(single_only)} apply to one prediction file: score the runs one at a time, "
                           "or use --thresholds FILE to apply the same thresholds to every run")
     if args.task != "multilabel":
-        raise ConfigError("--task multiclass scores one prediction file at a time")
+        raise ConfigError(f"task {args.task}: one prediction file at a time (several files, or --out ending in .csv, "
+                          "make one table of multilabel runs)")
     gt = load_array(args.groundtruth, "ground truth")
     tags = _tags(args, gt.shape[1] if gt.ndim == 2 else None)
     kw = {}

@@ -114,6 +114,23 @@ def tags_beside(paths: Sequence[str | Path], n_tags: int | None = None) -> tuple
     return None, "no tags.txt or run summary.json beside the predictions"
 
 
+def task_beside(paths: Sequence[str | Path]) -> tuple[str | None, str | None]:
+    """The ``task`` of the training run whose ``predictions/`` holds a file (its ``summary.json``), and that file:
+    ``(None, None)`` when there is none (prediction files from elsewhere)."""
+    import json
+
+    for item in paths:
+        folder = Path(item).parent
+        summary = folder.parent / "summary.json" if folder.name == "predictions" else folder / "summary.json"
+        try:
+            task = json.loads(summary.read_text(encoding="utf-8")).get("task")
+        except (ValueError, OSError, AttributeError):
+            continue
+        if task in ("multilabel", "multiclass", "regression"):
+            return task, str(summary)
+    return None, None
+
+
 def no_tag_names_note(reason: str, flag: str = "--tags TAGS.txt") -> str:
     """The one line said (once per command) when files are written without tag names."""
     return (f"tag names unknown ({reason}): thresholds and per-tag files number the tags 0, 1, ...; "
