@@ -341,6 +341,11 @@ def test_http_mood_search_over_a_tag_score_table(package, tmp_path):
     assert r.status_code == 400 and r.json()["error"] == "unknown_tag" and "happy" in r.json()["message"]
     r = client.get("/v1/moods", params={"tags": "happy:lots"})
     assert r.status_code == 400 and r.json()["error"] == "bad_query"
+    assert r.json()["message"].startswith("tags='happy:lots': weight 'lots'"), r.json()  # the query, not --tags
+    for query, says in ((",", "tags is empty: give tags such as tags=happy,energetic"),
+                        ("happy:0", "(tags=happy:0); give at least one non-zero weight, for example tags=happy")):
+        r = client.get("/v1/moods", params={"tags": query})
+        assert r.status_code == 400 and says in r.json()["message"] and "--tags" not in r.json()["message"], r.json()
     r = client.get("/v1/moods")  # tags is required: the service's 4xx JSON error names it
     assert r.status_code == 400 and "tags" in r.json()["message"]
 

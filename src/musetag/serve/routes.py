@@ -229,8 +229,8 @@ async def mood_search(request: Request,
         return error(404, "no_index", "this server has no mood index; start it with "
                      "`musetag serve MODEL --mood-index SCORES` (tag scores written by `musetag tag --out`)")
     try:
-        weights = parse_tag_weights(tags)
-        matches = moods.search_tags(weights, k)
+        weights = parse_tag_weights(tags, flag="tags=")
+        matches = moods.search_tags(weights, k, flag="tags=")
     except ConfigError as exc:
         return error(400, "unknown_tag" if "unknown tag" in str(exc) else "bad_query", str(exc))
     return {"query": weights, "matches": [m.to_dict() for m in matches], "tracks": len(moods.paths),

@@ -375,21 +375,22 @@ class MoodIndex:
             f"unknown tag {tag!r}; this index knows {len(self.tags)} tags, e.g. {', '.join(self.tags[:8])}"
         )
 
-    def search_tags(self, tags: Mapping[str, float] | Sequence[str] | str, k: int = 10) -> list[Match]:
-        """Tracks scoring highest on these moods, relative to the catalogue."""
+    def search_tags(self, tags: Mapping[str, float] | Sequence[str] | str, k: int = 10,
+                    flag: str = "--tags") -> list[Match]:
+        """Tracks scoring highest on these moods, relative to the catalogue (errors spell tags as ``flag``)."""
         if isinstance(tags, str):
             tags = [t.strip() for t in tags.split(",") if t.strip()]
         weights = dict(tags) if isinstance(tags, Mapping) else {t: 1.0 for t in tags}
         if not weights:
-            raise ConfigError("give at least one tag, for example --tags happy,energetic")
+            raise ConfigError(f"give at least one tag, for example {_spelt(flag, 'happy,energetic')}")
         w = np.zeros(len(self.tags), np.float32)
         for tag, weight in weights.items():
             w[self._tag_column(tag)] += float(weight)
         total = float(np.abs(w).sum())
         if not total > 0:  # every weight 0 (happy:0, or happy,-happy): nothing to rank by
             given = ",".join(f"{t}:{v:g}" for t, v in weights.items())
-            raise ConfigError(f"the tag weights are all zero (--tags {given}); give at least one non-zero weight, "
-                              "for example --tags happy or --tags happy:2,-sad")
+            raise ConfigError(f"the tag weights are all zero ({_spelt(flag, given)}); give at least one non-zero "
+                              f"weight, for example {_spelt(flag, 'happy')} or {_spelt(flag, 'happy:2,-sad')}")
         score = self.z @ w / total
         k = min(k, len(score))
         top = np.argsort(-score, kind="stable")[:k]
@@ -502,8 +503,14 @@ def _embedded_tag_scores(path: Path) -> tuple[list[str], list[str], np.ndarray] 
 # ------------------------------------------------------------------------------------------- queries
 
 
-def parse_tag_weights(text: str) -> dict[str, float]:
-    """``"happy,-sad,calm:0.5"`` -> ``{"happy": 1.0, "sad": -1.0, "calm": 0.5}``."""
+def _spelt(flag: str, value: str) -> str:
+    """How the user wrote it: ``--tags happy`` (the CLI), ``tags=happy`` (the service's query)."""
+    return f"{flag}{value}" if flag.endswith("=") else f"{flag} {value}"
+
+
+def parse_tag_weights(text: str, flag: str = "--tags") -> dict[str, float]:
+    """``"happy,-sad,calm:0.5"`` -> ``{"happy": 1.0, "sad": -1.0, "calm": 0.5}``; errors spell the input as
+    ``flag`` does (``--tags``, or ``tags=`` for the service)."""
     weights: dict[str, float] = {}
     for item in str(text).split(","):
         item = item.strip()
@@ -517,12 +524,15 @@ def parse_tag_weights(text: str) -> dict[str, float]:
         try:
             weight = float(w)
         except ValueError:
-            raise ConfigError(f"--tags {text!r}: weight {w!r} of {name!r} is not a number (write tag:0.5)") from None
+            raise ConfigError(f"{_spelt(flag, repr(text))}: weight {w!r} of {name!r} is not a number (write "
+                              "tag:0.5)") from None
         if not np.isfinite(weight):
-            raise ConfigError(f"--tags {text!r}: weight {w!r} of {name!r} is not a finite number (write tag:0.5)")
+            raise ConfigError(f"{_spelt(flag, repr(text))}: weight {w!r} of {name!r} is not a finite number (write "
+                              "tag:0.5)")
         weights[name] = weights.get(name, 0.0) + sign * weight
     if not weights:
-        raise ConfigError("--tags is empty: give tags such as happy,energetic or happy,-sad")
+        raise ConfigError(f"{flag.rstrip('=')} is empty: give tags such as {_spelt(flag, 'happy,energetic')} or "
+                          f"{_spelt(flag, 'happy,-sad')}")
     return weights
 
 
