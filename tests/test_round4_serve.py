@@ -13,7 +13,7 @@ from musetag.errors import ConfigError
 
 from test_browser import browser  # noqa: F401 - the headless Chromium fixture
 from test_label_command import write_tone
-from test_package import make_package
+from test_package import TAGS, make_package, tiny_model
 from test_serve import Server, wav_bytes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -57,6 +57,13 @@ def test_tag_segments_into_an_output_tagged_without_them_tags_those_files_again(
     # a third run finds everything done
     assert main(["tag", "a.wav", "b.wav", *common, "--segments"]) == 0
     assert len(Path("tags.jsonl").read_text().splitlines()) == 3
+    # another model's output is refused whole, not emptied of its rows without windows first (the check of the
+    # run record came after that filter: every row gone, nothing left to compare, the file rewritten empty)
+    other = make_package(tmp_path / "other", frames=64, hop=64, model=tiny_model(len(TAGS), seed=7))
+    assert main(["tag", "a.wav", *common[:-1], "plain.jsonl"]) == 0
+    before = Path("plain.jsonl").read_text()
+    assert main(["tag", "a.wav", "--model", str(other), *common[1:-1], "plain.jsonl", "--segments"]) == 2
+    assert Path("plain.jsonl").read_text() == before
 
 
 def test_onnx_backend_refuses_a_probe_package_before_exporting_its_backbone(probe_package, tmp_path, monkeypatch):

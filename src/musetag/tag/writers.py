@@ -274,6 +274,9 @@ class ResultWriter:
                     raise ConfigError(
                         f"{self.path} was written by a model with different tags; choose another --out or delete it"
                     )
+        # before any row is dropped: an output of another model is refused whole, never emptied by the filters
+        record = self._check_run(bool(rows))
+        if rows:
             if retry_errors:
                 rows = [r for r in rows if r.get("status") == "ok"]
             if segments:  # `tag --segments` into an output tagged without: those files are tagged again, or
@@ -283,7 +286,6 @@ class ResultWriter:
                     log.warning("%s: %d file(s) were tagged without --segments; tagging them again for their "
                                 "per-window scores", self.path, len(bare))
                     rows = [r for r in rows if not (r.get("status") == "ok" and not r.get("segments"))]
-        record = self._check_run(bool(rows))
         #: the folder relative paths in the output are taken from (the run that started it ran there); a run
         #: resumed from another folder writes its rows' paths absolute, so every row still names its file
         self.base = resume_base((record or {}).get("cwd"))
