@@ -218,6 +218,24 @@ def test_tag_refuses_a_threshold_its_package_never_applies(task, tmp_path, capsy
     assert f"{pkg} is a {task} package" in err and "drop --threshold" in err
     assert not (tmp_path / "t.csv").exists()
     assert main(args) == 0
+    # the service alike: refused when no served model decides by a threshold; beside a multilabel model, the
+    # threshold goes to that one and the other is served as it is
+    from fastapi.testclient import TestClient
+
+    from musetag.serve.app import create_app
+
+    with pytest.raises(ConfigError, match="no served model decides tags by a threshold"):
+        create_app([pkg], threshold="0.3", max_concurrency=1)
+    tagging = make_package(tmp_path / "ml", frames=64, hop=64)
+    with TestClient(create_app([pkg, tagging], threshold="0.3", max_concurrency=1)) as client:
+        r = client.get("/v1/models")
+        assert r.status_code == 200 and len(r.json()["models"]) == 2, r.text
+    # and the Ray engine's driver, before any actor starts (the check sits in resolve_thresholds)
+    from musetag.inference.loading import load_model
+    from musetag.inference.tagger import resolve_thresholds
+
+    with pytest.raises(ConfigError, match="drop --threshold"):
+        resolve_thresholds(load_model(pkg), "tuned")
 
 
 def test_plot_draws_rows_of_two_models_joined_in_one_file(tmp_path, capsys):

@@ -144,17 +144,8 @@ def run(args: argparse.Namespace) -> int:
     shard = distributed_shard(parse_shard(args.shard))
     if args.out is not None:
         args.out = str(shard_output_path(args.out, shard))
-    from musetag.inference.loading import load_model
-
-    package = load_model(args.model)
-    if args.threshold is not None and package.task != "multilabel":
-        # it was taken and ignored: the output looked decided at the level asked for
-        what = ("predicts values, it decides no tags" if package.task == "regression"
-                else "decides the one most probable tag of each file")
-        raise ConfigError(f"--threshold {args.threshold}: {args.model} is a {package.task} package, which {what}; "
-                          "drop --threshold")
-    tagger = Tagger(
-        package,
+    tagger = Tagger.from_package(
+        args.model,
         backend=args.backend,
         threshold=args.threshold,
         batch_size=args.batch_size,

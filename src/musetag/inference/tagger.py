@@ -138,6 +138,11 @@ def resolve_thresholds(package: ModelPackage, threshold: float | str | None) -> 
     threshold onto a score)."""
     n = len(package.tags)
     tuned = package.thresholds
+    if threshold is not None and package.task != "multilabel":  # taken and ignored, the output looked decided
+        what = ("predicts values, it decides no tags" if package.task == "regression"
+                else "decides the one most probable tag of each file")
+        raise ConfigError(f"--threshold {threshold}: {package.path} is a {package.task} package, which {what}; "
+                          "drop --threshold")
     if threshold is None:
         return np.asarray(tuned if tuned is not None else [DEFAULT_THRESHOLD] * n, dtype=np.float64)
     if isinstance(threshold, str):

@@ -112,8 +112,16 @@ def load_state(paths: list, settings: dict[str, Any], *, backend: str, threshold
     pools, model_pool = _start_pools(paths, ids, size, backend)
     queues = {id(p): WaitQueue(size, settings["queue"], settings["queue_timeout"]) for p in pools.values()}
     try:
-        taggers = {mid: Tagger.from_package(path, backend=backend, threshold=threshold, batch_size=batch_size)
-                   for mid, path in zip(ids, paths)}
+        from musetag.inference.loading import load_model
+
+        packages = {mid: load_model(path) for mid, path in zip(ids, paths)}
+        if threshold is not None and not any(p.task == "multilabel" for p in packages.values()):
+            raise ConfigError(f"--threshold {threshold}: no served model decides tags by a threshold (regression or "
+                              "multiclass packages); drop --threshold")
+        # one --threshold for the models that decide by one; the others are served as they are
+        taggers = {mid: Tagger(pkg, backend=backend, batch_size=batch_size,
+                               threshold=threshold if pkg.task == "multilabel" else None)
+                   for mid, pkg in packages.items()}
         similarity = moods = None
         if similar_index is not None:
             from musetag.tag.similarity import SimilarityService

@@ -325,6 +325,10 @@ def _pipeline(
     from musetag.inference.loading import load_model
 
     package = load_model(model)  # on the driver: checks the model and gives the front end's config
+    if kind == "tag":  # --threshold checked here, not in every actor
+        from musetag.inference.tagger import resolve_thresholds
+
+        resolve_thresholds(package, threshold)
     model_path = str(Path(package.path).resolve())
     ds = file_dataset(paths_or_dataset, recursive=recursive, shard=shard, skip=skip)
     files_per_batch = max(1, int(files_per_batch))
