@@ -96,6 +96,14 @@ def test_an_unknown_layer_stops_prepare_at_once_naming_the_dataset_and_the_taps(
                                           r"backbone's taps \(1=a, 2=features; -1 is the last\); fix the preset"):
         prepare(toml, progress=False)
     assert len(fake_backbones) == 1
+    # `musetag train` on it names the dataset TOML too, not its cache folder, and does not send the user to prepare
+    from musetag import train
+
+    with pytest.raises(ConfigError) as caught:
+        train("probe-linear", data=toml, out=tmp_path / "run", sets=["probe.grid=[1.0]"])
+    said = str(caught.value)
+    assert said.startswith(f"{tmp_path / 'ds.toml'}: ") and "layer 'bogus' is not one of" in said, said
+    assert "prepare" not in said and "cache" not in said.split(":")[0], said
     toml.write_text(toml.read_text().replace("layers=bogus", "layers=a"))  # the fix: the same cache folder works
     result = prepare(toml, progress=False)
     assert result.n_cached == 4 and not result.failures

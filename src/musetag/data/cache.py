@@ -419,7 +419,7 @@ def _compute_missing(ctx: _BuildContext, records: list[TrackRecord], *, workers:
             try:
                 run_embed_jobs(jobs, handle, progress=progress)
             except ConfigError as exc:
-                raise ConfigError(f"{ctx.where}: {exc}; fix the preset and run prepare again") from exc
+                raise ConfigError(f"{ctx.where}: {exc}; fix the preset and run the command again") from exc
         else:
             _run_jobs(jobs, handle, workers=workers, progress=progress)
         for track, leader in followers.items():

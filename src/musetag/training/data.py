@@ -175,7 +175,11 @@ def load_training_data(cfg, run_dir: Path | None = None, *, progress: bool = Tru
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(ds, feature_config, run_dir)
     if not prepare and not cache_dir.exists():
         raise DatasetError(f"feature cache {cache_dir} does not exist yet")
-    paths = prepare_cache(records, feature_config, cache_dir, progress=progress, store=default_store(ds, cache_dir))
+    try:
+        paths = prepare_cache(records, feature_config, cache_dir, progress=progress, store=default_store(ds, cache_dir))
+    except ConfigError as exc:  # the preset (a layer the backbone lacks), found on the first file: not the cache
+        raise ConfigError(f"{ds.where}: {exc.__cause__ or exc}; fix the embedding preset (the dataset TOML's preset "
+                          "or the recipe's [features]) and run the command again") from None
 
     splits: dict[str, SplitData] = {}
     wanted = {"train": cfg.data.train_split, "validation": cfg.data.validation_split, "test": cfg.data.test_split}
