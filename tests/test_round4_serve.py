@@ -92,6 +92,13 @@ def test_export_refuses_a_probe_package_in_one_line_naming_what_to_run(probe_pac
         assert "backbone + probe package is not exported" in err and f"musetag tag {probe_package}" in err
         assert "\x1b[" not in err and len(err.splitlines()) == 1
     assert not list(tmp_path.glob("m.*"))
+    # the library call alike (musetag.export_model), and a bad flag is still refused first
+    from musetag.inference.export import export_model
+
+    with pytest.raises(ConfigError, match="backbone \\+ probe package is not exported"):
+        export_model(probe_package, "onnx", tmp_path / "m.onnx")
+    with pytest.raises(ConfigError, match="--tolerance -1"):
+        export_model(probe_package, "onnx", tmp_path / "m.onnx", tolerance=-1)
 
 
 @pytest.mark.browser

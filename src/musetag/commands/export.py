@@ -32,21 +32,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from musetag.errors import ConfigError
     from musetag.inference.export import export_model
-    from musetag.inference.loading import load_model
     from musetag.outputs import check_writable
 
     if args.out:
         check_writable(args.out)
-    package = load_model(args.model)
-    if package.aggregation == "embedding_mean":
-        # its scores are the probe on the backbone's windows pooled over the whole track: a graph of one batch of
-        # windows cannot give them (the exporters' own failures said so in pages of text, ANSI colours included)
-        raise ConfigError(f"{args.model}: a backbone + probe package is not exported: its scores are the probe "
-                          "applied to the backbone's windows pooled over the whole track, which a graph of one batch "
-                          f"of windows cannot give; tag it with `musetag tag {args.model} FILES` or serve it with "
-                          f"`musetag serve {args.model}` (both run it on PyTorch)")
-    path, diff = export_model(package, args.format, args.out, tolerance=args.tolerance, opset=args.opset)
+    path, diff = export_model(args.model, args.format, args.out, tolerance=args.tolerance, opset=args.opset)
     print(f"wrote {path} ({args.format}); max |logit difference| vs PyTorch: {diff:.2e} (tolerance {args.tolerance:g})")
     return 0

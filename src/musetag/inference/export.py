@@ -142,6 +142,13 @@ def export_model(
     if fmt == "onnx":
         _check_opset(opset)
     package = load_model(package_path)
+    if package.aggregation == "embedding_mean":
+        # its scores are the probe on the backbone's windows pooled over the whole track: a graph of one batch of
+        # windows cannot give them (the exporters' own failures said so in pages of text, ANSI colours included)
+        raise ConfigError(f"{package_path}: a backbone + probe package is not exported: its scores are the probe "
+                          "applied to the backbone's windows pooled over the whole track, which a graph of one batch "
+                          f"of windows cannot give; tag it with `musetag tag {package_path} FILES` or serve it with "
+                          f"`musetag serve {package_path}` (both run it on PyTorch)")
     out = Path(out) if out is not None else default_output(package.path or package_path, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = package.build_model()
