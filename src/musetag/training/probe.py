@@ -198,12 +198,12 @@ def _warn_unpackable(spec: str | None) -> None:
     """Warn at the start of a probe run on ``embed:a+b`` whose backbones hear the audio differently (front end,
     segment or window rule): ``musetag package`` refuses such a run, so it can be scored but never tag audio."""
     from musetag.inference.embed_spec import split_spec
-    from musetag.training.probe_auto import _same_front
+    from musetag.training.probe_auto import same_front
 
     parts = split_spec(spec or "")
     for part in parts[1:]:
         try:
-            same = _same_front(parts[0], part)
+            same = same_front(parts[0], part)
         except Exception:  # noqa: BLE001 - a backbone that cannot be loaded here is package's to report
             continue
         if not same:

@@ -188,14 +188,17 @@ def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ search
-def _same_front(a: str, b: str) -> bool:
+def same_front(a: str, b: str) -> bool:
+    """Whether two backbones of an embedding spec hear the audio alike (front end, segment and window rule): one
+    probe package can hold both. Reads the packages' settings, not their weights."""
     from musetag.inference.embed_spec import parse_part, part_windows
     from musetag.inference.loading import load_model
     from musetag.inference.probe_package import _front
 
     if part_windows(a) != part_windows(b):
         return False
-    return _front(load_model(parse_part(a)[0])) == _front(load_model(parse_part(b)[0]))
+    a_pkg, b_pkg = (load_model(parse_part(x)[0], load_weights=False) for x in (a, b))
+    return _front(a_pkg) == _front(b_pkg)
 
 
 def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = None) -> list[Candidate]:
@@ -238,7 +241,7 @@ def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = No
     top = sorted(best_of, key=lambda b: -best_of[b])[:int(sel.pair_top)]
     pairs = [(a, b) for i, a in enumerate(top) for b in top[i + 1:]]
     if sel.packable:
-        skipped = [p for p in pairs if not _same_front(*p)]
+        skipped = [p for p in pairs if not same_front(*p)]
         pairs = [p for p in pairs if p not in skipped]
         for a, b in skipped:
             log.info("pair %s+%s skipped: the two hear audio differently, so they cannot share one package "
