@@ -183,6 +183,9 @@ def test_score_and_report_of_a_regression_runs_prediction_files_take_its_task(tm
     done = _musetag("score", str(preds / "test.npy"), "-g", str(preds / "test_targets.npy"))
     assert done.returncode == 0, done.stderr
     assert "task regression from" in done.stderr and f"r2_mean\t{r2_score(truth, pred):.6f}" in done.stdout, done.stdout
+    # flags that shape multilabel scores only are refused, not dropped without a word
+    done = _musetag("score", str(preds / "test.npy"), "-g", str(preds / "test_targets.npy"), "--bootstrap", "100")
+    assert done.returncode == 2 and "--bootstrap: multilabel scoring only" in done.stderr, done.stderr
     done = _musetag("report", str(preds / "test.npy"), "-g", str(preds / "test_targets.npy"), "--out",
                     str(tmp_path / "rep"))
     assert done.returncode == 0, done.stderr

@@ -72,6 +72,15 @@ def run(args) -> int:
         if args.task is not None and args.task != "multilabel":
             print(f"task {args.task} from {where}", file=sys.stderr)
         args.task = args.task or "multilabel"
+    if args.task != "multilabel":  # these shape multilabel scores only: taken and ignored, they would mislead
+        ignored = [flag for flag, value in (("--decisions", args.decisions), ("--thresholds-from", args.thresholds_from),
+                                            ("--thresholds", args.thresholds), ("--save-decisions", args.save_decisions),
+                                            ("--bootstrap", args.bootstrap), ("--per-tag", args.per_tag)) if value]
+        if ignored:
+            from musetag.errors import ConfigError
+
+            raise ConfigError(f"{', '.join(ignored)}: multilabel scoring only; a {args.task} run's scores take none "
+                              "of them, drop them")
     if len(args.predictions) > 1 or (args.out and args.out.lower().endswith(".csv")):
         return _many(args)
     pred = load_array(args.predictions[0], "predictions")
@@ -152,8 +161,8 @@ def _many(args) -> int:
         raise ConfigError(f"{', '.join(single_only)} apply to one prediction file: score the runs one at a time, "
                           "or use --thresholds FILE to apply the same thresholds to every run")
     if args.task != "multilabel":
-        raise ConfigError(f"task {args.task}: one prediction file at a time (several files, or --out ending in .csv, "
-                          "make one table of multilabel runs)")
+        raise ConfigError(f"task {args.task}: one prediction file at a time, its table in a text file (several "
+                          "files, or --out ending in .csv, make one table of multilabel runs); give --out a .tsv name")
     gt = load_array(args.groundtruth, "ground truth")
     tags = _tags(args, gt.shape[1] if gt.ndim == 2 else None)
     kw = {}

@@ -94,12 +94,8 @@ def tags_beside(paths: Sequence[str | Path], n_tags: int | None = None) -> tuple
     import json
 
     for item in paths:
-        item = Path(item)
-        folder = item if item.is_dir() else item.parent
-        candidates = [folder / name for name in TAG_FILES] + [folder / "summary.json"]
-        if folder.name == "predictions":
-            candidates.append(folder.parent / "summary.json")
-        for cand in candidates:
+        folder = _folder(item)
+        for cand in [folder / name for name in TAG_FILES] + _summaries(folder):
             if not cand.is_file():
                 continue
             try:
@@ -115,20 +111,29 @@ def tags_beside(paths: Sequence[str | Path], n_tags: int | None = None) -> tuple
 
 
 def task_beside(paths: Sequence[str | Path]) -> tuple[str | None, str | None]:
-    """The ``task`` of the training run whose ``predictions/`` holds a file (its ``summary.json``), and that file:
-    ``(None, None)`` when there is none (prediction files from elsewhere)."""
+    """The ``task`` of the training run a file (or folder) belongs to, found as :func:`tags_beside` finds its
+    ``summary.json``, and that file: ``(None, None)`` when there is none (prediction files from elsewhere)."""
     import json
 
     for item in paths:
-        folder = Path(item).parent
-        summary = folder.parent / "summary.json" if folder.name == "predictions" else folder / "summary.json"
-        try:
-            task = json.loads(summary.read_text(encoding="utf-8")).get("task")
-        except (ValueError, OSError, AttributeError):
-            continue
-        if task in ("multilabel", "multiclass", "regression"):
-            return task, str(summary)
+        for summary in _summaries(_folder(item)):
+            try:
+                task = json.loads(summary.read_text(encoding="utf-8")).get("task")
+            except (ValueError, OSError, AttributeError):
+                continue
+            if task in ("multilabel", "multiclass", "regression"):
+                return task, str(summary)
     return None, None
+
+
+def _folder(item: str | Path) -> Path:
+    item = Path(item)
+    return item if item.is_dir() else item.parent
+
+
+def _summaries(folder: Path) -> list[Path]:
+    """Where a training run's summary.json may lie for files in ``folder``: there, or above ``predictions/``."""
+    return [folder / "summary.json"] + ([folder.parent / "summary.json"] if folder.name == "predictions" else [])
 
 
 def no_tag_names_note(reason: str, flag: str = "--tags TAGS.txt") -> str:
