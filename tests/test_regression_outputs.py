@@ -161,9 +161,9 @@ def test_a_regression_package_counts_targets_not_tags(regression_package):
     from musetag.inference.loading import load_model
 
     pkg = load_model(regression_package)
-    assert pkg.outputs == f"{len(TARGETS)} targets" and f"({len(TARGETS)} targets, regression)" in pkg.about()[0]
+    assert pkg.outputs_phrase == f"{len(TARGETS)} targets" and f"({len(TARGETS)} targets, regression)" in pkg.about()[0]
     assert load_model(make_package(regression_package.parent / "ml", model=tiny_model(3, seed=1),
-                                   tags=["a", "b", "c"])).outputs == "3 tags"
+                                   tags=["a", "b", "c"])).outputs_phrase == "3 tags"
 
 
 def test_score_and_report_of_a_regression_runs_prediction_files_take_its_task(tmp_path):

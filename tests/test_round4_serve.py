@@ -136,6 +136,8 @@ def test_page_names_the_served_model_and_says_values_for_a_regression_model(brow
                   for p in line.get_attribute("points").split()]
         assert min(points) > 0 and max(points) < 100  # inside the box (its height is 100), not on its edges
         assert "values" in browser.find_element(By.CSS_SELECTOR, "#model-results .legend").text
+        options = [o.text for o in Select(browser.find_element(By.ID, "model-select")).options]
+        assert options[:2] == ["va (2 targets)", "moods (6 tags)"], options  # the picker said "2 tags" for va
         Select(browser.find_element(By.ID, "model-select")).select_by_value("moods")
         wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "Model moods (simplecnn) · 6 tags"))
         wait.until(lambda d: d.execute_script("return document.body.dataset.state") == "tagged")

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     graph = prepare_onnx(pkg)  # the graph `musetag tag` runs by default, exported now rather than on first use
     print(
-        f"wrote {out}: {pkg.model_name}, {pkg.outputs} ({pkg.task}), checkpoint {pkg.source.get('checkpoint')}, "
+        f"wrote {out}: {pkg.model_name}, {pkg.outputs_phrase} ({pkg.task}), checkpoint {pkg.source.get('checkpoint')}, "
         f"sha256 {pkg.sha256[:12]}" + (f"; ONNX graph {graph}" if graph is not None else "")
     )
     return 0

@@ -126,7 +126,7 @@ class ModelPackage:
         return len(self.tags)
 
     @property
-    def outputs(self) -> str:
+    def outputs_phrase(self) -> str:
         """How many outputs, in the task's words: "56 tags", "3 targets" (regression), "10 classes"."""
         word = {"regression": "target", "multiclass": "class"}.get(self.task, "tag")
         return f"{self.n_tags} {word}{'es' if word == 'class' else 's'}" if self.n_tags != 1 else f"1 {word}"
@@ -178,7 +178,7 @@ class ModelPackage:
         (what listings of installed models show)."""
         seg = dict(self.segment)
         lines = [
-            f"model: {self.model_name} ({self.outputs}, {self.task})",
+            f"model: {self.model_name} ({self.outputs_phrase}, {self.task})",
             f"segment: {seg.get('rule', 'regular')} " + ", ".join(f"{k}={v}" for k, v in seg.items() if k != "rule"),
         ]
         if self.licence:

@@ -163,7 +163,7 @@ def create_app(
         title="musetag",
         version=__version__,
         description=(
-            f"Tags music with the model package `{package.path}` ({package.model_name}, {package.n_tags} tags, "
+            f"Tags music with the model package `{package.path}` ({package.model_name}, {package.outputs_phrase}, "
             f"{package.task}). POST audio to /v1/tag."
             + (" Every /v1 request needs the header `Authorization: Bearer KEY`." if api_key else "")
         ),

@@ -90,11 +90,17 @@
   }
 
   // infos: [{id, info}] of the models shown (several when side by side: each one's licence is its own)
+  // how many outputs in the task's words, as ModelPackage.outputs_phrase says them: a regression model's are targets
+  // (values), a multiclass model's classes
+  function outputs(n, task) {
+    const word = task === "regression" ? "target" : task === "multiclass" ? "class" : "tag";
+    return `${n} ${word}${n === 1 ? "" : word === "class" ? "es" : "s"}`;
+  }
+
   function describe(infos) {
     const about = $("about");
     about.replaceChildren();
-    // a regression model's outputs are targets (values), not tags
-    const count = (info) => `${info.tags.length} ${info.task === "regression" ? "targets" : "tags"}`;
+    const count = (info) => outputs(info.tags.length, info.task);
     if (infos.length === 1) {
       const info = infos[0].info, m = info.model, name = m.pretrained || m.name;
       // the served id first (two packages of one architecture, e.g. two probes, read alike by name alone)
@@ -133,7 +139,7 @@
       for (const m of info.models) {
         const opt = document.createElement("option");
         opt.value = m.id;
-        opt.textContent = `${m.id} (${m.n_tags} tags)`;
+        opt.textContent = `${m.id} (${outputs(m.n_tags, m.task)})`;
         select.append(opt);
       }
       if (models.length > 1) {
