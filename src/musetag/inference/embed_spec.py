@@ -79,8 +79,9 @@ def split_options(part: str, where: str = "embedding spec") -> tuple[str, dict[s
                               "layers=NAME|INDEX,..., pool=mean|std|max,...)")
         _check_value(part, key, value, where)
         if eq and key in options:  # the last one won silently: which window rule or layers did the user mean?
-            raise ConfigError(f"{where}: backbone {part!r}: {key}= is given twice; give it once (a list option "
-                              f"takes its values after one {key}=, e.g. layers=-2,-1)")
+            hint = f" (its values follow one {key}=, e.g. {key}={'-2,-1' if key == 'layers' else 'mean,std'})" \
+                if key in LIST_OPTIONS else ""
+            raise ConfigError(f"{where}: backbone {part!r}: {key}= is given twice; give it once{hint}")
         options[key] = f"{options[key]},{value}" if not eq else value
         last = key
     if "pool" in options and "layers" not in options:

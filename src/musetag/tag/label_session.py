@@ -120,7 +120,7 @@ class LabelSession:
             self._sync_tracks()
             labels = self.labels()
             if not self._index:
-                self.probs = np.zeros((0, len(self.tags)), dtype=np.float32)
+                self.probs, self.fitted_on = np.zeros((0, len(self.tags)), dtype=np.float32), 0
                 return labels
             rows, Y = self.targets(labels)
             head = fit_head(self._X[rows], Y, self.project.task, previous=self._head)
