@@ -85,7 +85,9 @@ def check_port(host: str, port: int) -> None:
 # h11 (uvicorn's parser without httptools) resets the connection when a request's line and headers arrive in pieces
 # that together pass its 16 KiB default, and parses them whole when they come in one read: a long URL (a deep,
 # non-ASCII path percent-encoded in the label page's audio URL) got a JSON answer or a reset by chance.
-MAX_REQUEST_HEAD = 1 << 20
+# 128 KiB: ten times the longest label path's URL (4096 bytes of UTF-8, percent-encoded), and a bound on what a
+# slow client can make the server hold per connection
+MAX_REQUEST_HEAD = 128 * 1024
 
 
 def run_server(app, host: str, port: int, log_level: str) -> None:
