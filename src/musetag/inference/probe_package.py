@@ -38,6 +38,17 @@ def _front(pkg) -> tuple[Any, Any]:
     return features, segment
 
 
+def same_front(a: str, b: str) -> bool:
+    """Whether two backbones of an embedding spec hear the audio alike (front end, segment and window rule): one
+    probe package can hold both. Reads the packages' settings, not their weights."""
+    from musetag.inference.embed_spec import parse_part, part_windows
+    from musetag.inference.loading import load_model
+
+    if part_windows(a) != part_windows(b):
+        return False
+    a_pkg, b_pkg = (load_model(parse_part(x)[0], load_weights=False) for x in (a, b))
+    return _front(a_pkg) == _front(b_pkg)
+
 def _layer_choice(pkg, chosen) -> dict[str, Any] | None:
     """``{"layers", "pool", "layout"}`` of a backbone embedded with ``layers=`` (names resolved on its
     network; the layout of its slice of the probe's input), or None for the ``forward_features`` mean."""

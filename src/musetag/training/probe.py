@@ -198,7 +198,7 @@ def _warn_unpackable(spec: str | None) -> None:
     """Warn at the start of a probe run on ``embed:a+b`` whose backbones hear the audio differently (front end,
     segment or window rule): ``musetag package`` refuses such a run, so it can be scored but never tag audio."""
     from musetag.inference.embed_spec import split_spec
-    from musetag.training.probe_auto import same_front
+    from musetag.inference.probe_package import same_front
 
     parts = split_spec(spec or "")
     for part in parts[1:]:

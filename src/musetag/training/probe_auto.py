@@ -188,19 +188,6 @@ def _stack(arrays: Arrays, blocks, roles) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ search
-def same_front(a: str, b: str) -> bool:
-    """Whether two backbones of an embedding spec hear the audio alike (front end, segment and window rule): one
-    probe package can hold both. Reads the packages' settings, not their weights."""
-    from musetag.inference.embed_spec import parse_part, part_windows
-    from musetag.inference.loading import load_model
-    from musetag.inference.probe_package import _front
-
-    if part_windows(a) != part_windows(b):
-        return False
-    a_pkg, b_pkg = (load_model(parse_part(x)[0], load_weights=False) for x in (a, b))
-    return _front(a_pkg) == _front(b_pkg)
-
-
 def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = None) -> list[Candidate]:
     """Stage 1: every backbone with every head; stage 2: pairs of the best single backbones. Each stage's
     candidates are fitted ``workers`` at a time (None: one per core), the same numbers whatever ``workers``
@@ -241,6 +228,8 @@ def search(cfg, arrays: Arrays, backbones, folds, keep, workers: int | None = No
     top = sorted(best_of, key=lambda b: -best_of[b])[:int(sel.pair_top)]
     pairs = [(a, b) for i, a in enumerate(top) for b in top[i + 1:]]
     if sel.packable:
+        from musetag.inference.probe_package import same_front
+
         skipped = [p for p in pairs if not same_front(*p)]
         pairs = [p for p in pairs if p not in skipped]
         for a, b in skipped:
