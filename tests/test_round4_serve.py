@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from musetag.cli import main
-from musetag.errors import ConfigError
+from musetag.errors import ConfigError, DatasetError
 
 from test_browser import browser  # noqa: F401 - the headless Chromium fixture
 from test_label_command import write_tone
@@ -205,6 +205,9 @@ def test_regression_project_predicts_nothing_before_its_first_label(tmp_path, ba
     session.job.run()
     assert session.propose("random") is not None
     assert session.predictions("low.wav") == [] and session.predictions("high.wav") == []
+    assert session.review("valence") == []  # not every track at 0.00
+    with pytest.raises(DatasetError, match="no track is rated yet"):
+        session.timeline("low.wav")  # not a flat line at 0
     session.label("low.wav", [], "me", {"valence": 0.8, "arousal": 0.3})
     assert {p["tag"]: p["score"] for p in session.predictions("high.wav")} == pytest.approx(
         {"valence": 0.8, "arousal": 0.3}, abs=1e-4)  # one label: its values, the head's mean

@@ -207,11 +207,14 @@ class LabelSession:
             i = self._rows.get(path) if self._index else None
             if i is None or i >= len(self.probs):
                 return []
-            if self.project.task == "regression" and not self.fitted_on:
-                # a ridge head on no label predicts 0 for every target: not a prediction, and the page's sliders
-                # would start there (the bottom of their range) instead of mid-range
+            if self._no_prediction():  # the page's sliders would start at 0 (their bottom), not mid-range
                 return []
             return [{"tag": t, "score": round(float(s), 4)} for t, s in zip(self.tags, self.probs[i])]
+
+    def _no_prediction(self) -> bool:
+        """A regression project before its first rating: its ridge head predicts 0 for every target, which is not a
+        prediction (views show none rather than zeros)."""
+        return self.project.task == "regression" and not self.fitted_on
 
     def timeline(self, path: str) -> dict:
         """The current head's scores window by window over ``path`` (:mod:`musetag.tag.label_timeline`),
@@ -220,6 +223,9 @@ class LabelSession:
 
         if path not in self.path_set:
             raise DatasetError(f"{shown_path(path)} is not a track of this project ({self.project.folder})")
+        with self.lock:
+            if self._no_prediction():  # before the backbone runs over the track for nothing
+                raise DatasetError("no track is rated yet: the timeline shows the model's values once one is")
         if self._windows is None:
             self._windows = WindowEmbedder(self.project.embed_spec())
         windows = self._windows.windows_of(self.project.folder / path)  # the backbone, outside the session lock
@@ -242,6 +248,8 @@ class LabelSession:
         with self.lock:
             if self._sync_tracks() or len(self.probs) != len(self._index):
                 self.refit()
+            if self._no_prediction():
+                return []
             j = self.tags.index(tag)
             order = np.argsort(-self.probs[:, j], kind="stable")[:limit] if len(self.probs) else []
             labels = self.labels()
