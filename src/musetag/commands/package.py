@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.force and os.path.exists(args.out)):
         check_writable(args.out, folder=not str(args.out).lower().endswith(ARCHIVE_SUFFIXES))
+    _refuse_ensemble_run(args.run_dir)
     out = create_package(
         args.run_dir,
         args.out,
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     )
     pkg = load_package(out)  # verify what was written
     _note_unfinished(args.run_dir, pkg.source.get("checkpoint"))
+    if args.checkpoint == "auto":
+        _note_final_not_packaged(args.run_dir, pkg.source.get("checkpoint"))
     from musetag.inference.runners import prepare_onnx
 
     graph = prepare_onnx(pkg)  # the graph `musetag tag` runs by default, exported now rather than on first use
@@ -91,3 +94,70 @@ def _note_unfinished(run_dir: str, checkpoint) -> None:
     print(f"note: {run} has not finished training{done}: packaged its {checkpoint}, without the final model chosen on "
           f"validation or tuned thresholds; finish the run with `musetag train --resume {run}` and package it again",
           file=sys.stderr)
+
+
+_ONE_NETWORK = {"best": "best.pt", "last": "last.pt", "swa": "swa.pt"}
+
+
+def _note_final_not_packaged(run_dir: str, checkpoint) -> None:
+    """One line on stderr when the run's final model (the one its summary.json scores) is an ensemble that
+    a package of one network cannot hold: snapshot averaging (Koutini 2019), per-class early stopping
+    (AMLAG 2019) or a co-teaching pair mixed by ``coteaching.weights`` (SELAB-HCMUS 2021 Run 4)."""
+    import json
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    run = Path(run_dir)
+    try:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(summary, dict):
+        return
+    final = summary.get("final")
+    what = None
+    if isinstance(final, str) and final not in _ONE_NETWORK:
+        what = {"snapshots": "the average of its snapshots", "per_class": "each tag's output from its own best epoch"
+                }.get(final, f"the {final!r} ensemble")
+    else:
+        try:
+            cot = tomllib.loads((run / "config.toml").read_text(encoding="utf-8")).get("coteaching") or {}
+        except (OSError, ValueError):
+            cot = {}
+        weights = cot.get("weights") or [1.0, 0.0]
+        if cot.get("enabled") and len(weights) > 1 and float(weights[1]) != 0.0:
+            what = (f"the co-teaching pair mixed {float(weights[0]):g} / {float(weights[1]):g} "
+                    f"(coteaching.weights)")
+    if what is None:
+        return
+    metric = summary.get("metric", "score")
+    cand = summary.get("candidates") or {}
+    name = Path(str(checkpoint or "")).stem
+    # co-teaching: the candidates' scores are the pair's, not the packaged network's alone
+    ours = None if final in _ONE_NETWORK else ((cand.get(name) or {}).get("validation") or {}).get(metric)
+    theirs = (summary.get("validation") or {}).get(metric)
+    scores = (f" (validation {metric}: final {theirs:.4f}, packaged {ours:.4f})"
+              if isinstance(theirs, (int, float)) and isinstance(ours, (int, float)) else "")
+    print(f"note: {run}'s final model is {what}, which one package cannot hold: packaged the single network "
+          f"{checkpoint}, so its tags will not match the run's predictions/ and summary.json scores{scores}; "
+          f"for a package that matches them, train with a single-network final (final = best, last or swa)",
+          file=sys.stderr)
+
+
+def _refuse_ensemble_run(run_dir: str) -> None:
+    """An ensemble run (koutini2019-ensemble, bour2021-average: RUN_DIR/members/<name>/, no checkpoints of its
+    own) gets one line naming its members' folders, not "is this a musetag run folder?"."""
+    from pathlib import Path
+
+    from musetag.errors import ModelError
+
+    run = Path(run_dir)
+    members = run / "members"
+    if not run.is_dir() or (run / "checkpoints").is_dir() or not members.is_dir():
+        return
+    names = sorted(p.name for p in members.iterdir() if (p / "checkpoints").is_dir())
+    if not names:
+        return
+    raise ModelError(f"{run} is an ensemble of {len(names)} runs ({', '.join(names)}) and a package holds one network: "
+                     f"package a member, e.g. musetag package {members / names[0]} --out MODEL_DIR")

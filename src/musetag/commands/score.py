@@ -25,7 +25,8 @@ def register(subparsers) -> None:
         formatter_class=HelpFormatter,
     )
     p.add_argument("predictions", nargs="+", help="NPY file(s) of scores (tracks x tags); several are scored one by one")
-    p.add_argument("--groundtruth", "-g", required=True, help="NPY file of the multi-hot ground truth (tracks x tags)")
+    # not required=True: a run folder given as PREDICTIONS is answered with the command that scores it first
+    p.add_argument("--groundtruth", "-g", help="NPY file of the multi-hot ground truth (tracks x tags) (required)")
     p.add_argument("--tags", help="tag list, one per line (names tags in warnings, --per-tag and the confusion "
                    "matrix); default: tags.txt beside the predictions (a training run's predictions/ folder)")
     p.add_argument("--task", choices=["multilabel", "multiclass", "regression"],
@@ -61,6 +62,7 @@ def run(args) -> int:
     from musetag.evaluate import evaluate, format_table, load_array, save_thresholds, write_table
     from musetag.outputs import check_writable
 
+    _check_inputs(args)
     for flag, path in (("--out", args.out), ("--json", args.json), ("--save-decisions", args.save_decisions)):
         if path:  # before the work, not after the table is printed
             check_writable(path, flag=flag)
@@ -271,3 +273,23 @@ def _tags(args, n_columns: int | None):
     if tags is None and per_tag_output and args.task == "multilabel":
         print(f"musetag score: {no_tag_names_note(where)}", file=sys.stderr)
     return tags
+
+
+def _check_inputs(args) -> None:
+    """A training run folder given as PREDICTIONS (the natural first try) gets the command that scores it;
+    a missing --groundtruth the error argparse used to give."""
+    from musetag.errors import ConfigError
+
+    for item in args.predictions:
+        path = Path(item)
+        if path.is_dir():
+            preds = path / "predictions" if (path / "predictions").is_dir() else path
+            if (preds / "test.npy").is_file():
+                cmd = (f"musetag score {preds / 'test.npy'} --groundtruth {preds / 'test_targets.npy'}"
+                       + (f" --thresholds-from {preds / 'validation.npy'} {preds / 'validation_targets.npy'}"
+                          if (preds / "validation.npy").is_file() else ""))
+                raise ConfigError(f"{item} is a folder; score a training run's test predictions with: {cmd}")
+            raise ConfigError(f"{item} is a folder, not an NPY file of scores (tracks x tags)")
+    if not args.groundtruth:
+        raise ConfigError("the following arguments are required: --groundtruth/-g (the NPY file of the ground "
+                          "truth; a training run writes RUN_DIR/predictions/test_targets.npy)")

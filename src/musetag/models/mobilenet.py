@@ -60,7 +60,7 @@ class MobileNetV2Attention(MusetagModel):
     ``forward(x) -> logits`` (the self-attention prediction), ``(batch, n_classes)``.
     ``forward_with_segments(x) -> (logits, segment_logits)``: ``segment_logits`` is the mean over
     segments of the per-segment MobileNetV2 predictions, ``(batch, n_classes)``; the seed trains on
-    the combined loss ``loss(logits, y) + loss(segment_logits, y)``.
+    the combined loss ``(loss(logits, y) + loss(segment_logits, y)) / 2`` (the authors' solver.py).
     ``forward_features(x)``: the attention branch's embedding before the last dense layer.
     Frames beyond a multiple of ``segment_frames`` are zero-padded to a whole segment.
     """

@@ -545,8 +545,13 @@ def _build(cls: type, data: Any, *, prefix: str, source: str) -> Any:
     for key, value in data.items():
         if key not in names:
             full = prefix + key
+            # a setting of a section given without its section (eval_crop for data.eval_crop) is
+            # the likelier mistake: name the section before a merely similar key of this level
+            nested = [f"{prefix}{n}.{key}" for n in names
+                      if dataclasses.is_dataclass(hints[n]) and key in {f.name for f in dataclasses.fields(hints[n])}]
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            hint = (f" (did you mean {' or '.join(repr(n) for n in nested)}?)" if nested
+                    else f" (did you mean {prefix + close[0]!r}?)" if close else "")
             valid = ", ".join(prefix + n for n in names)
             raise ConfigError(f"{source}: unknown key {full!r}{hint}; valid keys: {valid}")
         tp = hints[key]

@@ -95,9 +95,9 @@ def train_epoch(epoch: int, *, models, optimizers, schedules, loader, sampler, l
 
 class WithSegments(nn.Module):
     """Training view of a model with an auxiliary output: AMLAG's MobileNetV2 with self-attention
-    has ``forward_with_segments(x) -> (logits, segment_logits)``; the loss is the sum of the loss
+    has ``forward_with_segments(x) -> (logits, segment_logits)``; the loss is the mean of the loss
     on the attention output and on the per-segment MobileNetV2 predictions averaged over segments
-    (as in the paper). Wrapping it as a module keeps DDP's gradient hooks on this forward."""
+    (the paper's "combined loss"; (loss1 + loss2) / 2 in the authors' submission2/solver.py). Wrapping it as a module keeps DDP's gradient hooks on this forward."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -116,5 +116,7 @@ def _forward_train(model: nn.Module, x: torch.Tensor):
 
 def _loss(loss_fn, logits, y, reduction):
     if isinstance(logits, (tuple, list)):
-        return sum(loss_fn(z, y, reduction=reduction) for z in logits)
+        # the mean, as AMLAG's own code: loss = (loss1 + loss2) / 2 (submission2/solver.py); a sum
+        # would double the step of the SGD phase (switch_lr)
+        return sum(loss_fn(z, y, reduction=reduction) for z in logits) / len(logits)
     return loss_fn(logits, y, reduction=reduction)

@@ -88,6 +88,10 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
         np.save(run_dir / "predictions" / f"{split}_targets.npy", targets)
         ids = run_dir / "members" / cfg.members[0].name / "predictions" / f"{split}_ids.txt"
         (run_dir / "predictions" / f"{split}_ids.txt").write_text(ids.read_text(encoding="utf-8"), encoding="utf-8")
+    # the column names of the matrices (`musetag score` and reports read them), as a single run writes them
+    member_tags = run_dir / "members" / cfg.members[0].name / "predictions" / "tags.txt"
+    if member_tags.is_file():
+        (run_dir / "predictions" / "tags.txt").write_text(member_tags.read_text(encoding="utf-8"), encoding="utf-8")
     task = results[0]["task"]
     metric = results[0]["metric"]
     scores = {}
@@ -100,6 +104,8 @@ def run_members(cfg: TrainConfig, run_dir: Path, run_one: Callable[..., RunResul
                "members": {m.name: {"weight": float(w), "validation": r["validation"], "test": r["test"]}
                            for m, w, r in zip(cfg.members, weights, results)},
                "validation": scores["validation"], "test": scores["test"]}
+    if results[0].get("tags"):
+        summary["tags"] = list(results[0]["tags"])
     write_text_atomic(run_dir / "summary.json", json.dumps(jsonable(summary), indent=2))
     log.info("ensemble of %d: validation %s %.4f", len(cfg.members), metric, scores["validation"].get(metric, float("nan")))
     return RunResult(run_dir, "ensemble", metric, 0, scores["validation"], scores["test"],

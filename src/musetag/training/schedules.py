@@ -60,7 +60,10 @@ class LRSchedule:
         self.bad_epochs = 0
 
     # -- the decay factor --------------------------------------------------------------------
-    def decay(self, epoch: int) -> float:
+    def decay(self, epoch: int, progress: float = 0.0) -> float:
+        """The factor on ``base_lr`` at ``epoch`` (0-based); ``progress`` (0-1 within the epoch) is used by
+        ``cosine_restarts`` only, which anneals every step as snapshot ensembles do (Huang et al. 2017): per
+        epoch, a cycle of one epoch (``--set epochs=5`` on a 5-cycle recipe) never left its top rate."""
         c = self.cfg
         name = c.name
         if name == "constant":
@@ -72,7 +75,7 @@ class LRSchedule:
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * e / t_max))
         if name == "cosine_restarts":
             length = max(1, self.epochs // max(1, c.cycles))
-            e = epoch % length if epoch < length * c.cycles else length - 1
+            e = (epoch % length if epoch < length * c.cycles else length - 1) + min(max(progress, 0.0), 1.0)
             floor = c.min_lr / self.base_lr if self.base_lr else 0.0
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * e / length))
         if name == "step":
@@ -86,7 +89,7 @@ class LRSchedule:
             start_lr = self.base_lr * self.decay(self.swa_start)
             t = min(1.0, (epoch - self.swa_start + progress) / self.swa_anneal_epochs)
             return self.swa_lr + (start_lr - self.swa_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
-        lr = self.base_lr * self.decay(epoch)
+        lr = self.base_lr * self.decay(epoch, progress)
         warm = self.cfg.warmup_epochs
         if warm > 0:
             steps = max(1, steps_per_epoch)

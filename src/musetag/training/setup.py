@@ -88,6 +88,21 @@ def _build_model(name: str, args: dict, data: TrainingData) -> nn.Module:
     return create_model(name, n_classes=data.n_classes, in_channels=data.in_channels, **args)
 
 
+def _check_crops(cfg: TrainConfig, model: nn.Module, name: str, what: str) -> None:
+    """Refuse, in one line naming the settings, crops shorter than the network accepts (before training:
+    the model's own check fired only at the first batch, as "use longer segments")."""
+    spec = getattr(model, "default_input", None)
+    need = int(getattr(spec, "min_length", 0) or 0)
+    unit = "samples" if getattr(spec, "kind", "") == "waveform" else "frames"
+    short = [(key, value) for key, value in (("data.crop", cfg.data.crop), ("data.eval_crop", cfg.data.eval_crop))
+             if 0 < int(value) < need]
+    if short:
+        sets = " ".join(f"--set {key}={need}" for key, _ in short)
+        got = ", ".join(f"{key} = {value}" for key, value in short)
+        raise ConfigError(f"{what}{name!r} needs inputs of at least {need} {unit}, but {got}; "
+                          f"set {sets} or more")
+
+
 def _freezer(cfg: TrainConfig, model: nn.Module, dist: D.DistInfo):
     """The StageFreezer of ``init.freeze_stages`` for a network started from weights, or None."""
     from musetag.training.transfer import StageFreezer
@@ -245,6 +260,7 @@ def _build_networks(run: Run, resume: bool) -> None:
     cfg, data, device = run.cfg, run.data, run.device
     _seed_everything(cfg.seed)
     model = _build_model(cfg.model.name, cfg.model.args, data).to(device)
+    _check_crops(cfg, model, cfg.model.name, "")
     freezers = []  # one per network started from weights (the model, the co-teaching peer)
     if cfg.init.path:
         freezers.append(_init_transfer(cfg, model, data, run.run_dir, run.dist, resume, source=cfg.init.path,
@@ -253,6 +269,7 @@ def _build_networks(run: Run, resume: bool) -> None:
     if cfg.coteaching.enabled:
         torch.manual_seed(cfg.seed + 1)
         peer = _build_model(cfg.coteaching.peer, cfg.coteaching.peer_args, data).to(device)
+        _check_crops(cfg, peer, cfg.coteaching.peer, "the co-teaching peer ")
         if cfg.coteaching.peer_init:
             freezers.append(_init_transfer(cfg, peer, data, run.run_dir, run.dist, resume,
                                            source=cfg.coteaching.peer_init, key_map=cfg.coteaching.peer_init_map,
