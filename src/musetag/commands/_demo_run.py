@@ -25,6 +25,8 @@ from typing import Callable
 from musetag.errors import MusetagError
 
 MARKER = ".musetag-demo"
+#: below this many clips a failing training or evaluation stage says that the corpus is too small
+SMALL_CORPUS = 60
 
 
 class DemoError(MusetagError):
@@ -73,6 +75,17 @@ def run_demo(
     pretrained: str | None = None,
 ) -> DemoResult:
     """Run the whole demo into ``out`` and return what it produced: the six stages below, in order."""
+    from musetag.inference.hub import DEFAULT_MODEL, get_entry
+
+    # what the last stage needs is checked before a minute of training, not reported as "skipped" after it
+    if real_audio is not None and not Path(real_audio).is_dir():
+        raise DemoError(f"--real-audio {real_audio}: no such folder; give a folder of songs (MP3, FLAC, OGG, WAV) "
+                        "or leave it out to tag the generated clips")
+    pretrained = pretrained or DEFAULT_MODEL
+    try:
+        get_entry(pretrained)
+    except MusetagError as exc:
+        raise DemoError(f"--pretrained: {exc}") from exc
     out = Path(out).resolve()
     _prepare_out(out)
     t0 = time.perf_counter()
@@ -84,16 +97,20 @@ def run_demo(
     dataset = _corpus_stage(out / "corpus", n_clips, seconds, seed, progress, echo)
     stage(2, "preparing features and training the `demo` recipe")
     run_dir = out / "run"
-    val = _training_stage(dataset, run_dir, epochs, progress, echo)
-    stage(3, "evaluating on the held-out test split and writing the report")
-    test_table, report_path = _evaluation_stage(run_dir, out / "report", echo)
+    try:
+        val = _training_stage(dataset, run_dir, epochs, progress, echo)
+        stage(3, "evaluating on the held-out test split and writing the report")
+        test_table, report_path = _evaluation_stage(run_dir, out / "report", echo)
+    except DemoError as exc:
+        if n_clips >= SMALL_CORPUS:
+            raise
+        # an empty split or a test split without positives: the fix is more clips, not the manifest
+        raise DemoError(f"{exc}; a corpus of {n_clips} clips is too small for the demo's train/validation/test "
+                        f"splits: use --clips {SMALL_CORPUS} or more (default 200)") from exc
     stage(4, "packaging the model")
     model = _package_stage(run_dir, out / "model", echo)
     stage(5, "tagging freshly generated clips the model has never heard")
     tagged = _tagging_stage(model, out / "examples", seconds, seed, echo)
-    from musetag.inference.hub import DEFAULT_MODEL
-
-    pretrained = pretrained or DEFAULT_MODEL
     stage(6, f"tagging real music with the pretrained {pretrained} (trained on real music)")
     real = _tag_real_music(pretrained, real_audio, [Path(t["path"]) for t in tagged], echo)
     _say_next(time.perf_counter() - t0, test_table, report_path, model, pretrained, real, echo)
@@ -226,7 +243,8 @@ def _tag_real_music(name: str, real_audio, fallback: list[Path], echo) -> list[d
 
         songs = sorted(p for p in Path(real_audio).iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)[:5]
     if not songs:
-        _say("  no real songs given (--real-audio DIR): tagging the generated clips instead; their moods mean "
+        given = (f"no audio files in {real_audio}" if real_audio else "no real songs given (--real-audio DIR)")
+        _say(f"  {given}: tagging the generated clips instead; their moods mean "
              "little, the model was trained on real music", echo)
         songs = fallback
     tagger = Tagger.from_package(folder)

@@ -33,8 +33,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from musetag.commands import show_progress
     from musetag.evaluate import load_array
+    from musetag.errors import ConfigError
     from musetag.evaluate.stats import few_resamples_note, paired_bootstrap
+    from musetag.outputs import check_writable
 
+    if args.resamples < 1:  # named by its flag (the library's check speaks of n_resamples)
+        raise ConfigError(f"--resamples must be at least 1, got {args.resamples} (1000 is the usual choice)")
+    if args.json:  # before the resampling, not after the result is printed
+        check_writable(args.json, flag="--json")
     gt = load_array(args.groundtruth, "ground truth")
     a = load_array(args.a, "system A predictions")
     b = load_array(args.b, "system B predictions")
@@ -53,5 +59,6 @@ def run(args) -> int:
                "no significant difference")
     print(f"verdict (alpha 0.05)\t{verdict}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=2), encoding="utf-8")
     return 0

@@ -28,8 +28,19 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import math
+
     from musetag.commands import show_progress
     from musetag.commands._demo_run import run_demo
+    from musetag.errors import ConfigError
+
+    # before any stage runs, and named by the flags (the library's checks speak of make_corpus's arguments)
+    if args.clips < 1:
+        raise ConfigError(f"--clips must be at least 1, got {args.clips} (default 200)")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise ConfigError(f"--seconds must be a positive number of seconds, got {args.seconds:g} (default 10)")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs} (leave it out for the recipe's own)")
 
     run_demo(args.out, n_clips=args.clips, seconds=args.seconds, seed=args.seed, epochs=args.epochs,
              progress=show_progress(args), real_audio=args.real_audio, pretrained=args.pretrained)

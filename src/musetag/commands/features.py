@@ -17,11 +17,16 @@ def _shapes_help() -> str:
     return "\n".join(lines)
 
 
-class _LazyEpilogFormatter(argparse.RawDescriptionHelpFormatter):
-    """Builds a callable epilog only when help is printed (the presets module costs start-up time)."""
+class _LazyEpilogFormatter(argparse.HelpFormatter):
+    """Builds a callable epilog only when help is printed (the presets module costs start-up time) and prints it
+    as it is (a table); the description is wrapped to the terminal like every other command's."""
 
     def add_text(self, text):
-        super().add_text(text() if callable(text) else text)
+        if callable(text):
+            table = text()
+            self._add_item(lambda: table + "\n", [])
+        else:
+            super().add_text(text)
 
 
 def _preset_name(text: str) -> str:
@@ -37,6 +42,8 @@ def _default_workers() -> int:
 
 
 def register(subparsers) -> None:
+    from musetag.commands import non_negative_int
+
     parser = subparsers.add_parser(
         "features",
         help="compute a feature preset (mel-spectrograms, waveforms) for audio files",
@@ -57,10 +64,11 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,  # as `musetag tag --workers` refuses -1, instead of quietly running here
         default=_default_workers(),
         metavar="N",
-        help=f"files processed at the same time, in worker processes (default: one per core, here {_default_workers()})",
+        help=f"files processed at the same time, in worker processes; 0 or 1: in this process (default: one per core, "
+             f"here {_default_workers()})",
     )
     parser.add_argument(
         "--skip-existing", action="store_true", help="keep .npy files that already exist instead of recomputing them"

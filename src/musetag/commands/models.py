@@ -66,6 +66,15 @@ def _model_args(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from musetag.errors import ConfigError
+
+    # options of the other listing were ignored without a word
+    if args.json and not args.pretrained:
+        raise ConfigError("--json prints the pretrained catalogue: use `musetag models --pretrained --json` (the model "
+                          "zoo prints as a table)")
+    if args.pretrained and (args.rf or args.family):
+        raise ConfigError(f"{'--rf' if args.rf else '--family'} applies to the model zoo, not to --pretrained: drop "
+                          "one of them")
     if args.pretrained:
         from musetag.inference import hub
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 
 def register(subparsers) -> None:
@@ -22,7 +23,25 @@ def register(subparsers) -> None:
     from musetag.commands import add_progress_arguments
 
     add_progress_arguments(p)
+    # the mirror's layout, read from the catalogue when the help is shown (not when the parser is built)
+    p.format_help = lambda: argparse.ArgumentParser.format_help(p) + mirror_layout()
     p.set_defaults(func=run)
+
+
+def mirror_layout() -> str:
+    """The files a ``$MUSETAG_MODEL_MIRROR`` folder holds, one line each with the models that use it."""
+    from musetag.inference.catalogue import catalogue
+
+    users: dict[str, list[str]] = {}
+    for name, entry in catalogue().items():
+        users.setdefault(entry.mirror_path, []).append(name)
+        if entry.thresholds is not None:
+            users.setdefault(entry.thresholds.mirror_path, []).append(f"{name} (per-tag thresholds)")
+    width = max(len(path) for path in users)
+    lines = [f"  {path.ljust(width)}  {', '.join(names)}" for path, names in users.items()]
+    head = textwrap.fill("Offline: set $MUSETAG_MODEL_MIRROR to a folder holding the upstream files at these paths "
+                         "(size and sha256 are checked as for a download; the mirror is never modified):", 79)
+    return f"\n{head}\n" + "\n".join(lines) + "\n"
 
 
 def run(args: argparse.Namespace) -> int:
