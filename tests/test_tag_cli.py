@@ -174,12 +174,17 @@ def test_torn_csv_resume_json_and_retry_errors(package, tmp_path, capsys):
     assert "has no tuned per-tag thresholds, so 'decided' lists the tags scoring above 0.5" in captured.err
     assert main(["tag", str(package), str(clips[0]), "--workers", "0", "--threshold", "0.3"]) == 0
     assert "no tuned per-tag thresholds" not in capsys.readouterr().err  # a level the user chose: nothing to say
+    # with --out too: the decisions column is as empty as the table's 'decided' would be (it said nothing)
+    assert main(["tag", str(package), str(clips[0]), "--workers", "0", "--out", str(tmp_path / "n.csv")]) == 0
+    assert "has no tuned per-tag thresholds" in capsys.readouterr().err
 
 
 def test_cli_errors(package, tmp_path, capsys):
     clip = write_clips(tmp_path / "c", 1, 1.0, sr=12000)[0]
     assert main(["tag", str(package), str(clip), "--out", str(tmp_path / "r.xlsx")]) == 2
     assert "use .csv, .json or .jsonl" in capsys.readouterr().err
+    assert main(["tag", str(package), str(clip), "--out", str(tmp_path / "r.parquet")]) == 2
+    assert "use .csv, .json or .jsonl (.parquet is written by --engine ray)" in capsys.readouterr().err
     assert main(["tag", str(package), str(clip), "--threshold", "tuned"]) == 2
     assert "no tuned thresholds" in capsys.readouterr().err
     # a folder that is no package is audio to tag (with the default pretrained model); named with

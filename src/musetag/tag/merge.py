@@ -71,7 +71,7 @@ def merge_outputs(
         if not p.exists():
             raise DatasetError(f"{p}: no such file; check the shard outputs (did that shard finish?)")
         if _output_kind(p) != kind:
-            raise ConfigError(f"{p}: cannot merge a {_output_kind(p)} file into {out} ({kind}); give files of one format")
+            raise ConfigError(f"{p}: cannot merge this {_output_kind(p)} file into {out} ({kind}); give files of one format")
         if p.resolve() == out.resolve():
             raise ConfigError(f"{out} is also an input; write the merge to a new file")
     from musetag.outputs import check_writable

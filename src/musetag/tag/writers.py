@@ -58,7 +58,8 @@ def output_format(path: str | os.PathLike) -> str:
     if suffix == ".ndjson":
         suffix = ".jsonl"
     if suffix not in FORMATS:
-        raise ConfigError(f"--out {path}: unknown output format {suffix or '(none)'}; use .csv, .json or .jsonl")
+        ray = " (.parquet is written by --engine ray)" if suffix == ".parquet" else ""
+        raise ConfigError(f"--out {path}: unknown output format {suffix or '(none)'}; use .csv, .json or .jsonl{ray}")
     return suffix
 
 
