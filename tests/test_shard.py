@@ -144,6 +144,11 @@ def test_merge_refuses_conflicting_duplicates_unless_told(tmp_path):
     assert not (tmp_path / "m.csv").exists()
     merge_outputs([tmp_path / "a.csv", tmp_path / "b.csv"], tmp_path / "m.csv", keep="last")
     assert {r["path"]: r["happy"] for r in _read_csv(tmp_path / "m.csv")}["y.mp3"] == b[0]["happy"]
+    # the same scores and decisions listed with another --top-k are the same results (they were refused)
+    c = [{**r, "top_tags": "happy:0.9000"} for r in a]
+    _write_csv(tmp_path / "c.csv", c)
+    report = merge_outputs([tmp_path / "a.csv", tmp_path / "c.csv"], tmp_path / "m2.csv")
+    assert report.identical_duplicates == 2 and report.rows == 2
 
 
 def test_outputs_of_two_models_are_not_merged(tmp_path):
