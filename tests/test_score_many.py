@@ -46,6 +46,11 @@ def test_single_run_options_are_refused_with_several_runs(tmp_path, rng, capsys)
                  "--bootstrap", "10"])
     assert code == 2
     assert "--bootstrap" in capsys.readouterr().err
+    # one missing run among others: named once, the others scored (it read "predictions X file not found: X")
+    missing = str(tmp_path / "missing.npy")
+    assert main(["score", str(tmp_path / "a.npy"), missing, "-g", str(tmp_path / "gt.npy")]) == 3
+    err = capsys.readouterr().err
+    assert f"musetag score: error: predictions file not found: {missing}\n" in err, err
 
 
 def test_the_24_bour_runs_scored_at_once_equal_each_alone(tmp_path):

@@ -183,7 +183,7 @@ def _many(args) -> int:
     results, rows, failed = {}, [], []
     for i, path in enumerate(args.predictions):
         try:
-            pred = load_array(path, f"predictions {path}")
+            pred = load_array(path, "predictions")  # the file not found names the path itself
             result = evaluate(pred, gt, tags=tags, **kw)
         except MusetagError as exc:  # one bad run: said, and the others still scored and written
             message = str(exc) if path in str(exc) else f"{path}: {exc}"
