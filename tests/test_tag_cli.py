@@ -176,7 +176,7 @@ def test_torn_csv_resume_json_and_retry_errors(package, tmp_path, capsys):
     assert "no tuned per-tag thresholds" not in capsys.readouterr().err  # a level the user chose: nothing to say
     # with --out too: the decisions column is as empty as the table's 'decided' would be (it said nothing)
     assert main(["tag", str(package), str(clips[0]), "--workers", "0", "--out", str(tmp_path / "n.csv")]) == 0
-    assert "has no tuned per-tag thresholds" in capsys.readouterr().err
+    assert "has no tuned per-tag thresholds, so the decisions column lists the tags" in capsys.readouterr().err
 
 
 def test_cli_errors(package, tmp_path, capsys):

@@ -159,12 +159,13 @@ def run(args: argparse.Namespace) -> int:
         # the decoding workers use one core each; the network gets the rest (oversubscribed OpenMP
         # threads slow small tensors down many times)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
-    if args.threshold is None and tagger.task == "multilabel" and tagger.package.thresholds is None:
-        # with --out too: its decisions column is as empty as the table's would be
-        print(f"note: {args.model} has no tuned per-tag thresholds, so 'decided' lists the tags scoring above "
-              "0.5 (--threshold P sets another level; the ranking is in the scores)", file=sys.stderr)
+    untuned = args.threshold is None and tagger.task == "multilabel" and tagger.package.thresholds is None
+    note = (f"note: {args.model} has no tuned per-tag thresholds, so 'decided' lists the tags scoring above 0.5 "
+            "(--threshold P sets another level; the ranking is in the scores)")
     if args.out is None:
         files = collect_shard_files(args.paths, shard, recursive=args.recursive)
+        if untuned:
+            print(note, file=sys.stderr)
         failed = 0
         # one file: no worker processes to start (they would only wait for the first file)
         for result in tagger.tag_many(files, workers=args.workers if len(files) > 1 else 0):
@@ -195,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         shard=shard,
     )
     print(summary.line(args.out), file=sys.stderr)
+    if untuned and summary.total:  # with --out too, once the run is done: its decisions column says the same
+        print(note.replace("'decided' lists", "the decisions column lists"), file=sys.stderr)
     if not summary.total:
         if empty_shard(args, shard):
             return 0
