@@ -34,6 +34,20 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def check_corpus_flags(clips: int, seconds: float, clips_flag: str) -> None:
+    """A synthetic corpus's size, refused by the flags the user typed (``synth``, ``demo``) before any work: the
+    library's own check speaks of make_corpus's arguments."""
+    import math
+
+    from musetag.errors import ConfigError
+
+    if clips < 1:
+        raise ConfigError(f"{clips_flag} must be at least 1, got {clips} (default 200)")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--seconds must be a positive number of seconds, e.g. --seconds 6, got {seconds:g} "
+                          "(default 10)")
+
+
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 0-65535 (0: any free port)."""
     value = _whole_number(text, "a port number")

@@ -28,17 +28,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import math
-
-    from musetag.commands import show_progress
+    from musetag.commands import check_corpus_flags, show_progress
     from musetag.commands._demo_run import run_demo
     from musetag.errors import ConfigError
 
-    # before any stage runs, and named by the flags (the library's checks speak of make_corpus's arguments)
-    if args.clips < 1:
-        raise ConfigError(f"--clips must be at least 1, got {args.clips} (default 200)")
-    if not (math.isfinite(args.seconds) and args.seconds > 0):
-        raise ConfigError(f"--seconds must be a positive number of seconds, got {args.seconds:g} (default 10)")
+    check_corpus_flags(args.clips, args.seconds, "--clips")  # before any stage runs
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {args.epochs} (leave it out for the recipe's own)")
 

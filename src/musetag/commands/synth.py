@@ -30,17 +30,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import math
-
-    from musetag.commands import show_progress
+    from musetag.commands import check_corpus_flags, show_progress
     from musetag.data.synth import make_corpus
-    from musetag.errors import ConfigError
 
-    # named by their flags here: the library's own check speaks of make_corpus's arguments
-    if args.n_clips < 1:
-        raise ConfigError(f"--n-clips must be at least 1, got {args.n_clips}")
-    if not (math.isfinite(args.seconds) and args.seconds > 0):
-        raise ConfigError(f"--seconds must be a positive number of seconds, e.g. --seconds 6, got {args.seconds:g}")
+    check_corpus_flags(args.n_clips, args.seconds, "--n-clips")
     manifest = make_corpus(args.out, n_clips=args.n_clips, seconds=args.seconds, seed=args.seed, task=args.task,
                            sample_rate=args.sample_rate, audio_format=args.format, preset=args.preset,
                            progress=show_progress(args))

@@ -349,8 +349,8 @@ def make_corpus(
     """
     if task not in TASKS:
         raise ConfigError(f"synth task {task!r}; use one of {', '.join(TASKS)}")
-    if n_clips < 1 or seconds <= 0:
-        raise ConfigError("make_corpus needs n_clips >= 1 and seconds > 0")
+    if n_clips < 1 or not (np.isfinite(seconds) and seconds > 0):
+        raise ConfigError("make_corpus needs n_clips >= 1 and a finite seconds > 0")
     if audio_format not in ("flac", "wav"):
         raise ConfigError(f"audio_format {audio_format!r}; use flac or wav")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) \

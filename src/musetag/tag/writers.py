@@ -282,11 +282,11 @@ class ResultWriter:
                 rows = [r for r in rows if r.get("status") == "ok"]
             if segments:  # `tag --segments` into an output tagged without: those files are tagged again, or
                 # `musetag plot` would keep answering "tag with --segments" after the user did just that
-                bare = [r for r in rows if r.get("status") == "ok" and not r.get("segments")]
-                if bare:
+                kept = [r for r in rows if r.get("status") != "ok" or r.get("segments")]
+                if len(kept) < len(rows):
                     log.warning("%s: %d file(s) were tagged without --segments; tagging them again for their "
-                                "per-window scores", self.path, len(bare))
-                    rows = [r for r in rows if not (r.get("status") == "ok" and not r.get("segments"))]
+                                "per-window scores", self.path, len(rows) - len(kept))
+                    rows = kept
         #: the folder relative paths in the output are taken from (the run that started it ran there); a run
         #: resumed from another folder writes its rows' paths absolute, so every row still names its file
         self.base = resume_base((record or {}).get("cwd"))
