@@ -53,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.force and os.path.exists(args.out)):
         check_writable(args.out, folder=not str(args.out).lower().endswith(ARCHIVE_SUFFIXES))
-    _refuse_ensemble_run(args.run_dir)
     out = create_package(
         args.run_dir,
         args.out,
@@ -96,7 +95,7 @@ def _note_unfinished(run_dir: str, checkpoint) -> None:
           file=sys.stderr)
 
 
-_ONE_NETWORK = {"best": "best.pt", "last": "last.pt", "swa": "swa.pt"}
+_ONE_NETWORK = ("best", "last", "swa")  # finals a package of one network holds
 
 
 def _note_final_not_packaged(run_dir: str, checkpoint) -> None:
@@ -144,20 +143,3 @@ def _note_final_not_packaged(run_dir: str, checkpoint) -> None:
           f"for a package that matches them, train with a single-network final (final = best, last or swa)",
           file=sys.stderr)
 
-
-def _refuse_ensemble_run(run_dir: str) -> None:
-    """An ensemble run (koutini2019-ensemble, bour2021-average: RUN_DIR/members/<name>/, no checkpoints of its
-    own) gets one line naming its members' folders, not "is this a musetag run folder?"."""
-    from pathlib import Path
-
-    from musetag.errors import ModelError
-
-    run = Path(run_dir)
-    members = run / "members"
-    if not run.is_dir() or (run / "checkpoints").is_dir() or not members.is_dir():
-        return
-    names = sorted(p.name for p in members.iterdir() if (p / "checkpoints").is_dir())
-    if not names:
-        return
-    raise ModelError(f"{run} is an ensemble of {len(names)} runs ({', '.join(names)}) and a package holds one network: "
-                     f"package a member, e.g. musetag package {members / names[0]} --out MODEL_DIR")

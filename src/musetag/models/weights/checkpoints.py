@@ -41,6 +41,12 @@ def find_checkpoint(run_dir: str | os.PathLike, checkpoint: str = "auto") -> Pat
         if path.is_file():
             return path
     found = sorted(p.name for p in ckpt_dir.glob("*.pt")) if ckpt_dir.is_dir() else []
+    members = run_dir / "members"  # an ensemble run (koutini2019-ensemble, bour2021-average): no checkpoints of its own
+    names = sorted(p.name for p in members.iterdir() if (p / "checkpoints").is_dir()) \
+        if not ckpt_dir.is_dir() and members.is_dir() else []
+    if names:
+        raise ModelError(f"{run_dir} is an ensemble of {len(names)} runs ({', '.join(names)}) and a checkpoint is one "
+                         f"network: give a member's folder, e.g. musetag package {members / names[0]} --out MODEL_DIR")
     raise ModelError(
         f"{run_dir}: no {' or '.join(f'checkpoints/{n}.pt' for n in order)} "
         f"(found: {', '.join(found) or 'nothing'}); "
